@@ -1,0 +1,28 @@
+# Two commands: `make repro` (the whole default study) and `make test` (the test suite).
+# Every target creates .venv from pyproject.toml's pinned dependencies when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export PATH := $(BIN):$(PATH)
+export JUPYTER_PREFER_ENV_PATH := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup repro test lab
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	python -m pytest
+
+lab: $(STAMP)
+	jupyter lab notebooks/

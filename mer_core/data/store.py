@@ -1,0 +1,161 @@
+"""The feature store: one schema for every corpus (DESIGN.md, "Feature store").
+
+```
+<store>/meta.csv        clip_id, speaker, label, has_<modality>, extra columns (gender, sentence, level, attributes)
+<store>/splits.csv      fold, speaker, role (train | val | test): speaker-independent folds
+<store>/<modality>.npz  data (sum T_i x D, float32), offsets (n+1), valid (sum T_i, bool), clip_ids
+<store>/manifest.json   corpus, extractor settings, dims, frame rates, counts, classes, sha256 of each file
+```
+
+A clip that lacks a modality has zero frames for it and `has_<modality> = False`: nothing is zero-filled on
+disk. `valid` marks usable frames (False for OpenFace tracking failures). The store is written into a sibling
+`.partial` folder and renamed when complete, so an interrupted run never leaves a store that looks valid.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODALITIES = ("audio", "visual", "text")
+ROLES = ("train", "val", "test")
+
+
+class StoreError(RuntimeError):
+    """The feature store is missing, incomplete or corrupt; the message names the file."""
+
+
+@dataclass
+class Sequences:
+    """Variable-length frame sequences of one modality, stored flat with offsets."""
+
+    data: np.ndarray  # (sum T_i, D) float32
+    offsets: np.ndarray  # (n + 1,) int64
+    valid: np.ndarray  # (sum T_i,) bool
+    clip_ids: np.ndarray  # (n,) str
+
+    @classmethod
+    def from_list(cls, clip_ids: list[str], frames: list[np.ndarray], valid: list[np.ndarray], dim: int):
+        lengths = np.array([len(f) for f in frames], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        data = np.concatenate([f.reshape(-1, dim) for f in frames] or [np.zeros((0, dim))]).astype(np.float32)
+        flags = np.concatenate([v.astype(bool) for v in valid] or [np.zeros(0, bool)])
+        return cls(data, offsets, flags, np.asarray(clip_ids, dtype=str))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def dim(self) -> int:
+        return self.data.shape[1]
+
+    def clip(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames (T, D) and the valid-frame mask (T,) of clip `i`."""
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.data[a:b], self.valid[a:b]
+
+
+@dataclass
+class FeatureStore:
+    root: Path
+    meta: pd.DataFrame
+    splits: pd.DataFrame
+    sequences: dict[str, Sequences]
+    manifest: dict
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.sequences)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    def fold_indices(self, fold: int) -> dict[str, np.ndarray]:
+        """Row indices of meta for each role of `fold`."""
+        part = self.splits[self.splits["fold"] == fold]
+        if part.empty:
+            raise StoreError(f"{self.root / 'splits.csv'}: no fold {fold} (folds: {sorted(self.splits.fold.unique())})")
+        role_of = dict(zip(part["speaker"].astype(str), part["role"]))
+        roles = self.meta["speaker"].astype(str).map(role_of)
+        return {role: np.flatnonzero(roles.to_numpy() == role) for role in ROLES}
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(int(f) for f in self.splits["fold"].unique())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_store(root: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
+                manifest: dict, skipped: pd.DataFrame | None = None) -> Path:
+    """Write a complete store atomically (`<root>.partial` then rename) and return its path.
+
+    `skipped` (clips dropped under `data.on_error: skip`, with the file and the error) becomes `skipped.csv`.
+    """
+    root = Path(root)
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        _write_files(partial, meta, splits, sequences, manifest, skipped)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(root, ignore_errors=True)
+    partial.rename(root)
+    return root
+
+
+def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
+                 manifest: dict, skipped: pd.DataFrame | None) -> None:
+    for modality, seq in sequences.items():
+        if list(seq.clip_ids) != list(meta["clip_id"]):
+            raise StoreError(f"{modality}: clip order differs from meta.csv")
+        np.savez(partial / f"{modality}.npz", data=seq.data, offsets=seq.offsets, valid=seq.valid,
+                 clip_ids=seq.clip_ids)
+    meta.to_csv(partial / "meta.csv", index=False)
+    splits.to_csv(partial / "splits.csv", index=False)
+    files = ["meta.csv", "splits.csv"] + [f"{m}.npz" for m in sequences]
+    if skipped is not None and len(skipped):
+        skipped.to_csv(partial / "skipped.csv", index=False)
+        files.append("skipped.csv")
+    manifest = dict(manifest, files={name: _sha256(partial / name) for name in files})
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def read_store(root: str | Path, verify: bool = True) -> FeatureStore:
+    """Read a store written by `write_store`; with `verify`, check every file against the manifest's hash."""
+    root = Path(root)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise StoreError(f"{manifest_path}: missing; run the prepare stage (`dvc repro prepare`) first")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise StoreError(f"{manifest_path}: corrupt JSON ({err})") from err
+    for name, digest in manifest["files"].items():
+        path = root / name
+        if not path.is_file():
+            raise StoreError(f"{path}: missing from the feature store; rerun the prepare stage")
+        if verify and _sha256(path) != digest:
+            raise StoreError(f"{path}: content does not match manifest.json (corrupt or edited); rerun prepare")
+    meta = pd.read_csv(root / "meta.csv", dtype={"clip_id": str, "speaker": str, "label": str})
+    splits = pd.read_csv(root / "splits.csv", dtype={"speaker": str, "role": str})
+    sequences = {}
+    for modality in manifest["modalities"]:
+        with np.load(root / f"{modality}.npz") as npz:
+            sequences[modality] = Sequences(npz["data"], npz["offsets"], npz["valid"], npz["clip_ids"])
+    return FeatureStore(root, meta, splits, sequences, manifest)

@@ -1,0 +1,114 @@
+"""CREMA-D's label space and what people perceive from each of its modalities.
+
+The built-in corpus borrows CREMA-D's ambiguity structure: for every clip, the emotion that the voice displays
+and the emotion that the face displays are drawn independently from the human confusion row of the intended
+emotion for that modality (`VOICE_CONFUSION`, `FACE_CONFUSION`). Source of the figures: CREMA-D
+`processedResults/summaryTable.csv` (Cao et al. 2014), the crowd's majority vote per modality with ties split
+as fractions, as tabulated in `docs/datasets.md` ("what people recognise from each modality").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+EMOTION_NAMES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+NEUTRAL = EMOTIONS.index("NEU")
+
+SENTENCES = {
+    "IEO": "It's eleven o'clock",
+    "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting",
+    "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full",
+    "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock",
+    "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket",
+    "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick",
+    "WSI": "We'll stop in a couple of minutes",
+}
+LEVELS = ("LO", "MD", "HI", "XX")
+LEVELLED_SENTENCE = "IEO"  # the only CREMA-D sentence recorded at LO/MD/HI (docs/datasets.md)
+FILE_EMOTION_ORDER = ("NEU", "HAP", "SAD", "ANG", "FEA", "DIS")  # order of clips in CREMA-D's SentenceFilenames.csv
+
+
+def _rows_to_one(table: list[list[float]]) -> np.ndarray:
+    matrix = np.asarray(table, dtype=float)
+    return matrix / matrix.sum(axis=1, keepdims=True)
+
+
+# Rows: intended emotion; columns: the crowd's majority label; both in EMOTIONS order. Source: CREMA-D
+# processedResults/summaryTable.csv, VoiceVote (audio alone), per docs/datasets.md; rows renormalised to 1.
+VOICE_CONFUSION = _rows_to_one([
+    [.635, .136, .031, .007, .189, .002],
+    [.092, .304, .061, .009, .482, .051],
+    [.046, .019, .350, .010, .483, .091],
+    [.050, .028, .061, .296, .556, .009],
+    [.009, .007, .009, .000, .966, .009],
+    [.005, .021, .070, .000, .703, .200],
+])
+
+# Same source, FaceVote (video alone), per docs/datasets.md; rows renormalised to 1.
+FACE_CONFUSION = _rows_to_one([
+    [.685, .128, .021, .018, .139, .009],
+    [.044, .661, .060, .005, .038, .192],
+    [.068, .058, .546, .006, .219, .102],
+    [.003, .002, .003, .961, .030, .001],
+    [.006, .018, .004, .016, .933, .023],
+    [.012, .050, .075, .005, .499, .360],
+])
+
+# Same source, MultiModalVote (audio and video together), per docs/datasets.md; rows renormalised to 1.
+# Not used to draw displays (each modality is drawn from its own matrix); kept as the human reference row.
+AUDIOVISUAL_CONFUSION = _rows_to_one([
+    [.772, .128, .016, .003, .079, .002],
+    [.033, .767, .076, .004, .054, .066],
+    [.028, .019, .679, .002, .173, .099],
+    [.001, .002, .005, .953, .039, .000],
+    [.007, .006, .007, .006, .967, .007],
+    [.003, .038, .138, .001, .466, .355],
+])
+
+
+def bayes_limit(*matrices: np.ndarray) -> float:
+    """Best achievable unweighted accuracy (UA) when each modality's displayed emotion is read perfectly.
+
+    Each matrix gives P(displayed | intended) for one modality; the displays are independent given the
+    intended emotion and the prior is uniform. The Bayes decision for a tuple of displays is the intended
+    emotion with the highest likelihood, so UA = (1/K) * sum over display tuples of the largest likelihood.
+    With CREMA-D's matrices this is about 0.46 (voice), 0.69 (face) and 0.75 (voice and face jointly).
+    """
+    n_classes = matrices[0].shape[0]
+    joint = np.ones((n_classes, 1))
+    for matrix in matrices:
+        joint = (joint[:, :, None] * matrix[:, None, :]).reshape(n_classes, -1)
+    return float(joint.max(axis=0).sum() / n_classes)
+
+
+def human_bayes_limits() -> dict[str, float]:
+    """Bayes limits of the voice, the face and both together (see `bayes_limit`)."""
+    return {
+        "voice": bayes_limit(VOICE_CONFUSION),
+        "face": bayes_limit(FACE_CONFUSION),
+        "both": bayes_limit(VOICE_CONFUSION, FACE_CONFUSION),
+    }
+
+
+def draw_display(intended: str, confusion: np.ndarray, rng: np.random.Generator) -> str:
+    """The emotion a modality displays for a clip whose intended emotion is `intended`."""
+    return EMOTIONS[rng.choice(len(EMOTIONS), p=confusion[EMOTIONS.index(intended)])]
+
+
+def clip_levels(sentence: str) -> dict[str, tuple[str, ...]]:
+    """Levels recorded per emotion for a sentence, following CREMA-D: IEO at LO/MD/HI (neutral XX), others XX."""
+    return {
+        emotion: ("XX",) if sentence != LEVELLED_SENTENCE or emotion == "NEU" else ("LO", "MD", "HI")
+        for emotion in FILE_EMOTION_ORDER
+    }
+
+
+def clip_name(actor: int, sentence: str, emotion: str, level: str) -> str:
+    """CREMA-D clip name, e.g. 1001_DFA_ANG_XX."""
+    return f"{actor}_{sentence}_{emotion}_{level}"
+

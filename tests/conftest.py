@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny random feature store (8 speakers x 12 clips, 6 classes) and params for training on it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_core.config import validate
+from mer_core.data.folds import make_splits
+from mer_core.data.store import Sequences, read_store, write_store
+
+CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sad")
+DIMS = {"audio": 5, "visual": 4}
+FRAME_RATES = {"audio": 100.0 / 3.0, "visual": 30.0}
+NO_VISUAL_CLIP = "1001_11"  # the one clip that lacks the visual modality altogether
+
+
+def build_tiny_store(root: Path, n_speakers: int = 8, clips_per_speaker: int = 12, seed: int = 0):
+    """Write a random store with a class-dependent offset (learnable), variable lengths, a few invalid visual
+    frames and one clip without visual frames; folds from `make_splits`. Returns `read_store(root)`."""
+    rng = np.random.default_rng(seed)
+    centres = {m: rng.normal(0.0, 1.5, (len(CLASSES), d)) for m, d in DIMS.items()}
+    rows, frames, valid = [], {m: [] for m in DIMS}, {m: [] for m in DIMS}
+    for s in range(n_speakers):
+        speaker = str(1001 + s)
+        for c in range(clips_per_speaker):
+            k = c % len(CLASSES)
+            clip_id = f"{speaker}_{c:02d}"
+            lengths = {"audio": int(rng.integers(4, 20)), "visual": int(rng.integers(3, 15))}
+            if clip_id == NO_VISUAL_CLIP:
+                lengths["visual"] = 0
+            for m, d in DIMS.items():
+                x = (rng.normal(0.0, 1.0, (lengths[m], d)) + centres[m][k] + 3.0).astype(np.float32)
+                ok = np.ones(lengths[m], dtype=bool)
+                if m == "visual" and lengths[m] >= 4 and c % 3 == 0:
+                    ok[rng.choice(lengths[m], 2, replace=False)] = False  # OpenFace tracking failures
+                    x[~ok] = 0.0
+                frames[m].append(x)
+                valid[m].append(ok)
+            rows.append({"clip_id": clip_id, "speaker": speaker, "label": CLASSES[k],
+                         "gender": "Female" if s % 2 else "Male",
+                         "has_audio": True, "has_visual": lengths["visual"] > 0})
+    meta = pd.DataFrame(rows)
+    sequences = {m: Sequences.from_list(list(meta["clip_id"]), frames[m], valid[m], d) for m, d in DIMS.items()}
+    splits = make_splits(meta, {"n_folds": 4, "n_val_speakers": 1, "seed": 0})
+    manifest = {"corpus": "builtin", "modalities": list(DIMS), "classes": list(CLASSES), "dims": dict(DIMS),
+                "frame_rates": dict(FRAME_RATES)}
+    write_store(root, meta, splits, sequences, manifest)
+    return read_store(root)
+
+
+@pytest.fixture
+def tiny_store(tmp_path):
+    """A fresh tiny store at <tmp_path>/features/builtin (so `store_path(params)` finds it)."""
+    return build_tiny_store(tmp_path / "features" / "builtin")
+
+
+@pytest.fixture
+def tiny_params():
+    """Factory: tiny_params(store, **train_overrides) -> params dict for `mer_core.train.run_method` on `store`."""
+    from mer_core.methods import REGISTRY, validate_method_params
+    from mer_core.train import TRAIN_SCHEMA
+
+    def make(store, epochs: int = 2, **train) -> dict:
+        params = {
+            "seed": 0,
+            "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent),
+                     "on_error": "raise"},
+            "train": {"seeds": [0], "folds": [0], "batch_size": 16, "beta1": 0.9, "weight_decay": 0.0,
+                      "grad_clip": 0.5, "device": "cpu", "n_jobs": 1, "threads_per_run": 1, **train},
+            "methods": {name: {"epochs": epochs, "lr": 0.01, "hidden": 8, "classifier": [8], "dropout": 0.1}
+                        for name in REGISTRY},
+        }
+        validate(params["train"], TRAIN_SCHEMA, "train")
+        for name, method_params in params["methods"].items():
+            validate_method_params(name, method_params, f"methods.{name}")
+        return params
+
+    return make

@@ -1,0 +1,139 @@
+"""mer_core.layers: LSTMEncoder, masked_max, TextCNN, MLPClassifier."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mer_core.layers import LSTMEncoder, MLPClassifier, TextCNN, masked_max, valid_mask
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def pad(x: torch.Tensor, total: int, fill: str = "zeros") -> torch.Tensor:
+    """(B, T, D) -> (B, total, D) with zero (or random garbage) frames appended."""
+    extra = total - x.shape[1]
+    tail = torch.zeros(x.shape[0], extra, x.shape[2]) if fill == "zeros" else 50 * torch.randn(x.shape[0], extra, x.shape[2])
+    return torch.cat([x, tail], dim=1)
+
+
+def test_valid_mask_and_masked_max_known_values():
+    assert valid_mask(torch.tensor([0, 2, 3]), 3).tolist() == [[False, False, False], [True, True, False],
+                                                                 [True, True, True]]
+    x = torch.tensor([[[1.0, 5.0], [3.0, 2.0], [9.0, 9.0]],
+                      [[-1.0, -2.0], [-3.0, 0.0], [7.0, 7.0]],
+                      [[4.0, 4.0], [4.0, 4.0], [4.0, 4.0]]])
+    out = masked_max(x, torch.tensor([2, 1, 0]))
+    assert out.tolist() == [[3.0, 5.0], [-1.0, -2.0], [0.0, 0.0]]  # negatives kept; padding never wins
+    assert masked_max(x, torch.tensor([3, 3, 3])).tolist() == [[9.0, 9.0], [7.0, 7.0], [4.0, 4.0]]
+
+
+def test_masked_max_gradient_goes_to_the_max_frame_only():
+    x = torch.tensor([[[1.0], [3.0], [9.0]], [[2.0], [0.0], [5.0]]], requires_grad=True)
+    masked_max(x, torch.tensor([2, 0])).sum().backward()
+    assert x.grad[..., 0].tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+
+
+def test_lstm_encoder_shape():
+    encoder = LSTMEncoder(5, hidden=7)
+    out = encoder(torch.randn(3, 11, 5), torch.tensor([11, 4, 1]))
+    assert out.shape == (3, 7) and encoder.out_dim == 7 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("fill", ["zeros", "garbage"])
+def test_lstm_encoder_padding_invariance(fill):
+    encoder = LSTMEncoder(5, hidden=6).eval()
+    clip = torch.randn(1, 7, 5)
+    alone = encoder(clip, torch.tensor([7]))
+    torch.testing.assert_close(encoder(pad(clip, 12, fill), torch.tensor([7])), alone, atol=1e-6, rtol=1e-5)
+    others = [torch.randn(1, 15, 5), pad(torch.randn(1, 3, 5), 15, fill)]
+    batch = torch.cat([others[0], pad(clip, 15, fill), others[1]])
+    together = encoder(batch, torch.tensor([15, 7, 3]))
+    torch.testing.assert_close(together[1:2], alone, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(together[2:3], encoder(others[1][:, :3], torch.tensor([3])), atol=1e-6, rtol=1e-5)
+
+
+def test_lstm_encoder_zero_length_gives_zeros():
+    encoder = LSTMEncoder(4, hidden=5)
+    out = encoder(torch.randn(2, 6, 4), torch.tensor([0, 6]))
+    assert out[0].tolist() == [0.0] * 5 and out[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("length", [9, 5, 3, 1])
+def test_textcnn_shapes_including_short_sequences(length):
+    cnn = TextCNN(6, channels=4, kernels=(3, 4, 5), dropout=0.5, out_dim=10).eval()
+    out = cnn(torch.randn(2, length, 6), torch.tensor([length, max(length - 1, 1)]))
+    assert out.shape == (2, 10) and cnn.out_dim == 10 and torch.isfinite(out).all()
+
+
+def test_textcnn_padding_invariance():
+    cnn = TextCNN(6, channels=4, out_dim=8).eval()
+    long_clip, short_clip = torch.randn(1, 8, 6), torch.randn(1, 2, 6)  # 2 < widest kernel (5)
+    alone_long = cnn(long_clip, torch.tensor([8]))
+    alone_short = cnn(short_clip, torch.tensor([2]))
+    torch.testing.assert_close(cnn(pad(long_clip, 13, "garbage"), torch.tensor([8])), alone_long)
+    batch = torch.cat([pad(long_clip, 15), torch.randn(1, 15, 6), pad(short_clip, 15)])
+    together = cnn(batch, torch.tensor([8, 15, 2]))
+    torch.testing.assert_close(together[0:1], alone_long)
+    torch.testing.assert_close(together[2:3], alone_short)
+
+
+def test_textcnn_zero_length_pools_to_zero():
+    cnn = TextCNN(3, channels=4, out_dim=5).eval()
+    out = cnn(torch.randn(2, 6, 3), torch.tensor([0, 6]))
+    torch.testing.assert_close(out[0], cnn.project(torch.zeros(12)))  # pooled features are all zero
+
+
+def test_mlp_classifier_shapes_and_features():
+    mlp = MLPClassifier(10, [16, 8], 6, dropout=0.3)
+    logits, features = mlp(torch.randn(4, 10))
+    assert logits.shape == (4, 6) and features.shape == (4, 8)
+    assert (features >= 0).all()  # features follow a ReLU (dropout keeps the sign)
+    direct = MLPClassifier(10, [], 3)
+    x = torch.randn(4, 10)
+    logits, features = direct(x)
+    assert logits.shape == (4, 3) and torch.equal(features, x)
+    assert [type(layer) for layer in mlp.hidden] == [nn.Linear, nn.ReLU, nn.Dropout] * 2
+
+
+def test_mlp_classifier_batchnorm_option():
+    mlp = MLPClassifier(10, [16, 8], 6, dropout=0.0, batchnorm=True)
+    assert [type(layer) for layer in mlp.hidden] == [nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout] * 2
+    _, features = mlp.train()(3 + 2 * torch.randn(64, 10))
+    torch.testing.assert_close(features.mean(0), torch.zeros(8), atol=1e-5, rtol=0)  # normalised in training
+
+
+def test_mlp_dropout_only_in_training():
+    mlp = MLPClassifier(10, [256], 3, dropout=0.5)
+    x = torch.randn(8, 10)
+    mlp.eval()
+    first, second = mlp(x)[0], mlp(x)[0]
+    assert torch.equal(first, second)
+    linear, output = mlp.hidden[0], mlp.output
+    torch.testing.assert_close(first, output(torch.relu(linear(x))))  # eval: no dropout at all
+    mlp.train()
+    assert not torch.equal(mlp(x)[0], mlp(x)[0])
+
+
+def _check_gradients(module: nn.Module, output: torch.Tensor, x: torch.Tensor) -> None:
+    (output * torch.randn_like(output)).sum().backward()  # random weights: BatchNorm's scale gets a gradient
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for name, parameter in module.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_gradients_flow_through_every_layer():
+    x = torch.randn(3, 9, 5, requires_grad=True)
+    lstm = LSTMEncoder(5, 6)
+    _check_gradients(lstm, lstm(x, torch.tensor([9, 4, 0])), x)
+    x = torch.randn(3, 9, 5, requires_grad=True)
+    cnn = TextCNN(5, channels=8, dropout=0.0, out_dim=6)
+    _check_gradients(cnn, cnn(x, torch.tensor([9, 2, 6])), x)
+    x = torch.randn(16, 5, requires_grad=True)
+    mlp = MLPClassifier(5, [12, 7], 4, dropout=0.2, batchnorm=True)
+    _check_gradients(mlp, mlp(x)[0], x)

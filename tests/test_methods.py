@@ -1,0 +1,251 @@
+"""mer_core.methods (registered baselines, align_frames) and mer_core.train.run_method on the tiny store."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mer_core.conditions import all_conditions, apply_condition
+from mer_core.config import ConfigError
+from mer_core.data.batches import Batch, load_fold
+from mer_core.data.store import read_store
+from mer_core.evaluate import predict
+from mer_core.methods import REGISTRY, ModelContext, method_spec, validate_method_params
+from mer_core.methods.baselines import EarlyFusion, LateFusion, UttFusion, align_frames
+from mer_core.layers import LSTMEncoder, TextCNN
+from mer_core.train import run_method
+
+BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug")
+PARAMS = {"epochs": 1, "lr": 0.001, "hidden": 8, "classifier": [8, 8], "dropout": 0.0}
+CTX = ModelContext(("audio", "visual"), {"audio": 5, "visual": 4}, {"audio": 100 / 3, "visual": 30.0}, 6)
+
+
+def make_batch(ctx: ModelContext = CTX, n: int = 5, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    lengths = {m: torch.randint(2, 12, (n,), generator=g) for m in ctx.modalities}
+    lengths["visual"][1] = 0  # clip 1 has no visual stream
+    has = torch.stack([lengths[m] > 0 for m in ctx.modalities], 1)
+    x = {}
+    for m in ctx.modalities:
+        t = int(lengths[m].max())
+        frames = torch.randn(n, t, ctx.dims[m], generator=g)
+        x[m] = frames * (torch.arange(t)[None, :] < lengths[m][:, None])[..., None]
+    return Batch(ctx.modalities, x, lengths, has, torch.arange(n) % ctx.n_classes, torch.arange(n))
+
+
+def build(name: str, ctx: ModelContext = CTX, **changes):
+    torch.manual_seed(0)
+    params = dict(PARAMS, **changes)
+    validate_method_params(name, params, f"methods.{name}")
+    return method_spec(name).build(params, ctx)
+
+
+def test_registry_holds_the_baselines():
+    assert set(BASELINES) <= set(REGISTRY)
+    assert {name: REGISTRY[name].train_conditions for name in BASELINES} == {
+        "audio_only": "full", "visual_only": "full", "early_fusion": "full", "late_fusion": "full",
+        "utt_fusion": "full", "utt_dataaug": "random"}
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_builds_and_trains(name):
+    model = build(name).train()
+    batch = make_batch()
+    logits = model(batch)
+    assert logits.shape == (5, 6) and torch.isfinite(logits).all()
+    loss, loss_logits = model.loss(batch)
+    assert loss.shape == () and torch.isfinite(loss) and loss.item() > 0
+    assert loss_logits.shape == (5, 6)
+    loss.backward()
+    for parameter_name, parameter in model.named_parameters():
+        assert parameter.grad is not None, parameter_name
+        assert torch.isfinite(parameter.grad).all(), parameter_name
+    assert sum(p.grad.abs().sum() for p in model.parameters()) > 0
+    for condition in all_conditions(CTX.modalities):
+        assert torch.isfinite(model.eval()(apply_condition(batch, condition))).all()
+
+
+def test_cross_entropy_models_loss_is_cross_entropy_of_forward():
+    batch = make_batch()
+    for name in ("utt_fusion", "early_fusion", "audio_only"):
+        model = build(name).eval()
+        loss, logits = model.loss(batch)
+        torch.testing.assert_close(logits, model(batch))
+        torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, batch.y))
+
+
+@pytest.mark.parametrize("name, own, other", [("audio_only", "audio", "visual"), ("visual_only", "visual", "audio")])
+def test_unimodal_models_ignore_the_other_modality(name, own, other):
+    model = build(name).eval()
+    assert list(model.encoders) == [own]
+    batch = make_batch()
+    reference = model(batch)
+    g = torch.Generator().manual_seed(5)
+    noisy = batch.replace(x={**batch.x, other: torch.randn(batch.x[other].shape, generator=g) * 10},
+                          lengths={**batch.lengths, other: torch.full((5,), batch.x[other].shape[1])})
+    torch.testing.assert_close(model(noisy), reference)
+    changed = batch.replace(x={**batch.x, own: batch.x[own] + 1.0})
+    assert not torch.allclose(model(changed), reference)
+
+
+def test_late_fusion_probabilities():
+    model = build("late_fusion").eval()
+    assert isinstance(model, LateFusion)
+    batch = make_batch()
+    audio_only = apply_condition(batch, ("audio",))
+    torch.testing.assert_close(model(audio_only).softmax(-1), model.branches["audio"](audio_only).softmax(-1))
+    both = apply_condition(batch, ("audio", "visual"))
+    branch = model.branch_logits(both).softmax(-1)  # (B, M, C)
+    fused = model(both).softmax(-1)
+    with_visual = both.present[:, 1]
+    torch.testing.assert_close(fused[with_visual], branch[with_visual].mean(1))
+    torch.testing.assert_close(fused[~with_visual], branch[~with_visual, 0])  # clip without visual: audio alone
+    # the training loss averages the present branches' cross-entropies
+    loss, _ = model.loss(both)
+    per_branch = torch.nn.functional.cross_entropy(model.branch_logits(both).flatten(0, 1),
+                                                   both.y.repeat_interleave(2), reduction="none").view(5, 2)
+    torch.testing.assert_close(loss, per_branch[both.present].mean())
+
+
+def test_align_frames_known_values():
+    x = torch.arange(6, dtype=torch.float32).view(1, 6, 1).expand(2, 6, 1).clone()
+    x[1] *= 10
+    down = align_frames(x, torch.tensor([6, 6]), 30.0, 15.0, 3)
+    assert down[..., 0].tolist() == [[0, 2, 4], [0, 20, 40]]
+    up = align_frames(down, torch.tensor([3, 3]), 15.0, 30.0, 6)
+    assert up[..., 0].tolist() == [[0, 0, 2, 2, 4, 4], [0, 0, 20, 20, 40, 40]]
+    # a grid longer than the clip repeats its last frame; length 0 gives zeros
+    short = align_frames(x, torch.tensor([2, 0]), 30.0, 30.0, 4)
+    assert short[..., 0].tolist() == [[0, 1, 1, 1], [0, 0, 0, 0]]
+    wide = torch.randn(1, 4, 3)
+    torch.testing.assert_close(align_frames(wide, torch.tensor([4]), 30.0, 30.0, 4), wide)
+    torch.testing.assert_close(align_frames(wide, torch.tensor([4]), 30.0, 10.0, 2), wide[:, [0, 3]])
+
+
+def _grid_lengths(lengths: dict[str, list[int]]) -> list[int]:
+    model = build("early_fusion").eval()
+    assert isinstance(model, EarlyFusion)
+    seen = {}
+    model.encoder.register_forward_pre_hook(lambda module, args: seen.update(frames=args[0], lengths=args[1]))
+    n = len(lengths["audio"])
+    x = {m: torch.randn(n, max(max(lengths[m]), 1), CTX.dims[m]) for m in CTX.modalities}
+    lens = {m: torch.tensor(v) for m, v in lengths.items()}
+    batch = Batch(CTX.modalities, x, lens, torch.stack([lens[m] > 0 for m in CTX.modalities], 1),
+                  torch.zeros(n, dtype=torch.long), torch.arange(n))
+    model(batch)
+    assert seen["frames"].shape == (n, max(seen["lengths"].max().item(), 1), 9)
+    return seen["lengths"].tolist()
+
+
+def test_early_fusion_grid():
+    # grid = audio's 33.3 frames/s, length = the longer modality, rounded up (lengths chosen off the float edge):
+    # 8 visual frames = 0.267 s -> 9 (< 10 audio); 30 visual frames = 1 s -> 34; 7 visual frames -> 8
+    assert _grid_lengths({"audio": [10, 3, 0], "visual": [8, 30, 7]}) == [10, 34, 8]
+
+
+def test_early_fusion_grid_length_is_exact():
+    assert _grid_lengths({"audio": [30], "visual": [27]}) == [30]
+
+
+def test_utt_fusion_with_text():
+    ctx = ModelContext(("audio", "visual", "text"), {"audio": 5, "visual": 4, "text": 6},
+                       {"audio": 100 / 3, "visual": 30.0, "text": 1.0}, 4)
+    model = build("utt_fusion", ctx)
+    assert isinstance(model, UttFusion)
+    assert isinstance(model.encoders["text"], TextCNN) and isinstance(model.encoders["audio"], LSTMEncoder)
+    batch = make_batch(ctx, n=4)
+    batch = batch.replace(lengths={**batch.lengths, "text": torch.tensor([2, 5, 3, 1])})  # shorter than kernels
+    model.train()
+    loss, logits = model.loss(batch)
+    assert logits.shape == (4, 4) and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.encoders["text"].convs[0].weight.grad.abs().sum() > 0
+    model.eval()
+    outputs = {c: model(apply_condition(batch, c)) for c in all_conditions(ctx.modalities)}
+    assert len(outputs) == 7 and all(o.shape == (4, 4) and torch.isfinite(o).all() for o in outputs.values())
+    assert not torch.allclose(outputs[("text",)], outputs[("audio", "visual", "text")])
+
+
+def test_unknown_method_raises_config_error():
+    with pytest.raises(ConfigError) as info:
+        method_spec("mmin")
+    message = str(info.value)
+    assert message.startswith("methods.mmin: unknown method")
+    assert all(name in message for name in REGISTRY)
+    with pytest.raises(ConfigError, match=r"methods\.utt_fusion\.hidden: got 0"):
+        validate_method_params("utt_fusion", dict(PARAMS, hidden=0), "methods.utt_fusion")
+
+
+# ================================================================================================ run_method
+
+
+def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
+    params = tiny_params(tiny_store, epochs=2, folds=[0], n_jobs=1)
+    out = tmp_path / "results" / "utt_fusion"
+    summary = run_method("utt_fusion", params, out)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "history.csv", "metrics.json",
+                                                     "per_condition.csv", "predictions.csv"]
+    assert json.loads((out / "metrics.json").read_text()) == summary
+    assert summary["method"] == "utt_fusion" and summary["n_runs"] == 1
+    assert summary["folds"] == [0] and summary["seeds"] == [0] and summary["best_epochs"][0] in (1, 2)
+    assert list(summary["conditions"]) == ["a", "v", "av", "pooled", "mean"]
+    assert all(0 <= v <= 1 for c in summary["conditions"].values() for k, v in c.items() if k.endswith("_mean"))
+
+    test_rows = tiny_store.fold_indices(0)["test"]
+    per_condition = pd.read_csv(out / "per_condition.csv")
+    assert per_condition["condition"].tolist() == ["a", "v", "av", "pooled", "mean"]
+    assert list(per_condition.columns[:4]) == ["fold", "seed", "condition", "n"]
+    assert per_condition["n"].tolist() == [len(test_rows)] * 3 + [3 * len(test_rows)] * 2
+    mean = per_condition.set_index("condition").loc[["a", "v", "av"], ["wa", "ua", "f1_macro"]].mean()
+    np.testing.assert_allclose(per_condition.set_index("condition").loc["mean", ["wa", "ua", "f1_macro"]], mean,
+                               atol=2e-5)
+
+    history = pd.read_csv(out / "history.csv")
+    assert history[["fold", "seed", "epoch"]].values.tolist() == [[0, 0, 1], [0, 0, 2]]
+    assert list(history.columns) == ["fold", "seed", "epoch", "train_loss", "val_loss", "val_ua"]
+    assert np.isfinite(history[["train_loss", "val_loss", "val_ua"]].to_numpy()).all()
+
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"speaker": str})
+    assert len(predictions) == 3 * len(test_rows)
+    test_speakers = set(tiny_store.splits.query("fold == 0 and role == 'test'")["speaker"])
+    assert set(predictions["speaker"]) == test_speakers  # only held-out speakers are predicted
+    assert set(predictions["clip_id"]) == set(tiny_store.meta["clip_id"].to_numpy()[test_rows])
+    assert set(predictions["label"]) <= set(tiny_store.classes) and set(predictions["pred"]) <= set(tiny_store.classes)
+    prob_columns = [f"p_{c}" for c in tiny_store.classes]
+    np.testing.assert_allclose(predictions[prob_columns].sum(axis=1), 1.0, atol=5e-4)
+
+    checkpoint = torch.load(out / "checkpoints" / "fold0-seed0.pt")
+    assert checkpoint["method"] == "utt_fusion" and checkpoint["fold"] == 0 and checkpoint["seed"] == 0
+    assert checkpoint["epoch"] == summary["best_epochs"][0]
+    model = method_spec("utt_fusion").build(checkpoint["params"], ModelContext(**checkpoint["context"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    reloaded = predict(model, load_fold(read_store(tiny_store.root), 0)["test"], 16, torch.device("cpu"))
+    np.testing.assert_allclose(reloaded[[f"p{k}" for k in range(6)]].to_numpy(), predictions[prob_columns].to_numpy(),
+                               atol=1e-4)  # the checkpoint is the model that made the test predictions
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_run_method_learns_the_class_offsets(tiny_store, tiny_params, tmp_path):
+    params = tiny_params(tiny_store, epochs=12, folds=[0], n_jobs=1)
+    summary = run_method("late_fusion", params, tmp_path / "late_fusion")
+    assert summary["conditions"]["av"]["ua_mean"] > 0.5  # chance is 1/6
+
+
+def test_run_method_is_deterministic(tiny_store, tiny_params, tmp_path):
+    params = tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=1)
+    for name in ("first", "second"):
+        run_method("utt_dataaug", params, tmp_path / name)  # random conditions and shuffling: all seeded
+    for table in ("per_condition.csv", "predictions.csv", "history.csv"):
+        assert (tmp_path / "first" / table).read_text() == (tmp_path / "second" / table).read_text(), table
+
+
+def test_run_method_does_not_depend_on_n_jobs(tiny_store, tiny_params, tmp_path):
+    params = tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=1)
+    run_method("utt_dataaug", params, tmp_path / "serial")
+    run_method("utt_dataaug", tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=2), tmp_path / "parallel")  # ~12 s
+    for table in ("per_condition.csv", "predictions.csv"):
+        assert (tmp_path / "serial" / table).read_text() == (tmp_path / "parallel" / table).read_text(), table
