@@ -113,12 +113,12 @@ def default_config() -> dict:
     """
     profile = ("f0_st", "f0_range", "loudness_db", "rate", "tilt_db", "jitter", "breathiness", "formant_shift")
     profiles = {
-        "ANG": (4.0, 1.3, 9.0, 1.1, 5.0, 1.2, 0.6, 1.03),
-        "DIS": (-4.0, 0.8, -2.0, 0.75, -1.5, 3.5, 1.5, 0.93),
-        "FEA": (7.0, 0.8, 3.0, 1.35, 2.5, 3.0, 1.3, 1.02),
-        "HAP": (4.0, 1.8, 5.0, 1.1, 2.0, 1.0, 1.0, 1.12),
+        "ANG": (5.5, 1.4, 12.0, 1.15, 6.0, 1.3, 0.5, 1.04),
+        "DIS": (-5.0, 0.75, -3.0, 0.7, -2.0, 4.0, 1.7, 0.91),
+        "FEA": (9.0, 0.75, 4.0, 1.5, 3.5, 4.0, 1.4, 1.03),
+        "HAP": (5.5, 2.2, 7.0, 1.15, 3.0, 1.0, 1.0, 1.15),
         "NEU": (0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0),
-        "SAD": (-2.0, 0.4, -6.0, 0.7, -4.0, 1.3, 2.5, 0.97),
+        "SAD": (-3.0, 0.3, -8.0, 0.6, -5.5, 1.4, 3.5, 0.96),
     }
     return {
         "seed": 2024,
@@ -128,10 +128,10 @@ def default_config() -> dict:
         "n_jobs": 2,
         "level_gain": {"LO": 0.6, "MD": 0.85, "HI": 1.1, "XX": 1.0},
         "display_strength": 1.0,
-        "speaker_variability": 1.0,
+        "speaker_variability": 0.8,
         "audio": {
             "sample_rate": 16000,
-            "snr_db": [10.0, 35.0],
+            "snr_db": [15.0, 35.0],
             "noise_types": ["white", "pink"],
             "speech_rate": 4.5,
             "breath_level": 0.08,
@@ -139,7 +139,7 @@ def default_config() -> dict:
             "shimmer": 0.05,
             "profiles": {emotion: dict(zip(profile, values)) for emotion, values in profiles.items()},
         },
-        "face": {"fps": 30, "au_noise": 0.3, "head_motion": 1.0, "blink_rate": 0.3, "tracking_failure_rate": 0.02},
+        "face": {"fps": 30, "au_noise": 0.6, "head_motion": 1.0, "blink_rate": 0.3, "tracking_failure_rate": 0.02},
         "attributes": {
             "pad": {
                 "ANG": [-0.51, 0.59, 0.25],

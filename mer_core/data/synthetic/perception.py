@@ -12,7 +12,6 @@ import numpy as np
 
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 EMOTION_NAMES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
-NEUTRAL = EMOTIONS.index("NEU")
 
 SENTENCES = {
     "IEO": "It's eleven o'clock",
