@@ -326,3 +326,15 @@ def test_cli_reads_params_and_writes_the_corpus(tmp_path):
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match=r"data\.root"):
         main(["--params", str(path)])
+
+
+def test_intended_trace_mixes_the_intended_prototype_into_the_display():
+    """With trace weight w, a face displaying neutral for an intended happy clip shows w of happiness's AU12."""
+    au12 = OPENFACE_COLUMNS.index("AU12_r")
+    n_frames, envelope = 90, np.zeros(400)
+    def apex_au12(weight: float) -> float:
+        table = synthesize_openface(n_frames, 30, "NEU", 1.0, 0.0, resting_face(), envelope, 125.0,
+                                    np.random.default_rng(3), au_noise=0.0, head_motion=0.0, blink_rate=0.0,
+                                    failure_rate=0.0, trace=("HAP", weight))
+        return float(table[:, au12].max())
+    assert apex_au12(0.0) < apex_au12(0.3) < apex_au12(0.6)

@@ -78,6 +78,7 @@ def synthesize_openface(
     head_motion: float,
     blink_rate: float,
     failure_rate: float,
+    trace: tuple[str, float] = ("NEU", 0.0),
 ) -> np.ndarray:
     """OpenFace table (n_frames x len(OPENFACE_COLUMNS)) of a face displaying `displayed`.
 
@@ -85,15 +86,18 @@ def synthesize_openface(
     displayed emotion's arousal, which adds head movement and blinks; envelope: the audio's syllable energy
     (0–1) sampled at `envelope_rate` Hz; au_noise: s.d. of the per-frame AU measurement noise (a clip-level
     offset of half that s.d. is added too); head_motion: factor on the pose/gaze drift; blink_rate: blinks per
-    second; failure_rate: expected fraction of frames lost by the tracker.
+    second; failure_rate: expected fraction of frames lost by the tracker; trace: (emotion, weight), a share of
+    another emotion's prototype mixed into the display (the intended emotion's subtle trace, see corpus.py).
     """
     times = np.arange(n_frames) / fps
     motion = head_motion * (1.0 + 0.6 * max(arousal, 0.0))
     mouth = np.interp(times, np.arange(len(envelope)) / envelope_rate, envelope)
 
     apex = np.zeros(len(AU_INTENSITY))
-    for au, value in EMFACS_PROTOTYPES[displayed].items():
-        apex[AU_INTENSITY.index(au)] = value
+    traced, weight = trace
+    for emotion, share in ((displayed, 1.0 - weight), (traced, weight)):
+        for au, value in EMFACS_PROTOTYPES[emotion].items():
+            apex[AU_INTENSITY.index(au)] += share * value
     apex *= strength * face.expressivity * rng.lognormal(0.0, 0.15, len(AU_INTENSITY))
     intensity = (
         face.au_bias
