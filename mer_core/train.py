@@ -6,8 +6,10 @@ looked at), keep the best epoch's weights (earliest on ties), save that checkpoi
 clips under every condition. Runs are independent and seeded from (seed, fold), and each uses
 `train.threads_per_run` threads, so metrics are identical whatever `train.n_jobs` is.
 
-Outputs of `run_method` in `out_dir` (each written atomically; `metrics.json` last):
-`checkpoints/fold{f}-seed{s}.pt`, `history.csv`, `predictions.csv`, `per_condition.csv`, `metrics.json`.
+Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
+`history.csv`, `predictions.csv`, `per_condition.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
+`fold{f}-seed{s}.pt`. Checkpoints live apart from `results/` so that a clone without the DVC cache still
+holds every dependency of the analysis stage.
 """
 from __future__ import annotations
 
@@ -125,15 +127,16 @@ def selected_folds(params: dict, available: list[int]) -> list[int]:
     return list(folds)
 
 
-def run_method(name: str, params: dict, out_dir: str | Path) -> dict:
-    """Train and evaluate method `name` on every selected fold x seed; write its results to `out_dir`.
+def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str | Path) -> dict:
+    """Train and evaluate method `name` on every selected fold x seed; write its results to `out_dir` and
+    the selected checkpoints to `checkpoint_dir`.
 
     Returns the summary written to metrics.json (mean and std over runs per condition).
     """
     out_dir = Path(out_dir)
     store = read_store(store_path(params))  # verifies the hashes once, up front
     folds = selected_folds(params, store.folds)
-    runs = [(name, params, fold, seed, out_dir / "checkpoints" / f"fold{fold}-seed{seed}.pt")
+    runs = [(name, params, fold, seed, Path(checkpoint_dir) / f"fold{fold}-seed{seed}.pt")
             for seed in params["train"]["seeds"] for fold in folds]
     n_jobs = min(params["train"]["n_jobs"], len(runs))
     progress = tqdm(total=len(runs), desc=f"{name}: runs", unit="run")

@@ -186,9 +186,11 @@ def test_unknown_method_raises_config_error():
 def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     params = tiny_params(tiny_store, epochs=2, folds=[0], n_jobs=1)
     out = tmp_path / "results" / "utt_fusion"
-    summary = run_method("utt_fusion", params, out)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "history.csv", "metrics.json",
-                                                     "per_condition.csv", "predictions.csv"]
+    checkpoints = tmp_path / "checkpoints" / "utt_fusion"
+    summary = run_method("utt_fusion", params, out, checkpoints)
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "per_condition.csv",
+                                                     "predictions.csv"]
+    assert [p.name for p in checkpoints.iterdir()] == ["fold0-seed0.pt"]
     assert json.loads((out / "metrics.json").read_text()) == summary
     assert summary["method"] == "utt_fusion" and summary["n_runs"] == 1
     assert summary["folds"] == [0] and summary["seeds"] == [0] and summary["best_epochs"][0] in (1, 2)
@@ -218,7 +220,7 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     prob_columns = [f"p_{c}" for c in tiny_store.classes]
     np.testing.assert_allclose(predictions[prob_columns].sum(axis=1), 1.0, atol=5e-4)
 
-    checkpoint = torch.load(out / "checkpoints" / "fold0-seed0.pt")
+    checkpoint = torch.load(checkpoints / "fold0-seed0.pt")
     assert checkpoint["method"] == "utt_fusion" and checkpoint["fold"] == 0 and checkpoint["seed"] == 0
     assert checkpoint["epoch"] == summary["best_epochs"][0]
     model = method_spec("utt_fusion").build(checkpoint["params"], ModelContext(**checkpoint["context"]))
@@ -231,21 +233,21 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
 
 def test_run_method_learns_the_class_offsets(tiny_store, tiny_params, tmp_path):
     params = tiny_params(tiny_store, epochs=12, folds=[0], n_jobs=1)
-    summary = run_method("late_fusion", params, tmp_path / "late_fusion")
+    summary = run_method("late_fusion", params, tmp_path / "late_fusion", tmp_path / "late_fusion" / "ckpt")
     assert summary["conditions"]["av"]["ua_mean"] > 0.5  # chance is 1/6
 
 
 def test_run_method_is_deterministic(tiny_store, tiny_params, tmp_path):
     params = tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=1)
     for name in ("first", "second"):
-        run_method("utt_dataaug", params, tmp_path / name)  # random conditions and shuffling: all seeded
+        run_method("utt_dataaug", params, tmp_path / name, tmp_path / name / "ckpt")  # random conditions and shuffling: all seeded
     for table in ("per_condition.csv", "predictions.csv", "history.csv"):
         assert (tmp_path / "first" / table).read_text() == (tmp_path / "second" / table).read_text(), table
 
 
 def test_run_method_does_not_depend_on_n_jobs(tiny_store, tiny_params, tmp_path):
     params = tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=1)
-    run_method("utt_dataaug", params, tmp_path / "serial")
-    run_method("utt_dataaug", tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=2), tmp_path / "parallel")  # ~12 s
+    run_method("utt_dataaug", params, tmp_path / "serial", tmp_path / "serial" / "ckpt")
+    run_method("utt_dataaug", tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=2), tmp_path / "parallel", tmp_path / "parallel" / "ckpt")  # ~12 s
     for table in ("per_condition.csv", "predictions.csv"):
         assert (tmp_path / "serial" / table).read_text() == (tmp_path / "parallel" / table).read_text(), table

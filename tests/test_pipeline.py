@@ -71,7 +71,7 @@ def test_repro_writes_every_result(project: Path):
             assert 0.0 <= values["ua_mean"] <= 1.0
         per_condition = pd.read_csv(project / "results" / method / "per_condition.csv")
         assert len(per_condition) == 2 * 5
-        assert len(list((project / "results" / method / "checkpoints").glob("*.pt"))) == 2
+        assert len(list((project / "data" / "checkpoints" / method).glob("*.pt"))) == 2
         assert (project / "reports" / "notebooks" / f"02_train-{method}.ipynb").is_file()
     for name in ["01_prepare_data", "03_analysis"]:
         notebook = json.loads((project / "reports" / "notebooks" / f"{name}.ipynb").read_text())

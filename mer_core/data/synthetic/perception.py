@@ -10,24 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
-EMOTION_NAMES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+from mer_core.data.corpora.crema_d import EMOTIONS as CREMA_D_EMOTIONS, LEVELS, SENTENCES
 
-SENTENCES = {
-    "IEO": "It's eleven o'clock",
-    "TIE": "That is exactly what happened",
-    "IOM": "I'm on my way to the meeting",
-    "IWW": "I wonder what this is about",
-    "TAI": "The airplane is almost full",
-    "MTI": "Maybe tomorrow it will be cold",
-    "IWL": "I would like a new alarm clock",
-    "ITH": "I think I have a doctor's appointment",
-    "DFA": "Don't forget a jacket",
-    "ITS": "I think I've seen this before",
-    "TSI": "The surface is slick",
-    "WSI": "We'll stop in a couple of minutes",
-}
-LEVELS = ("LO", "MD", "HI", "XX")
+EMOTION_NAMES = CREMA_D_EMOTIONS  # code -> class name, in CREMA-D's file-name codes
+EMOTIONS = tuple(EMOTION_NAMES)   # row / column order of the confusion matrices
 LEVELLED_SENTENCE = "IEO"  # the only CREMA-D sentence recorded at LO/MD/HI (docs/datasets.md)
 FILE_EMOTION_ORDER = ("NEU", "HAP", "SAD", "ANG", "FEA", "DIS")  # order of clips in CREMA-D's SentenceFilenames.csv
 
