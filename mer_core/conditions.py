@@ -47,12 +47,18 @@ def apply_condition(batch: Batch, condition: tuple[str, ...]) -> Batch:
     return with_presence(batch, keep.expand(len(batch.y), -1))
 
 
-def random_presence(batch: Batch, generator: torch.Generator) -> Batch:
-    """Draw one condition per clip, uniformly (MMIN's data augmentation), and apply it.
+def random_presence(batch: Batch, generator: torch.Generator, include_full: bool = True) -> Batch:
+    """Draw one condition per clip, uniformly, and apply it: any non-empty condition (MMIN's data
+    augmentation) or, with `include_full=False`, one with at least one modality missing (MMIN's stage-2
+    training protocol, methods.md §1.2).
 
     Only conditions that keep at least one modality the clip has are drawn, so no clip is blanked out.
     """
     conditions = all_conditions(batch.modalities)
+    if not include_full:
+        conditions = conditions[:-1]  # the full set is the last condition
+        if not conditions:
+            raise ValueError("training on missing-modality conditions needs a corpus with two or more modalities")
     table = torch.tensor([[m in c for m in batch.modalities] for c in conditions])
     has = batch.present.cpu()
     allowed = (table[None, :, :] & has[:, None, :]).any(-1).float()  # (B, n_conditions)

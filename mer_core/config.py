@@ -178,10 +178,15 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     params = apply_overrides(params, overrides or {})
     validate(params, study_schema())
-    from mer_core.methods import validate_method_params
+    from mer_core.methods import validate_run
 
-    for name, method_params in params["methods"].items():
-        validate_method_params(name, method_params, f"methods.{name}")
+    for run, entry in params["methods"].items():
+        validate_run(run, entry)
+    for key in ("confusion_methods", "imagination_table"):
+        unknown = [run for run in params["analysis"][key] if run not in params["methods"]]
+        if unknown:
+            raise ConfigError(f"analysis.{key}: {unknown[0]!r} is not a run of `methods` "
+                              f"(runs: {', '.join(params['methods'])})")
     return params
 
 

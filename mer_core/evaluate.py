@@ -19,14 +19,16 @@ METRICS = ("wa", "ua", "f1_macro", "f1_micro")
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> pd.DataFrame:
-    """Class probabilities of every clip of `split` under every condition.
+def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device,
+            conditions: list[tuple[str, ...]] | None = None) -> pd.DataFrame:
+    """Class probabilities of every clip of `split` under every condition (or the given `conditions`).
 
     Returns one row per (condition, clip): condition, row (index into meta.csv), label, pred, loss, p0..pK-1.
     """
     model.eval()
-    frames = []
-    for condition in all_conditions(split.modalities):
+    tables = []
+    for condition in conditions or all_conditions(split.modalities):
+        frames = []
         for batch in split.batches(batch_size):
             batch = apply_condition(batch.to(device), condition)
             logits = model(batch)
@@ -38,7 +40,8 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
             frame.insert(0, "row", batch.rows.numpy())
             frame.insert(0, "condition", condition_name(condition))
             frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        tables.append(pd.concat(frames).sort_values("row", kind="stable"))  # batches come in order of length
+    return pd.concat(tables, ignore_index=True)
 
 
 def grid_metrics(predictions: pd.DataFrame, n_classes: int) -> pd.DataFrame:

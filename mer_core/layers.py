@@ -7,11 +7,20 @@
   concatenation, dropout, Linear + ReLU.
 - `MLPClassifier` (MMIN's FcClassifier): hidden Linear -> ReLU -> (BatchNorm) -> Dropout layers and a linear
   output; returns the logits and the penultimate features.
+- `SharedEncoder` (IF-MMIN / NMER, methods.md §1.3): the default branch, Linear -> LeakyReLU -> Linear ->
+  LeakyReLU at the encoder width. (The official code switches to other depths by substrings of `--run_idx`;
+  only the default branch exists here.)
+- `ResidualAE`: MMIN's imagination network (methods.md §2, stage 2, step 2) and IF-MMIN's IF-IM variant
+  (§3.2, step 3), which re-injects the invariant features at every block.
+- `kaiming_init_`: the MMIN family's initialisation (Kaiming-normal fan-in weights, zero biases on Linear and
+  Conv layers; LSTMs untouched).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+AE_VARIANTS = ("mmin", "ifim")
 
 
 def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -81,3 +90,76 @@ class MLPClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.hidden(x)
         return self.output(features), features
+
+
+class SharedEncoder(nn.Module):
+    """(B, width) -> (B, width): the modality-shared encoder S of IF-MMIN (default branch, methods.md §3.1)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width, width), nn.LeakyReLU(), nn.Linear(width, width), nn.LeakyReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _mlp(widths: list[int], activation: type[nn.Module]) -> nn.Sequential:
+    """Linear layers through `widths` with `activation` between them and none after the last."""
+    layers: list[nn.Module] = []
+    for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if k < len(widths) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class ResidualAE(nn.Module):
+    """A chain of `n_blocks` autoencoders (encoder in_dim -> layers, LeakyReLU between; decoder back to in_dim,
+    ReLU between, linear last), then a transition MLP (in_dim -> in_dim, ReLU, -> in_dim).
+
+    `variant="mmin"` (MMIN, methods.md §2): block k's input is block k-1's input plus its output (block 1
+    takes x); the transition reads the last block's input plus output.
+    `variant="ifim"` (IF-MMIN's IF-IM, §3.2): block k's input is block k-1's decoder output plus the
+    invariant features `condition` (block 1: x + condition); the transition reads the last decoder output.
+
+    forward(x, condition=None) -> (reconstruction (B, in_dim), concatenated block latents (B, n_blocks x
+    layers[-1])).
+    """
+
+    def __init__(self, in_dim: int, layers: list[int], n_blocks: int, variant: str = "mmin"):
+        super().__init__()
+        if variant not in AE_VARIANTS:
+            raise ValueError(f"ResidualAE variant must be one of {AE_VARIANTS}, got {variant!r}")
+        if n_blocks < 1 or not layers:
+            raise ValueError("ResidualAE needs at least one block and one layer")
+        self.variant = variant
+        self.encoders = nn.ModuleList(_mlp([in_dim, *layers], nn.LeakyReLU) for _ in range(n_blocks))
+        self.decoders = nn.ModuleList(_mlp([*reversed(layers), in_dim], nn.ReLU) for _ in range(n_blocks))
+        self.transition = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, in_dim))
+        self.latent_dim = n_blocks * layers[-1]
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if (condition is None) != (self.variant == "mmin"):
+            raise ValueError(f"ResidualAE({self.variant!r}): the IF-IM variant needs `condition`, MMIN's takes none")
+        latents = []
+        block_in, block_out = x, torch.zeros_like(x)
+        for k, (encoder, decoder) in enumerate(zip(self.encoders, self.decoders)):
+            if self.variant == "mmin":
+                block_in = block_in + block_out
+            else:
+                block_in = (x if k == 0 else block_out) + condition
+            latents.append(encoder(block_in))
+            block_out = decoder(latents[-1])
+        last = block_in + block_out if self.variant == "mmin" else block_out
+        return self.transition(last), torch.cat(latents, dim=1)
+
+
+def kaiming_init_(module: nn.Module) -> nn.Module:
+    """Kaiming-normal (fan-in) weights and zero biases on every Linear and Conv layer of `module`, in place
+    (MMIN family `init_type=kaiming`, methods.md §1.3); LSTM and normalisation layers keep their defaults."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_normal_(layer.weight, a=0, mode="fan_in")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module

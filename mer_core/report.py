@@ -6,6 +6,8 @@
 - `human_reference`: CREMA-D's human per-modality recognition (crowd majority vote, datasets.md), a
   reference row measured on the real corpus, never mixed with our numbers.
 - `calibration_check`: the built-in corpus's difficulty targets (issue "Foundation") against the measured UA.
+- `with_missing_average`: MMIN's "Average" over the missing-modality conditions, per run.
+- `paired_comparison`: method A minus method B paired by run (fold, seed), with a paired t-test.
 - `write_table`, `save_figure`: every artefact as .md/.tex/.csv or .png/.svg, written atomically.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mer_core.config import Field, Section
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
@@ -28,6 +31,7 @@ ANALYSIS_SCHEMA = Section(
         "primary_metric": Field(str, choices=METRICS),
         "precision": Field(int, low=1, high=6),
         "confusion_methods": Field(list, item=Field(str)),
+        "imagination_table": Field(list, low=1, item=Field(str)),  # rows of the MMIN / IF-MMIN table
         "calibration": Section(
             {
                 "audio_ua": Field(list, low=2, high=2, item=Field(float, low=0, high=1)),
@@ -141,17 +145,45 @@ def confusion_grid(predictions: pd.DataFrame, method: str, conditions: list[str]
 
 
 def training_curves(history: pd.DataFrame) -> plt.Figure:
-    """Mean train loss and validation UA per epoch for every method (mean over runs)."""
+    """Mean train loss and validation UA per epoch for every run (mean over folds x seeds); a method's stages
+    follow each other on the epoch axis (stage 1's validation UA is on full modalities, stage 2's pooled)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for method, part in history.groupby("method", sort=False):
-        curve = part.groupby("epoch")[["train_loss", "val_ua"]].mean()
-        left.plot(curve.index, curve["train_loss"], label=method)
-        right.plot(curve.index, curve["val_ua"], label=method)
-    left.set(xlabel="epoch", ylabel="training loss", title="training loss (mean over runs)")
-    right.set(xlabel="epoch", ylabel="pooled validation UA", title="validation UA (model selection)")
+        curves, offset = [], 0
+        for _, stage in part.groupby("stage", sort=False):
+            curve = stage.groupby("epoch")[["train_loss", "val_ua"]].mean()
+            curves.append(curve.set_axis(curve.index + offset))
+            offset += int(curve.index.max())
+        curve = pd.concat(curves)
+        line, = left.plot(curve.index, curve["train_loss"], label=method)
+        right.plot(curve.index, curve["val_ua"], label=method, color=line.get_color())
+    left.set(xlabel="epoch (stages in order)", ylabel="training loss", title="training loss (mean over runs)")
+    right.set(xlabel="epoch (stages in order)", ylabel="validation UA", title="validation UA (model selection)")
     right.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     return figure
+
+
+def with_missing_average(per_condition: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
+    """`per_condition` plus, for every run, the condition `missing`: each metric averaged over the `missing`
+    conditions (those with a modality absent). For WA and UA this is MMIN's "Average" column (the metric on
+    the pooled replicated set, methods.md §1.2), since every condition holds the same clips."""
+    metrics = [m for m in METRICS if m in per_condition]
+    part = per_condition[per_condition["condition"].isin(missing)]
+    average = part.groupby(["method", "fold", "seed"], sort=False)[metrics].mean().reset_index()
+    return pd.concat([per_condition, average.assign(condition="missing")], ignore_index=True)
+
+
+def paired_comparison(per_condition: pd.DataFrame, a: str, b: str, condition: str, metric: str) -> dict:
+    """`a` minus `b` on `metric` under `condition`, paired by run (fold, seed): mean difference, the number of
+    pairs, how many `a` wins, and the two-sided paired t-test p-value (NaN with fewer than 2 pairs)."""
+    part = per_condition[per_condition["condition"] == condition]
+    table = part.pivot_table(index=["fold", "seed"], columns="method", values=metric)[[a, b]].dropna()
+    difference = table[a] - table[b]
+    p_value = float(stats.ttest_rel(table[a], table[b]).pvalue) if len(table) >= 2 and difference.std() > 0 \
+        else float("nan")
+    return {"a": a, "b": b, "condition": condition, "metric": metric, "difference": float(difference.mean()),
+            "pairs": len(table), "wins": int((difference > 0).sum()), "p_value": p_value}
 
 
 def read_json(path: str | Path) -> dict:

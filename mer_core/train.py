@@ -1,15 +1,19 @@
-"""Training and model selection for every registered method, over folds x seeds.
+"""Training and model selection for every run of the study, over folds x seeds.
 
-One run = (fold, seed): build the method's model, train for `methods.<name>.epochs` epochs with Adam,
-evaluate the pooled validation UA after each epoch (validation speakers only; the test fold is never
-looked at), keep the best epoch's weights (earliest on ties), save that checkpoint, and predict the test
-clips under every condition. Runs are independent and seeded from (seed, fold), and each uses
-`train.threads_per_run` threads, so metrics are identical whatever `train.n_jobs` is.
+One run = (fold, seed) of a `methods.<run>` entry: for each of its method's stages in order, build the
+stage's model (from the previous stage's), train it with Adam (the stage's `optim` block: constant learning
+rate for `epochs`, then linear decay over `epochs_decay`, MMIN's schedule; gradient norms clipped per
+sub-network as the MMIN code does), evaluate validation UA after each epoch (validation speakers only; the
+test fold is never looked at), keep the best epoch's weights (earliest on ties) and save that checkpoint.
+The last stage's model predicts the test clips under every condition. Runs are independent and seeded from
+(seed, fold), and each uses `train.threads_per_run` threads, so metrics are identical whatever
+`train.n_jobs` is. `train.preset: paper` trains every run with its method's official settings
+(`mer_core.methods.effective_entry`).
 
 Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
 `history.csv`, `predictions.csv`, `per_condition.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
-`fold{f}-seed{s}.pt`. Checkpoints live apart from `results/` so that a clone without the DVC cache still
-holds every dependency of the analysis stage.
+`fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). Checkpoints live apart
+from `results/` so that a clone without the DVC cache still holds every dependency of the analysis stage.
 """
 from __future__ import annotations
 
@@ -23,25 +27,25 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from mer_core.conditions import random_presence
 from mer_core.config import ConfigError, Field, Section
-from mer_core.data.batches import load_fold
+from mer_core.data.batches import Batch, Split, load_fold
 from mer_core.data.prepare import store_path
 from mer_core.data.store import read_store
 from mer_core.evaluate import grid_metrics, pooled_ua, predict, summarise
-from mer_core.methods import ModelContext, method_spec
+from mer_core.methods import ModelContext, StageSpec, effective_entry, method_spec
 from mer_core.runtime import seed_everything, select_device, write_atomic
 
+PRESETS = ("study", "paper")
 TRAIN_SCHEMA = Section(
     {
         "seeds": Field(list, low=1, item=Field(int, low=0)),
         "folds": Field((str, list), choices=("all",), low=1, item=Field(int, low=0)),
-        "batch_size": Field(int, low=1, high=65536),
-        "beta1": Field(float, low=0.0, high=0.999),
+        "preset": Field(str, choices=PRESETS),
         "weight_decay": Field(float, low=0.0, high=1.0),
-        "grad_clip": Field(float, low=0.0),
         "device": Field(str, choices=("auto", "cpu", "cuda")),
         "n_jobs": Field(int, low=1, high=64),
         "threads_per_run": Field(int, low=1, high=64),
@@ -50,10 +54,17 @@ TRAIN_SCHEMA = Section(
 
 
 @dataclass
+class StageResult:
+    best_epoch: int
+    best_val_ua: float
+    history: pd.DataFrame
+
+
+@dataclass
 class RunOutput:
     fold: int
     seed: int
-    best_epoch: int
+    best_epochs: dict[str, int]
     history: pd.DataFrame
     predictions: pd.DataFrame
     seconds: float
@@ -64,53 +75,110 @@ def run_seed(seed: int, fold: int) -> int:
     return seed * 1000 + fold
 
 
-def fit_run(name: str, params: dict, fold: int, seed: int, checkpoint: Path, show_progress: bool) -> RunOutput:
-    """Train method `name` on `fold` with `seed`; save the selected checkpoint; predict the test fold."""
+def lr_factor(epoch: int, epochs: int, epochs_decay: int) -> float:
+    """Learning-rate factor during epoch `epoch` (0-based): 1 for `epochs` epochs, then linear decay over
+    `epochs_decay` epochs (MMIN's `lambda` policy: 1 - max(0, epoch + 1 - niter) / (niter_decay + 1))."""
+    return 1.0 - max(0, epoch + 1 - epochs) / (epochs_decay + 1)
+
+
+def subnetworks(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Trainable parameters grouped by sub-network: each child module, and each member of a child
+    ModuleDict/ModuleList (one per modality encoder), as the MMIN code clips each `net*` separately."""
+    groups = []
+    for child in model.children():
+        members = child.values() if isinstance(child, nn.ModuleDict) else \
+            child if isinstance(child, nn.ModuleList) else [child]
+        for member in members:
+            params = [p for p in member.parameters() if p.requires_grad]
+            if params:
+                groups.append(params)
+    own = [p for p in model.parameters(recurse=False) if p.requires_grad]
+    return groups + ([own] if own else [])
+
+
+def training_view(batch: Batch, conditions: str, generator: torch.Generator) -> Batch:
+    """The batch as a stage trains on it: unchanged (`full`), or one drawn condition per clip."""
+    if conditions == "full":
+        return batch
+    return random_presence(batch, generator, include_full=conditions == "random")
+
+
+def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: float, data: dict[str, Split],
+                n_classes: int, generator: torch.Generator, device: torch.device, desc: str,
+                show_progress: bool) -> StageResult:
+    """Train `model` for one stage; load the weights of its best validation epoch into it."""
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
+                                 betas=(optim["beta1"], 0.999), weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda epoch: lr_factor(epoch, optim["epochs"], optim["epochs_decay"]))
+    groups = subnetworks(model)
+    val_conditions = [data["val"].modalities] if stage.select_on == "full" else None
+    best = (-1.0, 0, None)
+    rows = []
+    epochs = tqdm(range(1, optim["epochs"] + optim["epochs_decay"] + 1), desc=desc, disable=not show_progress,
+                  leave=False)
+    for epoch in epochs:
+        model.train()
+        lr = optimiser.param_groups[0]["lr"]
+        total, count = 0.0, 0
+        for batch in data["train"].batches(optim["batch_size"], generator):
+            batch = batch.to(device)
+            loss, _ = model.loss(training_view(batch, stage.train_conditions, generator), batch)
+            optimiser.zero_grad()
+            loss.backward()
+            if optim["grad_clip"] > 0:
+                for params in groups:
+                    torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
+            optimiser.step()
+            total += loss.item() * len(batch.y)
+            count += len(batch.y)
+        schedule.step()
+        val = predict(model, data["val"], optim["batch_size"], device, val_conditions)
+        val_ua = pooled_ua(val, n_classes)
+        rows.append({"stage": stage.name, "epoch": epoch, "lr": lr, "train_loss": total / count,
+                     "val_loss": val["loss"].mean(), "val_ua": val_ua})
+        if val_ua > best[0]:
+            best = (val_ua, epoch, copy.deepcopy(model.state_dict()))
+        epochs.set_postfix(val_ua=f"{val_ua:.3f}")
+    model.load_state_dict(best[2])
+    return StageResult(best[1], best[0], pd.DataFrame(rows))
+
+
+def checkpoint_path(checkpoint_dir: Path, fold: int, seed: int, stage: str | None) -> Path:
+    """`fold{f}-seed{s}.pt` for a run's final model, `fold{f}-seed{s}-{stage}.pt` for an earlier stage's."""
+    return Path(checkpoint_dir) / (f"fold{fold}-seed{seed}" + (f"-{stage}" if stage else "") + ".pt")
+
+
+def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool) -> RunOutput:
+    """Train every stage of run `run` on `fold` with `seed`; save each stage's selected checkpoint; predict the
+    test fold with the last stage's model."""
     start = time.perf_counter()
-    cfg, method_params = params["train"], params["methods"][name]
-    spec = method_spec(name)
+    cfg = params["train"]
+    entry = effective_entry(params["methods"][run], cfg["preset"])
+    spec = method_spec(entry["method"])
     torch.set_num_threads(cfg["threads_per_run"])
     generator = seed_everything(run_seed(seed, fold))
     device = select_device(cfg["device"])
     store = read_store(store_path(params), verify=False)
     data = load_fold(store, fold)
     context = ModelContext.from_manifest(store.manifest)
-    model = spec.build(method_params, context).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=method_params["lr"], betas=(cfg["beta1"], 0.999),
-                                 weight_decay=cfg["weight_decay"])
-    best = (-1.0, 0, None)
-    rows = []
-    epochs = tqdm(range(1, method_params["epochs"] + 1), desc=f"{name} fold {fold} seed {seed}",
-                  disable=not show_progress, leave=False)
-    for epoch in epochs:
-        model.train()
-        total, count = 0.0, 0
-        for batch in data["train"].batches(cfg["batch_size"], generator):
-            batch = batch.to(device)
-            if spec.train_conditions == "random":
-                batch = random_presence(batch, generator)
-            loss, _ = model.loss(batch)
-            optimiser.zero_grad()
-            loss.backward()
-            if cfg["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            optimiser.step()
-            total += loss.item() * len(batch.y)
-            count += len(batch.y)
-        val = predict(model, data["val"], cfg["batch_size"], device)
-        val_ua = pooled_ua(val, context.n_classes)
-        rows.append({"epoch": epoch, "train_loss": total / count, "val_loss": val["loss"].mean(), "val_ua": val_ua})
-        if val_ua > best[0]:
-            best = (val_ua, epoch, copy.deepcopy(model.state_dict()))
-        epochs.set_postfix(val_ua=f"{val_ua:.3f}")
-    model.load_state_dict(best[2])
-    write_atomic(checkpoint, lambda tmp: torch.save(
-        {"method": name, "params": method_params, "fold": fold, "seed": seed, "epoch": best[1],
-         "val_ua": best[0], "context": asdict(context), "state_dict": model.state_dict()}, tmp))
-    test = predict(model, data["test"], cfg["batch_size"], device)
-    history = pd.DataFrame(rows).assign(fold=fold, seed=seed)
-    return RunOutput(fold, seed, best[1], history, test.assign(fold=fold, seed=seed),
-                     time.perf_counter() - start)
+    model, histories, best_epochs = None, [], {}
+    for k, stage in enumerate(spec.stages):
+        model = stage.build(entry, context, model).to(device)
+        optim = stage.params(entry)["optim"]
+        result = train_stage(model, stage, optim, cfg["weight_decay"], data, context.n_classes, generator, device,
+                             f"{run} fold {fold} seed {seed} {stage.name}", show_progress)
+        histories.append(result.history)
+        best_epochs[stage.name] = result.best_epoch
+        last = k == len(spec.stages) - 1
+        write_atomic(checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name),
+                     lambda tmp: torch.save(
+                         {"run": run, "method": spec.name, "stage": stage.name, "params": entry, "fold": fold,
+                          "seed": seed, "epoch": result.best_epoch, "val_ua": result.best_val_ua,
+                          "context": asdict(context), "state_dict": model.state_dict()}, tmp))
+    test = predict(model, data["test"], optim["batch_size"], device)
+    history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
+    return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed), time.perf_counter() - start)
 
 
 def _fit_run_worker(args) -> RunOutput:
@@ -128,15 +196,15 @@ def selected_folds(params: dict, available: list[int]) -> list[int]:
 
 
 def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str | Path) -> dict:
-    """Train and evaluate method `name` on every selected fold x seed; write its results to `out_dir` and
-    the selected checkpoints to `checkpoint_dir`.
+    """Train and evaluate run `name` (an entry of `params["methods"]`) on every selected fold x seed; write its
+    results to `out_dir` and the selected checkpoints to `checkpoint_dir`.
 
     Returns the summary written to metrics.json (mean and std over runs per condition).
     """
     out_dir = Path(out_dir)
     store = read_store(store_path(params))  # verifies the hashes once, up front
     folds = selected_folds(params, store.folds)
-    runs = [(name, params, fold, seed, Path(checkpoint_dir) / f"fold{fold}-seed{seed}.pt")
+    runs = [(name, params, fold, seed, Path(checkpoint_dir))
             for seed in params["train"]["seeds"] for fold in folds]
     n_jobs = min(params["train"]["n_jobs"], len(runs))
     progress = tqdm(total=len(runs), desc=f"{name}: runs", unit="run")
@@ -166,14 +234,18 @@ def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_
     predictions["pred"] = [classes[k] for k in predictions["pred"]]
     predictions = predictions.drop(columns="row").rename(columns={f"p{k}": f"p_{c}" for k, c in enumerate(classes)})
     history = pd.concat([o.history for o in outputs], ignore_index=True)
+    entry = effective_entry(params["methods"][name], params["train"]["preset"])
     summary = {
-        "method": name,
+        "run": name,
+        "method": entry["method"],
+        "preset": params["train"]["preset"],
+        "params": entry,
         "classes": classes,
         "modalities": list(store.modalities),
         "n_runs": len(outputs),
         "folds": sorted({o.fold for o in outputs}),
         "seeds": sorted({o.seed for o in outputs}),
-        "best_epochs": [o.best_epoch for o in outputs],
+        "best_epochs": {stage: [o.best_epochs[stage] for o in outputs] for stage in outputs[0].best_epochs},
         "train_seconds_total": round(sum(o.seconds for o in outputs), 1),
         "conditions": summarise(per_run),
     }

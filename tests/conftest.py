@@ -14,7 +14,8 @@ from mer_core.data.store import Sequences, read_store, write_store
 CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sad")
 DIMS = {"audio": 5, "visual": 4}
 FRAME_RATES = {"audio": 100.0 / 3.0, "visual": 30.0}
-NO_VISUAL_CLIP = "1001_11"  # the one clip that lacks the visual modality altogether
+NO_VISUAL_CLIP = "1001_11"
+BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug")  # the one clip that lacks the visual modality altogether
 
 
 def build_tiny_store(root: Path, n_speakers: int = 8, clips_per_speaker: int = 12, seed: int = 0):
@@ -60,22 +61,29 @@ def tiny_store(tmp_path):
 @pytest.fixture
 def tiny_params():
     """Factory: tiny_params(store, **train_overrides) -> params dict for `mer_core.train.run_method` on `store`."""
-    from mer_core.methods import REGISTRY, validate_method_params
+    from mer_core.methods import validate_run
     from mer_core.train import TRAIN_SCHEMA
 
     def make(store, epochs: int = 2, **train) -> dict:
+        optim = {"epochs": epochs, "epochs_decay": 0, "lr": 0.01, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 16}
+        small = {"optim": optim, "hidden": 8, "classifier": [8], "dropout": 0.1}
+        imagination = {**small, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 2, "ce_weight": 1.0, "mse_weight": 1.0}
+        pretrain = {"optim": dict(optim, epochs=1), "classifier": [8], "dropout": 0.1}
         params = {
             "seed": 0,
             "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent),
                      "on_error": "raise"},
-            "train": {"seeds": [0], "folds": [0], "batch_size": 16, "beta1": 0.9, "weight_decay": 0.0,
-                      "grad_clip": 0.5, "device": "cpu", "n_jobs": 1, "threads_per_run": 1, **train},
-            "methods": {name: {"epochs": epochs, "lr": 0.01, "hidden": 8, "classifier": [8], "dropout": 0.1}
-                        for name in REGISTRY},
+            "train": {"seeds": [0], "folds": [0], "preset": "study", "weight_decay": 0.0, "device": "cpu",
+                      "n_jobs": 1, "threads_per_run": 1, **train},
+            "methods": {name: {"method": name, **small} for name in BASELINES},
         }
+        params["methods"]["mmin"] = {"method": "mmin", **imagination, "cycle_weight": 1.0, "pretrain": pretrain}
+        params["methods"]["ifmmin"] = {
+            "method": "ifmmin", **imagination, "inject": True, "invariant_weight": 10.0,
+            "pretrain": {**pretrain, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None}}
         validate(params["train"], TRAIN_SCHEMA, "train")
-        for name, method_params in params["methods"].items():
-            validate_method_params(name, method_params, f"methods.{name}")
+        for run, entry in params["methods"].items():
+            validate_run(run, entry)
         return params
 
     return make

@@ -165,8 +165,8 @@ def test_condition_order_and_summarise():
 def test_predict_one_row_per_clip_per_condition(tiny_store):
     torch.manual_seed(0)
     split = load_fold(tiny_store, 0)["test"]
-    model = method_spec("late_fusion").build({"hidden": 8, "classifier": [8], "dropout": 0.5},
-                                             ModelContext.from_manifest(tiny_store.manifest))
+    model = method_spec("late_fusion").stages[0].build({"hidden": 8, "classifier": [8], "dropout": 0.5},
+                                                       ModelContext.from_manifest(tiny_store.manifest), None)
     table = predict(model, split, batch_size=5, device=torch.device("cpu"))
     assert not model.training
     assert list(table.columns) == ["condition", "row", "label", "pred", "loss", *[f"p{k}" for k in range(6)]]

@@ -11,7 +11,7 @@ import yaml
 from mer_core.config import ConfigError, Field, MapOf, Section, apply_overrides, load_params, study_schema, validate
 from mer_core.data.features import FEATURES_SCHEMA
 from mer_core.data.folds import FOLDS_SCHEMA
-from mer_core.methods import METHODS_SCHEMA, REGISTRY, method_spec, validate_method_params
+from mer_core.methods import METHODS_SCHEMA, REGISTRY, method_spec, validate_run
 from mer_core.train import TRAIN_SCHEMA
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -214,14 +214,16 @@ def test_load_params_real_file():
                     "the other sections are validated in test_real_params_sections")
     try:
         params = load_params(PARAMS_FILE)
-        changed = load_params(PARAMS_FILE, {"methods.late_fusion.epochs": 3, "train.device": "cpu"})
+        changed = load_params(PARAMS_FILE, {"methods.late_fusion.optim.epochs": 3, "train.device": "cpu"})
     except ImportError as err:
         pytest.skip(f"mer_core.config.study_schema() cannot be assembled yet: {err}")
     assert params == raw
-    assert set(params["methods"]) <= set(REGISTRY)
-    assert changed["methods"]["late_fusion"]["epochs"] == 3 and changed["train"]["device"] == "cpu"
-    with pytest.raises(ConfigError, match=r"^methods\.late_fusion\.epochs: got 0"):
-        load_params(PARAMS_FILE, {"methods.late_fusion.epochs": 0})
+    assert {entry["method"] for entry in params["methods"].values()} <= set(REGISTRY)
+    assert changed["methods"]["late_fusion"]["optim"]["epochs"] == 3 and changed["train"]["device"] == "cpu"
+    with pytest.raises(ConfigError, match=r"^methods\.late_fusion\.optim\.epochs: got 0"):
+        load_params(PARAMS_FILE, {"methods.late_fusion.optim.epochs": 0})
+    with pytest.raises(ConfigError, match=r"^analysis\.imagination_table: 'nope' is not a run of `methods`"):
+        load_params(PARAMS_FILE, {"analysis.imagination_table": ["mmin", "nope"]})
     with pytest.raises(ConfigError, match=r"^train\.nope: unknown key in override"):
         load_params(PARAMS_FILE, {"train.nope": 1})
 
@@ -234,8 +236,8 @@ def test_real_params_sections(real_params):
     """Every section of the real file that does not depend on the synthetic corpus validates."""
     for section, schema in SECTION_SCHEMAS.items():
         validate(real_params[section], schema, section)
-    for name, method_params in real_params["methods"].items():
-        validate_method_params(name, method_params, f"methods.{name}")
+    for name, entry in real_params["methods"].items():
+        validate_run(name, entry)
     assert real_params["methods"], "params.yaml runs no method"
 
 
@@ -256,13 +258,15 @@ METHOD_NAMES = ", ".join(REGISTRY)
 # (what to change, new value, texts the message must hold: the dotted key and what is allowed)
 ERROR_CASES = {
     "unknown key": ("train.epochs", 3, ["train.epochs: unknown key",
-                                         "allowed keys under train: seeds, folds, batch_size, beta1"]),
+                                         "allowed keys under train: seeds, folds, preset, weight_decay"]),
     "unknown key in a method": ("methods.audio_only.layers", 2, [
         "methods.audio_only.layers: unknown key",
-        "allowed keys under methods.audio_only: epochs, lr, hidden, classifier, dropout"]),
-    "missing key": ("train.batch_size", DELETE, ["train.batch_size: missing key"]),
-    "wrong type": ("train.batch_size", "64", ["train.batch_size: got '64' (str)",
-                                              "expected int with value in [1, 65536]"]),
+        "allowed keys under methods.audio_only: optim, hidden, classifier, dropout"]),
+    "missing key": ("methods.mmin.pretrain.optim.lr", DELETE, ["methods.mmin.pretrain.optim.lr: missing key"]),
+    "wrong type": ("methods.utt_fusion.optim.batch_size", "64", [
+        "methods.utt_fusion.optim.batch_size: got '64' (str)", "expected int with value in [1, 65536]"]),
+    "bad preset": ("train.preset", "iemocap", ["train.preset: got 'iemocap'", "allowed values: study, paper"]),
+    "bad ablation switch": ("methods.ifmmin_no_inject.inject", "no", ["methods.ifmmin_no_inject.inject: got 'no'"]),
     "wrong type (bool)": ("folds.n_folds", True, ["folds.n_folds: got True (bool)", "expected int"]),
     "out of range": ("folds.n_folds", 1, ["folds.n_folds: got 1", "[2, 100]"]),
     "out of range in a method": ("methods.utt_fusion.dropout", 0.99, ["methods.utt_fusion.dropout: got 0.99",
@@ -273,16 +277,16 @@ ERROR_CASES = {
     "bad choice in a list": ("features.visual.groups", ["au_r", "landmarks"], [
         "features.visual.groups[1]: got 'landmarks'", "allowed values: au_r, au_c, pose, gaze"]),
     "bad choice (str or list)": ("train.folds", "some", ["train.folds: got 'some'", "allowed values: all"]),
-    "unknown method": ("methods.mmin_v2", {"epochs": 1}, ["methods.mmin_v2: unknown key",
-                                                          f"allowed: {METHOD_NAMES}"]),
+    "unknown method": ("methods.mmin_v2", {"method": "mmin_v2"}, ["methods.mmin_v2.method: got 'mmin_v2'",
+                                                                  f"registered methods: {METHOD_NAMES}"]),
 }
 
 
 def _validate_sections(params: dict) -> None:
     for section, schema in SECTION_SCHEMAS.items():
         validate(params[section], schema, section)
-    for name, method_params in params["methods"].items():
-        validate_method_params(name, method_params, f"methods.{name}")
+    for name, entry in params["methods"].items():
+        validate_run(name, entry)
 
 
 def _validate_study(params: dict) -> None:
@@ -294,8 +298,8 @@ def _validate_study(params: dict) -> None:
         pytest.skip(f"params.yaml: data.synthetic is a placeholder and no default is available "
                     f"({params['data']['synthetic']['unavailable']})")
     validate(params, schema)
-    for name, method_params in params["methods"].items():
-        validate_method_params(name, method_params, f"methods.{name}")
+    for name, entry in params["methods"].items():
+        validate_run(name, entry)
 
 
 @pytest.mark.parametrize("level", ["section", "study"])
@@ -318,6 +322,6 @@ def test_real_params_validate_as_a_whole(real_params):
 def test_unknown_method_name_lists_registered_methods():
     with pytest.raises(ConfigError) as info:
         method_spec("mmin_v2")
-    assert str(info.value) == f"methods.mmin_v2: unknown method; registered methods: {METHOD_NAMES}"
+    assert str(info.value) == f"method 'mmin_v2' is not registered; registered methods: {METHOD_NAMES}"
     with pytest.raises(ConfigError, match="registered methods: "):
-        validate_method_params("mmin_v2", {}, "methods.mmin_v2")
+        validate_run("mmin_v2", {"method": "mmin_v2"})

@@ -10,7 +10,7 @@ import torch
 
 from mer_core.data import features
 from mer_core.data.batches import Normaliser, load_fold, make_split
-from mer_core.data.corpora import CORPORA, crema_d
+from mer_core.data.corpora import CORPORA, Corpus, crema_d
 from mer_core.data.features import AudioError, extract_audio, extract_visual, read_wav, reduce_rate
 from mer_core.data.folds import FoldError, check_classes, make_splits
 from mer_core.data.openface import AU_INTENSITY, GAZE, POSE, OpenFaceError, read_openface_csv
@@ -71,6 +71,16 @@ def test_store_round_trip(tmp_path):
     assert index["train"].tolist() == [0, 1] and index["test"].tolist() == [2] and index["val"].tolist() == []
     with pytest.raises(StoreError, match=r"splits\.csv: no fold 3"):
         store.fold_indices(3)
+
+
+def test_clip_level_splits_assign_roles_by_clip_and_leave_unlisted_clips_out(tmp_path):
+    meta, _, sequences, manifest, *_ = small_store_parts()
+    splits = pd.DataFrame({"fold": [0, 0, 1, 1], "clip_id": ["c2", "c0", "c1", "c2"],
+                           "role": ["train", "test", "val", "test"]})
+    store = read_store(write_store(tmp_path / "toy", meta, splits, sequences, manifest))
+    pd.testing.assert_frame_equal(store.splits, splits)
+    assert {r: v.tolist() for r, v in store.fold_indices(0).items()} == {"train": [2], "val": [], "test": [0]}
+    assert {r: v.tolist() for r, v in store.fold_indices(1).items()} == {"train": [], "val": [1], "test": [2]}
 
 
 def test_write_is_atomic_and_replaces_old_store(tmp_path):
@@ -391,6 +401,19 @@ def test_missing_class_names_fold_role_and_class():
         make_splits(meta, {"n_folds": 4, "n_val_speakers": 1, "seed": 0})
 
 
+def test_missing_class_in_clip_level_splits_names_fold_role_and_class():
+    meta = fold_meta(2)  # speakers 1001, 1002; two clips of each class each
+    clips = meta.assign(clip_id=[f"c{i}" for i in range(len(meta))])
+    train = clips[clips.speaker == "1001"]["clip_id"].tolist()
+    test = clips[(clips.speaker == "1002") & (clips.label != "fear")]["clip_id"].tolist()
+    splits = pd.DataFrame({"fold": 0, "clip_id": train + test, "role": ["train"] * len(train) + ["test"] * len(test)})
+    with pytest.raises(FoldError) as info:
+        check_classes(clips, splits)
+    assert str(info.value).startswith(
+        "fold 0: class 'fear' missing from the test clips (10 clips of speakers ['1002'])")
+    check_classes(clips, splits[splits.role == "train"])
+
+
 def test_too_few_speakers():
     with pytest.raises(FoldError, match=r"folds\.n_folds: 4 folds need at least 4 speakers; the corpus has 3"):
         make_splits(fold_meta(3), FOLDS)
@@ -461,19 +484,43 @@ def test_split_is_normalised_with_zero_invalid_and_padding(tiny_store):
     assert tiny_store.meta.loc[train.rows, "clip_id"].tolist() == list(seq.clip_ids[index["train"]])
 
 
+def _longest(split, idx):
+    return torch.stack([split.lengths[m][idx] for m in split.modalities]).amax(0)
+
+
 def test_batches_are_trimmed_and_cover_the_split(tiny_store):
     split = load_fold(tiny_store, 0)["train"]
-    batches = list(split.batches(7))
-    assert [len(b.y) for b in batches] == [7] * (len(split) // 7) + ([len(split) % 7] if len(split) % 7 else [])
-    assert torch.cat([b.rows for b in batches]).tolist() == list(split.rows)
-    for start, batch in zip(range(0, len(split), 7), batches):
-        for m in split.modalities:
-            assert batch.x[m].shape[1] == max(int(batch.lengths[m].max()), 1)
-            torch.testing.assert_close(batch.x[m], split.x[m][start:start + 7, : batch.x[m].shape[1]])
-        assert torch.equal(batch.present, split.has[start:start + 7])
+    position = {row: k for k, row in enumerate(split.rows)}
+    for generator in (None, torch.Generator().manual_seed(0)):
+        batches = list(split.batches(7, generator))
+        rows = torch.cat([b.rows for b in batches]).tolist()
+        assert sorted(rows) == sorted(split.rows.tolist())  # every clip exactly once
+        assert sorted(len(b.y) for b in batches)[1:] == [7] * (len(batches) - 1)
+        for batch in batches:
+            idx = torch.tensor([position[r] for r in batch.rows.tolist()])
+            for m in split.modalities:
+                assert batch.x[m].shape[1] == max(int(batch.lengths[m].max()), 1)  # cut to its longest clip
+                torch.testing.assert_close(batch.x[m], split.x[m][idx, : batch.x[m].shape[1]])
+            assert torch.equal(batch.present, split.has[idx]) and torch.equal(batch.y, split.y[idx])
+    evaluation = list(split.batches(7))  # no generator: in order of length
+    longest = torch.cat([_longest(split, torch.tensor([position[r] for r in b.rows.tolist()])) for b in evaluation])
+    assert torch.equal(longest, longest.sort().values)
     for batch in split.batches(1):  # one clip per batch: cut to that clip's own length
         for m in split.modalities:
             assert batch.x[m].shape[1] == max(int(batch.lengths[m][0]), 1)
+
+
+def test_training_batches_are_bucketed_by_length(tiny_store):
+    split = load_fold(tiny_store, 0)["train"]
+    position = {row: k for k, row in enumerate(split.rows)}
+    batches = list(split.batches(4, torch.Generator().manual_seed(1)))
+    padded = sum(int(_longest(split, torch.tensor([position[r] for r in b.rows.tolist()])).max()) * len(b.y)
+                 for b in batches)
+    generator = torch.Generator().manual_seed(1)
+    shuffled = torch.randperm(len(split), generator=generator).split(4)  # plain shuffled batches for comparison
+    plain = sum(int(_longest(split, idx).max()) * len(idx) for idx in shuffled)
+    assert padded < plain
+    assert [b.rows.tolist() for b in batches] != [b.rows.tolist() for b in split.batches(4, torch.Generator().manual_seed(2))]
 
 
 def test_shuffled_batches_are_deterministic_under_a_seeded_generator(tiny_store):
@@ -534,6 +581,12 @@ def test_list_clips(tmp_path):
     assert not isinstance(clips["visual_path"].iloc[2], str) and pd.isna(clips["visual_path"].iloc[2])
     assert CORPORA["builtin"].list_clips is crema_d.list_clips
     assert CORPORA["builtin"].classes == ("anger", "disgust", "fear", "happy", "neutral", "sad")
+
+
+def test_a_corpus_is_either_media_or_a_feature_package():
+    assert CORPORA["builtin"].kind == "media" and CORPORA["iemocap_mmin"].kind == "package"
+    with pytest.raises(ValueError, match="exactly one of list_clips"):
+        Corpus("neither", ("audio",), ("a", "b"), "no reader")
 
 
 def test_list_clips_errors(tmp_path):

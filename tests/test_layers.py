@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from mer_core.layers import LSTMEncoder, MLPClassifier, TextCNN, masked_max, valid_mask
+from mer_core.layers import (LSTMEncoder, MLPClassifier, ResidualAE, SharedEncoder, TextCNN, kaiming_init_, masked_max,
+                             valid_mask)
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +138,89 @@ def test_gradients_flow_through_every_layer():
     x = torch.randn(16, 5, requires_grad=True)
     mlp = MLPClassifier(5, [12, 7], 4, dropout=0.2, batchnorm=True)
     _check_gradients(mlp, mlp(x)[0], x)
+
+
+# --- MMIN / IF-MMIN layers ------------------------------------------------------------------------------------
+
+
+def test_shared_encoder_shape_and_default_branch():
+    encoder = SharedEncoder(6)
+    assert encoder(torch.randn(4, 6)).shape == (4, 6)
+    kinds = [type(layer) for layer in encoder.net]
+    assert kinds == [nn.Linear, nn.LeakyReLU, nn.Linear, nn.LeakyReLU]
+
+
+@pytest.mark.parametrize("variant", ["mmin", "ifim"])
+def test_residual_ae_sizes_follow_the_spec(variant):
+    """384 -> 256 -> 128 -> 64 with 5 blocks (MMIN, 3 modalities x 128) gives (B, 384) and (B, 320)."""
+    ae = ResidualAE(384, [256, 128, 64], n_blocks=5, variant=variant)
+    condition = torch.randn(2, 384) if variant == "ifim" else None
+    out, latents = ae(torch.randn(2, 384), condition)
+    assert out.shape == (2, 384) and latents.shape == (2, 320) and ae.latent_dim == 320
+    encoder = ae.encoders[0]
+    assert [m.out_features for m in encoder if isinstance(m, nn.Linear)] == [256, 128, 64]
+    assert [type(m) for m in encoder] == [nn.Linear, nn.LeakyReLU, nn.Linear, nn.LeakyReLU, nn.Linear]
+    decoder = ae.decoders[0]
+    assert [m.out_features for m in decoder if isinstance(m, nn.Linear)] == [128, 256, 384]
+    assert [type(m) for m in decoder] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    small = ResidualAE(2 * 8, [16, 8, 4], n_blocks=2, variant=variant)  # two modalities of width 8
+    assert small(torch.randn(3, 16), None if variant == "mmin" else torch.randn(3, 16))[1].shape == (3, 8)
+
+
+def _block_io(ae: ResidualAE, x, condition=None):
+    """The input of every block's encoder and the output of every block's decoder, via hooks."""
+    inputs, outputs = [], []
+    hooks = [e.register_forward_hook(lambda m, i, o: inputs.append(i[0].detach())) for e in ae.encoders]
+    hooks += [d.register_forward_hook(lambda m, i, o: outputs.append(o.detach())) for d in ae.decoders]
+    result = ae(x, condition)
+    for hook in hooks:
+        hook.remove()
+    return inputs, outputs, result
+
+
+def test_mmin_residual_ae_accumulates_block_inputs_and_outputs():
+    ae = ResidualAE(6, [4, 2], n_blocks=3, variant="mmin")
+    x = torch.randn(5, 6)
+    inputs, outputs, (out, latents) = _block_io(ae, x)
+    torch.testing.assert_close(inputs[0], x)
+    for k in (1, 2):
+        torch.testing.assert_close(inputs[k], inputs[k - 1] + outputs[k - 1])
+    torch.testing.assert_close(out, ae.transition(inputs[2] + outputs[2]))
+    torch.testing.assert_close(latents[:, 2:4], ae.encoders[1](inputs[1]))
+    with pytest.raises(ValueError, match="takes none"):
+        ae(x, torch.zeros(5, 6))
+
+
+def test_ifim_residual_ae_reinjects_the_condition_at_every_block():
+    ae = ResidualAE(6, [4, 2], n_blocks=3, variant="ifim")
+    x, h = torch.randn(5, 6), torch.randn(5, 6)
+    inputs, outputs, (out, _) = _block_io(ae, x, h)
+    torch.testing.assert_close(inputs[0], x + h)
+    for k in (1, 2):
+        torch.testing.assert_close(inputs[k], outputs[k - 1] + h)  # previous decoder output + H', no accumulation
+    torch.testing.assert_close(out, ae.transition(outputs[2]))
+    # the output depends on H', and H' receives a gradient
+    assert not torch.allclose(ae(x, h)[0], ae(x, torch.zeros_like(h))[0])
+    h = h.clone().requires_grad_(True)
+    ae(x, h)[0].sum().backward()
+    assert torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs `condition`"):
+        ae(x)
+
+
+def test_residual_ae_rejects_unknown_variant():
+    with pytest.raises(ValueError, match="variant"):
+        ResidualAE(4, [2], 1, variant="vae")
+
+
+def test_kaiming_init_sets_fan_in_normal_weights_and_zero_biases():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Conv1d(50, 20, 3))
+    lstm = LSTMEncoder(5, 4)
+    before = [p.clone() for p in lstm.parameters()]
+    kaiming_init_(net)
+    kaiming_init_(lstm)
+    assert net[0].weight.std().item() == pytest.approx((2 / 400) ** 0.5, rel=0.03)
+    assert net[2].weight.std().item() == pytest.approx((2 / 150) ** 0.5, rel=0.05)
+    assert net[0].bias.abs().sum() == 0 and net[2].bias.abs().sum() == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, lstm.parameters()))  # the LSTM keeps its init

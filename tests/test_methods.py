@@ -13,39 +13,27 @@ from mer_core.config import ConfigError
 from mer_core.data.batches import Batch, load_fold
 from mer_core.data.store import read_store
 from mer_core.evaluate import predict
-from mer_core.methods import REGISTRY, ModelContext, method_spec, validate_method_params
+from mer_core.methods import REGISTRY, ModelContext, effective_entry, method_spec, validate_run
 from mer_core.methods.baselines import EarlyFusion, LateFusion, UttFusion, align_frames
 from mer_core.layers import LSTMEncoder, TextCNN
 from mer_core.train import run_method
 
+from fakes import CTX, OPTIM, make_batch
+
+PARAMS = {"optim": OPTIM, "hidden": 8, "classifier": [8, 8], "dropout": 0.0}
+
 BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug")
-PARAMS = {"epochs": 1, "lr": 0.001, "hidden": 8, "classifier": [8, 8], "dropout": 0.0}
-CTX = ModelContext(("audio", "visual"), {"audio": 5, "visual": 4}, {"audio": 100 / 3, "visual": 30.0}, 6)
-
-
-def make_batch(ctx: ModelContext = CTX, n: int = 5, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    lengths = {m: torch.randint(2, 12, (n,), generator=g) for m in ctx.modalities}
-    lengths["visual"][1] = 0  # clip 1 has no visual stream
-    has = torch.stack([lengths[m] > 0 for m in ctx.modalities], 1)
-    x = {}
-    for m in ctx.modalities:
-        t = int(lengths[m].max())
-        frames = torch.randn(n, t, ctx.dims[m], generator=g)
-        x[m] = frames * (torch.arange(t)[None, :] < lengths[m][:, None])[..., None]
-    return Batch(ctx.modalities, x, lengths, has, torch.arange(n) % ctx.n_classes, torch.arange(n))
-
-
 def build(name: str, ctx: ModelContext = CTX, **changes):
     torch.manual_seed(0)
-    params = dict(PARAMS, **changes)
-    validate_method_params(name, params, f"methods.{name}")
-    return method_spec(name).build(params, ctx)
+    params = dict(PARAMS, method=name, **changes)
+    spec = validate_run(name, params)
+    return spec.stages[0].build(params, ctx, None)
 
 
 def test_registry_holds_the_baselines():
     assert set(BASELINES) <= set(REGISTRY)
-    assert {name: REGISTRY[name].train_conditions for name in BASELINES} == {
+    assert all(len(REGISTRY[name].stages) == 1 for name in BASELINES)
+    assert {name: REGISTRY[name].stages[0].train_conditions for name in BASELINES} == {
         "audio_only": "full", "visual_only": "full", "early_fusion": "full", "late_fusion": "full",
         "utt_fusion": "full", "utt_dataaug": "random"}
 
@@ -56,7 +44,7 @@ def test_baseline_builds_and_trains(name):
     batch = make_batch()
     logits = model(batch)
     assert logits.shape == (5, 6) and torch.isfinite(logits).all()
-    loss, loss_logits = model.loss(batch)
+    loss, loss_logits = model.loss(batch, batch)
     assert loss.shape == () and torch.isfinite(loss) and loss.item() > 0
     assert loss_logits.shape == (5, 6)
     loss.backward()
@@ -72,7 +60,7 @@ def test_cross_entropy_models_loss_is_cross_entropy_of_forward():
     batch = make_batch()
     for name in ("utt_fusion", "early_fusion", "audio_only"):
         model = build(name).eval()
-        loss, logits = model.loss(batch)
+        loss, logits = model.loss(batch, batch)
         torch.testing.assert_close(logits, model(batch))
         torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, batch.y))
 
@@ -104,7 +92,7 @@ def test_late_fusion_probabilities():
     torch.testing.assert_close(fused[with_visual], branch[with_visual].mean(1))
     torch.testing.assert_close(fused[~with_visual], branch[~with_visual, 0])  # clip without visual: audio alone
     # the training loss averages the present branches' cross-entropies
-    loss, _ = model.loss(both)
+    loss, _ = model.loss(both, batch)
     per_branch = torch.nn.functional.cross_entropy(model.branch_logits(both).flatten(0, 1),
                                                    both.y.repeat_interleave(2), reduction="none").view(5, 2)
     torch.testing.assert_close(loss, per_branch[both.present].mean())
@@ -113,19 +101,19 @@ def test_late_fusion_probabilities():
 def test_align_frames_known_values():
     x = torch.arange(6, dtype=torch.float32).view(1, 6, 1).expand(2, 6, 1).clone()
     x[1] *= 10
-    down = align_frames(x, torch.tensor([6, 6]), 30.0, 15.0, 3)
+    down = align_frames(x, torch.tensor([6, 6]), torch.tensor([3, 3]), 3)  # 6 frames onto 3 steps
     assert down[..., 0].tolist() == [[0, 2, 4], [0, 20, 40]]
-    up = align_frames(down, torch.tensor([3, 3]), 15.0, 30.0, 6)
+    up = align_frames(down, torch.tensor([3, 3]), torch.tensor([6, 6]), 6)  # 3 frames stretched onto 6
     assert up[..., 0].tolist() == [[0, 0, 2, 2, 4, 4], [0, 0, 20, 20, 40, 40]]
-    # a grid longer than the clip repeats its last frame; length 0 gives zeros
-    short = align_frames(x, torch.tensor([2, 0]), 30.0, 30.0, 4)
-    assert short[..., 0].tolist() == [[0, 1, 1, 1], [0, 0, 0, 0]]
+    # grid steps beyond a clip's own grid length and clips of length 0 give zeros
+    short = align_frames(x, torch.tensor([2, 0]), torch.tensor([4, 4]), 5)
+    assert short[..., 0].tolist() == [[0, 0, 1, 1, 0], [0, 0, 0, 0, 0]]
     wide = torch.randn(1, 4, 3)
-    torch.testing.assert_close(align_frames(wide, torch.tensor([4]), 30.0, 30.0, 4), wide)
-    torch.testing.assert_close(align_frames(wide, torch.tensor([4]), 30.0, 10.0, 2), wide[:, [0, 3]])
+    torch.testing.assert_close(align_frames(wide, torch.tensor([4]), torch.tensor([4]), 4), wide)
+    torch.testing.assert_close(align_frames(wide, torch.tensor([4]), torch.tensor([2]), 2), wide[:, [0, 2]])
 
 
-def _grid_lengths(lengths: dict[str, list[int]]) -> list[int]:
+def _early_fusion_inputs(lengths: dict[str, list[int]]):
     model = build("early_fusion").eval()
     assert isinstance(model, EarlyFusion)
     seen = {}
@@ -137,17 +125,17 @@ def _grid_lengths(lengths: dict[str, list[int]]) -> list[int]:
                   torch.zeros(n, dtype=torch.long), torch.arange(n))
     model(batch)
     assert seen["frames"].shape == (n, max(seen["lengths"].max().item(), 1), 9)
-    return seen["lengths"].tolist()
+    return batch, seen
 
 
-def test_early_fusion_grid():
-    # grid = audio's 33.3 frames/s, length = the longer modality, rounded up (lengths chosen off the float edge):
-    # 8 visual frames = 0.267 s -> 9 (< 10 audio); 30 visual frames = 1 s -> 34; 7 visual frames -> 8
-    assert _grid_lengths({"audio": [10, 3, 0], "visual": [8, 30, 7]}) == [10, 34, 8]
-
-
-def test_early_fusion_grid_length_is_exact():
-    assert _grid_lengths({"audio": [30], "visual": [27]}) == [30]
+def test_early_fusion_grid_is_the_longest_stream_and_aligns_by_position():
+    batch, seen = _early_fusion_inputs({"audio": [10, 3, 0], "visual": [5, 6, 7]})
+    assert seen["lengths"].tolist() == [10, 6, 7]
+    frames = seen["frames"]
+    torch.testing.assert_close(frames[0, :, :5], batch.x["audio"][0])  # the grid stream is copied
+    torch.testing.assert_close(frames[0, :, 5:], batch.x["visual"][0, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]])
+    torch.testing.assert_close(frames[1, :6, :5], batch.x["audio"][1, [0, 0, 1, 1, 2, 2]])
+    assert frames[2, :, :5].abs().sum() == 0  # no audio: zeros
 
 
 def test_utt_fusion_with_text():
@@ -159,7 +147,7 @@ def test_utt_fusion_with_text():
     batch = make_batch(ctx, n=4)
     batch = batch.replace(lengths={**batch.lengths, "text": torch.tensor([2, 5, 3, 1])})  # shorter than kernels
     model.train()
-    loss, logits = model.loss(batch)
+    loss, logits = model.loss(batch, batch)
     assert logits.shape == (4, 4) and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
@@ -172,12 +160,28 @@ def test_utt_fusion_with_text():
 
 def test_unknown_method_raises_config_error():
     with pytest.raises(ConfigError) as info:
-        method_spec("mmin")
-    message = str(info.value)
-    assert message.startswith("methods.mmin: unknown method")
-    assert all(name in message for name in REGISTRY)
+        method_spec("mmin_v2")
+    assert "'mmin_v2' is not registered" in str(info.value) and all(name in str(info.value) for name in REGISTRY)
+    with pytest.raises(ConfigError, match=r"methods\.ablation\.method: got 'mmin_v2'; registered methods: audio_only"):
+        validate_run("ablation", dict(PARAMS, method="mmin_v2"))
+    with pytest.raises(ConfigError, match=r"methods\.ablation\.method: missing key"):
+        validate_run("ablation", dict(PARAMS))
     with pytest.raises(ConfigError, match=r"methods\.utt_fusion\.hidden: got 0"):
-        validate_method_params("utt_fusion", dict(PARAMS, hidden=0), "methods.utt_fusion")
+        validate_run("utt_fusion", dict(PARAMS, method="utt_fusion", hidden=0))
+    with pytest.raises(ConfigError, match=r"methods\.utt_fusion\.optim\.epochs_decay: missing key"):
+        validate_run("utt_fusion", dict(PARAMS, method="utt_fusion", optim={"epochs": 1}))
+    with pytest.raises(ConfigError, match=r"methods\.Bad-Name: run names must match"):
+        validate_run("Bad-Name", dict(PARAMS, method="utt_fusion"))
+
+
+def test_paper_preset_merges_the_official_settings():
+    entry = dict(PARAMS, method="utt_fusion")
+    assert effective_entry(entry, "study") == entry
+    paper = effective_entry(entry, "paper")
+    assert paper["optim"] == {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5,
+                              "batch_size": 128}  # methods.md §2, stage 1 (IEMOCAP script)
+    assert paper["hidden"] == 128 and paper["classifier"] == [128, 128] and paper["method"] == "utt_fusion"
+    assert entry["optim"] == OPTIM  # the params are not modified
 
 
 # ================================================================================================ run_method
@@ -192,8 +196,8 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
                                                      "predictions.csv"]
     assert [p.name for p in checkpoints.iterdir()] == ["fold0-seed0.pt"]
     assert json.loads((out / "metrics.json").read_text()) == summary
-    assert summary["method"] == "utt_fusion" and summary["n_runs"] == 1
-    assert summary["folds"] == [0] and summary["seeds"] == [0] and summary["best_epochs"][0] in (1, 2)
+    assert summary["run"] == summary["method"] == "utt_fusion" and summary["n_runs"] == 1 and summary["preset"] == "study"
+    assert summary["folds"] == [0] and summary["seeds"] == [0] and summary["best_epochs"]["train"][0] in (1, 2)
     assert list(summary["conditions"]) == ["a", "v", "av", "pooled", "mean"]
     assert all(0 <= v <= 1 for c in summary["conditions"].values() for k, v in c.items() if k.endswith("_mean"))
 
@@ -207,8 +211,8 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
                                atol=2e-5)
 
     history = pd.read_csv(out / "history.csv")
-    assert history[["fold", "seed", "epoch"]].values.tolist() == [[0, 0, 1], [0, 0, 2]]
-    assert list(history.columns) == ["fold", "seed", "epoch", "train_loss", "val_loss", "val_ua"]
+    assert history[["fold", "seed", "stage", "epoch"]].values.tolist() == [[0, 0, "train", 1], [0, 0, "train", 2]]
+    assert list(history.columns) == ["fold", "seed", "stage", "epoch", "lr", "train_loss", "val_loss", "val_ua"]
     assert np.isfinite(history[["train_loss", "val_loss", "val_ua"]].to_numpy()).all()
 
     predictions = pd.read_csv(out / "predictions.csv", dtype={"speaker": str})
@@ -222,8 +226,8 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
 
     checkpoint = torch.load(checkpoints / "fold0-seed0.pt")
     assert checkpoint["method"] == "utt_fusion" and checkpoint["fold"] == 0 and checkpoint["seed"] == 0
-    assert checkpoint["epoch"] == summary["best_epochs"][0]
-    model = method_spec("utt_fusion").build(checkpoint["params"], ModelContext(**checkpoint["context"]))
+    assert checkpoint["epoch"] == summary["best_epochs"]["train"][0]
+    model = method_spec("utt_fusion").stages[0].build(checkpoint["params"], ModelContext(**checkpoint["context"]), None)
     model.load_state_dict(checkpoint["state_dict"])
     reloaded = predict(model, load_fold(read_store(tiny_store.root), 0)["test"], 16, torch.device("cpu"))
     np.testing.assert_allclose(reloaded[[f"p{k}" for k in range(6)]].to_numpy(), predictions[prob_columns].to_numpy(),

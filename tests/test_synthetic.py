@@ -317,15 +317,16 @@ def test_cli_reads_params_and_writes_the_corpus(tmp_path):
     if not study.is_file():
         pytest.skip("params.yaml not present")
     params = yaml.safe_load(study.read_text())
-    params["data"].update(root=str(tmp_path / "out"), synthetic=tiny_config(sentences=["TSI"]))
+    params["data"].update(root=str(tmp_path / "user_corpus"), synthetic=tiny_config(sentences=["TSI"]))
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    summary = main(["--params", str(path)])
+    summary = main(["--params", str(path), "--out", str(tmp_path / "out")])
     assert summary["n_clips"] == 12 and (tmp_path / "out" / "README.md").is_file()
+    assert not (tmp_path / "user_corpus").exists()  # data.root is what prepare reads, never written here
     del params["data"]["root"]
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match=r"data\.root"):
-        main(["--params", str(path)])
+        main(["--params", str(path), "--out", str(tmp_path / "out")])
 
 
 def test_intended_trace_mixes_the_intended_prototype_into_the_display():

@@ -16,6 +16,8 @@ import torch
 
 from mer_core.data.store import FeatureStore, Sequences
 
+BUCKET_BATCHES = 8  # training batches are formed within random groups of this many batches, sorted by length
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -74,11 +76,22 @@ class Split:
         return len(self.y)
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """Mini-batches in order, or shuffled with `generator`."""
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        """Mini-batches of clips of similar length, so that little time is spent on padding.
+
+        Training (with `generator`): the clips are shuffled, cut into groups of `BUCKET_BATCHES` batches, each
+        group is sorted by length and cut into batches, and the batches are shuffled. Evaluation (no
+        generator): every clip once, batches in order of length.
+        """
+        longest = torch.stack([self.lengths[m] for m in self.modalities]).amax(0)
+        if generator is None:
+            groups = [torch.argsort(longest, stable=True)]
+        else:
+            order = torch.randperm(len(self), generator=generator)
+            groups = [g[torch.argsort(longest[g], stable=True)] for g in order.split(batch_size * BUCKET_BATCHES)]
+        chunks = [c for g in groups for c in g.split(batch_size)]
+        if generator is not None:
+            chunks = [chunks[k] for k in torch.randperm(len(chunks), generator=generator)]
+        for idx in chunks:
             lengths = {m: self.lengths[m][idx] for m in self.modalities}
             x = {m: self.x[m][idx, : max(int(lengths[m].max()), 1)] for m in self.modalities}
             yield Batch(self.modalities, x, lengths, self.has[idx], self.y[idx], torch.as_tensor(self.rows[idx.numpy()]))

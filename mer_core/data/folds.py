@@ -3,6 +3,7 @@
 Test speakers of each fold come from `StratifiedGroupKFold` (groups = speakers, stratified by gender where
 the corpus records it, so each fold holds both genders); validation speakers are drawn from the remaining
 speakers with `GroupShuffleSplit`. Epochs and hyper-parameters are selected on validation speakers only.
+`check_classes` also checks the clip-level folds that a feature package brings (`splits.csv` by clip_id).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from mer_core.config import Field, Section
+from mer_core.data.store import split_key
 
 FOLDS_SCHEMA = Section(
     {
@@ -49,11 +51,19 @@ def make_splits(meta: pd.DataFrame, cfg: dict) -> pd.DataFrame:
 
 
 def check_classes(meta: pd.DataFrame, splits: pd.DataFrame) -> None:
-    """Raise `FoldError` naming the fold, role and class when a partition lacks one of the corpus's classes."""
+    """Raise `FoldError` naming the fold, role and class when a partition lacks one of the corpus's classes.
+
+    `splits` assigns roles by speaker or by clip_id (`mer_core.data.store.split_key`)."""
     classes = sorted(meta["label"].unique())
+    key = split_key(splits)
     for (fold, role), part in splits.groupby(["fold", "role"]):
-        present = set(meta.loc[meta["speaker"].astype(str).isin(part["speaker"]), "label"])
-        missing = [c for c in classes if c not in present]
-        if missing:
+        members = meta[meta[key].astype(str).isin(part[key].astype(str))]
+        missing = [c for c in classes if c not in set(members["label"])]
+        if not missing:
+            continue
+        if key == "speaker":
             raise FoldError(f"fold {fold}: class {missing[0]!r} missing from the {role} speakers "
                             f"{sorted(part['speaker'])}; change folds.n_folds / folds.n_val_speakers / folds.seed")
+        raise FoldError(f"fold {fold}: class {missing[0]!r} missing from the {role} clips ({len(members)} clips of "
+                        f"speakers {sorted(members['speaker'].astype(str).unique())}); these folds come with the "
+                        f"corpus: check its fold lists")

@@ -1,8 +1,12 @@
 """The prepare step: corpus adapter -> feature extraction -> folds -> feature store (DESIGN.md, data flow).
 
-Extraction runs on `features.n_jobs` processes with a progress bar. A file that cannot be read stops the
-run with an error naming it (`data.on_error: raise`), or, with `skip`, drops the clip and lists it in
-`<store>/skipped.csv`. The store is written atomically, so an interrupted run leaves nothing that looks done.
+It dispatches on the corpus's kind (`mer_core.data.corpora`). A *media* corpus: features are extracted on
+`features.n_jobs` processes with a progress bar, and speaker-independent folds are drawn (`folds` params).
+A file that cannot be read stops the run with an error naming it (`data.on_error: raise`), or, with
+`skip`, drops the clip and lists it in `<store>/skipped.csv`. A *feature package* (e.g. `iemocap_mmin`)
+brings its features and its own folds: the `features`, `folds` and `data.on_error` params are not used
+(the manifest says so) and a bad package always raises. The store is written atomically, so an
+interrupted run leaves nothing that looks done.
 """
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mer_core.config import Field, Section
-from mer_core.data.corpora import CORPORA
+from mer_core.data.corpora import CORPORA, Corpus
 from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
                                     visual_dim)
-from mer_core.data.folds import make_splits
+from mer_core.data.folds import check_classes, make_splits
 from mer_core.data.openface import OpenFaceError
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA
@@ -88,11 +92,45 @@ def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_
 
 def prepare(params: dict) -> FeatureStore:
     """Build the feature store of `params['data']['corpus']` and return it (see module docstring)."""
+    corpus = CORPORA[params["data"]["corpus"]]
+    build = prepare_package if corpus.kind == "package" else prepare_media
+    write_store(store_path(params), *build(corpus, params))
+    return read_store(store_path(params))
+
+
+def manifest_of(corpus: Corpus, root: str, meta: pd.DataFrame, dims: dict, frame_rates: dict, features: dict,
+                skipped: int) -> dict:
+    """The manifest entries every store has (write_store adds the files' hashes)."""
+    return {
+        "corpus": corpus.name,
+        "description": corpus.description,
+        "root": root,
+        "modalities": list(corpus.modalities),
+        "classes": list(corpus.classes),
+        "dims": dims,
+        "frame_rates": frame_rates,
+        "features": features,
+        "counts": {"clips": len(meta), "speakers": int(meta["speaker"].nunique()), "skipped": skipped},
+        "attributes": [a for a in ("arousal", "valence", "dominance") if a in meta],
+    }
+
+
+def prepare_package(corpus: Corpus, params: dict):
+    """`write_store` arguments for a feature package: its features and folds as they are."""
+    root = params["data"]["root"]
+    package = corpus.read_package(root)
+    check_classes(package.meta, package.splits)
+    manifest = manifest_of(corpus, root, package.meta, {m: s.dim for m, s in package.sequences.items()},
+                           package.frame_rates, package.features, skipped=0)
+    manifest.update(folds=package.folds, unused_params=["features", "folds", "data.on_error"])
+    return package.meta, package.splits, package.sequences, manifest
+
+
+def prepare_media(corpus: Corpus, params: dict):
+    """`write_store` arguments for a media corpus: extracted features, folds drawn by speaker."""
     data_cfg, feat_cfg = params["data"], params["features"]
-    corpus = CORPORA[data_cfg["corpus"]]
     clips = corpus.list_clips(data_cfg["root"]).reset_index(drop=True)
     extracted, errors = extract_all(clips, corpus.modalities, feat_cfg, data_cfg["on_error"])
-    root = store_path(params)
     bad = sorted({index for index, *_ in errors})
     keep = [i for i in clips.index if i not in set(bad)]
     meta = clips.loc[keep].drop(columns=[f"{m}_path" for m in corpus.modalities]).reset_index(drop=True)
@@ -108,20 +146,10 @@ def prepare(params: dict) -> FeatureStore:
             valid.append(v)
         sequences[m] = Sequences.from_list(list(meta["clip_id"]), frames, valid, dims[m])
     splits = make_splits(meta, params["folds"])
-    manifest = {
-        "corpus": corpus.name,
-        "description": corpus.description,
-        "root": data_cfg["root"],
-        "modalities": list(corpus.modalities),
-        "classes": list(corpus.classes),
-        "dims": {m: dims[m] for m in corpus.modalities},
-        "frame_rates": {"audio": audio_frame_rate(feat_cfg["audio"]),
-                        "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"]},
-        "features": {m: feat_cfg[m] for m in corpus.modalities},
-        "counts": {"clips": len(meta), "speakers": int(meta["speaker"].nunique()), "skipped": len(bad)},
-        "attributes": [a for a in ("arousal", "valence", "dominance") if a in meta],
-    }
+    frame_rates = {"audio": audio_frame_rate(feat_cfg["audio"]),
+                   "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"]}
+    manifest = manifest_of(corpus, data_cfg["root"], meta, {m: dims[m] for m in corpus.modalities}, frame_rates,
+                           {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(bad))
     skipped = pd.DataFrame([(clips.at[i, "clip_id"], m, p, e) for i, m, p, e in errors],
                            columns=["clip_id", "modality", "path", "error"])
-    write_store(root, meta, splits, sequences, manifest, skipped)
-    return read_store(root)
+    return meta, splits, sequences, manifest, skipped

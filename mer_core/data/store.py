@@ -2,13 +2,15 @@
 
 ```
 <store>/meta.csv        clip_id, speaker, label, has_<modality>, extra columns (gender, sentence, level, attributes)
-<store>/splits.csv      fold, speaker, role (train | val | test): speaker-independent folds
+<store>/splits.csv      fold, speaker, role (train | val | test): folds by speaker (drawn by mer_core.data.folds),
+                        or fold, clip_id, role: folds by clip (a feature package's own lists)
 <store>/<modality>.npz  data (sum T_i x D, float32), offsets (n+1), valid (sum T_i, bool), clip_ids
 <store>/manifest.json   corpus, extractor settings, dims, frame rates, counts, classes, sha256 of each file
 ```
 
 A clip that lacks a modality has zero frames for it and `has_<modality> = False`: nothing is zero-filled on
-disk. `valid` marks usable frames (False for OpenFace tracking failures). The store is written into a sibling
+disk. `valid` marks usable frames (False for OpenFace tracking failures). A clip that `splits.csv` does not
+list for a fold (by its speaker or its clip_id) takes no role in that fold. The store is written into a sibling
 `.partial` folder and renamed when complete, so an interrupted run never leaves a store that looks valid.
 """
 from __future__ import annotations
@@ -28,6 +30,11 @@ ROLES = ("train", "val", "test")
 
 class StoreError(RuntimeError):
     """The feature store is missing, incomplete or corrupt; the message names the file."""
+
+
+def split_key(splits: pd.DataFrame) -> str:
+    """The meta column that `splits` assigns roles by: `clip_id` when it has that column, else `speaker`."""
+    return "clip_id" if "clip_id" in splits.columns else "speaker"
 
 
 @dataclass
@@ -78,12 +85,13 @@ class FeatureStore:
         return list(self.manifest["classes"])
 
     def fold_indices(self, fold: int) -> dict[str, np.ndarray]:
-        """Row indices of meta for each role of `fold`."""
+        """Row indices of meta for each role of `fold` (by clip_id or speaker, see `split_key`)."""
         part = self.splits[self.splits["fold"] == fold]
         if part.empty:
             raise StoreError(f"{self.root / 'splits.csv'}: no fold {fold} (folds: {sorted(self.splits.fold.unique())})")
-        role_of = dict(zip(part["speaker"].astype(str), part["role"]))
-        roles = self.meta["speaker"].astype(str).map(role_of)
+        key = split_key(self.splits)
+        role_of = dict(zip(part[key].astype(str), part["role"]))
+        roles = self.meta[key].astype(str).map(role_of)
         return {role: np.flatnonzero(roles.to_numpy() == role) for role in ROLES}
 
     @property
@@ -153,7 +161,7 @@ def read_store(root: str | Path, verify: bool = True) -> FeatureStore:
         if verify and _sha256(path) != digest:
             raise StoreError(f"{path}: content does not match manifest.json (corrupt or edited); rerun prepare")
     meta = pd.read_csv(root / "meta.csv", dtype={"clip_id": str, "speaker": str, "label": str})
-    splits = pd.read_csv(root / "splits.csv", dtype={"speaker": str, "role": str})
+    splits = pd.read_csv(root / "splits.csv", dtype={"speaker": str, "clip_id": str, "role": str})
     sequences = {}
     for modality in manifest["modalities"]:
         with np.load(root / f"{modality}.npz") as npz:

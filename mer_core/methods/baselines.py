@@ -1,15 +1,18 @@
 """Baselines: unimodal, early, late and utterance-level fusion (MMIN's `utt_fusion` and `utt_dataaug`).
 
 Every model here takes a `Batch` whose absent modalities are zero-filled (MMIN protocol) and returns
-logits; `loss(batch)` returns (cross-entropy, logits).
+logits; `loss(batch, full)` returns (cross-entropy, logits). All are built from the MMIN family's layers and
+initialised as it does (`kaiming_init_`); their official settings (`paper`) are MMIN's `utt_fusion` IEMOCAP
+script's (methods.md §2, stage 1).
 
 - `audio_only`, `visual_only`: one modality's encoder + classifier; trained and tested on that modality
   (under conditions without it the model sees zeros, as every method does).
 - `utt_fusion`: MMIN's stage-1 "modality encoder network" (methods.md §2): one encoder per modality (LSTM
   for frame features, TextCNN for text), concatenated, MLP classifier; trained on full modalities.
 - `utt_dataaug`: the same network trained with one random non-empty condition per clip (MMIN's baseline).
-- `early_fusion`: frame-level fusion: every modality resampled (nearest frame) onto the time grid of the
-  first one, concatenated per frame, one LSTM encoder, classifier.
+- `early_fusion`: frame-level fusion: every modality stretched (nearest earlier frame) onto a common time
+  grid of the clip's longest stream, concatenated per frame, one LSTM encoder, classifier. Streams are aligned
+  by their relative position in the clip, so no frame rate is needed (text tokens align too).
 - `late_fusion`: decision-level fusion: one encoder + classifier per modality, each trained with its own
   cross-entropy; the prediction averages the class probabilities of the modalities present.
 """
@@ -21,16 +24,19 @@ from torch.nn import functional as F
 
 from mer_core.config import Field, Section
 from mer_core.data.batches import Batch
-from mer_core.layers import LSTMEncoder, MLPClassifier, TextCNN
-from mer_core.methods.registry import COMMON_KEYS, MethodSpec, ModelContext, register
+from mer_core.layers import LSTMEncoder, MLPClassifier, TextCNN, kaiming_init_
+from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
 
-MODEL_KEYS = {
-    **COMMON_KEYS,
-    "hidden": Field(int, low=1, high=4096),
-    "classifier": Field(list, low=0, item=Field(int, low=1, high=4096)),
+CLASSIFIER_KEYS = {
+    "classifier": Field(list, low=0, item=Field(int, low=1, high=4096)),  # MLP hidden widths
     "dropout": Field(float, low=0.0, high=0.95),
 }
-SCHEMA = Section(MODEL_KEYS)
+MODEL_KEYS = {"hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS}  # hidden: encoder width
+SCHEMA = Section({"optim": OPTIM_SCHEMA, **MODEL_KEYS})
+
+# MMIN's utt_fusion IEMOCAP script (methods.md §2, stage 1): 10 + 10 epochs, lr 2e-4, beta1 0.9, batch 128
+UTT_FUSION_OPTIM = {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 128}
+PAPER = {"optim": UTT_FUSION_OPTIM, "hidden": 128, "classifier": [128, 128], "dropout": 0.3}
 
 
 def make_encoder(modality: str, in_dim: int, hidden: int) -> nn.Module:
@@ -41,7 +47,7 @@ def make_encoder(modality: str, in_dim: int, hidden: int) -> nn.Module:
 class CrossEntropyModel(nn.Module):
     """Base for models trained with plain cross-entropy on their fused logits."""
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch)
         return F.cross_entropy(logits, batch.y), logits
 
@@ -63,34 +69,31 @@ class UttFusion(CrossEntropyModel):
         return self.classifier(self.embed(batch))[0]
 
 
-def align_frames(x: torch.Tensor, lengths: torch.Tensor, rate: float, target_rate: float,
-                 target_len: int) -> torch.Tensor:
-    """Resample (B, T, D) frames at `rate` onto a grid of `target_len` frames at `target_rate` (nearest
-    earlier frame); clips of length 0 give zeros."""
-    t = torch.arange(target_len, device=x.device)
-    source = torch.floor(t * (rate / target_rate)).long()[None, :]
+def align_frames(x: torch.Tensor, lengths: torch.Tensor, grid_lengths: torch.Tensor, grid_len: int) -> torch.Tensor:
+    """Stretch (B, T, D) frames onto a grid of `grid_lengths` steps per clip (padded to `grid_len`): grid step t
+    takes frame floor(t x length / grid_length), the frame at the same relative position; clips of length 0
+    and grid steps beyond a clip's end give zeros."""
+    t = torch.arange(grid_len, device=x.device)[None, :]
+    source = torch.div(t * lengths[:, None], grid_lengths.clamp(min=1)[:, None], rounding_mode="floor")
     source = torch.minimum(source, (lengths[:, None] - 1).clamp(min=0))
     aligned = torch.gather(x, 1, source[..., None].expand(-1, -1, x.shape[2]))
-    return aligned * (lengths > 0)[:, None, None]
+    inside = (t < grid_lengths[:, None]) & (lengths > 0)[:, None]
+    return aligned * inside[..., None]
 
 
 class EarlyFusion(CrossEntropyModel):
-    """Frame-level concatenation of all modalities on the first modality's time grid, one LSTM encoder."""
+    """Frame-level concatenation of all modalities on the clip's longest stream, one LSTM encoder."""
 
     def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float):
         super().__init__()
         self.modalities = ctx.modalities
-        self.rates = ctx.frame_rates
         self.encoder = LSTMEncoder(sum(ctx.dims.values()), hidden)
         self.classifier = MLPClassifier(hidden, classifier, ctx.n_classes, dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        grid_rate = self.rates[self.modalities[0]]
-        # float64 and a tolerance: 27 frames at 30 fps are exactly 30 frames at 33.3 fps, not 31
-        grid_lengths = torch.stack([torch.ceil(batch.lengths[m].double() * (grid_rate / self.rates[m]) - 1e-6).long()
-                                    for m in self.modalities]).amax(0)
+        grid_lengths = torch.stack([batch.lengths[m] for m in self.modalities]).amax(0)
         grid_len = max(int(grid_lengths.max()), 1)
-        frames = torch.cat([align_frames(batch.x[m], batch.lengths[m], self.rates[m], grid_rate, grid_len)
+        frames = torch.cat([align_frames(batch.x[m], batch.lengths[m], grid_lengths, grid_len)
                             for m in self.modalities], dim=2)
         return self.classifier(self.encoder(frames, grid_lengths))[0]
 
@@ -113,7 +116,7 @@ class LateFusion(nn.Module):
         weights = weights / weights.sum(1, keepdim=True).clamp(min=1)
         return torch.log((probs * weights[..., None]).sum(1).clamp(min=1e-12))
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.branch_logits(batch)
         present = batch.present
         per_branch = F.cross_entropy(logits.flatten(0, 1), batch.y.repeat_interleave(len(self.modalities)),
@@ -124,23 +127,27 @@ class LateFusion(nn.Module):
 
 
 def _utt(modalities: tuple[str, ...] | None):
-    def build(params: dict, ctx: ModelContext) -> nn.Module:
-        return UttFusion(modalities or ctx.modalities, ctx, params["hidden"], params["classifier"], params["dropout"])
+    def build(params: dict, ctx: ModelContext, previous: None = None) -> nn.Module:
+        return kaiming_init_(UttFusion(modalities or ctx.modalities, ctx, params["hidden"], params["classifier"],
+                                       params["dropout"]))
 
     return build
 
 
 def _fusion(cls):
-    def build(params: dict, ctx: ModelContext) -> nn.Module:
-        return cls(ctx, params["hidden"], params["classifier"], params["dropout"])
+    def build(params: dict, ctx: ModelContext, previous: None = None) -> nn.Module:
+        return kaiming_init_(cls(ctx, params["hidden"], params["classifier"], params["dropout"]))
 
     return build
 
 
-register(MethodSpec("audio_only", _utt(("audio",)), SCHEMA, "full", "LSTM on audio frames only"))
-register(MethodSpec("visual_only", _utt(("visual",)), SCHEMA, "full", "LSTM on face frames only"))
-register(MethodSpec("early_fusion", _fusion(EarlyFusion), SCHEMA, "full", "frame-level concatenation, one LSTM"))
-register(MethodSpec("late_fusion", _fusion(LateFusion), SCHEMA, "full", "mean of unimodal class probabilities"))
-register(MethodSpec("utt_fusion", _utt(None), SCHEMA, "full", "MMIN's full-modality encoder network (MEN)"))
-register(MethodSpec("utt_dataaug", _utt(None), SCHEMA, "random",
-                    "utt_fusion trained with one random non-empty condition per clip"))
+def _baseline(name: str, build, train_conditions: str, summary: str) -> MethodSpec:
+    return register(MethodSpec(name, SCHEMA, (StageSpec("train", build, train_conditions),), summary, PAPER))
+
+
+_baseline("audio_only", _utt(("audio",)), "full", "LSTM on audio frames only")
+_baseline("visual_only", _utt(("visual",)), "full", "LSTM on face frames only")
+_baseline("early_fusion", _fusion(EarlyFusion), "full", "frame-level concatenation, one LSTM")
+_baseline("late_fusion", _fusion(LateFusion), "full", "mean of unimodal class probabilities")
+_baseline("utt_fusion", _utt(None), "full", "MMIN's full-modality encoder network (MEN)")
+_baseline("utt_dataaug", _utt(None), "random", "utt_fusion trained with one random non-empty condition per clip")

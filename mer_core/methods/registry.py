@@ -1,20 +1,42 @@
-"""The method registry: each method is registered once with its params schema and model builder.
+"""The method registry: each method is registered once with its params schema, its training stages and its
+official ("paper") settings.
 
-`params.yaml: methods.<name>` holds one entry per method to run; `<name>` must be registered here, and its
-entry must match the method's schema exactly (every key present, no unknown key). Keys common to every
-method (`epochs`, `lr`) live in each entry so that `dvc exp run -S methods.<name>.<key>=...` reruns only
-that method's stage.
+`params.yaml: methods.<run>` holds one entry per run of the study (one DVC stage `train@<run>` each). Its
+`method` key names the registered method; the other keys must match that method's schema exactly (every key
+present, no unknown key). Ablations are further entries of the same method with other values (e.g.
+`mmin_no_cycle: {method: mmin, cycle_weight: 0, ...}`), so `dvc exp run -S methods.<run>.<key>=...` reruns
+only that run's stage.
+
+A method trains in one or more **stages** (`StageSpec`): the same training loop (`mer_core.train`) runs
+each, with the stage's own optimiser block (`optim`) and training conditions; a stage's builder receives the
+previous stage's trained model (e.g. MMIN's stage 2 starts from, and is taught by, its stage-1 encoder
+network).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import re
+from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
 
 from mer_core.config import ConfigError, Field, Section, validate
 
-TRAIN_CONDITIONS = ("full", "random")
+TRAIN_CONDITIONS = ("full", "random", "missing")
+SELECTION = ("pooled", "full")
+RUN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+OPTIM_SCHEMA = Section(
+    {
+        "epochs": Field(int, low=1, high=1000),  # epochs at the constant learning rate
+        "epochs_decay": Field(int, low=0, high=1000),  # then epochs of linear decay to ~0 (MMIN's niter_decay)
+        "lr": Field(float, low=1e-6, high=1.0),
+        "beta1": Field(float, low=0.0, high=0.999),  # Adam beta1 (beta2 = 0.999)
+        "grad_clip": Field(float, low=0.0),  # max gradient norm per sub-network (0 = off)
+        "batch_size": Field(int, low=1, high=65536),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -23,45 +45,69 @@ class ModelContext:
 
     modalities: tuple[str, ...]
     dims: dict[str, int]
-    frame_rates: dict[str, float]
+    frame_rates: dict[str, float | None]
     n_classes: int
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "ModelContext":
         modalities = tuple(manifest["modalities"])
         return cls(modalities, {m: manifest["dims"][m] for m in modalities},
-                   {m: manifest["frame_rates"][m] for m in modalities}, len(manifest["classes"]))
+                   {m: manifest["frame_rates"].get(m) for m in modalities}, len(manifest["classes"]))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One training stage of a method.
+
+    build(params, context, previous) -> nn.Module, where `params` is the run's whole entry and `previous` the
+    model trained by the stage before (None for the first). The module's `forward(batch)` returns logits and
+    `loss(batch, full)` returns (loss, logits); `full` is the batch before the training condition was applied.
+    key: None when the stage's keys (its `optim` block) sit at the top of the entry, else the name of the
+    nested block that holds them (e.g. `pretrain`).
+    train_conditions: `full` (every modality the clip has), `random` (one non-empty condition per clip, MMIN's
+    augmentation), `missing` (one condition with at least one modality absent, MMIN's stage-2 protocol).
+    select_on: the validation criterion for the epoch kept: UA pooled over every condition, or UA with full
+    modalities (a full-modality stage-1 network).
+    """
+
+    name: str
+    build: Callable[[dict, ModelContext, nn.Module | None], nn.Module]
+    train_conditions: str = "full"
+    select_on: str = "pooled"
+    key: str | None = None
+
+    def __post_init__(self):
+        if self.train_conditions not in TRAIN_CONDITIONS:
+            raise ValueError(f"stage {self.name}: train_conditions must be one of {TRAIN_CONDITIONS}")
+        if self.select_on not in SELECTION:
+            raise ValueError(f"stage {self.name}: select_on must be one of {SELECTION}")
+
+    def params(self, entry: dict) -> dict:
+        """The block of `entry` that holds this stage's keys."""
+        return entry if self.key is None else entry[self.key]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method.
-
-    build(params, context) -> nn.Module whose `forward(batch)` returns logits and `loss(batch)` returns
-    (loss, logits). train_conditions: `full` trains on every available modality; `random` draws one
-    non-empty condition per training clip (MMIN's missing-modality augmentation).
-    """
+    """A registered method: its params schema (without the `method` key), its stages in training order, a
+    one-line summary, and `paper`: the official effective settings (a partial entry merged over the run's
+    entry when `train.preset` is `paper`; loss weights and ablation switches are never part of it)."""
 
     name: str
-    build: Callable[[dict, ModelContext], nn.Module]
     schema: Section
-    train_conditions: str
+    stages: tuple[StageSpec, ...]
     summary: str
+    paper: dict = field(default_factory=dict)
 
 
 REGISTRY: dict[str, MethodSpec] = {}
-
-COMMON_KEYS = {
-    "epochs": Field(int, low=1, high=1000),
-    "lr": Field(float, low=1e-6, high=1.0),
-}
 
 
 def register(spec: MethodSpec) -> MethodSpec:
     if spec.name in REGISTRY:
         raise ValueError(f"method {spec.name!r} registered twice")
-    if spec.train_conditions not in TRAIN_CONDITIONS:
-        raise ValueError(f"{spec.name}: train_conditions must be one of {TRAIN_CONDITIONS}")
+    if not spec.stages:
+        raise ValueError(f"method {spec.name!r} has no training stage")
     REGISTRY[spec.name] = spec
     return spec
 
@@ -69,9 +115,39 @@ def register(spec: MethodSpec) -> MethodSpec:
 def method_spec(name: str) -> MethodSpec:
     """The registered method `name`; ConfigError lists the registered names otherwise."""
     if name not in REGISTRY:
-        raise ConfigError(f"methods.{name}: unknown method; registered methods: {', '.join(REGISTRY)}")
+        raise ConfigError(f"method {name!r} is not registered; registered methods: {', '.join(REGISTRY)}")
     return REGISTRY[name]
 
 
-def validate_method_params(name: str, params: dict, key: str) -> None:
-    validate(params, method_spec(name).schema, key)
+def run_spec(entry: dict, key: str) -> MethodSpec:
+    """The method a `methods.<run>` entry runs (its `method` key), with errors naming `key`."""
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise ConfigError(f"{key}.method: missing key; name a registered method: {', '.join(REGISTRY)}")
+    if entry["method"] not in REGISTRY:
+        raise ConfigError(f"{key}.method: got {entry['method']!r}; registered methods: {', '.join(REGISTRY)}")
+    return REGISTRY[entry["method"]]
+
+
+def validate_run(run: str, entry: dict, key: str | None = None) -> MethodSpec:
+    """Check the name and the entry of run `run` against its method's schema; return the method."""
+    key = key or f"methods.{run}"
+    if not RUN_NAME.match(run):
+        raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern} (they name DVC stages and folders)")
+    spec = run_spec(entry, key)
+    validate({k: v for k, v in entry.items() if k != "method"}, spec.schema, key)
+    return spec
+
+
+def effective_entry(entry: dict, preset: str) -> dict:
+    """The entry a run trains with: as written (`study`), or with its method's official settings merged over
+    it (`paper`)."""
+    if preset == "study":
+        return copy.deepcopy(entry)
+    return _merge(entry, REGISTRY[entry["method"]].paper)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) else copy.deepcopy(value)
+    return merged

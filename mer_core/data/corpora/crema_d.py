@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mer_core.data.corpora.base import CorpusError
+
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 CLASSES = tuple(EMOTIONS.values())
 SENTENCES = {
@@ -31,10 +33,6 @@ SENTENCES = {
 }
 LEVELS = ("LO", "MD", "HI", "XX")
 NAME = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})$")
-
-
-class CorpusError(FileNotFoundError):
-    """The corpus folder or one of its required files is missing or malformed; the message names the path."""
 
 
 def parse_name(stem: str) -> dict:

@@ -1,0 +1,189 @@
+"""IEMOCAP in the MMIN authors' feature package ("IEMOCAP_features_2021"; methods.md §1.1, datasets.md).
+
+Layout under `root` (as used by MMIN, IF-MMIN and NMER):
+
+```
+A/comparE.h5                           per utterance (T_a, 130): ComParE_2016 LLDs + deltas, downsampled x10
+V/denseface.h5                         per utterance (T_v, 342): Denseface; a frame without a face is all zeros
+L/bert_large.h5                        per utterance (T_l, 1024): BERT-large token states
+target/<k>/{trn,val,tst}_label.npy     (N, 4) one-hot labels, k = 1..K (K = 10 in the package)
+target/<k>/{trn,val,tst}_int2name.npy  (N,) or (N, 1) utterance names (bytes or str), in the labels' order
+```
+
+The package is taken as it is: its features (nothing is extracted, so the `features` params are unused)
+and its own folds, `target/k` -> fold k-1 (the `folds` params are unused). Any number K >= 1 of fold
+folders numbered 1..K without a gap is accepted, so a subset of the package works too. A fold lists
+utterances, so `splits.csv` is clip-level; only utterances that some fold lists enter the store.
+`A/comparE_mean_std.h5` (the authors' per-fold training mean/std) is not read: `batches.load_fold`
+computes the same statistics from each fold's training clips. Unlike the MMIN loader, which normalises
+only the acoustic features, `load_fold` normalises every modality.
+
+Speaker: `Ses03M_impro03_M001` -> `Ses03_M`, session 3, the gender letter of the last field (the speaking
+actor), not of the dialogue's. An all-zero Denseface frame is stored with valid = False (no face). Frame
+rates: audio 10 frames/s (10 ms ComParE hop x 10); visual and text are unknown (text is per token): None.
+The fold lists are validated before any feature is read; a `CorpusError` names the file and what is wrong.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mer_core.data.corpora.base import CorpusError, FeaturePackage
+from mer_core.data.store import Sequences
+
+# Index -> name of the one-hot labels, from the authors' plotting code (draw.py); UNVERIFIED against the
+# package itself (methods.md §1.1). "happy" holds happy + excited.
+CLASSES = ("happy", "angry", "sad", "neutral")
+FEATURES = {  # modality -> file, width, frame rate (frames/s, None = unknown), what it holds
+    "audio": ("A/comparE.h5", 130, 10.0, "openSMILE ComParE_2016 LLDs + deltas, downsampled x10 (polyphase)"),
+    "visual": ("V/denseface.h5", 342, None, "Denseface (DenseNet-BC on FER+) per video frame; zeros = no face"),
+    "text": ("L/bert_large.h5", 1024, None, "BERT-large token states"),
+}
+ROLES = {"trn": "train", "val": "val", "tst": "test"}
+NAME = re.compile(r"^Ses(?P<session>\d{2})[FM]_.+_(?P<gender>[FM])[^_]*$")
+GENDERS = {"F": "Female", "M": "Male"}
+HINT = "point data.root at the folder holding A/, V/, L/ and target/ of the MMIN feature package"
+
+
+def parse_name(name: str) -> dict:
+    """Session, speaker and gender of an IEMOCAP utterance name; ValueError when malformed."""
+    match = NAME.match(name)
+    if not match:
+        raise ValueError(f"{name!r} is not an IEMOCAP utterance name like Ses03M_impro03_M001")
+    session, letter = match["session"], match["gender"]
+    return {"session": int(session), "speaker": f"Ses{session}_{letter}", "gender": GENDERS[letter]}
+
+
+def fold_folders(root: Path) -> list[Path]:
+    """`target/1` .. `target/K`, in order; CorpusError when there is none or one is missing."""
+    target = root / "target"
+    if not target.is_dir():
+        raise CorpusError(f"{target}: folder not found (data.root = {root}); {HINT}")
+    numbers = sorted(int(p.name) for p in target.iterdir() if p.is_dir() and p.name.isdigit())
+    if not numbers:
+        raise CorpusError(f"{target}: no fold folder (1, 2, ...); {HINT}")
+    gaps = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+    if gaps:
+        raise CorpusError(f"{target / str(gaps[0])}: fold folder missing (found {numbers}; expected 1..K)")
+    return [target / str(k) for k in numbers]
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise CorpusError(f"{path}: missing; each fold folder holds {{trn,val,tst}}_label.npy and _int2name.npy")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise CorpusError(f"{path}: not a readable .npy array ({err})") from err
+
+
+def read_list(folder: Path, prefix: str) -> tuple[list[str], np.ndarray]:
+    """Utterance names and class indices of `<folder>/<prefix>_{int2name,label}.npy`, validated."""
+    label_path, name_path = folder / f"{prefix}_label.npy", folder / f"{prefix}_int2name.npy"
+    labels, names = _load_npy(label_path), _load_npy(name_path)
+    if labels.ndim != 2 or labels.shape[1] != len(CLASSES) or not np.issubdtype(labels.dtype, np.number):
+        raise CorpusError(f"{label_path}: {labels.dtype} array of shape {labels.shape}; expected one-hot labels "
+                          f"of shape (N, {len(CLASSES)})")
+    not_one_hot = np.flatnonzero(~(np.isin(labels, (0, 1)).all(1) & (labels.sum(1) == 1)))
+    if len(not_one_hot):
+        row = not_one_hot[0]
+        raise CorpusError(f"{label_path}: row {row} is {labels[row].tolist()}, not one-hot")
+    if names.ndim == 2 and names.shape[1] == 1:
+        names = names[:, 0]
+    if names.ndim != 1:
+        raise CorpusError(f"{name_path}: shape {names.shape}; expected utterance names of shape (N,) or (N, 1)")
+    if len(names) != len(labels):
+        raise CorpusError(f"{name_path}: {len(names)} names but {label_path.name} has {len(labels)} rows; "
+                          f"both must list the same utterances in the same order")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names], labels.argmax(1)
+
+
+def read_folds(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
+    """meta (clip_id, speaker, label, gender, session; sorted by clip_id), clip-level splits (fold i from
+    `folders[i]`), and for each utterance the first list file that names it."""
+    split_rows, label_of, source = [], {}, {}
+    for fold, folder in enumerate(folders):
+        for prefix, role in ROLES.items():
+            names, labels = read_list(folder, prefix)
+            path = folder / f"{prefix}_int2name.npy"
+            for name, k in zip(names, labels):
+                if name in label_of and label_of[name] != k:
+                    raise CorpusError(f"{path}: {name!r} is labelled {CLASSES[k]!r} here (in {prefix}_label.npy) "
+                                      f"but {CLASSES[label_of[name]]!r} in {source[name]}")
+                label_of.setdefault(name, k)
+                source.setdefault(name, path)
+                split_rows.append((fold, name, role, path))
+    splits = pd.DataFrame(split_rows, columns=["fold", "clip_id", "role", "path"])
+    twice = splits.duplicated(["fold", "clip_id"])
+    if twice.any():
+        fold, name, _, path = splits[twice].iloc[0]
+        first = splits.loc[(splits["fold"] == fold) & (splits["clip_id"] == name), "path"].iloc[0]
+        raise CorpusError(f"{path}: {name!r} is listed twice in {path.parent} (also in {first.name})")
+    rows = []
+    for name in sorted(label_of):
+        try:
+            parts = parse_name(name)
+        except ValueError as err:
+            raise CorpusError(f"{source[name]}: {err}") from err
+        rows.append({"clip_id": name, "speaker": parts["speaker"], "label": CLASSES[label_of[name]],
+                     "gender": parts["gender"], "session": parts["session"]})
+    return pd.DataFrame(rows), splits.drop(columns="path"), source
+
+
+def check_features(path: Path, names: list[str], width: int, source: dict[str, Path]) -> None:
+    """Every listed utterance has a (T, width) array in the HDF5 file `path`; CorpusError otherwise."""
+    if not path.is_file():
+        raise CorpusError(f"{path}: missing; {HINT}")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise CorpusError(f"{path}: not a readable HDF5 file ({err})") from err
+    with handle:
+        for name in names:
+            entry = handle.get(name)
+            if not isinstance(entry, h5py.Dataset):
+                raise CorpusError(f"{path}: no array for utterance {name!r}, which {source[name]} lists; the "
+                                  f"features and target/ must come from the same package")
+            if entry.ndim != 2 or entry.shape[1] != width:
+                raise CorpusError(f"{path}: {name!r} has shape {entry.shape}; expected (frames, {width})")
+
+
+def read_features(path: Path, names: list[str], width: int, zero_is_invalid: bool) -> Sequences:
+    """The arrays of `names` from `path` as Sequences (all-zero frames invalid with `zero_is_invalid`)."""
+    frames, valid = [], []
+    with h5py.File(path, "r") as handle:
+        for name in tqdm(names, desc=path.name, unit="clip", mininterval=2):
+            x = np.asarray(handle[name][()], dtype=np.float32)
+            if not np.isfinite(x).all():
+                raise CorpusError(f"{path}: {name!r} holds NaN or inf")
+            frames.append(x)
+            valid.append(x.any(axis=1) if zero_is_invalid else np.ones(len(x), dtype=bool))
+    return Sequences.from_list(names, frames, valid, width)
+
+
+def read_package(root: str | Path) -> FeaturePackage:
+    """Read and validate the package at `root` (see module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"{root}: folder not found (data.root); {HINT}")
+    folders = fold_folders(root)
+    meta, splits, source = read_folds(folders)
+    names = list(meta["clip_id"])
+    for file, width, _, _ in FEATURES.values():
+        check_features(root / file, names, width, source)
+    sequences = {m: read_features(root / file, names, width, zero_is_invalid=m == "visual")
+                 for m, (file, width, _, _) in FEATURES.items()}
+    for m, seq in sequences.items():
+        meta[f"has_{m}"] = seq.lengths > 0
+    return FeaturePackage(
+        meta=meta, splits=splits, sequences=sequences,
+        frame_rates={m: rate for m, (_, _, rate, _) in FEATURES.items()},
+        features={m: {"file": file, "description": what} for m, (file, _, _, what) in FEATURES.items()},
+        folds={"source": "the package's own fold lists (clip-level); params folds.* are not used",
+               "folders": {str(k): str(folder.relative_to(root)) for k, folder in enumerate(folders)}},
+    )

@@ -1,0 +1,43 @@
+"""Losses shared by the method families.
+
+- `cmd_loss`: central moment discrepancy (Zellinger et al., ICLR 2017) as IF-MMIN's code computes it
+  (methods.md §3.1): the Euclidean norm of the difference of the batch means plus, for k = 2..K, the norm of
+  the difference of the k-th central moments, with no range scaling. `span = b - a` restores the original
+  CMD's scaling (term k divided by span^k) for features bounded in [a, b].
+- `pairwise_cmd`: the mean CMD over every pair of modalities (IF-MMIN's CMD term, §3.1), each pair computed
+  on the clips that have both modalities.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+
+import torch
+
+
+def cmd_loss(x: torch.Tensor, y: torch.Tensor, moments: int = 5, span: float | None = None) -> torch.Tensor:
+    """CMD between two batches of features (B_x, D) and (B_y, D); a scalar, 0 for identical distributions."""
+    if moments < 1:
+        raise ValueError(f"cmd_loss: moments must be >= 1, got {moments}")
+    scale = 1.0 if span is None else float(span)
+    mean_x, mean_y = x.mean(0), y.mean(0)
+    total = torch.linalg.vector_norm(mean_x - mean_y) / scale
+    centred_x, centred_y = x - mean_x, y - mean_y
+    for k in range(2, moments + 1):
+        difference = (centred_x ** k).mean(0) - (centred_y ** k).mean(0)
+        total = total + torch.linalg.vector_norm(difference) / scale ** k
+    return total
+
+
+def pairwise_cmd(features: list[torch.Tensor], present: torch.Tensor, moments: int = 5,
+                 span: float | None = None) -> torch.Tensor:
+    """Mean `cmd_loss` over the modality pairs of `features` (list of (B, D)); `present` (B, M) restricts each
+    pair to the clips holding both modalities (pairs with fewer than two such clips count as 0)."""
+    pairs = list(combinations(range(len(features)), 2))
+    if not pairs:
+        return features[0].new_zeros(())
+    total = features[0].new_zeros(())
+    for i, j in pairs:
+        both = present[:, i] & present[:, j]
+        if int(both.sum()) >= 2:
+            total = total + cmd_loss(features[i][both], features[j][both], moments, span)
+    return total / len(pairs)

@@ -1,0 +1,247 @@
+"""MMIN (Zhao et al., ACL 2021) and IF-MMIN (Zuo et al., ICASSP 2023): missing-modality imagination.
+
+Both train in two stages inside one run (methods.md §2, §3):
+
+- `mmin`. Stage 1 (`pretrain`): MMIN's modality encoder network, i.e. `utt_fusion` (`UttFusion`, reused),
+  trained on full modalities; the epoch is selected on full-modality validation UA. Stage 2: student
+  encoders initialised from stage 1 and trained further; a frozen copy of the stage-1 encoders (the teacher)
+  gives the imagination target, its embeddings of the *missing* modalities (present ones zero-filled, so
+  their slots hold the teacher's embedding of zeros, as in the official code); a `ResidualAE` (MMIN variant)
+  imagines the joint embedding from the student's, a cycle AE maps the imagination back; the classifier
+  reads the concatenated block latents. Loss `ce_weight * CE + mse_weight * MSE(target, imagination) +
+  cycle_weight * MSE(h.detach(), cycle)` (IEMOCAP: 1 / 4 / 2). `cycle_weight: 0` drops the cycle AE
+  (MMIN's `mmin_AE` / `mmin_no_cycle` ablation).
+- `ifmmin`. Stage 1: encoders plus the `SharedEncoder` S, classifier on [e_m..., S(e_m)...], loss
+  `CE + cmd_weight * CMD` (the mean CMD over modality pairs of the invariant features S(e_m), K moments).
+  Stage 2: students (encoders and S') from stage 1; invariant features H' = [S'(e_m)...] of the masked
+  input are re-injected at every block of the IF-IM `ResidualAE`; loss `ce_weight * CE + mse_weight *
+  MSE(imagination target, imagination) + invariant_weight * MSE(H, H')`, H = the teacher's invariant
+  features of the full input. Ablations by params: `pretrain.cmd_weight: 0` (no CMD), `inject: false` (MMIN's
+  AE, no H' injection), `invariant_weight: 0`.
+
+Stage-2 training draws one condition with at least one modality missing per clip (MMIN protocol, §1.2); a
+clip that lacks a modality altogether (unpaired training data) treats it as missing.
+
+Deviations from the official code (also in the analysis notebook's deviations table):
+- IF-MMIN's `invariant_weight` is 100: the released script passes the nonexistent `--consistent_weight=100`,
+  which the strict option parser rejects (§3.2); 100 is the value the fix and the NMER authors' script use.
+- The official β1 (0.5 in stage 2), the ignored stage-2 weight decay and per-sub-network gradient clipping
+  are kept; the study's defaults shorten the schedule (`train.preset: paper` restores the official one).
+- Joint vectors concatenate modalities in the corpus's order (audio, visual, text), not IF-MMIN's A, L, V:
+  a fixed permutation of the classifier's input, with no effect on what the model can learn.
+- The LSTM encoders pool over valid frames only (the official code max-pools over zero padding too).
+- The sizes follow the corpus: joint width = modalities x encoder width; AE layers = `ae_widths` x encoder
+  width (MMIN: 3 x 128 = 384 -> 256, 128, 64 with widths 2, 1, 0.5).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mer_core.conditions import with_presence
+from mer_core.config import Field, Section
+from mer_core.data.batches import Batch
+from mer_core.layers import MLPClassifier, ResidualAE, SharedEncoder, kaiming_init_
+from mer_core.losses import pairwise_cmd
+from mer_core.methods.baselines import CLASSIFIER_KEYS, PAPER as UTT_FUSION_PAPER, UttFusion
+from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
+
+WEIGHT = Field(float, low=0.0, high=1e6)
+AE_KEYS = {
+    "ae_widths": Field(list, low=1, item=Field(float, low=0.01, high=64.0)),  # AE layer widths / encoder width
+    "ae_blocks": Field(int, low=1, high=32),
+}
+PRETRAIN_UTT = Section({"optim": OPTIM_SCHEMA, **CLASSIFIER_KEYS})
+PRETRAIN_SHARED = Section({"optim": OPTIM_SCHEMA, **CLASSIFIER_KEYS, "cmd_weight": WEIGHT,
+                           "cmd_moments": Field(int, low=1, high=10),
+                           "cmd_span": Field(float, low=1e-6, optional=True)})
+MMIN_SCHEMA = Section({"optim": OPTIM_SCHEMA, "hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS,
+                       **AE_KEYS, "ce_weight": WEIGHT, "mse_weight": WEIGHT, "cycle_weight": WEIGHT,
+                       "pretrain": PRETRAIN_UTT})
+IFMMIN_SCHEMA = Section({"optim": OPTIM_SCHEMA, "hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS,
+                         **AE_KEYS, "inject": Field(bool), "ce_weight": WEIGHT, "mse_weight": WEIGHT,
+                         "invariant_weight": WEIGHT, "pretrain": PRETRAIN_SHARED})
+
+_STAGE2_SIZES = {"hidden": 128, "classifier": [128, 128], "dropout": 0.5, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 5}
+_PRETRAIN_SIZES = {"classifier": [128, 128], "dropout": 0.3}
+# official effective settings (methods.md §2 "Hyperparameters (IEMOCAP, master)", §3.1, §3.2)
+MMIN_PAPER = {"optim": {"epochs": 30, "epochs_decay": 30, "lr": 2e-4, "beta1": 0.5, "grad_clip": 1.0, "batch_size": 128},
+              **_STAGE2_SIZES, "pretrain": {"optim": UTT_FUSION_PAPER["optim"], **_PRETRAIN_SIZES}}
+IFMMIN_PAPER = {"optim": {"epochs": 20, "epochs_decay": 20, "lr": 2e-4, "beta1": 0.5, "grad_clip": 1.0, "batch_size": 128},
+                **_STAGE2_SIZES,
+                "pretrain": {"optim": {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5,
+                                       "batch_size": 64}, **_PRETRAIN_SIZES}}
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    """A frozen deep copy of `module` (no gradient, kept in eval mode by its owner)."""
+    twin = copy.deepcopy(module).eval()
+    twin.requires_grad_(False)
+    return twin
+
+
+def ae_layers(width: int, widths: list[float]) -> list[int]:
+    """AE layer sizes: each factor times the encoder width (at least 1)."""
+    return [max(1, round(f * width)) for f in widths]
+
+
+class UttShared(UttFusion):
+    """IF-MMIN's stage 1 (`utt_shared`, methods.md §3.1): encoders + shared encoder S; the classifier reads
+    [e_m..., S(e_m)...]; loss CE + cmd_weight x pairwise CMD of the invariant features."""
+
+    def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float, cmd_weight: float,
+                 cmd_moments: int, cmd_span: float | None):
+        super().__init__(ctx.modalities, ctx, hidden, classifier, dropout)
+        self.shared = SharedEncoder(hidden)
+        self.classifier = MLPClassifier(2 * hidden * len(ctx.modalities), classifier, ctx.n_classes, dropout)
+        self.cmd = (cmd_weight, cmd_moments, cmd_span)
+
+    def features(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Joint embedding h and the per-modality invariant features S(e_m)."""
+        embeddings = [self.encoders[m](batch.x[m], batch.lengths[m]) for m in self.modalities]
+        return torch.cat(embeddings, 1), [self.shared(e) for e in embeddings]
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        h, invariant = self.features(batch)
+        return self.classifier(torch.cat([h, *invariant], 1))[0]
+
+    def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        h, invariant = self.features(batch)
+        logits = self.classifier(torch.cat([h, *invariant], 1))[0]
+        weight, moments, span = self.cmd
+        loss = F.cross_entropy(logits, batch.y)
+        if weight > 0:
+            loss = loss + weight * pairwise_cmd(invariant, batch.present, moments, span)
+        return loss, logits
+
+
+class Imagination(nn.Module):
+    """What MMIN and IF-MMIN's stage 2 share: student encoders from stage 1, a frozen teacher, the
+    imagination target, the residual AE and the classifier on its block latents."""
+
+    def __init__(self, stage1: UttFusion, entry: dict, n_classes: int, variant: str):
+        super().__init__()
+        self.modalities = stage1.modalities
+        width = entry["hidden"]
+        self.encoders = copy.deepcopy(stage1.encoders)
+        self.teacher = frozen(stage1.encoders)
+        self.ae = kaiming_init_(ResidualAE(width * len(self.modalities), ae_layers(width, entry["ae_widths"]),
+                                           entry["ae_blocks"], variant))
+        self.classifier = kaiming_init_(MLPClassifier(self.ae.latent_dim, entry["classifier"], n_classes,
+                                                      entry["dropout"]))
+        self.weights = {k: entry[k] for k in ("ce_weight", "mse_weight")}
+
+    def train(self, mode: bool = True) -> "Imagination":
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def embed(self, encoders: nn.ModuleDict, batch: Batch) -> list[torch.Tensor]:
+        return [encoders[m](batch.x[m], batch.lengths[m]) for m in self.modalities]
+
+    @torch.no_grad()
+    def imagination_target(self, batch: Batch, full: Batch) -> torch.Tensor:
+        """The teacher's embeddings of the modalities missing from `batch` (present ones zero-filled)."""
+        return torch.cat(self.embed(self.teacher, with_presence(full, ~batch.present)), 1)
+
+    def imagine(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(h, imagination, block latents, per-modality student embeddings)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.classifier(self.imagine(batch)[2])[0]
+
+    def base_loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """ce_weight x CE + mse_weight x MSE(target, imagination); returns the loss, logits and imagine()."""
+        imagined = self.imagine(batch)
+        logits = self.classifier(imagined[2])[0]
+        loss = self.weights["ce_weight"] * F.cross_entropy(logits, batch.y)
+        if self.weights["mse_weight"] > 0:
+            loss = loss + self.weights["mse_weight"] * F.mse_loss(imagined[1], self.imagination_target(batch, full))
+        return loss, logits, imagined
+
+
+class MMIN(Imagination):
+    """MMIN's stage 2 (methods.md §2): forward imagination AE + cycle AE (when cycle_weight > 0)."""
+
+    def __init__(self, stage1: UttFusion, entry: dict, n_classes: int):
+        super().__init__(stage1, entry, n_classes, "mmin")
+        self.cycle_weight = entry["cycle_weight"]
+        self.cycle_ae = None
+        if self.cycle_weight > 0:
+            self.cycle_ae = kaiming_init_(ResidualAE(entry["hidden"] * len(self.modalities),
+                                                     ae_layers(entry["hidden"], entry["ae_widths"]),
+                                                     entry["ae_blocks"], "mmin"))
+
+    def imagine(self, batch: Batch):
+        embeddings = self.embed(self.encoders, batch)
+        h = torch.cat(embeddings, 1)
+        imagination, latents = self.ae(h)
+        return h, imagination, latents, embeddings
+
+    def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits, (h, imagination, _, _) = self.base_loss(batch, full)
+        if self.cycle_ae is not None:
+            loss = loss + self.cycle_weight * F.mse_loss(self.cycle_ae(imagination)[0], h.detach())
+        return loss, logits
+
+
+class IFMMIN(Imagination):
+    """IF-MMIN's stage 2 (methods.md §3.2): invariant features H' re-injected at every IF-IM block."""
+
+    def __init__(self, stage1: UttShared, entry: dict, n_classes: int):
+        super().__init__(stage1, entry, n_classes, "ifim" if entry["inject"] else "mmin")
+        self.shared = copy.deepcopy(stage1.shared)
+        self.teacher_shared = frozen(stage1.shared)
+        self.invariant_weight = entry["invariant_weight"]
+
+    def train(self, mode: bool = True) -> "IFMMIN":
+        super().train(mode)
+        self.teacher_shared.eval()
+        return self
+
+    def imagine(self, batch: Batch):
+        embeddings = self.embed(self.encoders, batch)
+        h = torch.cat(embeddings, 1)
+        invariant = torch.cat([self.shared(e) for e in embeddings], 1)
+        imagination, latents = self.ae(h, invariant if self.ae.variant == "ifim" else None)
+        return h, imagination, latents, invariant
+
+    def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits, (_, _, _, invariant) = self.base_loss(batch, full)
+        if self.invariant_weight > 0:
+            with torch.no_grad():
+                target = torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1)
+            loss = loss + self.invariant_weight * F.mse_loss(invariant, target)
+        return loss, logits
+
+
+def _build_utt(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
+    block = entry["pretrain"]
+    return kaiming_init_(UttFusion(ctx.modalities, ctx, entry["hidden"], block["classifier"], block["dropout"]))
+
+
+def _build_utt_shared(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
+    block = entry["pretrain"]
+    return kaiming_init_(UttShared(ctx, entry["hidden"], block["classifier"], block["dropout"], block["cmd_weight"],
+                                   block["cmd_moments"], block["cmd_span"]))
+
+
+def _register_two_stage(name: str, schema: Section, build_stage1, stage2: type, summary: str, paper: dict) -> None:
+    """Stage 1 (`pretrain`, full modalities, selected on full-modality validation UA), then stage 2 built from
+    it and trained on missing-modality conditions."""
+    register(MethodSpec(name, schema, (
+        StageSpec("pretrain", build_stage1, "full", "full", key="pretrain"),
+        StageSpec("train", lambda entry, ctx, stage1: stage2(stage1, entry, ctx.n_classes), "missing")),
+        summary, paper))
+
+
+_register_two_stage("mmin", MMIN_SCHEMA, _build_utt, MMIN,
+                    "MMIN: utt_fusion teacher, then cascade residual AE imagining the missing modalities (+ cycle AE)",
+                    MMIN_PAPER)
+_register_two_stage("ifmmin", IFMMIN_SCHEMA, _build_utt_shared, IFMMIN,
+                    "IF-MMIN: CMD-trained invariant features re-injected into every block of the imagination AE",
+                    IFMMIN_PAPER)
