@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mer_core.conditions import random_presence
+from mer_core.conditions import all_conditions, random_presence
 from mer_core.config import ConfigError, Field, Section
 from mer_core.data.batches import Batch, Split, load_fold
 from mer_core.data.prepare import store_path
@@ -112,7 +112,8 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda epoch: lr_factor(epoch, optim["epochs"], optim["epochs_decay"]))
     groups = subnetworks(model)
-    val_conditions = [data["val"].modalities] if stage.select_on == "full" else None
+    conditions = all_conditions(data["val"].modalities)  # the full set is the last
+    val_conditions = {"pooled": None, "full": conditions[-1:], "missing": conditions[:-1]}[stage.select_on]
     best = (-1.0, 0, None)
     rows = []
     epochs = tqdm(range(1, optim["epochs"] + optim["epochs_decay"] + 1), desc=desc, disable=not show_progress,
@@ -140,6 +141,8 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
         if val_ua > best[0]:
             best = (val_ua, epoch, copy.deepcopy(model.state_dict()))
         epochs.set_postfix(val_ua=f"{val_ua:.3f}")
+    if best[2] is None:
+        raise RuntimeError(f"{desc}: the validation UA was NaN in every epoch (diverged?); lower optim.lr")
     model.load_state_dict(best[2])
     return StageResult(best[1], best[0], pd.DataFrame(rows))
 

@@ -36,7 +36,7 @@ def test_registered_with_two_stages_and_the_mmin_protocol():
     for name in ("mmin", "ifmmin"):
         first, second = REGISTRY[name].stages
         assert (first.name, first.train_conditions, first.select_on, first.key) == ("pretrain", "full", "full", "pretrain")
-        assert (second.name, second.train_conditions, second.select_on) == ("train", "missing", "pooled")
+        assert (second.name, second.train_conditions, second.select_on) == ("train", "missing", "missing")
 
 
 def test_paper_settings_are_the_effective_official_ones():
@@ -243,3 +243,28 @@ def test_three_modalities_with_text_train_end_to_end():
         assert model.encoders["text"].convs[0].weight.grad.abs().sum() > 0
         first_loss, _ = first.loss(batch, batch)
         assert torch.isfinite(first_loss)
+
+
+def test_the_loop_decays_the_lr_clips_per_subnetwork_and_selects_on_each_stages_conditions(
+        tiny_store, tiny_params, tmp_path, monkeypatch):
+    import mer_core.train as train
+
+    params = tiny_params(tiny_store, epochs=2, folds=[0])
+    params["methods"]["mmin"]["optim"].update(epochs=1, epochs_decay=2)
+    clipped, validated = [], []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, m: clipped.append(len(list(p))) or clip(p, m))
+    predict = train.predict
+    monkeypatch.setattr(train, "predict", lambda model, split, size, device, conditions=None: validated.append(
+        conditions) or predict(model, split, size, device, conditions))
+    run_method("mmin", params, tmp_path / "out", tmp_path / "ckpt")
+    history = pd.read_csv(tmp_path / "out" / "history.csv")
+    stage2 = history[history["stage"] == "train"]
+    assert stage2["lr"].tolist() == pytest.approx([0.01 * lr_factor(e, 1, 2) for e in range(3)], abs=1e-5)  # csv: 5 decimals
+    assert history[history["stage"] == "pretrain"]["lr"].tolist() == [0.01]
+    # stage 1 validates on the full condition, stage 2 on the missing ones, the test on every condition
+    assert validated == [[("audio", "visual")]] + [[("audio",), ("visual",)]] * 3 + [None]
+    # one clip call per sub-network and step: stage 1 = 2 encoders + classifier; stage 2 adds ae and cycle_ae
+    n_train = len(tiny_store.fold_indices(0)["train"])
+    steps = -(-n_train // 16)
+    assert len(clipped) == steps * 3 + 3 * steps * 5

@@ -79,8 +79,10 @@ class Split:
         """Mini-batches of clips of similar length, so that little time is spent on padding.
 
         Training (with `generator`): the clips are shuffled, cut into groups of `BUCKET_BATCHES` batches, each
-        group is sorted by length and cut into batches, and the batches are shuffled. Evaluation (no
-        generator): every clip once, batches in order of length.
+        group is sorted by length and cut into batches, and the batches are shuffled. Since clip length differs
+        a little by emotion, batches hold fewer classes than random ones (on the built-in corpus, fold 0: mean
+        label entropy per batch 1.57 against 1.76 nats for random batches of 64). Evaluation (no generator):
+        every clip once, batches in order of length.
         """
         longest = torch.stack([self.lengths[m] for m in self.modalities]).amax(0)
         if generator is None:

@@ -19,8 +19,9 @@ Both train in two stages inside one run (methods.md §2, §3):
   features of the full input. Ablations by params: `pretrain.cmd_weight: 0` (no CMD), `inject: false` (MMIN's
   AE, no H' injection), `invariant_weight: 0`.
 
-Stage-2 training draws one condition with at least one modality missing per clip (MMIN protocol, §1.2); a
-clip that lacks a modality altogether (unpaired training data) treats it as missing.
+Stage-2 training draws one condition with at least one modality missing per clip, and its epoch is selected
+on the validation UA pooled over those conditions (MMIN protocol, §1.2); a clip that lacks a modality
+altogether (unpaired training data) treats it as missing.
 
 Deviations from the official code (also in the analysis notebook's deviations table):
 - IF-MMIN's `invariant_weight` is 100: the released script passes the nonexistent `--consistent_weight=100`,
@@ -232,10 +233,10 @@ def _build_utt_shared(entry: dict, ctx: ModelContext, previous: None) -> nn.Modu
 
 def _register_two_stage(name: str, schema: Section, build_stage1, stage2: type, summary: str, paper: dict) -> None:
     """Stage 1 (`pretrain`, full modalities, selected on full-modality validation UA), then stage 2 built from
-    it and trained on missing-modality conditions."""
+    it, trained and selected on the conditions with a modality missing (methods.md §1.2)."""
     register(MethodSpec(name, schema, (
         StageSpec("pretrain", build_stage1, "full", "full", key="pretrain"),
-        StageSpec("train", lambda entry, ctx, stage1: stage2(stage1, entry, ctx.n_classes), "missing")),
+        StageSpec("train", lambda entry, ctx, stage1: stage2(stage1, entry, ctx.n_classes), "missing", "missing")),
         summary, paper))
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from mer_core.config import ConfigError, Field, Section, validate
 
 TRAIN_CONDITIONS = ("full", "random", "missing")
-SELECTION = ("pooled", "full")
+SELECTION = ("pooled", "full", "missing")
 RUN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 OPTIM_SCHEMA = Section(
@@ -66,8 +66,9 @@ class StageSpec:
     nested block that holds them (e.g. `pretrain`).
     train_conditions: `full` (every modality the clip has), `random` (one non-empty condition per clip, MMIN's
     augmentation), `missing` (one condition with at least one modality absent, MMIN's stage-2 protocol).
-    select_on: the validation criterion for the epoch kept: UA pooled over every condition, or UA with full
-    modalities (a full-modality stage-1 network).
+    select_on: the validation criterion for the epoch kept: UA pooled over every condition, over the conditions
+    with a modality missing (MMIN's stage 2, methods.md §1.2), or UA with full modalities (a full-modality
+    stage-1 network).
     """
 
     name: str
