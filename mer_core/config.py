@@ -149,6 +149,7 @@ def study_schema() -> Section:
     from mer_core.data.prepare import DATA_SCHEMA
     from mer_core.methods import METHODS_SCHEMA
     from mer_core.report import ANALYSIS_SCHEMA
+    from mer_core.robustness import ROBUSTNESS_SCHEMA
     from mer_core.train import TRAIN_SCHEMA
 
     return Section(
@@ -159,6 +160,7 @@ def study_schema() -> Section:
             "folds": FOLDS_SCHEMA,
             "train": TRAIN_SCHEMA,
             "methods": METHODS_SCHEMA,
+            "robustness": ROBUSTNESS_SCHEMA,
             "analysis": ANALYSIS_SCHEMA,
         }
     )

@@ -12,15 +12,21 @@
   only the default branch exists here.)
 - `ResidualAE`: MMIN's imagination network (methods.md §2, stage 2, step 2) and IF-MMIN's IF-IM variant
   (§3.2, step 3), which re-injects the invariant features at every block.
+- `ConditionalDenoiser` (NMER stage 1's auxiliary denoiser, a small stand-in for its diffusion UNet, §4.2) and
+  `ConditionalVAE` (NMER stage 2's ConditionVAE, §4.3), with `timestep_embedding`.
 - `kaiming_init_`: the MMIN family's initialisation (Kaiming-normal fan-in weights, zero biases on Linear and
   Conv layers; LSTMs untouched).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 AE_VARIANTS = ("mmin", "ifim")
+VAE_OUTPUTS = ("sigmoid", "linear")
 
 
 def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -152,6 +158,73 @@ class ResidualAE(nn.Module):
             block_out = decoder(latents[-1])
         last = block_in + block_out if self.variant == "mmin" else block_out
         return self.transition(last), torch.cat(latents, dim=1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embeddings (B, dim) of integer steps t (B,) (Vaswani et al. 2017; DDPM's time embedding)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None, :]
+    embedding = torch.cat([angles.cos(), angles.sin()], dim=1)
+    return F.pad(embedding, (0, dim - 2 * half))
+
+
+class ConditionalDenoiser(nn.Module):
+    """A small conditional denoiser for vectors: predicts a correction of x_t from [x_t, condition, emb(t)]
+    (MLP, SiLU); forward returns the denoised x̂_0 = x_t + correction.
+
+    Stands in for NMER's stage-1 diffusers UNet (methods.md §4.2), which denoises the batch reshaped into one
+    1 x 4 x 64 x 96 "image" (batch size hard-wired to 64) conditioned on the invariant features and adds its
+    output back to the input: the same residual form and conditioning, per clip, any batch size.
+    """
+
+    def __init__(self, dim: int, condition_dim: int, hidden: int, time_dim: int = 32):
+        super().__init__()
+        self.time_dim = time_dim
+        self.net = nn.Sequential(nn.Linear(dim + condition_dim + time_dim, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return x_t + self.net(torch.cat([x_t, condition, timestep_embedding(t, self.time_dim)], dim=1))
+
+
+class ConditionalVAE(nn.Module):
+    """NMER's ConditionVAE (methods.md §4.3): a transformer encoder over [x, c] (post-norm, `layers` x
+    (`heads` heads, FFN `ffn`, dropout 0.1)), linear heads mu and log sigma^2 (-> `latent`), z = mu + sigma
+    eps, decoder [z, c] -> `decoder_hidden` (LeakyReLU) -> x_dim, then a sigmoid (`output="sigmoid"`, official)
+    or nothing (`"linear"`).
+
+    Each clip is its own sequence of one token [x, c] (input (B, 1, D)). With `faithful=True` the (B, D) matrix
+    goes in as the official code passes it, a 2-D tensor that PyTorch reads as *one unbatched sequence of B
+    tokens*, so self-attention mixes the clips of a batch (a bug; predictions then depend on the batch). With one
+    token per clip attention reduces to its value and output projections. In eval mode z = mu.
+
+    forward(x, c) -> (reconstruction (B, x_dim), mu (B, latent), logvar (B, latent)).
+    """
+
+    def __init__(self, x_dim: int, c_dim: int, latent: int, layers: int = 5, heads: int = 8, ffn: int = 128,
+                 decoder_hidden: int = 128, output: str = "sigmoid", faithful: bool = False, dropout: float = 0.1):
+        super().__init__()
+        if output not in VAE_OUTPUTS:
+            raise ValueError(f"ConditionalVAE output must be one of {VAE_OUTPUTS}, got {output!r}")
+        width = x_dim + c_dim
+        if width % heads:
+            raise ValueError(f"ConditionalVAE: heads ({heads}) must divide the token width x_dim + c_dim ({width})")
+        block = nn.TransformerEncoderLayer(width, heads, ffn, dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.mu = nn.Linear(width, latent)
+        self.logvar = nn.Linear(width, latent)
+        self.decoder = nn.Sequential(nn.Linear(latent + c_dim, decoder_hidden), nn.LeakyReLU(),
+                                     nn.Linear(decoder_hidden, x_dim))
+        self.output, self.faithful = output, faithful
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tokens = torch.cat([x, c], dim=1)
+        h = self.encoder(tokens) if self.faithful else self.encoder(tokens[:, None, :])[:, 0]
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        recon = self.decoder(torch.cat([z, c], dim=1))
+        return (recon.sigmoid() if self.output == "sigmoid" else recon), mu, logvar
 
 
 def kaiming_init_(module: nn.Module) -> nn.Module:

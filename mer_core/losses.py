@@ -6,6 +6,7 @@
   CMD's scaling (term k divided by span^k) for features bounded in [a, b].
 - `pairwise_cmd`: the mean CMD over every pair of modalities (IF-MMIN's CMD term, §3.1), each pair computed
   on the clips that have both modalities.
+- `gaussian_kl`: the VAE's KL term (NMER stage 2, methods.md §4.3), summed (official) or averaged.
 """
 from __future__ import annotations
 
@@ -41,3 +42,20 @@ def pairwise_cmd(features: list[torch.Tensor], present: torch.Tensor, moments: i
         if int(both.sum()) >= 2:
             total = total + cmd_loss(features[i][both], features[j][both], moments, span)
     return total / len(pairs)
+
+
+KL_REDUCTIONS = ("sum", "mean")
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) = -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2) (Kingma & Welling 2014, App. B).
+
+    `sum`: over the batch and the latent dimensions, as NMER's VAE loss (methods.md §4.3), so its weight against
+    the (mean) reconstruction MSE grows with the batch size and the latent size; `mean`: averaged over both.
+    """
+    terms = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+    if reduction == "sum":
+        return terms.sum()
+    if reduction == "mean":
+        return terms.mean()
+    raise ValueError(f"KL reduction must be one of {KL_REDUCTIONS}, got {reduction!r}")

@@ -8,6 +8,10 @@
 - `calibration_check`: the built-in corpus's difficulty targets (issue "Foundation") against the measured UA.
 - `with_missing_average`: MMIN's "Average" over the missing-modality conditions, per run.
 - `paired_comparison`: method A minus method B paired by run (fold, seed), with a paired t-test.
+- `robustness_table`, `robustness_curves`, `corruption_curves`, `robustness_comparison`: the noise grid
+  (`results/<run>/robustness.csv`): a table per setting, NMER's "WA vs noise intensity" figure with the
+  official figure's points beside it (`NMER_FIGURE_WA`, a labelled reference, never mixed with our numbers),
+  the signal corruptions, and paired comparisons of two runs per setting.
 - `write_table`, `save_figure`: every artefact as .md/.tex/.csv or .png/.svg, written atomically.
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ from mer_core.config import Field, Section
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
 from mer_core.evaluate import METRICS
 from mer_core.metrics import confusion
+from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
 
 ANALYSIS_SCHEMA = Section(
@@ -48,11 +53,23 @@ ANALYSIS_SCHEMA = Section(
 HUMAN_STRICT_ACCURACY = {"a": 0.416, "v": 0.663, "av": 0.722}
 HUMAN_CONFUSION = {"a": VOICE_CONFUSION, "v": FACE_CONFUSION, "av": AUDIOVISUAL_CONFUSION}
 
+# NMER's "Weighted Accuracy vs Noise Intensity" figure: the authors' plotting arrays (draw.py @cd20f9a, methods.md
+# §6; IEMOCAP, A/V/L, noise type not stated, probably Gaussian), WA at T = 20, 40, 60, 80, 100. Not verified
+# against the PDF; MEN's line is commented out of their plot.
+NMER_FIGURE_T = [20, 40, 60, 80, 100]
+NMER_FIGURE_WA = {"MMIN": [0.7031, 0.6791, 0.6711, 0.6630, 0.6615],
+                  "IF-MMIN": [0.6977, 0.6812, 0.6703, 0.6702, 0.6641],
+                  "NMER": [0.7060, 0.6831, 0.6773, 0.6706, 0.6673],
+                  "MEN": [0.5949, 0.5663, 0.5563, 0.5458, 0.5325]}
+FEATURE_NOISE_UNIT = "T"
+CLEAN_LABEL = "clean (zero-filled)"
+
 
 def load_results(results_dir: str | Path, methods: list[str]) -> dict[str, pd.DataFrame]:
-    """Concatenate per_condition.csv, history.csv and predictions.csv of `methods` with a `method` column."""
+    """Concatenate per_condition.csv, history.csv, predictions.csv and robustness.csv of `methods` with a
+    `method` column."""
     results_dir = Path(results_dir)
-    tables = {"per_condition": [], "history": [], "predictions": []}
+    tables = {"per_condition": [], "history": [], "predictions": [], "robustness": []}
     for method in methods:
         for name, frames in tables.items():
             path = results_dir / method / f"{name}.csv"
@@ -113,14 +130,19 @@ def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: st
 
 
 def save_figure(figure: plt.Figure, name: str, out_dir: str | Path) -> list[Path]:
-    """Save `figure` as <name>.png and <name>.svg (no timestamps in the SVG, so reruns are byte-stable)."""
+    """Save `figure` as <name>.png and <name>.svg (no timestamp, fixed ids: reruns are byte-stable)."""
     out_dir = Path(out_dir)
     return [
         write_atomic(out_dir / f"{name}.png", lambda p: figure.savefig(p, format="png", dpi=120,
                                                                       bbox_inches="tight", metadata={"Software": None})),
-        write_atomic(out_dir / f"{name}.svg", lambda p: figure.savefig(p, format="svg", bbox_inches="tight",
-                                                                      metadata={"Date": None})),
+        write_atomic(out_dir / f"{name}.svg", lambda p: _save_svg(figure, p, name)),
     ]
+
+
+def _save_svg(figure: plt.Figure, path: Path, salt: str) -> None:
+    """SVG without a date and with element ids hashed from `salt` (matplotlib draws random ones otherwise)."""
+    with plt.rc_context({"svg.hashsalt": salt}):
+        figure.savefig(path, format="svg", bbox_inches="tight", metadata={"Date": None})
 
 
 def confusion_grid(predictions: pd.DataFrame, method: str, conditions: list[str], classes: list[str]) -> plt.Figure:
@@ -157,7 +179,8 @@ def training_curves(history: pd.DataFrame) -> plt.Figure:
         curve = pd.concat(curves)
         line, = left.plot(curve.index, curve["train_loss"], label=method)
         right.plot(curve.index, curve["val_ua"], label=method, color=line.get_color())
-    left.set(xlabel="epoch (stages in order)", ylabel="training loss", title="training loss (mean over runs)")
+    left.set(xlabel="epoch (stages in order)", ylabel="training loss (log scale)", yscale="log",
+             title="training loss (mean over runs)")
     right.set(xlabel="epoch (stages in order)", ylabel="validation UA", title="validation UA (model selection)")
     right.legend(fontsize=7, ncol=2)
     figure.tight_layout()
@@ -190,3 +213,95 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+
+
+def robustness_runs(robustness: pd.DataFrame, per_condition: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
+    """One row per (method, fold, seed, setting) on the condition each setting is summarised by: `pooled` (the
+    conditions a feature noise fills, or those containing the corrupted modality), plus the clean `missing`
+    average (zero-filled, MMIN's Average) as setting `clean` (level 0) so that every curve starts from it."""
+    metrics = [m for m in METRICS if m in robustness]
+    part = robustness[robustness["condition"] == "pooled"]
+    clean = with_missing_average(per_condition, missing)
+    clean = clean[clean["condition"] == "missing"].assign(noise="clean", modality="missing", level=0.0, unit="")
+    columns = ["method", "fold", "seed", "noise", "modality", "level", "unit", *metrics]
+    return pd.concat([clean[columns], part[columns]], ignore_index=True)
+
+
+def robustness_table(runs: pd.DataFrame, metric: str, precision: int = 3) -> pd.DataFrame:
+    """Rows = methods, columns = settings (clean first, then in grid order); cells 'mean ± std' over runs."""
+    settings = [setting_label(n, lv, u) if n != "clean" else CLEAN_LABEL
+                for n, lv, u in zip(runs["noise"], runs["level"], runs["unit"])]
+    return grid_table(runs.assign(condition=settings), metric, list(dict.fromkeys(settings)), precision)
+
+
+def _mean_std(part: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return part.groupby("level")[metric].agg(["mean", "std"]).fillna(0.0)
+
+
+def robustness_curves(runs: pd.DataFrame, metric: str, methods: list[str], noise_types: list[str],
+                      reference: bool = True) -> plt.Figure:
+    """NMER's figure: `metric` on the missing-modality conditions vs the noise intensity T, one line per method
+    (mean ± std over runs; the point at T = 0 is the clean, zero-filled grid), one panel per noise type, and a
+    last panel with the official figure's WA (IEMOCAP) as a labelled reference."""
+    panels = len(noise_types) + int(reference)
+    figure, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.8), squeeze=False)
+    colours = plt.get_cmap("tab20")
+    for ax, noise in zip(axes[0], noise_types):
+        for k, method in enumerate(methods):
+            part = runs[(runs["method"] == method) & runs["noise"].isin(["clean", noise])]
+            stats_ = _mean_std(part, metric)
+            ax.plot(stats_.index, stats_["mean"], marker="o", ms=3, color=colours(k % 20), label=method,
+                    ls="--" if "_no_" in method else "-")
+            ax.fill_between(stats_.index, stats_["mean"] - stats_["std"], stats_["mean"] + stats_["std"],
+                            color=colours(k % 20), alpha=0.08)
+        ax.set(xlabel="noise intensity T (0 = zero-filled)", ylabel=f"{metric.upper()}, missing conditions",
+               title=f"ours: {noise} noise on the missing modalities")
+    axes[0][0].legend(fontsize=6, ncol=2)
+    if reference:
+        ax = axes[0][-1]
+        for name, values in NMER_FIGURE_WA.items():
+            ax.plot(NMER_FIGURE_T, values, marker="s", ms=3, ls=":" if name == "MEN" else "-", label=name)
+        ax.set(xlabel="noise intensity T", ylabel="WA",
+               title="reference: NMER paper figure (IEMOCAP A/V/L)\nauthors' plot arrays, not our data")
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def corruption_curves(robustness: pd.DataFrame, per_condition: pd.DataFrame, metric: str, methods: list[str],
+                      condition: str) -> plt.Figure:
+    """`metric` under `condition` (e.g. `av`: both modalities present, one corrupted) against each signal
+    corruption's level, one panel per (modality, kind), the clean value as the first point."""
+    signal = robustness[(robustness["unit"] != FEATURE_NOISE_UNIT) & (robustness["condition"] == condition)]
+    kinds = list(dict.fromkeys(zip(signal["modality"], signal["noise"], signal["unit"])))
+    figure, axes = plt.subplots(1, max(len(kinds), 1), figsize=(4.2 * max(len(kinds), 1), 3.6), squeeze=False)
+    clean = per_condition[per_condition["condition"] == condition]
+    colours = plt.get_cmap("tab20")
+    for ax, (modality, noise, unit) in zip(axes[0], kinds):
+        for k, method in enumerate(methods):
+            part = signal[(signal["method"] == method) & (signal["noise"] == noise)]
+            stats_ = _mean_std(part, metric)
+            base = clean.loc[clean["method"] == method, metric]
+            x_clean = (stats_.index.max() + 10) if unit == "dB" else 0.0  # "clean" = highest SNR / no dropout
+            xs = [x_clean, *stats_.index]
+            ax.plot(xs, [base.mean(), *stats_["mean"]], marker="o", ms=3, color=colours(k % 20), label=method,
+                    ls="--" if "_no_" in method else "-")
+        if unit == "dB":
+            ax.invert_xaxis()
+            ax.set_xlabel("SNR (dB); leftmost point = clean")
+        else:
+            ax.set_xlabel("fraction of frames dropped")
+        ax.set(ylabel=f"{metric.upper()} ({condition})", title=f"{modality}: {noise}")
+    axes[0][0].legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    return figure
+
+
+def robustness_comparison(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
+    """`paired_comparison` of runs `a` and `b` in every setting of `robustness_runs`."""
+    rows = []
+    for (noise, level, unit), part in runs.groupby(["noise", "level", "unit"], sort=False):
+        result = paired_comparison(part.assign(condition="x"), a, b, "x", metric)
+        label = CLEAN_LABEL if noise == "clean" else setting_label(noise, level, unit)
+        rows.append({"setting": label, **{k: result[k] for k in ("a", "b", "difference", "wins", "pairs", "p_value")}})
+    return pd.DataFrame(rows).set_index("setting")

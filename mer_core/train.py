@@ -5,13 +5,14 @@ stage's model (from the previous stage's), train it with Adam (the stage's `opti
 rate for `epochs`, then linear decay over `epochs_decay`, MMIN's schedule; gradient norms clipped per
 sub-network as the MMIN code does), evaluate validation UA after each epoch (validation speakers only; the
 test fold is never looked at), keep the best epoch's weights (earliest on ties) and save that checkpoint.
-The last stage's model predicts the test clips under every condition. Runs are independent and seeded from
+The last stage's model predicts the test clips under every condition, clean, and under every setting of the
+robustness grid (`mer_core.robustness`). Runs are independent and seeded from
 (seed, fold), and each uses `train.threads_per_run` threads, so metrics are identical whatever
 `train.n_jobs` is. `train.preset: paper` trains every run with its method's official settings
 (`mer_core.methods.effective_entry`).
 
 Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
-`history.csv`, `predictions.csv`, `per_condition.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
+`history.csv`, `predictions.csv`, `per_condition.csv`, `robustness.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
 `fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). Checkpoints live apart
 from `results/` so that a clone without the DVC cache still holds every dependency of the analysis stage.
 """
@@ -37,6 +38,8 @@ from mer_core.data.prepare import store_path
 from mer_core.data.store import read_store
 from mer_core.evaluate import grid_metrics, pooled_ua, predict, summarise
 from mer_core.methods import ModelContext, StageSpec, effective_entry, method_spec
+from mer_core.noise.scheduler import NoiseScheduler
+from mer_core.robustness import robustness_grid, summarise_robustness
 from mer_core.runtime import seed_everything, select_device, write_atomic
 
 PRESETS = ("study", "paper")
@@ -67,6 +70,7 @@ class RunOutput:
     best_epochs: dict[str, int]
     history: pd.DataFrame
     predictions: pd.DataFrame
+    robustness: pd.DataFrame
     seconds: float
 
 
@@ -96,17 +100,21 @@ def subnetworks(model: nn.Module) -> list[list[nn.Parameter]]:
     return groups + ([own] if own else [])
 
 
-def training_view(batch: Batch, conditions: str, generator: torch.Generator) -> Batch:
-    """The batch as a stage trains on it: unchanged (`full`), or one drawn condition per clip."""
+def training_view(batch: Batch, conditions: str, generator: torch.Generator,
+                  noise: NoiseScheduler | None = None) -> Batch:
+    """The batch as a stage trains on it: unchanged (`full`), or one drawn condition per clip, its removed
+    modalities zero-filled or, with `noise`, noised (NMER)."""
     if conditions == "full":
         return batch
-    return random_presence(batch, generator, include_full=conditions == "random")
+    view = random_presence(batch, generator, include_full=conditions == "random")
+    return view if noise is None else noise.replace_missing(view, batch, generator)
 
 
 def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: float, data: dict[str, Split],
                 n_classes: int, generator: torch.Generator, device: torch.device, desc: str,
-                show_progress: bool) -> StageResult:
-    """Train `model` for one stage; load the weights of its best validation epoch into it."""
+                show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0) -> StageResult:
+    """Train `model` for one stage; load the weights of its best validation epoch into it. With `noise`, the
+    removed modalities are noised in training and validation (the same seeded validation noise every epoch)."""
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
                                  betas=(optim["beta1"], 0.999), weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -124,7 +132,7 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
         total, count = 0.0, 0
         for batch in data["train"].batches(optim["batch_size"], generator):
             batch = batch.to(device)
-            loss, _ = model.loss(training_view(batch, stage.train_conditions, generator), batch)
+            loss, _ = model.loss(training_view(batch, stage.train_conditions, generator, noise), batch)
             optimiser.zero_grad()
             loss.backward()
             if optim["grad_clip"] > 0:
@@ -134,7 +142,7 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
             total += loss.item() * len(batch.y)
             count += len(batch.y)
         schedule.step()
-        val = predict(model, data["val"], optim["batch_size"], device, val_conditions)
+        val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
         val_ua = pooled_ua(val, n_classes)
         rows.append({"stage": stage.name, "epoch": epoch, "lr": lr, "train_loss": total / count,
                      "val_loss": val["loss"].mean(), "val_ua": val_ua})
@@ -170,7 +178,8 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
         model = stage.build(entry, context, model).to(device)
         optim = stage.params(entry)["optim"]
         result = train_stage(model, stage, optim, cfg["weight_decay"], data, context.n_classes, generator, device,
-                             f"{run} fold {fold} seed {seed} {stage.name}", show_progress)
+                             f"{run} fold {fold} seed {seed} {stage.name}", show_progress,
+                             stage.training_noise(entry), run_seed(seed, fold))
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(spec.stages) - 1
@@ -180,8 +189,10 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
                           "seed": seed, "epoch": result.best_epoch, "val_ua": result.best_val_ua,
                           "context": asdict(context), "state_dict": model.state_dict()}, tmp))
     test = predict(model, data["test"], optim["batch_size"], device)
+    robustness = robustness_grid(model, store, data["test"], params["robustness"], fold, device)
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
-    return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed), time.perf_counter() - start)
+    return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
+                     robustness.assign(fold=fold, seed=seed), time.perf_counter() - start)
 
 
 def _fit_run_worker(args) -> RunOutput:
@@ -227,6 +238,7 @@ def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str
 
 def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_dir: Path) -> dict:
     classes = store.classes
+    robustness = pd.concat([o.robustness for o in outputs], ignore_index=True)
     meta = store.meta
     per_run = pd.concat([grid_metrics(o.predictions, len(classes)).assign(fold=o.fold, seed=o.seed)
                          for o in outputs], ignore_index=True)
@@ -251,6 +263,7 @@ def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_
         "best_epochs": {stage: [o.best_epochs[stage] for o in outputs] for stage in outputs[0].best_epochs},
         "train_seconds_total": round(sum(o.seconds for o in outputs), 1),
         "conditions": summarise(per_run),
+        "robustness": summarise_robustness(robustness),
     }
     lead = ["fold", "seed"]
     write_atomic(out_dir / "history.csv", lambda p: history[lead + [c for c in history if c not in lead]]
@@ -259,6 +272,8 @@ def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_
         ["fold", "seed", "condition"] + [c for c in predictions if c not in ("fold", "seed", "condition")]]
         .to_csv(p, index=False, float_format="%.4f"))
     write_atomic(out_dir / "per_condition.csv", lambda p: per_run[lead + [c for c in per_run if c not in lead]]
+                 .to_csv(p, index=False, float_format="%.5f"))
+    write_atomic(out_dir / "robustness.csv", lambda p: robustness[lead + [c for c in robustness if c not in lead]]
                  .to_csv(p, index=False, float_format="%.5f"))
     write_atomic(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     return summary

@@ -62,6 +62,7 @@ def tiny_store(tmp_path):
 def tiny_params():
     """Factory: tiny_params(store, **train_overrides) -> params dict for `mer_core.train.run_method` on `store`."""
     from mer_core.methods import validate_run
+    from mer_core.robustness import ROBUSTNESS_SCHEMA
     from mer_core.train import TRAIN_SCHEMA
 
     def make(store, epochs: int = 2, **train) -> dict:
@@ -81,7 +82,20 @@ def tiny_params():
         params["methods"]["ifmmin"] = {
             "method": "ifmmin", **imagination, "inject": True, "invariant_weight": 10.0,
             "pretrain": {**pretrain, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None}}
+        params["methods"]["nmer"] = {
+            "method": "nmer", **small, "latent": 4, "vae_layers": 1, "vae_heads": 2, "vae_ffn": 8, "decoder_hidden": 8,
+            "decoder_output": "sigmoid", "kl_reduction": "sum", "faithful": False, "ce_weight": 1.0,
+            "invariant_weight": 1.0, "vae_weight": 1.0,
+            "noise": {"type": "gaussian", "steps": 100, "schedule": "scaled_linear", "beta_start": 0.01,
+                      "beta_end": 0.5, "impulse_density": 0.3, "per_sample": False},
+            "pretrain": {**pretrain, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None, "denoise_weight": 1.0,
+                         "denoise_hidden": 8}}
+        params["robustness"] = {"noise_types": ["gaussian", "impulse"], "intensities": [20, 100],
+                                "schedule": "scaled_linear", "beta_start": 0.01, "beta_end": 0.5,
+                                "impulse_density": 0.3, "per_sample": True, "batch_size": 32, "seed": 0,
+                                "signal": True}
         validate(params["train"], TRAIN_SCHEMA, "train")
+        validate(params["robustness"], ROBUSTNESS_SCHEMA, "robustness")
         for run, entry in params["methods"].items():
             validate_run(run, entry)
         return params

@@ -213,7 +213,8 @@ def test_prepare_builds_the_store_and_fold_0_is_normalised_on_its_training_clips
     assert store.manifest["dims"] == {"audio": 130, "visual": 342, "text": 1024}
     assert store.manifest["frame_rates"] == {"audio": 10.0, "visual": None, "text": None}
     assert store.manifest["folds"]["folders"] == {"0": "target/1", "1": "target/2", "2": "target/3"}
-    assert store.manifest["unused_params"] == ["features", "folds", "data.on_error"]
+    assert store.manifest["unused_params"] == ["features", "folds", "data.on_error", "features.corruptions"]
+    assert store.corruptions == [] and store.manifest["corruptions"] == []
     assert store.folds == [0, 1, 2] and store.classes == list(CLASSES)
     index = store.fold_indices(0)
     assert {role: sorted(store.meta["clip_id"].iloc[rows]) for role, rows in index.items()} == {

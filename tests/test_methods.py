@@ -193,7 +193,7 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     checkpoints = tmp_path / "checkpoints" / "utt_fusion"
     summary = run_method("utt_fusion", params, out, checkpoints)
     assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "per_condition.csv",
-                                                     "predictions.csv"]
+                                                     "predictions.csv", "robustness.csv"]
     assert [p.name for p in checkpoints.iterdir()] == ["fold0-seed0.pt"]
     assert json.loads((out / "metrics.json").read_text()) == summary
     assert summary["run"] == summary["method"] == "utt_fusion" and summary["n_runs"] == 1 and summary["preset"] == "study"
@@ -209,6 +209,14 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     mean = per_condition.set_index("condition").loc[["a", "v", "av"], ["wa", "ua", "f1_macro"]].mean()
     np.testing.assert_allclose(per_condition.set_index("condition").loc["mean", ["wa", "ua", "f1_macro"]], mean,
                                atol=2e-5)
+
+    robustness = pd.read_csv(out / "robustness.csv")
+    assert list(robustness.columns[:7]) == ["fold", "seed", "noise", "modality", "level", "unit", "condition"]
+    feature = robustness[robustness["unit"] == "T"]  # 2 types x 2 intensities x (a, v, pooled, mean)
+    assert feature.groupby(["noise", "level"]).size().to_dict() == {(n, t): 4 for n in ("gaussian", "impulse")
+                                                                   for t in (20.0, 100.0)}
+    assert set(feature["condition"]) == {"a", "v", "pooled", "mean"}
+    assert (feature.loc[feature["condition"] == "pooled", "n"] == 2 * len(test_rows)).all()
 
     history = pd.read_csv(out / "history.csv")
     assert history[["fold", "seed", "stage", "epoch"]].values.tolist() == [[0, 0, "train", 1], [0, 0, "train", 2]]
@@ -255,3 +263,15 @@ def test_run_method_does_not_depend_on_n_jobs(tiny_store, tiny_params, tmp_path)
     run_method("utt_dataaug", tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=2), tmp_path / "parallel", tmp_path / "parallel" / "ckpt")  # ~12 s
     for table in ("per_condition.csv", "predictions.csv"):
         assert (tmp_path / "serial" / table).read_text() == (tmp_path / "parallel" / table).read_text(), table
+
+
+def test_training_batches_never_hold_a_single_clip_and_cover_every_clip_once(tiny_store):
+    split = load_fold(tiny_store, 0)["train"]
+    assert len(split) == 60
+    for batch_size in (59, 29, 16, 1):
+        generator = torch.Generator().manual_seed(0)
+        sizes = [len(b.y) for b in split.batches(batch_size, generator)]
+        rows = sorted(r for b in split.batches(batch_size, torch.Generator().manual_seed(0)) for r in b.rows.tolist())
+        assert rows == sorted(split.rows.tolist())
+        assert batch_size == 1 or min(sizes) > 1
+    assert [len(b.y) for b in split.batches(59)] == [59, 1]  # evaluation keeps every batch as cut

@@ -77,3 +77,21 @@ def test_ccc_known_value():
     x = np.array([0.0, 1.0, 2.0, 3.0])
     assert ccc(x, x + 1.0) == pytest.approx(2 * 1.25 / (2 * 1.25 + 1.0))
     assert ccc(x, 2 * x) == ccc(2 * x, x)  # symmetric
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_metrics_match_scikit_learn(seed):
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    rng = np.random.default_rng(seed)
+    n_classes = 6
+    y_true = rng.integers(0, n_classes - seed % 2, 200)  # odd seeds: the last class never occurs
+    y_pred = np.where(rng.random(200) < 0.5, y_true, rng.integers(0, n_classes, 200))
+    labels = np.arange(n_classes)
+    out = classification_metrics(y_true, y_pred, n_classes)
+    assert out["wa"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+    assert out["ua"] == pytest.approx(recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro",
+                                                   zero_division=0), abs=1e-12)
+    assert out["f1_macro"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                                     zero_division=0), abs=1e-12)
+    assert out["f1_micro"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="micro"), abs=1e-12)

@@ -255,8 +255,8 @@ def test_the_loop_decays_the_lr_clips_per_subnetwork_and_selects_on_each_stages_
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, m: clipped.append(len(list(p))) or clip(p, m))
     predict = train.predict
-    monkeypatch.setattr(train, "predict", lambda model, split, size, device, conditions=None: validated.append(
-        conditions) or predict(model, split, size, device, conditions))
+    monkeypatch.setattr(train, "predict", lambda model, split, size, device, conditions=None, *noise: validated.append(
+        conditions) or predict(model, split, size, device, conditions, *noise))
     run_method("mmin", params, tmp_path / "out", tmp_path / "ckpt")
     history = pd.read_csv(tmp_path / "out" / "history.csv")
     stage2 = history[history["stage"] == "train"]
@@ -268,3 +268,24 @@ def test_the_loop_decays_the_lr_clips_per_subnetwork_and_selects_on_each_stages_
     n_train = len(tiny_store.fold_indices(0)["train"])
     steps = -(-n_train // 16)
     assert len(clipped) == steps * 3 + 3 * steps * 5
+
+
+def test_row_cache_computes_each_clip_once_and_returns_its_values_in_batch_order():
+    from mer_core.methods.mmin import RowCache
+
+    cache, calls = RowCache(), []
+    table = torch.arange(10.0)[:, None] * torch.ones(1, 3)
+
+    def compute(rows):
+        calls.append(rows.tolist())
+        return table[rows], -table[rows]
+
+    rows = torch.tensor([3, 1, 4])
+    a, b = cache(rows, lambda: compute(rows))
+    assert torch.equal(a, table[rows]) and torch.equal(b, -table[rows])
+    again = torch.tensor([4, 3])
+    a, b = cache(again, lambda: compute(again))  # all seen: no call, values in the new order
+    assert calls == [[3, 1, 4]] and torch.equal(a, table[again])
+    mixed = torch.tensor([1, 7])
+    a, _ = cache(mixed, lambda: compute(mixed))
+    assert calls[-1] == [1, 7] and torch.equal(a, table[mixed])

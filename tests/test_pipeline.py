@@ -28,8 +28,10 @@ def tiny(params: dict) -> dict:
     """4 actors x 2 sentences, 2 folds, 2 epochs, one process: the smallest study that exercises everything."""
     params["data"]["synthetic"].update(n_actors=4, sentences=["IEO", "DFA"], n_jobs=1)
     params["features"]["n_jobs"] = 1
+    params["features"]["corruptions"].update(audio_snr_db=[10.0], visual_dropout=[0.5])  # each noise, one level
     params["folds"].update(n_folds=2, n_val_speakers=1)
     params["train"].update(n_jobs=1, seeds=[0])
+    params["robustness"]["intensities"] = [20, 100]
     for run in TRIMMED:  # ablations of IF-MMIN run the same code as `ifmmin`; keep the test short
         del params["methods"][run]
     params["analysis"]["imagination_table"] = [r for r in params["analysis"]["imagination_table"] if r not in TRIMMED]
@@ -70,6 +72,8 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_writes_every_result(project: Path):
     params = yaml.safe_load((project / "params.yaml").read_text())
+    corruptions = json.loads((project / "data" / "features" / "builtin" / "manifest.json").read_text())["corruptions"]
+    assert {c["kind"] for c in corruptions} == {"babble", "white", "tracking_dropout"}
     for method, entry in params["methods"].items():
         metrics = json.loads((project / "results" / method / "metrics.json").read_text())
         assert metrics["run"] == method and metrics["method"] == entry["method"]
@@ -80,6 +84,9 @@ def test_repro_writes_every_result(project: Path):
             assert 0.0 <= values["ua_mean"] <= 1.0
         per_condition = pd.read_csv(project / "results" / method / "per_condition.csv")
         assert len(per_condition) == 2 * 5
+        robustness = pd.read_csv(project / "results" / method / "robustness.csv")
+        settings = robustness.drop_duplicates(["fold", "noise", "level"])
+        assert len(settings) == 2 * (2 * 2 + len(corruptions))  # folds x (noise types x T + signal corruptions)
         assert len(list((project / "data" / "checkpoints" / method).glob("*.pt"))) == 2 * stages
         assert (project / "reports" / "notebooks" / f"02_train-{method}.ipynb").is_file()
     for name in ["01_prepare_data", "03_analysis"]:
@@ -87,10 +94,12 @@ def test_repro_writes_every_result(project: Path):
         errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
     for table in ["conditions_ua", "conditions_wa", "calibration", "imagination_ua", "imagination_wa",
-                  "imagination_claims"]:
+                  "imagination_claims", "robustness_wa", "robustness_ua", "robustness_nmer_vs_mmin",
+                  "robustness_nmer_vs_ifmmin", "corruptions_ua", "corruptions_wa"]:
         for suffix in ["md", "tex", "csv"]:
             assert (project / "reports" / "tables" / f"{table}.{suffix}").stat().st_size > 0
-    assert (project / "reports" / "figures" / "training_curves.png").stat().st_size > 0
+    for figure in ["training_curves", "robustness_wa", "corruptions_ua"]:
+        assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 0
     summary = json.loads((project / "reports" / "data_summary.json").read_text())
     assert summary["clips"] == 4 * 22 and summary["speakers"] == 4
 

@@ -27,6 +27,8 @@ def base_params() -> dict:
     params = load_params(ROOT / "params.yaml")
     params["data"]["synthetic"].update(n_actors=4, sentences=["DFA", "ITS"], n_jobs=1)
     params["features"]["n_jobs"] = 1
+    params["features"]["corruptions"].update(audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2,
+                                             visual_dropout=[0.5])  # one of each kind keeps the tests short
     params["folds"].update(n_folds=2, n_val_speakers=1)
     return params
 

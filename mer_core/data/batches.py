@@ -71,6 +71,7 @@ class Split:
     has: torch.Tensor  # (N, M) bool: the clip has the modality at all
     y: torch.Tensor
     rows: np.ndarray
+    norm: Normaliser  # the fold's training statistics it was normalised with
 
     def __len__(self) -> int:
         return len(self.y)
@@ -90,7 +91,7 @@ class Split:
         else:
             order = torch.randperm(len(self), generator=generator)
             groups = [g[torch.argsort(longest[g], stable=True)] for g in order.split(batch_size * BUCKET_BATCHES)]
-        chunks = [c for g in groups for c in g.split(batch_size)]
+        chunks = [c for g in groups for c in _split_no_singleton(g, batch_size, generator is not None)]
         if generator is not None:
             chunks = [chunks[k] for k in torch.randperm(len(chunks), generator=generator)]
         for idx in chunks:
@@ -99,23 +100,40 @@ class Split:
             yield Batch(self.modalities, x, lengths, self.has[idx], self.y[idx], torch.as_tensor(self.rows[idx.numpy()]))
 
 
+def _split_no_singleton(order: torch.Tensor, batch_size: int, training: bool) -> list[torch.Tensor]:
+    """`order` cut into batches of `batch_size`; in training, a last batch of one clip joins the one before
+    (BatchNorm cannot train on a single clip)."""
+    chunks = list(order.split(batch_size))
+    if training and len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    return chunks
+
+
+def _padded(seq: Sequences, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T_max, D) normalised frames of the clips at `rows` (invalid frames and padding zero) and lengths (N,)."""
+    lens = seq.lengths[rows]
+    padded = np.zeros((len(rows), max(int(lens.max(initial=0)), 1), seq.dim), dtype=np.float32)
+    for j, i in enumerate(rows):
+        frames, valid = seq.clip(i)
+        padded[j, : len(frames)] = np.where(valid[:, None], (frames - mean) / std, 0.0)
+    return torch.from_numpy(padded), torch.from_numpy(lens.astype(np.int64))
+
+
 def make_split(store: FeatureStore, rows: np.ndarray, norm: Normaliser) -> Split:
     """Pad and normalise the clips at `rows` of the store."""
-    modalities = store.modalities
+    padded = {m: _padded(store.sequences[m], rows, norm.mean[m], norm.std[m]) for m in store.modalities}
     class_index = {c: k for k, c in enumerate(store.classes)}
-    x, lengths = {}, {}
-    for m in modalities:
-        seq = store.sequences[m]
-        lens = seq.lengths[rows]
-        padded = np.zeros((len(rows), max(int(lens.max(initial=0)), 1), seq.dim), dtype=np.float32)
-        for j, i in enumerate(rows):
-            frames, valid = seq.clip(i)
-            padded[j, : len(frames)] = np.where(valid[:, None], (frames - norm.mean[m]) / norm.std[m], 0.0)
-        x[m] = torch.from_numpy(padded)
-        lengths[m] = torch.from_numpy(lens.astype(np.int64))
-    has = torch.from_numpy(np.stack([store.meta[f"has_{m}"].to_numpy(bool)[rows] for m in modalities], 1))
+    has = torch.from_numpy(np.stack([store.meta[f"has_{m}"].to_numpy(bool)[rows] for m in store.modalities], 1))
     y = torch.tensor([class_index[c] for c in store.meta["label"].to_numpy()[rows]], dtype=torch.long)
-    return Split(modalities, x, lengths, has, y, np.asarray(rows))
+    return Split(store.modalities, {m: x for m, (x, _) in padded.items()}, {m: n for m, (_, n) in padded.items()},
+                 has, y, np.asarray(rows), norm)
+
+
+def with_sequences(split: Split, modality: str, seq: Sequences) -> Split:
+    """`split` with the frames of `modality` taken from `seq` (the same clips, e.g. a signal-level corruption of
+    the test media), normalised with the split's statistics; the other modalities are shared, not copied."""
+    x, lengths = _padded(seq, split.rows, split.norm.mean[modality], split.norm.std[modality])
+    return replace(split, x={**split.x, modality: x}, lengths={**split.lengths, modality: lengths})
 
 
 def load_fold(store: FeatureStore, fold: int) -> dict[str, Split]:

@@ -8,6 +8,9 @@ An optional frame-rate reduction averages non-overlapping groups of `rate_reduct
 preprocessing downsamples ComParE x10 with a polyphase filter; averaging is our simpler stand-in).
 
 Visual: OpenFace 2.0 CSV columns (`mer_core.data.openface`), with the same optional rate reduction.
+
+`features.corruptions` sets the signal-level corruptions (noisy audio, face-tracking dropout) that the prepare
+step extracts beside the clean features for testing (`mer_core.noise.signal`, `mer_core.data.prepare`).
 """
 from __future__ import annotations
 
@@ -43,6 +46,16 @@ FEATURES_SCHEMA = Section(
             }
         ),
         "n_jobs": Field(int, low=1, high=64),
+        "corruptions": Section(  # signal-level corruptions of the test media (mer_core.data.prepare)
+            {
+                "seed": Field(int, low=0),
+                "audio_noises": Field(list, item=Field(str, choices=("babble", "white"))),
+                "audio_snr_db": Field(list, item=Field(float, low=-30.0, high=60.0)),
+                "babble_talkers": Field(int, low=1, high=32),
+                "visual_dropout": Field(list, item=Field(float, low=0.0, high=1.0)),
+                "dropout_burst_s": Field(float, low=0.001, high=60.0),
+            }
+        ),
     }
 )
 
@@ -72,11 +85,10 @@ def reduce_rate(frames: np.ndarray, factor: int) -> np.ndarray:
     """Average non-overlapping groups of `factor` frames (the last, shorter group included)."""
     if factor == 1 or len(frames) == 0:
         return frames
-    n = len(frames)
-    groups = np.arange(n) // factor
-    sums = np.zeros((groups[-1] + 1, frames.shape[1]), dtype=np.float64)
-    np.add.at(sums, groups, frames)
-    return (sums / np.bincount(groups)[:, None]).astype(np.float32)
+    starts = np.arange(0, len(frames), factor)
+    sums = np.add.reduceat(frames.astype(np.float64), starts, axis=0)  # in frame order, as np.add.at did
+    counts = np.diff(np.append(starts, len(frames)))
+    return (sums / counts[:, None]).astype(np.float32)
 
 
 @lru_cache(maxsize=None)
@@ -115,24 +127,28 @@ def audio_frame_rate(cfg: dict) -> float:
     return 1000.0 / hop_ms / cfg["rate_reduction"]
 
 
-def extract_audio(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Features (T, D) of one audio file and its valid-frame mask (all True)."""
-    wave = read_wav(path)
+def wave_features(wave: np.ndarray, cfg: dict, source: str | Path) -> np.ndarray:
+    """Checked frame features (T, D) of a 16 kHz mono signal; `source` names the file in an `AudioError`."""
     window_ms = cfg["win_ms"] if cfg["extractor"] == "logmel" else 60.0  # ComParE's longest LLD window
     if len(wave) < window_ms * SAMPLE_RATE / 1000:
-        raise AudioError(f"{path}: {len(wave) / SAMPLE_RATE * 1000:.1f} ms is shorter than one {window_ms} ms frame")
+        raise AudioError(f"{source}: {len(wave) / SAMPLE_RATE * 1000:.1f} ms is shorter than one {window_ms} ms frame")
     frames = audio_features(wave, cfg)
     if len(frames) == 0:
-        raise AudioError(f"{path}: no feature frame")
+        raise AudioError(f"{source}: no feature frame")
     if not np.isfinite(frames).all():
-        raise AudioError(f"{path}: features contain NaN or inf")
+        raise AudioError(f"{source}: features contain NaN or inf")
+    return frames
+
+
+def extract_audio(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Features (T, D) of one audio file and its valid-frame mask (all True)."""
+    frames = wave_features(read_wav(path), cfg, path)
     return frames, np.ones(len(frames), dtype=bool)
 
 
-def extract_visual(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Features (T, D) of one OpenFace CSV and its valid-frame mask (a reduced frame is valid if any was)."""
-    frames, valid = read_openface_csv(path, cfg["groups"])
-    factor = cfg["rate_reduction"]
+def reduce_visual(frames: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rate reduction of face frames (T, D) with their valid mask: a reduced frame is the mean of its group's
+    valid frames, and valid if any of them was (zero otherwise)."""
     if factor == 1:
         return frames, valid
     reduced = reduce_rate(frames * valid[:, None], factor)
@@ -140,6 +156,11 @@ def extract_visual(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]
     ok = counts > 0
     reduced[ok] /= counts[ok, None]
     return reduced, ok
+
+
+def extract_visual(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Features (T, D) of one OpenFace CSV and its valid-frame mask (a reduced frame is valid if any was)."""
+    return reduce_visual(*read_openface_csv(path, cfg["groups"]), cfg["rate_reduction"])
 
 
 def visual_dim(cfg: dict) -> int:

@@ -7,6 +7,18 @@ A file that cannot be read stops the run with an error naming it (`data.on_error
 brings its features and its own folds: the `features`, `folds` and `data.on_error` params are not used
 (the manifest says so) and a bad package always raises. The store is written atomically, so an
 interrupted run leaves nothing that looks done.
+
+Signal-level corruptions (`features.corruptions`, media corpora only) are extracted beside the clean features
+for every clip that has the modality (each clip is a test clip in some fold; the variants are used at test time
+only), with the same extractor settings and frame counts (`mer_core.noise.signal`):
+- visual: in the same pass as the clean features, from the same read of each OpenFace CSV: bursts of tracking
+  failures over `visual_dropout` of the raw frames (zeroed like `success = 0` rows), then the same rate reduction;
+- audio: in a second pass on the same workers, since babble needs the list of readable clips: the clip's WAV
+  mixed at each SNR with white noise or with babble of `babble_talkers` clips of other speakers.
+Every draw comes from a generator seeded by (`corruptions.seed`, the clip's index in the corpus listing), so the
+variants do not depend on `n_jobs`. They are stored as `corruptions/<variant>.npz` and listed in
+`manifest["corruptions"]` (`mer_core.data.store`); a corruption that fails stops the run with an error naming
+the file, whatever `data.on_error` says (a clip skipped for a bad file is absent from the variants too).
 """
 from __future__ import annotations
 
@@ -19,14 +31,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mer_core.config import Field, Section
+from mer_core.config import ConfigError, Field, Section
 from mer_core.data.corpora import CORPORA, Corpus
 from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
-                                    visual_dim)
+                                    read_wav, reduce_visual, visual_dim, wave_features)
 from mer_core.data.folds import check_classes, make_splits
-from mer_core.data.openface import OpenFaceError
+from mer_core.data.openface import OpenFaceError, read_openface_csv
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA
+from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
 
 DATA_SCHEMA = Section(
     {
@@ -40,6 +53,12 @@ DATA_SCHEMA = Section(
 
 EXTRACTORS = {"audio": extract_audio, "visual": extract_visual}
 INPUT_ERRORS = (AudioError, OpenFaceError)
+STREAMS = {"babble": 1, "white": 2, "tracking_dropout": 3}  # sub-seeds: np.random.default_rng([seed, index, s, ...])
+CHUNK = 64  # jobs per worker task
+
+
+class CorruptionError(RuntimeError):
+    """A corruption job failed on a clip; the message names the file (and the variant or the talkers)."""
 
 
 def store_path(params: dict) -> Path:
@@ -47,15 +66,45 @@ def store_path(params: dict) -> Path:
     return Path(params["data"]["features_dir"]) / params["data"]["corpus"]
 
 
-def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str):
-    """Worker: extract (index, modality, path) jobs; returns results and errors (or raises with `raise`)."""
+def worker_pool(n_jobs: int) -> ProcessPoolExecutor | None:
+    """`min(n_jobs, cpus)` spawned worker processes, or None for one (work then runs in this process)."""
+    n_jobs = min(n_jobs, os.cpu_count() or 1)
+    return ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) if n_jobs > 1 else None
+
+
+def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None, desc: str):
+    """Yield `worker(chunk, *args)` for chunks of `jobs` in order, on `pool` (None: here), with a progress bar."""
+    chunks = [jobs[k:k + CHUNK] for k in range(0, len(jobs), CHUNK)]
+    progress = tqdm(total=len(jobs), desc=desc, unit="file", mininterval=2)
+    if pool is None:
+        results = (worker(chunk, *args) for chunk in chunks)
+    else:
+        results = pool.map(worker, chunks, *([arg] * len(chunks) for arg in args))
+    try:
+        for chunk, result in zip(chunks, results):
+            yield result
+            progress.update(len(chunk))
+    finally:
+        progress.close()
+
+
+def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, specs: list[dict]):
+    """Worker: extract (index, modality, path) jobs, and the visual corruption variants `specs` of each face
+    stream from the same read; returns (index, modality, frames, valid, {variant: (frames, valid)}) results and
+    errors (or raises with `raise`)."""
     import torch
 
     torch.set_num_threads(1)
     results, errors = [], []
     for index, modality, path in jobs:
         try:
-            results.append((index, modality, *EXTRACTORS[modality](path, cfg[modality])))
+            if modality == "visual" and specs:
+                frames, valid = read_openface_csv(path, cfg["visual"]["groups"])
+                variants = _corrupt_visual(index, path, frames, valid, cfg, specs)
+                results.append((index, modality, *reduce_visual(frames, valid, cfg["visual"]["rate_reduction"]),
+                                variants))
+            else:
+                results.append((index, modality, *EXTRACTORS[modality](path, cfg[modality]), {}))
         except INPUT_ERRORS as err:
             if on_error == "raise":
                 raise
@@ -63,31 +112,194 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str):
     return results, errors
 
 
-def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_error: str):
-    """Extract every (clip, modality) in parallel; returns {(index, modality): (frames, valid)} and errors."""
+def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_error: str,
+                specs: list[dict] | None = None, pool: ProcessPoolExecutor | None = None):
+    """Extract every (clip, modality) in parallel: {(index, modality): (frames, valid)}, the errors, and
+    {(variant, index): (frames, valid)} for the visual corruption variants among `specs`.
+
+    `pool`: worker processes to use (left open); by default a pool of `cfg["n_jobs"]` is opened and shut here.
+    """
     jobs = [(i, m, clips.at[i, f"{m}_path"]) for m in modalities for i in clips.index
             if isinstance(clips.at[i, f"{m}_path"], str)]
-    n_jobs = min(cfg["n_jobs"], os.cpu_count() or 1)
-    chunks = [jobs[k:k + 64] for k in range(0, len(jobs), 64)]
-    out, errors = {}, []
-    progress = tqdm(total=len(jobs), desc="features", unit="file", mininterval=2)
-    if n_jobs == 1:
-        results = (_extract_chunk(chunk, cfg, on_error) for chunk in chunks)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"))
-        results = pool.map(_extract_chunk, chunks, [cfg] * len(chunks), [on_error] * len(chunks))
+    visual = [spec for spec in specs or [] if spec["modality"] == "visual"]
+    own = pool is None
+    pool = worker_pool(cfg["n_jobs"]) if own else pool
+    out, errors, variants = {}, [], {}
     try:
-        for chunk_results, chunk_errors in results:
-            for index, modality, frames, valid in chunk_results:
+        for chunk_results, chunk_errors in map_chunks(_extract_chunk, jobs, (cfg, on_error, visual), pool,
+                                                      "features"):
+            for index, modality, frames, valid, clip_variants in chunk_results:
                 out[(index, modality)] = (frames, valid)
+                variants.update({(name, index): value for name, value in clip_variants.items()})
             errors += chunk_errors
-            progress.update(len(chunk_results) + len(chunk_errors))
     finally:
-        progress.close()
-        if pool is not None:
+        if own and pool is not None:
             pool.shutdown(cancel_futures=True)
-    return out, errors
+    return out, errors, variants
+
+
+# ================================================================================================ corruptions
+
+
+def corruption_specs(feat_cfg: dict, modalities: tuple[str, ...]) -> list[dict]:
+    """The manifest entries of the variants that `features.corruptions` sets for a corpus with `modalities`, in
+    params order (audio: noise-major, then SNR; then visual). Two settings that give one name raise ConfigError."""
+    cfg = feat_cfg["corruptions"]
+    specs = []
+    if "audio" in modalities:
+        for noise in cfg["audio_noises"]:
+            settings = {"seed": cfg["seed"], **({"talkers": cfg["babble_talkers"]} if noise == "babble" else {})}
+            for snr in cfg["audio_snr_db"]:
+                specs.append({"name": f"audio_{noise}_{float(snr):g}db", "modality": "audio", "kind": noise,
+                              "level": float(snr), "unit": "dB", "settings": settings})
+    if "visual" in modalities and cfg["visual_dropout"]:
+        burst = cfg["dropout_burst_s"] * feat_cfg["visual"]["fps"]
+        if burst < 1.0:
+            raise ConfigError(f"features.corruptions.dropout_burst_s: {cfg['dropout_burst_s']} s x "
+                              f"{feat_cfg['visual']['fps']} fps is {burst:g} frames; a burst needs at least one frame")
+        for fraction in cfg["visual_dropout"]:
+            specs.append({"name": f"visual_dropout_{round(100 * fraction)}", "modality": "visual",
+                          "kind": "tracking_dropout", "level": float(fraction), "unit": "fraction",
+                          "settings": {"seed": cfg["seed"], "burst_s": cfg["dropout_burst_s"], "burst_frames": burst}})
+    names = [spec["name"] for spec in specs]
+    for spec in specs:
+        if names.count(spec["name"]) > 1:
+            key = "audio_noises / audio_snr_db" if spec["modality"] == "audio" else "visual_dropout"
+            raise ConfigError(f"features.corruptions.{key}: two entries give the variant {spec['name']!r} "
+                              "(a repeated noise or SNR, or dropout fractions equal in percent)")
+    return specs
+
+
+def _corrupt_visual(index: int, path: str, frames: np.ndarray, valid: np.ndarray, cfg: dict,
+                    specs: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{variant: (frames, valid)} of one clip's raw OpenFace frames and mask, rate-reduced like the clean ones."""
+    seed = cfg["corruptions"]["seed"]
+    out = {}
+    for spec in specs:
+        rng = np.random.default_rng([seed, index, STREAMS["tracking_dropout"], round(100 * spec["level"])])
+        try:
+            kept = tracking_dropout(valid, spec["level"], spec["settings"]["burst_frames"], rng)
+        except ValueError as err:
+            raise CorruptionError(f"{path}: {spec['name']}: {err}") from err
+        dropped = frames.copy()
+        dropped[~kept] = 0.0  # as read_openface_csv does for success = 0
+        out[spec["name"]] = reduce_visual(dropped, kept, cfg["visual"]["rate_reduction"])
+    return out
+
+
+def babble_talkers(index: int, speaker: str, pool: dict[str, list[int]], n: int, seed: int) -> list[int]:
+    """Indices of up to `n` babble talkers for clip `index` of `speaker`: clips of other speakers (`pool`:
+    speaker -> clip indices), one per speaker in a random order, round after round while clips remain; drawn
+    from `np.random.default_rng([seed, index])`."""
+    others = [s for s in sorted(pool) if s != speaker]
+    if not others:
+        raise ConfigError("features.corruptions.audio_noises: babble needs clips of other speakers and the corpus "
+                          f"has only speaker {speaker!r}; remove babble")
+    rng = np.random.default_rng([seed, index])
+    queue = [others[k] for k in rng.permutation(len(others))]
+    taken: set[int] = set()
+    picked: list[int] = []
+    while len(picked) < n and queue:
+        for s in list(queue):
+            left = [j for j in pool[s] if j not in taken]
+            j = left[int(rng.integers(len(left)))]
+            taken.add(j)
+            picked.append(j)
+            if len(left) == 1:
+                queue.remove(s)
+            if len(picked) == n:
+                break
+    return picked
+
+
+def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: list[dict], cache: dict):
+    """{variant: frames} of one clip's audio; `cache` keeps the talkers' waves read in this chunk."""
+    seed = cfg["corruptions"]["seed"]
+    wave = read_wav(path)
+    noises = {}
+    for kind in dict.fromkeys(spec["kind"] for spec in specs):
+        rng = np.random.default_rng([seed, index, STREAMS[kind]])
+        if kind == "white":
+            noises[kind] = white_noise(len(wave), rng)
+        else:
+            for talker in talkers:
+                if talker not in cache:
+                    cache[talker] = read_wav(talker)
+            try:
+                noises[kind] = babble_noise([cache[t] for t in talkers], len(wave), rng)
+            except ValueError as err:
+                raise CorruptionError(f"{path}: babble of {talkers}: {err}") from err
+    out = {}
+    for spec in specs:
+        try:
+            mixed = mix_at_snr(wave, noises[spec["kind"]], spec["level"])
+        except ValueError as err:
+            raise CorruptionError(f"{path}: {spec['name']}: {err}; drop the clip or the audio corruptions") from err
+        out[spec["name"]] = wave_features(mixed, cfg["audio"], f"{path} ({spec['name']})")
+    return out
+
+
+def _corrupt_audio_chunk(jobs: list[tuple], cfg: dict, specs: list[dict]):
+    """Worker: (index, path, talker paths, clean frame count) jobs -> (index, {variant: (frames, valid)})."""
+    import torch
+
+    torch.set_num_threads(1)
+    cache: dict[str, np.ndarray] = {}  # a talker often speaks in several babbles of a chunk
+    results = []
+    for index, path, talkers, n_frames in jobs:
+        try:
+            out = _corrupt_audio(index, path, talkers, cfg, specs, cache)
+        except INPUT_ERRORS as err:  # they name the file: the clip's or a talker's
+            raise CorruptionError(f"{path}: audio corruption failed: {err}") from err
+        for name, frames in out.items():
+            if len(frames) != n_frames:
+                raise CorruptionError(f"{path}: {name} has {len(frames)} frames, the clean features {n_frames}")
+        results.append((index, {name: (frames, np.ones(len(frames), bool)) for name, frames in out.items()}))
+    return results
+
+
+def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: dict, specs: list[dict],
+                  pool: ProcessPoolExecutor | None = None) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """{(variant, index): (frames, valid)} for the audio variants among `specs`, of every clip of `keep` with
+    clean audio features in `extracted` (the first pass, which also gives the babble talkers' pool)."""
+    specs = [spec for spec in specs if spec["modality"] == "audio"]
+    if not specs:
+        return {}
+    with_audio = [i for i in keep if (i, "audio") in extracted]
+    talkers: dict[int, list[str]] = {i: [] for i in with_audio}
+    if any(spec["kind"] == "babble" for spec in specs):
+        by_speaker: dict[str, list[int]] = {}
+        for i in with_audio:
+            by_speaker.setdefault(str(clips.at[i, "speaker"]), []).append(i)
+        n, seed = cfg["corruptions"]["babble_talkers"], cfg["corruptions"]["seed"]
+        for i in with_audio:
+            chosen = babble_talkers(i, str(clips.at[i, "speaker"]), by_speaker, n, seed)
+            talkers[i] = [clips.at[j, "audio_path"] for j in chosen]
+    jobs = [(i, clips.at[i, "audio_path"], talkers[i], len(extracted[(i, "audio")][0])) for i in with_audio]
+    own = pool is None
+    pool = worker_pool(cfg["n_jobs"]) if own else pool
+    out = {}
+    try:
+        for chunk_results in map_chunks(_corrupt_audio_chunk, jobs, (cfg, specs), pool, "noisy audio"):
+            for index, variants in chunk_results:
+                out.update({(name, index): value for name, value in variants.items()})
+    finally:
+        if own and pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return out
+
+
+def variant_sequences(specs: list[dict], keep: list[int], clip_ids: list[str], variants: dict,
+                      dims: dict[str, int]) -> dict[str, Sequences]:
+    """{variant: Sequences in `keep`'s order} from {(variant, index): (frames, valid)}; zero frames for a clip
+    without the modality."""
+    out = {}
+    for spec in specs:
+        dim = dims[spec["modality"]]
+        empty = (np.zeros((0, dim), np.float32), np.zeros(0, bool))
+        pairs = [variants.get((spec["name"], i), empty) for i in keep]
+        out[spec["name"]] = Sequences.from_list(clip_ids, [f for f, _ in pairs], [v for _, v in pairs], dim)
+    return out
 
 
 def prepare(params: dict) -> FeatureStore:
@@ -122,34 +334,41 @@ def prepare_package(corpus: Corpus, params: dict):
     check_classes(package.meta, package.splits)
     manifest = manifest_of(corpus, root, package.meta, {m: s.dim for m, s in package.sequences.items()},
                            package.frame_rates, package.features, skipped=0)
-    manifest.update(folds=package.folds, unused_params=["features", "folds", "data.on_error"])
+    manifest.update(folds=package.folds, corruptions=[],
+                    unused_params=["features", "folds", "data.on_error", "features.corruptions"])
     return package.meta, package.splits, package.sequences, manifest
 
 
 def prepare_media(corpus: Corpus, params: dict):
-    """`write_store` arguments for a media corpus: extracted features, folds drawn by speaker."""
+    """`write_store` arguments for a media corpus: extracted features, folds drawn by speaker, corruptions."""
     data_cfg, feat_cfg = params["data"], params["features"]
+    specs = corruption_specs(feat_cfg, corpus.modalities)
     clips = corpus.list_clips(data_cfg["root"]).reset_index(drop=True)
-    extracted, errors = extract_all(clips, corpus.modalities, feat_cfg, data_cfg["on_error"])
-    bad = sorted({index for index, *_ in errors})
-    keep = [i for i in clips.index if i not in set(bad)]
-    meta = clips.loc[keep].drop(columns=[f"{m}_path" for m in corpus.modalities]).reset_index(drop=True)
-    for m in corpus.modalities:
-        meta[f"has_{m}"] = [(i, m) in extracted for i in keep]
-    dims = {"audio": audio_dim(feat_cfg["audio"]), "visual": visual_dim(feat_cfg["visual"])}
-    sequences = {}
-    for m in corpus.modalities:
-        frames, valid = [], []
-        for i in keep:
-            f, v = extracted.get((i, m), (np.zeros((0, dims[m]), np.float32), np.zeros(0, bool)))
-            frames.append(f)
-            valid.append(v)
-        sequences[m] = Sequences.from_list(list(meta["clip_id"]), frames, valid, dims[m])
-    splits = make_splits(meta, params["folds"])
+    pool = worker_pool(feat_cfg["n_jobs"])  # one set of workers for both passes
+    try:
+        # first pass: clean features, and the visual variants from the same read of each CSV
+        extracted, errors, variants = extract_all(clips, corpus.modalities, feat_cfg, data_cfg["on_error"], specs,
+                                                  pool)
+        bad = sorted({index for index, *_ in errors})
+        keep = [i for i in clips.index if i not in set(bad)]
+        meta = clips.loc[keep].drop(columns=[f"{m}_path" for m in corpus.modalities]).reset_index(drop=True)
+        for m in corpus.modalities:
+            meta[f"has_{m}"] = [(i, m) in extracted for i in keep]
+        dims = {"audio": audio_dim(feat_cfg["audio"]), "visual": visual_dim(feat_cfg["visual"])}
+        sequences = variant_sequences([{"name": m, "modality": m} for m in corpus.modalities], keep,
+                                      list(meta["clip_id"]), {(m, i): fv for (i, m), fv in extracted.items()}, dims)
+        splits = make_splits(meta, params["folds"])  # before the second pass: a bad fold fails fast
+        # second pass: noisy audio (babble mixes the readable clips of other speakers)
+        variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    corrupted = variant_sequences(specs, keep, list(meta["clip_id"]), variants, dims)
     frame_rates = {"audio": audio_frame_rate(feat_cfg["audio"]),
                    "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"]}
     manifest = manifest_of(corpus, data_cfg["root"], meta, {m: dims[m] for m in corpus.modalities}, frame_rates,
                            {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(bad))
+    manifest["corruptions"] = specs
     skipped = pd.DataFrame([(clips.at[i, "clip_id"], m, p, e) for i, m, p, e in errors],
                            columns=["clip_id", "modality", "path", "error"])
-    return meta, splits, sequences, manifest, skipped
+    return meta, splits, sequences, manifest, skipped, corrupted

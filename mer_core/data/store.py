@@ -5,20 +5,26 @@
 <store>/splits.csv      fold, speaker, role (train | val | test): folds by speaker (drawn by mer_core.data.folds),
                         or fold, clip_id, role: folds by clip (a feature package's own lists)
 <store>/<modality>.npz  data (sum T_i x D, float32), offsets (n+1), valid (sum T_i, bool), clip_ids
-<store>/manifest.json   corpus, extractor settings, dims, frame rates, counts, classes, sha256 of each file
+<store>/corruptions/<variant>.npz
+                        the same for one signal-level corruption of one modality of every clip (test-time only;
+                        media corpora only): audio_<babble|white>_<snr>db, visual_dropout_<percent>
+<store>/manifest.json   corpus, extractor settings, dims, frame rates, counts, classes, sha256 of each file,
+                        corruptions: [{name, modality, kind, level, unit, settings}] (empty for a feature package)
 ```
 
 A clip that lacks a modality has zero frames for it and `has_<modality> = False`: nothing is zero-filled on
-disk. `valid` marks usable frames (False for OpenFace tracking failures). A clip that `splits.csv` does not
-list for a fold (by its speaker or its clip_id) takes no role in that fold. The store is written into a sibling
-`.partial` folder and renamed when complete, so an interrupted run never leaves a store that looks valid.
+disk. `valid` marks usable frames (False for OpenFace tracking failures). A corruption variant has the clean
+modality's clip order, dimension and frame counts; it is read on request (`FeatureStore.corruption`). A clip
+that `splits.csv` does not list for a fold (by its speaker or its clip_id) takes no role in that fold. The store
+is written into a sibling `.partial` folder and renamed when complete, so an interrupted run never leaves a
+store that looks valid.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +81,7 @@ class FeatureStore:
     splits: pd.DataFrame
     sequences: dict[str, Sequences]
     manifest: dict
+    _corrupted: dict[str, Sequences] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -98,6 +105,46 @@ class FeatureStore:
     def folds(self) -> list[int]:
         return sorted(int(f) for f in self.splits["fold"].unique())
 
+    @property
+    def corruptions(self) -> list[dict]:
+        """The manifest's corruption variants ({name, modality, kind, level, unit, settings}); [] if it has none."""
+        return list(self.manifest.get("corruptions", []))
+
+    def corruption(self, name: str) -> tuple[str, Sequences]:
+        """(modality, sequences) of the corruption variant `name`, read from disk on first request.
+
+        The file was checked against the manifest's hash when the store was opened (`read_store(verify=True)`).
+        """
+        entries = {entry["name"]: entry for entry in self.corruptions}
+        path = self.root / corruption_file(name)
+        if name not in entries:
+            raise StoreError(f"{path}: no corruption variant {name!r} in this store; available: "
+                             f"{', '.join(entries) or 'none (rerun prepare with features.corruptions set)'}")
+        if name not in self._corrupted:
+            if corruption_file(name) not in self.manifest.get("files", {}):
+                raise StoreError(f"{path}: not hashed in manifest.json (edited manifest?); rerun the prepare stage")
+            if not path.is_file():
+                raise StoreError(f"{path}: missing from the feature store; rerun the prepare stage")
+            seq = _load_sequences(path)
+            if list(seq.clip_ids) != list(self.meta["clip_id"]):
+                raise StoreError(f"{path}: clip order differs from meta.csv; rerun the prepare stage")
+            self._corrupted[name] = seq
+        return entries[name]["modality"], self._corrupted[name]
+
+
+def corruption_file(name: str) -> str:
+    """Path of a corruption variant's file, relative to the store root."""
+    return f"corruptions/{name}.npz"
+
+
+def _save_sequences(path: Path, seq: Sequences) -> None:
+    np.savez(path, data=seq.data, offsets=seq.offsets, valid=seq.valid, clip_ids=seq.clip_ids)
+
+
+def _load_sequences(path: Path) -> Sequences:
+    with np.load(path) as npz:
+        return Sequences(npz["data"], npz["offsets"], npz["valid"], npz["clip_ids"])
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -108,17 +155,20 @@ def _sha256(path: Path) -> str:
 
 
 def write_store(root: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
-                manifest: dict, skipped: pd.DataFrame | None = None) -> Path:
+                manifest: dict, skipped: pd.DataFrame | None = None,
+                corruptions: dict[str, Sequences] | None = None) -> Path:
     """Write a complete store atomically (`<root>.partial` then rename) and return its path.
 
     `skipped` (clips dropped under `data.on_error: skip`, with the file and the error) becomes `skipped.csv`.
+    `corruptions` (variant name -> sequences, one per entry of `manifest["corruptions"]`, same names) become
+    `corruptions/<name>.npz`.
     """
     root = Path(root)
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        _write_files(partial, meta, splits, sequences, manifest, skipped)
+        _write_files(partial, meta, splits, sequences, manifest, skipped, corruptions or {})
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -128,15 +178,19 @@ def write_store(root: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences:
 
 
 def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
-                 manifest: dict, skipped: pd.DataFrame | None) -> None:
+                 manifest: dict, skipped: pd.DataFrame | None, corruptions: dict[str, Sequences]) -> None:
     for modality, seq in sequences.items():
         if list(seq.clip_ids) != list(meta["clip_id"]):
             raise StoreError(f"{modality}: clip order differs from meta.csv")
-        np.savez(partial / f"{modality}.npz", data=seq.data, offsets=seq.offsets, valid=seq.valid,
-                 clip_ids=seq.clip_ids)
+        _save_sequences(partial / f"{modality}.npz", seq)
+    _check_corruptions(sequences, manifest, corruptions)
+    if corruptions:
+        (partial / "corruptions").mkdir()
+    for name, seq in corruptions.items():
+        _save_sequences(partial / corruption_file(name), seq)
     meta.to_csv(partial / "meta.csv", index=False)
     splits.to_csv(partial / "splits.csv", index=False)
-    files = ["meta.csv", "splits.csv"] + [f"{m}.npz" for m in sequences]
+    files = ["meta.csv", "splits.csv"] + [f"{m}.npz" for m in sequences] + [corruption_file(n) for n in corruptions]
     if skipped is not None and len(skipped):
         skipped.to_csv(partial / "skipped.csv", index=False)
         files.append("skipped.csv")
@@ -144,8 +198,25 @@ def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequen
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def _check_corruptions(sequences: dict[str, Sequences], manifest: dict, corruptions: dict[str, Sequences]) -> None:
+    """Each variant is listed in the manifest (and each listed one given), with its clean modality's clips,
+    dimension and frame counts."""
+    listed = [entry["name"] for entry in manifest.get("corruptions", [])]
+    if sorted(listed) != sorted(corruptions):
+        raise StoreError(f"corruptions: the manifest lists {listed} but {sorted(corruptions)} were given")
+    for entry in manifest.get("corruptions", []):
+        name, modality = entry["name"], entry["modality"]
+        seq, clean = corruptions[name], sequences.get(modality)
+        if clean is None:
+            raise StoreError(f"{corruption_file(name)}: corrupts {modality!r}, a modality the store lacks")
+        if (list(seq.clip_ids) != list(clean.clip_ids) or seq.dim != clean.dim
+                or not np.array_equal(seq.offsets, clean.offsets)):
+            raise StoreError(f"{corruption_file(name)}: clips, dimension or frame counts differ from {modality}.npz")
+
+
 def read_store(root: str | Path, verify: bool = True) -> FeatureStore:
-    """Read a store written by `write_store`; with `verify`, check every file against the manifest's hash."""
+    """Read a store written by `write_store`; with `verify`, check every file against the manifest's hash
+    (corruption variants included: they are hashed now and loaded later, on request)."""
     root = Path(root)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
@@ -164,6 +235,5 @@ def read_store(root: str | Path, verify: bool = True) -> FeatureStore:
     splits = pd.read_csv(root / "splits.csv", dtype={"speaker": str, "clip_id": str, "role": str})
     sequences = {}
     for modality in manifest["modalities"]:
-        with np.load(root / f"{modality}.npz") as npz:
-            sequences[modality] = Sequences(npz["data"], npz["offsets"], npz["valid"], npz["clip_ids"])
+        sequences[modality] = _load_sequences(root / f"{modality}.npz")
     return FeatureStore(root, meta, splits, sequences, manifest)

@@ -1,6 +1,6 @@
 """Registered methods. Importing this package registers every method family's methods."""
 from mer_core.config import Field, MapOf
-from mer_core.methods import baselines, mmin  # noqa: F401  (each module registers its methods)
+from mer_core.methods import baselines, mmin, nmer  # noqa: F401  (each module registers its methods)
 from mer_core.methods.registry import (REGISTRY, MethodSpec, ModelContext, StageSpec, effective_entry, method_spec,
                                        validate_run)
 

@@ -84,6 +84,23 @@ def frozen(module: nn.Module) -> nn.Module:
     return twin
 
 
+class RowCache:
+    """Per-clip memo of a frozen teacher's outputs on the full, clean input of a training clip (keyed by the
+    clip's row in meta.csv): computed the first time a clip is seen, reused in every later epoch. Exact because
+    the teacher is frozen and deterministic (eval mode) and the encoders ignore padding."""
+
+    def __init__(self):
+        self.values: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def __call__(self, rows: torch.Tensor, compute) -> tuple[torch.Tensor, ...]:
+        """The cached outputs for `rows`, calling `compute()` (a tuple of (B, ...) tensors) if any is new."""
+        keys = rows.tolist()
+        if any(k not in self.values for k in keys):
+            for k, value in zip(keys, zip(*compute())):
+                self.values.setdefault(k, value)
+        return tuple(torch.stack(parts) for parts in zip(*(self.values[k] for k in keys)))
+
+
 def ae_layers(width: int, widths: list[float]) -> list[int]:
     """AE layer sizes: each factor times the encoder width (at least 1)."""
     return [max(1, round(f * width)) for f in widths]
@@ -198,6 +215,7 @@ class IFMMIN(Imagination):
         self.shared = copy.deepcopy(stage1.shared)
         self.teacher_shared = frozen(stage1.shared)
         self.invariant_weight = entry["invariant_weight"]
+        self.targets = RowCache()
 
     def train(self, mode: bool = True) -> "IFMMIN":
         super().train(mode)
@@ -215,7 +233,8 @@ class IFMMIN(Imagination):
         loss, logits, (_, _, _, invariant) = self.base_loss(batch, full)
         if self.invariant_weight > 0:
             with torch.no_grad():
-                target = torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1)
+                target, = self.targets(full.rows, lambda: (
+                    torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),))
             loss = loss + self.invariant_weight * F.mse_loss(invariant, target)
         return loss, logits
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
 from mer_core.config import ConfigError, Field, Section, validate
+
+if TYPE_CHECKING:
+    from mer_core.noise.scheduler import NoiseScheduler
 
 TRAIN_CONDITIONS = ("full", "random", "missing")
 SELECTION = ("pooled", "full", "missing")
@@ -69,6 +72,8 @@ class StageSpec:
     select_on: the validation criterion for the epoch kept: UA pooled over every condition, over the conditions
     with a modality missing (MMIN's stage 2, methods.md §1.2), or UA with full modalities (a full-modality
     stage-1 network).
+    noise: None, or noise(params) -> the `NoiseScheduler` that fills the removed modalities with noised frames
+    instead of zeros, in training and in validation (NMER, methods.md §4.1).
     """
 
     name: str
@@ -76,6 +81,7 @@ class StageSpec:
     train_conditions: str = "full"
     select_on: str = "pooled"
     key: str | None = None
+    noise: Callable[[dict], "NoiseScheduler"] | None = None
 
     def __post_init__(self):
         if self.train_conditions not in TRAIN_CONDITIONS:
@@ -86,6 +92,10 @@ class StageSpec:
     def params(self, entry: dict) -> dict:
         """The block of `entry` that holds this stage's keys."""
         return entry if self.key is None else entry[self.key]
+
+    def training_noise(self, entry: dict) -> "NoiseScheduler | None":
+        """The scheduler replacing removed modalities during this stage, or None (zero-filled)."""
+        return None if self.noise is None else self.noise(entry)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""NMER (Liu et al., arXiv 2311.16114): noise-robust MER with a noise scheduler and a conditional VAE.
+
+Two stages inside one run (methods.md §4):
+
+- Stage 1 (`pretrain`, NMER's `utt_shared_002`, §4.2): per modality an *invariant* and a *specific* encoder
+  (LSTM / TextCNN); the shared encoder S maps the invariant embeddings to invariant features; the classifier
+  reads [specific..., S(invariant)...]. Loss `CE + cmd_weight x CMD` (IF-MMIN's pairwise CMD) `+
+  denoise_weight x` an auxiliary denoising loss: the specific features are noised at a random step of a DDPM
+  schedule (1000 steps, β 0.00085–0.012, scaled_linear, as the official DDPMScheduler) and denoised by a
+  `ConditionalDenoiser` conditioned on the invariant features; MSE against the clean features.
+  Trained on full modalities, epoch selected on full-modality validation UA.
+- Stage 2 (`train`, `NMER_model`, §4.3): students (all encoders and S') from stage 1, a frozen teacher copy.
+  x = [specific embeddings], c = [S'(invariant embeddings)] of the input, where the modalities a condition
+  removes are *noised* by the `NoiseScheduler` (params `noise`; NMER: Gaussian or Impulse, T = 100), not
+  zero-filled, in training and validation. `ConditionalVAE(x, c)` -> x̂; the classifier (BatchNorm on) reads
+  x̂. Loss `ce_weight x CE + invariant_weight x MSE(c, c_teacher) + vae_weight x (MSE(x̂, x_teacher) + KL)`,
+  where the teacher's targets come from the clean, full input. Trained on one condition with a modality
+  missing per clip, selected on the validation UA of those conditions (noised, seeded).
+
+Deviations from the official code (also in the analysis notebook's deviations table):
+- The auxiliary denoiser is a small conditional MLP on each clip's features (`ConditionalDenoiser`), not the
+  diffusers UNet on the batch reshaped into one image, which hard-wires the batch size to 64 and needs the
+  `diffusers` package; t is drawn per clip. `pretrain.denoise_weight: 0` disables it (official weight 100).
+- Each clip is its own sequence in the VAE's transformer; `faithful: true` restores the official 2-D input,
+  whose self-attention runs across the clips of a batch.
+- The decoder's sigmoid (`decoder_output: sigmoid`, official) bounds x̂ to [0, 1] although the LSTM
+  embeddings lie in (-1, 1); `linear` removes it. The KL is summed over batch and latent dims as officially
+  (`kl_reduction: sum`); `mean` averages it.
+- The decoder is the one of commit cd20f9a (the class is missing at HEAD); z = mu in evaluation.
+- The evaluation noise is seeded (the official one is not); `vae_weight` exists for ablations (official: the
+  VAE loss is unweighted, 1).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mer_core.config import Field, Section
+from mer_core.data.batches import Batch
+from mer_core.layers import VAE_OUTPUTS, ConditionalDenoiser, ConditionalVAE, MLPClassifier, SharedEncoder, \
+    kaiming_init_
+from mer_core.losses import KL_REDUCTIONS, gaussian_kl, pairwise_cmd
+from mer_core.methods.baselines import CLASSIFIER_KEYS, make_encoder
+from mer_core.methods.mmin import WEIGHT, RowCache, frozen
+from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
+from mer_core.noise.scheduler import NOISE_SCHEMA, NoiseScheduler
+
+# the official stage-1 DDPMScheduler of the auxiliary diffusion branch (methods.md §4.2)
+DENOISER_SCHEDULE = NoiseScheduler("gaussian", 1000, "scaled_linear", 0.00085, 0.012, per_sample=True)
+
+PRETRAIN_SCHEMA = Section({"optim": OPTIM_SCHEMA, **CLASSIFIER_KEYS, "cmd_weight": WEIGHT,
+                           "cmd_moments": Field(int, low=1, high=10), "cmd_span": Field(float, low=1e-6, optional=True),
+                           "denoise_weight": WEIGHT, "denoise_hidden": Field(int, low=1, high=8192)})
+NMER_SCHEMA = Section({
+    "optim": OPTIM_SCHEMA, "hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS,
+    "latent": Field(int, low=1, high=4096), "vae_layers": Field(int, low=1, high=24),
+    "vae_heads": Field(int, low=1, high=64), "vae_ffn": Field(int, low=1, high=16384),
+    "decoder_hidden": Field(int, low=1, high=16384), "decoder_output": Field(str, choices=VAE_OUTPUTS),
+    "kl_reduction": Field(str, choices=KL_REDUCTIONS), "faithful": Field(bool),
+    "ce_weight": WEIGHT, "invariant_weight": WEIGHT, "vae_weight": WEIGHT,
+    "noise": NOISE_SCHEMA, "pretrain": PRETRAIN_SCHEMA})
+
+# official effective settings (methods.md §4.2, §4.3); the noise type and T stay as in params (both scripts: 100)
+NMER_PAPER = {
+    "optim": {"epochs": 40, "epochs_decay": 40, "lr": 2e-4, "beta1": 0.5, "grad_clip": 1.0, "batch_size": 128},
+    "hidden": 128, "classifier": [128, 128], "dropout": 0.1, "latent": 64, "vae_layers": 5, "vae_heads": 8,
+    "vae_ffn": 128, "decoder_hidden": 128,
+    "pretrain": {"optim": {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5,
+                           "batch_size": 64}, "classifier": [128, 128], "dropout": 0.2}}
+
+
+class InvariantSpecific(nn.ModuleDict):
+    """NMER's six encoders and S: `<modality>_invariant` and `<modality>_specific` (LSTM / TextCNN) per modality
+    and `shared`. A ModuleDict, so that gradients are clipped per encoder as the official `net*`s are."""
+
+    def __init__(self, ctx: ModelContext, hidden: int):
+        nets = {f"{m}_{kind}": make_encoder(m, ctx.dims[m], hidden)
+                for m in ctx.modalities for kind in ("invariant", "specific")}
+        super().__init__({**nets, "shared": SharedEncoder(hidden)})
+        self.modalities = ctx.modalities
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x = [specific embeddings] (B, M x hidden) and the invariant features [S(e_m)] per modality."""
+        specific = torch.cat([self[f"{m}_specific"](batch.x[m], batch.lengths[m]) for m in self.modalities], 1)
+        invariant = [self["shared"](self[f"{m}_invariant"](batch.x[m], batch.lengths[m])) for m in self.modalities]
+        return specific, invariant
+
+
+class NMERPretrain(nn.Module):
+    """NMER's stage 1 (methods.md §4.2): CE + CMD + the auxiliary conditional denoising loss."""
+
+    def __init__(self, ctx: ModelContext, hidden: int, block: dict):
+        super().__init__()
+        self.modalities = ctx.modalities
+        self.encoders = InvariantSpecific(ctx, hidden)
+        width = hidden * len(ctx.modalities)
+        self.classifier = MLPClassifier(2 * width, block["classifier"], ctx.n_classes, block["dropout"])
+        self.denoiser = ConditionalDenoiser(width, width, block["denoise_hidden"]) if block["denoise_weight"] > 0 \
+            else None
+        self.weights = {k: block[k] for k in ("cmd_weight", "cmd_moments", "cmd_span", "denoise_weight")}
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        specific, invariant = self.encoders(batch)
+        return self.classifier(torch.cat([specific, *invariant], 1))[0]
+
+    def denoising_loss(self, specific: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """MSE between the clean specific features and their denoised version at a random DDPM step."""
+        t = DENOISER_SCHEDULE.sample_t(len(specific), None)
+        noised = DENOISER_SCHEDULE.add_noise(specific, t, None)
+        return F.mse_loss(self.denoiser(noised, t.to(specific.device), condition), specific)
+
+    def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        specific, invariant = self.encoders(batch)
+        logits = self.classifier(torch.cat([specific, *invariant], 1))[0]
+        w = self.weights
+        loss = F.cross_entropy(logits, batch.y)
+        if w["cmd_weight"] > 0:
+            loss = loss + w["cmd_weight"] * pairwise_cmd(invariant, batch.present, w["cmd_moments"], w["cmd_span"])
+        if self.denoiser is not None:
+            loss = loss + w["denoise_weight"] * self.denoising_loss(specific, torch.cat(invariant, 1))
+        return loss, logits
+
+
+class NMER(nn.Module):
+    """NMER's stage 2 (methods.md §4.3): students from stage 1, conditional VAE, BatchNorm classifier on x̂."""
+
+    def __init__(self, stage1: NMERPretrain, entry: dict, n_classes: int):
+        super().__init__()
+        self.encoders = copy.deepcopy(stage1.encoders)
+        self.teacher = frozen(stage1.encoders)
+        width = entry["hidden"] * len(stage1.modalities)
+        self.vae = kaiming_init_(ConditionalVAE(width, width, entry["latent"], entry["vae_layers"], entry["vae_heads"],
+                                                entry["vae_ffn"], entry["decoder_hidden"], entry["decoder_output"],
+                                                entry["faithful"]))
+        self.classifier = kaiming_init_(MLPClassifier(width, entry["classifier"], n_classes, entry["dropout"],
+                                                      batchnorm=True))
+        self.weights = {k: entry[k] for k in ("ce_weight", "invariant_weight", "vae_weight", "kl_reduction")}
+        self.targets = RowCache()
+
+    def train(self, mode: bool = True) -> "NMER":
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def teacher_targets(self, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's specific and invariant features of the clean, full input."""
+        specific, invariant = self.teacher(full)
+        return specific, torch.cat(invariant, 1)
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        specific, invariant = self.encoders(batch)
+        return specific, torch.cat(invariant, 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.classifier(self.vae(*self.encode(batch))[0])[0]
+
+    def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, c = self.encode(batch)
+        recon, mu, logvar = self.vae(x, c)
+        logits = self.classifier(recon)[0]
+        w = self.weights
+        with torch.no_grad():
+            x_target, c_target = self.targets(full.rows, lambda: self.teacher_targets(full))
+        loss = w["ce_weight"] * F.cross_entropy(logits, batch.y)
+        if w["invariant_weight"] > 0:
+            loss = loss + w["invariant_weight"] * F.mse_loss(c, c_target)
+        if w["vae_weight"] > 0:
+            loss = loss + w["vae_weight"] * (F.mse_loss(recon, x_target) + gaussian_kl(mu, logvar, w["kl_reduction"]))
+        return loss, logits
+
+
+def _build_pretrain(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
+    return kaiming_init_(NMERPretrain(ctx, entry["hidden"], entry["pretrain"]))
+
+
+register(MethodSpec("nmer", NMER_SCHEMA, (
+    StageSpec("pretrain", _build_pretrain, "full", "full", key="pretrain"),
+    StageSpec("train", lambda entry, ctx, stage1: NMER(stage1, entry, ctx.n_classes), "missing", "missing",
+              noise=lambda entry: NoiseScheduler.from_params(entry["noise"]))),
+    "NMER: invariant/specific encoders with a denoising auxiliary loss, then a conditional VAE trained on noised "
+    "missing modalities", NMER_PAPER))
