@@ -256,7 +256,6 @@ def robustness_curves(runs: pd.DataFrame, metric: str, methods: list[str], noise
                             color=colours(k % 20), alpha=0.08)
         ax.set(xlabel="noise intensity T (0 = zero-filled)", ylabel=f"{metric.upper()}, missing conditions",
                title=f"ours: {noise} noise on the missing modalities")
-    axes[0][0].legend(fontsize=6, ncol=2)
     if reference:
         ax = axes[0][-1]
         for name, values in NMER_FIGURE_WA.items():
@@ -264,7 +263,7 @@ def robustness_curves(runs: pd.DataFrame, metric: str, methods: list[str], noise
         ax.set(xlabel="noise intensity T", ylabel="WA",
                title="reference: NMER paper figure (IEMOCAP A/V/L)\nauthors' plot arrays, not our data")
         ax.legend(fontsize=7)
-    figure.tight_layout()
+    _legend_below(figure, axes[0][0])
     return figure
 
 
@@ -283,8 +282,8 @@ def corruption_curves(robustness: pd.DataFrame, per_condition: pd.DataFrame, met
             stats_ = _mean_std(part, metric)
             base = clean.loc[clean["method"] == method, metric]
             x_clean = (stats_.index.max() + 10) if unit == "dB" else 0.0  # "clean" = highest SNR / no dropout
-            xs = [x_clean, *stats_.index]
-            ax.plot(xs, [base.mean(), *stats_["mean"]], marker="o", ms=3, color=colours(k % 20), label=method,
+            curve = pd.concat([pd.Series({x_clean: base.mean()}), stats_["mean"]]).sort_index()
+            ax.plot(curve.index, curve.to_numpy(), marker="o", ms=3, color=colours(k % 20), label=method,
                     ls="--" if "_no_" in method else "-")
         if unit == "dB":
             ax.invert_xaxis()
@@ -292,9 +291,15 @@ def corruption_curves(robustness: pd.DataFrame, per_condition: pd.DataFrame, met
         else:
             ax.set_xlabel("fraction of frames dropped")
         ax.set(ylabel=f"{metric.upper()} ({condition})", title=f"{modality}: {noise}")
-    axes[0][0].legend(fontsize=6, ncol=2)
-    figure.tight_layout()
+    _legend_below(figure, axes[0][0])
     return figure
+
+
+def _legend_below(figure: plt.Figure, ax: plt.Axes) -> None:
+    """One legend for every panel, in a row under the figure (the method lines are many)."""
+    handles, labels = ax.get_legend_handles_labels()
+    figure.tight_layout()
+    figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=7, fontsize=7, frameon=False)
 
 
 def robustness_comparison(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
