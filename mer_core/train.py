@@ -160,6 +160,13 @@ def checkpoint_path(checkpoint_dir: Path, fold: int, seed: int, stage: str | Non
     return Path(checkpoint_dir) / (f"fold{fold}-seed{seed}" + (f"-{stage}" if stage else "") + ".pt")
 
 
+def save_checkpoint(checkpoint: dict, path: Path) -> None:
+    """torch.save through a file handle: the archive's inner folder is then named `archive`, not after the
+    (temporary) file, so the same weights give the same bytes and DVC sees an unchanged output."""
+    with open(path, "wb") as handle:
+        torch.save(checkpoint, handle)
+
+
 def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool) -> RunOutput:
     """Train every stage of run `run` on `fold` with `seed`; save each stage's selected checkpoint; predict the
     test fold with the last stage's model."""
@@ -184,7 +191,7 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
         best_epochs[stage.name] = result.best_epoch
         last = k == len(spec.stages) - 1
         write_atomic(checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name),
-                     lambda tmp: torch.save(
+                     lambda tmp: save_checkpoint(
                          {"run": run, "method": spec.name, "stage": stage.name, "params": entry, "fold": fold,
                           "seed": seed, "epoch": result.best_epoch, "val_ua": result.best_val_ua,
                           "context": asdict(context), "state_dict": model.state_dict()}, tmp))

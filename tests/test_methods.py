@@ -275,3 +275,16 @@ def test_training_batches_never_hold_a_single_clip_and_cover_every_clip_once(tin
         assert rows == sorted(split.rows.tolist())
         assert batch_size == 1 or min(sizes) > 1
     assert [len(b.y) for b in split.batches(59)] == [59, 1]  # evaluation keeps every batch as cut
+
+
+def test_checkpoints_are_byte_identical_whatever_the_file_name(tmp_path):
+    from mer_core.train import save_checkpoint
+
+    checkpoint = {"state_dict": torch.nn.Linear(3, 2).state_dict(), "epoch": 1}
+    save_checkpoint(checkpoint, tmp_path / ".fold0-seed0.pt.123.tmp")  # write_atomic's temporary names hold a pid
+    save_checkpoint(checkpoint, tmp_path / ".fold0-seed0.pt.456.tmp")
+    first, second = (tmp_path / ".fold0-seed0.pt.123.tmp").read_bytes(), (tmp_path / ".fold0-seed0.pt.456.tmp").read_bytes()
+    assert first == second
+    torch.save(checkpoint, tmp_path / "plain.pt")  # torch.save on a path names the archive's folder after the file
+    assert (tmp_path / "plain.pt").read_bytes() != first
+    assert torch.load(tmp_path / ".fold0-seed0.pt.123.tmp", weights_only=False)["epoch"] == 1
