@@ -1,4 +1,6 @@
-# Two commands: `make repro` (the whole default study) and `make test` (the test suite).
+# Two commands: `make repro` (the whole default study) and `make test` (the test suite);
+# `make repro-extended` also runs the extended study (extended/dvc.yaml: VAVL's ablations, the other task,
+# partly unpaired training), which the default study does not wait for.
 # Every target creates .venv from pyproject.toml's pinned dependencies when it is missing.
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 export JUPYTER_PREFER_ENV_PATH := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lab
+.PHONY: setup repro repro-extended test lab
 
 setup: $(STAMP)
 
@@ -20,6 +22,10 @@ $(STAMP): pyproject.toml
 
 repro: $(STAMP)
 	dvc repro
+
+repro-extended: $(STAMP)
+	dvc repro
+	dvc repro extended/dvc.yaml
 
 test: $(STAMP)
 	python -m pytest

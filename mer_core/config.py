@@ -147,14 +147,17 @@ def study_schema() -> Section:
     from mer_core.data.features import FEATURES_SCHEMA
     from mer_core.data.folds import FOLDS_SCHEMA
     from mer_core.data.prepare import DATA_SCHEMA
+    from mer_core.extended import EXTENDED_SCHEMA
     from mer_core.methods import METHODS_SCHEMA
     from mer_core.report import ANALYSIS_SCHEMA
     from mer_core.robustness import ROBUSTNESS_SCHEMA
+    from mer_core.tasks import TASKS
     from mer_core.train import TRAIN_SCHEMA
 
     return Section(
         {
             "seed": Field(int, low=0),
+            "task": Field(str, choices=TASKS),
             "data": DATA_SCHEMA,
             "features": FEATURES_SCHEMA,
             "folds": FOLDS_SCHEMA,
@@ -162,6 +165,7 @@ def study_schema() -> Section:
             "methods": METHODS_SCHEMA,
             "robustness": ROBUSTNESS_SCHEMA,
             "analysis": ANALYSIS_SCHEMA,
+            "extended": EXTENDED_SCHEMA,
         }
     )
 
@@ -184,6 +188,9 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
 
     for run, entry in params["methods"].items():
         validate_run(run, entry)
+    from mer_core.extended import check_extended
+
+    check_extended(params)
     for key in ("confusion_methods", "imagination_table"):
         unknown = [run for run in params["analysis"][key] if run not in params["methods"]]
         if unknown:

@@ -6,6 +6,9 @@
   CMD's scaling (term k divided by span^k) for features bounded in [a, b].
 - `pairwise_cmd`: the mean CMD over every pair of modalities (IF-MMIN's CMD term, §3.1), each pair computed
   on the clips that have both modalities.
+- `slot_mse`: the MSE between joint vectors (B, M x width), over the modality slots of the clips that have
+  the modality (partly unpaired training data: a clip without video has no target for the video slot); equal to
+  the plain MSE when every clip has every modality.
 - `gaussian_kl`: the VAE's KL term (NMER stage 2, methods.md §4.3), summed (official) or averaged.
 """
 from __future__ import annotations
@@ -42,6 +45,14 @@ def pairwise_cmd(features: list[torch.Tensor], present: torch.Tensor, moments: i
         if int(both.sum()) >= 2:
             total = total + cmd_loss(features[i][both], features[j][both], moments, span)
     return total / len(pairs)
+
+
+def slot_mse(prediction: torch.Tensor, target: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the slots of (B, M x width) joint vectors where `has` (B, M) is True."""
+    if bool(has.all()):
+        return torch.nn.functional.mse_loss(prediction, target)
+    mask = has.repeat_interleave(prediction.shape[1] // has.shape[1], dim=1).to(prediction.dtype)
+    return (((prediction - target) ** 2) * mask).sum() / mask.sum().clamp(min=1)
 
 
 KL_REDUCTIONS = ("sum", "mean")

@@ -26,14 +26,14 @@ from scipy import stats
 
 from mer_core.config import Field, Section
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
-from mer_core.evaluate import METRICS
+from mer_core.tasks import CLASSIFICATION_METRICS, METRICS
 from mer_core.metrics import confusion
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
 
 ANALYSIS_SCHEMA = Section(
     {
-        "primary_metric": Field(str, choices=METRICS),
+        "primary_metric": Field(str, choices=CLASSIFICATION_METRICS),
         "precision": Field(int, low=1, high=6),
         "confusion_methods": Field(list, item=Field(str)),
         "imagination_table": Field(list, low=1, item=Field(str)),  # rows of the MMIN / IF-MMIN table
@@ -86,6 +86,15 @@ def grid_table(per_condition: pd.DataFrame, metric: str, columns: list[str], pre
     cell = lambda m, c: (f"{stats.loc[(m, c), 'mean']:.{precision}f} ± {np.nan_to_num(stats.loc[(m, c), 'std']):.{precision}f}"
                          if (m, c) in stats.index else "–")
     return pd.DataFrame([[cell(m, c) for c in columns] for m in methods], index=methods, columns=columns)
+
+
+def modality_table(per_condition: pd.DataFrame, metrics: list[str], conditions: list[str],
+                   precision: int = 3) -> pd.DataFrame:
+    """VAVL's table layout (methods.md §5.4): rows = runs, columns `<condition> <metric>` for each condition
+    (a, v, av) and metric (F1-macro, F1-micro; CCC per attribute for regression); cells 'mean ± std' over runs."""
+    tables = {metric: grid_table(per_condition, metric, conditions, precision) for metric in metrics}
+    return pd.DataFrame({f"{condition} {metric}": tables[metric][condition]
+                         for condition in conditions for metric in metrics})
 
 
 def mean_table(per_condition: pd.DataFrame, metric: str, columns: list[str]) -> pd.DataFrame:
@@ -207,6 +216,20 @@ def paired_comparison(per_condition: pd.DataFrame, a: str, b: str, condition: st
         else float("nan")
     return {"a": a, "b": b, "condition": condition, "metric": metric, "difference": float(difference.mean()),
             "pairs": len(table), "wins": int((difference > 0).sum()), "p_value": p_value}
+
+
+def paired_fraction_curve(points: pd.DataFrame, metric: str, methods: list[str]) -> plt.Figure:
+    """`metric` (mean ± std over runs) against the paired fraction of the training data, one line per method;
+    `points` has columns method, paired, fold, seed and `metric`."""
+    figure, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method in methods:
+        stats_ = points[points["method"] == method].groupby("paired")[metric].agg(["mean", "std"]).fillna(0.0)
+        ax.errorbar(stats_.index, stats_["mean"], yerr=stats_["std"], marker="o", capsize=3, label=method)
+    ax.set(xlabel="paired fraction of the training clips", ylabel=metric.replace("_", " "))
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    _legend_below(figure, ax)
+    return figure
 
 
 def read_json(path: str | Path) -> dict:

@@ -52,15 +52,15 @@ def setting_label(noise: str, level: float, unit: str) -> str:
     return f"{noise} {unit}={level:g}"
 
 
-def summarise_robustness(table: pd.DataFrame) -> dict:
-    """WA and UA pooled per setting, mean and std over runs (folds x seeds): {setting: {wa_mean, ...}}, the
+def summarise_robustness(table: pd.DataFrame, metrics: tuple[str, ...] = ("wa", "ua")) -> dict:
+    """`metrics` pooled per setting, mean and std over runs (folds x seeds): {setting: {wa_mean, ...}}, the
     `robustness` block of metrics.json (so `dvc exp show` / `dvc metrics diff` compare runs under noise)."""
     pooled = table[table["condition"] == "pooled"]
     summary = {}
     for (noise, level, unit), part in pooled.groupby(["noise", "level", "unit"], sort=False):
         summary[setting_label(noise, level, unit)] = {
             f"{metric}_{stat}": float(getattr(part[metric], stat)(**({"ddof": 0} if stat == "std" else {})))
-            for metric in ("wa", "ua") for stat in ("mean", "std")}
+            for metric in metrics for stat in ("mean", "std")}
     return summary
 
 
@@ -86,20 +86,19 @@ def corrupted_split(store: FeatureStore, split: Split, name: str) -> tuple[str, 
 @torch.no_grad()
 def robustness_grid(model: nn.Module, store: FeatureStore, test: Split, cfg: dict, fold: int,
                     device: torch.device) -> pd.DataFrame:
-    """Metrics of `model` on `test` under every setting of the grid: one row per (setting, condition), the
-    conditions followed by `pooled` and `mean`; columns noise, modality, level, unit, condition, n, loss, wa, ua,
-    f1_macro, f1_micro."""
-    n_classes = len(store.classes)
-    conditions = all_conditions(test.modalities)
+    """The task's metrics of `model` on `test` under every setting of the grid: one row per (setting,
+    condition), the conditions followed by `pooled` and `mean`; columns noise, modality, level, unit, condition,
+    n, loss and the metrics (wa, ua, f1_macro, f1_micro for classification)."""
+    task, conditions = test.task, all_conditions(test.modalities)
     tables = []
     for index, (setting, scheduler) in enumerate(feature_noise_settings(cfg)):
         predictions = predict(model, test, cfg["batch_size"], device, conditions[:-1], scheduler,
                               cell_seed(cfg["seed"], fold, index))
-        tables.append(grid_metrics(predictions, n_classes).assign(**setting))
+        tables.append(grid_metrics(predictions, task).assign(**setting))
     for corruption in store.corruptions if cfg["signal"] else []:
         modality, split = corrupted_split(store, test, corruption["name"])
         predictions = predict(model, split, cfg["batch_size"], device, [c for c in conditions if modality in c])
-        tables.append(grid_metrics(predictions, n_classes).assign(
+        tables.append(grid_metrics(predictions, task).assign(
             noise=corruption["kind"], modality=modality, level=float(corruption["level"]), unit=corruption["unit"]))
     if not tables:
         return pd.DataFrame(columns=[*COLUMNS, "condition"])

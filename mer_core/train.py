@@ -3,8 +3,11 @@
 One run = (fold, seed) of a `methods.<run>` entry: for each of its method's stages in order, build the
 stage's model (from the previous stage's), train it with Adam (the stage's `optim` block: constant learning
 rate for `epochs`, then linear decay over `epochs_decay`, MMIN's schedule; gradient norms clipped per
-sub-network as the MMIN code does), evaluate validation UA after each epoch (validation speakers only; the
-test fold is never looked at), keep the best epoch's weights (earliest on ties) and save that checkpoint.
+sub-network as the MMIN code does; one optimiser step per batch, or one per step of a model's `steps`, VAVL),
+evaluate the task's selection metric on the validation speakers after each epoch (UA, or mean CCC for
+regression; the test fold is never looked at), keep the best epoch's weights (earliest on ties) and save that
+checkpoint. The study's `task` sets the targets and the loss; a run's `unpaired` shares remove modalities
+from some training clips (`mer_core.data.batches.unpair`, drawn per fold and seed, the same for every method).
 The last stage's model predicts the test clips under every condition, clean, and under every setting of the
 robustness grid (`mer_core.robustness`). Runs are independent and seeded from
 (seed, fold), and each uses `train.threads_per_run` threads, so metrics are identical whatever
@@ -36,11 +39,12 @@ from mer_core.config import ConfigError, Field, Section
 from mer_core.data.batches import Batch, Split, load_fold
 from mer_core.data.prepare import store_path
 from mer_core.data.store import read_store
-from mer_core.evaluate import grid_metrics, pooled_ua, predict, summarise
+from mer_core.evaluate import grid_metrics, predict, selection_score, summarise
 from mer_core.methods import ModelContext, StageSpec, effective_entry, method_spec
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
 from mer_core.runtime import seed_everything, select_device, write_atomic
+from mer_core.tasks import Task, study_task
 
 PRESETS = ("study", "paper")
 TRAIN_SCHEMA = Section(
@@ -59,7 +63,7 @@ TRAIN_SCHEMA = Section(
 @dataclass
 class StageResult:
     best_epoch: int
-    best_val_ua: float
+    best_score: float  # the validation selection metric of the kept epoch
     history: pd.DataFrame
 
 
@@ -110,19 +114,30 @@ def training_view(batch: Batch, conditions: str, generator: torch.Generator,
     return view if noise is None else noise.replace_missing(view, batch, generator)
 
 
+def update_steps(model: nn.Module, batch: Batch, full: Batch):
+    """The losses of one batch's optimiser steps: the model's `steps` (several, each computed after the previous
+    update) or its single `loss`."""
+    if hasattr(model, "steps"):
+        yield from model.steps(batch, full)
+    else:
+        yield model.loss(batch, full)[0]
+
+
 def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: float, data: dict[str, Split],
-                n_classes: int, generator: torch.Generator, device: torch.device, desc: str,
+                generator: torch.Generator, device: torch.device, desc: str,
                 show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0) -> StageResult:
     """Train `model` for one stage; load the weights of its best validation epoch into it. With `noise`, the
-    removed modalities are noised in training and validation (the same seeded validation noise every epoch)."""
+    removed modalities are noised in training and validation (the same seeded validation noise every epoch).
+    The history's `val_<metric>` column holds the selection metric (`val_ua` for classification)."""
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
                                  betas=(optim["beta1"], 0.999), weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda epoch: lr_factor(epoch, optim["epochs"], optim["epochs_decay"]))
     groups = subnetworks(model)
+    task = data["val"].task
     conditions = all_conditions(data["val"].modalities)  # the full set is the last
     val_conditions = {"pooled": None, "full": conditions[-1:], "missing": conditions[:-1]}[stage.select_on]
-    best = (-1.0, 0, None)
+    best = (-float("inf"), 0, None)
     rows = []
     epochs = tqdm(range(1, optim["epochs"] + optim["epochs_decay"] + 1), desc=desc, disable=not show_progress,
                   leave=False)
@@ -132,25 +147,26 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
         total, count = 0.0, 0
         for batch in data["train"].batches(optim["batch_size"], generator):
             batch = batch.to(device)
-            loss, _ = model.loss(training_view(batch, stage.train_conditions, generator, noise), batch)
-            optimiser.zero_grad()
-            loss.backward()
-            if optim["grad_clip"] > 0:
-                for params in groups:
-                    torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
-            optimiser.step()
-            total += loss.item() * len(batch.y)
+            for loss in update_steps(model, training_view(batch, stage.train_conditions, generator, noise), batch):
+                optimiser.zero_grad(set_to_none=True)  # parameters a step does not reach keep no gradient: not updated
+                loss.backward()
+                if optim["grad_clip"] > 0:
+                    for params in groups:
+                        torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
+                optimiser.step()
+                total += loss.item() * len(batch.y)
             count += len(batch.y)
         schedule.step()
         val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
-        val_ua = pooled_ua(val, n_classes)
+        score = selection_score(val, task)
         rows.append({"stage": stage.name, "epoch": epoch, "lr": lr, "train_loss": total / count,
-                     "val_loss": val["loss"].mean(), "val_ua": val_ua})
-        if val_ua > best[0]:
-            best = (val_ua, epoch, copy.deepcopy(model.state_dict()))
-        epochs.set_postfix(val_ua=f"{val_ua:.3f}")
+                     "val_loss": val["loss"].mean(), f"val_{task.selection_metric}": score})
+        if score > best[0]:
+            best = (score, epoch, copy.deepcopy(model.state_dict()))
+        epochs.set_postfix({f"val_{task.selection_metric}": f"{score:.3f}"})
     if best[2] is None:
-        raise RuntimeError(f"{desc}: the validation UA was NaN in every epoch (diverged?); lower optim.lr")
+        raise RuntimeError(f"{desc}: the validation {task.selection_metric} was NaN in every epoch (diverged?); "
+                           "lower optim.lr")
     model.load_state_dict(best[2])
     return StageResult(best[1], best[0], pd.DataFrame(rows))
 
@@ -178,13 +194,14 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
     generator = seed_everything(run_seed(seed, fold))
     device = select_device(cfg["device"])
     store = read_store(store_path(params), verify=False)
-    data = load_fold(store, fold)
-    context = ModelContext.from_manifest(store.manifest)
+    task = study_task(params["task"], store.manifest)
+    data = load_fold(store, fold, task, entry.get("unpaired"), run_seed(seed, fold))
+    context = ModelContext.from_manifest(store.manifest, task)
     model, histories, best_epochs = None, [], {}
     for k, stage in enumerate(spec.stages):
         model = stage.build(entry, context, model).to(device)
         optim = stage.params(entry)["optim"]
-        result = train_stage(model, stage, optim, cfg["weight_decay"], data, context.n_classes, generator, device,
+        result = train_stage(model, stage, optim, cfg["weight_decay"], data, generator, device,
                              f"{run} fold {fold} seed {seed} {stage.name}", show_progress,
                              stage.training_noise(entry), run_seed(seed, fold))
         histories.append(result.history)
@@ -193,7 +210,7 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
         write_atomic(checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name),
                      lambda tmp: save_checkpoint(
                          {"run": run, "method": spec.name, "stage": stage.name, "params": entry, "fold": fold,
-                          "seed": seed, "epoch": result.best_epoch, "val_ua": result.best_val_ua,
+                          "seed": seed, "epoch": result.best_epoch, f"val_{task.selection_metric}": result.best_score,
                           "context": asdict(context), "state_dict": model.state_dict()}, tmp))
     test = predict(model, data["test"], optim["batch_size"], device)
     robustness = robustness_grid(model, store, data["test"], params["robustness"], fold, device)
@@ -245,15 +262,17 @@ def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str
 
 def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_dir: Path) -> dict:
     classes = store.classes
+    task = study_task(params["task"], store.manifest)
     robustness = pd.concat([o.robustness for o in outputs], ignore_index=True)
     meta = store.meta
-    per_run = pd.concat([grid_metrics(o.predictions, len(classes)).assign(fold=o.fold, seed=o.seed)
+    per_run = pd.concat([grid_metrics(o.predictions, task).assign(fold=o.fold, seed=o.seed)
                          for o in outputs], ignore_index=True)
     predictions = pd.concat([o.predictions for o in outputs], ignore_index=True)
     predictions.insert(0, "clip_id", meta["clip_id"].to_numpy()[predictions["row"]])
     predictions.insert(1, "speaker", meta["speaker"].to_numpy()[predictions["row"]])
-    predictions["label"] = [classes[k] for k in predictions["label"]]
-    predictions["pred"] = [classes[k] for k in predictions["pred"]]
+    if task.name == "classification":
+        predictions["label"] = [classes[k] for k in predictions["label"]]
+        predictions["pred"] = [classes[k] for k in predictions["pred"]]
     predictions = predictions.drop(columns="row").rename(columns={f"p{k}": f"p_{c}" for k, c in enumerate(classes)})
     history = pd.concat([o.history for o in outputs], ignore_index=True)
     entry = effective_entry(params["methods"][name], params["train"]["preset"])
@@ -262,15 +281,17 @@ def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_
         "method": entry["method"],
         "preset": params["train"]["preset"],
         "params": entry,
+        "task": task.name,
         "classes": classes,
+        "targets": list(task.targets),
         "modalities": list(store.modalities),
         "n_runs": len(outputs),
         "folds": sorted({o.fold for o in outputs}),
         "seeds": sorted({o.seed for o in outputs}),
         "best_epochs": {stage: [o.best_epochs[stage] for o in outputs] for stage in outputs[0].best_epochs},
         "train_seconds_total": round(sum(o.seconds for o in outputs), 1),
-        "conditions": summarise(per_run),
-        "robustness": summarise_robustness(robustness),
+        "conditions": summarise(per_run, task.metrics),
+        "robustness": summarise_robustness(robustness, task.headline),
     }
     lead = ["fold", "seed"]
     write_atomic(out_dir / "history.csv", lambda p: history[lead + [c for c in history if c not in lead]]

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random feature store (8 speakers x 12 clips, 6 classes) and params for training on it."""
+"""Shared fixtures: a tiny random feature store (8 speakers x 12 clips, 6 classes; optionally with continuous
+arousal / valence / dominance attributes) and params for training on it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,21 +7,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from mer_core.config import validate
+from mer_core.config import Field, Section, validate
 from mer_core.data.folds import make_splits
 from mer_core.data.store import Sequences, read_store, write_store
+
+# One torch thread, as every training run uses (train.threads_per_run: 1, set process-wide by the first run): the
+# tiny models are far faster on one thread, and an oversubscribed machine (notebooks running beside the tests)
+# made multi-threaded LSTM calls some hundred times slower.
+torch.set_num_threads(1)
 
 CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sad")
 DIMS = {"audio": 5, "visual": 4}
 FRAME_RATES = {"audio": 100.0 / 3.0, "visual": 30.0}
-NO_VISUAL_CLIP = "1001_11"
-BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug")  # the one clip that lacks the visual modality altogether
+NO_VISUAL_CLIP = "1001_11"  # the one clip that lacks the visual modality altogether
+BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug")
+ATTRIBUTES = ("arousal", "valence", "dominance")
 
 
-def build_tiny_store(root: Path, n_speakers: int = 8, clips_per_speaker: int = 12, seed: int = 0):
+def build_tiny_store(root: Path, n_speakers: int = 8, clips_per_speaker: int = 12, seed: int = 0,
+                     attributes: bool = False):
     """Write a random store with a class-dependent offset (learnable), variable lengths, a few invalid visual
-    frames and one clip without visual frames; folds from `make_splits`. Returns `read_store(root)`."""
+    frames and one clip without visual frames; folds from `make_splits`. Returns `read_store(root)`.
+    With `attributes`, meta also holds arousal / valence / dominance in [-1, 1] (a class-dependent centre plus
+    noise, from a generator of their own: the frames are those of the store without them) and the manifest
+    lists them."""
     rng = np.random.default_rng(seed)
     centres = {m: rng.normal(0.0, 1.5, (len(CLASSES), d)) for m, d in DIMS.items()}
     rows, frames, valid = [], {m: [] for m in DIMS}, {m: [] for m in DIMS}
@@ -44,10 +56,16 @@ def build_tiny_store(root: Path, n_speakers: int = 8, clips_per_speaker: int = 1
                          "gender": "Female" if s % 2 else "Male",
                          "has_audio": True, "has_visual": lengths["visual"] > 0})
     meta = pd.DataFrame(rows)
+    if attributes:
+        attribute_rng = np.random.default_rng(seed + 1000)
+        pad = attribute_rng.uniform(-0.7, 0.7, (len(CLASSES), len(ATTRIBUTES)))
+        values = pad[[CLASSES.index(c) for c in meta["label"]]] + attribute_rng.normal(0.0, 0.1, (len(meta), 3))
+        for k, a in enumerate(ATTRIBUTES):
+            meta[a] = np.clip(values[:, k], -1.0, 1.0)
     sequences = {m: Sequences.from_list(list(meta["clip_id"]), frames[m], valid[m], d) for m, d in DIMS.items()}
     splits = make_splits(meta, {"n_folds": 4, "n_val_speakers": 1, "seed": 0})
     manifest = {"corpus": "builtin", "modalities": list(DIMS), "classes": list(CLASSES), "dims": dict(DIMS),
-                "frame_rates": dict(FRAME_RATES)}
+                "frame_rates": dict(FRAME_RATES), **({"attributes": list(ATTRIBUTES)} if attributes else {})}
     write_store(root, meta, splits, sequences, manifest)
     return read_store(root)
 
@@ -59,19 +77,28 @@ def tiny_store(tmp_path):
 
 
 @pytest.fixture
+def tiny_attribute_store(tmp_path):
+    """The tiny store with arousal / valence / dominance columns (for `task: regression`)."""
+    return build_tiny_store(tmp_path / "features" / "builtin", attributes=True)
+
+
+@pytest.fixture
 def tiny_params():
-    """Factory: tiny_params(store, **train_overrides) -> params dict for `mer_core.train.run_method` on `store`."""
+    """Factory: tiny_params(store, task="classification", **train_overrides) -> params dict for
+    `mer_core.train.run_method` on `store` (every method of params.yaml, tiny widths)."""
     from mer_core.methods import validate_run
     from mer_core.robustness import ROBUSTNESS_SCHEMA
+    from mer_core.tasks import TASKS
     from mer_core.train import TRAIN_SCHEMA
 
-    def make(store, epochs: int = 2, **train) -> dict:
+    def make(store, epochs: int = 2, task: str = "classification", **train) -> dict:
         optim = {"epochs": epochs, "epochs_decay": 0, "lr": 0.01, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 16}
         small = {"optim": optim, "hidden": 8, "classifier": [8], "dropout": 0.1}
         imagination = {**small, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 2, "ce_weight": 1.0, "mse_weight": 1.0}
         pretrain = {"optim": dict(optim, epochs=1), "classifier": [8], "dropout": 0.1}
         params = {
             "seed": 0,
+            "task": task,
             "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent),
                      "on_error": "raise"},
             "train": {"seeds": [0], "folds": [0], "preset": "study", "weight_decay": 0.0, "device": "cpu",
@@ -90,10 +117,15 @@ def tiny_params():
                       "beta_end": 0.5, "impulse_density": 0.3, "per_sample": False},
             "pretrain": {**pretrain, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None, "denoise_weight": 1.0,
                          "denoise_hidden": 8}}
+        params["methods"]["vavl"] = {
+            "method": "vavl", "optim": dict(optim, beta1=0.95, grad_clip=0.0), "projection": 6, "subsample": 2,
+            "d_model": 8, "heads": 2, "ffn_expansion": 2, "kernel": 3, "branch_blocks": 1, "shared_blocks": 1,
+            "dropout": 0.1, "head_dropout": 0.1, "shared": True, "residual": True, "rec_weight": "auto"}
         params["robustness"] = {"noise_types": ["gaussian", "impulse"], "intensities": [20, 100],
                                 "schedule": "scaled_linear", "beta_start": 0.01, "beta_end": 0.5,
                                 "impulse_density": 0.3, "per_sample": True, "batch_size": 32, "seed": 0,
                                 "signal": True}
+        validate({"task": params["task"]}, Section({"task": Field(str, choices=TASKS)}), "")
         validate(params["train"], TRAIN_SCHEMA, "train")
         validate(params["robustness"], ROBUSTNESS_SCHEMA, "robustness")
         for run, entry in params["methods"].items():

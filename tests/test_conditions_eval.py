@@ -9,12 +9,14 @@ import torch
 from mer_core.conditions import (all_conditions, apply_condition, condition_name, parse_condition,
                                  random_presence, with_presence)
 from mer_core.data.batches import Batch, load_fold
-from mer_core.evaluate import METRICS, condition_order, grid_metrics, predict, pooled_ua, summarise
+from mer_core.evaluate import condition_order, grid_metrics, predict, selection_score, summarise
 from mer_core.methods import ModelContext, method_spec
 from mer_core.metrics import classification_metrics
+from mer_core.tasks import CLASSIFICATION_METRICS, Task, study_task
 
 AV = ("audio", "visual")
 AVL = ("audio", "visual", "text")
+THREE_CLASSES = Task("classification", ("c0", "c1", "c2"))
 
 
 def make_batch(n: int = 5, modalities=AV, has=None, seed: int = 0) -> Batch:
@@ -129,7 +131,7 @@ def prediction_table() -> pd.DataFrame:
 
 def test_grid_metrics_pooled_is_not_the_mean():
     table = prediction_table()
-    grid = grid_metrics(table, 3)
+    grid = grid_metrics(table, THREE_CLASSES)
     assert grid["condition"].tolist() == ["a", "v", "av", "pooled", "mean"]
     assert grid.set_index("condition")["n"].to_dict() == {"a": 8, "v": 8, "av": 8, "pooled": 24, "mean": 24}
     by = grid.set_index("condition")
@@ -141,32 +143,38 @@ def test_grid_metrics_pooled_is_not_the_mean():
     assert by.loc["pooled", "ua"] == pytest.approx((8 / 9 + 4 / 6 + 4 / 9) / 3)
     assert by.loc["pooled", "wa"] == pytest.approx((6 + 3 + 7) / 24)
     expected = classification_metrics(table["label"], table["pred"], 3)
-    for metric in METRICS:
+    assert list(grid.columns) == ["condition", "n", "loss", *CLASSIFICATION_METRICS]
+    for metric in CLASSIFICATION_METRICS:
         assert by.loc["pooled", metric] == pytest.approx(expected[metric])
         assert by.loc["mean", metric] == pytest.approx(by.loc[["a", "v", "av"], metric].mean())
     assert by.loc["pooled", "f1_macro"] != pytest.approx(by.loc["mean", "f1_macro"])
     assert by.loc["pooled", "loss"] == pytest.approx(table["loss"].mean())
     assert by.loc["mean", "loss"] == pytest.approx(table.groupby("condition")["loss"].mean().mean())
-    assert pooled_ua(table, 3) == pytest.approx(by.loc["pooled", "ua"])
+    assert selection_score(table, THREE_CLASSES) == pytest.approx(by.loc["pooled", "ua"])
 
 
 def test_condition_order_and_summarise():
     assert condition_order(AV) == ["a", "v", "av", "pooled", "mean"]
     assert condition_order(AVL)[-3:] == ["avl", "pooled", "mean"]
-    per_run = pd.concat([grid_metrics(prediction_table(), 3).assign(fold=0),
-                         grid_metrics(prediction_table().assign(pred=lambda t: t["label"]), 3).assign(fold=1)])
-    summary = summarise(per_run)
+    perfect = prediction_table().assign(pred=lambda t: t["label"])
+    per_run = pd.concat([grid_metrics(prediction_table(), THREE_CLASSES).assign(fold=0),
+                         grid_metrics(perfect, THREE_CLASSES).assign(fold=1)])
+    summary = summarise(per_run, CLASSIFICATION_METRICS)
     assert list(summary) == ["a", "v", "av", "pooled", "mean"]
     assert summary["v"]["wa_mean"] == pytest.approx((3 / 8 + 1) / 2)
     assert summary["v"]["wa_std"] == pytest.approx((1 - 3 / 8) / 2)  # population std of two values
     assert summary["av"]["ua_std"] == pytest.approx(abs(1 - (1 + 1 + 2 / 3) / 3) / 2)
+    assert set(summary["a"]) == {f"{m}_{s}" for m in CLASSIFICATION_METRICS for s in ("mean", "std")}
+    only = summarise(per_run, ("ua",))  # only the metrics asked for
+    assert set(only["a"]) == {"ua_mean", "ua_std"} and only["a"]["ua_mean"] == summary["a"]["ua_mean"]
 
 
 def test_predict_one_row_per_clip_per_condition(tiny_store):
     torch.manual_seed(0)
     split = load_fold(tiny_store, 0)["test"]
-    model = method_spec("late_fusion").stages[0].build({"hidden": 8, "classifier": [8], "dropout": 0.5},
-                                                       ModelContext.from_manifest(tiny_store.manifest), None)
+    assert split.task == study_task("classification", tiny_store.manifest)
+    context = ModelContext.from_manifest(tiny_store.manifest, split.task)
+    model = method_spec("late_fusion").stages[0].build({"hidden": 8, "classifier": [8], "dropout": 0.5}, context, None)
     table = predict(model, split, batch_size=5, device=torch.device("cpu"))
     assert not model.training
     assert list(table.columns) == ["condition", "row", "label", "pred", "loss", *[f"p{k}" for k in range(6)]]

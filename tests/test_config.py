@@ -279,6 +279,11 @@ ERROR_CASES = {
     "bad choice (str or list)": ("train.folds", "some", ["train.folds: got 'some'", "allowed values: all"]),
     "unknown method": ("methods.mmin_v2", {"method": "mmin_v2"}, ["methods.mmin_v2.method: got 'mmin_v2'",
                                                                   f"registered methods: {METHOD_NAMES}"]),
+    "bad vavl ablation": ("methods.vavl.rec_weight", "double", ["methods.vavl.rec_weight: got 'double'"]),
+    "unpaired: unknown modality": ("methods.vavl.unpaired", {"video": 0.2}, [
+        "methods.vavl.unpaired.video: unknown key", "allowed: audio, visual, text"]),
+    "unpaired: no paired clip left": ("methods.utt_fusion.unpaired", {"audio": 0.5, "visual": 0.5}, [
+        "methods.utt_fusion.unpaired: the shares sum to 1", "keep their sum below 1"]),
 }
 
 
@@ -317,6 +322,20 @@ def test_real_params_errors_name_key_and_allowed(real_params, case, level):
 
 def test_real_params_validate_as_a_whole(real_params):
     _validate_study(real_params)  # no error
+
+
+def test_real_params_task_key(real_params):
+    assert real_params["task"] in ("classification", "regression")
+    params = copy.deepcopy(real_params)
+    params["task"] = "ordinal"
+    with pytest.raises(ConfigError) as info:
+        _validate_study(params)
+    assert "task: got 'ordinal'" in str(info.value) and "allowed values: classification, regression" in str(info.value)
+    del params["task"]
+    with pytest.raises(ConfigError, match="task: missing key"):
+        _validate_study(params)
+    params["task"] = "regression"
+    _validate_study(params)
 
 
 def test_unknown_method_name_lists_registered_methods():

@@ -16,9 +16,10 @@ from mer_core.evaluate import predict
 from mer_core.methods import REGISTRY, ModelContext, effective_entry, method_spec, validate_run
 from mer_core.methods.baselines import EarlyFusion, LateFusion, UttFusion, align_frames
 from mer_core.layers import LSTMEncoder, TextCNN
+from mer_core.tasks import Task, study_task
 from mer_core.train import run_method
 
-from fakes import CTX, OPTIM, make_batch
+from fakes import CTX, OPTIM, make_batch, task_context
 
 PARAMS = {"optim": OPTIM, "hidden": 8, "classifier": [8, 8], "dropout": 0.0}
 
@@ -86,14 +87,14 @@ def test_late_fusion_probabilities():
     audio_only = apply_condition(batch, ("audio",))
     torch.testing.assert_close(model(audio_only).softmax(-1), model.branches["audio"](audio_only).softmax(-1))
     both = apply_condition(batch, ("audio", "visual"))
-    branch = model.branch_logits(both).softmax(-1)  # (B, M, C)
+    branch = model.branch_outputs(both).softmax(-1)  # (B, M, C)
     fused = model(both).softmax(-1)
     with_visual = both.present[:, 1]
     torch.testing.assert_close(fused[with_visual], branch[with_visual].mean(1))
     torch.testing.assert_close(fused[~with_visual], branch[~with_visual, 0])  # clip without visual: audio alone
     # the training loss averages the present branches' cross-entropies
     loss, _ = model.loss(both, batch)
-    per_branch = torch.nn.functional.cross_entropy(model.branch_logits(both).flatten(0, 1),
+    per_branch = torch.nn.functional.cross_entropy(model.branch_outputs(both).flatten(0, 1),
                                                    both.y.repeat_interleave(2), reduction="none").view(5, 2)
     torch.testing.assert_close(loss, per_branch[both.present].mean())
 
@@ -139,8 +140,8 @@ def test_early_fusion_grid_is_the_longest_stream_and_aligns_by_position():
 
 
 def test_utt_fusion_with_text():
-    ctx = ModelContext(("audio", "visual", "text"), {"audio": 5, "visual": 4, "text": 6},
-                       {"audio": 100 / 3, "visual": 30.0, "text": 1.0}, 4)
+    ctx = task_context(("audio", "visual", "text"), {"audio": 5, "visual": 4, "text": 6}, 4,
+                       {"audio": 100 / 3, "visual": 30.0, "text": 1.0})
     model = build("utt_fusion", ctx)
     assert isinstance(model, UttFusion)
     assert isinstance(model.encoders["text"], TextCNN) and isinstance(model.encoders["audio"], LSTMEncoder)
@@ -235,7 +236,11 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     checkpoint = torch.load(checkpoints / "fold0-seed0.pt")
     assert checkpoint["method"] == "utt_fusion" and checkpoint["fold"] == 0 and checkpoint["seed"] == 0
     assert checkpoint["epoch"] == summary["best_epochs"]["train"][0]
-    model = method_spec("utt_fusion").stages[0].build(checkpoint["params"], ModelContext(**checkpoint["context"]), None)
+    context = checkpoint["context"]  # asdict(ModelContext): the task is stored as a dict
+    assert context["task"] == {"name": "classification", "targets": tuple(tiny_store.classes)}
+    context = ModelContext.from_dict(context)
+    assert context == ModelContext.from_manifest(tiny_store.manifest, study_task("classification", tiny_store.manifest))
+    model = method_spec("utt_fusion").stages[0].build(checkpoint["params"], context, None)
     model.load_state_dict(checkpoint["state_dict"])
     reloaded = predict(model, load_fold(read_store(tiny_store.root), 0)["test"], 16, torch.device("cpu"))
     np.testing.assert_allclose(reloaded[[f"p{k}" for k in range(6)]].to_numpy(), predictions[prob_columns].to_numpy(),

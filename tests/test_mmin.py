@@ -12,7 +12,7 @@ from mer_core.methods import REGISTRY, ModelContext, validate_run
 from mer_core.methods.baselines import UttFusion
 from mer_core.methods.mmin import IFMMIN, MMIN, UttShared, ae_layers
 from mer_core.train import lr_factor, run_method, subnetworks, training_view
-from fakes import CTX, OPTIM, make_batch
+from fakes import CTX, OPTIM, make_batch, masked_slot_mse, task_context
 
 STAGE2 = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "ae_widths": [2.0, 1.0, 0.5],
           "ae_blocks": 3, "ce_weight": 1.0, "mse_weight": 4.0}
@@ -56,7 +56,7 @@ def test_mmin_sizes_derive_from_the_modalities_and_the_encoder_width():
     assert isinstance(first, UttFusion) and isinstance(model, MMIN)
     assert model.ae.encoders[0][0].in_features == 2 * 8 and ae_layers(8, [2.0, 1.0, 0.5]) == [16, 8, 4]
     assert model.ae.latent_dim == 3 * 4 and model.classifier.hidden[0].in_features == 12
-    ctx3 = ModelContext(("audio", "visual", "text"), {"audio": 5, "visual": 4, "text": 6}, {}, 4)
+    ctx3 = task_context(("audio", "visual", "text"), {"audio": 5, "visual": 4, "text": 6}, 4)
     _, model3 = stages(MMIN_ENTRY, ctx3, hidden=128, ae_blocks=5)
     assert model3.ae.encoders[0][0].in_features == 384 and model3.ae.latent_dim == 320  # the spec's sizes
 
@@ -101,9 +101,14 @@ def test_mmin_loss_is_the_weighted_sum_of_its_terms():
     h, imagination, latents, _ = model.imagine(seen)
     torch.testing.assert_close(logits, model.classifier(latents)[0])
     torch.testing.assert_close(logits, model(seen))
-    expected = (F.cross_entropy(logits, batch.y) + 4.0 * F.mse_loss(imagination, model.imagination_target(seen, batch))
+    # clip 1 has no visual stream: its visual slot has no teacher target and adds nothing to the imagination MSE
+    assert not batch.present[1, 1] and batch.present.sum() == 9
+    target = model.imagination_target(seen, batch)
+    expected = (F.cross_entropy(logits, batch.y) + 4.0 * masked_slot_mse(imagination, target, batch.present)
                 + 2.0 * F.mse_loss(model.cycle_ae(imagination)[0], h))
     torch.testing.assert_close(loss, expected)
+    masked = masked_slot_mse(imagination, target, batch.present).item()
+    assert masked != pytest.approx(F.mse_loss(imagination, target).item())  # the masking matters here
 
 
 def test_mmin_no_cycle_has_no_cycle_network():
@@ -144,8 +149,9 @@ def test_ifmmin_injects_the_invariant_features_and_matches_them_to_the_teachers(
     torch.testing.assert_close((imagination, latents), model.ae(h, invariant))
     loss, logits = model.loss(seen, batch)
     teacher = [model.teacher_shared(model.teacher[m](batch.x[m], batch.lengths[m])) for m in CTX.modalities]
-    expected = (F.cross_entropy(logits, batch.y) + 4.0 * F.mse_loss(imagination, model.imagination_target(seen, batch))
-                + 100.0 * F.mse_loss(invariant, torch.cat(teacher, 1)))  # H from the full, unmasked input
+    expected = (F.cross_entropy(logits, batch.y)
+                + 4.0 * masked_slot_mse(imagination, model.imagination_target(seen, batch), batch.present)
+                + 100.0 * masked_slot_mse(invariant, torch.cat(teacher, 1), batch.present))  # H from the full input
     torch.testing.assert_close(loss, expected)
 
 
@@ -228,7 +234,7 @@ def test_imagination_target_reverses_presence():
 
 def test_three_modalities_with_text_train_end_to_end():
     """IEMOCAP-like A/V/L input: the imagination networks size themselves and train on every condition."""
-    ctx = ModelContext(("audio", "visual", "text"), {"audio": 5, "visual": 4, "text": 6}, {}, 4)
+    ctx = task_context(("audio", "visual", "text"), {"audio": 5, "visual": 4, "text": 6}, 4)
     batch = make_batch(ctx, n=6)
     batch = batch.replace(lengths={**batch.lengths, "text": torch.tensor([2, 5, 3, 1, 7, 4])})
     generator = torch.Generator().manual_seed(0)

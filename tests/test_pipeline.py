@@ -1,7 +1,8 @@
 """End-to-end: the whole DVC + papermill pipeline on a tiny configuration, in a throw-away copy of the project.
 
-Checks that `dvc repro` runs every stage and writes every result, that a second `dvc repro` is a no-op, and
-that `dvc exp run -S methods.<run>.<key>=...` reruns only that run's training stage (and the analysis).
+Checks that `dvc repro` runs every stage and writes every result, that the extended study
+(`dvc repro extended/dvc.yaml`) runs on top of it, that a second `dvc repro` of either is a no-op, and that
+`dvc exp run -S methods.<run>.<key>=...` reruns only that run's training stage (and the analysis).
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPIED = ["mer_core", "notebooks", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".gitattributes"]
+COPIED = ["mer_core", "notebooks", "dvc.yaml", "extended/dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+          ".gitattributes"]
 
 pytestmark = pytest.mark.slow
-TRIMMED = ("ifmmin_no_cmd", "ifmmin_no_inject", "ifmmin_no_inv")
+TRIMMED = ("early_fusion", "mmin_no_cycle", "ifmmin_no_cmd", "ifmmin_no_inject", "ifmmin_no_inv")
 
 
 def tiny(params: dict) -> dict:
@@ -32,15 +34,22 @@ def tiny(params: dict) -> dict:
     params["folds"].update(n_folds=2, n_val_speakers=1)
     params["train"].update(n_jobs=1, seeds=[0])
     params["robustness"]["intensities"] = [20, 100]
-    for run in TRIMMED:  # ablations of IF-MMIN run the same code as `ifmmin`; keep the test short
+    for run in TRIMMED:  # ablations run the same code as their method, early fusion as the LSTM baselines: keep it short
         del params["methods"][run]
     params["analysis"]["imagination_table"] = [r for r in params["analysis"]["imagination_table"] if r not in TRIMMED]
     for entry in params["methods"].values():
-        entry.update(hidden=16, classifier=[16])
+        if entry["method"] == "vavl":
+            entry.update(projection=8, d_model=8, heads=2, kernel=3)
+        else:
+            entry.update(hidden=16, classifier=[16])
         entry["optim"].update(epochs=2, epochs_decay=0, batch_size=16)
         if "pretrain" in entry:
             entry["pretrain"]["optim"].update(epochs=1, epochs_decay=0, batch_size=16)
             entry["optim"]["epochs_decay"] = 1  # exercise the linear decay
+    extended = params["extended"]  # one variant of each kind
+    extended["ablations"] = {"vavl_no_rec": extended["ablations"]["vavl_no_rec"]}
+    extended["other_task"]["runs"] = ["vavl"]
+    extended["unpaired"].update(runs=["vavl"], paired=[0.5])
     return params
 
 
@@ -61,12 +70,14 @@ def project(tmp_path_factory) -> Path:
         if source.is_dir():
             shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, project / name)
     params = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], project)
     run(["dvc", "init", "-q"], project)
     run(["dvc", "repro"], project)
+    run(["dvc", "repro", "extended/dvc.yaml"], project)
     return project
 
 
@@ -95,7 +106,7 @@ def test_repro_writes_every_result(project: Path):
         assert not errors
     for table in ["conditions_ua", "conditions_wa", "calibration", "imagination_ua", "imagination_wa",
                   "imagination_claims", "robustness_wa", "robustness_ua", "robustness_nmer_vs_mmin",
-                  "robustness_nmer_vs_ifmmin", "corruptions_ua", "corruptions_wa"]:
+                  "robustness_nmer_vs_ifmmin", "corruptions_ua", "corruptions_wa", "vavl_table"]:
         for suffix in ["md", "tex", "csv"]:
             assert (project / "reports" / "tables" / f"{table}.{suffix}").stat().st_size > 0
     for figure in ["training_curves", "robustness_wa", "corruptions_ua"]:
@@ -104,8 +115,25 @@ def test_repro_writes_every_result(project: Path):
     assert summary["clips"] == 4 * 22 and summary["speakers"] == 4
 
 
+def test_extended_study_writes_every_result(project: Path):
+    for name, task in [("vavl_no_rec", "classification"), ("vavl_regression", "regression"),
+                       ("vavl_paired0.5", "classification")]:
+        metrics = json.loads((project / "extended" / "results" / name / "metrics.json").read_text())
+        assert metrics["run"] == name and metrics["task"] == task and metrics["robustness"] == {}
+        assert set(metrics["conditions"]) == {"a", "v", "av", "pooled", "mean"}
+    assert json.loads((project / "extended" / "results" / "vavl_paired0.5" / "metrics.json").read_text())[
+        "params"]["unpaired"] == {"audio": 0.25, "visual": 0.25}
+    regression = pd.read_csv(project / "extended" / "results" / "vavl_regression" / "per_condition.csv")
+    assert {"ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean"} <= set(regression)
+    notebook = json.loads((project / "reports" / "extended" / "notebooks" / "05_extended.ipynb").read_text())
+    assert not [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    for table in ["vavl_ablations", "vavl_ablation_tests", "vavl_regression", "unpaired_curve", "unpaired_tests"]:
+        assert (project / "reports" / "extended" / "tables" / f"{table}.md").stat().st_size > 0
+    assert (project / "reports" / "extended" / "figures" / "unpaired_curve.png").stat().st_size > 0
+
+
 def test_second_repro_is_a_no_op(project: Path):
-    output = run(["dvc", "repro", "--dry"], project).stdout
+    output = run(["dvc", "repro", "--dry", "dvc.yaml", "extended/dvc.yaml"], project).stdout
     assert "Running stage" not in output
 
 

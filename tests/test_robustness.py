@@ -13,7 +13,8 @@ from mer_core.data.batches import Batch, load_fold
 from mer_core.data.store import Sequences, read_store, write_store
 from mer_core.methods import ModelContext, method_spec
 from mer_core.robustness import (COLUMNS, ROBUSTNESS_SCHEMA, cell_seed, corrupted_split, feature_noise_settings,
-                                 robustness_grid)
+                                 robustness_grid, summarise_robustness)
+from mer_core.tasks import study_task
 
 CPU = torch.device("cpu")
 METRIC_COLUMNS = ["n", "loss", "wa", "ua", "f1_macro", "f1_micro"]
@@ -62,7 +63,8 @@ def fold0(tiny_store):
 def utt_fusion(store, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     entry = {"optim": {}, "hidden": 8, "classifier": [8], "dropout": 0.1}
-    return method_spec("utt_fusion").stages[0].build(entry, ModelContext.from_manifest(store.manifest), None).eval()
+    context = ModelContext.from_manifest(store.manifest, study_task("classification", store.manifest))
+    return method_spec("utt_fusion").stages[0].build(entry, context, None).eval()
 
 
 # ================================================================================================ settings and seeds
@@ -116,6 +118,24 @@ def test_grid_rows_are_the_missing_conditions_pooled_and_mean(tiny_store, fold0)
     assert table[["noise", "level"]].drop_duplicates().values.tolist() == [
         ["gaussian", 20.0], ["gaussian", 100.0], ["impulse", 20.0], ["impulse", 100.0]]
     assert table[["wa", "ua", "f1_macro", "f1_micro"]].apply(lambda c: c.between(0, 1)).all().all()
+
+
+def test_grid_of_a_regression_model_holds_the_ccc_metrics(tiny_attribute_store):
+    store = tiny_attribute_store
+    task = study_task("regression", store.manifest)
+    test = load_fold(store, 0, task)["test"]
+    torch.manual_seed(0)
+    entry = {"optim": {}, "hidden": 8, "classifier": [8], "dropout": 0.1}
+    model = method_spec("late_fusion").stages[0].build(entry, ModelContext.from_manifest(store.manifest, task), None)
+    table = robustness_grid(model.eval(), store, test, cfg(), 0, CPU)  # the task comes from the split
+    metrics = ["ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean"]
+    assert set(metrics) <= set(table) and not {"wa", "ua"} & set(table)
+    assert len(table) == 4 * 4 and table[metrics].apply(lambda c: c.between(-1, 1)).all().all()
+    for _, part in table.groupby(["noise", "level"], sort=False):
+        assert part.iloc[3]["ccc_mean"] == pytest.approx(part.iloc[:2]["ccc_mean"].mean())
+    summary = summarise_robustness(table, task.headline)
+    assert list(summary) == ["gaussian T=20", "gaussian T=100", "impulse T=20", "impulse T=100"]
+    assert all(set(v) == {"ccc_mean_mean", "ccc_mean_std"} for v in summary.values())
     assert np.isfinite(table["loss"]).all()
 
 
@@ -280,4 +300,6 @@ def test_summary_of_the_grid_for_metrics_json_is_mean_and_population_std_of_pool
     assert list(summary) == ["gaussian T=20", "babble 10 dB"]
     assert summary["gaussian T=20"] == pytest.approx({"wa_mean": 0.7, "wa_std": 0.1, "ua_mean": 0.6, "ua_std": 0.1})
     assert summary["babble 10 dB"]["wa_std"] == 0.0
+    only_ua = summarise_robustness(pd.DataFrame(rows), ("ua",))  # the task's headline metrics only
+    assert only_ua["gaussian T=20"] == pytest.approx({"ua_mean": 0.6, "ua_std": 0.1})
     assert setting_label("tracking_dropout", 0.5, "fraction") == "tracking_dropout 50%"

@@ -4,7 +4,12 @@ Each role (train / val / test) of a fold is held as one padded tensor per modali
 corpora of a few thousand clips this is faster on a CPU than a DataLoader, and batches are cut to their
 own longest clip. Normalisation statistics (per-dimension mean and std) are computed over the valid frames
 of the training clips only (DESIGN.md); invalid frames (tracking failures) and padding are zero after
-normalisation, i.e. at the training mean.
+normalisation, i.e. at the training mean. Targets follow the study's task (`mer_core.tasks`): class indices
+(N,), or attribute values (N, A) for regression.
+
+Partly unpaired training data (VAVL, methods.md §5.1): `unpair` removes modalities from a deterministic share
+of the training clips, so that those clips keep only one modality (`has` False and zero frames for the others),
+exactly as a corpus with unpaired recordings would arrive.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 import torch
 
 from mer_core.data.store import FeatureStore, Sequences
+from mer_core.tasks import Task, study_task
 
 BUCKET_BATCHES = 8  # training batches are formed within random groups of this many batches, sorted by length
 
@@ -37,6 +43,13 @@ class Batch:
         return self.replace(x={m: v.to(device) for m, v in self.x.items()},
                             lengths={m: v.to(device) for m, v in self.lengths.items()},
                             present=self.present.to(device), y=self.y.to(device))
+
+
+def subset(batch: Batch, keep: torch.Tensor) -> Batch:
+    """The clips of `batch` where `keep` (B,) is True."""
+    return batch.replace(x={m: v[keep] for m, v in batch.x.items()},
+                         lengths={m: v[keep] for m, v in batch.lengths.items()},
+                         present=batch.present[keep], y=batch.y[keep], rows=batch.rows[keep.cpu()])
 
 
 @dataclass(frozen=True)
@@ -69,9 +82,10 @@ class Split:
     x: dict[str, torch.Tensor]
     lengths: dict[str, torch.Tensor]
     has: torch.Tensor  # (N, M) bool: the clip has the modality at all
-    y: torch.Tensor
+    y: torch.Tensor  # (N,) class indices or (N, A) attribute values
     rows: np.ndarray
     norm: Normaliser  # the fold's training statistics it was normalised with
+    task: Task  # what `y` holds
 
     def __len__(self) -> int:
         return len(self.y)
@@ -119,14 +133,22 @@ def _padded(seq: Sequences, rows: np.ndarray, mean: np.ndarray, std: np.ndarray)
     return torch.from_numpy(padded), torch.from_numpy(lens.astype(np.int64))
 
 
-def make_split(store: FeatureStore, rows: np.ndarray, norm: Normaliser) -> Split:
-    """Pad and normalise the clips at `rows` of the store."""
+def targets(store: FeatureStore, rows: np.ndarray, task: Task) -> torch.Tensor:
+    """The task's targets of the clips at `rows`: class indices (N,) or attribute values (N, A)."""
+    if task.name == "regression":
+        return torch.from_numpy(store.meta[list(task.targets)].to_numpy(np.float32)[rows])
+    class_index = {c: k for k, c in enumerate(task.targets)}
+    return torch.tensor([class_index[c] for c in store.meta["label"].to_numpy()[rows]], dtype=torch.long)
+
+
+def make_split(store: FeatureStore, rows: np.ndarray, norm: Normaliser, task: Task | None = None) -> Split:
+    """Pad and normalise the clips at `rows` of the store; targets of `task` (default: its classes)."""
+    task = task or study_task("classification", store.manifest)
     padded = {m: _padded(store.sequences[m], rows, norm.mean[m], norm.std[m]) for m in store.modalities}
-    class_index = {c: k for k, c in enumerate(store.classes)}
     has = torch.from_numpy(np.stack([store.meta[f"has_{m}"].to_numpy(bool)[rows] for m in store.modalities], 1))
-    y = torch.tensor([class_index[c] for c in store.meta["label"].to_numpy()[rows]], dtype=torch.long)
+    y = targets(store, rows, task)
     return Split(store.modalities, {m: x for m, (x, _) in padded.items()}, {m: n for m, (_, n) in padded.items()},
-                 has, y, np.asarray(rows), norm)
+                 has, y, np.asarray(rows), norm, task)
 
 
 def with_sequences(split: Split, modality: str, seq: Sequences) -> Split:
@@ -136,8 +158,40 @@ def with_sequences(split: Split, modality: str, seq: Sequences) -> Split:
     return replace(split, x={**split.x, modality: x}, lengths={**split.lengths, modality: lengths})
 
 
-def load_fold(store: FeatureStore, fold: int) -> dict[str, Split]:
-    """Train / val / test splits of `fold`, normalised with statistics of its training clips."""
+def unpair(split: Split, only: dict[str, float], seed: int) -> Split:
+    """`split` with a share `only[m]` of its clips keeping modality m alone (the others removed: `has` False,
+    zero frames, length 0). The clips are drawn per class (each class loses the same share of pairs) from a
+    generator seeded by `seed`, among the clips that hold every modality; the rest stay as they are."""
+    if sum(only.values()) > 1:
+        raise ValueError(f"unpaired shares sum to {sum(only.values()):g} > 1: {only}")
+    unknown = [m for m in only if m not in split.modalities]
+    if unknown:
+        raise ValueError(f"unpaired: {unknown[0]!r} is not a modality of this corpus ({', '.join(split.modalities)})")
+    rng = np.random.default_rng(seed)
+    has, x, lengths = split.has.clone(), dict(split.x), dict(split.lengths)
+    labels = split.y.numpy() if split.y.ndim == 1 else np.zeros(len(split), dtype=np.int64)
+    for label in np.unique(labels):
+        clips = rng.permutation(np.flatnonzero((labels == label) & split.has.all(1).numpy()))
+        start = 0
+        for m, share in only.items():
+            chosen = clips[start: start + int(round(share * len(clips)))]
+            start += len(chosen)
+            keep = torch.tensor([k == split.modalities.index(m) for k in range(len(split.modalities))])
+            has[chosen] = keep
+    for k, m in enumerate(split.modalities):
+        removed = ~has[:, k] & split.has[:, k]
+        x[m] = x[m].masked_fill(removed[:, None, None], 0.0)
+        lengths[m] = lengths[m].masked_fill(removed, 0)
+    return replace(split, x=x, lengths=lengths, has=has)
+
+
+def load_fold(store: FeatureStore, fold: int, task: Task | None = None, unpaired: dict[str, float] | None = None,
+              seed: int = 0) -> dict[str, Split]:
+    """Train / val / test splits of `fold`, normalised with statistics of its training clips (all of them, before
+    `unpaired` removes modalities from some: see `unpair`; validation and test clips stay paired)."""
     index = store.fold_indices(fold)
     norm = Normaliser.fit(store, index["train"])
-    return {role: make_split(store, rows, norm) for role, rows in index.items()}
+    splits = {role: make_split(store, rows, norm, task) for role, rows in index.items()}
+    if unpaired and any(unpaired.values()):
+        splits["train"] = unpair(splits["train"], unpaired, seed)
+    return splits

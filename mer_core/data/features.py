@@ -3,7 +3,9 @@
 Audio: WAV read with soundfile (torchaudio.load needs torchcodec), mixed to mono, resampled to 16 kHz, then
 - `logmel`: log mel filterbank energies (torchaudio's Kaldi-compatible `fbank`), the default;
 - `compare`: openSMILE ComParE_2016 low-level descriptors + deltas (65 + 65 = 130-d), the features the
-  MMIN / IF-MMIN / NMER code trains on (methods.md §1.1).
+  MMIN / IF-MMIN / NMER code trains on (methods.md §1.1);
+- `wav2vec2`: hidden states (50 frames/s) of a frozen self-supervised speech model, the first `layer` transformer
+  layers of a torchaudio.pipelines bundle, as VAVL's audio front-end (methods.md §5.1; see `wav2vec2_features`).
 An optional frame-rate reduction averages non-overlapping groups of `rate_reduction` frames (the MMIN
 preprocessing downsamples ComParE x10 with a polyphase filter; averaging is our simpler stand-in).
 
@@ -22,20 +24,32 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from mer_core.config import Field, Section
+from mer_core.config import ConfigError, Field, Section
 from mer_core.data.openface import COLUMN_GROUPS, openface_columns, read_openface_csv
 
 SAMPLE_RATE = 16000
+# the torchaudio.pipelines bundles of a pretrained (not fine-tuned) wav2vec2-family model, built from `bundle._params`
+WAV2VEC2_BUNDLES = ("WAV2VEC2_BASE", "WAV2VEC2_LARGE", "WAV2VEC2_LARGE_LV60K", "WAV2VEC2_XLSR53", "WAV2VEC2_XLSR_300M",
+                    "WAV2VEC2_XLSR_1B", "WAV2VEC2_XLSR_2B", "HUBERT_BASE", "HUBERT_LARGE", "HUBERT_XLARGE",
+                    "WAVLM_BASE", "WAVLM_BASE_PLUS", "WAVLM_LARGE")
+RANDOM_WEIGHTS_SEED = 0  # `weights: random` initialises the architecture from this seed
 
 FEATURES_SCHEMA = Section(
     {
         "audio": Section(
             {
-                "extractor": Field(str, choices=("logmel", "compare")),
+                "extractor": Field(str, choices=("logmel", "compare", "wav2vec2")),
                 "n_mels": Field(int, low=8, high=128),
                 "win_ms": Field(float, low=5, high=100),
                 "hop_ms": Field(float, low=2, high=50),
                 "rate_reduction": Field(int, low=1, high=20),
+                "wav2vec2": Section(
+                    {
+                        "bundle": Field(str, choices=WAV2VEC2_BUNDLES),
+                        "layer": Field(int, low=1, high=48),  # and at most the bundle's depth (wav2vec2_bundle)
+                        "weights": Field(str, choices=("pretrained", "random")),
+                    }
+                ),
             }
         ),
         "visual": Section(
@@ -101,6 +115,74 @@ def _compare_extractor():
         feature_level=opensmile.FeatureLevel.LowLevelDescriptors_Deltas)
 
 
+def wav2vec2_bundle(name: str, layer: int):
+    """The torchaudio.pipelines bundle `name`; raises ConfigError when it has fewer than `layer` transformer layers."""
+    bundle = getattr(torchaudio.pipelines, name)
+    depth = bundle._params["encoder_num_layers"]
+    if layer > depth:
+        raise ConfigError(f"features.audio.wav2vec2.layer: got {layer}; {name} has {depth} transformer layers "
+                          f"(allowed: 1 to {depth})")
+    return bundle
+
+
+def wav2vec2_weights_path(bundle) -> Path:
+    """Where `bundle.get_model()` caches its weights: torchaudio fetches https://download.pytorch.org/torchaudio/
+    models/<bundle._path> with torch.hub.load_state_dict_from_url, which keeps the URL's file name under
+    `<torch.hub.get_dir()>/checkpoints` (the hub dir is $TORCH_HOME/hub, by default ~/.cache/torch/hub)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(bundle._path).name
+
+
+def _cached_state_dict(name: str, bundle) -> dict:
+    """The bundle's weights from the local torch hub cache; never downloads (FileNotFoundError when absent)."""
+    path = wav2vec2_weights_path(bundle)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"features.audio.wav2vec2.weights: pretrained: the weights of {name} are not in the local torch hub "
+            f"cache; expected {path}. Nothing is downloaded here: on a machine with internet run "
+            f"`torchaudio.pipelines.{name}.get_model()` (or fetch https://download.pytorch.org/torchaudio/models/"
+            f"{bundle._path}) and copy the file to {path} (the directory follows $TORCH_HOME), or set "
+            "weights: random for a smoke run")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@lru_cache(maxsize=None)
+def wav2vec2_model(name: str, layer: int, weights: str) -> torch.nn.Module:
+    """The frozen front-end (once per process, on CPU): bundle `name`'s architecture (`bundle._params`) with its
+    pretrained weights from the hub cache, or randomly initialised from RANDOM_WEIGHTS_SEED (`random`: for tests and
+    smoke runs only; its features are meaningless), cut to its first `layer` transformer layers as VAVL keeps 12 of
+    wav2vec2-large-robust's 24 (methods.md §5.1). In eval mode, no parameter requires grad."""
+    bundle = wav2vec2_bundle(name, layer)
+    factory = torchaudio.models.wavlm_model if bundle._model_type == "WavLM" else torchaudio.models.wav2vec2_model
+    if weights == "pretrained":
+        state = _cached_state_dict(name, bundle)
+        model = factory(**bundle._params)
+        model.load_state_dict(state)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = factory(**bundle._params)
+    del model.encoder.transformer.layers[layer:]  # the encoder's final LayerNorm (pre-LN models) still applies
+    return model.eval().requires_grad_(False)
+
+
+def wav2vec2_features(wave: np.ndarray, cfg: dict) -> np.ndarray:
+    """Hidden states (T, D) at 50 frames/s of the front-end set by `features.audio.wav2vec2` `cfg`.
+
+    VAVL's audio front-end (methods.md §5.1) is a frozen wav2vec2-large-robust, top 12 of 24 layers removed, with
+    the authors' fine-tuned checkpoint `final_wav2vec.pt`, which we cannot obtain; neither is that model a
+    torchaudio bundle. We use a torchaudio bundle instead (a deviation), the first `layer` layers, frozen. Since
+    nothing trains it, extracting once in the prepare step gives exactly what running it in every forward pass
+    would. The input is 16 kHz mono, layer-normalised over the clip where the bundle's model expects it (the large
+    ones) as `bundle.get_model()` does; VAVL instead z-normalised with one training-set mean and s.d.
+    """
+    model = wav2vec2_model(cfg["bundle"], cfg["layer"], cfg["weights"])
+    x = torch.from_numpy(np.asarray(wave, dtype=np.float32))[None]
+    if wav2vec2_bundle(cfg["bundle"], cfg["layer"])._normalize_waveform:
+        x = torch.nn.functional.layer_norm(x, x.shape)
+    with torch.inference_mode():
+        return model(x)[0][0].numpy()
+
+
 def audio_features(wave: np.ndarray, cfg: dict) -> np.ndarray:
     """Frame features (T, D) of a 16 kHz mono signal under `features.audio` settings `cfg`."""
     if cfg["extractor"] == "logmel":
@@ -109,27 +191,38 @@ def audio_features(wave: np.ndarray, cfg: dict) -> np.ndarray:
             num_mel_bins=cfg["n_mels"], frame_length=cfg["win_ms"], frame_shift=cfg["hop_ms"],
             sample_frequency=SAMPLE_RATE, dither=0.0, energy_floor=1.0,
         ).numpy()
-    else:
+    elif cfg["extractor"] == "compare":
         lld, deltas = _compare_extractor()
         a = lld.process_signal(wave, SAMPLE_RATE).to_numpy()
         d = deltas.process_signal(wave, SAMPLE_RATE).to_numpy()
         n = min(len(a), len(d))
         frames = np.concatenate([a[:n], d[:n]], axis=1)
+    else:
+        frames = wav2vec2_features(wave, cfg["wav2vec2"])
     return reduce_rate(frames.astype(np.float32), cfg["rate_reduction"])
 
 
 def audio_dim(cfg: dict) -> int:
+    if cfg["extractor"] == "wav2vec2":
+        return wav2vec2_bundle(cfg["wav2vec2"]["bundle"], cfg["wav2vec2"]["layer"])._params["encoder_embed_dim"]
     return cfg["n_mels"] if cfg["extractor"] == "logmel" else 130
 
 
+def frame_ms(cfg: dict) -> tuple[float, float]:
+    """(window, hop) of one frame of the configured extractor, in ms."""
+    return {"logmel": (cfg["win_ms"], cfg["hop_ms"]),
+            "compare": (60.0, 10.0),  # ComParE_2016's longest LLD window, and its 10 ms hop
+            "wav2vec2": (25.0, 20.0),  # the CNN feature encoder's receptive field (400 samples) and stride (320)
+            }[cfg["extractor"]]
+
+
 def audio_frame_rate(cfg: dict) -> float:
-    hop_ms = cfg["hop_ms"] if cfg["extractor"] == "logmel" else 10.0  # ComParE_2016 LLDs use a 10 ms hop
-    return 1000.0 / hop_ms / cfg["rate_reduction"]
+    return 1000.0 / frame_ms(cfg)[1] / cfg["rate_reduction"]
 
 
 def wave_features(wave: np.ndarray, cfg: dict, source: str | Path) -> np.ndarray:
     """Checked frame features (T, D) of a 16 kHz mono signal; `source` names the file in an `AudioError`."""
-    window_ms = cfg["win_ms"] if cfg["extractor"] == "logmel" else 60.0  # ComParE's longest LLD window
+    window_ms = frame_ms(cfg)[0]
     if len(wave) < window_ms * SAMPLE_RATE / 1000:
         raise AudioError(f"{source}: {len(wave) / SAMPLE_RATE * 1000:.1f} ms is shorter than one {window_ms} ms frame")
     frames = audio_features(wave, cfg)

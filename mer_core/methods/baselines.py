@@ -1,7 +1,8 @@
 """Baselines: unimodal, early, late and utterance-level fusion (MMIN's `utt_fusion` and `utt_dataaug`).
 
 Every model here takes a `Batch` whose absent modalities are zero-filled (MMIN protocol) and returns
-logits; `loss(batch, full)` returns (cross-entropy, logits). All are built from the MMIN family's layers and
+the task's outputs (logits, or attribute values for regression); `loss(batch, full)` returns (the task's loss,
+outputs). All are built from the MMIN family's layers and
 initialised as it does (`kaiming_init_`); their official settings (`paper`) are MMIN's `utt_fusion` IEMOCAP
 script's (methods.md §2, stage 1).
 
@@ -14,7 +15,8 @@ script's (methods.md §2, stage 1).
   grid of the clip's longest stream, concatenated per frame, one LSTM encoder, classifier. Streams are aligned
   by their relative position in the clip, so no frame rate is needed (text tokens align too).
 - `late_fusion`: decision-level fusion: one encoder + classifier per modality, each trained with its own
-  cross-entropy; the prediction averages the class probabilities of the modalities present.
+  loss on the clips that have its modality; the prediction averages the class probabilities (regression: the
+  predicted values) of the modalities present.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from mer_core.config import Field, Section
 from mer_core.data.batches import Batch
 from mer_core.layers import LSTMEncoder, MLPClassifier, TextCNN, kaiming_init_
 from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
+from mer_core.tasks import Task
 
 CLASSIFIER_KEYS = {
     "classifier": Field(list, low=0, item=Field(int, low=1, high=4096)),  # MLP hidden widths
@@ -44,23 +47,27 @@ def make_encoder(modality: str, in_dim: int, hidden: int) -> nn.Module:
     return TextCNN(in_dim, out_dim=hidden) if modality == "text" else LSTMEncoder(in_dim, hidden)
 
 
-class CrossEntropyModel(nn.Module):
-    """Base for models trained with plain cross-entropy on their fused logits."""
+class TaskModel(nn.Module):
+    """Base for models trained with the task's loss alone (cross-entropy or sum of 1 - CCC) on their output."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.task = task
 
     def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch)
-        return F.cross_entropy(logits, batch.y), logits
+        outputs = self(batch)
+        return self.task.loss(outputs, batch.y), outputs
 
 
-class UttFusion(CrossEntropyModel):
+class UttFusion(TaskModel):
     """Per-modality encoders -> concatenation -> MLP classifier (MMIN `utt_fusion`, methods.md §2)."""
 
     def __init__(self, modalities: tuple[str, ...], ctx: ModelContext, hidden: int, classifier: list[int],
                  dropout: float):
-        super().__init__()
+        super().__init__(ctx.task)
         self.modalities = modalities
         self.encoders = nn.ModuleDict({m: make_encoder(m, ctx.dims[m], hidden) for m in modalities})
-        self.classifier = MLPClassifier(hidden * len(modalities), classifier, ctx.n_classes, dropout)
+        self.classifier = MLPClassifier(hidden * len(modalities), classifier, ctx.n_outputs, dropout)
 
     def embed(self, batch: Batch) -> torch.Tensor:
         return torch.cat([self.encoders[m](batch.x[m], batch.lengths[m]) for m in self.modalities], dim=1)
@@ -81,14 +88,14 @@ def align_frames(x: torch.Tensor, lengths: torch.Tensor, grid_lengths: torch.Ten
     return aligned * inside[..., None]
 
 
-class EarlyFusion(CrossEntropyModel):
+class EarlyFusion(TaskModel):
     """Frame-level concatenation of all modalities on the clip's longest stream, one LSTM encoder."""
 
     def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float):
-        super().__init__()
+        super().__init__(ctx.task)
         self.modalities = ctx.modalities
         self.encoder = LSTMEncoder(sum(ctx.dims.values()), hidden)
-        self.classifier = MLPClassifier(hidden, classifier, ctx.n_classes, dropout)
+        self.classifier = MLPClassifier(hidden, classifier, ctx.n_outputs, dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         grid_lengths = torch.stack([batch.lengths[m] for m in self.modalities]).amax(0)
@@ -99,31 +106,40 @@ class EarlyFusion(CrossEntropyModel):
 
 
 class LateFusion(nn.Module):
-    """One encoder + classifier per modality; prediction = mean of the present modalities' probabilities."""
+    """One encoder + classifier per modality; prediction = mean of the present modalities' probabilities
+    (regression: of their predicted values)."""
 
     def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float):
         super().__init__()
-        self.modalities = ctx.modalities
+        self.modalities, self.task = ctx.modalities, ctx.task
         self.branches = nn.ModuleDict({m: UttFusion((m,), ctx, hidden, classifier, dropout) for m in ctx.modalities})
 
-    def branch_logits(self, batch: Batch) -> torch.Tensor:
-        """(B, M, C) logits of each modality's classifier."""
+    def branch_outputs(self, batch: Batch) -> torch.Tensor:
+        """(B, M, n_outputs) outputs of each modality's classifier."""
         return torch.stack([self.branches[m](batch) for m in self.modalities], dim=1)
 
+    def fuse(self, outputs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Mean over the present modalities of the probabilities (returned as log-probabilities) or values."""
+        weights = (present / present.sum(1, keepdim=True).clamp(min=1))[..., None]
+        if self.task.name == "regression":
+            return (outputs * weights).sum(1)
+        return torch.log((outputs.softmax(-1) * weights).sum(1).clamp(min=1e-12))
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        probs = self.branch_logits(batch).softmax(-1)
-        weights = batch.present.float()
-        weights = weights / weights.sum(1, keepdim=True).clamp(min=1)
-        return torch.log((probs * weights[..., None]).sum(1).clamp(min=1e-12))
+        return self.fuse(self.branch_outputs(batch), batch.present.float())
 
     def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.branch_logits(batch)
+        outputs = self.branch_outputs(batch)
         present = batch.present
-        per_branch = F.cross_entropy(logits.flatten(0, 1), batch.y.repeat_interleave(len(self.modalities)),
-                                     reduction="none").view_as(present)
-        loss = (per_branch * present).sum() / present.sum().clamp(min=1)
-        probs = logits.softmax(-1) * (present / present.sum(1, keepdim=True).clamp(min=1))[..., None]
-        return loss, torch.log(probs.sum(1).clamp(min=1e-12))
+        if self.task.name == "classification":
+            per_branch = F.cross_entropy(outputs.flatten(0, 1), batch.y.repeat_interleave(len(self.modalities)),
+                                         reduction="none").view_as(present)
+            loss = (per_branch * present).sum() / present.sum().clamp(min=1)
+        else:  # batch-level CCC per branch, on the clips that have its modality
+            losses = [self.task.loss(outputs[present[:, k], k], batch.y[present[:, k]])
+                      for k in range(len(self.modalities)) if int(present[:, k].sum()) >= 2]
+            loss = torch.stack(losses).mean() if losses else outputs.sum() * 0
+        return loss, self.fuse(outputs, present.float())
 
 
 def _utt(modalities: tuple[str, ...] | None):

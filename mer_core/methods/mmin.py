@@ -21,7 +21,9 @@ Both train in two stages inside one run (methods.md §2, §3):
 
 Stage-2 training draws one condition with at least one modality missing per clip, and its epoch is selected
 on the validation UA pooled over those conditions (MMIN protocol, §1.2); a clip that lacks a modality
-altogether (unpaired training data) treats it as missing.
+altogether (partly unpaired training data) treats it as missing: that modality is imagined but, having no
+teacher embedding, adds nothing to the imagination and invariant losses (`slot_mse`). The task loss is the
+study task's (cross-entropy, or sum of 1 - CCC for regression).
 
 Deviations from the official code (also in the analysis notebook's deviations table):
 - IF-MMIN's `invariant_weight` is 100: the released script passes the nonexistent `--consistent_weight=100`,
@@ -46,7 +48,7 @@ from mer_core.conditions import with_presence
 from mer_core.config import Field, Section
 from mer_core.data.batches import Batch
 from mer_core.layers import MLPClassifier, ResidualAE, SharedEncoder, kaiming_init_
-from mer_core.losses import pairwise_cmd
+from mer_core.losses import pairwise_cmd, slot_mse
 from mer_core.methods.baselines import CLASSIFIER_KEYS, PAPER as UTT_FUSION_PAPER, UttFusion
 from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
 
@@ -114,7 +116,7 @@ class UttShared(UttFusion):
                  cmd_moments: int, cmd_span: float | None):
         super().__init__(ctx.modalities, ctx, hidden, classifier, dropout)
         self.shared = SharedEncoder(hidden)
-        self.classifier = MLPClassifier(2 * hidden * len(ctx.modalities), classifier, ctx.n_classes, dropout)
+        self.classifier = MLPClassifier(2 * hidden * len(ctx.modalities), classifier, ctx.n_outputs, dropout)
         self.cmd = (cmd_weight, cmd_moments, cmd_span)
 
     def features(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -130,7 +132,7 @@ class UttShared(UttFusion):
         h, invariant = self.features(batch)
         logits = self.classifier(torch.cat([h, *invariant], 1))[0]
         weight, moments, span = self.cmd
-        loss = F.cross_entropy(logits, batch.y)
+        loss = self.task.loss(logits, batch.y)
         if weight > 0:
             loss = loss + weight * pairwise_cmd(invariant, batch.present, moments, span)
         return loss, logits
@@ -140,15 +142,15 @@ class Imagination(nn.Module):
     """What MMIN and IF-MMIN's stage 2 share: student encoders from stage 1, a frozen teacher, the
     imagination target, the residual AE and the classifier on its block latents."""
 
-    def __init__(self, stage1: UttFusion, entry: dict, n_classes: int, variant: str):
+    def __init__(self, stage1: UttFusion, entry: dict, variant: str):
         super().__init__()
-        self.modalities = stage1.modalities
+        self.modalities, self.task = stage1.modalities, stage1.task
         width = entry["hidden"]
         self.encoders = copy.deepcopy(stage1.encoders)
         self.teacher = frozen(stage1.encoders)
         self.ae = kaiming_init_(ResidualAE(width * len(self.modalities), ae_layers(width, entry["ae_widths"]),
                                            entry["ae_blocks"], variant))
-        self.classifier = kaiming_init_(MLPClassifier(self.ae.latent_dim, entry["classifier"], n_classes,
+        self.classifier = kaiming_init_(MLPClassifier(self.ae.latent_dim, entry["classifier"], self.task.n_outputs,
                                                       entry["dropout"]))
         self.weights = {k: entry[k] for k in ("ce_weight", "mse_weight")}
 
@@ -176,17 +178,18 @@ class Imagination(nn.Module):
         """ce_weight x CE + mse_weight x MSE(target, imagination); returns the loss, logits and imagine()."""
         imagined = self.imagine(batch)
         logits = self.classifier(imagined[2])[0]
-        loss = self.weights["ce_weight"] * F.cross_entropy(logits, batch.y)
+        loss = self.weights["ce_weight"] * self.task.loss(logits, batch.y)
         if self.weights["mse_weight"] > 0:
-            loss = loss + self.weights["mse_weight"] * F.mse_loss(imagined[1], self.imagination_target(batch, full))
+            loss = loss + self.weights["mse_weight"] * slot_mse(imagined[1], self.imagination_target(batch, full),
+                                                                full.present)
         return loss, logits, imagined
 
 
 class MMIN(Imagination):
     """MMIN's stage 2 (methods.md §2): forward imagination AE + cycle AE (when cycle_weight > 0)."""
 
-    def __init__(self, stage1: UttFusion, entry: dict, n_classes: int):
-        super().__init__(stage1, entry, n_classes, "mmin")
+    def __init__(self, stage1: UttFusion, entry: dict):
+        super().__init__(stage1, entry, "mmin")
         self.cycle_weight = entry["cycle_weight"]
         self.cycle_ae = None
         if self.cycle_weight > 0:
@@ -210,8 +213,8 @@ class MMIN(Imagination):
 class IFMMIN(Imagination):
     """IF-MMIN's stage 2 (methods.md §3.2): invariant features H' re-injected at every IF-IM block."""
 
-    def __init__(self, stage1: UttShared, entry: dict, n_classes: int):
-        super().__init__(stage1, entry, n_classes, "ifim" if entry["inject"] else "mmin")
+    def __init__(self, stage1: UttShared, entry: dict):
+        super().__init__(stage1, entry, "ifim" if entry["inject"] else "mmin")
         self.shared = copy.deepcopy(stage1.shared)
         self.teacher_shared = frozen(stage1.shared)
         self.invariant_weight = entry["invariant_weight"]
@@ -235,7 +238,7 @@ class IFMMIN(Imagination):
             with torch.no_grad():
                 target, = self.targets(full.rows, lambda: (
                     torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),))
-            loss = loss + self.invariant_weight * F.mse_loss(invariant, target)
+            loss = loss + self.invariant_weight * slot_mse(invariant, target, full.present)
         return loss, logits
 
 
@@ -255,7 +258,7 @@ def _register_two_stage(name: str, schema: Section, build_stage1, stage2: type, 
     it, trained and selected on the conditions with a modality missing (methods.md §1.2)."""
     register(MethodSpec(name, schema, (
         StageSpec("pretrain", build_stage1, "full", "full", key="pretrain"),
-        StageSpec("train", lambda entry, ctx, stage1: stage2(stage1, entry, ctx.n_classes), "missing", "missing")),
+        StageSpec("train", lambda entry, ctx, stage1: stage2(stage1, entry), "missing", "missing")),
         summary, paper))
 
 

@@ -29,6 +29,8 @@ Deviations from the official code (also in the analysis notebook's deviations ta
 - The decoder is the one of commit cd20f9a (the class is missing at HEAD); z = mu in evaluation.
 - The evaluation noise is seeded (the official one is not); `vae_weight` exists for ablations (official: the
   VAE loss is unweighted, 1).
+- Beyond the paper: the task loss is the study task's (cross-entropy, or sum of 1 - CCC for regression), and a
+  training clip that lacks a modality (partly unpaired data) has no teacher target for its slots (`slot_mse`).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from mer_core.config import Field, Section
 from mer_core.data.batches import Batch
 from mer_core.layers import VAE_OUTPUTS, ConditionalDenoiser, ConditionalVAE, MLPClassifier, SharedEncoder, \
     kaiming_init_
-from mer_core.losses import KL_REDUCTIONS, gaussian_kl, pairwise_cmd
+from mer_core.losses import KL_REDUCTIONS, gaussian_kl, pairwise_cmd, slot_mse
 from mer_core.methods.baselines import CLASSIFIER_KEYS, make_encoder
 from mer_core.methods.mmin import WEIGHT, RowCache, frozen
 from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
@@ -97,7 +99,8 @@ class NMERPretrain(nn.Module):
         self.modalities = ctx.modalities
         self.encoders = InvariantSpecific(ctx, hidden)
         width = hidden * len(ctx.modalities)
-        self.classifier = MLPClassifier(2 * width, block["classifier"], ctx.n_classes, block["dropout"])
+        self.task = ctx.task
+        self.classifier = MLPClassifier(2 * width, block["classifier"], ctx.n_outputs, block["dropout"])
         self.denoiser = ConditionalDenoiser(width, width, block["denoise_hidden"]) if block["denoise_weight"] > 0 \
             else None
         self.weights = {k: block[k] for k in ("cmd_weight", "cmd_moments", "cmd_span", "denoise_weight")}
@@ -116,7 +119,7 @@ class NMERPretrain(nn.Module):
         specific, invariant = self.encoders(batch)
         logits = self.classifier(torch.cat([specific, *invariant], 1))[0]
         w = self.weights
-        loss = F.cross_entropy(logits, batch.y)
+        loss = self.task.loss(logits, batch.y)
         if w["cmd_weight"] > 0:
             loss = loss + w["cmd_weight"] * pairwise_cmd(invariant, batch.present, w["cmd_moments"], w["cmd_span"])
         if self.denoiser is not None:
@@ -127,15 +130,16 @@ class NMERPretrain(nn.Module):
 class NMER(nn.Module):
     """NMER's stage 2 (methods.md §4.3): students from stage 1, conditional VAE, BatchNorm classifier on x̂."""
 
-    def __init__(self, stage1: NMERPretrain, entry: dict, n_classes: int):
+    def __init__(self, stage1: NMERPretrain, entry: dict):
         super().__init__()
+        self.task = stage1.task
         self.encoders = copy.deepcopy(stage1.encoders)
         self.teacher = frozen(stage1.encoders)
         width = entry["hidden"] * len(stage1.modalities)
         self.vae = kaiming_init_(ConditionalVAE(width, width, entry["latent"], entry["vae_layers"], entry["vae_heads"],
                                                 entry["vae_ffn"], entry["decoder_hidden"], entry["decoder_output"],
                                                 entry["faithful"]))
-        self.classifier = kaiming_init_(MLPClassifier(width, entry["classifier"], n_classes, entry["dropout"],
+        self.classifier = kaiming_init_(MLPClassifier(width, entry["classifier"], self.task.n_outputs, entry["dropout"],
                                                       batchnorm=True))
         self.weights = {k: entry[k] for k in ("ce_weight", "invariant_weight", "vae_weight", "kl_reduction")}
         self.targets = RowCache()
@@ -164,11 +168,12 @@ class NMER(nn.Module):
         w = self.weights
         with torch.no_grad():
             x_target, c_target = self.targets(full.rows, lambda: self.teacher_targets(full))
-        loss = w["ce_weight"] * F.cross_entropy(logits, batch.y)
+        loss = w["ce_weight"] * self.task.loss(logits, batch.y)
         if w["invariant_weight"] > 0:
-            loss = loss + w["invariant_weight"] * F.mse_loss(c, c_target)
+            loss = loss + w["invariant_weight"] * slot_mse(c, c_target, full.present)
         if w["vae_weight"] > 0:
-            loss = loss + w["vae_weight"] * (F.mse_loss(recon, x_target) + gaussian_kl(mu, logvar, w["kl_reduction"]))
+            loss = loss + w["vae_weight"] * (slot_mse(recon, x_target, full.present)
+                                             + gaussian_kl(mu, logvar, w["kl_reduction"]))
         return loss, logits
 
 
@@ -178,7 +183,7 @@ def _build_pretrain(entry: dict, ctx: ModelContext, previous: None) -> nn.Module
 
 register(MethodSpec("nmer", NMER_SCHEMA, (
     StageSpec("pretrain", _build_pretrain, "full", "full", key="pretrain"),
-    StageSpec("train", lambda entry, ctx, stage1: NMER(stage1, entry, ctx.n_classes), "missing", "missing",
+    StageSpec("train", lambda entry, ctx, stage1: NMER(stage1, entry), "missing", "missing",
               noise=lambda entry: NoiseScheduler.from_params(entry["noise"]))),
     "NMER: invariant/specific encoders with a denoising auxiliary loss, then a conditional VAE trained on noised "
     "missing modalities", NMER_PAPER))

@@ -5,7 +5,8 @@ official ("paper") settings.
 `method` key names the registered method; the other keys must match that method's schema exactly (every key
 present, no unknown key). Ablations are further entries of the same method with other values (e.g.
 `mmin_no_cycle: {method: mmin, cycle_weight: 0, ...}`), so `dvc exp run -S methods.<run>.<key>=...` reruns
-only that run's stage.
+only that run's stage. One more key is open to every run: `unpaired: {<modality>: share}` trains it on partly
+unpaired data, a share of the training clips keeping only that modality (`mer_core.data.batches.unpair`).
 
 A method trains in one or more **stages** (`StageSpec`): the same training loop (`mer_core.train`) runs
 each, with the stage's own optimiser block (`optim`) and training conditions; a stage's builder receives the
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
-from mer_core.config import ConfigError, Field, Section, validate
+from mer_core.config import ConfigError, Field, MapOf, Section, validate
+from mer_core.data.store import MODALITIES
+from mer_core.tasks import Task
 
 if TYPE_CHECKING:
     from mer_core.noise.scheduler import NoiseScheduler
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 TRAIN_CONDITIONS = ("full", "random", "missing")
 SELECTION = ("pooled", "full", "missing")
 RUN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+UNPAIRED_SCHEMA = MapOf(Field(float, low=0.0, high=1.0), keys=MODALITIES)
 
 OPTIM_SCHEMA = Section(
     {
@@ -44,18 +48,28 @@ OPTIM_SCHEMA = Section(
 
 @dataclass(frozen=True)
 class ModelContext:
-    """What a builder needs to size a model: the corpus's modalities, feature dims, frame rates, classes."""
+    """What a builder needs to size a model: the corpus's modalities, feature dims, frame rates, and the task
+    (its loss and `n_outputs`: classes, or attributes for regression)."""
 
     modalities: tuple[str, ...]
     dims: dict[str, int]
     frame_rates: dict[str, float | None]
-    n_classes: int
+    task: Task
+
+    @property
+    def n_outputs(self) -> int:
+        return self.task.n_outputs
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> "ModelContext":
+    def from_dict(cls, values: dict) -> "ModelContext":
+        """The context a checkpoint stores (`dataclasses.asdict` of it)."""
+        return cls(**{**values, "task": Task(values["task"]["name"], tuple(values["task"]["targets"]))})
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, task: Task) -> "ModelContext":
         modalities = tuple(manifest["modalities"])
         return cls(modalities, {m: manifest["dims"][m] for m in modalities},
-                   {m: manifest["frame_rates"].get(m) for m in modalities}, len(manifest["classes"]))
+                   {m: manifest["frame_rates"].get(m) for m in modalities}, task)
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,11 @@ class StageSpec:
     """One training stage of a method.
 
     build(params, context, previous) -> nn.Module, where `params` is the run's whole entry and `previous` the
-    model trained by the stage before (None for the first). The module's `forward(batch)` returns logits and
-    `loss(batch, full)` returns (loss, logits); `full` is the batch before the training condition was applied.
+    model trained by the stage before (None for the first). The module's `forward(batch)` returns its outputs
+    (logits, or attribute values for regression) and `loss(batch, full)` returns (loss, outputs); `full` is the
+    batch before the training condition was applied. A module that updates its parts in several optimiser
+    steps per batch (VAVL) defines `steps(batch, full)` instead, a generator of one loss per step, each
+    computed after the previous step's update.
     key: None when the stage's keys (its `optim` block) sit at the top of the entry, else the name of the
     nested block that holds them (e.g. `pretrain`).
     train_conditions: `full` (every modality the clip has), `random` (one non-empty condition per clip, MMIN's
@@ -144,8 +161,18 @@ def validate_run(run: str, entry: dict, key: str | None = None) -> MethodSpec:
     key = key or f"methods.{run}"
     if not RUN_NAME.match(run):
         raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern} (they name DVC stages and folders)")
+    return validate_entry(entry, key)
+
+
+def validate_entry(entry: dict, key: str) -> MethodSpec:
+    """Check a run entry (under `key`, for errors) against its method's schema; return the method."""
     spec = run_spec(entry, key)
-    validate({k: v for k, v in entry.items() if k != "method"}, spec.schema, key)
+    validate({k: v for k, v in entry.items() if k not in ("method", "unpaired")}, spec.schema, key)
+    if "unpaired" in entry:
+        validate(entry["unpaired"], UNPAIRED_SCHEMA, f"{key}.unpaired")
+        if sum(entry["unpaired"].values()) >= 1 - 1e-9:
+            raise ConfigError(f"{key}.unpaired: the shares sum to {sum(entry['unpaired'].values()):g}, leaving no "
+                              "paired training clip; keep their sum below 1")
     return spec
 
 

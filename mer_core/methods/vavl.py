@@ -1,0 +1,175 @@
+"""VAVL (Goncalves et al., "Versatile audio-visual learning for emotion recognition"): one model for audio,
+video or both, trained modality by modality (methods.md §5).
+
+Architecture (§5.2): per modality a 1x1 convolution (no bias) to `projection` channels, optionally averaged
+over groups of `subsample` frames (the time subsampling a Conformer encoder normally starts with, which VAVL's
+copy builds but leaves unused; 1 = none, official), and a modality-specific `Conformer` (`branch_blocks` blocks); a **shared** Conformer stack (`shared_blocks`) that every modality goes
+through, with a residual connection over it, LayerNorm and masked mean pooling -> the modality's utterance
+representation; per modality a prediction head and a reconstruction head (target: the clip's mean input
+features); a fusion head on the concatenated representations. Heads: Linear(d, d), ReLU, dropout,
+Linear(d, d/2), Linear(d/2, out), as the official MLPs (512 -> 512 -> 256 -> out).
+
+Training (§5.3), per batch, three optimiser steps (`steps`): a visual step and an audio step (each: the task
+loss of its unimodal head + `rec_weight` x MSE of its reconstruction, reaching its branch, the shared layers
+and its heads), then a fusion step (representations computed in eval mode without gradient; only the fusion
+head learns). A clip without a modality (partly unpaired data, `unpaired` run key) skips that modality's step,
+and the fusion step uses the clips that have every modality. Predictions come from the same model: the
+unimodal head when one modality is present, the fusion head when all are (with three modalities and two
+present, the mean of the present unimodal heads' probabilities or values). Ablations: `shared: false` (each
+modality gets its own copy of the "shared" stack: same depth, nothing shared), `residual: false`,
+`rec_weight: 0`.
+
+Deviations from the official code (also in the analysis notebook's deviations table):
+- The Conformer is computed per clip over its valid frames (`mer_core.conformer`); the released code feeds
+  (T, B, D) tensors to a Conformer expecting (B, T, D), so its attention and convolution run across the clips
+  of a batch and predictions depend on the batch's other clips.
+- Inputs are the feature store's frames (default log-mel / OpenFace; `features.audio.extractor: wav2vec2` for a
+  frozen torchaudio wav2vec2), not wav2vec2-large-robust with the authors' fine-tuned checkpoint and
+  EfficientNet-B2 face embeddings, which cannot be obtained here.
+- One Adam over all parameters, each step updating only the parameters its loss reaches (Adam's state is per
+  parameter, so this equals the official one Adam per module); weight decay is `train.weight_decay` (official
+  5e-7); no autocast; the training batches are shuffled (the official DataLoader is not) and the run is seeded.
+- The epoch is selected on the validation UA (mean CCC) of the fusion output, not on its validation loss.
+- `rec_weight: auto` is the official 2 for classification, 1 for regression.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mer_core.config import Field, Section
+from mer_core.conformer import Conformer, masked_mean, subsample
+from mer_core.data.batches import Batch, subset
+from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
+
+STEP_ORDER = ("visual", "audio", "text")  # the official visual step first, then the audio step
+REC_WEIGHT_AUTO = {"classification": 2.0, "regression": 1.0}
+
+VAVL_SCHEMA = Section({
+    "optim": OPTIM_SCHEMA,
+    "projection": Field(int, low=1, high=4096),  # 1x1 conv width in front of each branch (official 50)
+    "subsample": Field(int, low=1, high=16),  # average groups of this many frames before the Conformers (official 1)
+    "d_model": Field(int, low=2, high=4096),
+    "heads": Field(int, low=1, high=64),
+    "ffn_expansion": Field(int, low=1, high=16),
+    "kernel": Field(int, low=1, high=255),  # depthwise convolution kernel (odd)
+    "branch_blocks": Field(int, low=0, high=32),
+    "shared_blocks": Field(int, low=0, high=32),
+    "dropout": Field(float, low=0.0, high=0.95),  # inside the Conformers
+    "head_dropout": Field(float, low=0.0, high=0.95),  # in the heads (official out_dropout 0.2)
+    "shared": Field(bool),
+    "residual": Field(bool),
+    "rec_weight": Field((str, float), choices=("auto",), low=0.0, high=1e6),
+})
+# official settings (methods.md §5.2, §5.3; CREMA-D batch 32, lr 5e-5, betas (0.95, 0.999), 20 epochs)
+VAVL_PAPER = {"optim": {"epochs": 20, "epochs_decay": 0, "lr": 5e-5, "beta1": 0.95, "grad_clip": 0.0, "batch_size": 32},
+              "projection": 50, "subsample": 1, "d_model": 512, "heads": 8, "ffn_expansion": 4, "kernel": 31, "branch_blocks": 3,
+              "shared_blocks": 2, "dropout": 0.1, "head_dropout": 0.2}
+
+
+def head(in_dim: int, width: int, out_dim: int, dropout: float) -> nn.Sequential:
+    """VAVL's MLP: Linear(in, width), ReLU, dropout, Linear(width, width / 2), Linear(width / 2, out)."""
+    return nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(width, max(width // 2, 1)), nn.Linear(max(width // 2, 1), out_dim))
+
+
+class Branch(nn.Module):
+    """A modality's 1x1 convolution (no bias), time subsampling and modality-specific Conformer; returns the
+    frames (B, T', d) and their lengths."""
+
+    def __init__(self, in_dim: int, entry: dict):
+        super().__init__()
+        self.project = nn.Conv1d(in_dim, entry["projection"], 1, bias=False)
+        self.factor = entry["subsample"]
+        self.conformer = Conformer(entry["projection"], entry["d_model"], entry["branch_blocks"], entry["heads"],
+                                   entry["ffn_expansion"], entry["kernel"], entry["dropout"])
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frames, lengths = subsample(self.project(x.transpose(1, 2)).transpose(1, 2), lengths, self.factor)
+        return self.conformer(frames, lengths), lengths
+
+
+class VAVL(nn.Module):
+    """Modality branches, shared layers (+ residual, LayerNorm, masked mean), unimodal, reconstruction and
+    fusion heads; `steps` trains it as the official code does, `forward` predicts for any condition."""
+
+    def __init__(self, ctx: ModelContext, entry: dict):
+        super().__init__()
+        self.modalities, self.task = ctx.modalities, ctx.task
+        d, dropout = entry["d_model"], entry["head_dropout"]
+        self.branches = nn.ModuleDict({m: Branch(ctx.dims[m], entry) for m in self.modalities})
+        stacks = ("shared",) if entry["shared"] else self.modalities
+        self.shared = nn.ModuleDict({k: Conformer(d, d, entry["shared_blocks"], entry["heads"], entry["ffn_expansion"],
+                                                  entry["kernel"], entry["dropout"]) for k in stacks})
+        self.norms = nn.ModuleDict({k: nn.LayerNorm(d) for k in stacks})
+        self.heads = nn.ModuleDict({m: head(d, d, ctx.n_outputs, dropout) for m in self.modalities})
+        self.reconstruction = nn.ModuleDict({m: head(d, d, ctx.dims[m], dropout) for m in self.modalities})
+        self.fusion = head(d * len(self.modalities), d, ctx.n_outputs, dropout)
+        self.residual = entry["residual"]
+        weight = entry["rec_weight"]
+        self.rec_weight = REC_WEIGHT_AUTO[self.task.name] if weight == "auto" else float(weight)
+        self.step_order = [m for m in STEP_ORDER if m in self.modalities]
+
+    def represent(self, batch: Batch, modality: str) -> torch.Tensor:
+        """(B, d) utterance representation of `modality`: branch -> shared stack (+ residual) -> LayerNorm ->
+        mean over the valid frames."""
+        h, lengths = self.branches[modality](batch.x[modality], batch.lengths[modality])
+        key = "shared" if "shared" in self.shared else modality
+        out = self.shared[key](h, lengths)
+        if self.residual:
+            out = out + h
+        return masked_mean(self.norms[key](out), lengths)
+
+    def combine(self, unimodal: torch.Tensor, fused: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Per clip: the fusion output when every modality is present, else the mean of the present modalities'
+        unimodal outputs (B, M, out): probabilities (returned as log-probabilities) or values."""
+        weights = (present / present.sum(1, keepdim=True).clamp(min=1))[..., None]
+        if self.task.name == "classification":
+            partial = torch.log((unimodal.softmax(-1) * weights).sum(1).clamp(min=1e-12))
+            fused = fused.log_softmax(-1)
+        else:
+            partial = (unimodal * weights).sum(1)
+        return torch.where(present.all(1)[:, None], fused, partial)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        reps = [self.represent(batch, m) for m in self.modalities]
+        unimodal = torch.stack([self.heads[m](r) for m, r in zip(self.modalities, reps)], dim=1)
+        return self.combine(unimodal, self.fusion(torch.cat(reps, 1)), batch.present.float())
+
+    def modality_loss(self, batch: Batch, modality: str) -> torch.Tensor:
+        """Task loss of the modality's head + rec_weight x MSE(reconstruction, the clip's mean input frames)."""
+        rep = self.represent(batch, modality)
+        loss = self.task.loss(self.heads[modality](rep), batch.y)
+        if self.rec_weight > 0:
+            target = masked_mean(batch.x[modality], batch.lengths[modality])
+            loss = loss + self.rec_weight * F.mse_loss(self.reconstruction[modality](rep), target)
+        return loss
+
+    def steps(self, batch: Batch, full: Batch):
+        """The official update order: one step per modality on the clips that have it, then the fusion step on
+        the clips that have every modality (each loss computed after the previous step's update)."""
+        for modality in self.step_order:
+            has = batch.present[:, self.modalities.index(modality)]
+            if bool(has.any()):
+                yield self.modality_loss(subset(batch, has), modality)
+        paired = batch.present.all(1)
+        if bool(paired.any()):
+            paired_batch = subset(batch, paired)
+            frozen = [self.branches, self.shared, self.norms]
+            for module in frozen:
+                module.eval()
+            with torch.no_grad():
+                reps = [self.represent(paired_batch, m) for m in self.modalities]
+            for module in frozen:
+                module.train(self.training)
+            yield self.task.loss(self.fusion(torch.cat(reps, 1)), paired_batch.y)
+
+
+def _build(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
+    return VAVL(ctx, entry)
+
+
+register(MethodSpec("vavl", VAVL_SCHEMA, (StageSpec("train", _build, "full", "full"),),
+                    "VAVL: modality branches + shared Conformer layers (residual, reconstruction), one model for "
+                    "audio, video or both", VAVL_PAPER))
