@@ -8,6 +8,10 @@ brings its features and its own folds: the `features`, `folds` and `data.on_erro
 (the manifest says so) and a bad package always raises. The store is written atomically, so an
 interrupted run leaves nothing that looks done.
 
+Extraction is resumable (`mer_core.data.extract_cache`): each finished item of work (both passes below) is
+kept in `<data.cache_dir>/extract/<corpus>/` as its chunk comes back, a rerun extracts only what is not there
+(the progress bars count the rest as done), and the folder is removed once the store is written.
+
 Signal-level corruptions (`features.corruptions`, media corpora only) are extracted beside the clean features
 for every clip that has the modality (each clip is a test clip in some fold; the variants are used at test time
 only), with the same extractor settings and frame counts (`mer_core.noise.signal`):
@@ -33,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mer_core.config import ConfigError, Field, Section
 from mer_core.data.corpora import CORPORA, Corpus
+from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
 from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
                                     read_wav, reduce_visual, visual_dim, wave_features)
 from mer_core.data.folds import check_classes, make_splits
@@ -46,6 +51,7 @@ DATA_SCHEMA = Section(
         "corpus": Field(str, choices=tuple(CORPORA)),
         "root": Field(str),
         "features_dir": Field(str),
+        "cache_dir": Field(str),
         "on_error": Field(str, choices=("raise", "skip")),
         "synthetic": SYNTHETIC_SCHEMA,
     }
@@ -66,16 +72,30 @@ def store_path(params: dict) -> Path:
     return Path(params["data"]["features_dir"]) / params["data"]["corpus"]
 
 
+def cache_path(params: dict) -> Path:
+    """Where the resumable extraction work of the configured corpus lives: `<cache_dir>/extract/<corpus>`.
+    Raises ConfigError when it lies inside `features_dir` (DVC deletes that before it reruns prepare)."""
+    data_cfg = params["data"]
+    folder = Path(data_cfg["cache_dir"]) / "extract" / data_cfg["corpus"]
+    if folder.resolve().is_relative_to(Path(data_cfg["features_dir"]).resolve()):
+        raise ConfigError(f"data.cache_dir: {data_cfg['cache_dir']!r} is inside data.features_dir "
+                          f"({data_cfg['features_dir']!r}), which DVC deletes before it reruns prepare; "
+                          "choose a folder outside it (default: data/cache)")
+    return folder
+
+
 def worker_pool(n_jobs: int) -> ProcessPoolExecutor | None:
     """`min(n_jobs, cpus)` spawned worker processes, or None for one (work then runs in this process)."""
     n_jobs = min(n_jobs, os.cpu_count() or 1)
     return ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) if n_jobs > 1 else None
 
 
-def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None, desc: str):
-    """Yield `worker(chunk, *args)` for chunks of `jobs` in order, on `pool` (None: here), with a progress bar."""
+def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None, desc: str, done: int = 0):
+    """Yield `worker(chunk, *args)` for chunks of `jobs` in order, on `pool` (None: here), with a progress bar
+    that starts at `done` (jobs finished earlier, e.g. loaded from the cache)."""
     chunks = [jobs[k:k + CHUNK] for k in range(0, len(jobs), CHUNK)]
-    progress = tqdm(total=len(jobs), desc=desc, unit="file", mininterval=2)
+    progress = tqdm(total=done + len(jobs), initial=done, desc=desc + (" (resumed)" if done else ""), unit="file",
+                    mininterval=2)
     if pool is None:
         results = (worker(chunk, *args) for chunk in chunks)
     else:
@@ -113,24 +133,36 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
 
 
 def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_error: str,
-                specs: list[dict] | None = None, pool: ProcessPoolExecutor | None = None):
+                specs: list[dict] | None = None, pool: ProcessPoolExecutor | None = None,
+                cache: ExtractionCache | None = None):
     """Extract every (clip, modality) in parallel: {(index, modality): (frames, valid)}, the errors, and
     {(variant, index): (frames, valid)} for the visual corruption variants among `specs`.
 
     `pool`: worker processes to use (left open); by default a pool of `cfg["n_jobs"]` is opened and shut here.
+    `cache`: a (clip, modality) found there is loaded instead of extracted, and each one extracted is saved there
+    (clean features and variants, named by modality and variant) as its chunk comes back; errors are not saved.
     """
     jobs = [(i, m, clips.at[i, f"{m}_path"]) for m in modalities for i in clips.index
             if isinstance(clips.at[i, f"{m}_path"], str)]
     visual = [spec for spec in specs or [] if spec["modality"] == "visual"]
+    names = {m: [m] + [spec["name"] for spec in visual if m == "visual"] for m in modalities}
+    keys = {(i, m): cache.key(("features", i, m), [path]) for i, m, path in jobs} if cache else {}
+    done = {(i, m): pairs for (i, m), key in keys.items() if (pairs := cache.load(key, names[m])) is not None}
+    todo = [job for job in jobs if job[:2] not in done]
     own = pool is None
     pool = worker_pool(cfg["n_jobs"]) if own else pool
     out, errors, variants = {}, [], {}
+    for (index, modality), pairs in done.items():
+        out[(index, modality)] = pairs.pop(modality)
+        variants.update({(name, index): value for name, value in pairs.items()})
     try:
-        for chunk_results, chunk_errors in map_chunks(_extract_chunk, jobs, (cfg, on_error, visual), pool,
-                                                      "features"):
+        for chunk_results, chunk_errors in map_chunks(_extract_chunk, todo, (cfg, on_error, visual), pool,
+                                                      "features", len(done)):
             for index, modality, frames, valid, clip_variants in chunk_results:
                 out[(index, modality)] = (frames, valid)
                 variants.update({(name, index): value for name, value in clip_variants.items()})
+                if cache:
+                    cache.save(keys[(index, modality)], {modality: (frames, valid), **clip_variants})
             errors += chunk_errors
     finally:
         if own and pool is not None:
@@ -259,9 +291,11 @@ def _corrupt_audio_chunk(jobs: list[tuple], cfg: dict, specs: list[dict]):
 
 
 def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: dict, specs: list[dict],
-                  pool: ProcessPoolExecutor | None = None) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+                  pool: ProcessPoolExecutor | None = None,
+                  cache: ExtractionCache | None = None) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
     """{(variant, index): (frames, valid)} for the audio variants among `specs`, of every clip of `keep` with
-    clean audio features in `extracted` (the first pass, which also gives the babble talkers' pool)."""
+    clean audio features in `extracted` (the first pass, which also gives the babble talkers' pool).
+    `cache`: as in `extract_all`, per clip (its variants; the key covers its babble talkers' files too)."""
     specs = [spec for spec in specs if spec["modality"] == "audio"]
     if not specs:
         return {}
@@ -276,13 +310,19 @@ def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: di
             chosen = babble_talkers(i, str(clips.at[i, "speaker"]), by_speaker, n, seed)
             talkers[i] = [clips.at[j, "audio_path"] for j in chosen]
     jobs = [(i, clips.at[i, "audio_path"], talkers[i], len(extracted[(i, "audio")][0])) for i in with_audio]
+    names = [spec["name"] for spec in specs]
+    keys = {i: cache.key(("noisy audio", i, n), [path, *paths]) for i, path, paths, n in jobs} if cache else {}
+    done = {i: pairs for i, key in keys.items() if (pairs := cache.load(key, names)) is not None}
+    todo = [job for job in jobs if job[0] not in done]
     own = pool is None
     pool = worker_pool(cfg["n_jobs"]) if own else pool
-    out = {}
+    out = {(name, index): value for index, pairs in done.items() for name, value in pairs.items()}
     try:
-        for chunk_results in map_chunks(_corrupt_audio_chunk, jobs, (cfg, specs), pool, "noisy audio"):
+        for chunk_results in map_chunks(_corrupt_audio_chunk, todo, (cfg, specs), pool, "noisy audio", len(done)):
             for index, variants in chunk_results:
                 out.update({(name, index): value for name, value in variants.items()})
+                if cache:
+                    cache.save(keys[index], variants)
     finally:
         if own and pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -307,6 +347,8 @@ def prepare(params: dict) -> FeatureStore:
     corpus = CORPORA[params["data"]["corpus"]]
     build = prepare_package if corpus.kind == "package" else prepare_media
     write_store(store_path(params), *build(corpus, params))
+    if corpus.kind == "media":
+        remove_cache(cache_path(params))  # the store is complete: the resumable work is no longer needed
     return read_store(store_path(params))
 
 
@@ -343,12 +385,13 @@ def prepare_media(corpus: Corpus, params: dict):
     """`write_store` arguments for a media corpus: extracted features, folds drawn by speaker, corruptions."""
     data_cfg, feat_cfg = params["data"], params["features"]
     specs = corruption_specs(feat_cfg, corpus.modalities)
+    cache = ExtractionCache(cache_path(params), settings_digest(corpus.name, feat_cfg))
     clips = corpus.list_clips(data_cfg["root"]).reset_index(drop=True)
     pool = worker_pool(feat_cfg["n_jobs"])  # one set of workers for both passes
     try:
         # first pass: clean features, and the visual variants from the same read of each CSV
         extracted, errors, variants = extract_all(clips, corpus.modalities, feat_cfg, data_cfg["on_error"], specs,
-                                                  pool)
+                                                  pool, cache)
         bad = sorted({index for index, *_ in errors})
         keep = [i for i in clips.index if i not in set(bad)]
         meta = clips.loc[keep].drop(columns=[f"{m}_path" for m in corpus.modalities]).reset_index(drop=True)
@@ -359,7 +402,7 @@ def prepare_media(corpus: Corpus, params: dict):
                                       list(meta["clip_id"]), {(m, i): fv for (i, m), fv in extracted.items()}, dims)
         splits = make_splits(meta, params["folds"])  # before the second pass: a bad fold fails fast
         # second pass: noisy audio (babble mixes the readable clips of other speakers)
-        variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool))
+        variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool, cache))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
