@@ -26,7 +26,7 @@ from scipy import stats
 
 from mer_core.config import Field, Section
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
-from mer_core.tasks import CLASSIFICATION_METRICS, METRICS
+from mer_core.tasks import CLASSIFICATION_METRICS, metric_columns
 from mer_core.metrics import confusion
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
@@ -200,7 +200,7 @@ def with_missing_average(per_condition: pd.DataFrame, missing: list[str]) -> pd.
     """`per_condition` plus, for every run, the condition `missing`: each metric averaged over the `missing`
     conditions (those with a modality absent). For WA and UA this is MMIN's "Average" column (the metric on
     the pooled replicated set, methods.md §1.2), since every condition holds the same clips."""
-    metrics = [m for m in METRICS if m in per_condition]
+    metrics = metric_columns(per_condition.columns)
     part = per_condition[per_condition["condition"].isin(missing)]
     average = part.groupby(["method", "fold", "seed"], sort=False)[metrics].mean().reset_index()
     return pd.concat([per_condition, average.assign(condition="missing")], ignore_index=True)
@@ -242,7 +242,7 @@ def robustness_runs(robustness: pd.DataFrame, per_condition: pd.DataFrame, missi
     """One row per (method, fold, seed, setting) on the condition each setting is summarised by: `pooled` (the
     conditions a feature noise fills, or those containing the corrupted modality), plus the clean `missing`
     average (zero-filled, MMIN's Average) as setting `clean` (level 0) so that every curve starts from it."""
-    metrics = [m for m in METRICS if m in robustness]
+    metrics = metric_columns(robustness.columns)
     part = robustness[robustness["condition"] == "pooled"]
     clean = with_missing_average(per_condition, missing)
     clean = clean[clean["condition"] == "missing"].assign(noise="clean", modality="missing", level=0.0, unit="")

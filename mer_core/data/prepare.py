@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mer_core.config import ConfigError, Field, Section
 from mer_core.data.corpora import CORPORA, Corpus
+from mer_core.data.corpora.cmu_mosei import CMU_MOSEI_SCHEMA
 from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
 from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
                                     read_wav, reduce_visual, visual_dim, wave_features)
@@ -45,6 +46,7 @@ from mer_core.data.openface import OpenFaceError, read_openface_csv
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
+from mer_core.tasks import ATTRIBUTES
 
 DATA_SCHEMA = Section(
     {
@@ -54,6 +56,7 @@ DATA_SCHEMA = Section(
         "cache_dir": Field(str),
         "on_error": Field(str, choices=("raise", "skip")),
         "synthetic": SYNTHETIC_SCHEMA,
+        "cmu_mosei": CMU_MOSEI_SCHEMA,
     }
 )
 
@@ -353,31 +356,38 @@ def prepare(params: dict) -> FeatureStore:
 
 
 def manifest_of(corpus: Corpus, root: str, meta: pd.DataFrame, dims: dict, frame_rates: dict, features: dict,
-                skipped: int) -> dict:
-    """The manifest entries every store has (write_store adds the files' hashes)."""
+                skipped: int, classes: tuple[str, ...] | None = None,
+                attributes: tuple[str, ...] | None = None) -> dict:
+    """The manifest entries every store has (write_store adds the files' hashes). `classes` default to the
+    corpus's; `attributes` (the regression targets, meta columns, in order) to the dimensional attributes
+    (`tasks.ATTRIBUTES`) that meta holds."""
     return {
         "corpus": corpus.name,
         "description": corpus.description,
         "root": root,
         "modalities": list(corpus.modalities),
-        "classes": list(corpus.classes),
+        "classes": list(corpus.classes if classes is None else classes),
         "dims": dims,
         "frame_rates": frame_rates,
         "features": features,
         "counts": {"clips": len(meta), "speakers": int(meta["speaker"].nunique()), "skipped": skipped},
-        "attributes": [a for a in ("arousal", "valence", "dominance") if a in meta],
+        "attributes": [a for a in ATTRIBUTES if a in meta] if attributes is None else list(attributes),
     }
 
 
 def prepare_package(corpus: Corpus, params: dict):
-    """`write_store` arguments for a feature package: its features and folds as they are."""
+    """`write_store` arguments for a feature package: its features and folds as they are (options: the params
+    section `data.<corpus name>`, where there is one)."""
     root = params["data"]["root"]
-    package = corpus.read_package(root)
+    package = corpus.read_package(root, **params["data"].get(corpus.name, {}))
     check_classes(package.meta, package.splits)
     manifest = manifest_of(corpus, root, package.meta, {m: s.dim for m, s in package.sequences.items()},
-                           package.frame_rates, package.features, skipped=0)
+                           package.frame_rates, package.features, skipped=0, classes=package.classes,
+                           attributes=package.attributes)
     manifest.update(folds=package.folds, corruptions=[],
                     unused_params=["features", "folds", "data.on_error", "features.corruptions"])
+    if package.labels:
+        manifest["labels"] = package.labels
     return package.meta, package.splits, package.sequences, manifest
 
 

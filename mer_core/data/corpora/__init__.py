@@ -5,9 +5,11 @@ A corpus is one of two kinds (`Corpus.kind`):
   label` plus, per modality it offers, `<modality>_path` (None when that clip lacks it), and any extra
   metadata (gender, sentence, level, continuous attributes); `prepare` extracts the features (params
   `features`) and draws speaker-independent folds (params `folds`).
-- `package`: `read_package(root) -> FeaturePackage` (`mer_core.data.corpora.base`) with the features and the
-  corpus's own folds already in the store's schema; `prepare` uses neither `features` nor `folds` params.
-`modalities` names what a corpus offers, `classes` its label names.
+- `package`: `read_package(root, **options) -> FeaturePackage` (`mer_core.data.corpora.base`) with the features
+  and the corpus's own folds already in the store's schema, `options` being the params section
+  `data.<corpus name>` where there is one; `prepare` uses neither `features` nor `folds` params.
+`modalities` names what a corpus offers, `classes` its label names (empty when an option chooses them: the
+package then gives them).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Callable
 
 import pandas as pd
 
-from mer_core.data.corpora import crema_d, iemocap_mmin
+from mer_core.data.corpora import cmu_mosei, crema_d, iemocap_mmin
 from mer_core.data.corpora.base import FeaturePackage
 
 
@@ -29,7 +31,7 @@ class Corpus:
     classes: tuple[str, ...]
     description: str
     list_clips: Callable[[str], pd.DataFrame] | None = None
-    read_package: Callable[[str], FeaturePackage] | None = None
+    read_package: Callable[..., FeaturePackage] | None = None
 
     def __post_init__(self):
         if (self.list_clips is None) == (self.read_package is None):
@@ -51,5 +53,11 @@ CORPORA = {
         "IEMOCAP in the MMIN authors' feature package: ComParE audio, Denseface faces, BERT-large text and the "
         "package's own folds (10)",
         read_package=iemocap_mmin.read_package,
+    ),
+    "cmu_mosei": Corpus(
+        "cmu_mosei", ("audio", "visual", "text"), (),
+        "CMU-MOSEI as CMU Multimodal SDK computational sequences: COVAREP audio, FACET 4.2 or OpenFace 2.0 faces, "
+        "GloVe words, per-segment sentiment and six emotion intensities, the SDK's standard folds",
+        read_package=cmu_mosei.read_package,
     ),
 }
