@@ -4,7 +4,8 @@
 - `grid_table`: MMIN-style table, one row per method, one column per condition plus pooled and mean,
   cells "mean ± std" over folds x seeds.
 - `human_reference`: CREMA-D's human per-modality recognition (crowd majority vote, datasets.md), a
-  reference row measured on the real corpus, never mixed with our numbers.
+  reference row measured on the real corpus (constants, or read from its summaryTable.csv), never mixed with
+  our numbers.
 - `calibration_check`: the built-in corpus's difficulty targets (issue "Foundation") against the measured UA.
 - `with_missing_average`: MMIN's "Average" over the missing-modality conditions, per run.
 - `paired_comparison`: method A minus method B paired by run (fold, seed), with a paired t-test.
@@ -25,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from mer_core.config import Field, Section
+from mer_core.data.corpora.crema_d import human_recognition
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
 from mer_core.tasks import CLASSIFICATION_METRICS, metric_columns
 from mer_core.metrics import confusion
@@ -103,8 +105,16 @@ def mean_table(per_condition: pd.DataFrame, metric: str, columns: list[str]) -> 
     return table.reindex(index=list(dict.fromkeys(per_condition["method"])), columns=columns)
 
 
-def human_reference(precision: int = 3) -> pd.DataFrame:
-    """CREMA-D human perception per modality: strict-match accuracy (WA) and mean per-class recall (UA)."""
+def human_reference(precision: int = 3, summary_table: str | Path | None = None) -> pd.DataFrame:
+    """CREMA-D human perception per modality: strict-match accuracy (WA) and mean per-class recall (UA).
+
+    Without `summary_table`: the constants above (UA from the confusion tables, where a tie counts as a fraction
+    for each label in it). With the path of CREMA-D's summaryTable.csv: both measured from it, strict match
+    (`mer_core.data.corpora.crema_d.human_recognition`)."""
+    if summary_table is not None:
+        rates = human_recognition(summary_table)
+        rows = {c: f"WA {rates.at[c, 'wa']:.{precision}f} / UA {rates.at[c, 'ua']:.{precision}f}" for c in rates.index}
+        return pd.DataFrame([rows], index=[f"human perception, CREMA-D {Path(summary_table).name} (reference)"])
     rows = {}
     for condition, matrix in HUMAN_CONFUSION.items():
         rows[condition] = f"WA {HUMAN_STRICT_ACCURACY[condition]:.{precision}f} / UA {np.mean(np.diag(matrix)):.{precision}f}"

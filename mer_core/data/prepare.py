@@ -1,7 +1,9 @@
 """The prepare step: corpus adapter -> feature extraction -> folds -> feature store (DESIGN.md, data flow).
 
-It dispatches on the corpus's kind (`mer_core.data.corpora`). A *media* corpus: features are extracted on
-`features.n_jobs` processes with a progress bar, and speaker-independent folds are drawn (`folds` params).
+It dispatches on the corpus's kind (`mer_core.data.corpora`). A *media* corpus is listed with its options
+(`data.<corpus>`), its notes (what the adapter preferred or dropped) printed and kept in the manifest; features
+are extracted on `features.n_jobs` processes with a progress bar, and speaker-independent folds are drawn
+(`folds` params: k-fold, or the corpus's own protocol).
 A file that cannot be read stops the run with an error naming it (`data.on_error: raise`), or, with
 `skip`, drops the clip and lists it in `<store>/skipped.csv`. A *feature package* (e.g. `iemocap_mmin`)
 brings its features and its own folds: the `features`, `folds` and `data.on_error` params are not used
@@ -37,11 +39,10 @@ from tqdm.auto import tqdm
 
 from mer_core.config import ConfigError, Field, Section
 from mer_core.data.corpora import CORPORA, Corpus
-from mer_core.data.corpora.cmu_mosei import CMU_MOSEI_SCHEMA
 from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
 from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
                                     read_wav, reduce_visual, visual_dim, wave_features)
-from mer_core.data.folds import check_classes, make_splits
+from mer_core.data.folds import check_classes, draw_folds
 from mer_core.data.openface import OpenFaceError, read_openface_csv
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA
@@ -56,7 +57,7 @@ DATA_SCHEMA = Section(
         "cache_dir": Field(str),
         "on_error": Field(str, choices=("raise", "skip")),
         "synthetic": SYNTHETIC_SCHEMA,
-        "cmu_mosei": CMU_MOSEI_SCHEMA,
+        **{name: corpus.options for name, corpus in CORPORA.items() if corpus.options is not None},
     }
 )
 
@@ -396,7 +397,11 @@ def prepare_media(corpus: Corpus, params: dict):
     data_cfg, feat_cfg = params["data"], params["features"]
     specs = corruption_specs(feat_cfg, corpus.modalities)
     cache = ExtractionCache(cache_path(params), settings_digest(corpus.name, feat_cfg))
-    clips = corpus.list_clips(data_cfg["root"]).reset_index(drop=True)
+    clips = corpus.clips(data_cfg)
+    notes = list(clips.attrs.get("notes", []))
+    for note in notes:
+        tqdm.write(f"{corpus.name}: {note}")
+    clips = clips.reset_index(drop=True)
     pool = worker_pool(feat_cfg["n_jobs"])  # one set of workers for both passes
     try:
         # first pass: clean features, and the visual variants from the same read of each CSV
@@ -410,7 +415,7 @@ def prepare_media(corpus: Corpus, params: dict):
         dims = {"audio": audio_dim(feat_cfg["audio"]), "visual": visual_dim(feat_cfg["visual"])}
         sequences = variant_sequences([{"name": m, "modality": m} for m in corpus.modalities], keep,
                                       list(meta["clip_id"]), {(m, i): fv for (i, m), fv in extracted.items()}, dims)
-        splits = make_splits(meta, params["folds"])  # before the second pass: a bad fold fails fast
+        splits = draw_folds(meta, params["folds"], corpus.name, corpus.protocol)  # before the second pass: fails fast
         # second pass: noisy audio (babble mixes the readable clips of other speakers)
         variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool, cache))
     finally:
@@ -420,8 +425,11 @@ def prepare_media(corpus: Corpus, params: dict):
     frame_rates = {"audio": audio_frame_rate(feat_cfg["audio"]),
                    "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"]}
     manifest = manifest_of(corpus, data_cfg["root"], meta, {m: dims[m] for m in corpus.modalities}, frame_rates,
-                           {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(bad))
+                           {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(bad),
+                           classes=corpus.class_names(data_cfg))
     manifest["corruptions"] = specs
+    if notes:
+        manifest["notes"] = notes
     skipped = pd.DataFrame([(clips.at[i, "clip_id"], m, p, e) for i, m, p, e in errors],
                            columns=["clip_id", "modality", "path", "error"])
     return meta, splits, sequences, manifest, skipped, corrupted
