@@ -566,8 +566,8 @@ def test_registry_entries_and_options_schemas():
     assert CORPORA["emodb"].modalities == ("audio",) and CORPORA["iemocap_audio"].modalities == ("audio",)
     assert CORPORA["crema_d"].modalities == ("audio", "visual") and CORPORA["msp_improv"].modalities == ("audio", "visual")
     assert {n for n, c in CORPORA.items() if c.options is not None} == {"crema_d", "ravdess", "iemocap_audio",
-                                                                        "msp_improv"}
-    assert set(DATA_SCHEMA.fields) >= {"crema_d", "ravdess", "iemocap_audio", "msp_improv"}
+                                                                        "msp_improv", "cmu_mosei"}
+    assert set(DATA_SCHEMA.fields) >= {"crema_d", "ravdess", "iemocap_audio", "msp_improv", "cmu_mosei"}
     assert CORPORA["builtin"].options is None and CORPORA["builtin"].protocol is None
     assert CORPORA["ravdess"].protocol is None
     assert CORPORA["ravdess"].class_names({"ravdess": dict(RAVDESS, merge_calm=True)})[0] == "neutral"

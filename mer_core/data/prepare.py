@@ -17,9 +17,10 @@ kept in `<data.cache_dir>/extract/<corpus>/` as its chunk comes back, a rerun ex
 Signal-level corruptions (`features.corruptions`, media corpora only) are extracted beside the clean features
 for every clip that has the modality (each clip is a test clip in some fold; the variants are used at test time
 only), with the same extractor settings and frame counts (`mer_core.noise.signal`):
-- visual: in the same pass as the clean features, from the same read of each OpenFace CSV: bursts of tracking
-  failures over `visual_dropout` of the raw frames (zeroed like `success = 0` rows), then the same rate reduction;
-- audio: in a second pass on the same workers, since babble needs the list of readable clips: the clip's WAV
+- visual: in the same pass as the clean features, from the same read of each OpenFace CSV or video
+  (`features.read_visual`): bursts of tracking failures over `visual_dropout` of the raw frames (zeroed like
+  `success = 0` rows or frames without a face), then the same rate reduction;
+- audio: in a second pass on the same workers, since babble needs the list of readable clips: the clip's audio
   mixed at each SNR with white noise or with babble of `babble_talkers` clips of other speakers.
 Every draw comes from a generator seeded by (`corruptions.seed`, the clip's index in the corpus listing), so the
 variants do not depend on `n_jobs`. They are stored as `corruptions/<variant>.npz` and listed in
@@ -41,9 +42,10 @@ from mer_core.config import ConfigError, Field, Section
 from mer_core.data.corpora import CORPORA, Corpus
 from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
 from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
-                                    read_wav, reduce_visual, visual_dim, wave_features)
+                                    read_visual, reduce_visual, visual_dim, wave_features)
 from mer_core.data.folds import check_classes, draw_folds
-from mer_core.data.openface import OpenFaceError, read_openface_csv
+from mer_core.data.media import VideoError, read_audio
+from mer_core.data.openface import OpenFaceError
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
@@ -62,7 +64,7 @@ DATA_SCHEMA = Section(
 )
 
 EXTRACTORS = {"audio": extract_audio, "visual": extract_visual}
-INPUT_ERRORS = (AudioError, OpenFaceError)
+INPUT_ERRORS = (AudioError, OpenFaceError, VideoError)
 STREAMS = {"babble": 1, "white": 2, "tracking_dropout": 3}  # sub-seeds: np.random.default_rng([seed, index, s, ...])
 CHUNK = 64  # jobs per worker task
 
@@ -116,14 +118,16 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
     """Worker: extract (index, modality, path) jobs, and the visual corruption variants `specs` of each face
     stream from the same read; returns (index, modality, frames, valid, {variant: (frames, valid)}) results and
     errors (or raises with `raise`)."""
+    import cv2
     import torch
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # the face detector: one thread per worker, as torch
     results, errors = [], []
     for index, modality, path in jobs:
         try:
             if modality == "visual" and specs:
-                frames, valid = read_openface_csv(path, cfg["visual"]["groups"])
+                frames, valid = read_visual(path, cfg["visual"])
                 variants = _corrupt_visual(index, path, frames, valid, cfg, specs)
                 results.append((index, modality, *reduce_visual(frames, valid, cfg["visual"]["rate_reduction"]),
                                 variants))
@@ -208,7 +212,7 @@ def corruption_specs(feat_cfg: dict, modalities: tuple[str, ...]) -> list[dict]:
 
 def _corrupt_visual(index: int, path: str, frames: np.ndarray, valid: np.ndarray, cfg: dict,
                     specs: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{variant: (frames, valid)} of one clip's raw OpenFace frames and mask, rate-reduced like the clean ones."""
+    """{variant: (frames, valid)} of one clip's raw visual frames and mask, rate-reduced like the clean ones."""
     seed = cfg["corruptions"]["seed"]
     out = {}
     for spec in specs:
@@ -218,7 +222,7 @@ def _corrupt_visual(index: int, path: str, frames: np.ndarray, valid: np.ndarray
         except ValueError as err:
             raise CorruptionError(f"{path}: {spec['name']}: {err}") from err
         dropped = frames.copy()
-        dropped[~kept] = 0.0  # as read_openface_csv does for success = 0
+        dropped[~kept] = 0.0  # as read_visual does for success = 0 or no face
         out[spec["name"]] = reduce_visual(dropped, kept, cfg["visual"]["rate_reduction"])
     return out
 
@@ -251,7 +255,7 @@ def babble_talkers(index: int, speaker: str, pool: dict[str, list[int]], n: int,
 def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: list[dict], cache: dict):
     """{variant: frames} of one clip's audio; `cache` keeps the talkers' waves read in this chunk."""
     seed = cfg["corruptions"]["seed"]
-    wave = read_wav(path)
+    wave = read_audio(path)
     noises = {}
     for kind in dict.fromkeys(spec["kind"] for spec in specs):
         rng = np.random.default_rng([seed, index, STREAMS[kind]])
@@ -260,7 +264,7 @@ def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: 
         else:
             for talker in talkers:
                 if talker not in cache:
-                    cache[talker] = read_wav(talker)
+                    cache[talker] = read_audio(talker)
             try:
                 noises[kind] = babble_noise([cache[t] for t in talkers], len(wave), rng)
             except ValueError as err:
