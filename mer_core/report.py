@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from mer_core.config import Field, Section
-from mer_core.data.corpora.crema_d import human_recognition
+from mer_core.data.corpora.crema_d import human_recognition, metadata_file
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
 from mer_core.tasks import CLASSIFICATION_METRICS, metric_columns
 from mer_core.metrics import confusion
@@ -119,6 +119,18 @@ def human_reference(precision: int = 3, summary_table: str | Path | None = None)
     for condition, matrix in HUMAN_CONFUSION.items():
         rows[condition] = f"WA {HUMAN_STRICT_ACCURACY[condition]:.{precision}f} / UA {np.mean(np.diag(matrix)):.{precision}f}"
     return pd.DataFrame([rows], index=["human perception, real CREMA-D (reference)"])
+
+
+def corpus_human_reference(data_cfg: dict, precision: int = 3) -> pd.DataFrame | None:
+    """The human reference row for the study's corpus (params `data`): for `crema_d`, measured from its
+    summaryTable.csv when `data.root` holds it; for `crema_d` without it and for the built-in corpus (CREMA-D's
+    layout and perception figures), the real CREMA-D constants; None for any other corpus, which has no such
+    figures."""
+    if data_cfg["corpus"] == "crema_d":
+        table = metadata_file(Path(data_cfg["root"]), "summaryTable.csv")
+        if table is not None:
+            return human_reference(precision, summary_table=table)
+    return human_reference(precision) if data_cfg["corpus"] in ("builtin", "crema_d") else None
 
 
 def calibration_check(ua: pd.DataFrame, cfg: dict) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from mer_core.config import ConfigError, load_params
 from mer_core.data.corpora import CORPORA, crema_d, emodb, iemocap_audio, msp_improv, ravdess
 from mer_core.data.corpora.base import CorpusError
 from mer_core.data.prepare import DATA_SCHEMA, prepare
-from mer_core.report import human_reference
+from mer_core.report import corpus_human_reference, human_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CREMA_D = Path(__file__).resolve().parents[2] / "shared/data/crema-d"
@@ -226,6 +226,18 @@ def test_human_recognition_strict_match(tmp_path):
 
 def test_human_reference_without_the_file_is_unchanged():
     assert human_reference().iloc[0].tolist() == ["WA 0.416 / UA 0.459", "WA 0.663 / UA 0.691", "WA 0.722 / UA 0.749"]
+
+
+def test_the_analysis_reference_row_follows_the_corpus(tmp_path):
+    constants = human_reference().iloc[0].tolist()
+    assert corpus_human_reference({"corpus": "builtin", "root": str(tmp_path)}).iloc[0].tolist() == constants
+    assert corpus_human_reference({"corpus": "crema_d", "root": str(tmp_path)}).iloc[0].tolist() == constants
+    (tmp_path / "processedResults").mkdir()
+    (tmp_path / "processedResults" / "summaryTable.csv").write_text(
+        SUMMARY_HEADER + '\n"1","1001_DFA_ANG_XX","A","60","N","70","A","65"\n')
+    measured = corpus_human_reference({"corpus": "crema_d", "root": str(tmp_path)}, precision=2)
+    assert measured.iloc[0].tolist() == ["WA 1.00 / UA 1.00", "WA 0.00 / UA 0.00", "WA 1.00 / UA 1.00"]
+    assert corpus_human_reference({"corpus": "emodb", "root": str(tmp_path)}) is None
 
 
 @real_crema_d

@@ -6,8 +6,11 @@ its adapter returns them as a `FeaturePackage` in the feature store's schema (`m
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import h5py
 import pandas as pd
 
 from mer_core.data.store import Sequences
@@ -15,6 +18,20 @@ from mer_core.data.store import Sequences
 
 class CorpusError(FileNotFoundError):
     """The corpus folder or one of its required files is missing or malformed; the message names the path."""
+
+
+@contextmanager
+def open_hdf5(path: Path, hint: str):
+    """The HDF5 file at `path`, open for reading; CorpusError naming it when it is missing (with `hint`: where
+    it comes from) or not HDF5."""
+    if not path.is_file():
+        raise CorpusError(f"{path}: missing; {hint}")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise CorpusError(f"{path}: not a readable HDF5 file ({err})") from err
+    with handle:
+        yield handle
 
 
 @dataclass(frozen=True)

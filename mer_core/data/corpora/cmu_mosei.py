@@ -63,7 +63,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mer_core.config import Field, Section
-from mer_core.data.corpora.base import CorpusError, FeaturePackage
+from mer_core.data.corpora.base import CorpusError, FeaturePackage, open_hdf5
 from mer_core.data.store import Sequences
 
 TARGETS = ("sentiment", "happiness", "sadness", "anger", "surprise", "disgust", "fear")  # the labels' column order
@@ -120,13 +120,7 @@ def class_of(values: np.ndarray, label: str) -> str | None:
 def open_csd(path: Path):
     """Yield the `data` group of the computational sequence at `path`; CorpusError naming the file when it is
     missing, not HDF5, or not in the SDK's layout."""
-    if not path.is_file():
-        raise CorpusError(f"{path}: missing; {HINT}")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as err:
-        raise CorpusError(f"{path}: not a readable HDF5 file ({err})") from err
-    with handle:
+    with open_hdf5(path, HINT) as handle:
         groups = list(handle.keys())
         if len(groups) != 1 or not isinstance(handle[groups[0]].get("data"), h5py.Group):
             raise CorpusError(f"{path}: top-level groups {groups}; a computational sequence has one group "
