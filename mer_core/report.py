@@ -4,7 +4,8 @@
 - `grid_table`: MMIN-style table, one row per method, one column per condition plus pooled and mean,
   cells "mean ± std" over folds x seeds.
 - `human_reference`: CREMA-D's human per-modality recognition (crowd majority vote, datasets.md), a
-  reference row measured on the real corpus, never mixed with our numbers.
+  reference row measured on the real corpus (constants, or read from its summaryTable.csv), never mixed with
+  our numbers.
 - `calibration_check`: the built-in corpus's difficulty targets (issue "Foundation") against the measured UA.
 - `with_missing_average`: MMIN's "Average" over the missing-modality conditions, per run.
 - `paired_comparison`: method A minus method B paired by run (fold, seed), with a paired t-test.
@@ -25,8 +26,9 @@ import pandas as pd
 from scipy import stats
 
 from mer_core.config import Field, Section
+from mer_core.data.corpora.crema_d import human_recognition, metadata_file
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
-from mer_core.tasks import CLASSIFICATION_METRICS, METRICS
+from mer_core.tasks import CLASSIFICATION_METRICS, metric_columns
 from mer_core.metrics import confusion
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
@@ -103,12 +105,32 @@ def mean_table(per_condition: pd.DataFrame, metric: str, columns: list[str]) -> 
     return table.reindex(index=list(dict.fromkeys(per_condition["method"])), columns=columns)
 
 
-def human_reference(precision: int = 3) -> pd.DataFrame:
-    """CREMA-D human perception per modality: strict-match accuracy (WA) and mean per-class recall (UA)."""
+def human_reference(precision: int = 3, summary_table: str | Path | None = None) -> pd.DataFrame:
+    """CREMA-D human perception per modality: strict-match accuracy (WA) and mean per-class recall (UA).
+
+    Without `summary_table`: the constants above (UA from the confusion tables, where a tie counts as a fraction
+    for each label in it). With the path of CREMA-D's summaryTable.csv: both measured from it, strict match
+    (`mer_core.data.corpora.crema_d.human_recognition`)."""
+    if summary_table is not None:
+        rates = human_recognition(summary_table)
+        rows = {c: f"WA {rates.at[c, 'wa']:.{precision}f} / UA {rates.at[c, 'ua']:.{precision}f}" for c in rates.index}
+        return pd.DataFrame([rows], index=[f"human perception, CREMA-D {Path(summary_table).name} (reference)"])
     rows = {}
     for condition, matrix in HUMAN_CONFUSION.items():
         rows[condition] = f"WA {HUMAN_STRICT_ACCURACY[condition]:.{precision}f} / UA {np.mean(np.diag(matrix)):.{precision}f}"
     return pd.DataFrame([rows], index=["human perception, real CREMA-D (reference)"])
+
+
+def corpus_human_reference(data_cfg: dict, precision: int = 3) -> pd.DataFrame | None:
+    """The human reference row for the study's corpus (params `data`): for `crema_d`, measured from its
+    summaryTable.csv when `data.root` holds it; for `crema_d` without it and for the built-in corpus (CREMA-D's
+    layout and perception figures), the real CREMA-D constants; None for any other corpus, which has no such
+    figures."""
+    if data_cfg["corpus"] == "crema_d":
+        table = metadata_file(Path(data_cfg["root"]), "summaryTable.csv")
+        if table is not None:
+            return human_reference(precision, summary_table=table)
+    return human_reference(precision) if data_cfg["corpus"] in ("builtin", "crema_d") else None
 
 
 def calibration_check(ua: pd.DataFrame, cfg: dict) -> pd.DataFrame:
@@ -200,7 +222,7 @@ def with_missing_average(per_condition: pd.DataFrame, missing: list[str]) -> pd.
     """`per_condition` plus, for every run, the condition `missing`: each metric averaged over the `missing`
     conditions (those with a modality absent). For WA and UA this is MMIN's "Average" column (the metric on
     the pooled replicated set, methods.md §1.2), since every condition holds the same clips."""
-    metrics = [m for m in METRICS if m in per_condition]
+    metrics = metric_columns(per_condition.columns)
     part = per_condition[per_condition["condition"].isin(missing)]
     average = part.groupby(["method", "fold", "seed"], sort=False)[metrics].mean().reset_index()
     return pd.concat([per_condition, average.assign(condition="missing")], ignore_index=True)
@@ -242,7 +264,7 @@ def robustness_runs(robustness: pd.DataFrame, per_condition: pd.DataFrame, missi
     """One row per (method, fold, seed, setting) on the condition each setting is summarised by: `pooled` (the
     conditions a feature noise fills, or those containing the corrupted modality), plus the clean `missing`
     average (zero-filled, MMIN's Average) as setting `clean` (level 0) so that every curve starts from it."""
-    metrics = [m for m in METRICS if m in robustness]
+    metrics = metric_columns(robustness.columns)
     part = robustness[robustness["condition"] == "pooled"]
     clean = with_missing_average(per_condition, missing)
     clean = clean[clean["condition"] == "missing"].assign(noise="clean", modality="missing", level=0.0, unit="")

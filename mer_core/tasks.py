@@ -2,10 +2,11 @@
 
 - `classification`: the corpus's emotion classes; cross-entropy; WA, UA, F1 macro and micro; model selection
   on validation UA.
-- `regression`: the corpus's continuous attributes (arousal, valence, dominance, those `meta.csv` holds); the
-  loss is sum over attributes of (1 - CCC), CCC computed on the batch with population variances (VAVL's
-  regression loss, methods.md §5.3); CCC per attribute and their mean; model selection on the validation mean
-  CCC.
+- `regression`: the corpus's continuous attributes, `manifest["attributes"]` in order: the dimensional ones
+  (arousal, valence, dominance) a media corpus's `meta.csv` holds, or a corpus's own targets (CMU-MOSEI: sentiment
+  and six emotion intensities); the loss is sum over attributes of (1 - CCC), CCC computed on the batch with
+  population variances (VAVL's regression loss, methods.md §5.3); CCC per attribute (`ccc_<attribute>`) and
+  their mean (`ccc_mean`); model selection on the validation mean CCC.
 
 A model's output has `Task.n_outputs` columns (logits, or one value per attribute); `Task.loss` is its training
 loss; evaluation tables hold one `label_*` / `pred_*` column per attribute for regression (`label`, `pred` and
@@ -23,10 +24,17 @@ from torch.nn import functional as F
 from mer_core.metrics import ccc, classification_metrics
 
 TASKS = ("classification", "regression")
-ATTRIBUTES = ("arousal", "valence", "dominance")
+ATTRIBUTES = ("arousal", "valence", "dominance")  # the dimensional attributes a media corpus's meta may hold
 CLASSIFICATION_METRICS = ("wa", "ua", "f1_macro", "f1_micro")
-REGRESSION_METRICS = tuple(f"ccc_{a}" for a in ATTRIBUTES) + ("ccc_mean",)
-METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS  # every metric column an evaluation table may hold
+
+
+def metric_columns(columns) -> list[str]:
+    """The metric columns among `columns`, in reporting order: the classification metrics (in
+    CLASSIFICATION_METRICS order), then the per-attribute CCCs in the order of `columns`, then `ccc_mean`."""
+    columns = list(columns)
+    per_attribute = [c for c in columns if c.startswith("ccc_") and c != "ccc_mean"]
+    mean = ["ccc_mean"] if "ccc_mean" in columns else []
+    return [m for m in CLASSIFICATION_METRICS if m in columns] + per_attribute + mean
 
 
 def ccc_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -47,6 +55,9 @@ class Task:
     def __post_init__(self):
         if self.name not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.name!r}")
+        if self.name == "regression" and (len(set(self.targets)) != len(self.targets) or "mean" in self.targets):
+            raise ValueError(f"regression attributes must be distinct and none named 'mean' (ccc_mean is their "
+                             f"mean), got {self.targets}")
 
     @property
     def n_outputs(self) -> int:
@@ -99,12 +110,12 @@ class Task:
 
 
 def study_task(name: str, manifest: dict) -> Task:
-    """The task `name` on the corpus of a store manifest: its classes, or its attributes (an error naming the
-    corpus when it has none)."""
+    """The task `name` on the corpus of a store manifest: its classes, or its attributes in the manifest's order
+    (an error naming the corpus when it has none)."""
     if name == "classification":
         return Task(name, tuple(manifest["classes"]))
-    attributes = tuple(a for a in ATTRIBUTES if a in manifest.get("attributes", []))
+    attributes = tuple(manifest.get("attributes", []))
     if not attributes:
-        raise ValueError(f"task: regression needs continuous attributes ({', '.join(ATTRIBUTES)}); corpus "
-                         f"{manifest.get('corpus')!r} has none: use task: classification")
+        raise ValueError(f"task: regression needs continuous attributes ({', '.join(ATTRIBUTES)}, or a corpus's "
+                         f"own targets); corpus {manifest.get('corpus')!r} has none: use task: classification")
     return Task(name, attributes)

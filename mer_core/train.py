@@ -9,10 +9,11 @@ regression; the test fold is never looked at), keep the best epoch's weights (ea
 checkpoint. The study's `task` sets the targets and the loss; a run's `unpaired` shares remove modalities
 from some training clips (`mer_core.data.batches.unpair`, drawn per fold and seed, the same for every method).
 The last stage's model predicts the test clips under every condition, clean, and under every setting of the
-robustness grid (`mer_core.robustness`). Runs are independent and seeded from
-(seed, fold), and each uses `train.threads_per_run` threads, so metrics are identical whatever
-`train.n_jobs` is. `train.preset: paper` trains every run with its method's official settings
-(`mer_core.methods.effective_entry`).
+robustness grid (`mer_core.robustness`). When the visual features are face crops, every stage's model reads
+them through a learnt CNN frame encoder trained with it (`mer_core.frame_encoder`, `train.frame_encoder`);
+`load_model` rebuilds a checkpoint's model. Runs are independent and seeded from (seed, fold), and each uses
+`train.threads_per_run` threads, so metrics are identical whatever `train.n_jobs` is. `train.preset: paper`
+trains every run with its method's official settings (`mer_core.methods.effective_entry`).
 
 Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
 `history.csv`, `predictions.csv`, `per_condition.csv`, `robustness.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
@@ -40,6 +41,7 @@ from mer_core.data.batches import Batch, Split, load_fold
 from mer_core.data.prepare import store_path
 from mer_core.data.store import read_store
 from mer_core.evaluate import grid_metrics, predict, selection_score, summarise
+from mer_core.frame_encoder import FRAME_ENCODER_SCHEMA, FrameEncoded, FrameEncoderSpec, build_stage
 from mer_core.methods import ModelContext, StageSpec, effective_entry, method_spec
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
@@ -56,6 +58,7 @@ TRAIN_SCHEMA = Section(
         "device": Field(str, choices=("auto", "cpu", "cuda")),
         "n_jobs": Field(int, low=1, high=64),
         "threads_per_run": Field(int, low=1, high=64),
+        "frame_encoder": FRAME_ENCODER_SCHEMA,  # face-crop features only (mer_core.frame_encoder)
     }
 )
 
@@ -91,7 +94,10 @@ def lr_factor(epoch: int, epochs: int, epochs_decay: int) -> float:
 
 def subnetworks(model: nn.Module) -> list[list[nn.Parameter]]:
     """Trainable parameters grouped by sub-network: each child module, and each member of a child
-    ModuleDict/ModuleList (one per modality encoder), as the MMIN code clips each `net*` separately."""
+    ModuleDict/ModuleList (one per modality encoder), as the MMIN code clips each `net*` separately; a
+    `FrameEncoded` model: its inner model's groups, then its frame encoder."""
+    if isinstance(model, FrameEncoded):
+        return subnetworks(model.model) + [[p for p in model.encoder.parameters() if p.requires_grad]]
     groups = []
     for child in model.children():
         members = child.values() if isinstance(child, nn.ModuleDict) else \
@@ -183,6 +189,20 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
         torch.save(checkpoint, handle)
 
 
+def load_model(checkpoint: dict) -> nn.Module:
+    """The model a checkpoint of `fit_run` holds, in evaluation mode: its method's stages rebuilt in order up to
+    the checkpoint's (a stage is built from the one before, as in training), then its weights loaded."""
+    context = ModelContext.from_dict(checkpoint["context"])
+    frames = FrameEncoderSpec(**checkpoint["frame_encoder"]) if "frame_encoder" in checkpoint else None
+    model = None
+    for stage in method_spec(checkpoint["method"]).stages:
+        model = build_stage(stage, checkpoint["params"], context, model, frames)
+        if stage.name == checkpoint["stage"]:
+            break
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
 def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool) -> RunOutput:
     """Train every stage of run `run` on `fold` with `seed`; save each stage's selected checkpoint; predict the
     test fold with the last stage's model."""
@@ -196,10 +216,12 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
     store = read_store(store_path(params), verify=False)
     task = study_task(params["task"], store.manifest)
     data = load_fold(store, fold, task, entry.get("unpaired"), run_seed(seed, fold))
+    frames = FrameEncoderSpec.for_store(store.manifest, cfg["frame_encoder"])
     context = ModelContext.from_manifest(store.manifest, task)
+    context = frames.context(context) if frames else context
     model, histories, best_epochs = None, [], {}
     for k, stage in enumerate(spec.stages):
-        model = stage.build(entry, context, model).to(device)
+        model = build_stage(stage, entry, context, model, frames).to(device)
         optim = stage.params(entry)["optim"]
         result = train_stage(model, stage, optim, cfg["weight_decay"], data, generator, device,
                              f"{run} fold {fold} seed {seed} {stage.name}", show_progress,
@@ -211,7 +233,8 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
                      lambda tmp: save_checkpoint(
                          {"run": run, "method": spec.name, "stage": stage.name, "params": entry, "fold": fold,
                           "seed": seed, "epoch": result.best_epoch, f"val_{task.selection_metric}": result.best_score,
-                          "context": asdict(context), "state_dict": model.state_dict()}, tmp))
+                          "context": asdict(context), **({"frame_encoder": asdict(frames)} if frames else {}),
+                          "state_dict": model.state_dict()}, tmp))
     test = predict(model, data["test"], optim["batch_size"], device)
     robustness = robustness_grid(model, store, data["test"], params["robustness"], fold, device)
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
@@ -241,6 +264,7 @@ def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str
     """
     out_dir = Path(out_dir)
     store = read_store(store_path(params))  # verifies the hashes once, up front
+    FrameEncoderSpec.for_store(store.manifest, params["train"]["frame_encoder"])  # bad settings fail before any run
     folds = selected_folds(params, store.folds)
     runs = [(name, params, fold, seed, Path(checkpoint_dir))
             for seed in params["train"]["seeds"] for fold in folds]

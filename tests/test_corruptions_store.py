@@ -43,7 +43,7 @@ def corpus(tmp_path_factory, base_params) -> Path:
 
 def params_for(base_params: dict, corpus: Path, features_dir: Path, **corruptions) -> dict:
     params = copy.deepcopy(base_params)
-    params["data"].update(root=str(corpus), features_dir=str(features_dir))
+    params["data"].update(root=str(corpus), features_dir=str(features_dir), cache_dir=f"{features_dir}-cache")
     params["features"]["corruptions"].update(corruptions)
     return params
 

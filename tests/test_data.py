@@ -328,7 +328,7 @@ def test_extract_visual_rate_reduction_and_valid_mask(tmp_path):
     face = random_face(7)
     success = [1, 0, 1, 0, 0, 0, 1]
     path = write_openface(tmp_path / "clip.csv", face, success)
-    cfg = {"groups": ["pose"], "fps": 30.0, "rate_reduction": 1}
+    cfg = {"extractor": "openface", "groups": ["pose"], "fps": 30.0, "rate_reduction": 1}
     frames, valid = extract_visual(path, cfg)
     assert frames.shape == (7, 6) and valid.tolist() == [bool(s) for s in success]
     reduced, ok = extract_visual(path, dict(cfg, rate_reduction=3))
@@ -337,7 +337,8 @@ def test_extract_visual_rate_reduction_and_valid_mask(tmp_path):
     np.testing.assert_allclose(reduced[0], (pose[0] + pose[2]) / 2, atol=1e-5)  # mean of the valid frames only
     assert (reduced[1] == 0).all()
     np.testing.assert_allclose(reduced[2], pose[6], atol=1e-5)  # ragged tail
-    assert features.visual_dim(cfg) == 6 and features.visual_dim({"groups": ["au_r", "au_c"]}) == 35
+    assert features.visual_dim(cfg) == 6
+    assert features.visual_dim({"extractor": "openface", "groups": ["au_r", "au_c"]}) == 35
 
 
 # ================================================================================================ folds

@@ -48,7 +48,7 @@ def setup(tmp_path, base_params, pristine_corpus):
     root = tmp_path / "raw"
     shutil.copytree(pristine_corpus, root)
     params = copy.deepcopy(base_params)
-    params["data"].update(root=str(root), features_dir=str(tmp_path / "features"))
+    params["data"].update(root=str(root), features_dir=str(tmp_path / "features"), cache_dir=str(tmp_path / "cache"))
     return root, params
 
 

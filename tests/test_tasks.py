@@ -16,8 +16,7 @@ from mer_core.evaluate import grid_metrics, predict, selection_score
 from mer_core.methods import ModelContext, method_spec, validate_run
 from mer_core.methods.baselines import LateFusion
 from mer_core.metrics import ccc, classification_metrics
-from mer_core.tasks import (ATTRIBUTES, CLASSIFICATION_METRICS, METRICS, REGRESSION_METRICS, TASKS, Task, ccc_loss,
-                            study_task)
+from mer_core.tasks import ATTRIBUTES, CLASSIFICATION_METRICS, TASKS, Task, ccc_loss, metric_columns, study_task
 from mer_core.train import run_method
 from fakes import CLASSIFICATION, OPTIM, REG_CTX, REGRESSION, make_batch
 
@@ -89,13 +88,29 @@ def test_task_properties():
     assert TASKS == ("classification", "regression")
     assert CLASSIFICATION.n_outputs == 6 and REGRESSION.n_outputs == 3
     assert CLASSIFICATION.metrics == CLASSIFICATION_METRICS == ("wa", "ua", "f1_macro", "f1_micro")
-    assert REGRESSION.metrics == REGRESSION_METRICS == ("ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")
-    assert set(METRICS) == set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)
+    assert REGRESSION.metrics == ("ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")
     assert Task("regression", ("valence",)).metrics == ("ccc_valence", "ccc_mean")
+    assert Task("regression", ("sentiment", "fear")).metrics == ("ccc_sentiment", "ccc_fear", "ccc_mean")
     assert (CLASSIFICATION.headline, CLASSIFICATION.selection_metric) == (("wa", "ua"), "ua")
     assert (REGRESSION.headline, REGRESSION.selection_metric) == (("ccc_mean",), "ccc_mean")
     with pytest.raises(ValueError, match="task must be one of"):
         Task("ranking", ("a",))
+
+
+@pytest.mark.parametrize("targets", [("valence", "valence"), ("sentiment", "mean")])
+def test_regression_attributes_must_be_distinct_and_not_mean(targets):
+    with pytest.raises(ValueError, match="distinct and none named 'mean'"):
+        Task("regression", targets)
+
+
+def test_metric_columns_keep_the_reporting_order():
+    assert metric_columns(["method", "condition", "n", "loss", "f1_micro", "ua", "wa", "f1_macro"]) == [
+        "wa", "ua", "f1_macro", "f1_micro"]
+    assert metric_columns(["fold", "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean", "seed"]) == [
+        "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean"]
+    assert metric_columns(["ccc_mean", "ccc_sentiment", "ccc_fear", "loss"]) == [
+        "ccc_sentiment", "ccc_fear", "ccc_mean"]
+    assert metric_columns(pd.Index(["condition", "n", "loss"])) == []
 
 
 def test_task_loss_and_clip_losses():
@@ -137,7 +152,7 @@ def test_task_score_regression_is_metrics_ccc_per_attribute():
     table = pd.DataFrame({**{f"label_{a}": label[:, k] for k, a in enumerate(ATTRIBUTES)},
                           **{f"pred_{a}": pred[:, k] for k, a in enumerate(ATTRIBUTES)}})
     scores = REGRESSION.score(table)
-    assert list(scores) == list(REGRESSION_METRICS)
+    assert list(scores) == list(REGRESSION.metrics)
     for k, a in enumerate(ATTRIBUTES):
         assert scores[f"ccc_{a}"] == pytest.approx(ccc(label[:, k], pred[:, k]))
     assert scores["ccc_mean"] == pytest.approx(np.mean([scores[f"ccc_{a}"] for a in ATTRIBUTES]))
@@ -156,14 +171,23 @@ def test_task_score_classification_is_classification_metrics():
 
 
 def test_study_task_classification_and_regression():
-    manifest = {"corpus": "builtin", "classes": ["anger", "sad"], "attributes": ["valence", "arousal", "dominance"]}
+    manifest = {"corpus": "builtin", "classes": ["anger", "sad"], "attributes": ["arousal", "valence", "dominance"]}
     assert study_task("classification", manifest) == Task("classification", ("anger", "sad"))
-    assert study_task("regression", manifest) == Task("regression", ATTRIBUTES)  # in ATTRIBUTES order
+    assert study_task("regression", manifest) == Task("regression", ATTRIBUTES)
     partial = study_task("regression", {**manifest, "attributes": ["valence", "arousal"]})
-    assert partial.targets == ("arousal", "valence") and partial.n_outputs == 2
+    assert partial.targets == ("valence", "arousal") and partial.n_outputs == 2  # the manifest's order
 
 
-@pytest.mark.parametrize("attributes", [None, [], ["intensity"]])
+def test_study_task_regression_on_a_corpus_s_own_targets():
+    manifest = {"corpus": "cmu_mosei", "classes": ["negative", "non-negative"],
+                "attributes": ["sentiment", "happiness", "sadness", "anger", "surprise", "disgust", "fear"]}
+    task = study_task("regression", manifest)
+    assert task.targets == tuple(manifest["attributes"]) and task.n_outputs == 7
+    assert task.metrics == ("ccc_sentiment", "ccc_happiness", "ccc_sadness", "ccc_anger", "ccc_surprise",
+                            "ccc_disgust", "ccc_fear", "ccc_mean")
+
+
+@pytest.mark.parametrize("attributes", [None, []])
 def test_study_task_regression_without_attributes_names_the_corpus(attributes):
     manifest = {"corpus": "iemocap_mmin", "classes": ["ang", "hap", "neu", "sad"]}
     if attributes is not None:
@@ -236,7 +260,7 @@ def regression_table() -> pd.DataFrame:
 def test_grid_metrics_regression_gives_ccc_columns_pooled_is_not_the_mean():
     table = regression_table()
     grid = grid_metrics(table, REGRESSION)
-    assert list(grid.columns) == ["condition", "n", "loss", *REGRESSION_METRICS]
+    assert list(grid.columns) == ["condition", "n", "loss", *REGRESSION.metrics]
     assert grid["condition"].tolist() == ["a", "v", "av", "pooled", "mean"]
     by = grid.set_index("condition")
     for condition in ("a", "v", "av"):
@@ -247,7 +271,7 @@ def test_grid_metrics_regression_gives_ccc_columns_pooled_is_not_the_mean():
         assert by.loc[condition, "ccc_mean"] == pytest.approx(per_attribute.mean())
     for a in ATTRIBUTES:
         assert by.loc["pooled", f"ccc_{a}"] == pytest.approx(ccc(table[f"label_{a}"], table[f"pred_{a}"]))
-    for metric in REGRESSION_METRICS:
+    for metric in REGRESSION.metrics:
         assert by.loc["mean", metric] == pytest.approx(by.loc[["a", "v", "av"], metric].mean())
     assert by.loc["pooled", "ccc_mean"] != pytest.approx(by.loc["mean", "ccc_mean"], abs=1e-3)
     assert by.loc["av", "ccc_mean"] > by.loc["a", "ccc_mean"] > by.loc["v", "ccc_mean"]
@@ -326,7 +350,7 @@ def test_run_method_regression_writes_ccc_results(tiny_attribute_store, tiny_par
     assert summary["task"] == "regression" and summary["targets"] == list(ATTRIBUTES)
     assert json.loads((out / "metrics.json").read_text()) == summary
     assert list(summary["conditions"]) == ["a", "v", "av", "pooled", "mean"]
-    assert set(summary["conditions"]["av"]) == {f"{m}_{s}" for m in REGRESSION_METRICS for s in ("mean", "std")}
+    assert set(summary["conditions"]["av"]) == {f"{m}_{s}" for m in REGRESSION.metrics for s in ("mean", "std")}
     assert all(-1 <= v <= 1 for c in summary["conditions"].values() for k, v in c.items() if k.endswith("_mean"))
     assert all(set(setting) == {"ccc_mean_mean", "ccc_mean_std"} for setting in summary["robustness"].values())
     history = pd.read_csv(out / "history.csv")
@@ -339,6 +363,6 @@ def test_run_method_regression_writes_ccc_results(tiny_attribute_store, tiny_par
     np.testing.assert_allclose(predictions["label_valence"], meta.loc[predictions["clip_id"], "valence"],
                                atol=5e-5)  # written with 4 decimals
     per_condition = pd.read_csv(out / "per_condition.csv")
-    assert set(REGRESSION_METRICS) <= set(per_condition.columns)
+    assert set(REGRESSION.metrics) <= set(per_condition.columns)
     checkpoint = torch.load(tmp_path / "ckpt" / "fold0-seed0.pt")
     assert "val_ccc_mean" in checkpoint and checkpoint["context"]["task"]["name"] == "regression"

@@ -1,6 +1,7 @@
 """Frame-level feature extraction for every corpus.
 
-Audio: WAV read with soundfile (torchaudio.load needs torchcodec), mixed to mono, resampled to 16 kHz, then
+Audio: a WAV / FLAC file (soundfile; torchaudio.load needs torchcodec) or a video's audio track (PyAV), mixed to
+mono, resampled to 16 kHz (`mer_core.data.media.read_audio`), then
 - `logmel`: log mel filterbank energies (torchaudio's Kaldi-compatible `fbank`), the default;
 - `compare`: openSMILE ComParE_2016 low-level descriptors + deltas (65 + 65 = 130-d), the features the
   MMIN / IF-MMIN / NMER code trains on (methods.md §1.1);
@@ -9,7 +10,9 @@ Audio: WAV read with soundfile (torchaudio.load needs torchcodec), mixed to mono
 An optional frame-rate reduction averages non-overlapping groups of `rate_reduction` frames (the MMIN
 preprocessing downsamples ComParE x10 with a polyphase filter; averaging is our simpler stand-in).
 
-Visual: OpenFace 2.0 CSV columns (`mer_core.data.openface`), with the same optional rate reduction.
+Visual (`features.visual.extractor`), with the same optional rate reduction:
+- `openface`: OpenFace 2.0 CSV columns (`mer_core.data.openface`), the default; the clips' visual files are CSVs;
+- `face_crops`: `size` x `size` grey face crops of the video itself, sampled at `fps` (`mer_core.data.faces`).
 
 `features.corruptions` sets the signal-level corruptions (noisy audio, face-tracking dropout) that the prepare
 step extracts beside the clean features for testing (`mer_core.noise.signal`, `mer_core.data.prepare`).
@@ -20,14 +23,15 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio
 
 from mer_core.config import ConfigError, Field, Section
+from mer_core.data.faces import face_crops
+from mer_core.data.media import (SAMPLE_RATE, VIDEO_SUFFIXES, AudioError, VideoError, read_audio,  # noqa: F401
+                                 read_wav)  # read_wav, AudioError: their home was this module until media.py
 from mer_core.data.openface import COLUMN_GROUPS, openface_columns, read_openface_csv
 
-SAMPLE_RATE = 16000
 # the torchaudio.pipelines bundles of a pretrained (not fine-tuned) wav2vec2-family model, built from `bundle._params`
 WAV2VEC2_BUNDLES = ("WAV2VEC2_BASE", "WAV2VEC2_LARGE", "WAV2VEC2_LARGE_LV60K", "WAV2VEC2_XLSR53", "WAV2VEC2_XLSR_300M",
                     "WAV2VEC2_XLSR_1B", "WAV2VEC2_XLSR_2B", "HUBERT_BASE", "HUBERT_LARGE", "HUBERT_XLARGE",
@@ -54,9 +58,20 @@ FEATURES_SCHEMA = Section(
         ),
         "visual": Section(
             {
-                "groups": Field(list, low=1, item=Field(str, choices=tuple(COLUMN_GROUPS))),
+                "extractor": Field(str, choices=("openface", "face_crops")),
+                "groups": Field(list, low=1, item=Field(str, choices=tuple(COLUMN_GROUPS))),  # openface only
                 "fps": Field(float, low=1, high=120),
                 "rate_reduction": Field(int, low=1, high=20),
+                "face_crops": Section(  # face_crops only (mer_core.data.faces)
+                    {
+                        "size": Field(int, low=8, high=256),
+                        "min_neighbors": Field(int, low=1, high=20),
+                        "min_face": Field(float, low=0.0, high=1.0),
+                        "smooth_frames": Field(int, low=1, high=101),
+                        "margin": Field(float, low=0.5, high=3.0),
+                        "max_side": Field(int, low=64, high=4096),
+                    }
+                ),
             }
         ),
         "n_jobs": Field(int, low=1, high=64),
@@ -72,27 +87,6 @@ FEATURES_SCHEMA = Section(
         ),
     }
 )
-
-
-class AudioError(ValueError):
-    """A WAV file is unreadable, empty or holds non-finite samples; the message names the file."""
-
-
-def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 samples of `path` at `sample_rate`."""
-    path = Path(path)
-    try:
-        wave, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(f"{path}: not a readable audio file ({err})") from err
-    if wave.shape[0] == 0:
-        raise AudioError(f"{path}: no samples")
-    if not np.isfinite(wave).all():
-        raise AudioError(f"{path}: non-finite samples")
-    wave = wave.mean(axis=1)
-    if rate != sample_rate:
-        wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, sample_rate).numpy()
-    return wave
 
 
 def reduce_rate(frames: np.ndarray, factor: int) -> np.ndarray:
@@ -234,8 +228,8 @@ def wave_features(wave: np.ndarray, cfg: dict, source: str | Path) -> np.ndarray
 
 
 def extract_audio(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Features (T, D) of one audio file and its valid-frame mask (all True)."""
-    frames = wave_features(read_wav(path), cfg, path)
+    """Features (T, D) of one audio file or video's audio track and its valid-frame mask (all True)."""
+    frames = wave_features(read_audio(path), cfg, path)
     return frames, np.ones(len(frames), dtype=bool)
 
 
@@ -251,10 +245,35 @@ def reduce_visual(frames: np.ndarray, valid: np.ndarray, factor: int) -> tuple[n
     return reduced, ok
 
 
+def read_visual(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Raw per-frame features (T, D) and valid mask (T,) of one visual file under `features.visual` settings `cfg`,
+    before rate reduction: an OpenFace CSV (extractor `openface`) or a video (extractor `face_crops`). A video in
+    which no face is ever found raises VideoError, as a CSV with no tracked frame raises OpenFaceError."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        if cfg["extractor"] != "openface":
+            raise ConfigError(f"features.visual.extractor: {cfg['extractor']!r} reads videos, but {path} is an "
+                              "OpenFace CSV; set extractor: openface (allowed values: openface, face_crops)")
+        return read_openface_csv(path, cfg["groups"])
+    if suffix in VIDEO_SUFFIXES:
+        if cfg["extractor"] != "face_crops":
+            raise ConfigError(f"features.visual.extractor: {cfg['extractor']!r} reads OpenFace CSVs, but {path} is a "
+                              "video; set extractor: face_crops (allowed values: openface, face_crops)")
+        frames, valid = face_crops(path, cfg["fps"], cfg["face_crops"])
+        if not valid.any():
+            raise VideoError(f"{path}: no face found in any of its {len(valid)} frames sampled at {cfg['fps']:g} fps "
+                             "(features.visual.face_crops: lower min_neighbors or min_face to find more)")
+        return frames, valid
+    raise VideoError(f"{path}: unknown visual file type {suffix!r}; allowed: .csv (OpenFace), "
+                     f"{', '.join(VIDEO_SUFFIXES)} (video)")
+
+
 def extract_visual(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Features (T, D) of one OpenFace CSV and its valid-frame mask (a reduced frame is valid if any was)."""
-    return reduce_visual(*read_openface_csv(path, cfg["groups"]), cfg["rate_reduction"])
+    """Features (T, D) of one OpenFace CSV or video and its valid-frame mask (a reduced frame is valid if any was)."""
+    return reduce_visual(*read_visual(path, cfg), cfg["rate_reduction"])
 
 
 def visual_dim(cfg: dict) -> int:
+    if cfg["extractor"] == "face_crops":
+        return cfg["face_crops"]["size"] ** 2
     return len(openface_columns(cfg["groups"]))

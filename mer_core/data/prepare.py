@@ -1,19 +1,26 @@
 """The prepare step: corpus adapter -> feature extraction -> folds -> feature store (DESIGN.md, data flow).
 
-It dispatches on the corpus's kind (`mer_core.data.corpora`). A *media* corpus: features are extracted on
-`features.n_jobs` processes with a progress bar, and speaker-independent folds are drawn (`folds` params).
+It dispatches on the corpus's kind (`mer_core.data.corpora`). A *media* corpus is listed with its options
+(`data.<corpus>`), its notes (what the adapter preferred or dropped) printed and kept in the manifest; features
+are extracted on `features.n_jobs` processes with a progress bar, and speaker-independent folds are drawn
+(`folds` params: k-fold, or the corpus's own protocol).
 A file that cannot be read stops the run with an error naming it (`data.on_error: raise`), or, with
 `skip`, drops the clip and lists it in `<store>/skipped.csv`. A *feature package* (e.g. `iemocap_mmin`)
 brings its features and its own folds: the `features`, `folds` and `data.on_error` params are not used
 (the manifest says so) and a bad package always raises. The store is written atomically, so an
 interrupted run leaves nothing that looks done.
 
+Extraction is resumable (`mer_core.data.extract_cache`): each finished item of work (both passes below) is
+kept in `<data.cache_dir>/extract/<corpus>/` as its chunk comes back, a rerun extracts only what is not there
+(the progress bars count the rest as done), and the folder is removed once the store is written.
+
 Signal-level corruptions (`features.corruptions`, media corpora only) are extracted beside the clean features
 for every clip that has the modality (each clip is a test clip in some fold; the variants are used at test time
 only), with the same extractor settings and frame counts (`mer_core.noise.signal`):
-- visual: in the same pass as the clean features, from the same read of each OpenFace CSV: bursts of tracking
-  failures over `visual_dropout` of the raw frames (zeroed like `success = 0` rows), then the same rate reduction;
-- audio: in a second pass on the same workers, since babble needs the list of readable clips: the clip's WAV
+- visual: in the same pass as the clean features, from the same read of each OpenFace CSV or video
+  (`features.read_visual`): bursts of tracking failures over `visual_dropout` of the raw frames (zeroed like
+  `success = 0` rows or frames without a face), then the same rate reduction;
+- audio: in a second pass on the same workers, since babble needs the list of readable clips: the clip's audio
   mixed at each SNR with white noise or with babble of `babble_talkers` clips of other speakers.
 Every draw comes from a generator seeded by (`corruptions.seed`, the clip's index in the corpus listing), so the
 variants do not depend on `n_jobs`. They are stored as `corruptions/<variant>.npz` and listed in
@@ -33,26 +40,31 @@ from tqdm.auto import tqdm
 
 from mer_core.config import ConfigError, Field, Section
 from mer_core.data.corpora import CORPORA, Corpus
+from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
 from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
-                                    read_wav, reduce_visual, visual_dim, wave_features)
-from mer_core.data.folds import check_classes, make_splits
-from mer_core.data.openface import OpenFaceError, read_openface_csv
+                                    read_visual, reduce_visual, visual_dim, wave_features)
+from mer_core.data.folds import check_classes, draw_folds
+from mer_core.data.media import VideoError, read_audio
+from mer_core.data.openface import OpenFaceError
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
+from mer_core.tasks import ATTRIBUTES
 
 DATA_SCHEMA = Section(
     {
         "corpus": Field(str, choices=tuple(CORPORA)),
         "root": Field(str),
         "features_dir": Field(str),
+        "cache_dir": Field(str),
         "on_error": Field(str, choices=("raise", "skip")),
         "synthetic": SYNTHETIC_SCHEMA,
+        **{name: corpus.options for name, corpus in CORPORA.items() if corpus.options is not None},
     }
 )
 
 EXTRACTORS = {"audio": extract_audio, "visual": extract_visual}
-INPUT_ERRORS = (AudioError, OpenFaceError)
+INPUT_ERRORS = (AudioError, OpenFaceError, VideoError)
 STREAMS = {"babble": 1, "white": 2, "tracking_dropout": 3}  # sub-seeds: np.random.default_rng([seed, index, s, ...])
 CHUNK = 64  # jobs per worker task
 
@@ -66,16 +78,30 @@ def store_path(params: dict) -> Path:
     return Path(params["data"]["features_dir"]) / params["data"]["corpus"]
 
 
+def cache_path(params: dict) -> Path:
+    """Where the resumable extraction work of the configured corpus lives: `<cache_dir>/extract/<corpus>`.
+    Raises ConfigError when it lies inside `features_dir` (DVC deletes that before it reruns prepare)."""
+    data_cfg = params["data"]
+    folder = Path(data_cfg["cache_dir"]) / "extract" / data_cfg["corpus"]
+    if folder.resolve().is_relative_to(Path(data_cfg["features_dir"]).resolve()):
+        raise ConfigError(f"data.cache_dir: {data_cfg['cache_dir']!r} is inside data.features_dir "
+                          f"({data_cfg['features_dir']!r}), which DVC deletes before it reruns prepare; "
+                          "choose a folder outside it (default: data/cache)")
+    return folder
+
+
 def worker_pool(n_jobs: int) -> ProcessPoolExecutor | None:
     """`min(n_jobs, cpus)` spawned worker processes, or None for one (work then runs in this process)."""
     n_jobs = min(n_jobs, os.cpu_count() or 1)
     return ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) if n_jobs > 1 else None
 
 
-def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None, desc: str):
-    """Yield `worker(chunk, *args)` for chunks of `jobs` in order, on `pool` (None: here), with a progress bar."""
+def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None, desc: str, done: int = 0):
+    """Yield `worker(chunk, *args)` for chunks of `jobs` in order, on `pool` (None: here), with a progress bar
+    that starts at `done` (jobs finished earlier, e.g. loaded from the cache)."""
     chunks = [jobs[k:k + CHUNK] for k in range(0, len(jobs), CHUNK)]
-    progress = tqdm(total=len(jobs), desc=desc, unit="file", mininterval=2)
+    progress = tqdm(total=done + len(jobs), initial=done, desc=desc + (" (resumed)" if done else ""), unit="file",
+                    mininterval=2)
     if pool is None:
         results = (worker(chunk, *args) for chunk in chunks)
     else:
@@ -92,14 +118,16 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
     """Worker: extract (index, modality, path) jobs, and the visual corruption variants `specs` of each face
     stream from the same read; returns (index, modality, frames, valid, {variant: (frames, valid)}) results and
     errors (or raises with `raise`)."""
+    import cv2
     import torch
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # the face detector: one thread per worker, as torch
     results, errors = [], []
     for index, modality, path in jobs:
         try:
             if modality == "visual" and specs:
-                frames, valid = read_openface_csv(path, cfg["visual"]["groups"])
+                frames, valid = read_visual(path, cfg["visual"])
                 variants = _corrupt_visual(index, path, frames, valid, cfg, specs)
                 results.append((index, modality, *reduce_visual(frames, valid, cfg["visual"]["rate_reduction"]),
                                 variants))
@@ -113,24 +141,36 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
 
 
 def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_error: str,
-                specs: list[dict] | None = None, pool: ProcessPoolExecutor | None = None):
+                specs: list[dict] | None = None, pool: ProcessPoolExecutor | None = None,
+                cache: ExtractionCache | None = None):
     """Extract every (clip, modality) in parallel: {(index, modality): (frames, valid)}, the errors, and
     {(variant, index): (frames, valid)} for the visual corruption variants among `specs`.
 
     `pool`: worker processes to use (left open); by default a pool of `cfg["n_jobs"]` is opened and shut here.
+    `cache`: a (clip, modality) found there is loaded instead of extracted, and each one extracted is saved there
+    (clean features and variants, named by modality and variant) as its chunk comes back; errors are not saved.
     """
     jobs = [(i, m, clips.at[i, f"{m}_path"]) for m in modalities for i in clips.index
             if isinstance(clips.at[i, f"{m}_path"], str)]
     visual = [spec for spec in specs or [] if spec["modality"] == "visual"]
+    names = {m: [m] + [spec["name"] for spec in visual if m == "visual"] for m in modalities}
+    keys = {(i, m): cache.key(("features", i, m), [path]) for i, m, path in jobs} if cache else {}
+    done = {(i, m): pairs for (i, m), key in keys.items() if (pairs := cache.load(key, names[m])) is not None}
+    todo = [job for job in jobs if job[:2] not in done]
     own = pool is None
     pool = worker_pool(cfg["n_jobs"]) if own else pool
     out, errors, variants = {}, [], {}
+    for (index, modality), pairs in done.items():
+        out[(index, modality)] = pairs.pop(modality)
+        variants.update({(name, index): value for name, value in pairs.items()})
     try:
-        for chunk_results, chunk_errors in map_chunks(_extract_chunk, jobs, (cfg, on_error, visual), pool,
-                                                      "features"):
+        for chunk_results, chunk_errors in map_chunks(_extract_chunk, todo, (cfg, on_error, visual), pool,
+                                                      "features", len(done)):
             for index, modality, frames, valid, clip_variants in chunk_results:
                 out[(index, modality)] = (frames, valid)
                 variants.update({(name, index): value for name, value in clip_variants.items()})
+                if cache:
+                    cache.save(keys[(index, modality)], {modality: (frames, valid), **clip_variants})
             errors += chunk_errors
     finally:
         if own and pool is not None:
@@ -172,7 +212,7 @@ def corruption_specs(feat_cfg: dict, modalities: tuple[str, ...]) -> list[dict]:
 
 def _corrupt_visual(index: int, path: str, frames: np.ndarray, valid: np.ndarray, cfg: dict,
                     specs: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{variant: (frames, valid)} of one clip's raw OpenFace frames and mask, rate-reduced like the clean ones."""
+    """{variant: (frames, valid)} of one clip's raw visual frames and mask, rate-reduced like the clean ones."""
     seed = cfg["corruptions"]["seed"]
     out = {}
     for spec in specs:
@@ -182,7 +222,7 @@ def _corrupt_visual(index: int, path: str, frames: np.ndarray, valid: np.ndarray
         except ValueError as err:
             raise CorruptionError(f"{path}: {spec['name']}: {err}") from err
         dropped = frames.copy()
-        dropped[~kept] = 0.0  # as read_openface_csv does for success = 0
+        dropped[~kept] = 0.0  # as read_visual does for success = 0 or no face
         out[spec["name"]] = reduce_visual(dropped, kept, cfg["visual"]["rate_reduction"])
     return out
 
@@ -215,7 +255,7 @@ def babble_talkers(index: int, speaker: str, pool: dict[str, list[int]], n: int,
 def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: list[dict], cache: dict):
     """{variant: frames} of one clip's audio; `cache` keeps the talkers' waves read in this chunk."""
     seed = cfg["corruptions"]["seed"]
-    wave = read_wav(path)
+    wave = read_audio(path)
     noises = {}
     for kind in dict.fromkeys(spec["kind"] for spec in specs):
         rng = np.random.default_rng([seed, index, STREAMS[kind]])
@@ -224,7 +264,7 @@ def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: 
         else:
             for talker in talkers:
                 if talker not in cache:
-                    cache[talker] = read_wav(talker)
+                    cache[talker] = read_audio(talker)
             try:
                 noises[kind] = babble_noise([cache[t] for t in talkers], len(wave), rng)
             except ValueError as err:
@@ -259,9 +299,11 @@ def _corrupt_audio_chunk(jobs: list[tuple], cfg: dict, specs: list[dict]):
 
 
 def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: dict, specs: list[dict],
-                  pool: ProcessPoolExecutor | None = None) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+                  pool: ProcessPoolExecutor | None = None,
+                  cache: ExtractionCache | None = None) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
     """{(variant, index): (frames, valid)} for the audio variants among `specs`, of every clip of `keep` with
-    clean audio features in `extracted` (the first pass, which also gives the babble talkers' pool)."""
+    clean audio features in `extracted` (the first pass, which also gives the babble talkers' pool).
+    `cache`: as in `extract_all`, per clip (its variants; the key covers its babble talkers' files too)."""
     specs = [spec for spec in specs if spec["modality"] == "audio"]
     if not specs:
         return {}
@@ -276,13 +318,19 @@ def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: di
             chosen = babble_talkers(i, str(clips.at[i, "speaker"]), by_speaker, n, seed)
             talkers[i] = [clips.at[j, "audio_path"] for j in chosen]
     jobs = [(i, clips.at[i, "audio_path"], talkers[i], len(extracted[(i, "audio")][0])) for i in with_audio]
+    names = [spec["name"] for spec in specs]
+    keys = {i: cache.key(("noisy audio", i, n), [path, *paths]) for i, path, paths, n in jobs} if cache else {}
+    done = {i: pairs for i, key in keys.items() if (pairs := cache.load(key, names)) is not None}
+    todo = [job for job in jobs if job[0] not in done]
     own = pool is None
     pool = worker_pool(cfg["n_jobs"]) if own else pool
-    out = {}
+    out = {(name, index): value for index, pairs in done.items() for name, value in pairs.items()}
     try:
-        for chunk_results in map_chunks(_corrupt_audio_chunk, jobs, (cfg, specs), pool, "noisy audio"):
+        for chunk_results in map_chunks(_corrupt_audio_chunk, todo, (cfg, specs), pool, "noisy audio", len(done)):
             for index, variants in chunk_results:
                 out.update({(name, index): value for name, value in variants.items()})
+                if cache:
+                    cache.save(keys[index], variants)
     finally:
         if own and pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -307,35 +355,44 @@ def prepare(params: dict) -> FeatureStore:
     corpus = CORPORA[params["data"]["corpus"]]
     build = prepare_package if corpus.kind == "package" else prepare_media
     write_store(store_path(params), *build(corpus, params))
+    if corpus.kind == "media":
+        remove_cache(cache_path(params))  # the store is complete: the resumable work is no longer needed
     return read_store(store_path(params))
 
 
 def manifest_of(corpus: Corpus, root: str, meta: pd.DataFrame, dims: dict, frame_rates: dict, features: dict,
-                skipped: int) -> dict:
-    """The manifest entries every store has (write_store adds the files' hashes)."""
+                skipped: int, classes: tuple[str, ...] | None = None,
+                attributes: tuple[str, ...] | None = None) -> dict:
+    """The manifest entries every store has (write_store adds the files' hashes). `classes` default to the
+    corpus's; `attributes` (the regression targets, meta columns, in order) to the dimensional attributes
+    (`tasks.ATTRIBUTES`) that meta holds."""
     return {
         "corpus": corpus.name,
         "description": corpus.description,
         "root": root,
         "modalities": list(corpus.modalities),
-        "classes": list(corpus.classes),
+        "classes": list(corpus.classes if classes is None else classes),
         "dims": dims,
         "frame_rates": frame_rates,
         "features": features,
         "counts": {"clips": len(meta), "speakers": int(meta["speaker"].nunique()), "skipped": skipped},
-        "attributes": [a for a in ("arousal", "valence", "dominance") if a in meta],
+        "attributes": [a for a in ATTRIBUTES if a in meta] if attributes is None else list(attributes),
     }
 
 
 def prepare_package(corpus: Corpus, params: dict):
-    """`write_store` arguments for a feature package: its features and folds as they are."""
+    """`write_store` arguments for a feature package: its features and folds as they are (options: the params
+    section `data.<corpus name>`, where there is one)."""
     root = params["data"]["root"]
-    package = corpus.read_package(root)
+    package = corpus.read_package(root, **params["data"].get(corpus.name, {}))
     check_classes(package.meta, package.splits)
     manifest = manifest_of(corpus, root, package.meta, {m: s.dim for m, s in package.sequences.items()},
-                           package.frame_rates, package.features, skipped=0)
+                           package.frame_rates, package.features, skipped=0, classes=package.classes,
+                           attributes=package.attributes)
     manifest.update(folds=package.folds, corruptions=[],
                     unused_params=["features", "folds", "data.on_error", "features.corruptions"])
+    if package.labels:
+        manifest["labels"] = package.labels
     return package.meta, package.splits, package.sequences, manifest
 
 
@@ -343,12 +400,17 @@ def prepare_media(corpus: Corpus, params: dict):
     """`write_store` arguments for a media corpus: extracted features, folds drawn by speaker, corruptions."""
     data_cfg, feat_cfg = params["data"], params["features"]
     specs = corruption_specs(feat_cfg, corpus.modalities)
-    clips = corpus.list_clips(data_cfg["root"]).reset_index(drop=True)
+    cache = ExtractionCache(cache_path(params), settings_digest(corpus.name, feat_cfg))
+    clips = corpus.clips(data_cfg)
+    notes = list(clips.attrs.get("notes", []))
+    for note in notes:
+        tqdm.write(f"{corpus.name}: {note}")
+    clips = clips.reset_index(drop=True)
     pool = worker_pool(feat_cfg["n_jobs"])  # one set of workers for both passes
     try:
         # first pass: clean features, and the visual variants from the same read of each CSV
         extracted, errors, variants = extract_all(clips, corpus.modalities, feat_cfg, data_cfg["on_error"], specs,
-                                                  pool)
+                                                  pool, cache)
         bad = sorted({index for index, *_ in errors})
         keep = [i for i in clips.index if i not in set(bad)]
         meta = clips.loc[keep].drop(columns=[f"{m}_path" for m in corpus.modalities]).reset_index(drop=True)
@@ -357,9 +419,9 @@ def prepare_media(corpus: Corpus, params: dict):
         dims = {"audio": audio_dim(feat_cfg["audio"]), "visual": visual_dim(feat_cfg["visual"])}
         sequences = variant_sequences([{"name": m, "modality": m} for m in corpus.modalities], keep,
                                       list(meta["clip_id"]), {(m, i): fv for (i, m), fv in extracted.items()}, dims)
-        splits = make_splits(meta, params["folds"])  # before the second pass: a bad fold fails fast
+        splits = draw_folds(meta, params["folds"], corpus.name, corpus.protocol)  # before the second pass: fails fast
         # second pass: noisy audio (babble mixes the readable clips of other speakers)
-        variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool))
+        variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool, cache))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -367,8 +429,11 @@ def prepare_media(corpus: Corpus, params: dict):
     frame_rates = {"audio": audio_frame_rate(feat_cfg["audio"]),
                    "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"]}
     manifest = manifest_of(corpus, data_cfg["root"], meta, {m: dims[m] for m in corpus.modalities}, frame_rates,
-                           {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(bad))
+                           {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(bad),
+                           classes=corpus.class_names(data_cfg))
     manifest["corruptions"] = specs
+    if notes:
+        manifest["notes"] = notes
     skipped = pd.DataFrame([(clips.at[i, "clip_id"], m, p, e) for i, m, p, e in errors],
                            columns=["clip_id", "modality", "path", "error"])
     return meta, splits, sequences, manifest, skipped, corrupted

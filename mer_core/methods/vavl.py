@@ -31,6 +31,8 @@ Deviations from the official code (also in the analysis notebook's deviations ta
   5e-7); no autocast; the training batches are shuffled (the official DataLoader is not) and the run is seeded.
 - The epoch is selected on the validation UA (mean CCC) of the fusion output, not on its validation loss.
 - `rec_weight: auto` is the official 2 for classification, 1 for regression.
+- With face-crop features the visual frames are learnt encodings (`mer_core.frame_encoder`); the reconstruction
+  target, their mean, is then held fixed in each step (no gradient), as an input would be.
 """
 from __future__ import annotations
 
@@ -142,7 +144,7 @@ class VAVL(nn.Module):
         rep = self.represent(batch, modality)
         loss = self.task.loss(self.heads[modality](rep), batch.y)
         if self.rec_weight > 0:
-            target = masked_mean(batch.x[modality], batch.lengths[modality])
+            target = masked_mean(batch.x[modality], batch.lengths[modality]).detach()  # learnt frames: a fixed target
             loss = loss + self.rec_weight * F.mse_loss(self.reconstruction[modality](rep), target)
         return loss
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mer_core.data.corpora.base import CorpusError, FeaturePackage
+from mer_core.data.corpora.base import CorpusError, FeaturePackage, open_hdf5
 from mer_core.data.store import Sequences
 
 # Index -> name of the one-hot labels, from the authors' plotting code (draw.py); UNVERIFIED against the
@@ -137,13 +137,7 @@ def read_folds(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
 
 def check_features(path: Path, names: list[str], width: int, source: dict[str, Path]) -> None:
     """Every listed utterance has a (T, width) array in the HDF5 file `path`; CorpusError otherwise."""
-    if not path.is_file():
-        raise CorpusError(f"{path}: missing; {HINT}")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as err:
-        raise CorpusError(f"{path}: not a readable HDF5 file ({err})") from err
-    with handle:
+    with open_hdf5(path, HINT) as handle:
         for name in names:
             entry = handle.get(name)
             if not isinstance(entry, h5py.Dataset):
