@@ -264,6 +264,7 @@ def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str
     """
     out_dir = Path(out_dir)
     store = read_store(store_path(params))  # verifies the hashes once, up front
+    method_spec(params["methods"][name]["method"]).check_corpus(name, store.manifest["corpus"], store.modalities)
     FrameEncoderSpec.for_store(store.manifest, params["train"]["frame_encoder"])  # bad settings fail before any run
     folds = selected_folds(params, store.folds)
     runs = [(name, params, fold, seed, Path(checkpoint_dir))

@@ -293,3 +293,18 @@ def test_checkpoints_are_byte_identical_whatever_the_file_name(tmp_path):
     torch.save(checkpoint, tmp_path / "plain.pt")  # torch.save on a path names the archive's folder after the file
     assert (tmp_path / "plain.pt").read_bytes() != first
     assert torch.load(tmp_path / ".fold0-seed0.pt.123.tmp", weights_only=False)["epoch"] == 1
+
+
+@pytest.mark.parametrize("method, modalities, fits", [
+    ("audio_only", ("audio",), True), ("visual_only", ("audio",), False), ("late_fusion", ("audio",), False),
+    ("mmin", ("audio",), False), ("nmer", ("audio",), False), ("vavl", ("audio", "text"), False),
+    ("vavl", ("audio", "visual", "text"), True), ("ifmmin", ("audio", "text"), True),
+])
+def test_a_method_states_the_modalities_it_needs(method, modalities, fits):
+    spec = method_spec(method)
+    if fits:
+        spec.check_corpus("run", "corpus", modalities)
+    else:
+        with pytest.raises(ConfigError, match=rf"methods\.run: method {method} needs .*; corpus corpus has "
+                                              rf"{', '.join(modalities)} only\. Leave the run out: .*'~methods\.run'"):
+            spec.check_corpus("run", "corpus", modalities)

@@ -157,12 +157,14 @@ def _fusion(cls):
     return build
 
 
-def _baseline(name: str, build, train_conditions: str, summary: str) -> MethodSpec:
-    return register(MethodSpec(name, SCHEMA, (StageSpec("train", build, train_conditions),), summary, PAPER))
+def _baseline(name: str, build, train_conditions: str, summary: str, needs: tuple[str, ...] = (),
+              min_modalities: int = 2) -> MethodSpec:
+    return register(MethodSpec(name, SCHEMA, (StageSpec("train", build, train_conditions),), summary, PAPER,
+                               needs, min_modalities))
 
 
-_baseline("audio_only", _utt(("audio",)), "full", "LSTM on audio frames only")
-_baseline("visual_only", _utt(("visual",)), "full", "LSTM on face frames only")
+_baseline("audio_only", _utt(("audio",)), "full", "LSTM on audio frames only", ("audio",), 1)
+_baseline("visual_only", _utt(("visual",)), "full", "LSTM on face frames only", ("visual",), 1)
 _baseline("early_fusion", _fusion(EarlyFusion), "full", "frame-level concatenation, one LSTM")
 _baseline("late_fusion", _fusion(LateFusion), "full", "mean of unimodal class probabilities")
 _baseline("utt_fusion", _utt(None), "full", "MMIN's full-modality encoder network (MEN)")

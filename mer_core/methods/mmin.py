@@ -259,7 +259,7 @@ def _register_two_stage(name: str, schema: Section, build_stage1, stage2: type, 
     register(MethodSpec(name, schema, (
         StageSpec("pretrain", build_stage1, "full", "full", key="pretrain"),
         StageSpec("train", lambda entry, ctx, stage1: stage2(stage1, entry), "missing", "missing")),
-        summary, paper))
+        summary, paper, min_modalities=2))
 
 
 _register_two_stage("mmin", MMIN_SCHEMA, _build_utt, MMIN,

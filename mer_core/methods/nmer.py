@@ -186,4 +186,4 @@ register(MethodSpec("nmer", NMER_SCHEMA, (
     StageSpec("train", lambda entry, ctx, stage1: NMER(stage1, entry), "missing", "missing",
               noise=lambda entry: NoiseScheduler.from_params(entry["noise"]))),
     "NMER: invariant/specific encoders with a denoising auxiliary loss, then a conditional VAE trained on noised "
-    "missing modalities", NMER_PAPER))
+    "missing modalities", NMER_PAPER, min_modalities=2))

@@ -119,13 +119,27 @@ class StageSpec:
 class MethodSpec:
     """A registered method: its params schema (without the `method` key), its stages in training order, a
     one-line summary, and `paper`: the official effective settings (a partial entry merged over the run's
-    entry when `train.preset` is `paper`; loss weights and ablation switches are never part of it)."""
+    entry when `train.preset` is `paper`; loss weights and ablation switches are never part of it).
+    `needs`: the modalities it reads by name; `min_modalities`: how many the corpus must offer (a fusion or
+    missing-modality method needs two)."""
 
     name: str
     schema: Section
     stages: tuple[StageSpec, ...]
     summary: str
     paper: dict = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    min_modalities: int = 1
+
+    def check_corpus(self, run: str, corpus: str, modalities: tuple[str, ...]) -> None:
+        """ConfigError naming the run when the corpus lacks a modality the method needs (e.g. an audio-only corpus
+        and a fusion method), with how to leave the run out."""
+        lacking = [m for m in self.needs if m not in modalities]
+        if lacking or len(modalities) < self.min_modalities:
+            need = f"the modalities {', '.join(self.needs)}" if lacking else f"{self.min_modalities} modalities"
+            raise ConfigError(f"methods.{run}: method {self.name} needs {need}; corpus {corpus} has "
+                              f"{', '.join(modalities)} only. Leave the run out: delete it from params.yaml: methods "
+                              f"(or `dvc exp run -S '~methods.{run}'`)")
 
 
 REGISTRY: dict[str, MethodSpec] = {}

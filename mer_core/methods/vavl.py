@@ -174,4 +174,4 @@ def _build(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
 
 register(MethodSpec("vavl", VAVL_SCHEMA, (StageSpec("train", _build, "full", "full"),),
                     "VAVL: modality branches + shared Conformer layers (residual, reconstruction), one model for "
-                    "audio, video or both", VAVL_PAPER))
+                    "audio, video or both", VAVL_PAPER, needs=("audio", "visual")))
