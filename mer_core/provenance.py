@@ -158,3 +158,11 @@ def provenance_block(sidecar: str | Path) -> str:
     return (f"<small>**Provenance** (`{Path(sidecar).name}`): DVC stages (dvc.lock, short hash) {stages}; "
             f"feature store `{store['path']}` md5 `{store['md5']}`; params "
             f"{', '.join(f'`{k}`' for k in record['params'])} sha256 `{record['params_sha256'][:12]}`; {git}.</small>")
+
+
+def declared_params(dvc_yaml: str | Path, stage: str) -> list[str]:
+    """The params keys `stage` declares in `dvc_yaml` (what the provenance records, kept in step with DVC)."""
+    stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages") or {}
+    if stage not in stages:
+        raise KeyError(f"{dvc_yaml}: no stage {stage!r}")
+    return [key for key in stages[stage].get("params") or [] if isinstance(key, str)]

@@ -132,3 +132,13 @@ def test_provenance_block_summarises_a_sidecar(project):
     record = {**record, "git_parent_revision": None, "git_dirty": None}
     files = write_table(pd.DataFrame({"x": [1]}), "u", project, "c", provenance=record)
     assert "no git revision" in prov.provenance_block(files[-1])
+
+
+def test_declared_params_read_the_stage_of_dvc_yaml(tmp_path):
+    path = tmp_path / "dvc.yaml"
+    path.write_text(yaml.safe_dump({"stages": {"analysis": {"cmd": "a", "params": ["task", "data.corpus"]},
+                                               "other": {"cmd": "o"}}}))
+    assert prov.declared_params(path, "analysis") == ["task", "data.corpus"]
+    assert prov.declared_params(path, "other") == []
+    with pytest.raises(KeyError, match="no stage 'nope'"):
+        prov.declared_params(path, "nope")
