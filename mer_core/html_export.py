@@ -105,9 +105,10 @@ def _figure_section(stem: str, files: dict[str, Path], page_dir: Path) -> str:
 
 def index_page(title: str, notebook_pages: list[tuple[str, Path]], tables_dir: Path, figures_dir: Path,
                page_dir: Path, links: list[tuple[str, str]] = ()) -> str:
-    """The index HTML: `notebook_pages` ((title, page path) in order), every table and figure, `links`."""
-    notebooks = "\n".join(f'<li><a href="{html.escape(_href(page, page_dir))}">{html.escape(name)}</a></li>'
-                          for name, page in notebook_pages)
+    """The index HTML: `notebook_pages` ((title, page path) in order, shown with the page's file name), every
+    table and figure, and `links` ((label, href) pairs)."""
+    notebooks = "\n".join(f'<li><a href="{html.escape(_href(page, page_dir))}">{html.escape(name)}</a> '
+                          f'<code>{html.escape(page.stem)}</code></li>' for name, page in notebook_pages)
     extra = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in links)
     tables = "\n".join(_table_section(stem, files, page_dir)
                        for stem, files in _files_by_stem(tables_dir, TABLE_FORMATS).items())

@@ -76,7 +76,7 @@ def test_index_page_links_notebooks_and_shows_tables_and_figures(tmp_path):
     page = html_export.index_page("The study", pages, study / "tables", study / "figures", out,
                                   links=[("Extended", "extended/index.html")])
     assert "<title>The study</title>" in page
-    assert '<a href="notebooks/a.html">Notebook A</a>' in page
+    assert '<a href="notebooks/a.html">Notebook A</a> <code>a</code>' in page
     assert '<a href="extended/index.html">Extended</a>' in page
     # the table's markdown is rendered, caption and cells, with every format linked relative to the page
     assert "<table>" in page and "0.452 ± 0.025" in page and "UA per condition." in page
