@@ -11,9 +11,10 @@
 - `paired_comparison`: method A minus method B paired by run (fold, seed), with a paired t-test.
 - `robustness_table`, `robustness_curves`, `corruption_curves`, `robustness_comparison`: the noise grid
   (`results/<run>/robustness.csv`): a table per setting, NMER's "WA vs noise intensity" figure with the
-  official figure's points beside it (`NMER_FIGURE_WA`, a labelled reference, never mixed with our numbers),
+  official figure's points beside it (`reference_results.yaml`, a labelled reference, never mixed with ours),
   the signal corruptions, and paired comparisons of two runs per setting.
-- `write_table`, `save_figure`: every artefact as .md/.tex/.csv or .png/.svg, written atomically.
+- `write_table`, `save_figure`: every artefact as .md/.tex/.csv or .png/.svg, written atomically, with its
+  provenance sidecar when given one (`mer_core.provenance`).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from mer_core.data.corpora.crema_d import human_recognition, metadata_file
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
 from mer_core.tasks import CLASSIFICATION_METRICS, metric_columns
 from mer_core.metrics import confusion
+from mer_core.provenance import write_provenance
+from mer_core.references import Reference, load_references
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
 
@@ -50,19 +53,10 @@ ANALYSIS_SCHEMA = Section(
     }
 )
 
-# CREMA-D human perception (datasets.md, computed from processedResults/summaryTable.csv over 7,442 clips):
-# share of clips whose crowd majority label from one modality equals the intended emotion (strict match).
-HUMAN_STRICT_ACCURACY = {"a": 0.416, "v": 0.663, "av": 0.722}
+# CREMA-D's per-modality human confusions (datasets.md): the human reference's UA (mean of the diagonal); its WA
+# (strict match) is the `crema_d_human_strict` entry of reference_results.yaml.
 HUMAN_CONFUSION = {"a": VOICE_CONFUSION, "v": FACE_CONFUSION, "av": AUDIOVISUAL_CONFUSION}
-
-# NMER's "Weighted Accuracy vs Noise Intensity" figure: the authors' plotting arrays (draw.py @cd20f9a, methods.md
-# §6; IEMOCAP, A/V/L, noise type not stated, probably Gaussian), WA at T = 20, 40, 60, 80, 100. Not verified
-# against the PDF; MEN's line is commented out of their plot.
-NMER_FIGURE_T = [20, 40, 60, 80, 100]
-NMER_FIGURE_WA = {"MMIN": [0.7031, 0.6791, 0.6711, 0.6630, 0.6615],
-                  "IF-MMIN": [0.6977, 0.6812, 0.6703, 0.6702, 0.6641],
-                  "NMER": [0.7060, 0.6831, 0.6773, 0.6706, 0.6673],
-                  "MEN": [0.5949, 0.5663, 0.5563, 0.5458, 0.5325]}
+HUMAN_STRICT_REFERENCE = "crema_d_human_strict"
 FEATURE_NOISE_UNIT = "T"
 CLEAN_LABEL = "clean (zero-filled)"
 
@@ -105,19 +99,23 @@ def mean_table(per_condition: pd.DataFrame, metric: str, columns: list[str]) -> 
     return table.reindex(index=list(dict.fromkeys(per_condition["method"])), columns=columns)
 
 
-def human_reference(precision: int = 3, summary_table: str | Path | None = None) -> pd.DataFrame:
+def human_reference(precision: int = 3, summary_table: str | Path | None = None,
+                    reference: Reference | None = None) -> pd.DataFrame:
     """CREMA-D human perception per modality: strict-match accuracy (WA) and mean per-class recall (UA).
 
-    Without `summary_table`: the constants above (UA from the confusion tables, where a tie counts as a fraction
+    Without `summary_table`: WA from `reference` (default: reference_results.yaml's `crema_d_human_strict`; a
+    condition whose value is null is left out) and UA from the confusion tables above (a tie counts as a fraction
     for each label in it). With the path of CREMA-D's summaryTable.csv: both measured from it, strict match
     (`mer_core.data.corpora.crema_d.human_recognition`)."""
     if summary_table is not None:
         rates = human_recognition(summary_table)
         rows = {c: f"WA {rates.at[c, 'wa']:.{precision}f} / UA {rates.at[c, 'ua']:.{precision}f}" for c in rates.index}
         return pd.DataFrame([rows], index=[f"human perception, CREMA-D {Path(summary_table).name} (reference)"])
+    strict = (reference or load_references()[HUMAN_STRICT_REFERENCE]).series()
     rows = {}
     for condition, matrix in HUMAN_CONFUSION.items():
-        rows[condition] = f"WA {HUMAN_STRICT_ACCURACY[condition]:.{precision}f} / UA {np.mean(np.diag(matrix)):.{precision}f}"
+        if condition in strict:
+            rows[condition] = f"WA {strict[condition]:.{precision}f} / UA {np.mean(np.diag(matrix)):.{precision}f}"
     return pd.DataFrame([rows], index=["human perception, real CREMA-D (reference)"])
 
 
@@ -149,25 +147,30 @@ def calibration_check(ua: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["quantity", "measured", "target", "met", "method"]).set_index("quantity")
 
 
-def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: str) -> list[Path]:
-    """Write `table` as <name>.md (with caption), <name>.tex and <name>.csv under `out_dir`."""
+def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: str,
+                provenance: dict | None = None) -> list[Path]:
+    """Write `table` as <name>.md (with caption), <name>.tex and <name>.csv under `out_dir`, and with
+    `provenance` (`mer_core.provenance.collect_provenance`) its sidecar <name>.provenance.json, listed last."""
     out_dir = Path(out_dir)
-    return [
+    files = [
         write_atomic(out_dir / f"{name}.md", lambda p: p.write_text(f"{caption}\n\n{table.to_markdown()}\n")),
         write_atomic(out_dir / f"{name}.tex", lambda p: p.write_text(
             table.to_latex(caption=caption, label=f"tab:{name}").replace("±", r"$\pm$"))),
         write_atomic(out_dir / f"{name}.csv", lambda p: table.to_csv(p)),
     ]
+    return files if provenance is None else [*files, write_provenance(provenance, name, files)]
 
 
-def save_figure(figure: plt.Figure, name: str, out_dir: str | Path) -> list[Path]:
-    """Save `figure` as <name>.png and <name>.svg (no timestamp, fixed ids: reruns are byte-stable)."""
+def save_figure(figure: plt.Figure, name: str, out_dir: str | Path, provenance: dict | None = None) -> list[Path]:
+    """Save `figure` as <name>.png and <name>.svg (no timestamp, fixed ids: reruns are byte-stable), and with
+    `provenance` its sidecar <name>.provenance.json, listed last."""
     out_dir = Path(out_dir)
-    return [
+    files = [
         write_atomic(out_dir / f"{name}.png", lambda p: figure.savefig(p, format="png", dpi=120,
                                                                       bbox_inches="tight", metadata={"Software": None})),
         write_atomic(out_dir / f"{name}.svg", lambda p: _save_svg(figure, p, name)),
     ]
+    return files if provenance is None else [*files, write_provenance(provenance, name, files)]
 
 
 def _save_svg(figure: plt.Figure, path: Path, salt: str) -> None:
@@ -284,11 +287,12 @@ def _mean_std(part: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def robustness_curves(runs: pd.DataFrame, metric: str, methods: list[str], noise_types: list[str],
-                      reference: bool = True) -> plt.Figure:
+                      reference: Reference | None = None) -> plt.Figure:
     """NMER's figure: `metric` on the missing-modality conditions vs the noise intensity T, one line per method
-    (mean ± std over runs; the point at T = 0 is the clean, zero-filled grid), one panel per noise type, and a
-    last panel with the official figure's WA (IEMOCAP) as a labelled reference."""
-    panels = len(noise_types) + int(reference)
+    (mean ± std over runs; the point at T = 0 is the clean, zero-filled grid), one panel per noise type, and with
+    `reference` (reference_results.yaml's `nmer_wa_vs_noise`) a last panel with the official figure's points as a
+    labelled reference on its own corpus (null values are not plotted)."""
+    panels = len(noise_types) + int(reference is not None)
     figure, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.8), squeeze=False)
     colours = plt.get_cmap("tab20")
     for ax, noise in zip(axes[0], noise_types):
@@ -301,12 +305,12 @@ def robustness_curves(runs: pd.DataFrame, metric: str, methods: list[str], noise
                             color=colours(k % 20), alpha=0.08)
         ax.set(xlabel="noise intensity T (0 = zero-filled)", ylabel=f"{metric.upper()}, missing conditions",
                title=f"ours: {noise} noise on the missing modalities")
-    if reference:
+    if reference is not None:
         ax = axes[0][-1]
-        for name, values in NMER_FIGURE_WA.items():
-            ax.plot(NMER_FIGURE_T, values, marker="s", ms=3, ls=":" if name == "MEN" else "-", label=name)
-        ax.set(xlabel="noise intensity T", ylabel="WA",
-               title="reference: NMER paper figure (IEMOCAP A/V/L)\nauthors' plot arrays, not our data")
+        for name, values in reference.series().items():
+            ax.plot(reference.x, values, marker="s", ms=3, ls=":" if name == "MEN" else "-", label=name)
+        ax.set(xlabel=reference.x_label, ylabel=reference.metric.upper(),
+               title=f"reference: NMER paper figure ({reference.corpus} A/V/L)\nauthors' plot arrays, not our data")
         ax.legend(fontsize=7)
     _legend_below(figure, axes[0][0])
     return figure

@@ -20,8 +20,8 @@ from media import speech_like, write_video, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPIED = ["mer_core", "notebooks", "dvc.yaml", "extended/dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
-          ".gitattributes"]
+COPIED = ["mer_core", "notebooks", "dvc.yaml", "extended/dvc.yaml", "params.yaml", "reference_results.yaml",
+          ".dvcignore", ".gitignore", ".gitattributes"]
 
 pytestmark = pytest.mark.slow
 TRIMMED = ("early_fusion", "mmin_no_cycle", "ifmmin_no_cmd", "ifmmin_no_inject", "ifmmin_no_inv")
@@ -112,6 +112,11 @@ def test_repro_writes_every_result(project: Path):
             assert (project / "reports" / "tables" / f"{table}.{suffix}").stat().st_size > 0
     for figure in ["training_curves", "robustness_wa", "corruptions_ua"]:
         assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 0
+    sidecar = json.loads((project / "reports" / "tables" / "conditions_ua.provenance.json").read_text())
+    assert "train@vavl" in json.dumps(sidecar)  # the upstream stages and their dvc.lock hashes
+    index = (project / "reports" / "html" / "index.html").read_text()
+    assert "03_analysis.html" in index and (project / "reports" / "html" / "notebooks" / "03_analysis.html").is_file()
+    assert (project / "reports" / "html" / "extended" / "index.html").is_file()
     summary = json.loads((project / "reports" / "data_summary.json").read_text())
     assert summary["clips"] == 4 * 22 and summary["speakers"] == 4
 
@@ -143,7 +148,7 @@ def test_exp_run_reruns_only_the_changed_method(project: Path):
     run(["git", "commit", "-q", "-m", "tiny study"], project)
     output = run(["dvc", "exp", "run", "-S", "methods.late_fusion.optim.epochs=3"], project).stdout
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train@late_fusion", "analysis"}
+    assert ran == {"train@late_fusion", "analysis", "html"}
 
 
 def write_crema_d(root: Path, actors=("1001", "1002", "1003", "1004")) -> Path:
@@ -173,7 +178,7 @@ def test_exp_run_on_a_crema_d_layout_corpus(project: Path, tmp_path_factory):
     output = run(["dvc", "exp", "run"] + [a for k, v in overrides.items() for a in ("-S", f"{k}={v}")], project).stdout
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     params = yaml.safe_load((project / "params.yaml").read_text())
-    assert ran == {"prepare", "analysis"} | {f"train@{m}" for m in params["methods"]}  # not the built-in corpus
+    assert ran == {"prepare", "analysis", "html"} | {f"train@{m}" for m in params["methods"]}  # not the built-in corpus
     manifest = json.loads((project / "data" / "features" / "crema_d" / "manifest.json").read_text())
     assert manifest["corpus"] == "crema_d" and manifest["counts"]["clips"] == 24 and manifest["dims"]["visual"] == 256
     assert manifest["features"]["visual"]["extractor"] == "face_crops"
