@@ -6,7 +6,9 @@
   and JavaScript outputs show their text/plain form.
 - `index_page`: the index, linking every notebook page, showing every table (its .md rendered, with links to
   the .md/.csv/.tex files) and every figure (inline <img> of the .svg, else the .png), and extra links.
-- `export_site`: both, for one study: `<out>/notebooks/<name>.html` and `<out>/index.html` (written last).
+- `export_site`: both, for one study: `<out>/notebooks/<name>.html` and `<out>/index.html` (written last). The
+  template's CSS (about 260 KB, the same for every page) is written once, as `<out>/notebooks/notebook.css`, and
+  each page links it instead of inlining it.
 
 Output is a function of the inputs only (sorted listings, no timestamps, relative links), so the DVC stage
 that runs `python -m mer_core.html_export` reproduces its committed outputs byte for byte.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import re
 from pathlib import Path
 
 import jinja2
@@ -36,6 +39,8 @@ OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block data_widget_view scoped -%}{{ self.data_text() }}{%- endblock data_widget_view -%}
 {%- block data_javascript scoped -%}{{ self.data_text() }}{%- endblock data_javascript -%}
 """
+STYLESHEET = "notebook.css"  # beside the pages: the CSS that the template inlines in every page
+STYLE = re.compile(r"<style[^>]*>(.*?)</style>", flags=re.S)
 TABLE_FORMATS = ("md", "csv", "tex")
 FIGURE_FORMATS = ("svg", "png")  # the first present is shown inline
 
@@ -54,11 +59,35 @@ def offline_exporter() -> HTMLExporter:
                         template_file="offline.html.j2")
 
 
-def export_notebook(notebook: str | Path, out_path: str | Path, exporter: HTMLExporter | None = None) -> Path:
-    """Write `notebook` (.ipynb) as one self-contained HTML page at `out_path`."""
+def head_styles(page: str) -> tuple[str, str]:
+    """(the run of `<style>` blocks in the `<head>` of `page`, the CSS they hold joined); ("", "") when the head has
+    none or something other than whitespace sits between them."""
+    head = page[:page.find("</head>")]
+    start, end = head.find("<style"), head.rfind("</style>")
+    if start < 0 or end < 0:
+        return "", ""
+    run = head[start:end + len("</style>")]
+    if STYLE.sub("", run).strip():
+        return "", ""
+    return run, "\n".join(STYLE.findall(run))
+
+
+def template_stylesheet(exporter: HTMLExporter) -> str:
+    """The CSS that `exporter`'s template inlines in the head of every page (rendered on an empty notebook)."""
+    page, _ = exporter.from_notebook_node(nbformat.v4.new_notebook(), resources={"metadata": {"name": "empty"}})
+    return head_styles(page)[1]
+
+
+def export_notebook(notebook: str | Path, out_path: str | Path, exporter: HTMLExporter | None = None,
+                    stylesheet: str | None = None) -> Path:
+    """Write `notebook` (.ipynb) as one HTML page at `out_path`: self-contained, or, when its head's CSS equals
+    `stylesheet`, linking `STYLESHEET` (in the page's folder) instead."""
     notebook = Path(notebook)
     body, _ = (exporter or offline_exporter()).from_notebook_node(
         nbformat.read(notebook, as_version=4), resources={"metadata": {"name": notebook.stem}})
+    run, css = head_styles(body)
+    if stylesheet and css == stylesheet:
+        body = body.replace(run, f'<link rel="stylesheet" href="{STYLESHEET}">', 1)
     return write_atomic(out_path, lambda tmp: tmp.write_text(body, encoding="utf-8"))
 
 
@@ -158,7 +187,9 @@ def export_site(notebooks_dir: str | Path, tables_dir: str | Path, figures_dir: 
         raise FileNotFoundError(f"no executed notebook (*.ipynb) in {notebooks_dir}")
     out_dir = Path(out_dir)
     exporter = offline_exporter()
-    pages = [(notebook_title(nb), export_notebook(nb, out_dir / "notebooks" / f"{nb.stem}.html", exporter))
+    stylesheet = template_stylesheet(exporter)
+    write_atomic(out_dir / "notebooks" / STYLESHEET, lambda tmp: tmp.write_text(stylesheet, encoding="utf-8"))
+    pages = [(notebook_title(nb), export_notebook(nb, out_dir / "notebooks" / f"{nb.stem}.html", exporter, stylesheet))
              for nb in notebooks]
     page = index_page(title, pages, tables_dir, figures_dir, out_dir, links)
     return write_atomic(out_dir / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

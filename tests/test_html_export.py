@@ -103,7 +103,13 @@ def test_export_site_writes_pages_then_index(tmp_path):
                                     "The study", [("Extended", "extended/index.html")])
     assert index == study / "html" / "index.html"
     assert sorted(p.name for p in (study / "html" / "notebooks").iterdir()) == [
-        "01_prepare_data.html", "02_train-mmin.html"]
+        "01_prepare_data.html", "02_train-mmin.html", "notebook.css"]
+    css = (study / "html" / "notebooks" / "notebook.css").read_text(encoding="utf-8")
+    assert len(css) > 100_000 and ".jp-Cell" in css  # JupyterLab's stylesheet, written once
+    page = (study / "html" / "notebooks" / "02_train-mmin.html").read_text(encoding="utf-8")
+    head = page[:page.index("</head>")]
+    assert '<link rel="stylesheet" href="notebook.css">' in head and "<style" not in head
+    assert len(page) < len(css)  # the page no longer carries the template's CSS
     text = index.read_text(encoding="utf-8")
     assert text.index("Notebook 01_prepare_data") < text.index("Notebook 02_train-mmin")
     assert '<a href="notebooks/02_train-mmin.html">' in text
@@ -132,3 +138,11 @@ def test_main_parses_links(tmp_path, capsys):
         html_export.main(["--notebooks", "n", "--tables", "t", "--figures", "f", "--out", "o", "--title", "T",
                           "--link", "no-equals-sign"])
     assert "--link takes LABEL=HREF, got 'no-equals-sign'" in capsys.readouterr().err
+
+
+def test_head_styles_takes_only_a_run_of_style_blocks():
+    page = '<html><head><title>t</title><style>a {}</style>\n<style type="text/css">b {}</style></head><body><style>c {}</style>'
+    run, css = html_export.head_styles(page)
+    assert run == '<style>a {}</style>\n<style type="text/css">b {}</style>' and css == "a {}\nb {}"
+    assert html_export.head_styles("<head><style>a {}</style><meta x><style>b {}</style></head>") == ("", "")
+    assert html_export.head_styles("<head><title>t</title></head>") == ("", "")
