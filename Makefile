@@ -1,6 +1,7 @@
 # Two commands: `make repro` (the whole default study) and `make test` (the test suite);
 # `make repro-extended` also runs the extended study (extended/dvc.yaml: VAVL's ablations, the other task,
 # partly unpaired training), which the default study does not wait for.
+# After `dvc repro`, README.md's Results section is regenerated from reports/ (mer_core.readme_results).
 # Every target creates .venv from pyproject.toml's pinned dependencies when it is missing.
 PYTHON ?= python3
 VENV   := .venv
@@ -22,10 +23,12 @@ $(STAMP): pyproject.toml
 
 repro: $(STAMP)
 	dvc repro
+	python -m mer_core.readme_results
 
 repro-extended: $(STAMP)
 	dvc repro
 	dvc repro extended/dvc.yaml
+	python -m mer_core.readme_results
 
 test: $(STAMP)
 	python -m pytest

@@ -16,6 +16,12 @@
   `ConditionalVAE` (NMER stage 2's ConditionVAE, §4.3), with `timestep_embedding`.
 - `kaiming_init_`: the MMIN family's initialisation (Kaiming-normal fan-in weights, zero biases on Linear and
   Conv layers; LSTMs untouched).
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [all] LSTM encoder pooling. Official: max over all frames, zero padding included. Here: max over the valid
+  frames only. Why: a clip's embedding must not depend on the other clips in its batch.
+- [ifmmin, nmer] shared encoder. Official: the architecture is switched by substrings of `--run_idx`. Here: the
+  default branch only (Linear, LeakyReLU, Linear, LeakyReLU). Why: no hidden switch.
 """
 from __future__ import annotations
 

@@ -16,6 +16,11 @@ mean):
 The noise of a cell is drawn from a generator seeded by (`robustness.seed`, fold, setting), not by the run, and
 the evaluation batches are the same for every run (`robustness.batch_size`): every method sees exactly the same
 noisy inputs, and the same params give the same numbers every time.
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [nmer] evaluation noise. Official: random, unseeded; one t per batch. Here: seeded per fold and setting, the
+  same noisy inputs for every method; one t per clip (`robustness.per_sample`). Why: the same params give the
+  same metrics; with ~4 test batches per condition and fold, a per-batch t makes the curve hang on ~4 draws.
 """
 from __future__ import annotations
 

@@ -19,6 +19,14 @@ Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_
 `history.csv`, `predictions.csv`, `per_condition.csv`, `robustness.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
 `fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). Checkpoints live apart
 from `results/` so that a clone without the DVC cache still holds every dependency of the analysis stage.
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
+  params give the same metrics.
+- [all] model selection. Official: the validation UAR of the replicated set (MMIN family: the missing-modality
+  conditions). Here: the same for the stage 2 of MMIN, IF-MMIN and NMER; a stage-1 network: full-modality
+  validation UA; the baselines: UA pooled over every condition, the full one included. Why: every method is
+  selected on the conditions it is tested on.
 """
 from __future__ import annotations
 

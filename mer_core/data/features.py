@@ -16,6 +16,10 @@ Visual (`features.visual.extractor`), with the same optional rate reduction:
 
 `features.corruptions` sets the signal-level corruptions (noisy audio, face-tracking dropout) that the prepare
 step extracts beside the clean features for testing (`mer_core.noise.signal`, `mer_core.data.prepare`).
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [all] frame-rate reduction. Official: polyphase resampling x10 (ComParE). Here: the mean of groups of frames
+  (`rate_reduction`). Why: simpler; a param.
 """
 from __future__ import annotations
 

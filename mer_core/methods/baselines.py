@@ -17,6 +17,12 @@ script's (methods.md §2, stage 1).
 - `late_fusion`: decision-level fusion: one encoder + classifier per modality, each trained with its own
   loss on the clips that have its modality; the prediction averages the class probabilities (regression: the
   predicted values) of the modalities present.
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [late_fusion] decision-level fusion. Official: not in the MMIN repository. Here: the mean of the present
+  modalities' class probabilities. Why: the standard decision-level baseline.
+- [early_fusion] frame-level fusion. Official: not in the MMIN repository. Here: streams stretched onto the
+  longest one by relative position. Why: no frame rate is needed, so text tokens align too.
 """
 from __future__ import annotations
 

@@ -25,16 +25,21 @@ altogether (partly unpaired training data) treats it as missing: that modality i
 teacher embedding, adds nothing to the imagination and invariant losses (`slot_mse`). The task loss is the
 study task's (cross-entropy, or sum of 1 - CCC for regression).
 
-Deviations from the official code (also in the analysis notebook's deviations table):
-- IF-MMIN's `invariant_weight` is 100: the released script passes the nonexistent `--consistent_weight=100`,
-  which the strict option parser rejects (§3.2); 100 is the value the fix and the NMER authors' script use.
-- The official β1 (0.5 in stage 2), the ignored stage-2 weight decay and per-sub-network gradient clipping
-  are kept; the study's defaults shorten the schedule (`train.preset: paper` restores the official one).
-- Joint vectors concatenate modalities in the corpus's order (audio, visual, text), not IF-MMIN's A, L, V:
-  a fixed permutation of the classifier's input, with no effect on what the model can learn.
-- The LSTM encoders pool over valid frames only (the official code max-pools over zero padding too).
-- The sizes follow the corpus: joint width = modalities x encoder width; AE layers = `ae_widths` x encoder
-  width (MMIN: 3 x 128 = 384 -> 256, 128, 64 with widths 2, 1, 0.5).
+Kept as official: β1 0.5 in stage 2 and gradient clipping per sub-network; the study's defaults shorten the
+schedule (`train.preset: paper` restores the official one).
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [mmin, ifmmin] modality order in the joint vectors. Official: A, L, V (IF-MMIN). Here: the corpus's order
+  (audio, visual, text). Why: a fixed permutation of the classifier's input, with no effect on what the model can
+  learn.
+- [mmin, ifmmin] AE sizes. Official: 384 -> 256 -> 128 -> 64, 5 blocks (three modalities x 128). Here: joint
+  width = modalities x encoder width, layers = `ae_widths` x encoder width (MMIN's are widths 2, 1, 0.5). Why:
+  works for any number of modalities.
+- [ifmmin] `invariant_weight`. Official: the script passes the nonexistent `--consistent_weight=100`, which the
+  strict option parser rejects (§3.2). Here: 100. Why: the intended value (a fork's fix and the NMER authors'
+  script use it).
+- [mmin, ifmmin] stage-2 weight decay. Official: `--weight_decay=1e-5` is passed but never given to Adam.
+  Here: `train.weight_decay` (0). Why: the effective value.
 """
 from __future__ import annotations
 

@@ -17,20 +17,26 @@ Two stages inside one run (methods.md §4):
   where the teacher's targets come from the clean, full input. Trained on one condition with a modality
   missing per clip, selected on the validation UA of those conditions (noised, seeded).
 
-Deviations from the official code (also in the analysis notebook's deviations table):
-- The auxiliary denoiser is a small conditional MLP on each clip's features (`ConditionalDenoiser`), not the
-  diffusers UNet on the batch reshaped into one image, which hard-wires the batch size to 64 and needs the
-  `diffusers` package; t is drawn per clip. `pretrain.denoise_weight: 0` disables it (official weight 100).
-- Each clip is its own sequence in the VAE's transformer; `faithful: true` restores the official 2-D input,
-  whose self-attention runs across the clips of a batch.
-- The decoder's sigmoid (`decoder_output: sigmoid`, official) bounds x̂ to [0, 1] although the LSTM
-  embeddings lie in (-1, 1); `linear` removes it. The KL is summed over batch and latent dims as officially
-  (`kl_reduction: sum`); `mean` averages it.
-- The decoder is the one of commit cd20f9a (the class is missing at HEAD); z = mu in evaluation.
-- The evaluation noise is seeded (the official one is not); `vae_weight` exists for ablations (official: the
-  VAE loss is unweighted, 1).
-- Beyond the paper: the task loss is the study task's (cross-entropy, or sum of 1 - CCC for regression), and a
-  training clip that lacks a modality (partly unpaired data) has no teacher target for its slots (`slot_mse`).
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [nmer] stage-1 auxiliary branch. Official: a diffusers UNet on the batch reshaped into one 1 x 4 x 64 x 96
+  image, which hard-wires the batch size to 64 (a partial batch crashes) and needs `diffusers`. Here: a small
+  conditional MLP denoiser on each clip's features (`ConditionalDenoiser`), t drawn per clip; weight
+  `pretrain.denoise_weight` (official 100; 0 disables it). Why: runs at any batch size without `diffusers`.
+- [nmer] VAE transformer input. Official: a 2-D (B, D) tensor, i.e. one unbatched sequence whose self-attention
+  runs across the clips of a batch. Here: each clip is its own sequence (`faithful: true` restores the official
+  input). Why: a clip's prediction must not depend on its batch.
+- [nmer] VAE decoder. Official: the class is missing at HEAD (NameError). Here: the decoder of commit cd20f9a,
+  with its sigmoid output (`decoder_output: sigmoid`, although the LSTM embeddings lie in (-1, 1); `linear`
+  removes it) and the KL summed over batch and latent dims (`kl_reduction: sum`; `mean` averages it). Why: the
+  released code does not run.
+- [nmer] evaluation latent. Official: —. Here: z = mu in evaluation. Why: deterministic predictions.
+- [nmer] VAE loss weight. Official: unweighted (1). Here: `vae_weight`, 1 by default. Why: ablations.
+- [nmer] scripts. Official: `train_miss.py` imports the deleted `draw.py`; `scripts/impu` calls a missing
+  `train_miss_impu.py`. Here: one training loop; `noise.type: impulse` selects the second noise. Why: the
+  released scripts do not run.
+
+Beyond the paper: the task loss is the study task's (cross-entropy, or sum of 1 - CCC for regression), and a
+training clip that lacks a modality (partly unpaired data) has no teacher target for its slots (`slot_mse`).
 """
 from __future__ import annotations
 

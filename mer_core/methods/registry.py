@@ -12,6 +12,10 @@ A method trains in one or more **stages** (`StageSpec`): the same training loop 
 each, with the stage's own optimiser block (`optim`) and training conditions; a stage's builder receives the
 previous stage's trained model (e.g. MMIN's stage 2 starts from, and is taught by, its stage-1 encoder
 network).
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [all] schedule of the study. Official: e.g. MMIN 30 + 30 epochs, lr 2e-4, batch 128, width 128. Here: shorter
+  (`params.yaml`). Why: the study's CPU budget; `train.preset: paper` restores each method's official settings.
 """
 from __future__ import annotations
 

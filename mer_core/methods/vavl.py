@@ -19,20 +19,32 @@ present, the mean of the present unimodal heads' probabilities or values). Ablat
 modality gets its own copy of the "shared" stack: same depth, nothing shared), `residual: false`,
 `rec_weight: 0`.
 
-Deviations from the official code (also in the analysis notebook's deviations table):
-- The Conformer is computed per clip over its valid frames (`mer_core.conformer`); the released code feeds
-  (T, B, D) tensors to a Conformer expecting (B, T, D), so its attention and convolution run across the clips
-  of a batch and predictions depend on the batch's other clips.
-- Inputs are the feature store's frames (default log-mel / OpenFace; `features.audio.extractor: wav2vec2` for a
-  frozen torchaudio wav2vec2), not wav2vec2-large-robust with the authors' fine-tuned checkpoint and
-  EfficientNet-B2 face embeddings, which cannot be obtained here.
-- One Adam over all parameters, each step updating only the parameters its loss reaches (Adam's state is per
-  parameter, so this equals the official one Adam per module); weight decay is `train.weight_decay` (official
-  5e-7); no autocast; the training batches are shuffled (the official DataLoader is not) and the run is seeded.
-- The epoch is selected on the validation UA (mean CCC) of the fusion output, not on its validation loss.
-- `rec_weight: auto` is the official 2 for classification, 1 for regression.
-- With face-crop features the visual frames are learnt encodings (`mer_core.frame_encoder`); the reconstruction
-  target, their mean, is then held fixed in each step (no gradient), as an input would be.
+`rec_weight: auto` is the official 2 for classification, 1 for regression.
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [vavl] Conformer axes. Official: (T, B, D) tensors fed to a Conformer expecting (B, T, D), so attention and
+  convolution run across the clips of a batch. Here: each clip over its own valid frames (masked attention,
+  convolution and batch norm, `mer_core.conformer`). Why: a clip's prediction must not depend on its batch
+  (tested).
+- [vavl] inputs. Official: wav2vec2-large-robust (top 12 layers removed, the authors' fine-tuned checkpoint) and
+  EfficientNet-B2 face embeddings. Here: the feature store's frames (log-mel, OpenFace); optionally a frozen
+  torchaudio wav2vec2 (`features.audio.extractor: wav2vec2`). Why: the checkpoints cannot be obtained offline.
+- [vavl] optimisers. Official: one Adam per module, each stepped by the steps that reach it; weight decay 5e-7;
+  autocast. Here: one Adam, each step updating only the parameters its loss reaches; `train.weight_decay`; no
+  autocast. Why: identical updates (Adam's state is per parameter); CPU-first.
+- [vavl] model selection. Official: the fusion output's validation loss. Here: the fusion output's validation UA
+  (mean CCC for regression). Why: the project's selection rule for every method.
+- [vavl] data loading. Official: `shuffle=False`, no seed set. Here: shuffled length-sorted batches, seeded.
+  Why: the project's batching; reproducible.
+- [vavl] size (study). Official: d_model 512, 3 + 2 blocks, 20 epochs, lr 5e-5, batch 32, no time subsampling.
+  Here: d_model 32, 1 + 1 blocks, 8 epochs, lr 1e-3, batch 64, frames averaged in pairs. Why: the study's CPU
+  budget; `train.preset: paper` restores the official settings.
+- [vavl] partly unpaired training. Official: not exercised (only paired clips are used). Here: the `unpaired`
+  run key: a share of the clips keeps one modality and skips the other modality's step. Why: the paper's claim,
+  tested in the extended study.
+- [vavl] reconstruction target with face crops. Official: —. Here: with face-crop features the visual frames are
+  learnt encodings (`mer_core.frame_encoder`) and the target, their mean, is held fixed in each step (no
+  gradient). Why: the official target, the mean input features, is fixed; so is this one within a step.
 """
 from __future__ import annotations
 

@@ -14,6 +14,10 @@ are unchanged. Deviations from the official scheduler: the Impulse mask is drawn
 official code calls `.cuda()` and so needs a GPU); every draw comes from an explicit `torch.Generator` (the
 official evaluation noise is unseeded), and the draws are made on the CPU so that a seed gives the same noise on
 CPU and GPU; frames beyond a clip's length (padding) stay zero.
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [nmer] Impulse noise. Official: the mask is made with `.cuda()`, so it needs a GPU. Here: drawn on the CPU
+  from a seeded generator and moved to the device. Why: runs anywhere; the same noise on CPU and GPU.
 """
 from __future__ import annotations
 

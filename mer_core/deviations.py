@@ -1,0 +1,97 @@
+"""The deviations table: every place our implementation differs from the official code, read from the docstrings.
+
+A module that deviates says so in its own docstring, in a section that starts with the line
+`Deviations from the official code` and holds one bullet per deviation:
+
+    - [nmer] VAE decoder. Official: missing at HEAD (NameError). Here: the decoder of commit cd20f9a.
+      Why: the released code does not run.
+
+`[...]` names the methods concerned (registered method names, comma-separated, or `all`); then where the
+difference lies, ending with a full stop, and the three labelled parts. Continuation lines are indented. The
+section ends at the first line that is neither a bullet nor a continuation. The modules are read with `ast`,
+never imported, so collecting the table has no side effects. `deviations_table` gathers every module's
+bullets (one row each) for the analysis notebook, so the table cannot drift from the code it describes; a
+bullet that does not follow the pattern raises an error naming its module.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+HEADER = "Deviations from the official code"
+PACKAGE = Path(__file__).resolve().parent
+BULLET = re.compile(r"\[(?P<methods>[^\]]+)\]\s+(?P<where>.+?)\.\s+Official:\s+(?P<official>.+?)\s+Here:\s+"
+                    r"(?P<here>.+?)\s+Why:\s+(?P<why>.+)", re.DOTALL)
+COLUMNS = ["method", "where", "official code", "here", "why", "module"]
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One bullet of a module's deviations section."""
+
+    methods: tuple[str, ...]
+    where: str
+    official: str
+    here: str
+    why: str
+    module: str
+
+
+def section_bullets(docstring: str) -> list[str]:
+    """The bullets of the docstring's deviations section (each joined into one line); [] without a section."""
+    lines = docstring.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith(HEADER)), None)
+    if start is None:
+        return []
+    bullets: list[str] = []
+    for line in lines[start + 1:]:
+        if line.startswith("- "):
+            bullets.append(line[2:].strip())
+        elif bullets and line.startswith("  ") and line.strip():
+            bullets[-1] += " " + line.strip()
+        else:
+            break
+    return bullets
+
+
+def parse_bullet(bullet: str, module: str, known_methods: set[str] | None = None) -> Deviation:
+    """A bullet as a `Deviation`; ValueError naming the module when it does not follow the pattern (see the
+    module docstring) or names a method that is not registered."""
+    match = BULLET.fullmatch(bullet)
+    if match is None:
+        raise ValueError(f"{module}: deviation bullet does not read '[methods] where. Official: ... Here: ... "
+                         f"Why: ...': {bullet[:80]!r}")
+    methods = tuple(m.strip() for m in match["methods"].split(","))
+    unknown = [m for m in methods if m != "all" and known_methods is not None and m not in known_methods]
+    if unknown:
+        raise ValueError(f"{module}: deviation names unregistered method(s) {unknown}; registered: "
+                         f"{', '.join(sorted(known_methods or ()))} (or `all`)")
+    strip = lambda text: text.strip().rstrip(".")
+    return Deviation(methods, strip(match["where"]), strip(match["official"]), strip(match["here"]),
+                     strip(match["why"]), module)
+
+
+def module_deviations(path: Path, root: Path = PACKAGE, known_methods: set[str] | None = None) -> list[Deviation]:
+    """The deviations a source file's module docstring lists."""
+    docstring = ast.get_docstring(ast.parse(path.read_text(), filename=str(path))) or ""
+    module = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+    return [parse_bullet(b, module, known_methods) for b in section_bullets(docstring)]
+
+
+def collect_deviations(root: Path = PACKAGE, known_methods: set[str] | None = None) -> list[Deviation]:
+    """Every deviation of every module under `root`, in path order."""
+    return [d for path in sorted(root.rglob("*.py")) for d in module_deviations(path, root, known_methods)]
+
+
+def deviations_table(method_order: list[str], root: Path = PACKAGE) -> pd.DataFrame:
+    """The analysis notebook's table: one row per deviation, those of `all` methods first, then by the first
+    method's position in `method_order` (the registry's order), then by module."""
+    rows = collect_deviations(root, set(method_order))
+    rank = lambda d: min((-1 if m == "all" else method_order.index(m)) for m in d.methods)
+    rows = sorted(rows, key=lambda d: (rank(d), d.module))
+    return pd.DataFrame([[", ".join(d.methods), d.where, d.official, d.here, d.why, f"`{d.module}`"] for d in rows],
+                        columns=COLUMNS)
