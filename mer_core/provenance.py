@@ -2,9 +2,11 @@
 
 What it records, and only what is stable for the same inputs (no timestamps, no absolute paths we add), so that
 the analysis stage's committed outputs stay reproducible:
-- `stages`: the DVC stages the artefact derives from (the `train@<method>` runs and, through their deps, every
-  stage upstream: `prepare`, `corpus`), each with the md5 of its deps and outs and a hash of its params, as
-  recorded in the committed `dvc.lock`. dvc.lock is read as YAML (DVC is not called) and is not a declared dep of
+- `stages`: the DVC stages the artefact derives from (the `train@<method>` runs, or the extended study's
+  stages, and through their deps every stage upstream: `prepare`, `corpus`), each with the sha256 of its
+  `dvc.lock` entry (`stage_record`: the md5 of each dep and out and a hash of its params), so the entry can be
+  checked against the dvc.lock of the recorded git revision without repeating it in every sidecar. Stages of a
+  second pipeline are named as DVC names them, `extended/dvc.yaml:<stage>`. dvc.lock is read as YAML (DVC is not called) and is not a declared dep of
   the analysis stage: DVC rewrites it after every stage, the analysis's own entry included, so as a dep it would
   be stale forever. The upstream entries it is read for are final when the analysis runs (DVC writes a stage's
   lock entry as soon as the stage ends), and the analysis reruns whenever their outputs (`results/`) change.
@@ -66,9 +68,9 @@ def _feeds(out: str, dep: str) -> bool:
     return dep == out or dep.startswith(out.rstrip("/") + "/") or out.startswith(dep.rstrip("/") + "/")
 
 
-def upstream_stages(lock: dict[str, dict], roots: list[str]) -> dict[str, dict | None]:
-    """`roots` and every stage whose outs feed their deps, transitively, as {name: stage_record} sorted by
-    name; a root missing from dvc.lock maps to None (not run yet)."""
+def upstream_stages(lock: dict[str, dict], roots: list[str]) -> dict[str, str | None]:
+    """`roots` and every stage whose outs feed their deps, transitively, as {name: sha256 of its stage_record}
+    sorted by name; a root missing from dvc.lock maps to None (not run yet)."""
     found: dict[str, dict | None] = {}
     todo = list(roots)
     while todo:
@@ -83,7 +85,17 @@ def upstream_stages(lock: dict[str, dict], roots: list[str]) -> dict[str, dict |
             outs = [item["path"] for item in other_entry.get("outs") or []]
             if other not in found and any(_feeds(o, d) for o in outs for d in found[name]["deps"]):
                 todo.append(other)
-    return dict(sorted(found.items()))
+    return {name: None if record is None else canonical_sha256(record) for name, record in sorted(found.items())}
+
+
+def read_locks(paths: list[str | Path]) -> dict[str, dict]:
+    """The stages of several dvc.lock files in one mapping: the first file's under their own names, a later
+    one's as `<folder>/dvc.yaml:<stage>` (DVC's address of a stage of another pipeline)."""
+    stages: dict[str, dict] = {}
+    for k, path in enumerate(paths):
+        prefix = "" if k == 0 else f"{Path(path).parent.as_posix()}/dvc.yaml:"
+        stages.update({prefix + name: entry for name, entry in read_lock(path).items()})
+    return stages
 
 
 def feature_store(lock: dict[str, dict], features_dir: str) -> dict:
@@ -122,13 +134,15 @@ def git_state(root: str | Path = ".", sources: tuple[str, ...] = SOURCE_PATHS) -
     return {"git_parent_revision": revision, "git_dirty": dirty}
 
 
-def collect_provenance(params: dict, param_keys: list[str], lock_path: str | Path, root: str | Path = ".") -> dict:
-    """The provenance shared by every artefact of one analysis run: the stages upstream of `train@<method>` for
-    every method in `params`, the feature store's hash, the `param_keys` sections and the git state."""
-    lock = read_lock(lock_path)
+def collect_provenance(params: dict, param_keys: list[str], lock_path: str | Path | list[str | Path],
+                       root: str | Path = ".", roots: list[str] | None = None) -> dict:
+    """The provenance shared by every artefact of one analysis run: the stages upstream of `roots` (default:
+    `train@<run>` for every run in `params`) in the dvc.lock file(s) (`read_locks`), the feature store's hash,
+    the `param_keys` sections and the git state."""
+    lock = read_locks(lock_path if isinstance(lock_path, list) else [lock_path])
     selected = select_params(params, param_keys)
     return {
-        "stages": upstream_stages(lock, [f"train@{method}" for method in params["methods"]]),
+        "stages": upstream_stages(lock, roots or [f"train@{method}" for method in params["methods"]]),
         "feature_store": feature_store(lock, params["data"]["features_dir"]),
         "params": selected,
         "params_sha256": canonical_sha256(selected),
@@ -148,8 +162,8 @@ def write_provenance(provenance: dict, name: str, files: list[Path]) -> Path:
 def provenance_block(sidecar: str | Path) -> str:
     """A short markdown summary of a sidecar, printed by the notebook under its table or figure."""
     record = json.loads(Path(sidecar).read_text())
-    stages = ", ".join(f"`{name}` {('not in dvc.lock' if entry is None else canonical_sha256(entry)[:8])}"
-                       for name, entry in record["stages"].items())
+    stages = ", ".join(f"`{name}` {('not in dvc.lock' if digest is None else digest[:8])}"
+                       for name, digest in record["stages"].items())
     store = record["feature_store"]
     revision = record["git_parent_revision"]
     git = ("no git revision (not a git checkout)" if revision is None else

@@ -45,9 +45,26 @@ def test_upstream_stages_follow_the_lock_from_the_train_stages(project):
     stages = prov.upstream_stages(prov.read_lock(project / "dvc.lock"), ["train@a", "train@missing"])
     assert list(stages) == ["corpus", "prepare", "train@a", "train@missing"]
     assert stages["train@missing"] is None
-    assert stages["prepare"]["deps"] == {"data/raw/builtin": "raw.dir"}
-    assert stages["prepare"]["outs"] == {"data/features": "feat.dir"}
-    assert stages["corpus"]["params_sha256"] == prov.canonical_sha256({"params.yaml": {"data.synthetic": {"seed": 1}}})
+    record = prov.stage_record(LOCK["stages"]["prepare"])
+    assert record["deps"] == {"data/raw/builtin": "raw.dir"} and record["outs"] == {"data/features": "feat.dir"}
+    assert stages["prepare"] == prov.canonical_sha256(record)
+    corpus = prov.stage_record(LOCK["stages"]["corpus"])
+    assert corpus["params_sha256"] == prov.canonical_sha256({"params.yaml": {"data.synthetic": {"seed": 1}}})
+    assert stages["corpus"] == prov.canonical_sha256(corpus)
+
+
+def test_a_second_pipeline_s_stages_are_named_by_its_dvc_yaml(project, monkeypatch):
+    extended = {"schema": "2.0", "stages": {
+        "ablation@x": {"cmd": "t", "deps": [{"path": "data/features", "md5": "feat.dir"}],
+                       "outs": [{"path": "extended/results/x/per_condition.csv", "md5": "rx"}]},
+        "analysis": {"cmd": "a", "deps": [{"path": "extended/results", "md5": "e.dir"}], "outs": []}}}
+    (project / "extended").mkdir()
+    (project / "extended" / "dvc.lock").write_text(yaml.safe_dump(extended))
+    monkeypatch.chdir(project)
+    record = prov.collect_provenance(PARAMS, KEYS, ["dvc.lock", "extended/dvc.lock"], root=project,
+                                     roots=["train@a", "extended/dvc.yaml:ablation@x"])
+    assert list(record["stages"]) == ["corpus", "extended/dvc.yaml:ablation@x", "prepare", "train@a"]
+    assert record["stages"]["prepare"] == prov.canonical_sha256(prov.stage_record(LOCK["stages"]["prepare"]))
 
 
 def test_collect_provenance_keys_and_values(project):
@@ -124,7 +141,7 @@ def test_provenance_block_summarises_a_sidecar(project):
     record = {**record, "git_parent_revision": "0123456789abcdef", "git_dirty": True}
     files = write_table(pd.DataFrame({"x": [1]}), "t", project, "c", provenance=record)
     block = prov.provenance_block(files[-1])
-    short = prov.canonical_sha256(record["stages"]["prepare"])[:8]
+    short = record["stages"]["prepare"][:8]
     assert f"`prepare` {short}" in block and "`t.provenance.json`" in block
     assert "feature store `data/features` md5 `feat.dir`" in block
     assert "`data.corpus`" in block and record["params_sha256"][:12] in block
