@@ -107,11 +107,14 @@ def test_repro_writes_every_result(project: Path):
         assert not errors
     for table in ["conditions_ua", "conditions_wa", "calibration", "imagination_ua", "imagination_wa",
                   "imagination_claims", "robustness_wa", "robustness_ua", "robustness_nmer_vs_mmin",
-                  "robustness_nmer_vs_ifmmin", "corruptions_ua", "corruptions_wa", "vavl_table"]:
+                  "robustness_nmer_vs_ifmmin", "corruptions_ua", "corruptions_wa", "vavl_table", "vavl_tests", "claims",
+                  "deviations"]:
         for suffix in ["md", "tex", "csv"]:
             assert (project / "reports" / "tables" / f"{table}.{suffix}").stat().st_size > 0
     for figure in ["training_curves", "robustness_wa", "corruptions_ua"]:
         assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 0
+    findings = (project / "reports" / "findings.md").read_text()
+    assert "**The study.**" in findings and "2 pairs of fold x seed" in findings  # generated from the tiny runs
     sidecar = json.loads((project / "reports" / "tables" / "conditions_ua.provenance.json").read_text())
     assert "train@vavl" in json.dumps(sidecar)  # the upstream stages and their dvc.lock hashes
     index = (project / "reports" / "html" / "index.html").read_text()
@@ -136,6 +139,8 @@ def test_extended_study_writes_every_result(project: Path):
     for table in ["vavl_ablations", "vavl_ablation_tests", "vavl_regression", "unpaired_curve", "unpaired_tests"]:
         assert (project / "reports" / "extended" / "tables" / f"{table}.md").stat().st_size > 0
     assert (project / "reports" / "extended" / "figures" / "unpaired_curve.png").stat().st_size > 0
+    sidecar = json.loads((project / "reports" / "extended" / "tables" / "vavl_ablations.provenance.json").read_text())
+    assert {"train@vavl", "extended/dvc.yaml:ablation@vavl_no_rec", "prepare"} <= set(sidecar["stages"])
 
 
 def test_second_repro_is_a_no_op(project: Path):
