@@ -454,8 +454,9 @@ def plot_clip(view: dict, selection: dict):
                                extent=(0, face.values.shape[1] / face.fps, len(face.names) - 0.5, -0.5))
         if len(face.names) <= 40:
             face_ax.set_yticks(range(len(face.names)), face.names, fontsize=7)
-        face_ax.set(xlabel="time (s)", title=f"face: {face.source}")
-        fig.colorbar(image, ax=face_ax, fraction=0.04, pad=0.01, label="intensity")
+        units = face.names[0].startswith("AU")
+        face_ax.set(xlabel="time (s)", ylabel="" if units else "feature", title=f"face: {face.source}")
+        fig.colorbar(image, ax=face_ax, fraction=0.04, pad=0.01, label="intensity" if units else "value")
     else:
         face_ax.text(0.5, 0.5, "no face stream", ha="center", va="center"); face_ax.set_axis_off()
     mean = scores.mean()
@@ -492,7 +493,8 @@ def describe(view: dict, selection: dict) -> str:
     lines = [f"**{clip['clip_id']}**: speaker {clip['speaker']}, emotion **{clip['label']}**" +
              (f" ({extra})" if extra else "") + ".",
              f"Run `{selection['run']}` (fold {view['fold']}, seed {view['seed']}), condition `{selection['condition']}`, noise "
-             f"`{view['setting']['label']}`."]
+             f"`{view['setting']['label']}`" + (" (the removed modalities zero-filled)." if view["setting"]["noise"] == NONE
+                                                 else ".")]
     if view["task"] == "classification":
         pred = mean.idxmax()
         verdict = "correct" if pred == clip["label"] else f"wrong (true: {clip['label']})"
