@@ -34,4 +34,4 @@ test: $(STAMP)
 	python -m pytest
 
 lab: $(STAMP)
-	jupyter lab notebooks/
+	jupyter lab notebooks/04_explore.ipynb

@@ -147,6 +147,7 @@ def study_schema() -> Section:
     from mer_core.data.features import FEATURES_SCHEMA
     from mer_core.data.folds import FOLDS_SCHEMA
     from mer_core.data.prepare import DATA_SCHEMA
+    from mer_core.explore import EXPLORE_SCHEMA
     from mer_core.extended import EXTENDED_SCHEMA
     from mer_core.methods import METHODS_SCHEMA
     from mer_core.report import ANALYSIS_SCHEMA
@@ -166,6 +167,7 @@ def study_schema() -> Section:
             "robustness": ROBUSTNESS_SCHEMA,
             "analysis": ANALYSIS_SCHEMA,
             "extended": EXTENDED_SCHEMA,
+            "explore": EXPLORE_SCHEMA,
         }
     )
 
@@ -191,6 +193,9 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
     from mer_core.extended import check_extended
 
     check_extended(params)
+    from mer_core.explore import check_explore
+
+    check_explore(params)
     for key in ("confusion_methods", "imagination_table"):
         unknown = [run for run in params["analysis"][key] if run not in params["methods"]]
         if unknown:

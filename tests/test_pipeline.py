@@ -101,10 +101,15 @@ def test_repro_writes_every_result(project: Path):
         assert len(settings) == 2 * (2 * 2 + len(corruptions))  # folds x (noise types x T + signal corruptions)
         assert len(list((project / "data" / "checkpoints" / method).glob("*.pt"))) == 2 * stages
         assert (project / "reports" / "notebooks" / f"02_train-{method}.ipynb").is_file()
-    for name in ["01_prepare_data", "03_analysis"]:
+    for name in ["01_prepare_data", "03_analysis", "04_explore"]:
         notebook = json.loads((project / "reports" / "notebooks" / f"{name}.ipynb").read_text())
         errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
+    explore = json.loads((project / "reports" / "notebooks" / "04_explore.ipynb").read_text())
+    outputs = [o for c in explore["cells"] for o in c.get("outputs", [])]
+    assert any("<audio" in "".join(o.get("data", {}).get("text/html", [])) for o in outputs)  # the clip's player
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1  # spectrogram, faces, probabilities, sweep
+    assert (project / "reports" / "html" / "notebooks" / "04_explore.html").is_file()  # html runs after explore
     for table in ["conditions_ua", "conditions_wa", "calibration", "imagination_ua", "imagination_wa",
                   "imagination_claims", "robustness_wa", "robustness_ua", "robustness_nmer_vs_mmin",
                   "robustness_nmer_vs_ifmmin", "corruptions_ua", "corruptions_wa", "vavl_table", "vavl_tests", "claims",
@@ -183,7 +188,7 @@ def test_exp_run_on_a_crema_d_layout_corpus(project: Path, tmp_path_factory):
     output = run(["dvc", "exp", "run"] + [a for k, v in overrides.items() for a in ("-S", f"{k}={v}")], project).stdout
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     params = yaml.safe_load((project / "params.yaml").read_text())
-    assert ran == {"prepare", "analysis", "html"} | {f"train@{m}" for m in params["methods"]}  # not the built-in corpus
+    assert ran == {"prepare", "analysis", "explore", "html"} | {f"train@{m}" for m in params["methods"]}  # not corpus
     manifest = json.loads((project / "data" / "features" / "crema_d" / "manifest.json").read_text())
     assert manifest["corpus"] == "crema_d" and manifest["counts"]["clips"] == 24 and manifest["dims"]["visual"] == 256
     assert manifest["features"]["visual"]["extractor"] == "face_crops"
@@ -193,6 +198,6 @@ def test_exp_run_on_a_crema_d_layout_corpus(project: Path, tmp_path_factory):
     for method in params["methods"]:
         metrics = json.loads((project / "results" / method / "metrics.json").read_text())
         assert metrics["n_runs"] == 2 and set(metrics["conditions"]) == {"a", "v", "av", "pooled", "mean"}
-    for name in ["01_prepare_data", "03_analysis"]:
+    for name in ["01_prepare_data", "03_analysis", "04_explore"]:  # the explorer: WAVs, and face crops (no AUs)
         notebook = json.loads((project / "reports" / "notebooks" / f"{name}.ipynb").read_text())
         assert not [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
