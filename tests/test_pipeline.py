@@ -103,9 +103,9 @@ def test_repro_writes_every_result(project: Path):
         assert (project / "reports" / "notebooks" / f"02_train-{method}.ipynb").is_file()
     embedded = params["analysis"]["embedding"]["runs"]
     assert embedded == ["utt_fusion", "mmin", "ifmmin", "nmer", "vavl"]  # tiny() keeps them
-    for run in embedded:
-        embedding = pd.read_csv(project / "results" / run / "embedding.csv")
-        assert set(embedding["condition"]) == {"a", "v", "av"} and (embedding["run"] == run).all()
+    for name in embedded:
+        embedding = pd.read_csv(project / "results" / name / "embedding.csv")
+        assert set(embedding["condition"]) == {"a", "v", "av"} and (embedding["run"] == name).all()
         assert len(embedding) == 3 * embedding["clip_id"].nunique() and embedding[["x", "y"]].notna().all().all()
     for name in ["01_prepare_data", "03_analysis"]:
         notebook = json.loads((project / "reports" / "notebooks" / f"{name}.ipynb").read_text())
@@ -195,8 +195,8 @@ def test_exp_run_on_a_crema_d_layout_corpus(project: Path, tmp_path_factory):
     for method in params["methods"]:
         metrics = json.loads((project / "results" / method / "metrics.json").read_text())
         assert metrics["n_runs"] == 2 and set(metrics["conditions"]) == {"a", "v", "av", "pooled", "mean"}
-    for run in params["analysis"]["embedding"]["runs"]:  # joint() through the face-crop frame encoder
-        embedding = pd.read_csv(project / "results" / run / "embedding.csv")
+    for name in params["analysis"]["embedding"]["runs"]:  # joint() through the face-crop frame encoder
+        embedding = pd.read_csv(project / "results" / name / "embedding.csv")
         assert len(embedding) == 3 * embedding["clip_id"].nunique() and embedding["clip_id"].str.match(r"^\d{4}_DFA_").all()
     for name in ["01_prepare_data", "03_analysis"]:
         notebook = json.loads((project / "reports" / "notebooks" / f"{name}.ipynb").read_text())
