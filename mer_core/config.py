@@ -147,6 +147,7 @@ def study_schema() -> Section:
     from mer_core.data.features import FEATURES_SCHEMA
     from mer_core.data.folds import FOLDS_SCHEMA
     from mer_core.data.prepare import DATA_SCHEMA
+    from mer_core.embedding import EMBEDDING_SCHEMA
     from mer_core.explore import EXPLORE_SCHEMA
     from mer_core.extended import EXTENDED_SCHEMA
     from mer_core.methods import METHODS_SCHEMA
@@ -165,7 +166,7 @@ def study_schema() -> Section:
             "train": TRAIN_SCHEMA,
             "methods": METHODS_SCHEMA,
             "robustness": ROBUSTNESS_SCHEMA,
-            "analysis": ANALYSIS_SCHEMA,
+            "analysis": Section({**ANALYSIS_SCHEMA.fields, "embedding": EMBEDDING_SCHEMA}),  # mer_core.embedding
             "extended": EXTENDED_SCHEMA,
             "explore": EXPLORE_SCHEMA,
         }
@@ -201,6 +202,9 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
         if unknown:
             raise ConfigError(f"analysis.{key}: {unknown[0]!r} is not a run of `methods` "
                               f"(runs: {', '.join(params['methods'])})")
+    from mer_core.embedding import check_embedding
+
+    check_embedding(params)
     return params
 
 

@@ -359,3 +359,70 @@ def robustness_comparison(runs: pd.DataFrame, a: str, b: str, metric: str) -> pd
         label = CLEAN_LABEL if noise == "clean" else setting_label(noise, level, unit)
         rows.append({"setting": label, **{k: result[k] for k in ("a", "b", "difference", "wins", "pairs", "p_value")}})
     return pd.DataFrame(rows).set_index("setting")
+
+
+EMBEDDING_MARKERS = {"a": "^", "v": "s", "l": "D"}  # single-modality conditions; the full condition is "o"
+OTHER_MARKERS = ("v", "P", "X", "*", "h")  # any other partial condition (three-modality corpora)
+
+
+def embedding_figure(embeddings: pd.DataFrame, classes: list[str], links: int = 12) -> plt.Figure:
+    """One panel per run (`mer_core.embedding`'s `results/<run>/embedding.csv` rows, concatenated): each test clip
+    under each condition, coloured by emotion, marker by condition (o = all modalities; ^ audio only, s visual
+    only); for `links` clips (a fixed seeded choice, the same in every panel) thin grey lines join the clip's
+    full-condition point to its points under the other conditions: how a missing modality moves it. The panel
+    title gives the mean `dist_to_full` per missing condition (0: not moved; 1: as far as another clip). One
+    shared legend below."""
+    runs = list(dict.fromkeys(embeddings["run"]))
+    conditions = list(dict.fromkeys(embeddings["condition"]))
+    full = max(conditions, key=len)
+    others = [c for c in conditions if c != full]
+    spare = iter(OTHER_MARKERS)
+    markers = {c: "o" if c == full else EMBEDDING_MARKERS.get(c) or next(spare) for c in conditions}
+    colours = {c: plt.get_cmap("tab10")(k % 10) for k, c in enumerate(classes)}
+    clips = sorted(embeddings["clip_id"].unique())
+    linked = set(np.random.default_rng(0).choice(clips, min(links, len(clips)), replace=False))
+    figure, axes = plt.subplots(1, len(runs), figsize=(3.4 * len(runs), 3.9), squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        part = embeddings[embeddings["run"] == run]
+        for condition in [*others, full]:  # the full condition drawn last, on top
+            rows = part[part["condition"] == condition]
+            ax.scatter(rows["x"], rows["y"], s=9 if condition == full else 7, marker=markers[condition],
+                       c=[colours.get(label, "black") for label in rows["label"]], alpha=0.6, linewidths=0)
+        ends = part[part["clip_id"].isin(linked)]
+        for condition in conditions:  # the linked clips' points, outlined
+            rows = ends[ends["condition"] == condition]
+            ax.scatter(rows["x"], rows["y"], s=18, marker=markers[condition], zorder=4, linewidths=0.7,
+                       c=[colours.get(label, "black") for label in rows["label"]], edgecolors="black")
+        anchor = part[part["condition"] == full].set_index("clip_id")[["x", "y"]]
+        for condition in others:
+            moved = part[(part["condition"] == condition) & part["clip_id"].isin(linked)].set_index("clip_id")
+            for clip, (x, y) in moved[["x", "y"]].iterrows():
+                if clip in anchor.index:
+                    ax.plot([anchor.at[clip, "x"], x], [anchor.at[clip, "y"], y], color="0.35", lw=0.6, zorder=3)
+        moved = part[part["condition"] != full].groupby("condition")["dist_to_full"].mean()
+        projection = {"tsne": "t-SNE", "pca": "PCA"}.get(str(part["projection"].iloc[0]), part["projection"].iloc[0])
+        ax.set_title(f"{run} ({projection})\nmoved from {full}: " + ", ".join(f"{c} {moved[c]:.2f}" for c in others
+                                                                           if c in moved), fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [plt.Line2D([], [], ls="", marker="o", color=colours[c], label=c) for c in classes]
+    handles += [plt.Line2D([], [], ls="", marker=markers[c], color="0.4", mfc="none", label=f"condition {c}")
+                for c in conditions]
+    handles.append(plt.Line2D([], [], color="0.35", lw=0.6, label=f"a clip's {full} point to its others"))
+    figure.tight_layout()
+    figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=min(len(handles), 6),
+                  fontsize=7, frameon=False)
+    return figure
+
+
+def embedding_summary(embeddings: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
+    """Per run and condition of `embedding_figure`'s rows: clips, accuracy (pred = label; NaN without
+    predictions), and the mean `cos_to_full` and `dist_to_full` (measured in the joint representation itself, not
+    in the projection; see `mer_core.embedding`)."""
+    rows = []
+    for (run, condition), part in embeddings.groupby(["run", "condition"], sort=False):
+        has_pred = part["pred"].notna() & (part["pred"].astype(str) != "")
+        rows.append({"run": run, "condition": condition, "clips": len(part),
+                     "accuracy": float((part["pred"] == part["label"]).mean()) if has_pred.all() else np.nan,
+                     "cos_to_full": part["cos_to_full"].mean(), "dist_to_full": part["dist_to_full"].mean()})
+    return pd.DataFrame(rows).set_index(["run", "condition"]).round(precision)

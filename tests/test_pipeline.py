@@ -1,6 +1,6 @@
 """End-to-end: the whole DVC + papermill pipeline on a tiny configuration, in a throw-away copy of the project.
 
-Checks that `dvc repro` runs every stage and writes every result, that the extended study
+Checks that `dvc repro` runs every stage and writes every result (embedding maps included), that the extended study
 (`dvc repro extended/dvc.yaml`) runs on top of it, that a second `dvc repro` of either is a no-op, and that
 `dvc exp run -S methods.<run>.<key>=...` reruns only that run's training stage (and the analysis).
 """
@@ -101,6 +101,12 @@ def test_repro_writes_every_result(project: Path):
         assert len(settings) == 2 * (2 * 2 + len(corruptions))  # folds x (noise types x T + signal corruptions)
         assert len(list((project / "data" / "checkpoints" / method).glob("*.pt"))) == 2 * stages
         assert (project / "reports" / "notebooks" / f"02_train-{method}.ipynb").is_file()
+    embedded = params["analysis"]["embedding"]["runs"]
+    assert embedded == ["utt_fusion", "mmin", "ifmmin", "nmer", "vavl"]  # tiny() keeps them
+    for name in embedded:
+        embedding = pd.read_csv(project / "results" / name / "embedding.csv")
+        assert set(embedding["condition"]) == {"a", "v", "av"} and (embedding["run"] == name).all()
+        assert len(embedding) == 3 * embedding["clip_id"].nunique() and embedding[["x", "y"]].notna().all().all()
     for name in ["01_prepare_data", "03_analysis", "04_explore"]:
         notebook = json.loads((project / "reports" / "notebooks" / f"{name}.ipynb").read_text())
         errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -188,7 +194,9 @@ def test_exp_run_on_a_crema_d_layout_corpus(project: Path, tmp_path_factory):
     output = run(["dvc", "exp", "run"] + [a for k, v in overrides.items() for a in ("-S", f"{k}={v}")], project).stdout
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
     params = yaml.safe_load((project / "params.yaml").read_text())
-    assert ran == {"prepare", "analysis", "explore", "html"} | {f"train@{m}" for m in params["methods"]}  # not corpus
+    embedded = {f"embedding@{r}" for r in params["analysis"]["embedding"]["runs"]}
+    trained = {f"train@{m}" for m in params["methods"]}
+    assert ran == {"prepare", "analysis", "explore", "html"} | trained | embedded  # not the corpus
     manifest = json.loads((project / "data" / "features" / "crema_d" / "manifest.json").read_text())
     assert manifest["corpus"] == "crema_d" and manifest["counts"]["clips"] == 24 and manifest["dims"]["visual"] == 256
     assert manifest["features"]["visual"]["extractor"] == "face_crops"
@@ -198,6 +206,9 @@ def test_exp_run_on_a_crema_d_layout_corpus(project: Path, tmp_path_factory):
     for method in params["methods"]:
         metrics = json.loads((project / "results" / method / "metrics.json").read_text())
         assert metrics["n_runs"] == 2 and set(metrics["conditions"]) == {"a", "v", "av", "pooled", "mean"}
+    for name in params["analysis"]["embedding"]["runs"]:  # joint() through the face-crop frame encoder
+        embedding = pd.read_csv(project / "results" / name / "embedding.csv")
+        assert len(embedding) == 3 * embedding["clip_id"].nunique() and embedding["clip_id"].str.match(r"^\d{4}_DFA_").all()
     for name in ["01_prepare_data", "03_analysis", "04_explore"]:  # the explorer: WAVs, and face crops (no AUs)
         notebook = json.loads((project / "reports" / "notebooks" / f"{name}.ipynb").read_text())
         assert not [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]

@@ -75,11 +75,13 @@ class UttFusion(TaskModel):
         self.encoders = nn.ModuleDict({m: make_encoder(m, ctx.dims[m], hidden) for m in modalities})
         self.classifier = MLPClassifier(hidden * len(modalities), classifier, ctx.n_outputs, dropout)
 
-    def embed(self, batch: Batch) -> torch.Tensor:
+    def joint(self, batch: Batch) -> torch.Tensor:
+        """The joint representation its classifier reads: the encoders' utterance embeddings concatenated in
+        the corpus's modality order, (B, modalities x hidden) (MMIN's stage-1 h, methods.md §2 "Stage 1")."""
         return torch.cat([self.encoders[m](batch.x[m], batch.lengths[m]) for m in self.modalities], dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.classifier(self.embed(batch))[0]
+        return self.classifier(self.joint(batch))[0]
 
 
 def align_frames(x: torch.Tensor, lengths: torch.Tensor, grid_lengths: torch.Tensor, grid_len: int) -> torch.Tensor:
@@ -103,12 +105,17 @@ class EarlyFusion(TaskModel):
         self.encoder = LSTMEncoder(sum(ctx.dims.values()), hidden)
         self.classifier = MLPClassifier(hidden, classifier, ctx.n_outputs, dropout)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def joint(self, batch: Batch) -> torch.Tensor:
+        """The joint representation its classifier reads: the LSTM's utterance embedding of the aligned,
+        concatenated frames, (B, hidden)."""
         grid_lengths = torch.stack([batch.lengths[m] for m in self.modalities]).amax(0)
         grid_len = max(int(grid_lengths.max()), 1)
         frames = torch.cat([align_frames(batch.x[m], batch.lengths[m], grid_lengths, grid_len)
                             for m in self.modalities], dim=2)
-        return self.classifier(self.encoder(frames, grid_lengths))[0]
+        return self.encoder(frames, grid_lengths)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.classifier(self.joint(batch))[0]
 
 
 class LateFusion(nn.Module):
@@ -164,14 +171,19 @@ def _fusion(cls):
 
 
 def _baseline(name: str, build, train_conditions: str, summary: str, needs: tuple[str, ...] = (),
-              min_modalities: int = 2) -> MethodSpec:
+              min_modalities: int = 2, joint: str | None = None) -> MethodSpec:
     return register(MethodSpec(name, SCHEMA, (StageSpec("train", build, train_conditions),), summary, PAPER,
-                               needs, min_modalities))
+                               needs, min_modalities, joint))
 
 
-_baseline("audio_only", _utt(("audio",)), "full", "LSTM on audio frames only", ("audio",), 1)
-_baseline("visual_only", _utt(("visual",)), "full", "LSTM on face frames only", ("visual",), 1)
-_baseline("early_fusion", _fusion(EarlyFusion), "full", "frame-level concatenation, one LSTM")
+UTT_JOINT = "the concatenated encoder embeddings"
+_baseline("audio_only", _utt(("audio",)), "full", "LSTM on audio frames only", ("audio",), 1,
+          joint="the audio encoder's embedding")
+_baseline("visual_only", _utt(("visual",)), "full", "LSTM on face frames only", ("visual",), 1,
+          joint="the visual encoder's embedding")
+_baseline("early_fusion", _fusion(EarlyFusion), "full", "frame-level concatenation, one LSTM",
+          joint="the LSTM embedding of the concatenated frames")
 _baseline("late_fusion", _fusion(LateFusion), "full", "mean of unimodal class probabilities")
-_baseline("utt_fusion", _utt(None), "full", "MMIN's full-modality encoder network (MEN)")
-_baseline("utt_dataaug", _utt(None), "random", "utt_fusion trained with one random non-empty condition per clip")
+_baseline("utt_fusion", _utt(None), "full", "MMIN's full-modality encoder network (MEN)", joint=UTT_JOINT)
+_baseline("utt_dataaug", _utt(None), "random", "utt_fusion trained with one random non-empty condition per clip",
+          joint=UTT_JOINT)

@@ -129,9 +129,14 @@ class UttShared(UttFusion):
         embeddings = [self.encoders[m](batch.x[m], batch.lengths[m]) for m in self.modalities]
         return torch.cat(embeddings, 1), [self.shared(e) for e in embeddings]
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def joint(self, batch: Batch) -> torch.Tensor:
+        """The joint representation its classifier reads: [h, S(e_m)...], the concatenated embeddings and
+        invariant features, (B, 2 x modalities x hidden) (methods.md §3.1)."""
         h, invariant = self.features(batch)
-        return self.classifier(torch.cat([h, *invariant], 1))[0]
+        return torch.cat([h, *invariant], 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.classifier(self.joint(batch))[0]
 
     def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         h, invariant = self.features(batch)
@@ -176,8 +181,13 @@ class Imagination(nn.Module):
         """(h, imagination, block latents, per-modality student embeddings)."""
         raise NotImplementedError
 
+    def joint(self, batch: Batch) -> torch.Tensor:
+        """The joint representation its classifier reads: the residual AE's block latents, concatenated,
+        (B, ae_blocks x last AE width) (`imagine(batch)[2]`; methods.md §2 "Stage 2", forward pass 2 and 4)."""
+        return self.imagine(batch)[2]
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.classifier(self.imagine(batch)[2])[0]
+        return self.classifier(self.joint(batch))[0]
 
     def base_loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor, tuple]:
         """ce_weight x CE + mse_weight x MSE(target, imagination); returns the loss, logits and imagine()."""
@@ -264,7 +274,7 @@ def _register_two_stage(name: str, schema: Section, build_stage1, stage2: type, 
     register(MethodSpec(name, schema, (
         StageSpec("pretrain", build_stage1, "full", "full", key="pretrain"),
         StageSpec("train", lambda entry, ctx, stage1: stage2(stage1, entry), "missing", "missing")),
-        summary, paper, min_modalities=2))
+        summary, paper, min_modalities=2, joint="the imagination AE's concatenated block latents"))
 
 
 _register_two_stage("mmin", MMIN_SCHEMA, _build_utt, MMIN,

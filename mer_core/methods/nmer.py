@@ -111,9 +111,14 @@ class NMERPretrain(nn.Module):
             else None
         self.weights = {k: block[k] for k in ("cmd_weight", "cmd_moments", "cmd_span", "denoise_weight")}
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def joint(self, batch: Batch) -> torch.Tensor:
+        """The joint representation its classifier reads: [specific..., S(invariant)...], (B, 2 x modalities x
+        hidden) (methods.md §4.2)."""
         specific, invariant = self.encoders(batch)
-        return self.classifier(torch.cat([specific, *invariant], 1))[0]
+        return torch.cat([specific, *invariant], 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.classifier(self.joint(batch))[0]
 
     def denoising_loss(self, specific: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """MSE between the clean specific features and their denoised version at a random DDPM step."""
@@ -164,8 +169,14 @@ class NMER(nn.Module):
         specific, invariant = self.encoders(batch)
         return specific, torch.cat(invariant, 1)
 
+    def joint(self, batch: Batch) -> torch.Tensor:
+        """The joint representation its classifier reads: the conditional VAE's reconstruction x̂ of the
+        specific embeddings, (B, modalities x hidden), with z = mu in evaluation (methods.md §4.3, forward pass
+        4-5)."""
+        return self.vae(*self.encode(batch))[0]
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.classifier(self.vae(*self.encode(batch))[0])[0]
+        return self.classifier(self.joint(batch))[0]
 
     def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, c = self.encode(batch)
@@ -192,4 +203,4 @@ register(MethodSpec("nmer", NMER_SCHEMA, (
     StageSpec("train", lambda entry, ctx, stage1: NMER(stage1, entry), "missing", "missing",
               noise=lambda entry: NoiseScheduler.from_params(entry["noise"]))),
     "NMER: invariant/specific encoders with a denoising auxiliary loss, then a conditional VAE trained on noised "
-    "missing modalities", NMER_PAPER, min_modalities=2))
+    "missing modalities", NMER_PAPER, min_modalities=2, joint="the conditional VAE's reconstruction x̂"))

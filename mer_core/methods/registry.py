@@ -125,7 +125,9 @@ class MethodSpec:
     one-line summary, and `paper`: the official effective settings (a partial entry merged over the run's
     entry when `train.preset` is `paper`; loss weights and ablation switches are never part of it).
     `needs`: the modalities it reads by name; `min_modalities`: how many the corpus must offer (a fusion or
-    missing-modality method needs two)."""
+    missing-modality method needs two). `joint`: what the last stage's model returns from `joint(batch)`, the
+    (B, D) joint representation its classifier reads (`mer_core.embedding` projects it), in a few words; None
+    when the model has none (late fusion averages unimodal decisions)."""
 
     name: str
     schema: Section
@@ -134,6 +136,7 @@ class MethodSpec:
     paper: dict = field(default_factory=dict)
     needs: tuple[str, ...] = ()
     min_modalities: int = 1
+    joint: str | None = None
 
     def check_corpus(self, run: str, corpus: str, modalities: tuple[str, ...]) -> None:
         """ConfigError naming the run when the corpus lacks a modality the method needs (e.g. an audio-only corpus

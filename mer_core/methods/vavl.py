@@ -146,10 +146,17 @@ class VAVL(nn.Module):
             partial = (unimodal * weights).sum(1)
         return torch.where(present.all(1)[:, None], fused, partial)
 
+    def joint(self, batch: Batch) -> torch.Tensor:
+        """The joint representation its fusion head reads: the modalities' utterance representations
+        (`represent`) concatenated in the corpus's order, (B, modalities x d_model) (methods.md §5.2, "Fusion
+        head"). Its slices are what the unimodal heads read."""
+        return torch.cat([self.represent(batch, m) for m in self.modalities], 1)
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        reps = [self.represent(batch, m) for m in self.modalities]
+        joint = self.joint(batch)
+        reps = [r.contiguous() for r in joint.chunk(len(self.modalities), 1)]
         unimodal = torch.stack([self.heads[m](r) for m, r in zip(self.modalities, reps)], dim=1)
-        return self.combine(unimodal, self.fusion(torch.cat(reps, 1)), batch.present.float())
+        return self.combine(unimodal, self.fusion(joint), batch.present.float())
 
     def modality_loss(self, batch: Batch, modality: str) -> torch.Tensor:
         """Task loss of the modality's head + rec_weight x MSE(reconstruction, the clip's mean input frames)."""
@@ -186,4 +193,5 @@ def _build(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
 
 register(MethodSpec("vavl", VAVL_SCHEMA, (StageSpec("train", _build, "full", "full"),),
                     "VAVL: modality branches + shared Conformer layers (residual, reconstruction), one model for "
-                    "audio, video or both", VAVL_PAPER, needs=("audio", "visual")))
+                    "audio, video or both", VAVL_PAPER, needs=("audio", "visual"),
+                    joint="the concatenated utterance representations (the fusion head's input)"))
