@@ -44,7 +44,8 @@ PAPER_CLAIMS = (
           "mmin", "utt_fusion", "missing", "ua"),
     Claim("MMIN (ACL 2021)", "imagination beats training with random missing modalities alone (MEN + aug)",
           "mmin", "utt_dataaug", "missing", "ua"),
-    Claim("MMIN (ACL 2021)", "the cycle autoencoder helps (MMIN-AE ablation)", "mmin", "mmin_no_cycle", "missing", "ua"),
+    Claim("MMIN (ACL 2021)", "the cycle autoencoder helps (MMIN-AE ablation)", "mmin", "mmin_no_cycle", "missing",
+          "ua"),
     Claim("IF-MMIN (ICASSP 2023)", "IF-MMIN beats MMIN under missing modalities", "ifmmin", "mmin", "missing", "ua"),
     Claim("IF-MMIN (ICASSP 2023)", "CMD in stage 1 helps", "ifmmin", "ifmmin_no_cmd", "missing", "ua"),
     Claim("IF-MMIN (ICASSP 2023)", "injecting the invariant features into every block helps", "ifmmin",
@@ -101,10 +102,24 @@ def _effect(row) -> str:
             f"on `{row.condition}` ({row.wins} of {row.pairs} runs, {p})")
 
 
+def movement_sentence(movement: pd.DataFrame) -> str:
+    """How far a missing modality moves a clip's joint representation, per run (`report.embedding_summary`:
+    `dist_to_full` by (run, condition); 0 = not moved, 1 = as far as another clip), least moved first."""
+    full = max(movement.index.get_level_values("condition"), key=len)
+    parts = []
+    for condition, part in movement["dist_to_full"].groupby(level="condition", sort=False):
+        if condition != full:
+            ranked = part.droplevel("condition").sort_values()
+            parts.append(f"with `{condition}` only, " + ", ".join(f"{run} {d:.2f}" for run, d in ranked.items()))
+    return ("A missing modality moves a clip's joint representation away from its `" + full + "` position by (in "
+            "units of the distance between two clips; 0 = not moved): " + "; ".join(parts) + ".")
+
+
 def findings_markdown(claims: pd.DataFrame, ua: pd.DataFrame, conditions: list[str], corpus: str,
-                      alpha: float = ALPHA) -> str:
-    """The Findings section: the study-wide facts from the mean UA table `ua` (methods x conditions), then the
-    claims grouped by verdict, each with its effect size and paired test."""
+                      movement: pd.DataFrame | None = None, alpha: float = ALPHA) -> str:
+    """The Findings section: the study-wide facts from the mean UA table `ua` (methods x conditions) and, given
+    `movement` (`report.embedding_summary`), how far a missing modality moves each run's joint representation;
+    then the claims grouped by verdict, each with its effect size and paired test."""
     lines = []
     best = ua[conditions].idxmax()
     lines.append("**The study.** Best mean UA per test condition: "
@@ -113,9 +128,12 @@ def findings_markdown(claims: pd.DataFrame, ua: pd.DataFrame, conditions: list[s
     full = conditions[-1]
     if singles and len(full) > 1:
         gain = ua[full].max() - ua[singles].max().max()
+        drop = ua[full] - ua[singles].min(axis=1)
         lines.append(f"Fusion adds {gain:+.3f} UA over the best single-modality result. A model's drop from `{full}` "
-                     f"to its worst single-modality condition ranges from "
-                     f"{(ua[full] - ua[singles].min(axis=1)).min():.3f} to {(ua[full] - ua[singles].min(axis=1)).max():.3f}.")
+                     f"to its worst single-modality condition ranges from {drop.min():.3f} ({drop.idxmin()}) to "
+                     f"{drop.max():.3f} ({drop.idxmax()}).")
+    if movement is not None and len(movement):
+        lines.append(movement_sentence(movement))
     pairs = sorted(set(claims["pairs"])) if len(claims) else []
     lines.append(f"\nEach claim below is tested paired by run ({' or '.join(map(str, pairs)) or 'no'} pairs of "
                  f"fold x seed; paired t-test, two-sided, α = {alpha}). The papers measured on their own corpora "

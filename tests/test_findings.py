@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from mer_core.findings import NOISE, Claim, evaluate_claims, findings_markdown, noise_runs, verdict
+from mer_core.findings import NOISE, Claim, evaluate_claims, findings_markdown, movement_sentence, noise_runs, verdict
 
 CLAIMS = (Claim("P1", "mmin beats utt_fusion", "mmin", "utt_fusion", "missing", "ua"),
           Claim("P2", "nmer beats mmin under noise", "nmer", "mmin", NOISE, "wa"),
@@ -75,3 +75,16 @@ def test_findings_markdown_groups_the_claims_by_verdict_with_their_effects():
     assert "`mmin` − `utt_fusion` = +0.051 UA on `missing` (4 of 4 runs, p = " in text
     assert "corpus, `builtin`" in text and "4 pairs" in text
     assert not math.isnan(claims["p_value"].iloc[0])
+
+
+def test_the_movement_sentence_ranks_runs_by_distance_per_missing_condition():
+    movement = pd.DataFrame({"run": ["mmin", "mmin", "mmin", "utt_fusion", "utt_fusion", "utt_fusion"],
+                             "condition": ["a", "v", "av"] * 2, "dist_to_full": [0.7, 0.3, 0.0, 0.8, 0.9, 0.0]}
+                            ).set_index(["run", "condition"])
+    text = movement_sentence(movement)
+    assert "from its `av` position" in text
+    assert "with `a` only, mmin 0.70, utt_fusion 0.80; with `v` only, mmin 0.30, utt_fusion 0.90." in text
+    claims = evaluate_claims(per_condition({"mmin": 0.05, "nmer": 0.05}), CLAIMS)
+    ua = pd.DataFrame({"a": [0.4], "v": [0.6], "av": [0.7]}, index=["mmin"])
+    assert text in findings_markdown(claims, ua, ["a", "v", "av"], "builtin", movement)
+    assert "moves a clip" not in findings_markdown(claims, ua, ["a", "v", "av"], "builtin")
