@@ -1,227 +1,423 @@
-"""Loading and validating `params.yaml`.
+"""Loading `params.yaml`, resolving its runs, and writing each pipeline stage's resolved params (the `params` stage).
 
-Every knob of the study lives in `params.yaml`. It is validated up front against small declarative schemas
-(`Field`, `Section`, `MapOf`) so that a bad value fails before any work starts, with an error that names the
-dotted key and what is allowed there (`ConfigError`).
+The top of the params stack (`mer_core.schema` at the bottom, the section models of `mer_core.params` between):
 
-Each part of the library owns the schema of its own section (the synthetic corpus, features, folds, each
-method); `study_schema` assembles them.
+- `load_params`: read the file, apply dotted overrides, validate the whole of it (`mer_core.params.Study`: unknown or
+  misspelt keys anywhere are errors naming the dotted key), resolve every run and cross-check the sections against
+  each other. Returns the validated params with every default filled in, as plain mappings.
+- `resolve_runs`: each run of `methods` (and of the extended study) as its method trains it (docs/params.md "Runs"):
+  a run names a `method` and the keys it changes from the method's defaults (the official settings), or a `base`
+  run and the dotted keys it `set`s; the chain is followed to the method and the entry validated against the method's
+  model. With `train.preset: paper` every run's schedule and size keys are reset to the method's defaults. A run the
+  corpus cannot feed, or one `train.runs` does not select, is resolved with status `skip` and its reason.
+- `write_stage_params` (`python -m mer_core.config`, the first stage of dvc.yaml): one JSON file per stage (and per
+  run) under `data/params/`, holding exactly what that stage reads. Stages depend on their file, so a change reruns
+  only the stages it reaches; a run's file also holds the hashes of its method's source files (`mer_core.codedeps`).
+  Nothing is interpolated into a stage's command line but run names and values checked here first, and this stage
+  runs before every other, so a bad name stops the pipeline before any command that would carry it.
 """
 from __future__ import annotations
 
-import copy
-import math
-from dataclasses import dataclass, field
+import argparse
+import json
+import re
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from mer_core.codedeps import code_hashes, module_closure, stage_closure
+from mer_core.params.study import Study
+from mer_core.params.methods import CATALOG, MethodInfo
+from mer_core.schema import ConfigError, apply_overrides, check, deep_merge, expand_dotted
+from mer_core.study import embedded_runs, trained as trained_runs
 
-class ConfigError(ValueError):
-    """A parameter is missing, unknown, of the wrong type or out of range. The message names the key."""
-
-
-@dataclass(frozen=True)
-class Field:
-    """One leaf parameter.
-
-    kind: the allowed Python type(s); an int is accepted where a float is expected.
-    choices: allowed values when the value is a string (so `Field((str, list), choices=("all",))` admits
-    "all" or a list). low/high: inclusive bounds (for numbers, or list lengths when
-    `kind` is list). item: the schema of each list element.
-    """
-
-    kind: type | tuple[type, ...]
-    choices: tuple | None = None
-    low: float | None = None
-    high: float | None = None
-    item: "Field | Section | None" = None
-    optional: bool = False
-
-    def check(self, value: Any, key: str) -> None:
-        if value is None:
-            if self.optional:
-                return
-            raise ConfigError(f"{key}: a value is required ({self.describe()})")
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if not ok and float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise ConfigError(f"{key}: got {value!r} ({type(value).__name__}); expected {self.describe()}")
-        if isinstance(value, float) and math.isnan(value):
-            raise ConfigError(f"{key}: got NaN; expected {self.describe()}")
-        if self.choices is not None and isinstance(value, str) and value not in self.choices:
-            raise ConfigError(f"{key}: got {value!r}; allowed values: {', '.join(map(str, self.choices))}")
-        size = len(value) if isinstance(value, (list, tuple)) else value
-        if isinstance(size, (int, float)) and not isinstance(size, bool):
-            if self.low is not None and size < self.low:
-                raise ConfigError(f"{key}: got {value!r}; expected {self.describe()}")
-            if self.high is not None and size > self.high:
-                raise ConfigError(f"{key}: got {value!r}; expected {self.describe()}")
-        if self.item is not None and isinstance(value, (list, tuple)):
-            for i, element in enumerate(value):
-                _check(element, self.item, f"{key}[{i}]")
-
-    def describe(self) -> str:
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        text = " or ".join(k.__name__ for k in kinds)
-        if self.choices is not None:
-            text += " in {" + ", ".join(map(str, self.choices)) + "}"
-        what = "length" if list in kinds else "value"
-        if self.low is not None and self.high is not None:
-            text += f" with {what} in [{self.low}, {self.high}]"
-        elif self.low is not None:
-            text += f" with {what} >= {self.low}"
-        elif self.high is not None:
-            text += f" with {what} <= {self.high}"
-        return text
+RUN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+GENERATED_NAME = re.compile(r"^[a-z][a-z0-9_]*(_paired[0-9.]+)?$")
+STAGE_PARAMS = "data/params"
 
 
-@dataclass(frozen=True)
-class Section:
-    """A mapping with a fixed set of keys; every key is required and no other key is allowed."""
-
-    fields: Mapping[str, "Field | Section | MapOf"]
+# ============================================================================================== loading
 
 
-@dataclass(frozen=True)
-class MapOf:
-    """A mapping whose keys are free (or drawn from `keys`) and whose values all follow `value`."""
-
-    value: "Field | Section | MapOf"
-    keys: tuple[str, ...] | None = None
-    required_keys: tuple[str, ...] = field(default=())
-
-
-def _check(value: Any, spec: "Field | Section | MapOf", key: str) -> None:
-    if isinstance(spec, Field):
-        spec.check(value, key)
-        return
-    where = key or "params"
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-    if isinstance(spec, Section):
-        unknown = sorted(set(value) - set(spec.fields))
-        if unknown:
-            raise ConfigError(
-                f"{_join(key, unknown[0])}: unknown key; allowed keys under {where}: {', '.join(spec.fields)}"
-            )
-        for name, sub in spec.fields.items():
-            if name not in value:
-                raise ConfigError(f"{_join(key, name)}: missing key; expected {describe(sub)}")
-            _check(value[name], sub, _join(key, name))
-        return
-    if spec.keys is not None:
-        unknown = sorted(set(value) - set(spec.keys))
-        if unknown:
-            raise ConfigError(f"{_join(key, unknown[0])}: unknown key; allowed: {', '.join(spec.keys)}")
-    for name in spec.required_keys:
-        if name not in value:
-            raise ConfigError(f"{_join(key, name)}: missing key (required: {', '.join(spec.required_keys)})")
-    for name, sub_value in value.items():
-        _check(sub_value, spec.value, _join(key, str(name)))
-
-
-def describe(spec: "Field | Section | MapOf") -> str:
-    """What a key must hold, for error messages."""
-    if isinstance(spec, Field):
-        return spec.describe()
-    if isinstance(spec, Section):
-        return "a mapping with keys " + ", ".join(spec.fields)
-    return "a mapping" + (" with keys among " + ", ".join(spec.keys) if spec.keys else "")
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def validate(value: Any, spec: "Field | Section | MapOf", key: str = "") -> None:
-    """Raise `ConfigError` naming the first offending dotted key, or return None when `value` fits `spec`."""
-    _check(value, spec, key)
-
-
-def study_schema() -> Section:
-    """The schema of the whole `params.yaml`, assembled from the sections each module owns."""
-    from mer_core.data.features import FEATURES_SCHEMA
-    from mer_core.data.folds import FOLDS_SCHEMA
-    from mer_core.data.prepare import DATA_SCHEMA
-    from mer_core.embedding import EMBEDDING_SCHEMA
-    from mer_core.explore import EXPLORE_SCHEMA
-    from mer_core.extended import EXTENDED_SCHEMA
-    from mer_core.methods import METHODS_SCHEMA
-    from mer_core.report import ANALYSIS_SCHEMA
-    from mer_core.robustness import ROBUSTNESS_SCHEMA
-    from mer_core.tasks import TASKS
-    from mer_core.train import TRAIN_SCHEMA
-
-    return Section(
-        {
-            "seed": Field(int, low=0),
-            "task": Field(str, choices=TASKS),
-            "data": DATA_SCHEMA,
-            "features": FEATURES_SCHEMA,
-            "folds": FOLDS_SCHEMA,
-            "train": TRAIN_SCHEMA,
-            "methods": METHODS_SCHEMA,
-            "robustness": ROBUSTNESS_SCHEMA,
-            "analysis": Section({**ANALYSIS_SCHEMA.fields, "embedding": EMBEDDING_SCHEMA}),  # mer_core.embedding
-            "extended": EXTENDED_SCHEMA,
-            "explore": EXPLORE_SCHEMA,
-        }
-    )
-
-
-def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> dict:
-    """Read `params.yaml`, apply dotted-key `overrides` (e.g. {"train.batch_size": 32}), validate, return a dict.
-
-    A missing or unparsable file raises `ConfigError` naming the file.
-    """
+def read_params(path: str | Path) -> dict:
+    """The raw mapping of a params file; ConfigError naming the file when it is missing or not YAML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the project root or pass its path)")
     try:
-        params = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    params = apply_overrides(params, overrides or {})
-    validate(params, study_schema())
-    from mer_core.methods import validate_run
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    return raw
 
-    for run, entry in params["methods"].items():
-        validate_run(run, entry)
-    from mer_core.extended import check_extended
 
-    check_extended(params)
-    from mer_core.explore import check_explore
+def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> dict:
+    """Validated params (every default filled in) of the file at `path` with dotted `overrides` applied; the runs are
+    resolved once to check them (`resolve_runs`). ConfigError names the first bad key."""
+    return validate_params(apply_overrides(read_params(path), overrides or {}))
 
-    check_explore(params)
-    for key in ("confusion_methods", "imagination_table"):
-        unknown = [run for run in params["analysis"][key] if run not in params["methods"]]
+
+def validate_params(raw: Mapping) -> dict:
+    """`raw` (a params mapping) validated, with defaults, cross-checked; ConfigError names the key."""
+    params = check(Study, dict(raw)).model_dump(mode="json", exclude_none=False)
+    for section in ("methods",):
+        params[section] = {name: _entry(raw.get(section, {})[name]) for name in params[section]}
+    params["extended"]["runs"] = {name: _entry(raw.get("extended", {}).get("runs", {})[name])
+                                  for name in params["extended"]["runs"]}
+    runs = resolve_runs(params)
+    cross_check(params, runs)
+    return params
+
+
+def _entry(raw: Mapping) -> dict:
+    """A run entry as written (method or base, set, task, direct keys), without the defaults of RunEntry."""
+    return {k: v for k, v in dict(raw).items()}
+
+
+# ============================================================================================== runs
+
+
+def method_info(name: str, key: str) -> MethodInfo:
+    if name not in CATALOG:
+        raise ConfigError(f"{key}.method: got {name!r}; registered methods: {', '.join(CATALOG)}")
+    return CATALOG[name]
+
+
+def method_defaults(method: str) -> dict:
+    """The method's defaults: its official settings (`mer_core.params.methods`)."""
+    return CATALOG[method].params().model_dump(mode="json")
+
+
+def flatten(mapping: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (lists and scalars are leaves)."""
+    flat = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, dotted))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def get_dotted(mapping: Mapping, dotted: str) -> Any:
+    node: Any = mapping
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def set_dotted(mapping: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = mapping
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def study_entries(params: Mapping) -> dict[str, tuple[str, dict]]:
+    """Every run the params define: {name: (study, entry)}, the default study's `methods`, the extended study's
+    `runs`, and the runs it generates for each method it names: `<method>_<task>` (the other task) and
+    `<method>_paired<p>` (partly unpaired data), based on the method's base run (the first run of `methods` that
+    names the method, with no base; without one the generated run is skipped)."""
+    entries = {name: ("default", entry) for name, entry in params["methods"].items()}
+    for name, entry in params["extended"]["runs"].items():
+        if name in entries:
+            raise ConfigError(f"extended.runs.{name}: the name is already a run of `methods`")
+        entries[name] = ("extended", entry)
+    extended = params["extended"]
+    roots = root_runs(params["methods"])
+    from mer_core.data.corpora.registry import CORPORA
+
+    modalities = CORPORA[params["data"]["corpus"]].modalities
+    task = extended["other_task"]["task"]
+    generated = [*(f"{m}_{task}" for m in extended["other_task"]["methods"]),
+                 *(unpaired_name(m, p) for m in extended["unpaired"]["methods"] for p in extended["unpaired"]["paired"])]
+    clash = next((name for name in generated if name in entries), None)
+    if clash:
+        raise ConfigError(f"extended: the generated run {clash!r} (extended.other_task / extended.unpaired) has the name "
+                          "of a run you defined; rename yours")
+    for method in extended["other_task"]["methods"]:
+        method_info(method, "extended.other_task.methods")
+        entries[f"{method}_{task}"] = ("extended", {"base": roots.get(method), "of_method": method, "task": task,
+                                                    "set": {}})
+    for method in extended["unpaired"]["methods"]:
+        method_info(method, "extended.unpaired.methods")
+        for paired in extended["unpaired"]["paired"]:
+            shares = {m: (1.0 - paired) / len(modalities) for m in modalities}
+            entries[unpaired_name(method, paired)] = ("extended", {"base": roots.get(method), "of_method": method,
+                                                                   "set": {"unpaired": shares}})
+    return entries
+
+
+def root_runs(methods: Mapping) -> dict[str, str]:
+    """{method: its base run}: the first run of `methods` that names the method itself (no `base`)."""
+    roots: dict[str, str] = {}
+    for name, entry in methods.items():
+        if entry.get("method") is not None:
+            roots.setdefault(entry["method"], name)
+    return roots
+
+
+def unpaired_name(method: str, paired: float) -> str:
+    """The name of a method's base run retrained with a paired fraction `paired` of its training clips
+    (vavl_paired0.5, as extended/dvc.yaml spells it)."""
+    return f"{method}_paired{float(paired)}"
+
+
+def resolve_runs(params: Mapping) -> dict[str, dict]:
+    """Every run, resolved (see the module docstring), in definition order: {name: run}. A run holds: name, study
+    (default | extended), method, module, base, root, variant (the method's named variant its changes from its base
+    make, or None), changes (dotted keys it changes from its base), task, entry (its method's complete params), stages,
+    needs, joint, status (train | skip) and reason."""
+    entries = study_entries(params)
+    resolved: dict[str, dict] = {}
+    corpus = params["data"]["corpus"]
+    from mer_core.data.corpora.registry import CORPORA
+
+    corpus_modalities = CORPORA[corpus].modalities
+
+    def resolve(name: str, trail: tuple[str, ...]) -> dict:
+        if name in resolved:
+            return resolved[name]
+        study, raw = entries[name]
+        key = f"{'methods' if study == 'default' else 'extended.runs'}.{name}"
+        if "of_method" in raw and raw["base"] is None:  # generated for a method the study has no base run of
+            resolved[name] = unbased(name, raw["of_method"], raw.get("task") or params["task"])
+            return resolved[name]
+        if not (RUN_NAME if name in params["methods"] or name in params["extended"]["runs"] else GENERATED_NAME
+                ).match(name):
+            raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern} (they name DVC stages and folders)")
+        if raw.get("base") is not None:
+            base_name = raw["base"]
+            if base_name not in entries:
+                raise ConfigError(f"{key}.base: {base_name!r} is not a run (runs: {', '.join(entries)})")
+            if base_name in trail:
+                raise ConfigError(f"{key}.base: the bases loop: {' -> '.join((*trail, name, base_name))}")
+            base = resolve(base_name, (*trail, name))
+            info = CATALOG[base["method"]]
+            changes = _set_values(raw.get("set", {}), base, key)
+            merged = deep_merge(base["written"], expand_dotted(changes))
+            task = raw.get("task") or base["task"]
+            root = base["root"]
+        else:
+            info = method_info(raw["method"], key)
+            changes = flatten({k: v for k, v in raw.items() if k not in ("method", "base", "set", "task")})
+            if raw.get("set"):
+                raise ConfigError(f"{key}.set: only a run with a `base` sets keys; write them beside `method`")
+            merged = deep_merge(method_defaults(info.name), expand_dotted(changes))
+            base, task, root = None, raw.get("task") or params["task"], name
+        entry = check(info.params, merged, key).model_dump(mode="json")
+        if params["train"]["preset"] == "paper":
+            defaults = method_defaults(info.name)
+            for paper_key in info.paper_keys:
+                set_dotted(entry, paper_key, get_dotted(defaults, paper_key))
+        run = {"name": name, "study": study, "method": info.name, "module": info.module,
+               "base": raw.get("base"), "root": root, "changes": flatten(changes) if base else changes,
+               "variant": _variant(info, entry, base), "task": task, "entry": entry, "written": merged,
+               "stages": [{"name": s.name, "key": s.key, "train_conditions": s.conditions(entry),
+                           "select_on": s.select_on, "noise_key": s.noise_key} for s in info.stages],
+               "needs": list(info.needs), "min_modalities": info.min_modalities, "joint": info.joint is not None}
+        run["status"], run["reason"] = _status(params, run, resolved.get(run["base"]) if base else None,
+                                               corpus, corpus_modalities)
+        resolved[name] = run
+        return run
+
+    for name in entries:
+        resolve(name, ())
+    return {name: resolved[name] for name in entries}
+
+
+def unbased(name: str, method: str, task: str) -> dict:
+    """A generated run of the extended study for a method the default study has no base run of: skipped."""
+    info = CATALOG[method]
+    return {"name": name, "study": "extended", "method": method, "module": info.module, "base": None, "root": None,
+            "changes": {}, "variant": None, "task": task, "entry": None, "written": {}, "stages": [],
+            "needs": list(info.needs), "min_modalities": info.min_modalities, "joint": info.joint is not None,
+            "status": "skip", "reason": f"`methods` has no run of method {method} to base it on"}
+
+
+def _set_values(values: Mapping, base: dict, key: str) -> dict:
+    """The dotted keys a run sets, each checked to name a key of its method."""
+    changes = dict(values)
+    for dotted in changes:
+        head = dotted.split(".")[0]
+        if head not in base["entry"]:
+            allowed = ", ".join(base["entry"])
+            raise ConfigError(f"{key}.set.{dotted}: {head!r} is not a key of method {base['method']} (keys: {allowed})")
+    return changes
+
+
+def _variant(info: MethodInfo, entry: dict, base: dict | None) -> str | None:
+    """The named variant of the method that `entry` is of its base's entry (their differences, exactly), or None."""
+    if base is None:
+        return None
+    mine, theirs = flatten(entry), flatten(base["entry"])
+    differences = {k: v for k, v in mine.items() if theirs.get(k) != v}
+    for name, changes in info.variants.items():
+        if differences == {k: v for k, v in changes.items()}:
+            return name
+    return None
+
+
+def _status(params: Mapping, run: dict, base: dict | None, corpus: str, modalities: tuple[str, ...]) -> tuple[str, str | None]:
+    """(train | skip, why): skipped when its base is skipped, `train.runs` leaves it out, or the corpus cannot feed
+    its method."""
+    if base is not None and base["status"] == "skip":
+        return "skip", f"its base run {base['name']} is skipped ({base['reason']})"
+    selected = params["train"]["runs"]
+    if run["study"] == "default" and selected != "all" and run["name"] not in selected:
+        return "skip", "not selected by train.runs"
+    lacking = [m for m in run["needs"] if m not in modalities]
+    if lacking or len(modalities) < run["min_modalities"]:
+        need = f"the modalities {', '.join(run['needs'])}" if lacking else f"{run['min_modalities']} modalities"
+        return "skip", f"method {run['method']} needs {need}; corpus {corpus} has {', '.join(modalities)}"
+    return "train", None
+
+
+def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
+    """Checks between sections; ConfigError names the key."""
+    train = params["train"]
+    if train["runs"] != "all":
+        unknown = [r for r in train["runs"] if r not in params["methods"]]
         if unknown:
-            raise ConfigError(f"analysis.{key}: {unknown[0]!r} is not a run of `methods` "
-                              f"(runs: {', '.join(params['methods'])})")
-    from mer_core.embedding import check_embedding
+            raise ConfigError(f"train.runs: {unknown[0]!r} is not a run of `methods` (runs: {', '.join(params['methods'])})")
+    explore = params["explore"]
+    if explore["run"] is not None and explore["run"] not in params["methods"]:
+        raise ConfigError(f"explore.run: {explore['run']!r} is not a run of `methods` "
+                          f"(runs: {', '.join(params['methods'])}; null picks one)")
+    for key, block in (("explore", explore), ("analysis.embedding", params["analysis"]["embedding"])):
+        if block["seed"] not in train["seeds"]:
+            raise ConfigError(f"{key}.seed: {block['seed']} is not one of train.seeds {train['seeds']} (no checkpoint "
+                              f"is trained with it)")
+        if train["folds"] != "all" and block["fold"] not in train["folds"]:
+            raise ConfigError(f"{key}.fold: fold {block['fold']} is not trained (train.folds: {train['folds']})")
+    folds = params["folds"]
+    if folds["protocol"] == "kfold" and params["data"]["corpus"] not in ("iemocap_mmin", "cmu_mosei"):
+        last = folds["n_folds"] - 1
+        for key, values in (("train.folds", train["folds"] if train["folds"] != "all" else []),
+                            ("explore.fold", [explore["fold"]]),
+                            ("analysis.embedding.fold", [params["analysis"]["embedding"]["fold"]])):
+            for fold in values:
+                if fold > last:
+                    raise ConfigError(f"{key}: fold {fold} does not exist; folds.n_folds is {folds['n_folds']} "
+                                      f"(folds 0..{last})")
+    if params["extended"]["other_task"]["task"] == params["task"]:
+        raise ConfigError(f"extended.other_task.task: {params['task']!r} is the study's own task; name the other one")
 
-    check_embedding(params)
-    return params
+
+# ============================================================================================== stage params
 
 
-def apply_overrides(params: dict, overrides: Mapping[str, Any]) -> dict:
-    """Return a deep copy of `params` with each dotted key in `overrides` set, e.g. {"train.batch_size": 32}.
+def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
+    """{relative file under data/params: its content}: what each stage reads (see the module docstring)."""
+    data = params["data"]
+    store = f"{data['features_dir']}/{data['corpus']}"
+    train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "weight_decay", "stopping",
+                                                     "frame_encoder")}
+    if params["train"]["preset"] == "paper":
+        train_science["stopping"] = {**train_science["stopping"], "rule": "fixed"}
+    shared = set(stage_closure("train"))
+    files: dict[str, dict] = {
+        "corpus.json": {"generate": data["corpus"] == "builtin", "synthetic": data["synthetic"]},
+        "prepare.json": {"data": {k: v for k, v in data.items() if k != "synthetic"}, "features": params["features"],
+                         "folds": params["folds"], "corruptions": params["robustness"]["signal"]},
+    }
+    for name, run in runs.items():
+        folder = "runs" if run["study"] == "default" else "extended"
+        robustness = params["robustness"] if run["study"] == "default" else None
+        files[f"{folder}/{name}.json"] = {
+            **{k: v for k, v in run.items() if k != "written"}, "train": train_science, "robustness": robustness,
+            "store": store, "code": code_hashes(sorted(set(module_closure([run["module"]])) - shared))}
+    summary = {name: run_summary(run) for name, run in runs.items()}
+    trained = [name for name, run in runs.items() if run["study"] == "default" and run["status"] == "train"]
+    embedded = embedded_runs(trained_runs(summary))
+    files["embedding.json"] = {**params["analysis"]["embedding"], "runs": embedded, "store": store,
+                               "code": code_hashes(sorted(set(module_closure([runs[n]["module"] for n in embedded]))
+                                                          - set(stage_closure("embedding"))))}
+    analysis = {"task": params["task"], "analysis": params["analysis"], "stopping": train_science["stopping"],
+                "robustness": params["robustness"], "data": {k: data[k] for k in ("corpus", "root")}, "store": store}
+    files["analysis.json"] = {**analysis, "runs": {n: r for n, r in summary.items() if r["study"] == "default"}}
+    files["extended_analysis.json"] = {**analysis, "runs": summary}
+    files["explore.json"] = {**params["explore"], "task": params["task"], "robustness": params["robustness"],
+                             "data": {k: v for k, v in data.items() if k != "synthetic"}, "store": store,
+                             "runs": {name: summary[name] for name in trained},
+                             "code": code_hashes(sorted(set(module_closure([runs[n]["module"] for n in trained]))
+                                                        - set(stage_closure("explore"))))}
+    return files
 
-    The key must already exist; an unknown one raises `ConfigError` naming it.
-    """
-    params = copy.deepcopy(params)
-    for dotted, value in overrides.items():
-        node = params
-        parts = dotted.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"{'.'.join(parts[: depth + 1])}: unknown key in override {dotted!r}")
-            node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            raise ConfigError(f"{dotted}: unknown key in override")
-        node[parts[-1]] = value
-    return params
+
+def run_summary(run: dict) -> dict:
+    """What the analysis knows of a run: what it is (method, base, variant, changes, task), whether it trains, and what
+    its tables need (the modalities its method needs, whether it has a joint representation, each stage's maximum
+    epochs, its training noise)."""
+    entry = run["entry"] or {}
+    return {**{k: run[k] for k in ("study", "method", "base", "root", "variant", "changes", "task", "status", "reason",
+                                  "needs", "joint")},
+            "max_epochs": {s["name"]: (entry if s["key"] is None else entry[s["key"]])["optim"]["epochs"]
+                           + (entry if s["key"] is None else entry[s["key"]])["optim"]["epochs_decay"]
+                           for s in run["stages"]},
+            "noise": entry.get("noise") if entry else None}
+
+
+def write_stage_params(params: Mapping, out_dir: str | Path = STAGE_PARAMS) -> dict[str, dict]:
+    """Write `stage_params` under `out_dir` (replacing it), print the runs that will be skipped in one line, and
+    remove the committed outputs of runs that no longer exist (`remove_stale_outputs`)."""
+    runs = resolve_runs(params)
+    files = stage_params(params, runs)
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for name, content in files.items():
+        path = out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+    skipped = [f"{name} ({run['reason']})" for name, run in runs.items() if run["status"] == "skip"]
+    if skipped:
+        print(f"skipped runs: {'; '.join(skipped)}", file=sys.stderr)
+    remove_stale_outputs(runs)
+    return files
+
+
+def remove_stale_outputs(runs: Mapping[str, dict], root: str | Path = ".") -> list[Path]:
+    """Delete the committed outputs (results folder, executed training notebook) of runs that are no longer defined,
+    so that tables and the HTML export never show a removed run. Returns what was removed."""
+    root = Path(root)
+    removed = []
+    places = {"default": (root / "results", root / "reports" / "notebooks"),
+              "extended": (root / "extended" / "results", root / "reports" / "extended" / "notebooks")}
+    for study, (results, notebooks) in places.items():
+        keep = {name for name, run in runs.items() if run["study"] == study}
+        if results.is_dir():
+            for folder in results.iterdir():
+                if folder.is_dir() and (folder / "metrics.json").is_file() and folder.name not in keep:
+                    shutil.rmtree(folder)
+                    removed.append(folder)
+        if notebooks.is_dir():
+            for notebook in notebooks.glob("02_train-*.ipynb"):
+                if notebook.stem.removeprefix("02_train-") not in keep:
+                    notebook.unlink()
+                    removed.append(notebook)
+    return removed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mer_core.config",
+                                     description="Validate params.yaml and write each stage's resolved params.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", default=STAGE_PARAMS)
+    args = parser.parse_args(argv)
+    try:
+        write_stage_params(load_params(args.params), args.out)
+    except ConfigError as err:
+        sys.exit(f"{args.params}: {err}")
+
+
+if __name__ == "__main__":
+    main()

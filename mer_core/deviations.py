@@ -95,3 +95,26 @@ def deviations_table(method_order: list[str], root: Path = PACKAGE) -> pd.DataFr
     rows = sorted(rows, key=lambda d: (rank(d), d.module))
     return pd.DataFrame([[", ".join(d.methods), d.where, d.official, d.here, d.why, f"`{d.module}`"] for d in rows],
                         columns=COLUMNS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `deviations` stage: write the table as `<out>.md` and `<out>.csv` (the analysis shows it)."""
+    import argparse
+
+    from mer_core.params.methods import CATALOG
+
+    parser = argparse.ArgumentParser(description="The deviations table, read from the modules' docstrings.")
+    parser.add_argument("--out", default="reports/deviations", help="path of the table, without suffix")
+    args = parser.parse_args(argv)
+    table = deviations_table(list(CATALOG))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    caption = ("Deviations from the official code, per method: where, what the official code does, what this project "
+               "does, why, the setting that restores the official behaviour, and the test that pins it.")
+    out.with_suffix(".md").write_text(f"**{caption}**\n\n{table.to_markdown(index=False)}\n")
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    print(f"{len(table)} deviations -> {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,17 +14,20 @@ Two measures of displacement are computed in the joint space itself (not the pro
 - `dist_to_full`: Euclidean distance between the two standardised vectors, divided by the mean distance between
   two different clips under the full condition (0 = not moved; 1 = as far as another clip lies on average).
 
-Output `results/<run>/embedding.csv` (written atomically), one row per (condition, clip): run, fold, seed, row
-(meta.csv index), clip_id, label (the emotion class), condition, projection, x, y, pred (the predicted class;
-empty for `task: regression`), cos_to_full, dist_to_full. CLI (the DVC stage `embedding@<run>`):
-`python -m mer_core.embedding --params params.yaml --run <run> --out results/<run>/embedding.csv`.
+Output `results/embeddings/<run>.csv` for every trained run whose method has a joint representation (written
+atomically), one row per (condition, clip): run, fold, seed, row (meta.csv index), clip_id, label (the emotion
+class), condition, projection, x, y, pred (the predicted class; empty for `task: regression`), cos_to_full,
+dist_to_full. CLI (the DVC stage `embedding`): `python -m mer_core.embedding`, reading its resolved params
+`data/params/embedding.json` (`mer_core.config`).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
+import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,61 +37,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mer_core.conditions import all_conditions, apply_condition, condition_name
-from mer_core.config import ConfigError, Field, Section, load_params
 from mer_core.data.batches import Split, load_fold
-from mer_core.data.prepare import store_path
-from mer_core.data.store import read_store
+from mer_core.data.store import FeatureStore, read_store
 from mer_core.frame_encoder import FrameEncoded
-from mer_core.methods import REGISTRY, ModelContext, method_spec
+from mer_core.methods.registry import ModelContext
 from mer_core.runtime import write_atomic
+from mer_core.schema import ConfigError
 from mer_core.train import checkpoint_path, load_model
 
 PROJECTIONS = ("pca", "tsne")
 RANDOM_STATE = 0  # t-SNE's random state and the seed of the `max_clips` subset (fixed: not a knob)
 COLUMNS = ["run", "fold", "seed", "row", "clip_id", "label", "condition", "projection", "x", "y", "pred",
            "cos_to_full", "dist_to_full"]
-EMBEDDING_SCHEMA = Section(
-    {
-        "runs": Field(list, low=1, item=Field(str)),  # runs of `methods` whose method has a joint representation
-        "fold": Field(int, low=0),
-        "seed": Field(int, low=0),  # a training seed of `train.seeds` (which checkpoint)
-        "projection": Field(str, choices=PROJECTIONS),
-        "perplexity": Field(float, low=2.0, high=100.0),  # t-SNE only; lowered to (n - 1) / 3 for few points
-        "max_clips": Field(int, low=4, optional=True),  # null: every test clip of the fold
-    }
-)
-
-
-def joint_methods() -> list[str]:
-    """The registered methods whose model has a joint representation."""
-    return [name for name, spec in REGISTRY.items() if spec.joint is not None]
-
-
-def check_embedding(params: dict) -> None:
-    """Cross-checks of `analysis.embedding` against the rest of params (its schema is checked before): every run
-    is a run of `methods` whose method has a joint representation, the seed is trained, the fold exists (where
-    params alone tell; `run_embedding` checks against the feature store's folds)."""
-    cfg, key = params["analysis"]["embedding"], "analysis.embedding"
-    for run in cfg["runs"]:
-        if run not in params["methods"]:
-            raise ConfigError(f"{key}.runs: {run!r} is not a run of `methods` (runs: {', '.join(params['methods'])})")
-        method = params["methods"][run]["method"]
-        if method_spec(method).joint is None:
-            with_joint = [r for r, e in params["methods"].items() if method_spec(e["method"]).joint is not None]
-            raise ConfigError(f"{key}.runs: run {run!r} (method {method}) has no joint representation to embed; "
-                              f"runs that have one: {', '.join(with_joint)}")
-    duplicates = sorted({r for r in cfg["runs"] if cfg["runs"].count(r) > 1})
-    if duplicates:
-        raise ConfigError(f"{key}.runs: {duplicates[0]!r} is listed twice")
-    if cfg["seed"] not in params["train"]["seeds"]:
-        raise ConfigError(f"{key}.seed: {cfg['seed']} is not a trained seed (train.seeds: {params['train']['seeds']})")
-    folds = params["train"]["folds"]
-    if folds != "all" and cfg["fold"] not in folds:
-        raise ConfigError(f"{key}.fold: fold {cfg['fold']} is not trained (train.folds: {folds})")
-    if params["folds"]["protocol"] == "kfold" and params["data"]["corpus"] not in ("iemocap_mmin", "cmu_mosei") \
-            and cfg["fold"] >= params["folds"]["n_folds"]:
-        raise ConfigError(f"{key}.fold: fold {cfg['fold']} does not exist; folds.n_folds is "
-                          f"{params['folds']['n_folds']} (folds 0..{params['folds']['n_folds'] - 1})")
+CHECKPOINTS = Path("data/checkpoints")
+CACHE = Path("data/cache/embedding")
 
 
 def has_joint(model: nn.Module) -> bool:
@@ -184,17 +146,13 @@ def displacement(table: pd.DataFrame, vectors: np.ndarray, full: str) -> pd.Data
     return pd.DataFrame({"cos_to_full": cos, "dist_to_full": dist}, index=table.index)
 
 
-def run_embedding(params: dict, run: str, checkpoint_dir: str | Path | None = None) -> pd.DataFrame:
-    """The embedding table of run `run` (see the module docstring) from its checkpoint in `checkpoint_dir`
-    (default data/checkpoints/<run>), for `params["analysis"]["embedding"]`'s fold and seed."""
-    cfg = params["analysis"]["embedding"]
-    if run not in params["methods"]:
-        raise ConfigError(f"--run {run}: not a run of `methods` (runs: {', '.join(params['methods'])})")
-    store = read_store(store_path(params))
+def run_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: str | Path) -> pd.DataFrame:
+    """The embedding table of run `run` (see the module docstring) from its checkpoint in `checkpoint_dir`, for the
+    fold and seed of `cfg` (`analysis.embedding`)."""
     if cfg["fold"] not in store.folds:
         raise ConfigError(f"analysis.embedding.fold: fold {cfg['fold']} does not exist in {store.root} "
                           f"(folds: {store.folds})")
-    path = checkpoint_path(Path(checkpoint_dir or Path("data/checkpoints") / run), cfg["fold"], cfg["seed"], None)
+    path = checkpoint_path(Path(checkpoint_dir), cfg["fold"], cfg["seed"], None)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint of run {run} for fold {cfg['fold']}, seed {cfg['seed']} "
                                 f"(train it first: dvc repro train@{run})")
@@ -203,13 +161,14 @@ def run_embedding(params: dict, run: str, checkpoint_dir: str | Path | None = No
     if not has_joint(model):
         raise ConfigError(f"run {run!r} (method {checkpoint['method']}): its model "
                           f"{type(getattr(model, 'model', model)).__name__} has no joint representation "
-                          f"(joint(batch)); methods with one: {', '.join(joint_methods())}")
+                          "(joint(batch))")
     task = ModelContext.from_dict(checkpoint["context"]).task
     test = load_fold(store, cfg["fold"], task)["test"]
     test = take(test, clip_subset(len(test), cfg["max_clips"]))
-    batch_size = method_spec(checkpoint["method"]).stages[-1].params(checkpoint["params"])["optim"]["batch_size"]
+    last = checkpoint["stages"][-1]["key"]
+    batch_size = (checkpoint["params"] if last is None else checkpoint["params"][last])["optim"]["batch_size"]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as every training run (train.threads_per_run: 1), whatever the machine
+    torch.set_num_threads(1)  # as every training unit (machine.threads_per_job: 1), whatever the machine
     try:
         table, vectors = joint_vectors(model, test, batch_size, desc=f"{run}: conditions")
     finally:
@@ -234,21 +193,42 @@ def write_embedding(table: pd.DataFrame, out: str | Path) -> Path:
     return write_atomic(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
 
 
+def cached_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: Path, cache: Path) -> pd.DataFrame:
+    """`run_embedding`, reusing the table computed for the same checkpoint, store and settings (a stage rerun after
+    another run was retrained recomputes only what changed). The cache lies outside every DVC output."""
+    path = checkpoint_path(checkpoint_dir, cfg["fold"], cfg["seed"], None)
+    settings = {k: cfg[k] for k in ("fold", "seed", "projection", "perplexity", "max_clips")}
+    key = hashlib.sha256(path.read_bytes() + json.dumps([settings, store.manifest["files"]], sort_keys=True)
+                         .encode()).hexdigest()[:16] if path.is_file() else None
+    cached = cache / f"{run}-{key}.csv"
+    if key is not None and cached.is_file():
+        return pd.read_csv(cached, dtype={"clip_id": str, "pred": str}, keep_default_na=False)
+    table = run_embedding(cfg, run, store, checkpoint_dir)
+    write_embedding(table, cached)
+    return pd.read_csv(cached, dtype={"clip_id": str, "pred": str}, keep_default_na=False)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="2-D embedding of a run's joint representations (analysis.embedding)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--run", required=True, help="a run of params.yaml: methods")
-    parser.add_argument("--out", required=True, help="the CSV to write, e.g. results/<run>/embedding.csv")
-    parser.add_argument("--checkpoint-dir", default=None, help="default: data/checkpoints/<run>")
+    parser = argparse.ArgumentParser(description="2-D embeddings of the runs' joint representations (the embedding "
+                                                 "stage)")
+    parser.add_argument("--params", default="data/params/embedding.json", help="the stage's resolved params")
+    parser.add_argument("--out", default="results/embeddings", help="folder of the <run>.csv tables")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    params = load_params(args.params)
-    table = run_embedding(params, args.run, args.checkpoint_dir)
-    write_embedding(table, args.out)
-    summary = table.groupby("condition", sort=False)[["cos_to_full", "dist_to_full"]].mean().round(3)
-    print(f"{args.run}: {table['row'].nunique()} clips x {table['condition'].nunique()} conditions, "
-          f"{params['analysis']['embedding']['projection']}, {time.perf_counter() - start:.1f} s -> {args.out}")
-    print(summary.to_string())
+    cfg = json.loads(Path(args.params).read_text())
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    store = read_store(cfg["store"])
+    for run in cfg["runs"]:
+        if not checkpoint_path(CHECKPOINTS / run, cfg["fold"], cfg["seed"], None).is_file():
+            print(f"{run}: no checkpoint for fold {cfg['fold']}, seed {cfg['seed']} (not trained on this store): "
+                  "no embedding")
+            continue
+        table = cached_embedding(cfg, run, store, CHECKPOINTS / run, CACHE)
+        write_embedding(table, out / f"{run}.csv")
+        summary = table.groupby("condition", sort=False)[["cos_to_full", "dist_to_full"]].mean().round(3)
+        print(f"{run}: {table['row'].nunique()} clips x {table['condition'].nunique()} conditions, "
+              f"{cfg['projection']}\n{summary.to_string()}")
     return 0
 
 

@@ -70,14 +70,22 @@ def condition_order(modalities: tuple[str, ...]) -> list[str]:
     return [condition_name(c) for c in all_conditions(modalities)] + ["pooled", "mean"]
 
 
+def sample_std(values) -> float | None:
+    """The sample standard deviation (ddof = 1), the convention of every table and summary of the study; None with
+    fewer than two values."""
+    values = pd.Series(values, dtype=float)
+    return float(values.std(ddof=1)) if len(values) >= 2 else None
+
+
 def summarise(per_run: pd.DataFrame, metrics: tuple[str, ...]) -> dict:
-    """Mean and std over runs (folds x seeds) of every metric under every condition, as nested dicts."""
+    """Mean and sample std (`sample_std`) over units (folds x seeds) of every metric under every condition, as
+    nested dicts."""
     summary = {}
     for condition, part in per_run.groupby("condition", sort=False):
         summary[condition] = {}
         for metric in metrics:
             summary[condition][f"{metric}_mean"] = float(part[metric].mean())
-            summary[condition][f"{metric}_std"] = float(part[metric].std(ddof=0))
+            summary[condition][f"{metric}_std"] = sample_std(part[metric])
     return summary
 
 

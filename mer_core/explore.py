@@ -20,9 +20,11 @@ What it holds, each built on the study's own code so that what it shows is what 
   OpenFace action units x frames, with their column names, else the clip's OpenFace CSV, else the visual features);
 - plots of these (`plot_clip`), and the ipywidgets panel that re-renders a view on every change (`panel`).
 
-`params.yaml: explore` (EXPLORE_SCHEMA, `check_explore`) sets the view the notebook renders first, the one that
-`dvc repro` commits; what needs the feature store (fold, class, speaker, clip, condition, level) is checked by
-`Explorer.selection` when the store is open. Everything runs on the CPU, nothing is downloaded.
+The explore stage's resolved params (`data/params/explore.json`, `mer_core.config`: `params.yaml: explore` with the
+study's task, robustness grid, corpus and runs) set the view the notebook renders first, the one that `dvc repro`
+commits (a run or condition left null is picked: `mer_core.study.explore_run`, the first single-modality condition);
+what needs the feature store (fold, class, speaker, clip, condition, level) is checked by `Explorer.selection` when
+the store is open. Everything runs on the CPU, nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -36,58 +38,35 @@ import torch
 from torch import nn
 
 from mer_core.conditions import all_conditions, condition_name, parse_condition
-from mer_core.config import ConfigError, Field, Section
 from mer_core.data.batches import Split, load_fold, make_split
-from mer_core.data.corpora import CORPORA, CorpusError
+from mer_core.data.corpora.base import CorpusError
+from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.features import audio_features
 from mer_core.data.media import SAMPLE_RATE, AudioError, read_audio
 from mer_core.data.openface import openface_columns, read_openface_csv
-from mer_core.data.prepare import STREAMS, store_path
+from mer_core.data.prepare import STREAMS
 from mer_core.data.store import FeatureStore, read_store
 from mer_core.evaluate import predict
 from mer_core.noise.scheduler import NOISE_TYPES
 from mer_core.robustness import cell_seed, corrupted_split, feature_noise_settings, setting_label
+from mer_core.schema import ConfigError
+from mer_core.study import explore_run
 from mer_core.tasks import study_task
 from mer_core.train import checkpoint_path, load_model
 
 CPU = torch.device("cpu")
 NONE = "none"
 SIGNAL_KINDS = tuple(STREAMS)  # babble, white (audio), tracking_dropout (visual): the store's corruption kinds
-EXPLORE_SCHEMA = Section({
-    "run": Field(str),  # a run of `methods`
-    "checkpoints": Field(str),  # <checkpoints>/<run>/fold<f>-seed<s>.pt
-    "fold": Field(int, low=0),
-    "seed": Field(int, low=0),  # a training seed (train.seeds)
-    "emotion": Field(str, optional=True),  # the first test clip of this class (null: any)
-    "speaker": Field((str, int), optional=True),  # ... and of this speaker (null: any test speaker)
-    "clip": Field(str, optional=True),  # a test clip_id instead
-    "condition": Field(str),  # a | v | av ... (conditions.condition_name)
-    "noise": Field(str, choices=(NONE, *NOISE_TYPES, *SIGNAL_KINDS)),
-    "level": Field(float, low=0.0),  # T (feature noise), dB or fraction (a corruption of the store)
-    "draws": Field(int, low=1, high=1024),  # feature-noise draws averaged per setting
-})
+CHECKPOINTS = Path("data/checkpoints")  # <checkpoints>/<run>/fold<f>-seed<s>.pt, as the training stages write
 SPECTROGRAM = {"extractor": "logmel", "n_mels": 64, "win_ms": 25.0, "hop_ms": 10.0, "rate_reduction": 1}
-
-
-def check_explore(params: dict) -> None:
-    """Cross-checks of `explore` against `methods` and `train`; ConfigError names the key."""
-    cfg = params["explore"]
-    if cfg["run"] not in params["methods"]:
-        raise ConfigError(f"explore.run: {cfg['run']!r} is not a run of `methods` (runs: {', '.join(params['methods'])})")
-    if cfg["seed"] not in params["train"]["seeds"]:
-        raise ConfigError(f"explore.seed: {cfg['seed']} is not one of train.seeds {params['train']['seeds']} "
-                          f"(no checkpoint is trained with it)")
-    if cfg["noise"] in NOISE_TYPES and (cfg["level"] < 1 or cfg["level"] != int(cfg["level"])):
-        raise ConfigError(f"explore.level: got {cfg['level']!r}; feature noise {cfg['noise']!r} takes T, an integer "
-                          f">= 1 (robustness.intensities: {params['robustness']['intensities']})")
 
 
 # ============================================================================================ runs, clips, settings
 
 
-def available_runs(params: dict, root: str | Path, fold: int, seed: int) -> list[str]:
-    """The runs of `params["methods"]`, in order, whose final checkpoint for (fold, seed) exists under `root`."""
-    return [run for run in params["methods"] if checkpoint_path(Path(root) / run, fold, seed, None).is_file()]
+def available_runs(runs: list[str], root: str | Path, fold: int, seed: int) -> list[str]:
+    """The runs among `runs`, in order, whose final checkpoint for (fold, seed) exists under `root`."""
+    return [run for run in runs if checkpoint_path(Path(root) / run, fold, seed, None).is_file()]
 
 
 def load_run(root: str | Path, run: str, fold: int, seed: int) -> nn.Module:
@@ -247,14 +226,15 @@ def affected(setting: dict, condition: tuple[str, ...], modalities: tuple[str, .
 # ========================================================================================================= media
 
 
-def media_files(params: dict) -> pd.DataFrame:
-    """The corpus's media per clip (index clip_id, columns `<modality>_path`), listed by its adapter at `data.root`;
-    empty, with a note in `attrs["note"]`, for a feature package or a corpus folder that cannot be listed."""
-    corpus = CORPORA[params["data"]["corpus"]]
+def media_files(data: dict) -> pd.DataFrame:
+    """The corpus's media per clip (index clip_id, columns `<modality>_path`), listed by its adapter at `data.root`
+    (`data`: the params section); empty, with a note in `attrs["note"]`, for a feature package or a corpus folder that
+    cannot be listed."""
+    corpus = CORPORA[data["corpus"]]
     if corpus.kind == "package":
         return _noted(pd.DataFrame(), f"{corpus.name} is a feature package: it holds features, no audio or video files")
     try:
-        clips = corpus.clips(params["data"])
+        clips = corpus.clips(data)
     except (CorpusError, OSError) as err:
         return _noted(pd.DataFrame(), f"the corpus at data.root cannot be listed ({err})")
     return clips.set_index("clip_id")[[f"{m}_path" for m in corpus.modalities]]
@@ -342,7 +322,8 @@ def face_matrix(store: FeatureStore, row: int, media: pd.DataFrame | None = None
 @dataclass
 class Explorer:
     """The open study for one (fold, seed): the feature store, the fold's test split, its test clips, the noise
-    settings, the corpus's media listing, and the models loaded so far (by run)."""
+    settings, the corpus's media listing, and the models loaded so far (by run). `params`: the explore stage's
+    resolved params."""
 
     params: dict
     fold: int
@@ -357,22 +338,23 @@ class Explorer:
     views: dict[tuple, dict] = field(default_factory=dict)  # computed views, by selection
 
     @classmethod
-    def open(cls, params: dict, fold: int | None = None, seed: int | None = None) -> "Explorer":
-        """Open the store of `params` at `fold` / `seed` (default: `explore.fold` / `explore.seed`)."""
-        cfg = params["explore"]
-        fold = cfg["fold"] if fold is None else fold
-        seed = cfg["seed"] if seed is None else seed
-        store = read_store(store_path(params), verify=False)
+    def open(cls, params: dict, fold: int | None = None, seed: int | None = None,
+             checkpoints: str | Path = CHECKPOINTS) -> "Explorer":
+        """Open the store of `params` (the explore stage's resolved params) at `fold` / `seed` (default:
+        `explore.fold` / `explore.seed`)."""
+        fold = params["fold"] if fold is None else fold
+        seed = params["seed"] if seed is None else seed
+        store = read_store(params["store"], verify=False)
         if fold not in store.folds:
             raise ConfigError(f"explore.fold: got {fold}; the feature store's folds: {store.folds}")
         test = load_fold(store, fold, study_task(params["task"], store.manifest))["test"]
-        return cls(params, fold, seed, Path(cfg["checkpoints"]), store, test, clip_table(store, fold),
-                   noise_settings(store, params["robustness"]), media_files(params))
+        return cls(params, fold, seed, Path(checkpoints), store, test, clip_table(store, fold),
+                   noise_settings(store, params["robustness"]), media_files(params["data"]))
 
     @property
     def runs(self) -> list[str]:
         """The runs with a checkpoint for this fold and seed."""
-        return available_runs(self.params, self.checkpoints, self.fold, self.seed)
+        return available_runs(list(self.params["runs"]), self.checkpoints, self.fold, self.seed)
 
     def model(self, run: str) -> nn.Module:
         if run not in self.models:
@@ -391,12 +373,17 @@ class Explorer:
 
     def selection(self) -> dict:
         """The default view of `params.yaml: explore`, checked against the store: run, clip_id, condition, noise,
-        level."""
-        cfg = self.params["explore"]
+        level; a run or condition left null is picked (`explore_run`, the first single-modality condition)."""
+        cfg = self.params
+        run = cfg["run"] or explore_run(cfg["runs"], self.runs)
+        if run is None:
+            raise ConfigError(f"explore.run: no trained run has a checkpoint for fold {self.fold}, seed {self.seed} "
+                              f"under {self.checkpoints}")
+        condition = cfg["condition"] or self.conditions[0]
         clip = select_clip(self.clips, cfg["emotion"], cfg["speaker"], cfg["clip"])
-        self.condition(cfg["condition"])
+        self.condition(condition)
         resolve_setting(self.settings, cfg["noise"], cfg["level"])
-        return {"run": cfg["run"], "clip_id": clip["clip_id"], "condition": cfg["condition"], "noise": cfg["noise"],
+        return {"run": run, "clip_id": clip["clip_id"], "condition": condition, "noise": cfg["noise"],
                 "level": float(cfg["level"])}
 
     def clip(self, clip_id: str) -> pd.Series:
@@ -411,7 +398,7 @@ class Explorer:
         return self.views[key]
 
     def _view(self, selection: dict) -> dict:
-        cfg = self.params["explore"]
+        cfg = self.params
         clip = self.clip(selection["clip_id"])
         condition = self.condition(selection["condition"])
         setting = resolve_setting(self.settings, selection["noise"], selection["level"])

@@ -28,18 +28,12 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from mer_core.config import ConfigError, Field, Section
 from mer_core.data.batches import Batch
-from mer_core.layers import kaiming_init_, valid_mask
-from mer_core.methods.mmin import frozen
+from mer_core.layers import frozen, kaiming_init_, valid_mask
 from mer_core.methods.registry import ModelContext, StageSpec
+from mer_core.schema import ConfigError
 
 CROPS = "face_crops"  # the extractor name of face-crop visual features in the store's manifest
-FRAME_ENCODER_SCHEMA = Section({
-    "dim": Field(int, low=1, high=4096),  # width of a frame's encoding (what the methods see)
-    "channels": Field(list, low=1, high=8, item=Field(int, low=1, high=1024)),  # conv channels per block
-    "groups": Field(int, low=1, high=1024),  # GroupNorm groups; divides every channel count
-})
 
 
 class FrameEncoder(nn.Module):
@@ -86,10 +80,6 @@ class FrameEncoderSpec:
         if manifest["dims"]["visual"] != size * size:
             raise ValueError(f"manifest.json: visual dim {manifest['dims']['visual']} is not {size} x {size}, the "
                              "face-crop size it records; prepare the store again")
-        bad = [c for c in cfg["channels"] if c % cfg["groups"]]
-        if bad:
-            raise ConfigError(f"{key}.groups: {cfg['groups']} does not divide channel count {bad[0]} of "
-                              f"{key}.channels; choose groups dividing every entry of {cfg['channels']}")
         if 2 ** len(cfg["channels"]) > size:
             raise ConfigError(f"{key}.channels: {len(cfg['channels'])} blocks halve the crop side "
                               f"{len(cfg['channels'])} times, more than the {size} x {size} crops allow; use at most "

@@ -1,9 +1,10 @@
-"""Browsing without Jupyter (issue 7): the executed notebooks as HTML, and one index page.
+"""Browsing without Jupyter (docs/design.md, "Browsing and provenance"): the executed notebooks as HTML, one index.
 
 - `export_notebook`: one executed notebook -> one self-contained HTML page (nbconvert's `lab` template with
   every script that would load from a CDN dropped: require.js, MathJax, Mermaid, the widget renderer), so the
   page works offline. Images are embedded in the notebook already; TeX in markdown shows as source; widget
-  and JavaScript outputs show their text/plain form.
+  and JavaScript outputs show their text/plain form. Plumbing is hidden as the notebook's cell tags ask: a cell
+  tagged `hide-input` shows its outputs only, one tagged `remove-cell` is left out (`HIDDEN_TAGS`).
 - `index_page`: the index, linking every notebook page, showing every table (its .md rendered, with links to
   the .md/.csv/.tex files) and every figure (inline <img> of the .svg, else the .png), and extra links.
 - `export_site`: both, for one study: `<out>/notebooks/<name>.html` and `<out>/index.html` (written last). The
@@ -25,6 +26,7 @@ import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 from nbconvert.filters import markdown2html
+from nbconvert.preprocessors import TagRemovePreprocessor
 
 from mer_core.runtime import write_atomic
 
@@ -39,6 +41,7 @@ OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block data_widget_view scoped -%}{{ self.data_text() }}{%- endblock data_widget_view -%}
 {%- block data_javascript scoped -%}{{ self.data_text() }}{%- endblock data_javascript -%}
 """
+HIDDEN_TAGS = {"input": {"hide-input", "parameters", "injected-parameters"}, "cell": {"remove-cell"}}
 STYLESHEET = "notebook.css"  # beside the pages: the CSS that the template inlines in every page
 STYLE = re.compile(r"<style[^>]*>(.*?)</style>", flags=re.S)
 TABLE_FORMATS = ("md", "csv", "tex")
@@ -54,9 +57,13 @@ section.artefact { margin-bottom: 2em; }
 
 
 def offline_exporter() -> HTMLExporter:
-    """nbconvert's HTMLExporter on `OFFLINE_TEMPLATE` (no script from the network)."""
-    return HTMLExporter(extra_loaders=[jinja2.DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
-                        template_file="offline.html.j2")
+    """nbconvert's HTMLExporter on `OFFLINE_TEMPLATE` (no script from the network), hiding what `HIDDEN_TAGS` says."""
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
+                            template_file="offline.html.j2")
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=HIDDEN_TAGS["input"],
+                                                         remove_cell_tags=HIDDEN_TAGS["cell"], enabled=True),
+                                   enabled=True)
+    return exporter
 
 
 def head_styles(page: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -231,6 +232,13 @@ class ConditionalVAE(nn.Module):
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
         recon = self.decoder(torch.cat([z, c], dim=1))
         return (recon.sigmoid() if self.output == "sigmoid" else recon), mu, logvar
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    """A frozen deep copy of `module` (no gradient, kept in eval mode by its owner)."""
+    twin = copy.deepcopy(module).eval()
+    twin.requires_grad_(False)
+    return twin
 
 
 def kaiming_init_(module: nn.Module) -> nn.Module:

@@ -8,36 +8,19 @@ never plotted. The analysis shows these beside our numbers, labelled by corpus, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from mer_core.config import ConfigError, Field, MapOf, Section, validate
+from pydantic import Field
+
+from mer_core.schema import ConfigError, Params, check
 
 REFERENCES_FILE = Path(__file__).resolve().parent.parent / "reference_results.yaml"
 
-_TEXT = Field(str)
-ENTRY_SCHEMA = Section(
-    {
-        "id": _TEXT,
-        "paper": _TEXT,
-        "location": _TEXT,
-        "version": _TEXT,
-        "corpus": _TEXT,
-        "metric": _TEXT,
-        "condition": _TEXT,
-        "x_label": Field(str, optional=True),
-        "x": Field(list, low=1, item=Field(float), optional=True),
-        "note": Field(str, optional=True),
-    }
-)
-VALUES_SCHEMA = MapOf(Field((float, list), item=Field(float), optional=True))  # or the whole `values` null
 
-
-@dataclass(frozen=True)
-class Reference:
+class Reference(Params):
     """One published figure: `values` maps a row label to a number, a list over `x`, or None (not transcribed);
     `values` is None when the whole table is not transcribed."""
 
@@ -48,10 +31,10 @@ class Reference:
     corpus: str
     metric: str
     condition: str
-    x_label: str | None
-    x: list[float] | None
+    x_label: str | None = None
+    x: list[float] | None = Field(None, min_length=1)
     values: dict[str, float | list[float] | None] | None
-    note: str | None
+    note: str | None = None
 
     def series(self) -> dict[str, float | list[float]]:
         """The values that were transcribed (None entries left out): what a plot or table may show."""
@@ -73,10 +56,7 @@ def load_references(path: str | Path = REFERENCES_FILE) -> dict[str, Reference]:
             raise ConfigError(f"{where}: expected a mapping, got {entry!r}")
         if "values" not in entry:
             raise ConfigError(f"{where}.values: missing key; expected a mapping of row label to value, or null")
-        validate({k: v for k, v in entry.items() if k != "values"}, ENTRY_SCHEMA, where)
-        if entry["values"] is not None:
-            validate(entry["values"], VALUES_SCHEMA, f"{where}.values")
-        reference = Reference(**entry)
+        reference = check(Reference, entry, where)
         _check_consistency(reference, where)
         if reference.id in references:
             raise ConfigError(f"{where}.id: duplicate id; ids must be unique")

@@ -1,8 +1,7 @@
 """Paper-style tables and figures from `results/` (never from notebooks).
 
 - `load_results`: every method's per-run metrics, predictions and training history.
-- `grid_table`: MMIN-style table, one row per method, one column per condition plus pooled and mean,
-  cells "mean ± std" over folds x seeds.
+- the per-condition tables and confusion figure are `mer_core.tables`'s.
 - `human_reference`: CREMA-D's human per-modality recognition (crowd majority vote, datasets.md), a
   reference row measured on the real corpus (constants, or read from its summaryTable.csv), never mixed with
   our numbers.
@@ -13,8 +12,7 @@
   (`results/<run>/robustness.csv`): a table per setting, NMER's "WA vs noise intensity" figure with the
   official figure's points beside it (`reference_results.yaml`, a labelled reference, never mixed with ours),
   the signal corruptions, and paired comparisons of two runs per setting.
-- `write_table`, `save_figure`: every artefact as .md/.tex/.csv or .png/.svg, written atomically, with its
-  provenance sidecar when given one (`mer_core.provenance`).
+- `write_table`, `save_figure`: every artefact as .md/.tex/.csv or .png/.svg, written atomically and byte-stable.
 """
 from __future__ import annotations
 
@@ -26,32 +24,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mer_core.config import Field, Section
 from mer_core.data.corpora.crema_d import human_recognition, metadata_file
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
-from mer_core.tasks import CLASSIFICATION_METRICS, metric_columns
-from mer_core.metrics import confusion
-from mer_core.provenance import write_provenance
+from mer_core.tables import grid_table
+from mer_core.tasks import metric_columns
 from mer_core.references import Reference, load_references
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
-
-ANALYSIS_SCHEMA = Section(
-    {
-        "primary_metric": Field(str, choices=CLASSIFICATION_METRICS),
-        "precision": Field(int, low=1, high=6),
-        "confusion_methods": Field(list, item=Field(str)),
-        "imagination_table": Field(list, low=1, item=Field(str)),  # rows of the MMIN / IF-MMIN table
-        "calibration": Section(
-            {
-                "audio_ua": Field(list, low=2, high=2, item=Field(float, low=0, high=1)),
-                "visual_ua": Field(list, low=2, high=2, item=Field(float, low=0, high=1)),
-                "fusion_margin": Field(float, low=0, high=1),
-                "fusion_max": Field(float, low=0, high=1),
-            }
-        ),
-    }
-)
 
 # CREMA-D's per-modality human confusions (datasets.md): the human reference's UA (mean of the diagonal); its WA
 # (strict match) is the `crema_d_human_strict` entry of reference_results.yaml.
@@ -73,30 +52,6 @@ def load_results(results_dir: str | Path, methods: list[str]) -> dict[str, pd.Da
                 raise FileNotFoundError(f"{path}: missing; run `dvc repro train@{method}`")
             frames.append(pd.read_csv(path).assign(method=method))
     return {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
-
-
-def grid_table(per_condition: pd.DataFrame, metric: str, columns: list[str], precision: int = 3) -> pd.DataFrame:
-    """Rows = methods (in order of appearance), columns = conditions; cells 'mean ± std' over runs."""
-    methods = list(dict.fromkeys(per_condition["method"]))
-    stats = per_condition.groupby(["method", "condition"])[metric].agg(["mean", "std"])
-    cell = lambda m, c: (f"{stats.loc[(m, c), 'mean']:.{precision}f} ± {np.nan_to_num(stats.loc[(m, c), 'std']):.{precision}f}"
-                         if (m, c) in stats.index else "–")
-    return pd.DataFrame([[cell(m, c) for c in columns] for m in methods], index=methods, columns=columns)
-
-
-def modality_table(per_condition: pd.DataFrame, metrics: list[str], conditions: list[str],
-                   precision: int = 3) -> pd.DataFrame:
-    """VAVL's table layout (methods.md §5.4): rows = runs, columns `<condition> <metric>` for each condition
-    (a, v, av) and metric (F1-macro, F1-micro; CCC per attribute for regression); cells 'mean ± std' over runs."""
-    tables = {metric: grid_table(per_condition, metric, conditions, precision) for metric in metrics}
-    return pd.DataFrame({f"{condition} {metric}": tables[metric][condition]
-                         for condition in conditions for metric in metrics})
-
-
-def mean_table(per_condition: pd.DataFrame, metric: str, columns: list[str]) -> pd.DataFrame:
-    """Numeric version of `grid_table` (means only)."""
-    table = per_condition.groupby(["method", "condition"])[metric].mean().unstack("condition")
-    return table.reindex(index=list(dict.fromkeys(per_condition["method"])), columns=columns)
 
 
 def human_reference(precision: int = 3, summary_table: str | Path | None = None,
@@ -132,7 +87,12 @@ def corpus_human_reference(data_cfg: dict, precision: int = 3) -> pd.DataFrame |
 
 
 def calibration_check(ua: pd.DataFrame, cfg: dict) -> pd.DataFrame:
-    """Compare the best audio-only, visual-only and audio-visual UA (means over runs) with the targets."""
+    """Compare the best audio-only, visual-only and audio-visual UA (means over runs) with the targets of the
+    built-in corpus (an audio-visual corpus: the columns a, v and av)."""
+    missing = [c for c in ("a", "v", "av") if c not in ua.columns]
+    if missing:
+        raise ValueError(f"calibration_check: the built-in corpus's targets need the conditions a, v and av; "
+                         f"this study has {', '.join(ua.columns)}")
     best_a, best_v, best_av = ua["a"].max(), ua["v"].max(), ua["av"].max()
     best_single = max(best_a, best_v)
     rows = [
@@ -147,57 +107,31 @@ def calibration_check(ua: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["quantity", "measured", "target", "met", "method"]).set_index("quantity")
 
 
-def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: str,
-                provenance: dict | None = None) -> list[Path]:
-    """Write `table` as <name>.md (with caption), <name>.tex and <name>.csv under `out_dir`, and with
-    `provenance` (`mer_core.provenance.collect_provenance`) its sidecar <name>.provenance.json, listed last."""
+def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: str) -> list[Path]:
+    """Write `table` as <name>.md (with caption), <name>.tex and <name>.csv under `out_dir`."""
     out_dir = Path(out_dir)
-    files = [
+    return [
         write_atomic(out_dir / f"{name}.md", lambda p: p.write_text(f"{caption}\n\n{table.to_markdown()}\n")),
         write_atomic(out_dir / f"{name}.tex", lambda p: p.write_text(
             table.to_latex(caption=caption, label=f"tab:{name}").replace("±", r"$\pm$"))),
         write_atomic(out_dir / f"{name}.csv", lambda p: table.to_csv(p)),
     ]
-    return files if provenance is None else [*files, write_provenance(provenance, name, files)]
 
 
-def save_figure(figure: plt.Figure, name: str, out_dir: str | Path, provenance: dict | None = None) -> list[Path]:
-    """Save `figure` as <name>.png and <name>.svg (no timestamp, fixed ids: reruns are byte-stable), and with
-    `provenance` its sidecar <name>.provenance.json, listed last."""
+def save_figure(figure: plt.Figure, name: str, out_dir: str | Path) -> list[Path]:
+    """Save `figure` as <name>.png and <name>.svg (no timestamp, fixed ids: reruns are byte-stable)."""
     out_dir = Path(out_dir)
-    files = [
+    return [
         write_atomic(out_dir / f"{name}.png", lambda p: figure.savefig(p, format="png", dpi=120,
                                                                       bbox_inches="tight", metadata={"Software": None})),
         write_atomic(out_dir / f"{name}.svg", lambda p: _save_svg(figure, p, name)),
     ]
-    return files if provenance is None else [*files, write_provenance(provenance, name, files)]
 
 
 def _save_svg(figure: plt.Figure, path: Path, salt: str) -> None:
     """SVG without a date and with element ids hashed from `salt` (matplotlib draws random ones otherwise)."""
     with plt.rc_context({"svg.hashsalt": salt}):
         figure.savefig(path, format="svg", bbox_inches="tight", metadata={"Date": None})
-
-
-def confusion_grid(predictions: pd.DataFrame, method: str, conditions: list[str], classes: list[str]) -> plt.Figure:
-    """Row-normalised confusion matrices of `method`, one panel per condition, pooled over runs."""
-    part = predictions[predictions["method"] == method]
-    index = {c: k for k, c in enumerate(classes)}
-    figure, axes = plt.subplots(1, len(conditions), figsize=(3.4 * len(conditions), 3.4), squeeze=False)
-    for ax, condition in zip(axes[0], conditions):
-        rows = part[part["condition"] == condition]
-        matrix = confusion(rows["label"].map(index), rows["pred"].map(index), len(classes), normalize="true")
-        ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
-        for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if value > 0.6 else "black")
-        ax.set_xticks(range(len(classes)), [c[:3] for c in classes], fontsize=8)
-        ax.set_yticks(range(len(classes)), [c[:3] for c in classes], fontsize=8)
-        ax.set_title(f"{method}: {condition}", fontsize=9)
-        ax.set_xlabel("predicted", fontsize=8)
-    axes[0][0].set_ylabel("true", fontsize=8)
-    figure.tight_layout()
-    return figure
 
 
 def training_curves(history: pd.DataFrame) -> plt.Figure:
@@ -261,8 +195,6 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-
-
 def robustness_runs(robustness: pd.DataFrame, per_condition: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
     """One row per (method, fold, seed, setting) on the condition each setting is summarised by: `pooled` (the
     conditions a feature noise fills, or those containing the corrupted modality), plus the clean `missing`
@@ -299,8 +231,7 @@ def robustness_curves(runs: pd.DataFrame, metric: str, methods: list[str], noise
         for k, method in enumerate(methods):
             part = runs[(runs["method"] == method) & runs["noise"].isin(["clean", noise])]
             stats_ = _mean_std(part, metric)
-            ax.plot(stats_.index, stats_["mean"], marker="o", ms=3, color=colours(k % 20), label=method,
-                    ls="--" if "_no_" in method else "-")
+            ax.plot(stats_.index, stats_["mean"], marker="o", ms=3, color=colours(k % 20), label=method)
             ax.fill_between(stats_.index, stats_["mean"] - stats_["std"], stats_["mean"] + stats_["std"],
                             color=colours(k % 20), alpha=0.08)
         ax.set(xlabel="noise intensity T (0 = zero-filled)", ylabel=f"{metric.upper()}, missing conditions",
@@ -332,8 +263,7 @@ def corruption_curves(robustness: pd.DataFrame, per_condition: pd.DataFrame, met
             base = clean.loc[clean["method"] == method, metric]
             x_clean = (stats_.index.max() + 10) if unit == "dB" else 0.0  # "clean" = highest SNR / no dropout
             curve = pd.concat([pd.Series({x_clean: base.mean()}), stats_["mean"]]).sort_index()
-            ax.plot(curve.index, curve.to_numpy(), marker="o", ms=3, color=colours(k % 20), label=method,
-                    ls="--" if "_no_" in method else "-")
+            ax.plot(curve.index, curve.to_numpy(), marker="o", ms=3, color=colours(k % 20), label=method)
         if unit == "dB":
             ax.invert_xaxis()
             ax.set_xlabel("SNR (dB); leftmost point = clean")

@@ -30,21 +30,12 @@ import torch
 from torch import nn
 
 from mer_core.conditions import all_conditions
-from mer_core.config import Field, Section
 from mer_core.data.batches import Split, with_sequences
 from mer_core.data.store import FeatureStore
-from mer_core.evaluate import grid_metrics, predict
-from mer_core.noise.scheduler import NOISE_SCHEMA, NOISE_TYPES, NoiseScheduler
+from mer_core.evaluate import grid_metrics, predict, sample_std
+from mer_core.noise.scheduler import NoiseScheduler
 
-_SCHEDULER_KEYS = {k: v for k, v in NOISE_SCHEMA.fields.items() if k not in ("type", "steps")}
-ROBUSTNESS_SCHEMA = Section({
-    "noise_types": Field(list, low=0, item=Field(str, choices=NOISE_TYPES)),
-    "intensities": Field(list, low=0, item=Field(int, low=1, high=100000)),  # T values
-    **_SCHEDULER_KEYS,
-    "batch_size": Field(int, low=1, high=65536),
-    "seed": Field(int, low=0),
-    "signal": Field(bool),  # also evaluate the store's signal-level corruptions
-})
+SCHEDULER_KEYS = ("schedule", "beta_start", "beta_end", "impulse_density", "per_sample")  # shared by every setting
 COLUMNS = ["noise", "modality", "level", "unit"]  # what identifies a setting in robustness.csv
 
 
@@ -58,20 +49,20 @@ def setting_label(noise: str, level: float, unit: str) -> str:
 
 
 def summarise_robustness(table: pd.DataFrame, metrics: tuple[str, ...] = ("wa", "ua")) -> dict:
-    """`metrics` pooled per setting, mean and std over runs (folds x seeds): {setting: {wa_mean, ...}}, the
-    `robustness` block of metrics.json (so `dvc exp show` / `dvc metrics diff` compare runs under noise)."""
+    """`metrics` pooled per setting, mean and sample std over units (folds x seeds): {setting: {wa_mean, ...}}, the
+    `robustness` block of a run's summary.json."""
     pooled = table[table["condition"] == "pooled"]
     summary = {}
     for (noise, level, unit), part in pooled.groupby(["noise", "level", "unit"], sort=False):
         summary[setting_label(noise, level, unit)] = {
-            f"{metric}_{stat}": float(getattr(part[metric], stat)(**({"ddof": 0} if stat == "std" else {})))
-            for metric in metrics for stat in ("mean", "std")}
+            **{f"{metric}_mean": float(part[metric].mean()) for metric in metrics},
+            **{f"{metric}_std": sample_std(part[metric]) for metric in metrics}}
     return summary
 
 
 def feature_noise_settings(cfg: dict) -> list[tuple[dict, NoiseScheduler]]:
     """(setting, scheduler) for every noise type x intensity of `robustness` params `cfg`."""
-    block = {k: cfg[k] for k in _SCHEDULER_KEYS}
+    block = {k: cfg[k] for k in SCHEDULER_KEYS}
     return [({"noise": kind, "modality": "missing", "level": float(steps), "unit": "T"},
              NoiseScheduler(type=kind, steps=steps, **block))
             for kind in cfg["noise_types"] for steps in cfg["intensities"]]

@@ -1,37 +1,41 @@
 """Training and model selection for every run of the study, over folds x seeds.
 
-One run = (fold, seed) of a `methods.<run>` entry: for each of its method's stages in order, build the
-stage's model (from the previous stage's), train it with Adam (the stage's `optim` block: constant learning
-rate for `epochs`, then linear decay over `epochs_decay`, MMIN's schedule; gradient norms clipped per
-sub-network as the MMIN code does; one optimiser step per batch, or one per step of a model's `steps`, VAVL),
-evaluate the task's selection metric on the validation speakers after each epoch (UA, or mean CCC for
+A run (`mer_core.config.resolve_runs`: its method, its complete params `entry`, its task, the study's `train`
+settings, the robustness grid and the feature store) trains one *unit* per (fold, seed): for each of its method's
+stages in order, build the stage's model (from the previous stage's), train it with Adam (the stage's `optim`
+block: constant learning rate for `epochs`, then linear decay over `epochs_decay`, MMIN's schedule; gradient norms
+clipped per sub-network as the MMIN code does; one optimiser step per batch, or one per step of a model's `steps`,
+VAVL), evaluate the task's selection metric on the validation speakers after each epoch (UA, or mean CCC for
 regression; the test fold is never looked at), keep the best epoch's weights (earliest on ties) and save that
-checkpoint. The study's `task` sets the targets and the loss; a run's `unpaired` shares remove modalities
-from some training clips (`mer_core.data.batches.unpair`, drawn per fold and seed, the same for every method).
-The last stage's model predicts the test clips under every condition, clean, and under every setting of the
-robustness grid (`mer_core.robustness`). When the visual features are face crops, every stage's model reads
-them through a learnt CNN frame encoder trained with it (`mer_core.frame_encoder`, `train.frame_encoder`);
-`load_model` rebuilds a checkpoint's model. Runs are independent and seeded from (seed, fold), and each uses
-`train.threads_per_run` threads, so metrics are identical whatever `train.n_jobs` is. `train.preset: paper`
-trains every run with its method's official settings (`mer_core.methods.effective_entry`).
+checkpoint. A run's `unpaired` shares remove modalities from some training clips (`mer_core.data.batches.unpair`,
+drawn per fold and seed, the same for every method). The last stage's model predicts the test clips under every
+condition, clean, and under every setting of the robustness grid (`mer_core.robustness`). When the visual features
+are face crops, every stage's model reads them through a learnt CNN frame encoder trained with it
+(`mer_core.frame_encoder`); `load_model` rebuilds a checkpoint's model. Units are independent and seeded from (seed,
+fold), and each uses a fixed number of threads, so results are identical whatever the number of processes.
 
-Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
-`history.csv`, `predictions.csv`, `per_condition.csv`, `robustness.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
-`fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). Checkpoints live apart
-from `results/` so that a clone without the DVC cache still holds every dependency of the analysis stage.
+Outputs of `train_run` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
+`metrics.json` (the headline numbers: what `dvc metrics show` compares), `summary.json` (every metric's mean and
+sample std over units, best epochs), `history.csv` (per epoch and unit), `curve.csv` (the validation criterion per
+epoch, mean over units: `dvc plots`), `predictions.csv`, `per_condition.csv`, `robustness.csv`; in
+`checkpoint_dir` (DVC cache) `fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). A
+run resolved as skipped (`skip_run`) writes the same files holding its status and reason.
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
-  params give the same metrics.
+  params give the same metrics. Restore: unavailable offline. Test:
+  `tests/test_methods.py::test_run_method_does_not_depend_on_n_jobs`.
 - [all] model selection. Official: the validation UAR of the replicated set (MMIN family: the missing-modality
   conditions). Here: the same for the stage 2 of MMIN, IF-MMIN and NMER; a stage-1 network: full-modality
   validation UA; the baselines: UA pooled over every condition, the full one included. Why: every method is
-  selected on the conditions it is tested on.
+  selected on the conditions it is tested on. Restore: bug fixed. Test:
+  `tests/test_methods.py::test_stage_one_selects_on_full_modalities`.
 """
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -43,33 +47,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mer_core.conditions import all_conditions, random_presence
-from mer_core.config import ConfigError, Field, Section
+from mer_core.conditions import all_conditions, condition_name, random_presence
 from mer_core.data.batches import Batch, Split, load_fold
-from mer_core.data.prepare import store_path
 from mer_core.data.store import read_store
 from mer_core.evaluate import grid_metrics, predict, selection_score, summarise
-from mer_core.frame_encoder import FRAME_ENCODER_SCHEMA, FrameEncoded, FrameEncoderSpec, build_stage
-from mer_core.methods import ModelContext, StageSpec, effective_entry, method_spec
+from mer_core.frame_encoder import FrameEncoded, FrameEncoderSpec, build_stage
+from mer_core.methods.registry import ModelContext, StageSpec, stage_specs
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
 from mer_core.runtime import seed_everything, select_device, write_atomic
+from mer_core.schema import ConfigError
 from mer_core.tasks import Task, study_task
-
-PRESETS = ("study", "paper")
-TRAIN_SCHEMA = Section(
-    {
-        "seeds": Field(list, low=1, item=Field(int, low=0)),
-        "folds": Field((str, list), choices=("all",), low=1, item=Field(int, low=0)),
-        "preset": Field(str, choices=PRESETS),
-        "weight_decay": Field(float, low=0.0, high=1.0),
-        "device": Field(str, choices=("auto", "cpu", "cuda")),
-        "n_jobs": Field(int, low=1, high=64),
-        "threads_per_run": Field(int, low=1, high=64),
-        "frame_encoder": FRAME_ENCODER_SCHEMA,  # face-crop features only (mer_core.frame_encoder)
-    }
-)
-
 
 @dataclass
 class StageResult:
@@ -137,10 +125,11 @@ def update_steps(model: nn.Module, batch: Batch, full: Batch):
         yield model.loss(batch, full)[0]
 
 
-def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: float, data: dict[str, Split],
-                generator: torch.Generator, device: torch.device, desc: str,
+def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict, weight_decay: float,
+                data: dict[str, Split], generator: torch.Generator, device: torch.device, desc: str,
                 show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0) -> StageResult:
-    """Train `model` for one stage; load the weights of its best validation epoch into it. With `noise`, the
+    """Train `model` for one stage on clips showing `conditions` (`StageSpec.conditions`); load the weights of its
+    best validation epoch into it. With `noise`, the
     removed modalities are noised in training and validation (the same seeded validation noise every epoch).
     The history's `val_<metric>` column holds the selection metric (`val_ua` for classification)."""
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
@@ -149,8 +138,8 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
         optimiser, lambda epoch: lr_factor(epoch, optim["epochs"], optim["epochs_decay"]))
     groups = subnetworks(model)
     task = data["val"].task
-    conditions = all_conditions(data["val"].modalities)  # the full set is the last
-    val_conditions = {"pooled": None, "full": conditions[-1:], "missing": conditions[:-1]}[stage.select_on]
+    every = all_conditions(data["val"].modalities)  # the full set is the last
+    val_conditions = {"pooled": None, "full": every[-1:], "missing": every[:-1]}[stage.select_on]
     best = (-float("inf"), 0, None)
     rows = []
     epochs = tqdm(range(1, optim["epochs"] + optim["epochs_decay"] + 1), desc=desc, disable=not show_progress,
@@ -161,7 +150,7 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
         total, count = 0.0, 0
         for batch in data["train"].batches(optim["batch_size"], generator):
             batch = batch.to(device)
-            for loss in update_steps(model, training_view(batch, stage.train_conditions, generator, noise), batch):
+            for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
                 optimiser.zero_grad(set_to_none=True)  # parameters a step does not reach keep no gradient: not updated
                 loss.backward()
                 if optim["grad_clip"] > 0:
@@ -203,7 +192,7 @@ def load_model(checkpoint: dict) -> nn.Module:
     context = ModelContext.from_dict(checkpoint["context"])
     frames = FrameEncoderSpec(**checkpoint["frame_encoder"]) if "frame_encoder" in checkpoint else None
     model = None
-    for stage in method_spec(checkpoint["method"]).stages:
+    for stage in stage_specs(checkpoint["method"], checkpoint["module"], checkpoint["stages"]):
         model = build_stage(stage, checkpoint["params"], context, model, frames)
         if stage.name == checkpoint["stage"]:
             break
@@ -211,40 +200,42 @@ def load_model(checkpoint: dict) -> nn.Module:
     return model.eval()
 
 
-def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool) -> RunOutput:
-    """Train every stage of run `run` on `fold` with `seed`; save each stage's selected checkpoint; predict the
-    test fold with the last stage's model."""
+def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool, threads: int = 1,
+            device: str = "cpu") -> RunOutput:
+    """Train every stage of `run` (a resolved run) on `fold` with `seed`; save each stage's selected checkpoint;
+    predict the test fold with the last stage's model (and the robustness grid when the run has one)."""
     start = time.perf_counter()
-    cfg = params["train"]
-    entry = effective_entry(params["methods"][run], cfg["preset"])
-    spec = method_spec(entry["method"])
-    torch.set_num_threads(cfg["threads_per_run"])
+    cfg, entry = run["train"], run["entry"]
+    stages = stage_specs(run["method"], run["module"], run["stages"])
+    torch.set_num_threads(threads)
     generator = seed_everything(run_seed(seed, fold))
-    device = select_device(cfg["device"])
-    store = read_store(store_path(params), verify=False)
-    task = study_task(params["task"], store.manifest)
+    device = select_device(device)
+    store = read_store(run["store"], verify=False)
+    task = study_task(run["task"], store.manifest)
     data = load_fold(store, fold, task, entry.get("unpaired"), run_seed(seed, fold))
     frames = FrameEncoderSpec.for_store(store.manifest, cfg["frame_encoder"])
     context = ModelContext.from_manifest(store.manifest, task)
     context = frames.context(context) if frames else context
     model, histories, best_epochs = None, [], {}
-    for k, stage in enumerate(spec.stages):
+    for k, stage in enumerate(stages):
         model = build_stage(stage, entry, context, model, frames).to(device)
         optim = stage.params(entry)["optim"]
-        result = train_stage(model, stage, optim, cfg["weight_decay"], data, generator, device,
-                             f"{run} fold {fold} seed {seed} {stage.name}", show_progress,
+        result = train_stage(model, stage, stage.conditions(entry), optim, cfg["weight_decay"], data, generator,
+                             device, f"{run['name']} fold {fold} seed {seed} {stage.name}", show_progress,
                              stage.training_noise(entry), run_seed(seed, fold))
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
-        last = k == len(spec.stages) - 1
+        last = k == len(stages) - 1
         write_atomic(checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name),
                      lambda tmp: save_checkpoint(
-                         {"run": run, "method": spec.name, "stage": stage.name, "params": entry, "fold": fold,
+                         {"run": run["name"], "method": run["method"], "module": run["module"],
+                          "stages": run["stages"], "stage": stage.name, "params": entry, "fold": fold,
                           "seed": seed, "epoch": result.best_epoch, f"val_{task.selection_metric}": result.best_score,
                           "context": asdict(context), **({"frame_encoder": asdict(frames)} if frames else {}),
                           "state_dict": model.state_dict()}, tmp))
     test = predict(model, data["test"], optim["batch_size"], device)
-    robustness = robustness_grid(model, store, data["test"], params["robustness"], fold, device)
+    robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) if run["robustness"] \
+        else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
     return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
                      robustness.assign(fold=fold, seed=seed), time.perf_counter() - start)
@@ -254,48 +245,111 @@ def _fit_run_worker(args) -> RunOutput:
     return fit_run(*args, show_progress=False)
 
 
-def selected_folds(params: dict, available: list[int]) -> list[int]:
-    folds = params["train"]["folds"]
+def selected_folds(run: dict, available: list[int]) -> list[int]:
+    """The folds `run` trains on: `train.folds` (all, or a list checked against the store's folds)."""
+    folds = run["train"]["folds"]
     if folds == "all":
         return available
     unknown = [f for f in folds if f not in available]
     if unknown:
-        raise ConfigError(f"train.folds: fold {unknown[0]} does not exist; available folds: {available}")
+        raise ConfigError(f"train.folds: fold {unknown[0]} does not exist in the feature store; available folds: "
+                          f"{available}")
     return list(folds)
 
 
-def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str | Path) -> dict:
-    """Train and evaluate run `name` (an entry of `params["methods"]`) on every selected fold x seed; write its
-    results to `out_dir` and the selected checkpoints to `checkpoint_dir`.
-
-    Returns the summary written to metrics.json (mean and std over runs per condition).
-    """
-    out_dir = Path(out_dir)
-    store = read_store(store_path(params))  # verifies the hashes once, up front
-    method_spec(params["methods"][name]["method"]).check_corpus(name, store.manifest["corpus"], store.modalities)
-    FrameEncoderSpec.for_store(store.manifest, params["train"]["frame_encoder"])  # bad settings fail before any run
-    folds = selected_folds(params, store.folds)
-    runs = [(name, params, fold, seed, Path(checkpoint_dir))
-            for seed in params["train"]["seeds"] for fold in folds]
-    n_jobs = min(params["train"]["n_jobs"], len(runs))
-    progress = tqdm(total=len(runs), desc=f"{name}: runs", unit="run")
+def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, jobs: int = 1, threads: int = 1,
+              device: str = "cpu") -> dict:
+    """Train and evaluate `run` (a resolved run, `mer_core.config.resolve_runs`) on every selected fold x seed with
+    `jobs` processes of `threads` threads; write its results to `out_dir` and the selected checkpoints to
+    `checkpoint_dir`. A skipped run, or one the feature store cannot feed, writes its status instead (`skip_run`).
+    Returns the summary (summary.json)."""
+    out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
+    if run["status"] == "skip":
+        return skip_run(run, out_dir, checkpoint_dir, run["reason"])
+    store = read_store(run["store"])  # verifies the hashes once, up front
+    lacking = unfed(run, store.modalities)
+    if lacking:
+        return skip_run(run, out_dir, checkpoint_dir, lacking)
+    FrameEncoderSpec.for_store(store.manifest, run["train"]["frame_encoder"])  # bad settings fail before any unit
+    folds = selected_folds(run, store.folds)
+    units = [(run, fold, seed, checkpoint_dir, threads, device) for seed in run["train"]["seeds"] for fold in folds]
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    n_jobs = min(jobs, len(units))
+    progress = tqdm(total=len(units), desc=f"{run['name']}: units", unit="unit")
     outputs = []
     if n_jobs == 1:
-        for run in runs:
-            outputs.append(fit_run(*run, show_progress=True))
+        for unit in units:
+            outputs.append(fit_run(*unit[:4], show_progress=True, threads=threads, device=device))
             progress.update()
     else:
         with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
-            for output in pool.map(_fit_run_worker, runs):
+            for output in pool.map(_fit_unit, units):
                 outputs.append(output)
                 progress.update()
     progress.close()
-    return write_results(name, params, store, outputs, out_dir)
+    return write_results(run, store, outputs, out_dir)
 
 
-def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_dir: Path) -> dict:
+def _fit_unit(unit: tuple) -> RunOutput:
+    run, fold, seed, checkpoint_dir, threads, device = unit
+    return fit_run(run, fold, seed, checkpoint_dir, False, threads, device)
+
+
+def unfed(run: dict, modalities: tuple[str, ...]) -> str | None:
+    """Why a feature store with `modalities` cannot feed `run`'s method (a modality it needs by name, or too few for a
+    fusion), or None when it can."""
+    lacking = [m for m in run["needs"] if m not in modalities]
+    if lacking or len(modalities) < run["min_modalities"]:
+        need = f"the modalities {', '.join(run['needs'])}" if lacking else f"{run['min_modalities']} modalities"
+        return f"method {run['method']} needs {need}; the feature store has {', '.join(modalities)} only"
+    return None
+
+
+SKIPPED_FILES = ("history.csv", "curve.csv", "predictions.csv", "per_condition.csv", "robustness.csv")
+
+
+def skip_run(run: dict, out_dir: Path, checkpoint_dir: Path, reason: str) -> dict:
+    """The outputs of a run that is not trained (not selected, or its method needs a modality the corpus lacks):
+    every result file holds the run's name, `skipped` and the reason (curve.csv: no epoch); the checkpoint folder is
+    empty."""
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    checkpoint_dir.mkdir(parents=True)
+    record = {"run": run["name"], "status": "skipped", "reason": reason}
+    for name in SKIPPED_FILES:
+        table = pd.DataFrame(columns=CURVE_COLUMNS) if name == "curve.csv" else pd.DataFrame([record])
+        write_atomic(out_dir / name, lambda p: table.to_csv(p, index=False))
+    write_atomic(out_dir / "summary.json", lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+    write_atomic(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+    return record
+
+
+def headline(per_run: pd.DataFrame, robustness: pd.DataFrame, task: Task, missing: list[str]) -> dict:
+    """metrics.json: the run's headline numbers, means over units: the task's headline metrics (WA and UA, or the
+    mean CCC) per test condition and `missing` (MMIN's Average: the conditions with a modality missing); for
+    classification also WA under feature noise (NMER's protocol, mean over the grid's noise settings) and UA under
+    the signal corruptions (with the corrupted modality present)."""
+    metrics = {}
+    for metric in task.headline:
+        values = per_run.groupby("condition", sort=False)[metric].mean()
+        values = values.drop(index=["pooled", "mean"], errors="ignore")
+        values["missing"] = float(per_run[per_run["condition"].isin(missing)].groupby(["fold", "seed"])[metric]
+                                  .mean().mean()) if missing else float("nan")
+        metrics[metric] = {k: round(float(v), 5) for k, v in values.items()}
+    if task.name == "classification" and len(robustness):
+        pooled = robustness[robustness["condition"] == "pooled"]
+        feature = pooled[pooled["unit"] == "T"]
+        signal = pooled[pooled["unit"] != "T"]
+        if len(feature):
+            metrics["noise_wa"] = round(float(feature["wa"].mean()), 5)
+        if len(signal):
+            metrics["corrupted_ua"] = round(float(signal["ua"].mean()), 5)
+    return metrics
+
+
+def write_results(run: dict, store, outputs: list[RunOutput], out_dir: Path) -> dict:
+    """Write every result file of a trained run (see the module docstring); returns the summary."""
     classes = store.classes
-    task = study_task(params["task"], store.manifest)
+    task = study_task(run["task"], store.manifest)
     robustness = pd.concat([o.robustness for o in outputs], ignore_index=True)
     meta = store.meta
     per_run = pd.concat([grid_metrics(o.predictions, task).assign(fold=o.fold, seed=o.seed)
@@ -308,26 +362,27 @@ def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_
         predictions["pred"] = [classes[k] for k in predictions["pred"]]
     predictions = predictions.drop(columns="row").rename(columns={f"p{k}": f"p_{c}" for k, c in enumerate(classes)})
     history = pd.concat([o.history for o in outputs], ignore_index=True)
-    entry = effective_entry(params["methods"][name], params["train"]["preset"])
+    missing = [condition_name(c) for c in all_conditions(store.modalities)[:-1]]
     summary = {
-        "run": name,
-        "method": entry["method"],
-        "preset": params["train"]["preset"],
-        "params": entry,
+        "run": run["name"],
+        "status": "trained",
+        "method": run["method"],
         "task": task.name,
         "classes": classes,
         "targets": list(task.targets),
         "modalities": list(store.modalities),
-        "n_runs": len(outputs),
+        "units": len(outputs),
         "folds": sorted({o.fold for o in outputs}),
         "seeds": sorted({o.seed for o in outputs}),
         "best_epochs": {stage: [o.best_epochs[stage] for o in outputs] for stage in outputs[0].best_epochs},
-        "train_seconds_total": round(sum(o.seconds for o in outputs), 1),
         "conditions": summarise(per_run, task.metrics),
         "robustness": summarise_robustness(robustness, task.headline),
     }
+    metrics = {"run": run["name"], "status": "trained", **headline(per_run, robustness, task, missing)}
     lead = ["fold", "seed"]
     write_atomic(out_dir / "history.csv", lambda p: history[lead + [c for c in history if c not in lead]]
+                 .to_csv(p, index=False, float_format="%.5f"))
+    write_atomic(out_dir / "curve.csv", lambda p: validation_curve(history, task.selection_metric)
                  .to_csv(p, index=False, float_format="%.5f"))
     write_atomic(out_dir / "predictions.csv", lambda p: predictions[
         ["fold", "seed", "condition"] + [c for c in predictions if c not in ("fold", "seed", "condition")]]
@@ -336,5 +391,21 @@ def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_
                  .to_csv(p, index=False, float_format="%.5f"))
     write_atomic(out_dir / "robustness.csv", lambda p: robustness[lead + [c for c in robustness if c not in lead]]
                  .to_csv(p, index=False, float_format="%.5f"))
-    write_atomic(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    write_atomic(out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    write_atomic(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2) + "\n"))
     return summary
+
+
+CURVE_COLUMNS = ["step", "stage", "epoch", "metric", "criterion", "units"]
+
+
+def validation_curve(history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The validation criterion (`metric`: ua, or ccc_mean) per epoch, mean over the units that trained that epoch,
+    stages one after the other (`step` counts epochs across stages): what `dvc plots show` draws for a run."""
+    rows, offset = [], 0
+    for stage, part in history.groupby("stage", sort=False):
+        curve = part.groupby("epoch")[f"val_{metric}"].agg(["mean", "count"]).reset_index()
+        rows.append(pd.DataFrame({"step": curve["epoch"] + offset, "stage": stage, "epoch": curve["epoch"],
+                                  "metric": metric, "criterion": curve["mean"], "units": curve["count"]}))
+        offset += int(curve["epoch"].max())
+    return pd.concat(rows, ignore_index=True)[CURVE_COLUMNS]

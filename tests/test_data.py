@@ -10,7 +10,8 @@ import torch
 
 from mer_core.data import features
 from mer_core.data.batches import Normaliser, load_fold, make_split
-from mer_core.data.corpora import CORPORA, Corpus, crema_d
+from mer_core.data.corpora import crema_d
+from mer_core.data.corpora.registry import CORPORA, Corpus
 from mer_core.data.features import AudioError, extract_audio, extract_visual, read_wav, reduce_rate
 from mer_core.data.folds import FoldError, check_classes, make_splits
 from mer_core.data.openface import AU_INTENSITY, GAZE, POSE, OpenFaceError, read_openface_csv

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_core.data.corpora import CORPORA, crema_d
+from mer_core.data.corpora import crema_d
+from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.folds import (FoldError, LeaveOneGroupOut, SpeakerPartitions, balanced_order, draw_folds,
                                  make_splits)
 

@@ -13,7 +13,7 @@ import pytest
 
 from mer_core.config import load_params
 from mer_core.data.batches import load_fold
-from mer_core.data.corpora import CORPORA
+from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.corpora.base import CorpusError
 from mer_core.data.corpora.iemocap_mmin import CLASSES, parse_name, read_package
 from mer_core.data.prepare import prepare, store_path

@@ -1,0 +1,1 @@
+"""Data: corpus adapters, feature extraction, folds, the feature store and fold batches."""

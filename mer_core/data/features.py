@@ -30,68 +30,13 @@ import numpy as np
 import torch
 import torchaudio
 
-from mer_core.config import ConfigError, Field, Section
+from mer_core.schema import ConfigError
 from mer_core.data.faces import face_crops
 from mer_core.data.media import (SAMPLE_RATE, VIDEO_SUFFIXES, AudioError, VideoError, read_audio,  # noqa: F401
                                  read_wav)  # read_wav, AudioError: their home was this module until media.py
 from mer_core.data.openface import COLUMN_GROUPS, openface_columns, read_openface_csv
 
-# the torchaudio.pipelines bundles of a pretrained (not fine-tuned) wav2vec2-family model, built from `bundle._params`
-WAV2VEC2_BUNDLES = ("WAV2VEC2_BASE", "WAV2VEC2_LARGE", "WAV2VEC2_LARGE_LV60K", "WAV2VEC2_XLSR53", "WAV2VEC2_XLSR_300M",
-                    "WAV2VEC2_XLSR_1B", "WAV2VEC2_XLSR_2B", "HUBERT_BASE", "HUBERT_LARGE", "HUBERT_XLARGE",
-                    "WAVLM_BASE", "WAVLM_BASE_PLUS", "WAVLM_LARGE")
 RANDOM_WEIGHTS_SEED = 0  # `weights: random` initialises the architecture from this seed
-
-FEATURES_SCHEMA = Section(
-    {
-        "audio": Section(
-            {
-                "extractor": Field(str, choices=("logmel", "compare", "wav2vec2")),
-                "n_mels": Field(int, low=8, high=128),
-                "win_ms": Field(float, low=5, high=100),
-                "hop_ms": Field(float, low=2, high=50),
-                "rate_reduction": Field(int, low=1, high=20),
-                "wav2vec2": Section(
-                    {
-                        "bundle": Field(str, choices=WAV2VEC2_BUNDLES),
-                        "layer": Field(int, low=1, high=48),  # and at most the bundle's depth (wav2vec2_bundle)
-                        "weights": Field(str, choices=("pretrained", "random")),
-                    }
-                ),
-            }
-        ),
-        "visual": Section(
-            {
-                "extractor": Field(str, choices=("openface", "face_crops")),
-                "groups": Field(list, low=1, item=Field(str, choices=tuple(COLUMN_GROUPS))),  # openface only
-                "fps": Field(float, low=1, high=120),
-                "rate_reduction": Field(int, low=1, high=20),
-                "face_crops": Section(  # face_crops only (mer_core.data.faces)
-                    {
-                        "size": Field(int, low=8, high=256),
-                        "min_neighbors": Field(int, low=1, high=20),
-                        "min_face": Field(float, low=0.0, high=1.0),
-                        "smooth_frames": Field(int, low=1, high=101),
-                        "margin": Field(float, low=0.5, high=3.0),
-                        "max_side": Field(int, low=64, high=4096),
-                    }
-                ),
-            }
-        ),
-        "n_jobs": Field(int, low=1, high=64),
-        "corruptions": Section(  # signal-level corruptions of the test media (mer_core.data.prepare)
-            {
-                "seed": Field(int, low=0),
-                "audio_noises": Field(list, item=Field(str, choices=("babble", "white"))),
-                "audio_snr_db": Field(list, item=Field(float, low=-30.0, high=60.0)),
-                "babble_talkers": Field(int, low=1, high=32),
-                "visual_dropout": Field(list, item=Field(float, low=0.0, high=1.0)),
-                "dropout_burst_s": Field(float, low=0.001, high=60.0),
-            }
-        ),
-    }
-)
-
 
 def reduce_rate(frames: np.ndarray, factor: int) -> np.ndarray:
     """Average non-overlapping groups of `factor` frames (the last, shorter group included)."""

@@ -4,7 +4,7 @@
 - `kfold` (`make_splits`): test speakers of each fold come from `StratifiedGroupKFold` (groups = speakers,
   stratified by gender where the corpus records it, so each fold holds both genders); validation speakers are
   drawn from the remaining speakers with `GroupShuffleSplit`.
-- `standard` (`standard_splits`): the protocol the corpus's registry entry names (`mer_core.data.corpora`):
+- `standard` (`standard_splits`): the protocol the corpus's registry entry names (`mer_core.data.corpora.registry`):
   `SpeakerPartitions` (CREMA-D: VAVL's 5 partitions of 63/14/14 actors, methods.md §5.4) or `LeaveOneGroupOut`
   (EmoDB: leave-one-speaker-out; IEMOCAP: leave-one-session-out; MSP-IMPROV: session-disjoint), drawn from
   `folds.seed`.
@@ -20,18 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from mer_core.config import Field, Section
 from mer_core.data.store import split_key
-
-FOLDS_SCHEMA = Section(
-    {
-        "protocol": Field(str, choices=("kfold", "standard")),
-        "n_folds": Field(int, low=2, high=100),
-        "n_val_speakers": Field(int, low=1, high=100),
-        "seed": Field(int, low=0),
-    }
-)
-
 
 class FoldError(ValueError):
     """A fold cannot be built (too few speakers) or a partition lacks a class; the message says which."""

@@ -1,8 +1,8 @@
 """The prepare step: corpus adapter -> feature extraction -> folds -> feature store (DESIGN.md, data flow).
 
-It dispatches on the corpus's kind (`mer_core.data.corpora`). A *media* corpus is listed with its options
+It dispatches on the corpus's kind (`mer_core.data.corpora.registry`). A *media* corpus is listed with its options
 (`data.<corpus>`), its notes (what the adapter preferred or dropped) printed and kept in the manifest; features
-are extracted on `features.n_jobs` processes with a progress bar, and speaker-independent folds are drawn
+are extracted on `jobs` processes (`machine.jobs`) with a progress bar, and speaker-independent folds are drawn
 (`folds` params: k-fold, or the corpus's own protocol).
 A file that cannot be read stops the run with an error naming it (`data.on_error: raise`), or, with
 `skip`, drops the clip and lists it in `<store>/skipped.csv`. A *feature package* (e.g. `iemocap_mmin`)
@@ -23,7 +23,7 @@ only), with the same extractor settings and frame counts (`mer_core.noise.signal
 - audio: in a second pass on the same workers, since babble needs the list of readable clips: the clip's audio
   mixed at each SNR with white noise or with babble of `babble_talkers` clips of other speakers.
 Every draw comes from a generator seeded by (`corruptions.seed`, the clip's index in the corpus listing), so the
-variants do not depend on `n_jobs`. They are stored as `corruptions/<variant>.npz` and listed in
+variants do not depend on `jobs`. They are stored as `corruptions/<variant>.npz` and listed in
 `manifest["corruptions"]` (`mer_core.data.store`); a corruption that fails stops the run with an error naming
 the file, whatever `data.on_error` says (a clip skipped for a bad file is absent from the variants too).
 """
@@ -38,8 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mer_core.config import ConfigError, Field, Section
-from mer_core.data.corpora import CORPORA, Corpus
+from mer_core.data.corpora.registry import CORPORA, Corpus
 from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
 from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
                                     read_visual, reduce_visual, visual_dim, wave_features)
@@ -47,21 +46,9 @@ from mer_core.data.folds import check_classes, draw_folds
 from mer_core.data.media import VideoError, read_audio
 from mer_core.data.openface import OpenFaceError
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
-from mer_core.data.synthetic import SYNTHETIC_SCHEMA
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
+from mer_core.schema import ConfigError
 from mer_core.tasks import ATTRIBUTES
-
-DATA_SCHEMA = Section(
-    {
-        "corpus": Field(str, choices=tuple(CORPORA)),
-        "root": Field(str),
-        "features_dir": Field(str),
-        "cache_dir": Field(str),
-        "on_error": Field(str, choices=("raise", "skip")),
-        "synthetic": SYNTHETIC_SCHEMA,
-        **{name: corpus.options for name, corpus in CORPORA.items() if corpus.options is not None},
-    }
-)
 
 EXTRACTORS = {"audio": extract_audio, "visual": extract_visual}
 INPUT_ERRORS = (AudioError, OpenFaceError, VideoError)
@@ -142,11 +129,11 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
 
 def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_error: str,
                 specs: list[dict] | None = None, pool: ProcessPoolExecutor | None = None,
-                cache: ExtractionCache | None = None):
+                cache: ExtractionCache | None = None, workers: int = 1):
     """Extract every (clip, modality) in parallel: {(index, modality): (frames, valid)}, the errors, and
     {(variant, index): (frames, valid)} for the visual corruption variants among `specs`.
 
-    `pool`: worker processes to use (left open); by default a pool of `cfg["n_jobs"]` is opened and shut here.
+    `pool`: worker processes to use (left open); by default a pool of `workers` is opened and shut here.
     `cache`: a (clip, modality) found there is loaded instead of extracted, and each one extracted is saved there
     (clean features and variants, named by modality and variant) as its chunk comes back; errors are not saved.
     """
@@ -158,7 +145,7 @@ def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_
     done = {(i, m): pairs for (i, m), key in keys.items() if (pairs := cache.load(key, names[m])) is not None}
     todo = [job for job in jobs if job[:2] not in done]
     own = pool is None
-    pool = worker_pool(cfg["n_jobs"]) if own else pool
+    pool = worker_pool(workers) if own else pool
     out, errors, variants = {}, [], {}
     for (index, modality), pairs in done.items():
         out[(index, modality)] = pairs.pop(modality)
@@ -299,8 +286,8 @@ def _corrupt_audio_chunk(jobs: list[tuple], cfg: dict, specs: list[dict]):
 
 
 def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: dict, specs: list[dict],
-                  pool: ProcessPoolExecutor | None = None,
-                  cache: ExtractionCache | None = None) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+                  pool: ProcessPoolExecutor | None = None, cache: ExtractionCache | None = None,
+                  workers: int = 1) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
     """{(variant, index): (frames, valid)} for the audio variants among `specs`, of every clip of `keep` with
     clean audio features in `extracted` (the first pass, which also gives the babble talkers' pool).
     `cache`: as in `extract_all`, per clip (its variants; the key covers its babble talkers' files too)."""
@@ -323,7 +310,7 @@ def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: di
     done = {i: pairs for i, key in keys.items() if (pairs := cache.load(key, names)) is not None}
     todo = [job for job in jobs if job[0] not in done]
     own = pool is None
-    pool = worker_pool(cfg["n_jobs"]) if own else pool
+    pool = worker_pool(workers) if own else pool
     out = {(name, index): value for index, pairs in done.items() for name, value in pairs.items()}
     try:
         for chunk_results in map_chunks(_corrupt_audio_chunk, todo, (cfg, specs), pool, "noisy audio", len(done)):
@@ -350,11 +337,21 @@ def variant_sequences(specs: list[dict], keep: list[int], clip_ids: list[str], v
     return out
 
 
-def prepare(params: dict) -> FeatureStore:
-    """Build the feature store of `params['data']['corpus']` and return it (see module docstring)."""
+def wants_corruptions(params: dict) -> bool:
+    """Whether the robustness grid asks for the signal corruptions: the prepare stage's `corruptions` flag, or
+    `robustness.signal` of whole params."""
+    return bool(params["corruptions"] if "corruptions" in params else params["robustness"]["signal"])
+
+
+def prepare(params: dict, jobs: int = 1) -> FeatureStore:
+    """Build the feature store of `params['data']['corpus']` with `jobs` worker processes and return it (see the
+    module docstring). `params`: the prepare stage's resolved params (data, features, folds, corruptions), or whole
+    validated params."""
     corpus = CORPORA[params["data"]["corpus"]]
-    build = prepare_package if corpus.kind == "package" else prepare_media
-    write_store(store_path(params), *build(corpus, params))
+    if corpus.kind == "package":
+        write_store(store_path(params), *prepare_package(corpus, params))
+    else:
+        write_store(store_path(params), *prepare_media(corpus, params, jobs))
     if corpus.kind == "media":
         remove_cache(cache_path(params))  # the store is complete: the resumable work is no longer needed
     return read_store(store_path(params))
@@ -396,17 +393,17 @@ def prepare_package(corpus: Corpus, params: dict):
     return package.meta, package.splits, package.sequences, manifest
 
 
-def prepare_media(corpus: Corpus, params: dict):
+def prepare_media(corpus: Corpus, params: dict, jobs: int = 1):
     """`write_store` arguments for a media corpus: extracted features, folds drawn by speaker, corruptions."""
     data_cfg, feat_cfg = params["data"], params["features"]
-    specs = corruption_specs(feat_cfg, corpus.modalities)
+    specs = corruption_specs(feat_cfg, corpus.modalities) if wants_corruptions(params) else []
     cache = ExtractionCache(cache_path(params), settings_digest(corpus.name, feat_cfg))
     clips = corpus.clips(data_cfg)
     notes = list(clips.attrs.get("notes", []))
     for note in notes:
         tqdm.write(f"{corpus.name}: {note}")
     clips = clips.reset_index(drop=True)
-    pool = worker_pool(feat_cfg["n_jobs"])  # one set of workers for both passes
+    pool = worker_pool(jobs)  # one set of workers for both passes
     try:
         # first pass: clean features, and the visual variants from the same read of each CSV
         extracted, errors, variants = extract_all(clips, corpus.modalities, feat_cfg, data_cfg["on_error"], specs,

@@ -1,10 +1,6 @@
-"""Registered methods. Importing this package registers every method family's methods."""
-from mer_core.config import Field, MapOf
-from mer_core.methods import baselines, mmin, nmer, vavl  # noqa: F401  (each module registers its methods)
-from mer_core.methods.registry import (REGISTRY, MethodSpec, ModelContext, StageSpec, effective_entry, method_spec,
-                                       validate_entry, validate_run)
+"""The methods: the MMIN-family baselines (`baselines`), MMIN and IF-MMIN (`mmin`), NMER (`nmer`) and VAVL (`vavl`).
 
-METHODS_SCHEMA = MapOf(Field(dict))  # each entry is checked by `validate_run` against its method's schema
-
-__all__ = ["METHODS_SCHEMA", "REGISTRY", "MethodSpec", "ModelContext", "StageSpec", "effective_entry",
-           "method_spec", "validate_entry", "validate_run"]
+Importing this package imports none of them: `mer_core.methods.registry.stage_specs` imports the module of the
+method a run trains (`mer_core.params.methods.CATALOG` says which), so that a training stage depends on its own
+method's code only; `mer_core.methods.lookup.method_spec` finds a method by name.
+"""

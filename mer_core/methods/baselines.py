@@ -3,8 +3,8 @@
 Every model here takes a `Batch` whose absent modalities are zero-filled (MMIN protocol) and returns
 the task's outputs (logits, or attribute values for regression); `loss(batch, full)` returns (the task's loss,
 outputs). All are built from the MMIN family's layers and
-initialised as it does (`kaiming_init_`); their official settings (`paper`) are MMIN's `utt_fusion` IEMOCAP
-script's (methods.md §2, stage 1).
+initialised as it does (`kaiming_init_`); their official settings (the defaults of
+`mer_core.params.methods.Baseline`) are MMIN's `utt_fusion` IEMOCAP script's (docs/methods.md §2, stage 1).
 
 - `audio_only`, `visual_only`: one modality's encoder + classifier; trained and tested on that modality
   (under conditions without it the model sees zeros, as every method does).
@@ -30,22 +30,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mer_core.config import Field, Section
 from mer_core.data.batches import Batch
 from mer_core.layers import LSTMEncoder, MLPClassifier, TextCNN, kaiming_init_
-from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
+from mer_core.methods.registry import ModelContext
 from mer_core.tasks import Task
-
-CLASSIFIER_KEYS = {
-    "classifier": Field(list, low=0, item=Field(int, low=1, high=4096)),  # MLP hidden widths
-    "dropout": Field(float, low=0.0, high=0.95),
-}
-MODEL_KEYS = {"hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS}  # hidden: encoder width
-SCHEMA = Section({"optim": OPTIM_SCHEMA, **MODEL_KEYS})
-
-# MMIN's utt_fusion IEMOCAP script (methods.md §2, stage 1): 10 + 10 epochs, lr 2e-4, beta1 0.9, batch 128
-UTT_FUSION_OPTIM = {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 128}
-PAPER = {"optim": UTT_FUSION_OPTIM, "hidden": 128, "classifier": [128, 128], "dropout": 0.3}
 
 
 def make_encoder(modality: str, in_dim: int, hidden: int) -> nn.Module:
@@ -170,20 +158,11 @@ def _fusion(cls):
     return build
 
 
-def _baseline(name: str, build, train_conditions: str, summary: str, needs: tuple[str, ...] = (),
-              min_modalities: int = 2, joint: str | None = None) -> MethodSpec:
-    return register(MethodSpec(name, SCHEMA, (StageSpec("train", build, train_conditions),), summary, PAPER,
-                               needs, min_modalities, joint))
-
-
-UTT_JOINT = "the concatenated encoder embeddings"
-_baseline("audio_only", _utt(("audio",)), "full", "LSTM on audio frames only", ("audio",), 1,
-          joint="the audio encoder's embedding")
-_baseline("visual_only", _utt(("visual",)), "full", "LSTM on face frames only", ("visual",), 1,
-          joint="the visual encoder's embedding")
-_baseline("early_fusion", _fusion(EarlyFusion), "full", "frame-level concatenation, one LSTM",
-          joint="the LSTM embedding of the concatenated frames")
-_baseline("late_fusion", _fusion(LateFusion), "full", "mean of unimodal class probabilities")
-_baseline("utt_fusion", _utt(None), "full", "MMIN's full-modality encoder network (MEN)", joint=UTT_JOINT)
-_baseline("utt_dataaug", _utt(None), "random", "utt_fusion trained with one random non-empty condition per clip",
-          joint=UTT_JOINT)
+BUILDERS = {
+    "audio_only": {"train": _utt(("audio",))},
+    "visual_only": {"train": _utt(("visual",))},
+    "early_fusion": {"train": _fusion(EarlyFusion)},
+    "late_fusion": {"train": _fusion(LateFusion)},
+    "utt_fusion": {"train": _utt(None)},
+    "utt_dataaug": {"train": _utt(None)},
+}

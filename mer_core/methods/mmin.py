@@ -50,46 +50,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from mer_core.conditions import with_presence
-from mer_core.config import Field, Section
 from mer_core.data.batches import Batch
-from mer_core.layers import MLPClassifier, ResidualAE, SharedEncoder, kaiming_init_
+from mer_core.layers import MLPClassifier, ResidualAE, SharedEncoder, frozen, kaiming_init_
 from mer_core.losses import pairwise_cmd, slot_mse
-from mer_core.methods.baselines import CLASSIFIER_KEYS, PAPER as UTT_FUSION_PAPER, UttFusion
-from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
-
-WEIGHT = Field(float, low=0.0, high=1e6)
-AE_KEYS = {
-    "ae_widths": Field(list, low=1, item=Field(float, low=0.01, high=64.0)),  # AE layer widths / encoder width
-    "ae_blocks": Field(int, low=1, high=32),
-}
-PRETRAIN_UTT = Section({"optim": OPTIM_SCHEMA, **CLASSIFIER_KEYS})
-PRETRAIN_SHARED = Section({"optim": OPTIM_SCHEMA, **CLASSIFIER_KEYS, "cmd_weight": WEIGHT,
-                           "cmd_moments": Field(int, low=1, high=10),
-                           "cmd_span": Field(float, low=1e-6, optional=True)})
-MMIN_SCHEMA = Section({"optim": OPTIM_SCHEMA, "hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS,
-                       **AE_KEYS, "ce_weight": WEIGHT, "mse_weight": WEIGHT, "cycle_weight": WEIGHT,
-                       "pretrain": PRETRAIN_UTT})
-IFMMIN_SCHEMA = Section({"optim": OPTIM_SCHEMA, "hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS,
-                         **AE_KEYS, "inject": Field(bool), "ce_weight": WEIGHT, "mse_weight": WEIGHT,
-                         "invariant_weight": WEIGHT, "pretrain": PRETRAIN_SHARED})
-
-_STAGE2_SIZES = {"hidden": 128, "classifier": [128, 128], "dropout": 0.5, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 5}
-_PRETRAIN_SIZES = {"classifier": [128, 128], "dropout": 0.3}
-# official effective settings (methods.md §2 "Hyperparameters (IEMOCAP, master)", §3.1, §3.2)
-MMIN_PAPER = {"optim": {"epochs": 30, "epochs_decay": 30, "lr": 2e-4, "beta1": 0.5, "grad_clip": 1.0, "batch_size": 128},
-              **_STAGE2_SIZES, "pretrain": {"optim": UTT_FUSION_PAPER["optim"], **_PRETRAIN_SIZES}}
-IFMMIN_PAPER = {"optim": {"epochs": 20, "epochs_decay": 20, "lr": 2e-4, "beta1": 0.5, "grad_clip": 1.0, "batch_size": 128},
-                **_STAGE2_SIZES,
-                "pretrain": {"optim": {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5,
-                                       "batch_size": 64}, **_PRETRAIN_SIZES}}
-
-
-def frozen(module: nn.Module) -> nn.Module:
-    """A frozen deep copy of `module` (no gradient, kept in eval mode by its owner)."""
-    twin = copy.deepcopy(module).eval()
-    twin.requires_grad_(False)
-    return twin
-
+from mer_core.methods.baselines import UttFusion
+from mer_core.methods.registry import ModelContext
 
 class RowCache:
     """Per-clip memo of a frozen teacher's outputs on the full, clean input of a training clip (keyed by the
@@ -268,18 +233,7 @@ def _build_utt_shared(entry: dict, ctx: ModelContext, previous: None) -> nn.Modu
                                    block["cmd_moments"], block["cmd_span"]))
 
 
-def _register_two_stage(name: str, schema: Section, build_stage1, stage2: type, summary: str, paper: dict) -> None:
-    """Stage 1 (`pretrain`, full modalities, selected on full-modality validation UA), then stage 2 built from
-    it, trained and selected on the conditions with a modality missing (methods.md §1.2)."""
-    register(MethodSpec(name, schema, (
-        StageSpec("pretrain", build_stage1, "full", "full", key="pretrain"),
-        StageSpec("train", lambda entry, ctx, stage1: stage2(stage1, entry), "missing", "missing")),
-        summary, paper, min_modalities=2, joint="the imagination AE's concatenated block latents"))
-
-
-_register_two_stage("mmin", MMIN_SCHEMA, _build_utt, MMIN,
-                    "MMIN: utt_fusion teacher, then cascade residual AE imagining the missing modalities (+ cycle AE)",
-                    MMIN_PAPER)
-_register_two_stage("ifmmin", IFMMIN_SCHEMA, _build_utt_shared, IFMMIN,
-                    "IF-MMIN: CMD-trained invariant features re-injected into every block of the imagination AE",
-                    IFMMIN_PAPER)
+BUILDERS = {
+    "mmin": {"pretrain": _build_utt, "train": lambda entry, ctx, stage1: MMIN(stage1, entry)},
+    "ifmmin": {"pretrain": _build_utt_shared, "train": lambda entry, ctx, stage1: IFMMIN(stage1, entry)},
+}

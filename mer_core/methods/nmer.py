@@ -46,39 +46,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mer_core.config import Field, Section
 from mer_core.data.batches import Batch
-from mer_core.layers import VAE_OUTPUTS, ConditionalDenoiser, ConditionalVAE, MLPClassifier, SharedEncoder, \
-    kaiming_init_
-from mer_core.losses import KL_REDUCTIONS, gaussian_kl, pairwise_cmd, slot_mse
-from mer_core.methods.baselines import CLASSIFIER_KEYS, make_encoder
-from mer_core.methods.mmin import WEIGHT, RowCache, frozen
-from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
-from mer_core.noise.scheduler import NOISE_SCHEMA, NoiseScheduler
+from mer_core.layers import ConditionalDenoiser, ConditionalVAE, MLPClassifier, SharedEncoder, \
+    frozen, kaiming_init_
+from mer_core.losses import gaussian_kl, pairwise_cmd, slot_mse
+from mer_core.methods.baselines import make_encoder
+from mer_core.methods.mmin import RowCache
+from mer_core.methods.registry import ModelContext
+from mer_core.noise.scheduler import NoiseScheduler
 
 # the official stage-1 DDPMScheduler of the auxiliary diffusion branch (methods.md §4.2)
 DENOISER_SCHEDULE = NoiseScheduler("gaussian", 1000, "scaled_linear", 0.00085, 0.012, per_sample=True)
-
-PRETRAIN_SCHEMA = Section({"optim": OPTIM_SCHEMA, **CLASSIFIER_KEYS, "cmd_weight": WEIGHT,
-                           "cmd_moments": Field(int, low=1, high=10), "cmd_span": Field(float, low=1e-6, optional=True),
-                           "denoise_weight": WEIGHT, "denoise_hidden": Field(int, low=1, high=8192)})
-NMER_SCHEMA = Section({
-    "optim": OPTIM_SCHEMA, "hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS,
-    "latent": Field(int, low=1, high=4096), "vae_layers": Field(int, low=1, high=24),
-    "vae_heads": Field(int, low=1, high=64), "vae_ffn": Field(int, low=1, high=16384),
-    "decoder_hidden": Field(int, low=1, high=16384), "decoder_output": Field(str, choices=VAE_OUTPUTS),
-    "kl_reduction": Field(str, choices=KL_REDUCTIONS), "faithful": Field(bool),
-    "ce_weight": WEIGHT, "invariant_weight": WEIGHT, "vae_weight": WEIGHT,
-    "noise": NOISE_SCHEMA, "pretrain": PRETRAIN_SCHEMA})
-
-# official effective settings (methods.md §4.2, §4.3); the noise type and T stay as in params (both scripts: 100)
-NMER_PAPER = {
-    "optim": {"epochs": 40, "epochs_decay": 40, "lr": 2e-4, "beta1": 0.5, "grad_clip": 1.0, "batch_size": 128},
-    "hidden": 128, "classifier": [128, 128], "dropout": 0.1, "latent": 64, "vae_layers": 5, "vae_heads": 8,
-    "vae_ffn": 128, "decoder_hidden": 128,
-    "pretrain": {"optim": {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5,
-                           "batch_size": 64}, "classifier": [128, 128], "dropout": 0.2}}
-
 
 class InvariantSpecific(nn.ModuleDict):
     """NMER's six encoders and S: `<modality>_invariant` and `<modality>_specific` (LSTM / TextCNN) per modality
@@ -198,9 +176,4 @@ def _build_pretrain(entry: dict, ctx: ModelContext, previous: None) -> nn.Module
     return kaiming_init_(NMERPretrain(ctx, entry["hidden"], entry["pretrain"]))
 
 
-register(MethodSpec("nmer", NMER_SCHEMA, (
-    StageSpec("pretrain", _build_pretrain, "full", "full", key="pretrain"),
-    StageSpec("train", lambda entry, ctx, stage1: NMER(stage1, entry), "missing", "missing",
-              noise=lambda entry: NoiseScheduler.from_params(entry["noise"]))),
-    "NMER: invariant/specific encoders with a denoising auxiliary loss, then a conditional VAE trained on noised "
-    "missing modalities", NMER_PAPER, min_modalities=2, joint="the conditional VAE's reconstruction x̂"))
+BUILDERS = {"nmer": {"pretrain": _build_pretrain, "train": lambda entry, ctx, stage1: NMER(stage1, entry)}}

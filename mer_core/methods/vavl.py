@@ -52,35 +52,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mer_core.config import Field, Section
 from mer_core.conformer import Conformer, masked_mean, subsample
 from mer_core.data.batches import Batch, subset
-from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
+from mer_core.methods.registry import ModelContext
 
 STEP_ORDER = ("visual", "audio", "text")  # the official visual step first, then the audio step
 REC_WEIGHT_AUTO = {"classification": 2.0, "regression": 1.0}
-
-VAVL_SCHEMA = Section({
-    "optim": OPTIM_SCHEMA,
-    "projection": Field(int, low=1, high=4096),  # 1x1 conv width in front of each branch (official 50)
-    "subsample": Field(int, low=1, high=16),  # average groups of this many frames before the Conformers (official 1)
-    "d_model": Field(int, low=2, high=4096),
-    "heads": Field(int, low=1, high=64),
-    "ffn_expansion": Field(int, low=1, high=16),
-    "kernel": Field(int, low=1, high=255),  # depthwise convolution kernel (odd)
-    "branch_blocks": Field(int, low=0, high=32),
-    "shared_blocks": Field(int, low=0, high=32),
-    "dropout": Field(float, low=0.0, high=0.95),  # inside the Conformers
-    "head_dropout": Field(float, low=0.0, high=0.95),  # in the heads (official out_dropout 0.2)
-    "shared": Field(bool),
-    "residual": Field(bool),
-    "rec_weight": Field((str, float), choices=("auto",), low=0.0, high=1e6),
-})
-# official settings (methods.md §5.2, §5.3; CREMA-D batch 32, lr 5e-5, betas (0.95, 0.999), 20 epochs)
-VAVL_PAPER = {"optim": {"epochs": 20, "epochs_decay": 0, "lr": 5e-5, "beta1": 0.95, "grad_clip": 0.0, "batch_size": 32},
-              "projection": 50, "subsample": 1, "d_model": 512, "heads": 8, "ffn_expansion": 4, "kernel": 31, "branch_blocks": 3,
-              "shared_blocks": 2, "dropout": 0.1, "head_dropout": 0.2}
-
 
 def head(in_dim: int, width: int, out_dim: int, dropout: float) -> nn.Sequential:
     """VAVL's MLP: Linear(in, width), ReLU, dropout, Linear(width, width / 2), Linear(width / 2, out)."""
@@ -191,7 +168,4 @@ def _build(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
     return VAVL(ctx, entry)
 
 
-register(MethodSpec("vavl", VAVL_SCHEMA, (StageSpec("train", _build, "full", "full"),),
-                    "VAVL: modality branches + shared Conformer layers (residual, reconstruction), one model for "
-                    "audio, video or both", VAVL_PAPER, needs=("audio", "visual"),
-                    joint="the concatenated utterance representations (the fusion head's input)"))
+BUILDERS = {"vavl": {"train": _build}}

@@ -27,24 +27,10 @@ from functools import cached_property
 
 import torch
 
-from mer_core.config import Field, Section
 from mer_core.data.batches import Batch
 
 SCHEDULES = ("scaled_linear", "linear", "cosine")
 NOISE_TYPES = ("gaussian", "impulse")
-NOISE_SCHEMA = Section(
-    {
-        "type": Field(str, choices=NOISE_TYPES),
-        "steps": Field(int, low=1, high=100000),  # T: the noise intensity
-        "schedule": Field(str, choices=SCHEDULES),
-        "beta_start": Field(float, low=0.0, high=1.0),  # scaled_linear / linear only
-        "beta_end": Field(float, low=0.0, high=1.0),
-        "impulse_density": Field(float, low=0.0, high=1.0),  # fraction of ±1 entries (impulse only)
-        "per_sample": Field(bool),  # one t per clip instead of one per batch and modality
-    }
-)
-
-
 def betas(schedule: str, steps: int, beta_start: float = 0.01, beta_end: float = 0.5) -> torch.Tensor:
     """The β_1..β_T of a schedule (float64): `scaled_linear` (linspace of sqrt β, squared; NMER's default),
     `linear`, or `cosine` (Nichol & Dhariwal 2021, diffusers' `squaredcos_cap_v2`, β capped at 0.999; it
@@ -82,7 +68,7 @@ class NoiseScheduler:
 
     @classmethod
     def from_params(cls, block: dict, **overrides) -> "NoiseScheduler":
-        """From a params block validated by `NOISE_SCHEMA` (keys as the fields)."""
+        """From a validated params block (`mer_core.params.methods.NoiseParams`: keys as the fields)."""
         return cls(**{**block, **overrides})
 
     @cached_property

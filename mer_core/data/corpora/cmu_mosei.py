@@ -62,7 +62,6 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mer_core.config import Field, Section
 from mer_core.data.corpora.base import CorpusError, FeaturePackage, open_hdf5
 from mer_core.data.store import Sequences
 
@@ -85,12 +84,6 @@ FOLD_ROLES = {"train": "train", "valid": "val", "test": "test"}  # list name -> 
 SDK_FOLDS = {"train": "standard_train_fold", "valid": "standard_valid_fold", "test": "standard_test_fold"}
 HINT = "point data.root at the folder holding the CMU-MOSEI .csd files"
 
-CMU_MOSEI_SCHEMA = Section(
-    {
-        "visual": Field(str, choices=tuple(VISUAL)),
-        "label": Field(str, choices=tuple(LABELS)),
-    }
-)
 
 
 # ================================================================================================ labels

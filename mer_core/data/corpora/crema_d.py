@@ -39,7 +39,6 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from mer_core.config import Field, Section
 from mer_core.data.corpora.base import CorpusError
 
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
@@ -65,12 +64,6 @@ VOTE_ROWS = {"audio": 1, "visual": 2, "audiovisual": 3}  # tabulatedVotes.csv: f
 SUMMARY_VOTES = {"a": "VoiceVote", "v": "FaceVote", "av": "MultiModalVote"}  # summaryTable.csv, per condition
 METADATA_FOLDERS = ("", "processedResults")
 
-OPTIONS_SCHEMA = Section(
-    {
-        "labels": Field(str, choices=("intended", "consensus")),
-        "consensus_votes": Field(str, choices=tuple(VOTE_ROWS)),
-    }
-)
 DEFAULT_OPTIONS = {"labels": "intended", "consensus_votes": "audiovisual"}
 
 

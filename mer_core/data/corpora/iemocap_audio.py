@@ -20,7 +20,6 @@ from typing import Mapping
 
 import pandas as pd
 
-from mer_core.config import Field, Section
 from mer_core.data.corpora.base import CorpusError
 
 LABELS = {"hap": "happy", "ang": "angry", "sad": "sad", "neu": "neutral", "exc": "excited", "fru": "frustrated"}
@@ -28,13 +27,6 @@ CLASSES = ("happy", "angry", "sad", "neutral")
 SESSIONS = (1, 2, 3, 4, 5)
 NAME = re.compile(r"^Ses(?P<session>0[1-5])[FM]_(?P<dialogue>impro|script)[^_]*(_[^_]+)*_(?P<gender>[FM])\d+$")
 GENDERS = {"F": "Female", "M": "Male"}
-
-OPTIONS_SCHEMA = Section(
-    {
-        "excited": Field(str, choices=("merge", "drop", "keep")),
-        "frustrated": Field(str, choices=("drop", "keep")),
-    }
-)
 
 
 def parse_name(name: str) -> dict:

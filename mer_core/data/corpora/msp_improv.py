@@ -32,7 +32,6 @@ from typing import Mapping
 
 import pandas as pd
 
-from mer_core.config import Field, Section
 from mer_core.data.corpora.base import CorpusError
 
 LABEL_FILES = ("Evalution.txt", "Evaluation.txt")
@@ -44,7 +43,6 @@ NAME = re.compile(r"^(?:MSP|UTD)-IMPROV-S(?P<sentence>\d{2})(?P<target>[AHSN])-(
 GENDERS = {"F": "Female", "M": "Male"}
 SCALE = (1.0, 5.0)
 
-OPTIONS_SCHEMA = Section({"no_consensus": Field(str, choices=("drop", "other"))})
 
 
 def parse_name(stem: str) -> dict:

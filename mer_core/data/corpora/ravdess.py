@@ -27,7 +27,6 @@ from typing import Mapping
 
 import pandas as pd
 
-from mer_core.config import Field, Section
 from mer_core.data.corpora.base import CorpusError
 
 MODALITIES = {"01": "audio-visual", "02": "video-only", "03": "audio-only"}
@@ -43,14 +42,6 @@ ACTORS = tuple(f"{a:02d}" for a in range(1, 25))
 NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 ACTOR_FOLDER = re.compile(r"^Actor_(\d{2})$")
 SOURCES = {"av": {"01": "av"}, "separate": {"03": "audio", "02": "visual"}}  # modality field -> role
-
-OPTIONS_SCHEMA = Section(
-    {
-        "source": Field(str, choices=tuple(SOURCES)),
-        "channel": Field(str, choices=tuple(CHANNELS.values())),
-        "merge_calm": Field(bool),
-    }
-)
 
 
 def parse_name(stem: str) -> dict:

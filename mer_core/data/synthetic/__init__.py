@@ -1,7 +1,7 @@
-"""The built-in synthetic audio-visual emotion corpus (CREMA-D layout, OpenFace 2.0 visual stream).
+"""The built-in corpus: a synthetic audio-visual emotion corpus written in CREMA-D's layout (`mer_core.data.synthetic`).
 
-`generate_corpus(root, cfg)` writes it; `SYNTHETIC_SCHEMA` validates the `data.synthetic` block of params.yaml.
+`generate_corpus(root, cfg, jobs)` writes it; `mer_core.params.data.Synthetic` validates the `data.synthetic` block.
 """
-from mer_core.data.synthetic.corpus import SYNTHETIC_SCHEMA, generate_corpus
+from mer_core.data.synthetic.corpus import generate_corpus
 
-__all__ = ["SYNTHETIC_SCHEMA", "generate_corpus"]
+__all__ = ["generate_corpus"]

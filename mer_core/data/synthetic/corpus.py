@@ -23,58 +23,13 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 import mer_core
-from mer_core.config import ConfigError, Field, MapOf, Section, validate
 from mer_core.data.synthetic.face import AU_INTENSITY, Face, synthesize_openface, write_openface_csv
 from mer_core.data.synthetic.perception import (
     EMOTIONS, FACE_CONFUSION, LEVELS, SENTENCES, VOICE_CONFUSION, clip_levels, clip_name, draw_display,
 )
 from mer_core.data.synthetic.voice import Voice, VocalProfile, synthesize_utterance
-
-_PROFILE = Section({
-    "f0_st": Field(float, low=-12.0, high=12.0),
-    "f0_range": Field(float, low=0.1, high=4.0),
-    "loudness_db": Field(float, low=-20.0, high=20.0),
-    "rate": Field(float, low=0.3, high=3.0),
-    "tilt_db": Field(float, low=-12.0, high=12.0),
-    "jitter": Field(float, low=0.1, high=10.0),
-    "breathiness": Field(float, low=0.1, high=10.0),
-    "formant_shift": Field(float, low=0.8, high=1.25),
-})
-
-SYNTHETIC_SCHEMA = Section({
-    "seed": Field(int, low=0),
-    "n_actors": Field(int, low=2, high=1000),
-    "female_fraction": Field(float, low=0.0, high=1.0),
-    "sentences": Field((str, list), low=1, item=Field(str, choices=tuple(SENTENCES))),
-    "n_jobs": Field(int, low=1, high=256),
-    "level_gain": Section({level: Field(float, low=0.0, high=2.0) for level in LEVELS}),
-    "display_strength": Field(float, low=0.0, high=3.0),
-    "intended_trace": Field(float, low=0.0, high=1.0),
-    "speaker_variability": Field(float, low=0.0, high=3.0),
-    "audio": Section({
-        "sample_rate": Field(int, low=8000, high=48000),
-        "snr_db": Field(list, low=2, high=2, item=Field(float, low=-20.0, high=100.0)),
-        "noise_types": Field(list, low=1, high=2, item=Field(str, choices=("white", "pink"))),
-        "speech_rate": Field(float, low=1.0, high=10.0),
-        "breath_level": Field(float, low=0.0, high=1.0),
-        "jitter": Field(float, low=0.0, high=0.1),
-        "shimmer": Field(float, low=0.0, high=0.5),
-        "profiles": MapOf(_PROFILE, keys=EMOTIONS, required_keys=EMOTIONS),
-    }),
-    "face": Section({
-        "fps": Field(float, low=5.0, high=120.0),
-        "au_noise": Field(float, low=0.0, high=3.0),
-        "head_motion": Field(float, low=0.0, high=5.0),
-        "blink_rate": Field(float, low=0.0, high=2.0),
-        "tracking_failure_rate": Field(float, low=0.0, high=0.5),
-    }),
-    "attributes": Section({
-        "pad": MapOf(
-            Field(list, low=3, high=3, item=Field(float, low=-1.0, high=1.0)), keys=EMOTIONS, required_keys=EMOTIONS
-        ),
-        "jitter": Field(float, low=0.0, high=1.0),
-    }),
-})
+from mer_core.params.synthetic import Synthetic
+from mer_core.schema import check
 
 # Speaker population. F0 bands: docs/datasets.md; female/male formant ratio ~1.17 (Peterson & Barney 1952);
 # race and ethnicity drawn with CREMA-D's VideoDemographics.csv frequencies (91 actors), ages 20–74 as there.
@@ -106,74 +61,14 @@ class ClipSpec:
     level: str
 
 
-# Share of the intended emotion's cues mixed into each modality's display. The displayed emotion alone (drawn
-# from CREMA-D's human confusions) bounds UA at 0.46 voice / 0.69 face / 0.75 both, too close together for
-# fusion to show a clear gain. A subtle trace of the intended emotion keeps the human-like confusions as the
-# dominant structure and gives each modality independent evidence that fusion can combine. This is a
-# modelling assumption of the built-in corpus (a calibration knob), not a property measured on CREMA-D.
-INTENDED_TRACE = 0.3
-
-
 def default_config() -> dict:
-    """The calibrated defaults of `data.synthetic` (the block in params.yaml; docs in its comments).
-
-    Vocal profiles follow the vocal-cue table of docs/datasets.md (Banse & Scherer 1996; Juslin & Laukka
-    2003); PAD coordinates are the ALMA / Mehrabian values of docs/datasets.md (middle of the given ranges).
-    """
-    profile = ("f0_st", "f0_range", "loudness_db", "rate", "tilt_db", "jitter", "breathiness", "formant_shift")
-    profiles = {
-        "ANG": (5.5, 1.4, 12.0, 1.15, 6.0, 1.3, 0.5, 1.04),
-        "DIS": (-5.0, 0.75, -3.0, 0.7, -2.0, 4.0, 1.7, 0.91),
-        "FEA": (9.0, 0.75, 4.0, 1.5, 3.5, 4.0, 1.4, 1.03),
-        "HAP": (5.5, 2.2, 7.0, 1.15, 3.0, 1.0, 1.0, 1.15),
-        "NEU": (0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0),
-        "SAD": (-3.0, 0.3, -8.0, 0.6, -5.5, 1.4, 3.5, 0.96),
-    }
-    return {
-        "seed": 2024,
-        "n_actors": 24,
-        "female_fraction": 0.5,
-        "sentences": "all",
-        "n_jobs": 2,
-        "level_gain": {"LO": 0.6, "MD": 0.85, "HI": 1.1, "XX": 1.0},
-        "display_strength": 1.0,
-        "intended_trace": INTENDED_TRACE,
-        "speaker_variability": 0.8,
-        "audio": {
-            "sample_rate": 16000,
-            "snr_db": [15.0, 35.0],
-            "noise_types": ["white", "pink"],
-            "speech_rate": 4.5,
-            "breath_level": 0.08,
-            "jitter": 0.01,
-            "shimmer": 0.05,
-            "profiles": {emotion: dict(zip(profile, values)) for emotion, values in profiles.items()},
-        },
-        "face": {"fps": 30, "au_noise": 1.2, "head_motion": 1.0, "blink_rate": 0.3, "tracking_failure_rate": 0.02},
-        "attributes": {
-            "pad": {
-                "ANG": [-0.51, 0.59, 0.25],
-                "DIS": [-0.60, 0.35, 0.11],
-                "FEA": [-0.64, 0.60, -0.43],
-                "HAP": [0.58, 0.35, 0.25],
-                "NEU": [0.0, 0.0, 0.0],
-                "SAD": [-0.52, -0.24, -0.33],
-            },
-            "jitter": 0.1,
-        },
-    }
-
-
-def check_config(cfg: dict, key: str = "data.synthetic") -> None:
-    """Validate `cfg` against `SYNTHETIC_SCHEMA` plus the cross-field rules; raise `ConfigError` naming the key."""
-    validate(cfg, SYNTHETIC_SCHEMA, key)
-    if isinstance(cfg["sentences"], str) and cfg["sentences"] != "all":
-        raise ConfigError(f"{key}.sentences: got {cfg['sentences']!r}; expected 'all' or a list of sentence codes")
-    if isinstance(cfg["sentences"], list) and len(set(cfg["sentences"])) != len(cfg["sentences"]):
-        raise ConfigError(f"{key}.sentences: got {cfg['sentences']!r}; each sentence code may appear once")
-    low, high = cfg["audio"]["snr_db"]
-    if low > high:
-        raise ConfigError(f"{key}.audio.snr_db: got {[low, high]!r}; expected [low, high] with low <= high")
+    """The calibrated defaults of `data.synthetic` (`mer_core.params.data.Synthetic`, documented in docs/params.md):
+    vocal profiles after the vocal-cue table of docs/datasets.md (Banse & Scherer 1996; Juslin & Laukka 2003), PAD
+    coordinates after the ALMA / Mehrabian values there. The share of the intended emotion's cues mixed into each
+    display (`intended_trace`, 0.3) is a modelling assumption of the built-in corpus, not a CREMA-D measurement:
+    the displayed emotion alone (drawn from CREMA-D's human confusions) bounds UA at 0.46 voice / 0.69 face / 0.75
+    both, too close together for fusion to show a clear gain."""
+    return Synthetic().model_dump(mode="json")
 
 
 def draw_speakers(cfg: dict) -> list[Speaker]:
@@ -233,13 +128,14 @@ def plan_clips(cfg: dict) -> list[ClipSpec]:
     ]
 
 
-def generate_corpus(root: str | Path, cfg: dict) -> dict:
-    """Write the corpus described by `cfg` (the `data.synthetic` block) to `root`; return a summary.
+def generate_corpus(root: str | Path, cfg: dict, jobs: int = 1) -> dict:
+    """Write the corpus described by `cfg` (the `data.synthetic` block; validated here) to `root` with `jobs` worker
+    processes; return a summary.
 
     The folder is built as `<root>.partial` and renamed to `<root>` (replacing it) only when complete.
-    The same cfg gives byte-identical files whatever `n_jobs`.
+    The same cfg gives byte-identical files whatever `jobs`.
     """
-    check_config(cfg)
+    cfg = check(Synthetic, cfg, "data.synthetic").model_dump(mode="json")
     started = time.perf_counter()
     root = Path(root)
     partial = root.with_name(root.name + ".partial")
@@ -250,7 +146,7 @@ def generate_corpus(root: str | Path, cfg: dict) -> dict:
         (partial / "OpenFace").mkdir()
         speakers = draw_speakers(cfg)
         plan = plan_clips(cfg)
-        rows = _render_all(partial, cfg, speakers, plan)
+        rows = _render_all(partial, cfg, speakers, plan, jobs)
         _write_tables(partial, cfg, speakers, rows)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -313,13 +209,13 @@ def render_clip(out_dir: Path, cfg: dict, speaker: Speaker, spec: ClipSpec) -> d
     }
 
 
-def _render_all(out_dir: Path, cfg: dict, speakers: list[Speaker], plan: list[ClipSpec]) -> list[dict]:
+def _render_all(out_dir: Path, cfg: dict, speakers: list[Speaker], plan: list[ClipSpec], jobs: int) -> list[dict]:
     progress = functools.partial(tqdm, total=len(plan), desc="synthetic corpus", unit="clip")
-    if cfg["n_jobs"] == 1:
+    if jobs == 1:
         return [render_clip(out_dir, cfg, speakers[spec.actor_index], spec) for spec in progress(plan)]
     render = functools.partial(_render_task, out_dir, cfg)
     tasks = [(speakers[spec.actor_index], spec) for spec in plan]
-    with ProcessPoolExecutor(max_workers=cfg["n_jobs"]) as pool:
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
         return list(progress(pool.map(render, tasks, chunksize=16)))
 
 
