@@ -22,11 +22,12 @@ from `results/` so that a clone without the DVC cache still holds every dependen
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
-  params give the same metrics.
+  params give the same metrics. Restore: not switchable. Test: tests/test_methods.py::test_run_method_is_deterministic.
 - [all] model selection. Official: the validation UAR of the replicated set (MMIN family: the missing-modality
   conditions). Here: the same for the stage 2 of MMIN, IF-MMIN and NMER; a stage-1 network: full-modality
   validation UA; the baselines: UA pooled over every condition, the full one included. Why: every method is
-  selected on the conditions it is tested on.
+  selected on the conditions it is tested on. Restore: not switchable.
+  Test: tests/test_mmin.py::test_the_loop_decays_the_lr_clips_per_subnetwork_and_selects_on_each_stages_conditions.
 """
 from __future__ import annotations
 
@@ -139,8 +140,10 @@ def update_steps(model: nn.Module, batch: Batch, full: Batch):
 
 def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: float, data: dict[str, Split],
                 generator: torch.Generator, device: torch.device, desc: str,
-                show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0) -> StageResult:
-    """Train `model` for one stage; load the weights of its best validation epoch into it. With `noise`, the
+                show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0,
+                conditions: str | None = None) -> StageResult:
+    """Train `model` for one stage on `conditions` (default: the stage's `train_conditions`; `fit_run` passes
+    `stage.training_conditions(entry)`); load the weights of its best validation epoch into it. With `noise`, the
     removed modalities are noised in training and validation (the same seeded validation noise every epoch).
     The history's `val_<metric>` column holds the selection metric (`val_ua` for classification)."""
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
@@ -148,9 +151,10 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda epoch: lr_factor(epoch, optim["epochs"], optim["epochs_decay"]))
     groups = subnetworks(model)
+    conditions = conditions or stage.train_conditions
     task = data["val"].task
-    conditions = all_conditions(data["val"].modalities)  # the full set is the last
-    val_conditions = {"pooled": None, "full": conditions[-1:], "missing": conditions[:-1]}[stage.select_on]
+    every = all_conditions(data["val"].modalities)  # the full set is the last
+    val_conditions = {"pooled": None, "full": every[-1:], "missing": every[:-1]}[stage.select_on]
     best = (-float("inf"), 0, None)
     rows = []
     epochs = tqdm(range(1, optim["epochs"] + optim["epochs_decay"] + 1), desc=desc, disable=not show_progress,
@@ -161,7 +165,7 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
         total, count = 0.0, 0
         for batch in data["train"].batches(optim["batch_size"], generator):
             batch = batch.to(device)
-            for loss in update_steps(model, training_view(batch, stage.train_conditions, generator, noise), batch):
+            for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
                 optimiser.zero_grad(set_to_none=True)  # parameters a step does not reach keep no gradient: not updated
                 loss.backward()
                 if optim["grad_clip"] > 0:
@@ -233,7 +237,7 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
         optim = stage.params(entry)["optim"]
         result = train_stage(model, stage, optim, cfg["weight_decay"], data, generator, device,
                              f"{run} fold {fold} seed {seed} {stage.name}", show_progress,
-                             stage.training_noise(entry), run_seed(seed, fold))
+                             stage.training_noise(entry), run_seed(seed, fold), stage.training_conditions(entry))
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(spec.stages) - 1

@@ -19,7 +19,8 @@ step extracts beside the clean features for testing (`mer_core.noise.signal`, `m
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] frame-rate reduction. Official: polyphase resampling x10 (ComParE). Here: the mean of groups of frames
-  (`rate_reduction`). Why: simpler; a param.
+  (`rate_reduction`). Why: simpler; a param. Restore: not switchable.
+  Test: tests/test_data.py::test_extract_visual_rate_reduction_and_valid_mask.
 """
 from __future__ import annotations
 

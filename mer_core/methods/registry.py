@@ -15,7 +15,8 @@ network).
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] schedule of the study. Official: e.g. MMIN 30 + 30 epochs, lr 2e-4, batch 128, width 128. Here: shorter
-  (`params.yaml`). Why: the study's CPU budget; `train.preset: paper` restores each method's official settings.
+  (`params.yaml`). Why: the study's CPU budget. Restore: `train.preset: paper`.
+  Test: tests/test_methods.py::test_paper_preset_merges_the_official_settings.
 """
 from __future__ import annotations
 
@@ -88,8 +89,10 @@ class StageSpec:
     computed after the previous step's update.
     key: None when the stage's keys (its `optim` block) sit at the top of the entry, else the name of the
     nested block that holds them (e.g. `pretrain`).
-    train_conditions: `full` (every modality the clip has), `random` (one non-empty condition per clip, MMIN's
-    augmentation), `missing` (one condition with at least one modality absent, MMIN's stage-2 protocol).
+    train_conditions: `full` (every modality the clip has), `random` (one non-empty condition per clip, the full
+    one included), `missing` (one condition with at least one modality absent, MMIN's stage-2 protocol and
+    `utt_dataaug` sampler). conditions: None, or conditions(entry) -> one of those, when the run's entry chooses
+    them (`utt_dataaug`'s `conditions` key); `training_conditions(entry)` gives the stage's.
     select_on: the validation criterion for the epoch kept: UA pooled over every condition, over the conditions
     with a modality missing (MMIN's stage 2, methods.md §1.2), or UA with full modalities (a full-modality
     stage-1 network).
@@ -103,6 +106,7 @@ class StageSpec:
     select_on: str = "pooled"
     key: str | None = None
     noise: Callable[[dict], "NoiseScheduler"] | None = None
+    conditions: Callable[[dict], str] | None = None
 
     def __post_init__(self):
         if self.train_conditions not in TRAIN_CONDITIONS:
@@ -113,6 +117,14 @@ class StageSpec:
     def params(self, entry: dict) -> dict:
         """The block of `entry` that holds this stage's keys."""
         return entry if self.key is None else entry[self.key]
+
+    def training_conditions(self, entry: dict) -> str:
+        """The conditions this stage trains on for the run `entry`: its own, or those the entry chooses."""
+        chosen = self.train_conditions if self.conditions is None else self.conditions(entry)
+        if chosen not in TRAIN_CONDITIONS:
+            raise ValueError(f"stage {self.name}: the entry chose training conditions {chosen!r}; allowed: "
+                             f"{', '.join(TRAIN_CONDITIONS)}")
+        return chosen
 
     def training_noise(self, entry: dict) -> "NoiseScheduler | None":
         """The scheduler replacing removed modalities during this stage, or None (zero-filled)."""
