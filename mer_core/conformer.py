@@ -11,7 +11,7 @@ sees zeros beyond a clip's end (padded frames are zeroed before it), batch norma
 over valid frames only (`MaskedBatchNorm1d`), and padded output frames are zero. In eval mode a clip's output
 is therefore the same whatever padding follows it and whatever clips share its batch. (The released VAVL code
 feeds (T, B, D) tensors to a Conformer that expects (B, T, D), so its attention and convolution run across the
-clips of a batch: a fixed deviation, listed in the analysis notebook.)
+clips of a batch: `mer_core.methods.vavl` reproduces that with `axes: official`.)
 
 Relative positions follow Transformer-XL (Dai et al., ACL 2019, Sec. 3.3): score(i, j) = (q_i + u)·k_j +
 (q_i + v)·W_r r_{i-j} with sinusoidal r; the term for distance i - j is gathered from the embeddings of every
@@ -26,8 +26,9 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 - [vavl] attention. Official: scores divided by sqrt(d_model); the positional term from absolute sinusoids of
   positions 0..T-1 through the relative-shift trick, so it depends on the padded length and, for j > i, reads the
   next query row. Here: scores divided by sqrt(d_model) as well (`attention_scale: d_head` divides by sqrt(d_head),
-  the usual scaled dot product); the positional term from the embedding of the exact distance i - j. Why: Transformer-XL's relative positions as the Conformer paper means them; a clip's output does not
-  depend on its padding. Restore: `methods.<run>.positions: absolute_shift`.
+  the usual scaled dot product); the positional term from the embedding of the exact distance i - j. Why:
+  Transformer-XL's relative positions as the Conformer paper means them; a clip's output does not depend on its
+  padding. Restore: `methods.<run>.positions: absolute_shift`.
   Test: tests/golden/test_vavl.py::test_attention_matches_official_with_official_switches.
 """
 from __future__ import annotations

@@ -22,7 +22,8 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 - [audio_only, visual_only, early_fusion, late_fusion, utt_fusion, utt_dataaug, mmin, ifmmin, nmer] LSTM encoder
   pooling. Official: max over all frames of the padded batch, zero padding included. Here: max over the valid
   frames only. Why: a clip's embedding must not depend on the other clips in its batch. Restore:
-  `methods.<run>.encoder_pooling: padded`. Test: tests/golden/test_mmin.py::test_lstm_encoder_padded_pooling_matches_official.
+  `methods.<run>.encoder_pooling: padded`.
+  Test: tests/golden/test_mmin.py::test_lstm_encoder_padded_pooling_matches_official.
 - [audio_only, visual_only, early_fusion, late_fusion, utt_fusion, utt_dataaug, mmin, ifmmin, nmer] TextCNN
   windows. Official: the max-pool runs over every convolution window of the padded batch, windows over padding
   included. Here: over the windows inside the clip only (a clip shorter than a kernel keeps its first window).

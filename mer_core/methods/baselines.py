@@ -34,7 +34,8 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   condition is never drawn). Here: the same by default (`conditions: missing`); `conditions: any` also draws the
   full condition. Why: as the official sampler; `any` keeps the full condition in
   training as well, a study variant. Restore:
-  `methods.<run>.conditions: missing`. Test: tests/test_methods.py::test_utt_dataaug_trains_on_the_conditions_its_entry_names.
+  `methods.<run>.conditions: missing`.
+  Test: tests/test_methods.py::test_utt_dataaug_trains_on_the_conditions_its_entry_names.
 """
 from __future__ import annotations
 

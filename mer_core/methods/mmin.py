@@ -42,8 +42,9 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   paper appeared (a4b6ef4, 2022) adds H' to a running input (block k reads x + k H'), ignores the outputs of
   decoders 1 to 4 and returns transition(input + output of the last block); HEAD (f4d65fc, rewritten in 2024)
   feeds block k the previous decoder's output + H' and returns transition(last decoder output). Here: the 2022
-  version (`ae_version: published`). Why: the version that produced the paper's numbers; the outputs of the two
-  differ by up to 73 on the same weights. Restore: `methods.<run>.ae_version: head`.
+  version (`ae_version: published`). Why: it was the released code when the paper appeared (arXiv 2022-10, ICASSP
+  2023), so the paper's numbers came from it unless the authors ran unreleased code; the 2024 rewrite came later.
+  The two differ by up to 73 on the same weights (golden fixture). Restore: `methods.<run>.ae_version: head`.
   Test: tests/golden/test_ifmmin.py::test_ifim_autoencoder_versions_match_their_official_commits.
 - [ifmmin] `invariant_weight`. Official: the released script passes the nonexistent `--consistent_weight=100`,
   which the strict option parser rejects; without it the released code runs the default 1.0. Here: 100. Why: the
@@ -83,9 +84,9 @@ MMIN_SCHEMA = Section({"optim": OPTIM_SCHEMA, "hidden": Field(int, low=1, high=4
                        **ENCODER_KEYS, **AE_KEYS, "ce_weight": WEIGHT, "mse_weight": WEIGHT, "cycle_weight": WEIGHT,
                        "pretrain": PRETRAIN_UTT})
 IFMMIN_SCHEMA = Section({"optim": OPTIM_SCHEMA, "hidden": Field(int, low=1, high=4096), **CLASSIFIER_KEYS,
-                         **ENCODER_KEYS, **AE_KEYS, "inject": Field(bool), "ae_version": Field(str, choices=AE_VERSIONS),
-                         "ce_weight": WEIGHT, "mse_weight": WEIGHT, "invariant_weight": WEIGHT,
-                         "pretrain": PRETRAIN_SHARED})
+                         **ENCODER_KEYS, **AE_KEYS, "inject": Field(bool),
+                         "ae_version": Field(str, choices=AE_VERSIONS), "ce_weight": WEIGHT, "mse_weight": WEIGHT,
+                         "invariant_weight": WEIGHT, "pretrain": PRETRAIN_SHARED})
 
 _STAGE2_SIZES = {"hidden": 128, "classifier": [128, 128], "dropout": 0.5, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 5}
 _PRETRAIN_SIZES = {"classifier": [128, 128], "dropout": 0.3}

@@ -37,7 +37,8 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 - [vavl] pooling and reconstruction target. Official: the utterance representation and the reconstruction target
   are means over every frame of the padded batch, padding included. Here: means over the clip's valid frames.
   Why: a clip's representation must not depend on the length of the longest clip in its batch. Restore:
-  `methods.<run>.pooling: padded`. Test: tests/golden/test_vavl.py::test_vavl_model_matches_official_with_official_switches.
+  `methods.<run>.pooling: padded`.
+  Test: tests/golden/test_vavl.py::test_vavl_model_matches_official_with_official_switches.
 - [vavl] inputs. Official: wav2vec2-large-robust (top 12 layers removed, the authors' fine-tuned checkpoint) and
   EfficientNet-B2 face embeddings. Here: the feature store's frames (log-mel, OpenFace); optionally a frozen
   torchaudio wav2vec2 (`features.audio.extractor: wav2vec2`). Why: the checkpoints cannot be obtained offline.
@@ -54,7 +55,8 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   Test: tests/test_data.py::test_training_batches_are_bucketed_by_length.
 - [vavl] size (study). Official: d_model 512, 3 + 2 blocks, 20 epochs, lr 5e-5, batch 32, no time subsampling.
   Here: d_model 32, 1 + 1 blocks, 8 epochs, lr 1e-3, batch 64, frames averaged in pairs. Why: the study's CPU
-  budget. Restore: `train.preset: paper`. Test: tests/test_vavl.py::test_registered_with_one_stage_and_official_settings.
+  budget. Restore: `train.preset: paper`.
+  Test: tests/test_vavl.py::test_registered_with_one_stage_and_official_settings.
 - [vavl] partly unpaired training. Official: not exercised (only paired clips are used). Here: the `unpaired` run
   key: a share of the clips keeps one modality and skips the other modality's step. Why: the paper's claim,
   tested in the extended study. Restore: no official counterpart.
