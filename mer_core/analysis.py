@@ -28,8 +28,7 @@ from mer_core.report import (calibration_check, corpus_human_reference, corrupti
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
 from mer_core.tables import confusion_grid, grid_table, mean_table, modality_table
-from mer_core.study import (NOISE_RIVALS, VAVL_RIVALS, base_run, confusion_runs, family, rivals, table_rows,
-                            trained)
+from mer_core.study import (NOISE_RIVALS, VAVL_RIVALS, base_run, confusion_runs, family, rivals, table_rows)
 
 RESULT_TABLES = ("per_condition", "history", "predictions", "robustness")
 RESULTS = {"default": Path("results"), "extended": Path("extended/results")}

@@ -2,20 +2,34 @@
 
 Block (paper Fig. 1, Eq. 1): x + ½ FFN(x) -> + MHSA with relative positional encoding -> + convolution module
 -> + ½ FFN -> LayerNorm. The convolution module is LayerNorm -> pointwise conv (2d) -> GLU -> depthwise conv
-(kernel 31) -> BatchNorm -> Swish -> pointwise conv -> dropout; each FFN is LayerNorm -> Linear (4d) -> Swish ->
-dropout -> Linear -> dropout. `Conformer` puts the sooftware-style input projection (Linear + dropout) in front
-of a stack of blocks, as the VAVL code does (its unused Conv2d subsampling is left out).
+(kernel 31, no bias, as VAVL's) -> BatchNorm -> Swish -> pointwise conv -> dropout; each FFN is LayerNorm -> Linear
+(4d) -> Swish -> dropout -> Linear -> dropout. `Conformer` puts the sooftware-style input projection (Linear +
+dropout) in front of a stack of blocks, as the VAVL code does (its unused Conv2d subsampling is left out).
 
 Every clip is computed on its own valid frames: attention never looks at padded keys, the depthwise convolution
 sees zeros beyond a clip's end (padded frames are zeroed before it), batch normalisation takes its statistics
 over valid frames only (`MaskedBatchNorm1d`), and padded output frames are zero. In eval mode a clip's output
 is therefore the same whatever padding follows it and whatever clips share its batch. (The released VAVL code
 feeds (T, B, D) tensors to a Conformer that expects (B, T, D), so its attention and convolution run across the
-clips of a batch: a fixed deviation, listed in the analysis notebook.)
+clips of a batch: `mer_core.methods.vavl` reproduces that with `axes: official`.)
 
 Relative positions follow Transformer-XL (Dai et al., ACL 2019, Sec. 3.3): score(i, j) = (q_i + u)·k_j +
 (q_i + v)·W_r r_{i-j} with sinusoidal r; the term for distance i - j is gathered from the embeddings of every
-distance -(T-1)..T-1, so it does not depend on the padded length.
+distance -(T-1)..T-1 (`positions="relative"`), so it does not depend on the padded length. `"absolute_shift"` is
+what VAVL's vendored attention computes: sinusoids of the *absolute* positions 0..T-1, projected, then
+Transformer-XL's relative-shift trick (`relative_shift`), which expects embeddings of the distances T-1..0: the
+term of (i, j) then uses position T-1-(i-j) for j <= i and an entry of the next query row for j > i, so it
+depends on the padded length T. The scores are divided by sqrt(d_model) (`scale="d_model"`, VAVL's) or by
+sqrt(d_model / heads) (`"d_head"`, the usual scaled dot product).
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [vavl] attention. Official: scores divided by sqrt(d_model); the positional term from absolute sinusoids of
+  positions 0..T-1 through the relative-shift trick, so it depends on the padded length and, for j > i, reads the
+  next query row. Here: scores divided by sqrt(d_model) as well (`attention_scale: d_head` divides by sqrt(d_head),
+  the usual scaled dot product); the positional term from the embedding of the exact distance i - j. Why:
+  Transformer-XL's relative positions as the Conformer paper means them; a clip's output does not depend on its
+  padding. Restore: `methods.<run>.positions: absolute_shift`.
+  Test: tests/golden/test_vavl.py::test_attention_matches_official_with_official_switches.
 """
 from __future__ import annotations
 
@@ -78,15 +92,35 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
-class RelativeMultiHeadAttention(nn.Module):
-    """LayerNorm -> multi-head self-attention with Transformer-XL relative positions -> dropout; padded keys
-    (mask False) get no weight."""
+ATTENTION_SCALES = ("d_model", "d_head")  # the scores' divisor: sqrt(d_model) (VAVL's) | sqrt(d_model / heads)
+POSITIONS = ("relative", "absolute_shift")  # exact relative distances | VAVL's absolute sinusoids + relative shift
 
-    def __init__(self, d_model: int, heads: int, dropout: float):
+
+def relative_shift(scores: torch.Tensor) -> torch.Tensor:
+    """Transformer-XL's shift of (B, H, T, P) position scores (as the sooftware Conformer VAVL vendors codes it):
+    prepend a zero column, read the (T, P + 1) block as (P + 1, T), drop its first row, read it back as (T, P)."""
+    batch, heads, rows, cols = scores.shape
+    padded = torch.cat([scores.new_zeros(batch, heads, rows, 1), scores], dim=-1)
+    return padded.view(batch, heads, cols + 1, rows)[:, :, 1:].reshape(batch, heads, rows, cols)
+
+
+class RelativeMultiHeadAttention(nn.Module):
+    """LayerNorm -> multi-head self-attention with relative positions (`positions`, see the module docstring)
+    and scores divided by sqrt(d_model) or sqrt(d_head) (`scale`) -> dropout; padded keys (mask False) get no
+    weight."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float, scale: str = "d_model",
+                 positions: str = "relative"):
         super().__init__()
         if d_model % heads:
             raise ValueError(f"Conformer: heads ({heads}) must divide d_model ({d_model})")
+        if scale not in ATTENTION_SCALES:
+            raise ValueError(f"Conformer attention scale must be one of {ATTENTION_SCALES}, got {scale!r}")
+        if positions not in POSITIONS:
+            raise ValueError(f"Conformer positions must be one of {POSITIONS}, got {positions!r}")
         self.heads, self.head_dim = heads, d_model // heads
+        self.scale, self.positions = scale, positions
+        self.divisor = math.sqrt(d_model if scale == "d_model" else self.head_dim)
         self.norm = nn.LayerNorm(d_model)
         self.query, self.key, self.value = (nn.Linear(d_model, d_model) for _ in range(3))
         self.position = nn.Linear(d_model, d_model, bias=False)
@@ -104,18 +138,25 @@ class RelativeMultiHeadAttention(nn.Module):
         batch, length, d_model = x.shape
         h = self.norm(x)
         q, k, v = self._split(self.query(h)), self._split(self.key(h)), self._split(self.value(h))  # (B, T, H, dh)
-        distances = torch.arange(length - 1, -length, -1, device=x.device)  # T-1 .. -(T-1)
-        r = self._split(self.position(sinusoid(distances, d_model)))  # (2T-1, H, dh)
         content = torch.einsum("bihd,bjhd->bhij", q + self.content_bias, k)
-        by_distance = torch.einsum("bihd,rhd->bhir", q + self.position_bias, r)  # (B, H, T, 2T-1)
-        index = torch.arange(length, device=x.device)
-        index = (length - 1) - (index[:, None] - index[None, :])  # column of distance i - j
-        positional = by_distance.gather(3, index.expand(batch, self.heads, length, length))
-        scores = (content + positional) / math.sqrt(self.head_dim)
+        scores = (content + self._positional(q, length)) / self.divisor
         scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)  # exp() underflows to 0
         attention = self.dropout(torch.softmax(scores, dim=-1))
         out = torch.einsum("bhij,bjhd->bihd", attention, v).reshape(batch, length, d_model)
         return self.dropout(self.output(out))
+
+    def _positional(self, q: torch.Tensor, length: int) -> torch.Tensor:
+        """The position term (q_i + v)·W_r r of every (query i, key j), (B, H, T, T)."""
+        d_model = self.heads * self.head_dim
+        if self.positions == "absolute_shift":
+            r = self._split(self.position(sinusoid(torch.arange(length, device=q.device), d_model)))  # (T, H, dh)
+            return relative_shift(torch.einsum("bihd,phd->bhip", q + self.position_bias, r))
+        distances = torch.arange(length - 1, -length, -1, device=q.device)  # T-1 .. -(T-1)
+        r = self._split(self.position(sinusoid(distances, d_model)))  # (2T-1, H, dh)
+        by_distance = torch.einsum("bihd,rhd->bhir", q + self.position_bias, r)  # (B, H, T, 2T-1)
+        index = torch.arange(length, device=q.device)
+        index = (length - 1) - (index[:, None] - index[None, :])  # column of distance i - j
+        return by_distance.gather(3, index.expand(q.shape[0], self.heads, length, length))
 
 
 class ConvolutionModule(nn.Module):
@@ -128,7 +169,7 @@ class ConvolutionModule(nn.Module):
             raise ValueError(f"Conformer: the depthwise kernel must be odd (same padding), got {kernel}")
         self.norm = nn.LayerNorm(d_model)
         self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, 1)
-        self.depthwise = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=d_model)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=d_model, bias=False)
         self.batch_norm = MaskedBatchNorm1d(d_model)
         self.pointwise_out = nn.Conv1d(d_model, d_model, 1)
         self.dropout = nn.Dropout(dropout)
@@ -141,12 +182,14 @@ class ConvolutionModule(nn.Module):
 
 
 class ConformerBlock(nn.Module):
-    """½ FFN, relative MHSA, convolution module, ½ FFN, each residual, then LayerNorm (Gulati et al., Eq. 1)."""
+    """½ FFN, relative MHSA, convolution module, ½ FFN, each residual, then LayerNorm (Gulati et al., Eq. 1);
+    `scale` and `positions` go to the attention."""
 
-    def __init__(self, d_model: int, heads: int, ffn_expansion: int = 4, kernel: int = 31, dropout: float = 0.1):
+    def __init__(self, d_model: int, heads: int, ffn_expansion: int = 4, kernel: int = 31, dropout: float = 0.1,
+                 scale: str = "d_model", positions: str = "relative"):
         super().__init__()
         self.ffn_in = FeedForward(d_model, ffn_expansion, dropout)
-        self.attention = RelativeMultiHeadAttention(d_model, heads, dropout)
+        self.attention = RelativeMultiHeadAttention(d_model, heads, dropout, scale, positions)
         self.convolution = ConvolutionModule(d_model, kernel, dropout)
         self.ffn_out = FeedForward(d_model, ffn_expansion, dropout)
         self.norm = nn.LayerNorm(d_model)
@@ -161,13 +204,14 @@ class ConformerBlock(nn.Module):
 
 class Conformer(nn.Module):
     """(B, T, in_dim) frames and lengths (B,) -> (B, T, d_model), padded frames zero: input projection
-    (Linear + dropout, as the sooftware encoder VAVL copies) and `blocks` Conformer blocks."""
+    (Linear + dropout, as the sooftware encoder VAVL copies) and `blocks` Conformer blocks (attention `scale` and
+    `positions` as `RelativeMultiHeadAttention`'s)."""
 
     def __init__(self, in_dim: int, d_model: int, blocks: int, heads: int, ffn_expansion: int = 4, kernel: int = 31,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, scale: str = "d_model", positions: str = "relative"):
         super().__init__()
         self.projection = nn.Sequential(nn.Linear(in_dim, d_model), nn.Dropout(dropout))
-        self.blocks = nn.ModuleList(ConformerBlock(d_model, heads, ffn_expansion, kernel, dropout)
+        self.blocks = nn.ModuleList(ConformerBlock(d_model, heads, ffn_expansion, kernel, dropout, scale, positions)
                                     for _ in range(blocks))
         self.out_dim = d_model
 

@@ -42,7 +42,7 @@ from mer_core.data.batches import Split, load_fold, make_split
 from mer_core.data.corpora.base import CorpusError
 from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.features import audio_features
-from mer_core.data.media import SAMPLE_RATE, AudioError, read_audio
+from mer_core.data.media import AudioError, read_audio
 from mer_core.data.openface import openface_columns, read_openface_csv
 from mer_core.data.prepare import STREAMS
 from mer_core.data.store import FeatureStore, read_store

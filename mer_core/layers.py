@@ -1,27 +1,37 @@
 """Layers of the MMIN code family (methods.md §1.3), sized from their inputs, never hard-wired to A/V/L.
 
 - `LSTMEncoder`: one-layer unidirectional LSTM, utterance embedding = max over the hidden outputs of the
-  valid frames. (The official code max-pools over zero padding too; we mask it, so a clip's embedding does
-  not depend on the other clips in its batch.)
+  valid frames (`pooling="valid"`), or of every frame of the padded batch, zero padding included, as the
+  official encoder, which never sees the clip lengths (`pooling="padded"`).
 - `TextCNN`: Conv2d branches of kernel heights 3/4/5 spanning the embedding width, ReLU, max over time,
-  concatenation, dropout, Linear + ReLU.
+  concatenation, dropout, Linear + ReLU. The max runs over the windows inside the clip (`windows="valid"`), or
+  over every window of the padded batch, as the official module (`windows="padded"`).
 - `MLPClassifier` (MMIN's FcClassifier): hidden Linear -> ReLU -> (BatchNorm) -> Dropout layers and a linear
   output; returns the logits and the penultimate features.
 - `SharedEncoder` (IF-MMIN / NMER, methods.md §1.3): the default branch, Linear -> LeakyReLU -> Linear ->
   LeakyReLU at the encoder width. (The official code switches to other depths by substrings of `--run_idx`;
   only the default branch exists here.)
-- `ResidualAE`: MMIN's imagination network (methods.md §2, stage 2, step 2) and IF-MMIN's IF-IM variant
-  (§3.2, step 3), which re-injects the invariant features at every block.
-- `ConditionalDenoiser` (NMER stage 1's auxiliary denoiser, a small stand-in for its diffusion UNet, §4.2) and
+- `ResidualAE`: MMIN's imagination network (methods.md §2, stage 2, step 2) and the two versions of IF-MMIN's
+  IF-IM (§3.2, step 3), which inject the invariant features at every block.
+- `ConditionalDenoiser` (NMER stage 1's auxiliary branch, a small stand-in for its diffusion UNet, §4.2) and
   `ConditionalVAE` (NMER stage 2's ConditionVAE, §4.3), with `timestep_embedding`.
 - `kaiming_init_`: the MMIN family's initialisation (Kaiming-normal fan-in weights, zero biases on Linear and
   Conv layers; LSTMs untouched).
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
-- [all] LSTM encoder pooling. Official: max over all frames, zero padding included. Here: max over the valid
-  frames only. Why: a clip's embedding must not depend on the other clips in its batch.
+- [audio_only, visual_only, early_fusion, late_fusion, utt_fusion, utt_dataaug, mmin, ifmmin, nmer] LSTM encoder
+  pooling. Official: max over all frames of the padded batch, zero padding included. Here: max over the valid
+  frames only. Why: a clip's embedding must not depend on the other clips in its batch. Restore:
+  `methods.<run>.encoder_pooling: padded`.
+  Test: tests/golden/test_mmin.py::test_lstm_encoder_padded_pooling_matches_official.
+- [audio_only, visual_only, early_fusion, late_fusion, utt_fusion, utt_dataaug, mmin, ifmmin, nmer] TextCNN
+  windows. Official: the max-pool runs over every convolution window of the padded batch, windows over padding
+  included. Here: over the windows inside the clip only (a clip shorter than a kernel keeps its first window).
+  Why: a clip's embedding must not depend on the other clips in its batch. Restore:
+  `methods.<run>.text_windows: padded`. Test: tests/golden/test_mmin.py::test_textcnn_padded_windows_match_official.
 - [ifmmin, nmer] shared encoder. Official: the architecture is switched by substrings of `--run_idx`. Here: the
-  default branch only (Linear, LeakyReLU, Linear, LeakyReLU). Why: no hidden switch.
+  default branch only (Linear, LeakyReLU, Linear, LeakyReLU). Why: no hidden switch. Restore: not switchable.
+  Test: tests/golden/test_ifmmin.py::test_shared_encoder_matches_official.
 """
 from __future__ import annotations
 
@@ -32,8 +42,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-AE_VARIANTS = ("mmin", "ifim")
+POOLING = ("valid", "padded")  # LSTMEncoder `pooling`, TextCNN `windows`: ours | the official code's
+AE_VARIANTS = ("mmin", "ifim_published", "ifim_head")
 VAE_OUTPUTS = ("sigmoid", "linear")
+VAE_ATTENTION = ("per_clip", "across_batch")
+VAE_EVAL_LATENT = ("sample", "mean")
+EVAL_NOISE_SEED = 0  # the generator of the latent noise a ConditionalVAE draws in evaluation (`eval_latent: sample`)
+
+
+def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> str:
+    """`value` when it is one of `allowed`, else ValueError naming `what` and the allowed values."""
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
+    return value
 
 
 def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -49,25 +70,30 @@ def masked_max(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class LSTMEncoder(nn.Module):
-    """(B, T, in_dim) frames -> (B, hidden) utterance embedding (methods.md §1.3, `embd_method=maxpool`)."""
+    """(B, T, in_dim) frames -> (B, hidden) utterance embedding (methods.md §1.3, `embd_method=maxpool`): the max
+    of the LSTM outputs over the valid frames (`pooling="valid"`) or over all T frames (`"padded"`, official)."""
 
-    def __init__(self, in_dim: int, hidden: int = 128):
+    def __init__(self, in_dim: int, hidden: int = 128, pooling: str = "valid"):
         super().__init__()
         self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
+        self.pooling = check_choice("LSTMEncoder pooling", pooling, POOLING)
         self.out_dim = hidden
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         outputs, _ = self.lstm(x)
-        return masked_max(outputs, lengths)
+        return masked_max(outputs, lengths) if self.pooling == "valid" else outputs.amax(dim=1)
 
 
 class TextCNN(nn.Module):
-    """(B, T, emb_dim) token features -> (B, out_dim) (methods.md §1.3; Kim 2014)."""
+    """(B, T, emb_dim) token features -> (B, out_dim) (methods.md §1.3; Kim 2014). Each branch's max runs over
+    the windows inside the clip (`windows="valid"`) or over every window of the padded batch (`"padded"`,
+    official); a batch shorter than the widest kernel is zero-padded up to it in both cases."""
 
     def __init__(self, in_dim: int, channels: int = 128, kernels: tuple[int, ...] = (3, 4, 5),
-                 dropout: float = 0.5, out_dim: int = 128):
+                 dropout: float = 0.5, out_dim: int = 128, windows: str = "valid"):
         super().__init__()
         self.kernels = kernels
+        self.windows = check_choice("TextCNN windows", windows, POOLING)
         self.convs = nn.ModuleList(nn.Conv2d(1, channels, (k, in_dim)) for k in kernels)
         self.dropout = nn.Dropout(dropout)
         self.project = nn.Sequential(nn.Linear(channels * len(kernels), out_dim), nn.ReLU())
@@ -75,13 +101,15 @@ class TextCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         pad = max(self.kernels) - x.shape[1]
-        if pad > 0:  # shorter than the widest kernel: zero-pad (the padding is masked out below)
+        if pad > 0:  # shorter than the widest kernel: zero-pad (with `valid` windows the padding is masked out)
             x = nn.functional.pad(x, (0, 0, 0, pad))
         pooled = []
         for k, conv in zip(self.kernels, self.convs):
             maps = torch.relu(conv(x[:, None])).squeeze(3).transpose(1, 2)  # (B, T-k+1, C)
-            # a window is valid when it lies inside the clip; clips shorter than k keep their first window
-            pooled.append(masked_max(maps, (lengths - k + 1).clamp(min=1) * (lengths > 0)))
+            if self.windows == "padded":
+                pooled.append(maps.amax(dim=1))
+            else:  # a window is valid when it lies inside the clip; clips shorter than k keep their first window
+                pooled.append(masked_max(maps, (lengths - k + 1).clamp(min=1) * (lengths > 0)))
         return self.project(self.dropout(torch.cat(pooled, dim=1)))
 
 
@@ -132,8 +160,11 @@ class ResidualAE(nn.Module):
 
     `variant="mmin"` (MMIN, methods.md §2): block k's input is block k-1's input plus its output (block 1
     takes x); the transition reads the last block's input plus output.
-    `variant="ifim"` (IF-MMIN's IF-IM, §3.2): block k's input is block k-1's decoder output plus the
-    invariant features `condition` (block 1: x + condition); the transition reads the last decoder output.
+    `variant="ifim_published"` (IF-MMIN's IF-IM as released with the paper, `autoencoder_2.py` at a4b6ef4,
+    §3.2): the invariant features `condition` are added to a running input, so block k reads x + k x condition;
+    the decoder outputs of blocks 1..n-1 are not used; the transition reads the last block's input plus output.
+    `variant="ifim_head"` (the same file as rewritten in 2024, HEAD f4d65fc): block k's input is block k-1's
+    decoder output plus `condition` (block 1: x + condition); the transition reads the last decoder output.
 
     forward(x, condition=None) -> (reconstruction (B, in_dim), concatenated block latents (B, n_blocks x
     layers[-1])).
@@ -153,17 +184,19 @@ class ResidualAE(nn.Module):
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if (condition is None) != (self.variant == "mmin"):
-            raise ValueError(f"ResidualAE({self.variant!r}): the IF-IM variant needs `condition`, MMIN's takes none")
+            raise ValueError(f"ResidualAE({self.variant!r}): the IF-IM variants need `condition`, MMIN's takes none")
         latents = []
         block_in, block_out = x, torch.zeros_like(x)
         for k, (encoder, decoder) in enumerate(zip(self.encoders, self.decoders)):
             if self.variant == "mmin":
                 block_in = block_in + block_out
+            elif self.variant == "ifim_published":
+                block_in = block_in + condition
             else:
                 block_in = (x if k == 0 else block_out) + condition
             latents.append(encoder(block_in))
             block_out = decoder(latents[-1])
-        last = block_in + block_out if self.variant == "mmin" else block_out
+        last = block_out if self.variant == "ifim_head" else block_in + block_out
         return self.transition(last), torch.cat(latents, dim=1)
 
 
@@ -177,12 +210,13 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class ConditionalDenoiser(nn.Module):
-    """A small conditional denoiser for vectors: predicts a correction of x_t from [x_t, condition, emb(t)]
-    (MLP, SiLU); forward returns the denoised x̂_0 = x_t + correction.
+    """A small conditional network for vectors: a correction of x_t from [x_t, condition, emb(t)] (MLP, SiLU);
+    forward returns x_t + correction, the denoised estimate of x_0.
 
-    Stands in for NMER's stage-1 diffusers UNet (methods.md §4.2), which denoises the batch reshaped into one
-    1 x 4 x 64 x 96 "image" (batch size hard-wired to 64) conditioned on the invariant features and adds its
-    output back to the input: the same residual form and conditioning, per clip, any batch size.
+    Stands in for NMER's stage-1 diffusers UNet (methods.md §4.2), which reads the batch reshaped into one
+    1 x 4 x 64 x 96 "image" (batch size hard-wired to 64), conditioned on the invariant features: the same
+    inputs and conditioning, per clip, any batch size. What its output is trained towards is the loss's choice
+    (`mer_core.losses.denoise_term`).
     """
 
     def __init__(self, dim: int, condition_dim: int, hidden: int, time_dim: int = 32):
@@ -191,8 +225,12 @@ class ConditionalDenoiser(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim + condition_dim + time_dim, hidden), nn.SiLU(),
                                  nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
 
+    def correction(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """The network's output (B, dim) on the noised x_t at steps t (B,): the stand-in for the UNet's output."""
+        return self.net(torch.cat([x_t, condition, timestep_embedding(t, self.time_dim)], dim=1))
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        return x_t + self.net(torch.cat([x_t, condition, timestep_embedding(t, self.time_dim)], dim=1))
+        return x_t + self.correction(x_t, t, condition)
 
 
 class ConditionalVAE(nn.Module):
@@ -201,19 +239,24 @@ class ConditionalVAE(nn.Module):
     eps, decoder [z, c] -> `decoder_hidden` (LeakyReLU) -> x_dim, then a sigmoid (`output="sigmoid"`, official)
     or nothing (`"linear"`).
 
-    Each clip is its own sequence of one token [x, c] (input (B, 1, D)). With `faithful=True` the (B, D) matrix
-    goes in as the official code passes it, a 2-D tensor that PyTorch reads as *one unbatched sequence of B
-    tokens*, so self-attention mixes the clips of a batch (a bug; predictions then depend on the batch). With one
-    token per clip attention reduces to its value and output projections. In eval mode z = mu.
+    `attention="per_clip"`: each clip is its own sequence of one token [x, c] (input (B, 1, D)); attention then
+    reduces to its value and output projections. `"across_batch"`: the (B, D) matrix goes in as the official code
+    passes it, a 2-D tensor that PyTorch reads as *one unbatched sequence of B tokens*, so self-attention mixes the
+    clips of a batch (a bug; predictions then depend on the batch).
+    In evaluation, `eval_latent="sample"` draws z = mu + sigma eps as in training (official), with eps from a
+    generator seeded afresh at every call (`EVAL_NOISE_SEED`), so predictions stay deterministic; `"mean"` takes
+    z = mu. In training eps comes from torch's global generator.
 
     forward(x, c) -> (reconstruction (B, x_dim), mu (B, latent), logvar (B, latent)).
     """
 
     def __init__(self, x_dim: int, c_dim: int, latent: int, layers: int = 5, heads: int = 8, ffn: int = 128,
-                 decoder_hidden: int = 128, output: str = "sigmoid", faithful: bool = False, dropout: float = 0.1):
+                 decoder_hidden: int = 128, output: str = "sigmoid", attention: str = "per_clip",
+                 eval_latent: str = "sample", dropout: float = 0.1):
         super().__init__()
-        if output not in VAE_OUTPUTS:
-            raise ValueError(f"ConditionalVAE output must be one of {VAE_OUTPUTS}, got {output!r}")
+        self.output = check_choice("ConditionalVAE output", output, VAE_OUTPUTS)
+        self.attention = check_choice("ConditionalVAE attention", attention, VAE_ATTENTION)
+        self.eval_latent = check_choice("ConditionalVAE eval_latent", eval_latent, VAE_EVAL_LATENT)
         width = x_dim + c_dim
         if width % heads:
             raise ValueError(f"ConditionalVAE: heads ({heads}) must divide the token width x_dim + c_dim ({width})")
@@ -223,13 +266,24 @@ class ConditionalVAE(nn.Module):
         self.logvar = nn.Linear(width, latent)
         self.decoder = nn.Sequential(nn.Linear(latent + c_dim, decoder_hidden), nn.LeakyReLU(),
                                      nn.Linear(decoder_hidden, x_dim))
-        self.output, self.faithful = output, faithful
+
+    def noise(self, mu: torch.Tensor) -> torch.Tensor:
+        """eps ~ N(0, I) of mu's shape: from the global generator in training, from a freshly seeded one in eval."""
+        if self.training:
+            return torch.randn_like(mu)
+        generator = torch.Generator().manual_seed(EVAL_NOISE_SEED)
+        return torch.randn(mu.shape, generator=generator).to(mu)
+
+    def encode(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The transformer's output (B, x_dim + c_dim) on the tokens [x, c]."""
+        tokens = torch.cat([x, c], dim=1)
+        return self.encoder(tokens) if self.attention == "across_batch" else self.encoder(tokens[:, None, :])[:, 0]
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        tokens = torch.cat([x, c], dim=1)
-        h = self.encoder(tokens) if self.faithful else self.encoder(tokens[:, None, :])[:, 0]
+        h = self.encode(x, c)
         mu, logvar = self.mu(h), self.logvar(h)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        sample = self.training or self.eval_latent == "sample"
+        z = mu + self.noise(mu) * (0.5 * logvar).exp() if sample else mu
         recon = self.decoder(torch.cat([z, c], dim=1))
         return (recon.sigmoid() if self.output == "sigmoid" else recon), mu, logvar
 

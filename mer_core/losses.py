@@ -9,7 +9,11 @@
 - `slot_mse`: the MSE between joint vectors (B, M x width), over the modality slots of the clips that have
   the modality (partly unpaired training data: a clip without video has no target for the video slot); equal to
   the plain MSE when every clip has every modality.
-- `gaussian_kl`: the VAE's KL term (NMER stage 2, methods.md §4.3), summed (official) or averaged.
+- `gaussian_kl`: the VAE's KL term (NMER stage 2, methods.md §4.3), summed (official) or averaged; `vae_loss`:
+  NMER's VAE loss, the reconstruction MSE (`slot_mse`) plus that KL.
+- `denoise_term`: NMER stage 1's auxiliary term (methods.md §4.2) on a denoising network's output, in the
+  official form (the network's output added to the clean input and compared with that clean input, i.e. the
+  mean square of the output) or as a real denoising loss.
 """
 from __future__ import annotations
 
@@ -70,3 +74,28 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum") 
     if reduction == "mean":
         return terms.mean()
     raise ValueError(f"KL reduction must be one of {KL_REDUCTIONS}, got {reduction!r}")
+
+
+def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, has: torch.Tensor,
+             reduction: str = "sum") -> torch.Tensor:
+    """NMER's VAE loss (methods.md §4.3): MSE(recon, target) over the slots of the clips that have the modality
+    (`slot_mse`, the plain mean when every clip has every modality) + `gaussian_kl(mu, logvar, reduction)`."""
+    return slot_mse(recon, target, has) + gaussian_kl(mu, logvar, reduction)
+
+
+DENOISE_TERMS = ("official", "denoiser")
+
+
+def denoise_term(output: torch.Tensor, noised: torch.Tensor, clean: torch.Tensor, form: str = "official"
+                 ) -> torch.Tensor:
+    """NMER stage 1's auxiliary term on a network's `output` for the `noised` version of `clean` (same shapes).
+
+    `official`: MSE(clean, output + clean), as `utt_shared_002_model.py` computes it; it equals mean(output^2), so
+    it only pulls the network's output to zero and trains no denoiser. `denoiser`: MSE(noised + output, clean),
+    the network's output read as the correction that turns x_t back into x_0.
+    """
+    if form == "official":
+        return torch.nn.functional.mse_loss(output + clean, clean)
+    if form == "denoiser":
+        return torch.nn.functional.mse_loss(noised + output, clean)
+    raise ValueError(f"denoise term must be one of {DENOISE_TERMS}, got {form!r}")

@@ -21,6 +21,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 - [nmer] evaluation noise. Official: random, unseeded; one t per batch. Here: seeded per fold and setting, the
   same noisy inputs for every method; one t per clip (`robustness.per_sample`). Why: the same params give the
   same metrics; with ~4 test batches per condition and fold, a per-batch t makes the curve hang on ~4 draws.
+  Restore: `robustness.per_sample: false`. Test: tests/test_robustness.py::test_grid_is_deterministic.
 """
 from __future__ import annotations
 

@@ -23,13 +23,12 @@ run resolved as skipped (`skip_run`) writes the same files holding its status an
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
-  params give the same metrics. Restore: unavailable offline. Test:
-  `tests/test_methods.py::test_run_method_does_not_depend_on_n_jobs`.
+  params give the same metrics. Restore: not switchable. Test: tests/test_methods.py::test_run_method_is_deterministic.
 - [all] model selection. Official: the validation UAR of the replicated set (MMIN family: the missing-modality
   conditions). Here: the same for the stage 2 of MMIN, IF-MMIN and NMER; a stage-1 network: full-modality
   validation UA; the baselines: UA pooled over every condition, the full one included. Why: every method is
-  selected on the conditions it is tested on. Restore: bug fixed. Test:
-  `tests/test_methods.py::test_stage_one_selects_on_full_modalities`.
+  selected on the conditions it is tested on. Restore: not switchable.
+  Test: tests/test_mmin.py::test_the_loop_decays_the_lr_clips_per_subnetwork_and_selects_on_each_stages_conditions.
 """
 from __future__ import annotations
 
@@ -137,6 +136,7 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda epoch: lr_factor(epoch, optim["epochs"], optim["epochs_decay"]))
     groups = subnetworks(model)
+    conditions = conditions or stage.train_conditions
     task = data["val"].task
     every = all_conditions(data["val"].modalities)  # the full set is the last
     val_conditions = {"pooled": None, "full": every[-1:], "missing": every[:-1]}[stage.select_on]

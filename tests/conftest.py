@@ -93,7 +93,8 @@ def tiny_params():
 
     def make(store, epochs: int = 2, task: str = "classification", **train) -> dict:
         optim = {"epochs": epochs, "epochs_decay": 0, "lr": 0.01, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 16}
-        small = {"optim": optim, "hidden": 8, "classifier": [8], "dropout": 0.1}
+        small = {"optim": optim, "hidden": 8, "classifier": [8], "dropout": 0.1, "encoder_pooling": "valid",
+                 "text_windows": "valid"}
         imagination = {**small, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 2, "ce_weight": 1.0, "mse_weight": 1.0}
         pretrain = {"optim": dict(optim, epochs=1), "classifier": [8], "dropout": 0.1}
         params = {
@@ -106,22 +107,25 @@ def tiny_params():
                       "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2}, **train},
             "methods": {name: {"method": name, **small} for name in BASELINES},
         }
+        params["methods"]["utt_dataaug"]["conditions"] = "missing"
         params["methods"]["mmin"] = {"method": "mmin", **imagination, "cycle_weight": 1.0, "pretrain": pretrain}
         params["methods"]["ifmmin"] = {
-            "method": "ifmmin", **imagination, "inject": True, "invariant_weight": 10.0,
+            "method": "ifmmin", **imagination, "inject": True, "ae_version": "published", "invariant_weight": 10.0,
             "pretrain": {**pretrain, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None}}
         params["methods"]["nmer"] = {
             "method": "nmer", **small, "latent": 4, "vae_layers": 1, "vae_heads": 2, "vae_ffn": 8, "decoder_hidden": 8,
-            "decoder_output": "sigmoid", "kl_reduction": "sum", "faithful": False, "ce_weight": 1.0,
+            "decoder_output": "sigmoid", "kl_reduction": "sum", "vae_attention": "per_clip", "eval_latent": "sample",
+            "ce_weight": 1.0,
             "invariant_weight": 1.0, "vae_weight": 1.0,
             "noise": {"type": "gaussian", "steps": 100, "schedule": "scaled_linear", "beta_start": 0.01,
                       "beta_end": 0.5, "impulse_density": 0.3, "per_sample": False},
             "pretrain": {**pretrain, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None, "denoise_weight": 1.0,
-                         "denoise_hidden": 8}}
+                         "denoise_hidden": 8, "denoise_term": "official"}}
         params["methods"]["vavl"] = {
             "method": "vavl", "optim": dict(optim, beta1=0.95, grad_clip=0.0), "projection": 6, "subsample": 2,
             "d_model": 8, "heads": 2, "ffn_expansion": 2, "kernel": 3, "branch_blocks": 1, "shared_blocks": 1,
-            "dropout": 0.1, "head_dropout": 0.1, "shared": True, "residual": True, "rec_weight": "auto"}
+            "dropout": 0.1, "head_dropout": 0.1, "shared": True, "residual": True, "rec_weight": "auto",
+            "attention_scale": "d_model", "positions": "relative", "pooling": "valid", "axes": "per_clip"}
         params["robustness"] = {"noise_types": ["gaussian", "impulse"], "intensities": [20, 100],
                                 "schedule": "scaled_linear", "beta_start": 0.01, "beta_end": 0.5,
                                 "impulse_density": 0.3, "per_sample": True, "batch_size": 32, "seed": 0,

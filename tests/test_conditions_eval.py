@@ -174,7 +174,8 @@ def test_predict_one_row_per_clip_per_condition(tiny_store):
     split = load_fold(tiny_store, 0)["test"]
     assert split.task == study_task("classification", tiny_store.manifest)
     context = ModelContext.from_manifest(tiny_store.manifest, split.task)
-    model = method_spec("late_fusion").stages[0].build({"hidden": 8, "classifier": [8], "dropout": 0.5}, context, None)
+    entry = {"hidden": 8, "classifier": [8], "dropout": 0.5, "encoder_pooling": "valid", "text_windows": "valid"}
+    model = method_spec("late_fusion").stages[0].build(entry, context, None)
     table = predict(model, split, batch_size=5, device=torch.device("cpu"))
     assert not model.training
     assert list(table.columns) == ["condition", "row", "label", "pred", "loss", *[f"p{k}" for k in range(6)]]

@@ -344,3 +344,33 @@ def test_unknown_method_name_lists_registered_methods():
     assert str(info.value) == f"method 'mmin_v2' is not registered; registered methods: {METHOD_NAMES}"
     with pytest.raises(ConfigError, match="registered methods: "):
         validate_run("mmin_v2", {"method": "mmin_v2"})
+
+
+# the switches restoring the official code's behaviour: their value in params.yaml (the study's default) per method
+SWITCH_DEFAULTS = {
+    "encoder_pooling": ("valid", {"audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion",
+                                  "utt_dataaug", "mmin", "ifmmin", "nmer"}),
+    "text_windows": ("valid", {"audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion",
+                               "utt_dataaug", "mmin", "ifmmin", "nmer"}),
+    "conditions": ("missing", {"utt_dataaug"}),  # official
+    "ae_version": ("published", {"ifmmin"}),  # the version current when the paper appeared
+    "vae_attention": ("per_clip", {"nmer"}),
+    "eval_latent": ("sample", {"nmer"}),  # official
+    "attention_scale": ("d_model", {"vavl"}),  # official
+    "positions": ("relative", {"vavl"}),
+    "pooling": ("valid", {"vavl"}),
+    "axes": ("per_clip", {"vavl"}),
+}
+
+
+def test_params_yaml_sets_every_switch_to_its_documented_default(real_params):
+    """Every run of a method that has a switch sets it, to the documented default (an ablation entry may set
+    another value only on purpose: none does in the default study)."""
+    for key, (default, methods) in SWITCH_DEFAULTS.items():
+        runs = {run: entry for run, entry in real_params["methods"].items() if entry["method"] in methods}
+        assert runs, key
+        assert {run: entry[key] for run, entry in runs.items()} == {run: default for run in runs}, key
+    nmer = [e for e in real_params["methods"].values() if e["method"] == "nmer"]
+    assert all(e["pretrain"]["denoise_term"] == "official" for e in nmer)
+    others = {entry["method"] for entry in real_params["methods"].values()} - SWITCH_DEFAULTS["encoder_pooling"][1]
+    assert others == {"vavl"}  # every other method encodes with the MMIN family's LSTM / TextCNN

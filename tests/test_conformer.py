@@ -317,7 +317,7 @@ def test_attention_gives_no_weight_to_padded_keys():
 
 def reference_attention(module: RelativeMultiHeadAttention, x: torch.Tensor) -> torch.Tensor:
     """Attention weights (H, T, T) of one unpadded clip x (T, d) from the Transformer-XL formula with explicit
-    loops: score(i, j) = ((q_i + u)·k_j + (q_i + v)·W_r r_{i-j}) / sqrt(d_h), r = sinusoid."""
+    loops: score(i, j) = ((q_i + u)·k_j + (q_i + v)·W_r r_{i-j}) / sqrt(d_model or d_h, the `scale`), r = sinusoid."""
     length, d_model = x.shape
     heads, dh = module.heads, module.head_dim
     h = module.norm(x)
@@ -329,18 +329,46 @@ def reference_attention(module: RelativeMultiHeadAttention, x: torch.Tensor) -> 
             r = module.position(sinusoid(torch.tensor([i - j]), d_model)[0]).view(heads, dh)
             content = ((q[i] + module.content_bias) * k[j]).sum(-1)
             positional = ((q[i] + module.position_bias) * r).sum(-1)
-            scores[:, i, j] = (content + positional) / math.sqrt(dh)
+            scores[:, i, j] = (content + positional) / math.sqrt(d_model if module.scale == "d_model" else dh)
     return torch.softmax(scores, dim=-1)
 
 
-def test_attention_weights_match_transformer_xl_formula():
-    attention = RelativeMultiHeadAttention(8, 2, dropout=0.0).eval()
+@pytest.mark.parametrize("scale", ["d_model", "d_head"])
+def test_attention_weights_match_transformer_xl_formula(scale):
+    attention = RelativeMultiHeadAttention(8, 2, dropout=0.0, scale=scale).eval()
     captured = capture_attention(attention)
     x = torch.randn(1, 5, 8)
     with torch.no_grad():
         attention(x, torch.ones(1, 5, dtype=torch.bool))
         expected = reference_attention(attention, x[0])
     torch.testing.assert_close(captured[0][0], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_absolute_shift_positions_follow_the_shift_of_absolute_sinusoids():
+    """`positions="absolute_shift"` (VAVL's vendored attention): with s(i, p) = (q_i + v)·W_r r_p for the absolute
+    positions p = 0..T-1, the shifted term of (i, j) is s(i, T-1-(i-j)) for j <= i, 0 for j = i + 1 and
+    s(i+1, j-i-2) beyond (an entry of the next query row), written out here with loops."""
+    attention = RelativeMultiHeadAttention(8, 2, dropout=0.0, positions="absolute_shift").eval()
+    captured = capture_attention(attention)
+    length, x = 5, torch.randn(1, 5, 8)
+    with torch.no_grad():
+        attention(x, torch.ones(1, length, dtype=torch.bool))
+        h = attention.norm(x[0])
+        q, k = attention.query(h).view(length, 2, 4), attention.key(h).view(length, 2, 4)
+        r = attention.position(sinusoid(torch.arange(length), 8)).view(length, 2, 4)
+        s = torch.einsum("ihd,phd->hip", q + attention.position_bias, r)
+        scores = torch.empty(2, length, length)
+        for i in range(length):
+            for j in range(length):
+                content = ((q[i] + attention.content_bias) * k[j]).sum(-1)
+                if j <= i:
+                    positional = s[:, i, length - 1 - (i - j)]
+                elif j == i + 1:
+                    positional = torch.zeros(2)
+                else:
+                    positional = s[:, i + 1, j - i - 2]
+                scores[:, i, j] = (content + positional) / math.sqrt(8)
+    torch.testing.assert_close(captured[0][0], torch.softmax(scores, -1), atol=1e-5, rtol=1e-4)
 
 
 def test_positional_term_depends_only_on_relative_distance():

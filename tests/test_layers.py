@@ -150,11 +150,11 @@ def test_shared_encoder_shape_and_default_branch():
     assert kinds == [nn.Linear, nn.LeakyReLU, nn.Linear, nn.LeakyReLU]
 
 
-@pytest.mark.parametrize("variant", ["mmin", "ifim"])
+@pytest.mark.parametrize("variant", ["mmin", "ifim_published", "ifim_head"])
 def test_residual_ae_sizes_follow_the_spec(variant):
     """384 -> 256 -> 128 -> 64 with 5 blocks (MMIN, 3 modalities x 128) gives (B, 384) and (B, 320)."""
     ae = ResidualAE(384, [256, 128, 64], n_blocks=5, variant=variant)
-    condition = torch.randn(2, 384) if variant == "ifim" else None
+    condition = None if variant == "mmin" else torch.randn(2, 384)
     out, latents = ae(torch.randn(2, 384), condition)
     assert out.shape == (2, 384) and latents.shape == (2, 320) and ae.latent_dim == 320
     encoder = ae.encoders[0]
@@ -191,8 +191,8 @@ def test_mmin_residual_ae_accumulates_block_inputs_and_outputs():
         ae(x, torch.zeros(5, 6))
 
 
-def test_ifim_residual_ae_reinjects_the_condition_at_every_block():
-    ae = ResidualAE(6, [4, 2], n_blocks=3, variant="ifim")
+def test_ifim_head_residual_ae_reinjects_the_condition_at_every_block():
+    ae = ResidualAE(6, [4, 2], n_blocks=3, variant="ifim_head")
     x, h = torch.randn(5, 6), torch.randn(5, 6)
     inputs, outputs, (out, _) = _block_io(ae, x, h)
     torch.testing.assert_close(inputs[0], x + h)
@@ -204,7 +204,24 @@ def test_ifim_residual_ae_reinjects_the_condition_at_every_block():
     h = h.clone().requires_grad_(True)
     ae(x, h)[0].sum().backward()
     assert torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="needs `condition`"):
+    with pytest.raises(ValueError, match="need `condition`"):
+        ae(x)
+
+
+def test_ifim_published_residual_ae_adds_the_condition_to_a_running_input():
+    """a4b6ef4: block k reads x + k H' (the decoder outputs of the earlier blocks are not used), the transition
+    reads the last block's input plus output."""
+    ae = ResidualAE(6, [4, 2], n_blocks=3, variant="ifim_published")
+    x, h = torch.randn(5, 6), torch.randn(5, 6)
+    inputs, outputs, (out, latents) = _block_io(ae, x, h)
+    for k in range(3):
+        torch.testing.assert_close(inputs[k], x + (k + 1) * h)
+    torch.testing.assert_close(out, ae.transition(inputs[2] + outputs[2]))
+    torch.testing.assert_close(latents[:, 4:6], ae.encoders[2](x + 3 * h))
+    with torch.no_grad():  # an earlier decoder does not reach the output
+        ae.decoders[0][-1].bias.add_(10.0)
+    torch.testing.assert_close(ae(x, h)[0], out)
+    with pytest.raises(ValueError, match="need `condition`"):
         ae(x)
 
 
@@ -224,3 +241,19 @@ def test_kaiming_init_sets_fan_in_normal_weights_and_zero_biases():
     assert net[2].weight.std().item() == pytest.approx((2 / 150) ** 0.5, rel=0.05)
     assert net[0].bias.abs().sum() == 0 and net[2].bias.abs().sum() == 0
     assert all(torch.equal(a, b) for a, b in zip(before, lstm.parameters()))  # the LSTM keeps its init
+
+
+def test_encoder_pooling_switches_are_checked_and_padded_reads_every_frame():
+    with pytest.raises(ValueError, match="LSTMEncoder pooling must be one of"):
+        LSTMEncoder(3, 4, pooling="mean")
+    with pytest.raises(ValueError, match="TextCNN windows must be one of"):
+        TextCNN(3, channels=2, out_dim=4, windows="all")
+    torch.manual_seed(0)
+    lstm = LSTMEncoder(3, 4, pooling="padded").eval()
+    x, lengths = torch.randn(2, 6, 3), torch.tensor([6, 2])
+    x[1, 2:] = 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(lstm(x, lengths), lstm.lstm(x)[0].amax(1))
+        valid = masked_max(lstm.lstm(x)[0], lengths)
+    torch.testing.assert_close(lstm(x, lengths)[0], valid[0])  # a clip of full length: the same either way
+    assert (lstm(x, lengths)[1] - valid[1]).abs().max() > 1e-3  # a padded clip: the zero frames count

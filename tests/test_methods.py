@@ -21,12 +21,14 @@ from mer_core.train import run_method
 
 from fakes import CTX, OPTIM, make_batch, task_context
 
-PARAMS = {"optim": OPTIM, "hidden": 8, "classifier": [8, 8], "dropout": 0.0}
+PARAMS = {"optim": OPTIM, "hidden": 8, "classifier": [8, 8], "dropout": 0.0, "encoder_pooling": "valid",
+          "text_windows": "valid"}
+EXTRA = {"utt_dataaug": {"conditions": "missing"}}  # keys of one baseline's schema only
 
 BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug")
 def build(name: str, ctx: ModelContext = CTX, **changes):
     torch.manual_seed(0)
-    params = dict(PARAMS, method=name, **changes)
+    params = dict(PARAMS, method=name, **{**EXTRA.get(name, {}), **changes})
     spec = validate_run(name, params)
     return spec.stages[0].build(params, ctx, None)
 
@@ -34,9 +36,10 @@ def build(name: str, ctx: ModelContext = CTX, **changes):
 def test_registry_holds_the_baselines():
     assert set(BASELINES) <= set(REGISTRY)
     assert all(len(REGISTRY[name].stages) == 1 for name in BASELINES)
-    assert {name: REGISTRY[name].stages[0].train_conditions for name in BASELINES} == {
+    entries = {name: dict(PARAMS, method=name, **EXTRA.get(name, {})) for name in BASELINES}
+    assert {name: REGISTRY[name].stages[0].training_conditions(entries[name]) for name in BASELINES} == {
         "audio_only": "full", "visual_only": "full", "early_fusion": "full", "late_fusion": "full",
-        "utt_fusion": "full", "utt_dataaug": "random"}
+        "utt_fusion": "full", "utt_dataaug": "missing"}
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -308,3 +311,31 @@ def test_a_method_states_the_modalities_it_needs(method, modalities, fits):
         with pytest.raises(ConfigError, match=rf"methods\.run: method {method} needs .*; corpus corpus has "
                                               rf"{', '.join(modalities)} only\. Leave the run out: .*'~methods\.run'"):
             spec.check_corpus("run", "corpus", modalities)
+
+
+def test_utt_dataaug_trains_on_the_conditions_its_entry_names(tiny_store, tiny_params, tmp_path, monkeypatch):
+    """`conditions: missing` (official) draws one condition with a modality missing per clip, `any` any non-empty
+    one; the training loop takes the stage's conditions from the run's entry."""
+    import mer_core.train as train
+
+    stage = REGISTRY["utt_dataaug"].stages[0]
+    assert stage.training_conditions({"conditions": "missing"}) == "missing"
+    assert stage.training_conditions({"conditions": "any"}) == "random"
+    with pytest.raises(ConfigError, match="methods.utt_dataaug.conditions"):
+        validate_run("utt_dataaug", dict(PARAMS, method="utt_dataaug", conditions="all"))
+    seen = []
+    view = train.training_view
+
+    def spy(batch, conditions, *rest):
+        drawn = view(batch, conditions, *rest)
+        seen.append((conditions, bool(drawn.present.all(1).any())))  # did a clip keep every modality?
+        return drawn
+
+    monkeypatch.setattr(train, "training_view", spy)
+    for conditions, drawn, full_drawn in (("missing", "missing", False), ("any", "random", True)):
+        seen.clear()
+        params = tiny_params(tiny_store, epochs=1, folds=[0])
+        params["methods"]["utt_dataaug"]["conditions"] = conditions
+        run_method("utt_dataaug", params, tmp_path / conditions, tmp_path / "ckpt" / conditions)
+        assert {c for c, _ in seen} == {drawn}
+        assert any(full for _, full in seen) == full_drawn

@@ -14,11 +14,11 @@ from mer_core.methods.mmin import IFMMIN, MMIN, UttShared, ae_layers
 from mer_core.train import lr_factor, run_method, subnetworks, training_view
 from fakes import CTX, OPTIM, make_batch, masked_slot_mse, task_context
 
-STAGE2 = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "ae_widths": [2.0, 1.0, 0.5],
-          "ae_blocks": 3, "ce_weight": 1.0, "mse_weight": 4.0}
+STAGE2 = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "encoder_pooling": "valid",
+          "text_windows": "valid", "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 3, "ce_weight": 1.0, "mse_weight": 4.0}
 MMIN_ENTRY = {"method": "mmin", **STAGE2, "cycle_weight": 2.0,
               "pretrain": {"optim": OPTIM, "classifier": [8], "dropout": 0.0}}
-IFMMIN_ENTRY = {"method": "ifmmin", **STAGE2, "inject": True, "invariant_weight": 100.0,
+IFMMIN_ENTRY = {"method": "ifmmin", **STAGE2, "inject": True, "ae_version": "published", "invariant_weight": 100.0,
                 "pretrain": {"optim": OPTIM, "classifier": [8], "dropout": 0.0, "cmd_weight": 1.0, "cmd_moments": 5,
                              "cmd_span": None}}
 
@@ -137,7 +137,8 @@ def test_utt_shared_loss_adds_the_pairwise_cmd_of_the_invariant_features():
 
 def test_ifmmin_injects_the_invariant_features_and_matches_them_to_the_teachers():
     first, model = stages(IFMMIN_ENTRY)
-    assert isinstance(model, IFMMIN) and model.ae.variant == "ifim"
+    assert isinstance(model, IFMMIN) and model.ae.variant == "ifim_published"
+    assert stages(IFMMIN_ENTRY, ae_version="head")[1].ae.variant == "ifim_head"
     assert all(torch.equal(a, b) for a, b in zip(first.shared.parameters(), model.shared.parameters()))
     assert not any(p.requires_grad for p in model.teacher_shared.parameters())
     model.eval()
@@ -295,3 +296,20 @@ def test_row_cache_computes_each_clip_once_and_returns_its_values_in_batch_order
     mixed = torch.tensor([1, 7])
     a, _ = cache(mixed, lambda: compute(mixed))
     assert calls[-1] == [1, 7] and torch.equal(a, table[mixed])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-5])
+def test_adam_gets_the_study_weight_decay(weight_decay, tiny_store, tiny_params, tmp_path, monkeypatch):
+    """Both stages' Adam get `train.weight_decay` and nothing else (the official stage-2 scripts pass 1e-5 that
+    never reaches Adam: 0, our default, is the effective official value)."""
+    decays = []
+
+    class SpyAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            decays.append(kwargs["weight_decay"])
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", SpyAdam)
+    params = tiny_params(tiny_store, epochs=1, folds=[0], weight_decay=weight_decay)
+    run_method("mmin", params, tmp_path / "out", tmp_path / "ckpt")
+    assert decays == [weight_decay, weight_decay]  # stage 1, stage 2

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from mer_core.conditions import apply_condition
 from mer_core.config import ConfigError
-from mer_core.layers import ConditionalDenoiser, ConditionalVAE, timestep_embedding
+from mer_core.layers import EVAL_NOISE_SEED, ConditionalDenoiser, ConditionalVAE, timestep_embedding
 from mer_core.losses import gaussian_kl, pairwise_cmd
 from mer_core.methods import method_spec, validate_run
 from mer_core.methods.nmer import DENOISER_SCHEDULE, NMER, InvariantSpecific, NMERPretrain
@@ -98,10 +98,11 @@ def test_conditional_denoiser_reads_the_condition_and_the_step():
         torch.testing.assert_close(net(x, t, c)[1:2], net(x[1:2], t[1:2], c[1:2]))
 
 
-def vae(faithful: bool = False, output: str = "sigmoid", seed: int = 0, **kw) -> ConditionalVAE:
+def vae(attention: str = "per_clip", output: str = "sigmoid", seed: int = 0, eval_latent: str = "mean",
+        **kw) -> ConditionalVAE:
     torch.manual_seed(seed)
     args = {"layers": 2, "heads": 2, "ffn": 16, "decoder_hidden": 12, **kw}
-    return ConditionalVAE(6, 4, 3, output=output, faithful=faithful, **args)
+    return ConditionalVAE(6, 4, 3, output=output, attention=attention, eval_latent=eval_latent, **args)
 
 
 def test_conditional_vae_shapes_and_output_ranges():
@@ -127,11 +128,15 @@ def test_conditional_vae_argument_errors():
         ConditionalVAE(5, 4, 3, heads=2)  # width 9
     with pytest.raises(ValueError, match="output"):
         ConditionalVAE(6, 4, 3, heads=2, output="tanh")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        ConditionalVAE(6, 4, 3, heads=2, attention="faithful")
+    with pytest.raises(ValueError, match="eval_latent must be one of"):
+        ConditionalVAE(6, 4, 3, heads=2, eval_latent="mode")
     ConditionalVAE(5, 3, 2, heads=8, layers=1)  # width 8: fine
 
 
-def test_conditional_vae_eval_uses_the_mean_train_samples():
-    model = vae()
+def test_conditional_vae_eval_latent_mean_uses_mu_and_training_samples():
+    model = vae(eval_latent="mean")
     x, c = torch.randn(5, 6), torch.randn(5, 4)
     model.eval()
     with torch.no_grad():
@@ -147,9 +152,27 @@ def test_conditional_vae_eval_uses_the_mean_train_samples():
     assert not torch.allclose(first, second)
 
 
-def test_conditional_vae_clips_are_independent_unless_faithful():
-    """Each clip is its own one-token sequence; `faithful=True` passes the 2-D batch as the official code does,
-    one sequence of B tokens, so attention mixes the clips of a batch (the bug the flag reproduces)."""
+def test_conditional_vae_eval_sampling_is_deterministic_and_leaves_the_global_generator_alone():
+    """`eval_latent: sample` (official): z = mu + sigma eps in eval too, eps from a generator seeded afresh at each
+    call, so two calls agree, the global generator is not consumed, and z is not mu."""
+    model = vae(eval_latent="sample").eval()
+    x, c = torch.randn(5, 6), torch.randn(5, 4)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        a, mu, logvar = model(x, c)
+        b = model(x, c)[0]
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(EVAL_NOISE_SEED))
+        expected = model.decoder(torch.cat([mu + eps * (0.5 * logvar).exp(), c], 1)).sigmoid()
+        at_mean = model.decoder(torch.cat([mu, c], 1)).sigmoid()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, expected)
+    assert (a - at_mean).abs().max() > 1e-4
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_conditional_vae_clips_are_independent_unless_attention_runs_across_the_batch():
+    """Each clip is its own one-token sequence; `attention="across_batch"` passes the 2-D batch as the official
+    code does, one sequence of B tokens, so attention mixes the clips of a batch (the bug the switch reproduces)."""
     x, c = torch.randn(6, 6), torch.randn(6, 4)
     model = vae().eval()
     with torch.no_grad():
@@ -162,7 +185,7 @@ def test_conditional_vae_clips_are_independent_unless_faithful():
         others[1:] = torch.randn(5, 6) * 5
         torch.testing.assert_close(model(others, c)[0][0], together[0], atol=1e-5, rtol=1e-5)
 
-    faithful = vae(faithful=True).eval()
+    faithful = vae(attention="across_batch").eval()
     faithful.load_state_dict(model.state_dict())
     with torch.no_grad():
         base = faithful(x, c)[0]
@@ -340,11 +363,11 @@ def test_stage2_sizes_and_batchnorm_classifier(entry):
     assert model.vae.decoder[-1].out_features == width
     assert len(model.vae.encoder.layers) == entry["vae_layers"]
     assert model.vae.encoder.layers[0].self_attn.num_heads == entry["vae_heads"]
-    assert model.vae.output == "sigmoid" and model.vae.faithful is False
+    assert model.vae.output == "sigmoid" and (model.vae.attention, model.vae.eval_latent) == ("per_clip", "sample")
     assert model.classifier.hidden[0].in_features == width
     assert any(isinstance(m, nn.BatchNorm1d) for m in model.classifier.modules())
-    _, faithful = stages(entry, faithful=True, decoder_output="linear")
-    assert faithful.vae.faithful and faithful.vae.output == "linear"
+    _, official = stages(entry, vae_attention="across_batch", eval_latent="mean", decoder_output="linear")
+    assert (official.vae.attention, official.vae.eval_latent, official.vae.output) == ("across_batch", "mean", "linear")
 
 
 def test_stage2_forward_and_backward(entry):

@@ -62,7 +62,8 @@ def fold0(tiny_store):
 
 def utt_fusion(store, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    entry = {"optim": {}, "hidden": 8, "classifier": [8], "dropout": 0.1}
+    entry = {"optim": {}, "hidden": 8, "classifier": [8], "dropout": 0.1, "encoder_pooling": "valid",
+             "text_windows": "valid"}
     context = ModelContext.from_manifest(store.manifest, study_task("classification", store.manifest))
     return method_spec("utt_fusion").stages[0].build(entry, context, None).eval()
 
@@ -125,7 +126,8 @@ def test_grid_of_a_regression_model_holds_the_ccc_metrics(tiny_attribute_store):
     task = study_task("regression", store.manifest)
     test = load_fold(store, 0, task)["test"]
     torch.manual_seed(0)
-    entry = {"optim": {}, "hidden": 8, "classifier": [8], "dropout": 0.1}
+    entry = {"optim": {}, "hidden": 8, "classifier": [8], "dropout": 0.1, "encoder_pooling": "valid",
+             "text_windows": "valid"}
     model = method_spec("late_fusion").stages[0].build(entry, ModelContext.from_manifest(store.manifest, task), None)
     table = robustness_grid(model.eval(), store, test, cfg(), 0, CPU)  # the task comes from the split
     metrics = ["ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean"]

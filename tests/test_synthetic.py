@@ -15,8 +15,9 @@ from mer_core.config import ConfigError
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA, generate_corpus
 from mer_core.data.synthetic.corpus import check_config, default_config, draw_speakers, plan_clips
 from mer_core.data.synthetic.face import OPENFACE_COLUMNS, Face, synthesize_openface, write_openface_csv
+from mer_core.data.corpora.crema_d import SENTENCES
 from mer_core.data.synthetic.perception import (
-    AUDIOVISUAL_CONFUSION, EMOTIONS, FACE_CONFUSION, SENTENCES, VOICE_CONFUSION, bayes_limit, human_bayes_limits,
+    AUDIOVISUAL_CONFUSION, EMOTIONS, FACE_CONFUSION, VOICE_CONFUSION, bayes_limit, human_bayes_limits,
 )
 from mer_core.data.synthetic.voice import Voice, VocalProfile, synthesize_utterance
 

@@ -282,7 +282,8 @@ def test_grid_metrics_regression_gives_ccc_columns_pooled_is_not_the_mean():
 
 def late_fusion(ctx: ModelContext) -> LateFusion:
     torch.manual_seed(0)
-    entry = {"method": "late_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0}
+    entry = {"method": "late_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
+             "encoder_pooling": "valid", "text_windows": "valid"}
     return validate_run("late_fusion", entry).stages[0].build(entry, ctx, None)
 
 
@@ -329,7 +330,8 @@ def test_late_fusion_regression_forward_is_the_mean_of_present_branches():
 @pytest.mark.parametrize("name", ["audio_only", "early_fusion", "utt_fusion"])
 def test_task_models_regression_loss_is_the_ccc_loss_of_forward(name):
     torch.manual_seed(0)
-    entry = {"method": name, "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0}
+    entry = {"method": name, "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
+             "encoder_pooling": "valid", "text_windows": "valid"}
     model = method_spec(name).stages[0].build(entry, REG_CTX, None).eval()
     batch = make_batch(REG_CTX, n=6)
     loss, outputs = model.loss(batch, batch)

@@ -16,7 +16,8 @@ from mer_core.train import run_seed, training_view
 from fakes import CTX, OPTIM, make_batch, masked_slot_mse
 
 AUDIO_ONLY, VISUAL_ONLY, BOTH = (True, False), (False, True), (True, True)
-UTT_FUSION = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0}
+UTT_FUSION = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
+              "encoder_pooling": "valid", "text_windows": "valid"}
 
 
 def stages(entry: dict):

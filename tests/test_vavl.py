@@ -18,7 +18,8 @@ from fakes import CTX, OPTIM, REG_CTX, make_batch
 
 ENTRY = {"method": "vavl", "optim": OPTIM, "projection": 6, "subsample": 2, "d_model": 8, "heads": 2,
          "ffn_expansion": 2, "kernel": 3, "branch_blocks": 1, "shared_blocks": 1, "dropout": 0.0, "head_dropout": 0.0,
-         "shared": True, "residual": True, "rec_weight": "auto"}
+         "shared": True, "residual": True, "rec_weight": "auto", "attention_scale": "d_model", "positions": "relative",
+         "pooling": "valid", "axes": "per_clip"}
 ATOL = 1e-5
 
 
@@ -229,7 +230,8 @@ def test_steps_yield_visual_audio_fusion_losses_on_a_paired_batch():
 
 def test_update_steps_of_a_model_without_steps_is_its_single_loss():
     torch.manual_seed(0)
-    entry = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0}
+    entry = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
+             "encoder_pooling": "valid", "text_windows": "valid"}
     model = validate_run("utt_fusion", entry).stages[0].build(entry, CTX, None).eval()
     batch = make_batch()
     losses = list(update_steps(model, batch, batch))

@@ -14,10 +14,12 @@ exactly as a corpus with unpaired recordings would arrive.
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] batches. Official: random. Here: random groups of 8 batches, each sorted by length, the batches shuffled.
   Why: about 35% less padding in the LSTMs; since length differs a little by emotion, a batch holds fewer
-  classes (label entropy 1.57 vs 1.76 nats on fold 0).
+  classes (label entropy 1.57 vs 1.76 nats on fold 0). Restore: not switchable.
+  Test: tests/test_data.py::test_training_batches_are_bucketed_by_length.
 - [all] feature normalisation (IEMOCAP package). Official: audio only, with the package's per-fold mean/std;
   faces and text raw. Here: every modality, with the statistics of the fold's training clips. Why: one rule for
-  every corpus; the audio statistics are of the same kind.
+  every corpus; the audio statistics are of the same kind. Restore: not switchable.
+  Test: tests/test_data.py::test_normaliser_uses_training_clips_valid_frames_only.
 """
 from __future__ import annotations
 

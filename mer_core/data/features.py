@@ -19,7 +19,8 @@ step extracts beside the clean features for testing (`mer_core.noise.signal`, `m
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] frame-rate reduction. Official: polyphase resampling x10 (ComParE). Here: the mean of groups of frames
-  (`rate_reduction`). Why: simpler; a param.
+  (`rate_reduction`). Why: simpler; a param. Restore: not switchable.
+  Test: tests/test_data.py::test_extract_visual_rate_reduction_and_valid_mask.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from mer_core.schema import ConfigError
 from mer_core.data.faces import face_crops
 from mer_core.data.media import (SAMPLE_RATE, VIDEO_SUFFIXES, AudioError, VideoError, read_audio,  # noqa: F401
                                  read_wav)  # read_wav, AudioError: their home was this module until media.py
-from mer_core.data.openface import COLUMN_GROUPS, openface_columns, read_openface_csv
+from mer_core.data.openface import openface_columns, read_openface_csv
 
 RANDOM_WEIGHTS_SEED = 0  # `weights: random` initialises the architecture from this seed
 

@@ -10,7 +10,9 @@ initialised as it does (`kaiming_init_`); their official settings (the defaults 
   (under conditions without it the model sees zeros, as every method does).
 - `utt_fusion`: MMIN's stage-1 "modality encoder network" (methods.md §2): one encoder per modality (LSTM
   for frame features, TextCNN for text), concatenated, MLP classifier; trained on full modalities.
-- `utt_dataaug`: the same network trained with one random non-empty condition per clip (MMIN's baseline).
+- `utt_dataaug`: the same network trained with one random condition per clip (MMIN's baseline): one with at
+  least one modality missing (`conditions: missing`, official), or any non-empty one, the full set included
+  (`conditions: any`).
 - `early_fusion`: frame-level fusion: every modality stretched (nearest earlier frame) onto a common time
   grid of the clip's longest stream, concatenated per frame, one LSTM encoder, classifier. Streams are aligned
   by their relative position in the clip, so no frame rate is needed (text tokens align too).
@@ -18,13 +20,26 @@ initialised as it does (`kaiming_init_`); their official settings (the defaults 
   loss on the clips that have its modality; the prediction averages the class probabilities (regression: the
   predicted values) of the modalities present.
 
+Every method of the MMIN family encodes with these LSTM / TextCNN encoders; `encoder_pooling` and `text_windows`
+(`Encoding`) choose whether their max-pools skip the padding (`valid`, ours) or run over it (`padded`, official).
+
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [late_fusion] decision-level fusion. Official: not in the MMIN repository. Here: the mean of the present
-  modalities' class probabilities. Why: the standard decision-level baseline.
+  modalities' class probabilities. Why: the standard decision-level baseline. Restore: no official counterpart.
+  Test: tests/test_methods.py::test_late_fusion_probabilities.
 - [early_fusion] frame-level fusion. Official: not in the MMIN repository. Here: streams stretched onto the
-  longest one by relative position. Why: no frame rate is needed, so text tokens align too.
+  longest one by relative position. Why: no frame rate is needed, so text tokens align too. Restore: no official
+  counterpart. Test: tests/test_methods.py::test_align_frames_known_values.
+- [utt_dataaug] training conditions. Official: one condition per clip with at least one modality missing (the full
+  condition is never drawn). Here: the same by default (`conditions: missing`); `conditions: any` also draws the
+  full condition. Why: as the official sampler; `any` keeps the full condition in
+  training as well, a study variant. Restore:
+  `methods.<run>.conditions: missing`.
+  Test: tests/test_methods.py::test_utt_dataaug_trains_on_the_conditions_its_entry_names.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -36,9 +51,26 @@ from mer_core.methods.registry import ModelContext
 from mer_core.tasks import Task
 
 
-def make_encoder(modality: str, in_dim: int, hidden: int) -> nn.Module:
+@dataclass(frozen=True)
+class Encoding:
+    """How the MMIN-family encoders pool: the LSTM's max over the valid frames or all frames (`pooling`), the
+    TextCNN's max over the windows inside the clip or every window (`windows`); `valid` (ours) or `padded`
+    (official)."""
+
+    pooling: str = "valid"
+    windows: str = "valid"
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> "Encoding":
+        """From a run entry's `encoder_pooling` and `text_windows`."""
+        return cls(entry["encoder_pooling"], entry["text_windows"])
+
+
+def make_encoder(modality: str, in_dim: int, hidden: int, encoding: Encoding = Encoding()) -> nn.Module:
     """The MMIN-family encoder of a modality: TextCNN for text, a max-pooled LSTM for frame features."""
-    return TextCNN(in_dim, out_dim=hidden) if modality == "text" else LSTMEncoder(in_dim, hidden)
+    if modality == "text":
+        return TextCNN(in_dim, out_dim=hidden, windows=encoding.windows)
+    return LSTMEncoder(in_dim, hidden, encoding.pooling)
 
 
 class TaskModel(nn.Module):
@@ -57,10 +89,10 @@ class UttFusion(TaskModel):
     """Per-modality encoders -> concatenation -> MLP classifier (MMIN `utt_fusion`, methods.md §2)."""
 
     def __init__(self, modalities: tuple[str, ...], ctx: ModelContext, hidden: int, classifier: list[int],
-                 dropout: float):
+                 dropout: float, encoding: Encoding = Encoding()):
         super().__init__(ctx.task)
         self.modalities = modalities
-        self.encoders = nn.ModuleDict({m: make_encoder(m, ctx.dims[m], hidden) for m in modalities})
+        self.encoders = nn.ModuleDict({m: make_encoder(m, ctx.dims[m], hidden, encoding) for m in modalities})
         self.classifier = MLPClassifier(hidden * len(modalities), classifier, ctx.n_outputs, dropout)
 
     def joint(self, batch: Batch) -> torch.Tensor:
@@ -87,10 +119,11 @@ def align_frames(x: torch.Tensor, lengths: torch.Tensor, grid_lengths: torch.Ten
 class EarlyFusion(TaskModel):
     """Frame-level concatenation of all modalities on the clip's longest stream, one LSTM encoder."""
 
-    def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float):
+    def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float,
+                 encoding: Encoding = Encoding()):
         super().__init__(ctx.task)
         self.modalities = ctx.modalities
-        self.encoder = LSTMEncoder(sum(ctx.dims.values()), hidden)
+        self.encoder = LSTMEncoder(sum(ctx.dims.values()), hidden, encoding.pooling)
         self.classifier = MLPClassifier(hidden, classifier, ctx.n_outputs, dropout)
 
     def joint(self, batch: Batch) -> torch.Tensor:
@@ -110,10 +143,12 @@ class LateFusion(nn.Module):
     """One encoder + classifier per modality; prediction = mean of the present modalities' probabilities
     (regression: of their predicted values)."""
 
-    def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float):
+    def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float,
+                 encoding: Encoding = Encoding()):
         super().__init__()
         self.modalities, self.task = ctx.modalities, ctx.task
-        self.branches = nn.ModuleDict({m: UttFusion((m,), ctx, hidden, classifier, dropout) for m in ctx.modalities})
+        self.branches = nn.ModuleDict({m: UttFusion((m,), ctx, hidden, classifier, dropout, encoding)
+                                       for m in ctx.modalities})
 
     def branch_outputs(self, batch: Batch) -> torch.Tensor:
         """(B, M, n_outputs) outputs of each modality's classifier."""
@@ -146,14 +181,15 @@ class LateFusion(nn.Module):
 def _utt(modalities: tuple[str, ...] | None):
     def build(params: dict, ctx: ModelContext, previous: None = None) -> nn.Module:
         return kaiming_init_(UttFusion(modalities or ctx.modalities, ctx, params["hidden"], params["classifier"],
-                                       params["dropout"]))
+                                       params["dropout"], Encoding.from_entry(params)))
 
     return build
 
 
 def _fusion(cls):
     def build(params: dict, ctx: ModelContext, previous: None = None) -> nn.Module:
-        return kaiming_init_(cls(ctx, params["hidden"], params["classifier"], params["dropout"]))
+        return kaiming_init_(cls(ctx, params["hidden"], params["classifier"], params["dropout"],
+                                 Encoding.from_entry(params)))
 
     return build
 

@@ -14,10 +14,11 @@ Both train in two stages inside one run (methods.md §2, §3):
 - `ifmmin`. Stage 1: encoders plus the `SharedEncoder` S, classifier on [e_m..., S(e_m)...], loss
   `CE + cmd_weight * CMD` (the mean CMD over modality pairs of the invariant features S(e_m), K moments).
   Stage 2: students (encoders and S') from stage 1; invariant features H' = [S'(e_m)...] of the masked
-  input are re-injected at every block of the IF-IM `ResidualAE`; loss `ce_weight * CE + mse_weight *
-  MSE(imagination target, imagination) + invariant_weight * MSE(H, H')`, H = the teacher's invariant
-  features of the full input. Ablations by params: `pretrain.cmd_weight: 0` (no CMD), `inject: false` (MMIN's
-  AE, no H' injection), `invariant_weight: 0`.
+  input are injected at every block of the IF-IM `ResidualAE`, in the version released with the paper
+  (`ae_version: published`: added to a running input) or in the 2024 rewrite (`head`: added to the previous
+  block's output); loss `ce_weight * CE + mse_weight * MSE(imagination target, imagination) + invariant_weight *
+  MSE(H, H')`, H = the teacher's invariant features of the full input. Ablations by params:
+  `pretrain.cmd_weight: 0` (no CMD), `inject: false` (MMIN's AE, no H' injection), `invariant_weight: 0`.
 
 Stage-2 training draws one condition with at least one modality missing per clip, and its epoch is selected
 on the validation UA pooled over those conditions (MMIN protocol, §1.2); a clip that lacks a modality
@@ -26,20 +27,32 @@ teacher embedding, adds nothing to the imagination and invariant losses (`slot_m
 study task's (cross-entropy, or sum of 1 - CCC for regression).
 
 Kept as official: β1 0.5 in stage 2 and gradient clipping per sub-network; the study's defaults shorten the
-schedule (`train.preset: paper` restores the official one).
+schedule (`train.preset: paper` restores the official one). Both stages build their encoders with the run's
+`encoder_pooling` and `text_windows` (`mer_core.methods.baselines.Encoding`).
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
-- [mmin, ifmmin] modality order in the joint vectors. Official: A, L, V (IF-MMIN). Here: the corpus's order
-  (audio, visual, text). Why: a fixed permutation of the classifier's input, with no effect on what the model can
-  learn.
+- [mmin, ifmmin] modality order in the joint vectors. Official: A, L, V. Here: the corpus's order (audio, visual,
+  text). Why: a fixed permutation of the AE's and classifier's inputs, with no effect on what the model can
+  learn. Restore: equivalent. Test: tests/golden/test_mmin.py::test_mmin_stage2_step0_losses_match_official.
 - [mmin, ifmmin] AE sizes. Official: 384 -> 256 -> 128 -> 64, 5 blocks (three modalities x 128). Here: joint
   width = modalities x encoder width, layers = `ae_widths` x encoder width (MMIN's are widths 2, 1, 0.5). Why:
-  works for any number of modalities.
-- [ifmmin] `invariant_weight`. Official: the script passes the nonexistent `--consistent_weight=100`, which the
-  strict option parser rejects (§3.2). Here: 100. Why: the intended value (a fork's fix and the NMER authors'
-  script use it).
+  works for any number of modalities. Restore: `train.preset: paper`.
+  Test: tests/test_mmin.py::test_paper_settings_are_the_effective_official_ones.
+- [ifmmin] IF-IM autoencoder version. Official: two versions of `autoencoder_2.py`: the one current when the
+  paper appeared (a4b6ef4, 2022) adds H' to a running input (block k reads x + k H'), ignores the outputs of
+  decoders 1 to 4 and returns transition(input + output of the last block); HEAD (f4d65fc, rewritten in 2024)
+  feeds block k the previous decoder's output + H' and returns transition(last decoder output). Here: the 2022
+  version (`ae_version: published`). Why: it was the released code when the paper appeared (arXiv 2022-10, ICASSP
+  2023), so the paper's numbers came from it unless the authors ran unreleased code; the 2024 rewrite came later.
+  The two differ by up to 73 on the same weights (golden fixture). Restore: `methods.<run>.ae_version: head`.
+  Test: tests/golden/test_ifmmin.py::test_ifim_autoencoder_versions_match_their_official_commits.
+- [ifmmin] `invariant_weight`. Official: the released script passes the nonexistent `--consistent_weight=100`,
+  which the strict option parser rejects; without it the released code runs the default 1.0. Here: 100. Why: the
+  intended value (a fork's fix and the NMER authors' script use it). Restore: `methods.<run>.invariant_weight: 1`.
+  Test: tests/golden/test_ifmmin.py::test_ifmmin_stage2_step0_losses_match_official.
 - [mmin, ifmmin] stage-2 weight decay. Official: `--weight_decay=1e-5` is passed but never given to Adam.
-  Here: `train.weight_decay` (0). Why: the effective value.
+  Here: `train.weight_decay` (0). Why: the effective value. Restore: `train.weight_decay: 0`.
+  Test: tests/test_mmin.py::test_adam_gets_the_study_weight_decay.
 """
 from __future__ import annotations
 
@@ -53,7 +66,7 @@ from mer_core.conditions import with_presence
 from mer_core.data.batches import Batch
 from mer_core.layers import MLPClassifier, ResidualAE, SharedEncoder, frozen, kaiming_init_
 from mer_core.losses import pairwise_cmd, slot_mse
-from mer_core.methods.baselines import UttFusion
+from mer_core.methods.baselines import Encoding, UttFusion
 from mer_core.methods.registry import ModelContext
 
 class RowCache:
@@ -83,8 +96,8 @@ class UttShared(UttFusion):
     [e_m..., S(e_m)...]; loss CE + cmd_weight x pairwise CMD of the invariant features."""
 
     def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float, cmd_weight: float,
-                 cmd_moments: int, cmd_span: float | None):
-        super().__init__(ctx.modalities, ctx, hidden, classifier, dropout)
+                 cmd_moments: int, cmd_span: float | None, encoding: Encoding = Encoding()):
+        super().__init__(ctx.modalities, ctx, hidden, classifier, dropout, encoding)
         self.shared = SharedEncoder(hidden)
         self.classifier = MLPClassifier(2 * hidden * len(ctx.modalities), classifier, ctx.n_outputs, dropout)
         self.cmd = (cmd_weight, cmd_moments, cmd_span)
@@ -191,10 +204,11 @@ class MMIN(Imagination):
 
 
 class IFMMIN(Imagination):
-    """IF-MMIN's stage 2 (methods.md §3.2): invariant features H' re-injected at every IF-IM block."""
+    """IF-MMIN's stage 2 (methods.md §3.2): invariant features H' injected at every IF-IM block (`ae_version`:
+    the published or the HEAD autoencoder; `inject: false`: MMIN's)."""
 
     def __init__(self, stage1: UttShared, entry: dict):
-        super().__init__(stage1, entry, "ifim" if entry["inject"] else "mmin")
+        super().__init__(stage1, entry, f"ifim_{entry['ae_version']}" if entry["inject"] else "mmin")
         self.shared = copy.deepcopy(stage1.shared)
         self.teacher_shared = frozen(stage1.shared)
         self.invariant_weight = entry["invariant_weight"]
@@ -209,7 +223,7 @@ class IFMMIN(Imagination):
         embeddings = self.embed(self.encoders, batch)
         h = torch.cat(embeddings, 1)
         invariant = torch.cat([self.shared(e) for e in embeddings], 1)
-        imagination, latents = self.ae(h, invariant if self.ae.variant == "ifim" else None)
+        imagination, latents = self.ae(h, None if self.ae.variant == "mmin" else invariant)
         return h, imagination, latents, invariant
 
     def loss(self, batch: Batch, full: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,13 +238,14 @@ class IFMMIN(Imagination):
 
 def _build_utt(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
     block = entry["pretrain"]
-    return kaiming_init_(UttFusion(ctx.modalities, ctx, entry["hidden"], block["classifier"], block["dropout"]))
+    return kaiming_init_(UttFusion(ctx.modalities, ctx, entry["hidden"], block["classifier"], block["dropout"],
+                                   Encoding.from_entry(entry)))
 
 
 def _build_utt_shared(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
     block = entry["pretrain"]
     return kaiming_init_(UttShared(ctx, entry["hidden"], block["classifier"], block["dropout"], block["cmd_weight"],
-                                   block["cmd_moments"], block["cmd_span"]))
+                                   block["cmd_moments"], block["cmd_span"], Encoding.from_entry(entry)))
 
 
 BUILDERS = {

@@ -17,7 +17,8 @@ CPU and GPU; frames beyond a clip's length (padding) stay zero.
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [nmer] Impulse noise. Official: the mask is made with `.cuda()`, so it needs a GPU. Here: drawn on the CPU
-  from a seeded generator and moved to the device. Why: runs anywhere; the same noise on CPU and GPU.
+  from a seeded generator and moved to the device. Why: runs anywhere; the same noise on CPU and GPU. Restore: bug
+  fixed. Test: tests/test_noise_scheduler.py::test_replace_missing_impulse_on_cpu_gives_the_exact_impulse_values.
 """
 from __future__ import annotations
 

@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 
 import mer_core
 from mer_core.data.synthetic.face import AU_INTENSITY, Face, synthesize_openface, write_openface_csv
-from mer_core.data.synthetic.perception import (
-    EMOTIONS, FACE_CONFUSION, LEVELS, SENTENCES, VOICE_CONFUSION, clip_levels, clip_name, draw_display,
-)
+from mer_core.data.corpora.crema_d import LEVELS, SENTENCES
+from mer_core.data.synthetic.perception import (EMOTIONS, FACE_CONFUSION, VOICE_CONFUSION, clip_levels, clip_name,
+                                                draw_display)
 from mer_core.data.synthetic.voice import Voice, VocalProfile, synthesize_utterance
 from mer_core.params.synthetic import Synthetic
 from mer_core.schema import check

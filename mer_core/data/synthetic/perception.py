@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mer_core.data.corpora.crema_d import EMOTIONS as CREMA_D_EMOTIONS, LEVELS, SENTENCES
+from mer_core.data.corpora.crema_d import EMOTIONS as CREMA_D_EMOTIONS
 
 EMOTION_NAMES = CREMA_D_EMOTIONS  # code -> class name, in CREMA-D's file-name codes
 EMOTIONS = tuple(EMOTION_NAMES)   # row / column order of the confusion matrices

@@ -1,0 +1,1 @@
+"""Golden tests: our modules against numbers computed by the official code (README.md here)."""
