@@ -443,8 +443,9 @@ def other_task_section(study: Study, art: Artefacts) -> None:
               f"{task.capitalize()}: {', '.join(metrics)} per test condition (mean ± std over folds x seeds).",
               study.sources(rows))
     vavl = next((n for n in rows if study.runs[n]["method"] == "vavl"), None)
-    if vavl:
-        tests = pd.DataFrame([paired_comparison(part, vavl, other, c, headline) for other in rows if other != vavl
+    others = [other for other in rows if other != vavl]
+    if vavl and others:
+        tests = pd.DataFrame([paired_comparison(part, vavl, other, c, headline) for other in others
                               for c in study.conditions])
         art.table(tests[["a", "b", "condition", "metric", "difference", "wins", "pairs", "p_value"]].round(4),
                   f"other_task_{task}_tests", f"{vavl} minus each run ({headline}), paired by unit (unadjusted p).",

@@ -316,6 +316,14 @@ def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
 # ============================================================================================== stage params
 
 
+def hashed_code() -> list[str]:
+    """The method-specific source files the resolved params hash (every registered method's module and what it
+    imports beyond the training and embedding stages' own code): the `params` stage depends on them, so that editing
+    a method's module reruns it and, through the hashes it writes, only the stages of that method's runs."""
+    methods = module_closure(sorted({info.module for info in CATALOG.values()}))
+    return sorted(set(methods) - set(stage_closure("train")))
+
+
 def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     """{relative file under data/params: its content}: what each stage reads (see the module docstring)."""
     data = params["data"]

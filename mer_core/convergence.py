@@ -18,10 +18,11 @@ COLUMNS = ["run", "stage", "fold", "seed", "epochs", "max_epochs", "stopped", "b
 def convergence_table(history: pd.DataFrame, max_epochs: dict[str, dict[str, int]], stopping: dict) -> pd.DataFrame:
     """One row per (run, stage, fold, seed) of `history` (history.csv of the runs, with a `method` column naming
     the run); `max_epochs`: {run: {stage: its maximum epochs}}; `stopping`: `train.stopping`."""
-    metric = next(c for c in history.columns if c.startswith("val_") and c != "val_loss")
+    criteria = [c for c in history.columns if c.startswith("val_") and c != "val_loss"]
     patience, min_delta = stopping["patience"], stopping["min_delta"]
     rows = []
     for (run, stage, fold, seed), part in history.groupby(["method", "stage", "fold", "seed"], sort=False):
+        metric = next(c for c in criteria if part[c].notna().all())  # val_ua, or val_ccc_mean for regression
         scores = part.sort_values("epoch")[metric].to_numpy()
         epochs = len(scores)
         limit = max_epochs.get(run, {}).get(stage, epochs)

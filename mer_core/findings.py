@@ -155,7 +155,7 @@ def evaluate_claims(per_condition: pd.DataFrame, runs: Mapping[str, dict], claim
                      "condition": claim.condition, "metric": claim.metric, "difference": result["difference"],
                      "ci_low": low, "ci_high": high, "wins": result["wins"], "pairs": result["pairs"],
                      "p_value": result["p_value"], "converged": not ({better, worse} & set(unconverged))})
-    table = pd.DataFrame(rows, columns=[*COLUMNS[:-3], "converged", "sd"])
+    table = pd.DataFrame(rows, columns=[*COLUMNS[:-2], "converged", "sd"])
     table["p_holm"] = holm(table["p_value"].tolist()) if len(table) else []
     table["verdict"] = [verdict(r.difference, r.p_holm, alpha, r.converged) for r in table.itertuples()]
     # the difference each comparison resolves with 80% power at Holm's strictest threshold (alpha / claims)

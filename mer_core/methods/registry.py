@@ -14,8 +14,8 @@ stage's trained model (e.g. MMIN's stage 2 starts from, and is taught by, its st
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] schedule of the study. Official: fixed schedules (e.g. MMIN 30 + 30 epochs). Here: each stage trains until its
   validation criterion stops improving, at most the official epochs (`train.stopping`). Why: every run converges
-  before a claim is tested, in the study's CPU budget. Restore: `train.preset: paper`. Test:
-  `tests/test_config.py::test_paper_preset_resets_schedules_and_sizes`.
+  before a claim is tested, in the study's CPU budget. Restore: `train.preset: paper`.
+  Test: tests/test_config.py::test_paper_preset_resets_schedules_and_sizes.
 """
 from __future__ import annotations
 
