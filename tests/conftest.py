@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from mer_core.config import Field, Section, validate
 from mer_core.data.folds import make_splits
 from mer_core.data.store import Sequences, read_store, write_store
 
@@ -84,57 +83,34 @@ def tiny_attribute_store(tmp_path):
 
 @pytest.fixture
 def tiny_params():
-    """Factory: tiny_params(store, task="classification", **train_overrides) -> params dict for
-    `mer_core.train.run_method` on `store` (every method of params.yaml, tiny widths)."""
-    from mer_core.methods import validate_run
-    from mer_core.robustness import ROBUSTNESS_SCHEMA
-    from mer_core.tasks import TASKS
-    from mer_core.train import TRAIN_SCHEMA
+    """Factory: tiny_params(store, task="classification", **train_overrides) -> validated params (every default
+    filled in, `mer_core.config.validate_params`) whose runs train on `store` at tiny widths (every method; the
+    study's `train` section with `train_overrides`); train one with `helpers.run_method`."""
+    from mer_core.config import validate_params
 
     def make(store, epochs: int = 2, task: str = "classification", **train) -> dict:
         optim = {"epochs": epochs, "epochs_decay": 0, "lr": 0.01, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 16}
-        small = {"optim": optim, "hidden": 8, "classifier": [8], "dropout": 0.1, "encoder_pooling": "valid",
-                 "text_windows": "valid"}
+        small = {"optim": optim, "hidden": 8, "classifier": [8], "dropout": 0.1}
         imagination = {**small, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 2, "ce_weight": 1.0, "mse_weight": 1.0}
         pretrain = {"optim": dict(optim, epochs=1), "classifier": [8], "dropout": 0.1}
-        params = {
-            "seed": 0,
+        methods = {name: {"method": name, **small} for name in BASELINES}
+        methods["mmin"] = {"method": "mmin", **imagination, "cycle_weight": 1.0, "pretrain": pretrain}
+        methods["ifmmin"] = {"method": "ifmmin", **imagination, "invariant_weight": 10.0, "pretrain": pretrain}
+        methods["nmer"] = {"method": "nmer", **small, "latent": 4, "vae_layers": 1, "vae_heads": 2, "vae_ffn": 8,
+                           "decoder_hidden": 8, "noise": {"per_sample": False},
+                           "pretrain": {**pretrain, "denoise_weight": 1.0, "denoise_hidden": 8}}
+        methods["vavl"] = {"method": "vavl", "optim": dict(optim, beta1=0.95, grad_clip=0.0), "projection": 6,
+                           "subsample": 2, "d_model": 8, "heads": 2, "ffn_expansion": 2, "kernel": 3,
+                           "branch_blocks": 1, "shared_blocks": 1, "head_dropout": 0.1}
+        raw = {
             "task": task,
-            "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent),
-                     "on_error": "raise"},
-            "train": {"seeds": [0], "folds": [0], "preset": "study", "weight_decay": 0.0, "device": "cpu",
-                      "n_jobs": 1, "threads_per_run": 1,
+            "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent)},
+            "train": {"seeds": [0], "folds": [0], "stopping": {"rule": "fixed"},
                       "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2}, **train},
-            "methods": {name: {"method": name, **small} for name in BASELINES},
+            "methods": methods,
+            "robustness": {"intensities": [20, 100], "batch_size": 32},
+            "extended": {"other_task": {"task": "regression" if task == "classification" else "classification"}},
         }
-        params["methods"]["utt_dataaug"]["conditions"] = "missing"
-        params["methods"]["mmin"] = {"method": "mmin", **imagination, "cycle_weight": 1.0, "pretrain": pretrain}
-        params["methods"]["ifmmin"] = {
-            "method": "ifmmin", **imagination, "inject": True, "ae_version": "published", "invariant_weight": 10.0,
-            "pretrain": {**pretrain, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None}}
-        params["methods"]["nmer"] = {
-            "method": "nmer", **small, "latent": 4, "vae_layers": 1, "vae_heads": 2, "vae_ffn": 8, "decoder_hidden": 8,
-            "decoder_output": "sigmoid", "kl_reduction": "sum", "vae_attention": "per_clip", "eval_latent": "sample",
-            "ce_weight": 1.0,
-            "invariant_weight": 1.0, "vae_weight": 1.0,
-            "noise": {"type": "gaussian", "steps": 100, "schedule": "scaled_linear", "beta_start": 0.01,
-                      "beta_end": 0.5, "impulse_density": 0.3, "per_sample": False},
-            "pretrain": {**pretrain, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None, "denoise_weight": 1.0,
-                         "denoise_hidden": 8, "denoise_term": "official"}}
-        params["methods"]["vavl"] = {
-            "method": "vavl", "optim": dict(optim, beta1=0.95, grad_clip=0.0), "projection": 6, "subsample": 2,
-            "d_model": 8, "heads": 2, "ffn_expansion": 2, "kernel": 3, "branch_blocks": 1, "shared_blocks": 1,
-            "dropout": 0.1, "head_dropout": 0.1, "shared": True, "residual": True, "rec_weight": "auto",
-            "attention_scale": "d_model", "positions": "relative", "pooling": "valid", "axes": "per_clip"}
-        params["robustness"] = {"noise_types": ["gaussian", "impulse"], "intensities": [20, 100],
-                                "schedule": "scaled_linear", "beta_start": 0.01, "beta_end": 0.5,
-                                "impulse_density": 0.3, "per_sample": True, "batch_size": 32, "seed": 0,
-                                "signal": True}
-        validate({"task": params["task"]}, Section({"task": Field(str, choices=TASKS)}), "")
-        validate(params["train"], TRAIN_SCHEMA, "train")
-        validate(params["robustness"], ROBUSTNESS_SCHEMA, "robustness")
-        for run, entry in params["methods"].items():
-            validate_run(run, entry)
-        return params
+        return validate_params(raw)
 
     return make

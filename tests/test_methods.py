@@ -17,7 +17,7 @@ from mer_core.methods import REGISTRY, ModelContext, effective_entry, method_spe
 from mer_core.methods.baselines import EarlyFusion, LateFusion, UttFusion, align_frames
 from mer_core.layers import LSTMEncoder, TextCNN
 from mer_core.tasks import Task, study_task
-from mer_core.train import run_method
+from helpers import run_method
 
 from fakes import CTX, OPTIM, make_batch, task_context
 

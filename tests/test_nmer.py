@@ -17,7 +17,8 @@ from mer_core.losses import gaussian_kl, pairwise_cmd
 from mer_core.methods import method_spec, validate_run
 from mer_core.methods.nmer import DENOISER_SCHEDULE, NMER, InvariantSpecific, NMERPretrain
 from mer_core.noise import NoiseScheduler
-from mer_core.train import run_method, subnetworks, training_view
+from helpers import run_method
+from mer_core.train import subnetworks, training_view
 from fakes import CTX, make_batch, masked_slot_mse
 
 

@@ -17,7 +17,7 @@ from mer_core.methods import ModelContext, method_spec, validate_run
 from mer_core.methods.baselines import LateFusion
 from mer_core.metrics import ccc, classification_metrics
 from mer_core.tasks import ATTRIBUTES, CLASSIFICATION_METRICS, TASKS, Task, ccc_loss, metric_columns, study_task
-from mer_core.train import run_method
+from helpers import run_method
 from fakes import CLASSIFICATION, OPTIM, REG_CTX, REGRESSION, make_batch
 
 CPU = torch.device("cpu")
