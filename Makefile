@@ -1,18 +1,20 @@
-# Two commands: `make repro` (the whole default study) and `make test` (the test suite);
-# `make repro-extended` also runs the extended study (extended/dvc.yaml: VAVL's ablations, the other task,
-# partly unpaired training), which the default study does not wait for.
+# Two commands: `make repro` (the whole default study) and `make test` (the fast tests, about 2 minutes).
+# `make repro-extended` also runs the extended study (extended/dvc.yaml: ablations, the official switches, the other
+# task, partly unpaired training); `make test-full` runs every test (the end-to-end pipeline runs too: what CI runs);
+# `make lint` checks the code with ruff; `make lab` opens the explorer in JupyterLab (LAB_ARGS passes options).
 # After `dvc repro`, README.md's Results section is regenerated from reports/ (mer_core.readme_results).
 # Every target creates .venv from pyproject.toml's pinned dependencies when it is missing.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PREFER_ENV_PATH := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro repro-extended test lab
+.PHONY: setup repro repro-extended test test-full lint lab
 
 setup: $(STAMP)
 
@@ -22,16 +24,22 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 repro: $(STAMP)
-	dvc repro
+	dvc repro dvc.yaml
 	python -m mer_core.readme_results
 
 repro-extended: $(STAMP)
-	dvc repro
-	dvc repro extended/dvc.yaml
+	dvc repro dvc.yaml extended/dvc.yaml
 	python -m mer_core.readme_results
 
 test: $(STAMP)
-	python -m pytest
+	python -m pytest -m "not slow"
+
+test-full: test
+	python -m pytest -m slow
+
+lint: $(STAMP)
+	ruff check mer_core tests
+	ruff format --check mer_core tests
 
 lab: $(STAMP)
-	jupyter lab notebooks/04_explore.ipynb
+	jupyter lab $(LAB_ARGS) notebooks/04_explore.ipynb
