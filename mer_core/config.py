@@ -203,7 +203,9 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
             raise ConfigError(f"analysis.{key}: {unknown[0]!r} is not a run of `methods` "
                               f"(runs: {', '.join(params['methods'])})")
     from mer_core.embedding import check_embedding
+    from mer_core.train import check_train
 
+    check_train(params)  # before check_embedding, which refers to train.folds
     check_embedding(params)
     return params
 

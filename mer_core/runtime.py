@@ -1,8 +1,15 @@
-"""Seeding, device selection and atomic file writes."""
+"""Seeding, device selection, atomic file writes, and worker processes that die with their parent."""
 from __future__ import annotations
 
+import ctypes
 import os
 import random
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +45,33 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def spawn_pool(n_jobs: int) -> ProcessPoolExecutor:
+    """`n_jobs` spawned worker processes that end when this process ends, however it ends (`die_with_parent`): a
+    SIGKILLed prepare or training step leaves no orphaned worker blocked on its pipe. Start it from a thread that
+    outlives it (on Linux the kernel signals a worker when the thread that started it ends)."""
+    return ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=die_with_parent,
+                               initargs=(os.getpid(),))
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this process when process `parent` ends. On Linux the kernel sends SIGKILL on the
+    parent's death (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread polls the parent pid once a second."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
 
 
 def enter_project_root(start: str | Path | None = None) -> Path:

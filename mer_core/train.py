@@ -18,7 +18,14 @@ trains every run with its method's official settings (`mer_core.methods.effectiv
 Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
 `history.csv`, `predictions.csv`, `per_condition.csv`, `robustness.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
 `fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). Checkpoints live apart
-from `results/` so that a clone without the DVC cache still holds every dependency of the analysis stage.
+from `results/` so that a clone without the DVC cache still holds every dependency of the analysis stage. A
+checkpoint's bytes depend only on its contents, not on `train.n_jobs` (`save_checkpoint`).
+
+A run never ends with numbers computed from NaN: a training loss or a gradient norm (computed where gradients are
+clipped) that is NaN or infinite, or a model output that is (validation or test: `evaluate.predict`), stops it at
+once with a `NonFiniteError` naming the run, fold, seed, stage and epoch. The tables of `out_dir` are written only
+once every (fold, seed) has succeeded, and `run_method` first removes the `metrics.json` of an earlier run and
+`fit_run` the checkpoints of its (fold, seed), so a failed run leaves nothing that looks like its result.
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
@@ -32,12 +39,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -46,14 +54,16 @@ from tqdm.auto import tqdm
 from mer_core.conditions import all_conditions, random_presence
 from mer_core.config import ConfigError, Field, Section
 from mer_core.data.batches import Batch, Split, load_fold
+from mer_core.data.corpora import CORPORA
+from mer_core.data.folds import SpeakerPartitions
 from mer_core.data.prepare import store_path
 from mer_core.data.store import read_store
-from mer_core.evaluate import grid_metrics, predict, selection_score, summarise
+from mer_core.evaluate import NonFiniteError, grid_metrics, predict, selection_score, summarise
 from mer_core.frame_encoder import FRAME_ENCODER_SCHEMA, FrameEncoded, FrameEncoderSpec, build_stage
 from mer_core.methods import ModelContext, StageSpec, effective_entry, method_spec
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
-from mer_core.runtime import seed_everything, select_device, write_atomic
+from mer_core.runtime import seed_everything, select_device, spawn_pool, write_atomic
 from mer_core.tasks import Task, study_task
 
 PRESETS = ("study", "paper")
@@ -142,7 +152,9 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
                 show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0) -> StageResult:
     """Train `model` for one stage; load the weights of its best validation epoch into it. With `noise`, the
     removed modalities are noised in training and validation (the same seeded validation noise every epoch).
-    The history's `val_<metric>` column holds the selection metric (`val_ua` for classification)."""
+    The history's `val_<metric>` column holds the selection metric (`val_ua` for classification). A non-finite
+    loss, gradient norm, validation output or score raises NonFiniteError naming `desc` (run, fold, seed, stage)
+    and the epoch."""
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
                                  betas=(optim["beta1"], 0.999), weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -162,25 +174,34 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
         for batch in data["train"].batches(optim["batch_size"], generator):
             batch = batch.to(device)
             for loss in update_steps(model, training_view(batch, stage.train_conditions, generator, noise), batch):
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise NonFiniteError(f"{desc}, epoch {epoch}: the training loss is {value} (lower optim.lr, or "
+                                         "check the feature store's values)")
                 optimiser.zero_grad(set_to_none=True)  # parameters a step does not reach keep no gradient: not updated
                 loss.backward()
                 if optim["grad_clip"] > 0:
-                    for params in groups:
-                        torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
+                    norms = torch.stack([torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
+                                         for params in groups])
+                    if not torch.isfinite(norms).all():
+                        raise NonFiniteError(f"{desc}, epoch {epoch}: a gradient norm is {norms.tolist()} (lower "
+                                             "optim.lr)")
                 optimiser.step()
-                total += loss.item() * len(batch.y)
+                total += value * len(batch.y)
             count += len(batch.y)
         schedule.step()
-        val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
+        try:
+            val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
+        except NonFiniteError as err:
+            raise NonFiniteError(f"{desc}, epoch {epoch}: validation {err}") from None
         score = selection_score(val, task)
+        if not math.isfinite(score):
+            raise NonFiniteError(f"{desc}, epoch {epoch}: the validation {task.selection_metric} is {score}")
         rows.append({"stage": stage.name, "epoch": epoch, "lr": lr, "train_loss": total / count,
                      "val_loss": val["loss"].mean(), f"val_{task.selection_metric}": score})
         if score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
         epochs.set_postfix({f"val_{task.selection_metric}": f"{score:.3f}"})
-    if best[2] is None:
-        raise RuntimeError(f"{desc}: the validation {task.selection_metric} was NaN in every epoch (diverged?); "
-                           "lower optim.lr")
     model.load_state_dict(best[2])
     return StageResult(best[1], best[0], pd.DataFrame(rows))
 
@@ -190,11 +211,29 @@ def checkpoint_path(checkpoint_dir: Path, fold: int, seed: int, stage: str | Non
     return Path(checkpoint_dir) / (f"fold{fold}-seed{seed}" + (f"-{stage}" if stage else "") + ".pt")
 
 
+def canonical(value):
+    """A copy of a checkpoint's plain data (dicts, lists, tuples, strings, numbers) that pickles to the same bytes
+    whatever objects it was built from: fresh containers (no shared ones), interned strings, Python numbers for
+    numpy scalars. Pickle refers back to an object it has written by identity, so equal data built in another
+    process (a `train.n_jobs` worker unpickles its params) gave other bytes."""
+    if isinstance(value, dict):
+        return {canonical(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(canonical(v) for v in value)
+    if isinstance(value, str):
+        return sys.intern(str(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
     """torch.save through a file handle: the archive's inner folder is then named `archive`, not after the
-    (temporary) file, so the same weights give the same bytes and DVC sees an unchanged output."""
+    (temporary) file; with every entry but the state dict made `canonical`, the same weights and settings give
+    the same bytes, so DVC sees an unchanged output."""
     with open(path, "wb") as handle:
-        torch.save(checkpoint, handle)
+        torch.save({key: value if key == "state_dict" else canonical(value) for key, value in checkpoint.items()},
+                   handle)
 
 
 def load_model(checkpoint: dict) -> nn.Module:
@@ -227,13 +266,18 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
     frames = FrameEncoderSpec.for_store(store.manifest, cfg["frame_encoder"])
     context = ModelContext.from_manifest(store.manifest, task)
     context = frames.context(context) if frames else context
+    last_stage = spec.stages[-1].name
+    for stage in spec.stages:  # an earlier run's checkpoints of this (fold, seed) are not this run's
+        checkpoint_path(checkpoint_dir, fold, seed, None if stage.name == last_stage else stage.name).unlink(
+            missing_ok=True)
     model, histories, best_epochs = None, [], {}
+    where = f"run {run}, fold {fold}, seed {seed}"
     for k, stage in enumerate(spec.stages):
         model = build_stage(stage, entry, context, model, frames).to(device)
         optim = stage.params(entry)["optim"]
         result = train_stage(model, stage, optim, cfg["weight_decay"], data, generator, device,
-                             f"{run} fold {fold} seed {seed} {stage.name}", show_progress,
-                             stage.training_noise(entry), run_seed(seed, fold))
+                             f"{where}, stage {stage.name}", show_progress, stage.training_noise(entry),
+                             run_seed(seed, fold))
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(spec.stages) - 1
@@ -243,8 +287,11 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
                           "seed": seed, "epoch": result.best_epoch, f"val_{task.selection_metric}": result.best_score,
                           "context": asdict(context), **({"frame_encoder": asdict(frames)} if frames else {}),
                           "state_dict": model.state_dict()}, tmp))
-    test = predict(model, data["test"], optim["batch_size"], device)
-    robustness = robustness_grid(model, store, data["test"], params["robustness"], fold, device)
+    try:
+        test = predict(model, data["test"], optim["batch_size"], device)
+        robustness = robustness_grid(model, store, data["test"], params["robustness"], fold, device)
+    except NonFiniteError as err:
+        raise NonFiniteError(f"{where}, stage {last_stage}, test: {err}") from None
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
     return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
                      robustness.assign(fold=fold, seed=seed), time.perf_counter() - start)
@@ -260,8 +307,35 @@ def selected_folds(params: dict, available: list[int]) -> list[int]:
         return available
     unknown = [f for f in folds if f not in available]
     if unknown:
-        raise ConfigError(f"train.folds: fold {unknown[0]} does not exist; available folds: {available}")
+        raise ConfigError(f"train.folds: fold {unknown[0]} does not exist; available folds: "
+                          f"{', '.join(map(str, available))}")
     return list(folds)
+
+
+def params_folds(params: dict) -> tuple[list[int], str] | None:
+    """The folds the prepare step will draw, as params alone tell them, with the key that sets them: `folds.n_folds`
+    (k-fold on a media corpus) or the corpus's own partitions (`folds.protocol: standard`); None where the data
+    decides (a feature package's folds, a leave-one-group-out protocol)."""
+    corpus = CORPORA[params["data"]["corpus"]]
+    if corpus.kind != "media":
+        return None
+    if params["folds"]["protocol"] == "kfold":
+        return list(range(params["folds"]["n_folds"])), f"folds.n_folds: {params['folds']['n_folds']}"
+    if isinstance(corpus.protocol, SpeakerPartitions):
+        return list(range(corpus.protocol.n_partitions)), f"folds.protocol: standard, {corpus.protocol.source}"
+    return None
+
+
+def check_train(params: dict) -> None:
+    """Cross-check of `train.folds` against the folds params define (`params_folds`), before anything refers to
+    them (e.g. `analysis.embedding.fold`); `run_method` checks again against the feature store's folds."""
+    known = params_folds(params)
+    if known is not None and params["train"]["folds"] != "all":
+        folds, source = known
+        unknown = [f for f in params["train"]["folds"] if f not in folds]
+        if unknown:
+            raise ConfigError(f"train.folds: fold {unknown[0]} does not exist; available folds: "
+                              f"{', '.join(map(str, folds))} ({source})")
 
 
 def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str | Path) -> dict:
@@ -271,6 +345,7 @@ def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str
     Returns the summary written to metrics.json (mean and std over runs per condition).
     """
     out_dir = Path(out_dir)
+    (out_dir / "metrics.json").unlink(missing_ok=True)  # an earlier run's: not this one's until it succeeds
     store = read_store(store_path(params))  # verifies the hashes once, up front
     method_spec(params["methods"][name]["method"]).check_corpus(name, store.manifest["corpus"], store.modalities)
     FrameEncoderSpec.for_store(store.manifest, params["train"]["frame_encoder"])  # bad settings fail before any run
@@ -285,7 +360,7 @@ def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str
             outputs.append(fit_run(*run, show_progress=True))
             progress.update()
     else:
-        with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
+        with spawn_pool(n_jobs) as pool:
             for output in pool.map(_fit_run_worker, runs):
                 outputs.append(output)
                 progress.update()
