@@ -1,15 +1,9 @@
-"""Seeding, device selection, atomic file writes, and worker processes that die with their parent."""
+"""Seeding, device selection, atomic file writes, and messages that reach the console from inside a notebook."""
 from __future__ import annotations
 
-import ctypes
 import os
 import random
-import signal
 import sys
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -47,31 +41,21 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def spawn_pool(n_jobs: int) -> ProcessPoolExecutor:
-    """`n_jobs` spawned worker processes that end when this process ends, however it ends (`die_with_parent`): a
-    SIGKILLed prepare or training step leaves no orphaned worker blocked on its pipe. Start it from a thread that
-    outlives it (on Linux the kernel signals a worker when the thread that started it ends)."""
-    return ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=die_with_parent,
-                               initargs=(os.getpid(),))
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def die_with_parent(parent: int) -> None:
-    """Worker initializer: end this process when process `parent` ends. On Linux the kernel sends SIGKILL on the
-    parent's death (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread polls the parent pid once a second."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    else:
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(1.0)
-            os._exit(1)
-
-        threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent:  # the parent ended before the request took effect
-        os._exit(1)
+def tell(text: str) -> None:
+    """Write `text` (one or more lines) to stderr where a person sees it: the console, and, inside an IPython kernel
+    (a notebook that papermill executes under `dvc repro`, or JupyterLab), both the cell's output and the kernel
+    process's real stderr, which papermill leaves on the console. ipykernel captures that stderr's file descriptor
+    into the cell output and keeps a copy of the original (`OutStream.fileno()`); writing there reaches the console
+    without a second copy in the notebook."""
+    text = text if text.endswith("\n") else text + "\n"
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    if type(sys.stderr).__module__.startswith("ipykernel"):
+        try:
+            console = sys.stderr.fileno()
+        except (OSError, ValueError):  # the kernel does not capture it: sys.__stderr__ is the console itself
+            console = sys.__stderr__.fileno()
+        os.write(console, text.encode())
 
 
 def enter_project_root(start: str | Path | None = None) -> Path:

@@ -19,13 +19,14 @@ Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_
 `history.csv`, `predictions.csv`, `per_condition.csv`, `robustness.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
 `fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). Checkpoints live apart
 from `results/` so that a clone without the DVC cache still holds every dependency of the analysis stage. A
-checkpoint's bytes depend only on its contents, not on `train.n_jobs` (`save_checkpoint`).
+checkpoint's bytes depend only on its contents, not on `train.n_jobs` (`checkpoint_bytes`).
 
 A run never ends with numbers computed from NaN: a training loss or a gradient norm (computed where gradients are
 clipped) that is NaN or infinite, or a model output that is (validation or test: `evaluate.predict`), stops it at
 once with a `NonFiniteError` naming the run, fold, seed, stage and epoch. The tables of `out_dir` are written only
-once every (fold, seed) has succeeded, and `run_method` first removes the `metrics.json` of an earlier run and
-`fit_run` the checkpoints of its (fold, seed), so a failed run leaves nothing that looks like its result.
+once every (fold, seed) has succeeded, and the checkpoints of a (fold, seed) once it has been tested; `run_method`
+first removes the tables of an earlier run and `fit_run` the checkpoints of its (fold, seed), so a failed run
+leaves nothing that looks like its result.
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
@@ -38,6 +39,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import sys
@@ -63,10 +65,12 @@ from mer_core.frame_encoder import FRAME_ENCODER_SCHEMA, FrameEncoded, FrameEnco
 from mer_core.methods import ModelContext, StageSpec, effective_entry, method_spec
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
-from mer_core.runtime import seed_everything, select_device, spawn_pool, write_atomic
+from mer_core.runtime import seed_everything, select_device, write_atomic
+from mer_core.workers import spawn_pool
 from mer_core.tasks import Task, study_task
 
 PRESETS = ("study", "paper")
+RESULT_FILES = ("history.csv", "predictions.csv", "per_condition.csv", "robustness.csv", "metrics.json")  # in out_dir
 TRAIN_SCHEMA = Section(
     {
         "seeds": Field(list, low=1, item=Field(int, low=0)),
@@ -218,7 +222,7 @@ def canonical(value):
     process (a `train.n_jobs` worker unpickles its params) gave other bytes."""
     if isinstance(value, dict):
         return {canonical(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):
         return type(value)(canonical(v) for v in value)
     if isinstance(value, str):
         return sys.intern(str(value))
@@ -227,13 +231,18 @@ def canonical(value):
     return value
 
 
+def checkpoint_bytes(checkpoint: dict) -> bytes:
+    """torch.save into memory: the archive's inner folder is then named `archive`, not after a (temporary) file;
+    with every entry but the state dict made `canonical`, the same weights and settings give the same bytes, so
+    DVC sees an unchanged output."""
+    buffer = io.BytesIO()
+    torch.save({key: value if key == "state_dict" else canonical(value) for key, value in checkpoint.items()}, buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """torch.save through a file handle: the archive's inner folder is then named `archive`, not after the
-    (temporary) file; with every entry but the state dict made `canonical`, the same weights and settings give
-    the same bytes, so DVC sees an unchanged output."""
-    with open(path, "wb") as handle:
-        torch.save({key: value if key == "state_dict" else canonical(value) for key, value in checkpoint.items()},
-                   handle)
+    """Write `checkpoint_bytes(checkpoint)` to `path`."""
+    Path(path).write_bytes(checkpoint_bytes(checkpoint))
 
 
 def load_model(checkpoint: dict) -> nn.Module:
@@ -251,8 +260,8 @@ def load_model(checkpoint: dict) -> nn.Module:
 
 
 def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool) -> RunOutput:
-    """Train every stage of run `run` on `fold` with `seed`; save each stage's selected checkpoint; predict the
-    test fold with the last stage's model."""
+    """Train every stage of run `run` on `fold` with `seed`; predict the test fold with the last stage's model;
+    then save each stage's selected checkpoint (nothing when a stage or the test fails)."""
     start = time.perf_counter()
     cfg = params["train"]
     entry = effective_entry(params["methods"][run], cfg["preset"])
@@ -270,7 +279,7 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
     for stage in spec.stages:  # an earlier run's checkpoints of this (fold, seed) are not this run's
         checkpoint_path(checkpoint_dir, fold, seed, None if stage.name == last_stage else stage.name).unlink(
             missing_ok=True)
-    model, histories, best_epochs = None, [], {}
+    model, histories, best_epochs, checkpoints = None, [], {}, {}
     where = f"run {run}, fold {fold}, seed {seed}"
     for k, stage in enumerate(spec.stages):
         model = build_stage(stage, entry, context, model, frames).to(device)
@@ -281,17 +290,18 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(spec.stages) - 1
-        write_atomic(checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name),
-                     lambda tmp: save_checkpoint(
-                         {"run": run, "method": spec.name, "stage": stage.name, "params": entry, "fold": fold,
-                          "seed": seed, "epoch": result.best_epoch, f"val_{task.selection_metric}": result.best_score,
-                          "context": asdict(context), **({"frame_encoder": asdict(frames)} if frames else {}),
-                          "state_dict": model.state_dict()}, tmp))
+        checkpoints[checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name)] = checkpoint_bytes(
+            {"run": run, "method": spec.name, "stage": stage.name, "params": entry, "fold": fold, "seed": seed,
+             "epoch": result.best_epoch, f"val_{task.selection_metric}": result.best_score,
+             "context": asdict(context), **({"frame_encoder": asdict(frames)} if frames else {}),
+             "state_dict": model.state_dict()})
     try:
         test = predict(model, data["test"], optim["batch_size"], device)
         robustness = robustness_grid(model, store, data["test"], params["robustness"], fold, device)
     except NonFiniteError as err:
         raise NonFiniteError(f"{where}, stage {last_stage}, test: {err}") from None
+    for path, content in checkpoints.items():
+        write_atomic(path, lambda tmp: tmp.write_bytes(content))
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
     return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
                      robustness.assign(fold=fold, seed=seed), time.perf_counter() - start)
@@ -345,7 +355,8 @@ def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str
     Returns the summary written to metrics.json (mean and std over runs per condition).
     """
     out_dir = Path(out_dir)
-    (out_dir / "metrics.json").unlink(missing_ok=True)  # an earlier run's: not this one's until it succeeds
+    for table in RESULT_FILES:  # an earlier run's results are not this one's
+        (out_dir / table).unlink(missing_ok=True)
     store = read_store(store_path(params))  # verifies the hashes once, up front
     method_spec(params["methods"][name]["method"]).check_corpus(name, store.manifest["corpus"], store.modalities)
     FrameEncoderSpec.for_store(store.manifest, params["train"]["frame_encoder"])  # bad settings fail before any run

@@ -12,12 +12,12 @@ lists without a file for a modality (e.g. a face CSV without its WAV) keeps its 
 `skip_clip`: is dropped) whatever `on_error` says. Each such (clip, modality) is a row of `<store>/skipped.csv`
 (`SKIPPED_COLUMNS`: clip_id, modality, path, reason, action = `clip dropped` | `modality dropped`), counted in the
 manifest (`counts.skipped`: clips dropped; `counts.modalities_dropped`: clips kept without a modality), and
-summarised on the process's real stderr once the store is written (`report_skipped`: it reaches the `dvc repro`
-console from inside a papermill-executed notebook, and the notebook). A *feature package* (e.g. `iemocap_mmin`)
+summarised on stderr once the store is written (`report_skipped`: from inside a papermill-executed notebook it
+reaches both the `dvc repro` console and the notebook). A *feature package* (e.g. `iemocap_mmin`)
 brings its features and its own folds: the `features`, `folds` and `data.on_error` params are not used
 (the manifest says so) and a bad package always raises. The store is written atomically, so an
 interrupted run leaves nothing that looks done; the extraction workers die with the prepare process
-(`mer_core.runtime.spawn_pool`), and one that dies alone (killed, out of memory) stops the run with a `WorkerError`.
+(`mer_core.workers`), and one that dies alone (killed, out of memory) stops the run with a `WorkerError`.
 
 Extraction is resumable (`mer_core.data.extract_cache`): each finished item of work (both passes below) is
 kept in `<data.cache_dir>/extract/<corpus>/` as its chunk comes back, a rerun extracts only what is not there
@@ -40,7 +40,6 @@ frames, and a clip without readable audio is never a babble talker).
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -60,7 +59,8 @@ from mer_core.data.openface import OpenFaceError
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
-from mer_core.runtime import spawn_pool
+from mer_core.runtime import tell
+from mer_core.workers import spawn_pool
 from mer_core.tasks import ATTRIBUTES
 
 ON_ERROR = ("raise", "skip", "skip_clip")  # data.on_error (see module docstring)
@@ -409,9 +409,8 @@ def skipped_table(clips: pd.DataFrame, modalities: tuple[str, ...], errors: list
 
 
 def report_skipped(skipped: pd.DataFrame, where: Path) -> None:
-    """Print a summary of skipped.csv (nothing when it is empty) to the process's real stderr, which reaches the
-    `dvc repro` console from inside a papermill-executed notebook (ipykernel forwards that stream to the notebook
-    too)."""
+    """Tell a summary of skipped.csv (nothing when it is empty) on stderr, which from inside a papermill-executed
+    notebook reaches both the `dvc repro` console and the notebook (`mer_core.runtime.tell`)."""
     if skipped.empty:
         return
     kept_without = skipped[skipped["action"] == MODALITY_DROPPED].groupby("modality", sort=False).size()
@@ -422,7 +421,7 @@ def report_skipped(skipped: pd.DataFrame, where: Path) -> None:
               skipped.head(REPORTED_ROWS).itertuples()]
     if len(skipped) > REPORTED_ROWS:
         lines.append(f"  ... {len(skipped) - REPORTED_ROWS} more rows in {where}")
-    print("\n".join(lines), file=sys.__stderr__ or sys.stderr, flush=True)
+    tell("\n".join(lines))
 
 
 def manifest_of(corpus: Corpus, root: str, meta: pd.DataFrame, dims: dict, frame_rates: dict, features: dict,

@@ -186,8 +186,8 @@ def _check_finite(name: str, seq: Sequences) -> None:
     if not finite.all():
         frame = int(np.flatnonzero(~finite)[0])
         clip = int(np.searchsorted(seq.offsets, frame, side="right")) - 1
-        raise StoreError(f"{name}: clip {seq.clip_ids[clip]!r}, frame {frame - seq.offsets[clip]}: non-finite feature "
-                         "values; nothing was written")
+        raise StoreError(f"{name}: clip {str(seq.clip_ids[clip])!r}, frame {frame - seq.offsets[clip]}: non-finite "
+                         "feature values; nothing was written")
 
 
 def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
