@@ -60,8 +60,8 @@ from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.data.synthetic import SYNTHETIC_SCHEMA
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
 from mer_core.runtime import tell
-from mer_core.workers import spawn_pool
 from mer_core.tasks import ATTRIBUTES
+from mer_core.workers import spawn_pool
 
 ON_ERROR = ("raise", "skip", "skip_clip")  # data.on_error (see module docstring)
 SKIPPED_COLUMNS = ["clip_id", "modality", "path", "reason", "action"]
