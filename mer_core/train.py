@@ -39,6 +39,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import math
@@ -300,7 +301,7 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
     except NonFiniteError as err:
         raise NonFiniteError(f"{where}, stage {last_stage}, test: {err}") from None
     for path, content in checkpoints.items():
-        write_atomic(path, lambda tmp: tmp.write_bytes(content))
+        write_atomic(path, functools.partial(Path.write_bytes, data=content))
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
     return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
                      robustness.assign(fold=fold, seed=seed), time.perf_counter() - start)

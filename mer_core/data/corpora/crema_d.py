@@ -205,7 +205,7 @@ def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataF
             row, k = np.argwhere(bad)[0]
             raise CorpusError(f"{attributes}: column {ATTRIBUTES[k]!r}, row {row} (line {row + 2}): "
                               f"{attr[ATTRIBUTES[k]].iloc[row]} is not a number in [-1, 1]")
-        attr = attr.assign(**{a: values[:, k] for k, a in enumerate(ATTRIBUTES)}).rename(columns={"FileName": "clip_id"})
+        attr = attr.assign(clip_id=attr["FileName"], **{a: values[:, k] for k, a in enumerate(ATTRIBUTES)})
         clips = clips.merge(attr[["clip_id", *ATTRIBUTES]], on="clip_id", how="left", validate="one_to_one")
     if options["labels"] == "consensus":
         clips, note = with_consensus_labels(clips, root, options["consensus_votes"])
