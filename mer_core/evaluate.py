@@ -8,6 +8,8 @@ conditions with a modality missing, the full condition left out: the analysis's 
 `NoiseScheduler`, the removed modalities are noised instead of zero-filled (NMER protocol, methods.md §4.1),
 from a generator seeded per condition, so the same seed gives the same noise, hence the same metrics, every run.
 The metrics are the study task's (`mer_core.tasks`): WA, UA, F1 for classification, CCC for regression.
+A model output that is NaN or infinite raises `NonFiniteError` (a metric of NaN probabilities need not be NaN:
+an argmax still picks a class), so no metric is ever computed from one.
 """
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.tasks import Task
 
 
+class NonFiniteError(ArithmeticError):
+    """A loss, gradient norm or model output is NaN or infinite; the message says where (run, fold, seed, stage,
+    epoch, condition)."""
+
+
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device,
             conditions: list[tuple[str, ...]] | None = None, noise: NoiseScheduler | None = None,
@@ -31,6 +38,7 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
 
     Returns one row per (condition, clip): condition, row (index into meta.csv), the task's label and prediction
     columns (`Task.columns` of `split.task`: label, pred / label_<a>, pred_<a>), loss, then the class probabilities p0..pK-1.
+    Raises NonFiniteError when a model output is NaN or infinite.
     """
     model.eval()
     tables = []
@@ -47,7 +55,12 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
             labels.append(batch.y.cpu().numpy())
             losses.append(split.task.clip_losses(out, batch.y).cpu().numpy())
             outputs.append(out)
-        targets, extras = split.task.columns(np.concatenate(labels), torch.cat(outputs))
+        outputs = torch.cat(outputs)
+        finite = torch.isfinite(outputs.reshape(len(outputs), -1)).all(1)
+        if not finite.all():
+            raise NonFiniteError(f"model outputs under condition {condition_name(condition)}: NaN or infinite for "
+                                 f"{int((~finite).sum())} of {len(finite)} clips")
+        targets, extras = split.task.columns(np.concatenate(labels), outputs)
         table = pd.DataFrame({"condition": condition_name(condition), "row": np.concatenate(rows), **targets,
                               "loss": np.concatenate(losses), **extras})
         tables.append(table.sort_values("row", kind="stable"))  # batches come in order of length

@@ -20,6 +20,15 @@ sample std over units, best epochs), `history.csv` (per epoch and unit), `curve.
 epoch, mean over units: `dvc plots`), `predictions.csv`, `per_condition.csv`, `robustness.csv`; in
 `checkpoint_dir` (DVC cache) `fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). A
 run resolved as skipped (`skip_run`) writes the same files holding its status and reason.
+Checkpoints live apart from `results/` so that a clone without the DVC cache still holds every dependency of the
+analysis stage; a checkpoint's bytes depend only on its contents, not on the number of processes (`checkpoint_bytes`).
+
+A run never ends with numbers computed from NaN: a training loss or a gradient norm (computed where gradients are
+clipped) that is NaN or infinite, or a model output that is (validation or test: `evaluate.predict`), stops it at
+once with a `NonFiniteError` naming the run, fold, seed, stage and epoch. The tables of `out_dir` are written only
+once every (fold, seed) has succeeded, and the checkpoints of a (fold, seed) once it has been tested; `train_run`
+first removes the tables of an earlier run and `fit_run` the checkpoints of its (fold, seed), so a failed run leaves
+nothing that looks like its result.
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
@@ -33,14 +42,17 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 from __future__ import annotations
 
 import copy
+import functools
+import io
 import json
+import math
 import shutil
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -49,7 +61,7 @@ from tqdm.auto import tqdm
 from mer_core.conditions import all_conditions, condition_name, random_presence
 from mer_core.data.batches import Batch, Split, load_fold
 from mer_core.data.store import read_store
-from mer_core.evaluate import grid_metrics, predict, selection_score, summarise
+from mer_core.evaluate import NonFiniteError, grid_metrics, predict, selection_score, summarise
 from mer_core.frame_encoder import FrameEncoded, FrameEncoderSpec, build_stage
 from mer_core.methods.registry import ModelContext, StageSpec, stage_specs
 from mer_core.noise.scheduler import NoiseScheduler
@@ -57,6 +69,7 @@ from mer_core.robustness import robustness_grid, summarise_robustness
 from mer_core.runtime import seed_everything, select_device, write_atomic
 from mer_core.schema import ConfigError
 from mer_core.tasks import Task, study_task
+from mer_core.workers import spawn_pool
 
 @dataclass
 class StageResult:
@@ -130,7 +143,9 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
     """Train `model` for one stage on clips showing `conditions` (`StageSpec.conditions`); load the weights of its
     best validation epoch into it. With `noise`, the
     removed modalities are noised in training and validation (the same seeded validation noise every epoch).
-    The history's `val_<metric>` column holds the selection metric (`val_ua` for classification)."""
+    The history's `val_<metric>` column holds the selection metric (`val_ua` for classification). A non-finite
+    loss, gradient norm, validation output or score raises NonFiniteError naming `desc` (run, fold, seed, stage)
+    and the epoch."""
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
                                  betas=(optim["beta1"], 0.999), weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -151,25 +166,33 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
         for batch in data["train"].batches(optim["batch_size"], generator):
             batch = batch.to(device)
             for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise NonFiniteError(f"{desc}, epoch {epoch}: the training loss is {value} (lower optim.lr, or "
+                                         "check the feature store's values)")
                 optimiser.zero_grad(set_to_none=True)  # parameters a step does not reach keep no gradient: not updated
                 loss.backward()
                 if optim["grad_clip"] > 0:
-                    for params in groups:
-                        torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
+                    norms = [torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"]) for params in groups]
+                    if not torch.isfinite(sum(norms)):  # one check (a group without gradients gives a CPU 0.0)
+                        raise NonFiniteError(f"{desc}, epoch {epoch}: a gradient norm is not finite "
+                                             f"({[float(norm) for norm in norms]}; lower optim.lr)")
                 optimiser.step()
-                total += loss.item() * len(batch.y)
+                total += value * len(batch.y)
             count += len(batch.y)
         schedule.step()
-        val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
+        try:
+            val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
+        except NonFiniteError as err:
+            raise NonFiniteError(f"{desc}, epoch {epoch}: validation {err}") from None
         score = selection_score(val, task)
+        if not math.isfinite(score):
+            raise NonFiniteError(f"{desc}, epoch {epoch}: the validation {task.selection_metric} is {score}")
         rows.append({"stage": stage.name, "epoch": epoch, "lr": lr, "train_loss": total / count,
                      "val_loss": val["loss"].mean(), f"val_{task.selection_metric}": score})
         if score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
         epochs.set_postfix({f"val_{task.selection_metric}": f"{score:.3f}"})
-    if best[2] is None:
-        raise RuntimeError(f"{desc}: the validation {task.selection_metric} was NaN in every epoch (diverged?); "
-                           "lower optim.lr")
     model.load_state_dict(best[2])
     return StageResult(best[1], best[0], pd.DataFrame(rows))
 
@@ -179,11 +202,34 @@ def checkpoint_path(checkpoint_dir: Path, fold: int, seed: int, stage: str | Non
     return Path(checkpoint_dir) / (f"fold{fold}-seed{seed}" + (f"-{stage}" if stage else "") + ".pt")
 
 
+def canonical(value):
+    """A copy of a checkpoint's plain data (dicts, lists, tuples, strings, numbers) that pickles to the same bytes
+    whatever objects it was built from: fresh containers (no shared ones), interned strings, Python numbers for
+    numpy scalars. Pickle refers back to an object it has written by identity, so equal data built in another
+    process (a `train.n_jobs` worker unpickles its params) gave other bytes."""
+    if isinstance(value, dict):
+        return {canonical(k): canonical(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(canonical(v) for v in value)
+    if isinstance(value, str):
+        return sys.intern(str(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def checkpoint_bytes(checkpoint: dict) -> bytes:
+    """torch.save into memory: the archive's inner folder is then named `archive`, not after a (temporary) file;
+    with every entry but the state dict made `canonical`, the same weights and settings give the same bytes, so
+    DVC sees an unchanged output."""
+    buffer = io.BytesIO()
+    torch.save({key: value if key == "state_dict" else canonical(value) for key, value in checkpoint.items()}, buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """torch.save through a file handle: the archive's inner folder is then named `archive`, not after the
-    (temporary) file, so the same weights give the same bytes and DVC sees an unchanged output."""
-    with open(path, "wb") as handle:
-        torch.save(checkpoint, handle)
+    """Write `checkpoint_bytes(checkpoint)` to `path`."""
+    Path(path).write_bytes(checkpoint_bytes(checkpoint))
 
 
 def load_model(checkpoint: dict) -> nn.Module:
@@ -202,8 +248,9 @@ def load_model(checkpoint: dict) -> nn.Module:
 
 def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool, threads: int = 1,
             device: str = "cpu") -> RunOutput:
-    """Train every stage of `run` (a resolved run) on `fold` with `seed`; save each stage's selected checkpoint;
-    predict the test fold with the last stage's model (and the robustness grid when the run has one)."""
+    """Train every stage of `run` (a resolved run) on `fold` with `seed`; predict the test fold with the last stage's
+    model (and the robustness grid when the run has one); then save each stage's selected checkpoint (nothing when a
+    stage or the test fails)."""
     start = time.perf_counter()
     cfg, entry = run["train"], run["entry"]
     stages = stage_specs(run["method"], run["module"], run["stages"])
@@ -216,26 +263,34 @@ def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress
     frames = FrameEncoderSpec.for_store(store.manifest, cfg["frame_encoder"])
     context = ModelContext.from_manifest(store.manifest, task)
     context = frames.context(context) if frames else context
-    model, histories, best_epochs = None, [], {}
+    last_stage = stages[-1].name
+    for stage in stages:  # an earlier run's checkpoints of this (fold, seed) are not this run's
+        checkpoint_path(checkpoint_dir, fold, seed, None if stage.name == last_stage else stage.name).unlink(
+            missing_ok=True)
+    model, histories, best_epochs, checkpoints = None, [], {}, {}
+    where = f"run {run['name']}, fold {fold}, seed {seed}"
     for k, stage in enumerate(stages):
         model = build_stage(stage, entry, context, model, frames).to(device)
         optim = stage.params(entry)["optim"]
         result = train_stage(model, stage, stage.conditions(entry), optim, cfg["weight_decay"], data, generator,
-                             device, f"{run['name']} fold {fold} seed {seed} {stage.name}", show_progress,
-                             stage.training_noise(entry), run_seed(seed, fold))
+                             device, f"{where}, stage {stage.name}", show_progress, stage.training_noise(entry),
+                             run_seed(seed, fold))
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(stages) - 1
-        write_atomic(checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name),
-                     lambda tmp: save_checkpoint(
-                         {"run": run["name"], "method": run["method"], "module": run["module"],
-                          "stages": run["stages"], "stage": stage.name, "params": entry, "fold": fold,
-                          "seed": seed, "epoch": result.best_epoch, f"val_{task.selection_metric}": result.best_score,
-                          "context": asdict(context), **({"frame_encoder": asdict(frames)} if frames else {}),
-                          "state_dict": model.state_dict()}, tmp))
-    test = predict(model, data["test"], optim["batch_size"], device)
-    robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) if run["robustness"] \
-        else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
+        checkpoints[checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name)] = checkpoint_bytes(
+            {"run": run["name"], "method": run["method"], "module": run["module"], "stages": run["stages"],
+             "stage": stage.name, "params": entry, "fold": fold, "seed": seed, "epoch": result.best_epoch,
+             f"val_{task.selection_metric}": result.best_score, "context": asdict(context),
+             **({"frame_encoder": asdict(frames)} if frames else {}), "state_dict": model.state_dict()})
+    try:
+        test = predict(model, data["test"], optim["batch_size"], device)
+        robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) \
+            if run["robustness"] else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
+    except NonFiniteError as err:
+        raise NonFiniteError(f"{where}, stage {last_stage}, test: {err}") from None
+    for path, content in checkpoints.items():
+        write_atomic(path, functools.partial(Path.write_bytes, data=content))
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
     return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
                      robustness.assign(fold=fold, seed=seed), time.perf_counter() - start)
@@ -253,7 +308,7 @@ def selected_folds(run: dict, available: list[int]) -> list[int]:
     unknown = [f for f in folds if f not in available]
     if unknown:
         raise ConfigError(f"train.folds: fold {unknown[0]} does not exist in the feature store; available folds: "
-                          f"{available}")
+                          f"{', '.join(map(str, available))}")
     return list(folds)
 
 
@@ -264,6 +319,8 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, jobs: 
     `checkpoint_dir`. A skipped run, or one the feature store cannot feed, writes its status instead (`skip_run`).
     Returns the summary (summary.json)."""
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
+    for name in RESULT_FILES:  # an earlier run's results are not this one's
+        (out_dir / name).unlink(missing_ok=True)
     if run["status"] == "skip":
         return skip_run(run, out_dir, checkpoint_dir, run["reason"])
     store = read_store(run["store"])  # verifies the hashes once, up front
@@ -282,7 +339,7 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, jobs: 
             outputs.append(fit_run(*unit[:4], show_progress=True, threads=threads, device=device))
             progress.update()
     else:
-        with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
+        with spawn_pool(n_jobs) as pool:
             for output in pool.map(_fit_unit, units):
                 outputs.append(output)
                 progress.update()
@@ -306,6 +363,7 @@ def unfed(run: dict, modalities: tuple[str, ...]) -> str | None:
 
 
 SKIPPED_FILES = ("history.csv", "curve.csv", "predictions.csv", "per_condition.csv", "robustness.csv")
+RESULT_FILES = (*SKIPPED_FILES, "summary.json", "metrics.json")  # in out_dir
 
 
 def skip_run(run: dict, out_dir: Path, checkpoint_dir: Path, reason: str) -> dict:

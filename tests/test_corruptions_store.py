@@ -14,7 +14,8 @@ import soundfile as sf
 
 from mer_core.config import ConfigError, load_params, validate
 from mer_core.data.features import FEATURES_SCHEMA
-from mer_core.data.prepare import CorruptionError, babble_talkers, corruption_specs, prepare
+from mer_core.data.media import AudioError
+from mer_core.data.prepare import babble_talkers, corruption_specs, prepare
 from mer_core.data.store import Sequences, StoreError, read_store, write_store
 from mer_core.data.synthetic import generate_corpus
 
@@ -135,7 +136,7 @@ def test_no_corruption_set_gives_none(tmp_path, base_params, corpus):
         store.corruption("audio_white_0db")
 
 
-def test_skipped_clips_are_absent_from_the_variants(tmp_path, base_params, corpus):
+def test_a_skipped_modality_has_no_variants(tmp_path, base_params, corpus):
     root = tmp_path / "raw"
     shutil.copytree(corpus, root)
     wav = sorted((root / "AudioWAV").glob("*.wav"))[5]
@@ -143,18 +144,21 @@ def test_skipped_clips_are_absent_from_the_variants(tmp_path, base_params, corpu
     params = params_for(base_params, root, tmp_path / "features", audio_snr_db=[10.0], visual_dropout=[0.5])
     params["data"]["on_error"] = "skip"
     store = prepare(params)
-    assert wav.stem not in set(store.meta["clip_id"])
+    row = list(store.meta["clip_id"]).index(wav.stem)  # the clip stays, with its face only
+    assert not store.meta["has_audio"][row] and store.meta["has_visual"][row]
     for entry in store.corruptions:
-        assert wav.stem not in set(store.corruption(entry["name"])[1].clip_ids)
+        modality, variant = store.corruption(entry["name"])
+        assert variant.lengths[row] == store.sequences[modality].lengths[row]
+        assert (variant.lengths[row] > 0) == (modality == "visual")
 
 
 def test_a_silent_clip_stops_the_run_naming_the_file(tmp_path, base_params, corpus):
     root = tmp_path / "raw"
     shutil.copytree(corpus, root)
     wav = sorted((root / "AudioWAV").glob("*.wav"))[3]
-    sf.write(wav, np.zeros(16000, np.float32), 16000)  # readable and featurisable, but no SNR can be set
+    sf.write(wav, np.zeros(16000, np.float32), 16000)  # readable, but no SNR can be set: rejected on reading
     params = params_for(base_params, root, tmp_path / "features", audio_noises=["white"], visual_dropout=[])
-    with pytest.raises(CorruptionError, match=f"{wav.name}.*speech is silent"):
+    with pytest.raises(AudioError, match=f"{wav.name}: silent"):
         prepare(params)
     assert not (tmp_path / "features" / "builtin").exists()
 

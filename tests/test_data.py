@@ -14,7 +14,7 @@ from mer_core.data.corpora import crema_d
 from mer_core.data.corpora.registry import CORPORA, Corpus
 from mer_core.data.features import AudioError, extract_audio, extract_visual, read_wav, reduce_rate
 from mer_core.data.folds import FoldError, check_classes, make_splits
-from mer_core.data.openface import AU_INTENSITY, GAZE, POSE, OpenFaceError, read_openface_csv
+from mer_core.data.openface import AU_INTENSITY, BOUNDS, GAZE, POSE, OpenFaceError, read_openface_csv
 from mer_core.data.store import Sequences, StoreError, read_store, write_store
 
 # ================================================================================================ store
@@ -164,7 +164,10 @@ def write_openface(path, features: np.ndarray, success, columns=None, extra_rows
 
 
 def random_face(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-2, 2, (n, len(COLUMNS))).round(6).astype(np.float32)
+    """Values within each column's OpenFace range (AU intensities 0 to 1.5, the others -1.5 to 1.5)."""
+    low = [max(BOUNDS[c].low, -1.5) for c in COLUMNS]
+    high = [min(BOUNDS[c].high, 1.5) for c in COLUMNS]
+    return np.random.default_rng(seed).uniform(low, high, (n, len(COLUMNS))).round(6).astype(np.float32)
 
 
 def test_openface_reads_stripped_columns_in_group_order(tmp_path):
@@ -237,7 +240,7 @@ def test_openface_non_numeric(tmp_path):
     face = random_face(2)
     path = write_openface(tmp_path / "clip.csv", face, [1, 1])
     path.write_text(path.read_text().replace(f"{face[1, 0]:.6f}", "oops", 1))
-    with pytest.raises(OpenFaceError, match=f"{path}: non-numeric"):
+    with pytest.raises(OpenFaceError, match=f"{path}: column 'AU01_r', row 1 \\(line 3\\): 'oops' is not a number"):
         read_openface_csv(path, GROUPS)
 
 

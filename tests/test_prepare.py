@@ -88,9 +88,12 @@ def test_corrupt_wav_with_skip_is_listed(setup):
     params["data"]["on_error"] = "skip"
     store = prepare(params)
     skipped = pd.read_csv(store.root / "skipped.csv")
-    assert list(skipped["clip_id"]) == [wav.stem]
-    assert wav.stem not in set(store.meta["clip_id"])
-    assert store.manifest["counts"]["skipped"] == 1
+    assert skipped[["clip_id", "modality", "action"]].values.tolist() == [[wav.stem, "audio", "modality dropped"]]
+    assert skipped["reason"][0].startswith("not a readable audio file")
+    kept = store.meta.set_index("clip_id").loc[wav.stem]  # the clip keeps its face
+    assert not kept["has_audio"] and kept["has_visual"]
+    assert store.manifest["counts"]["skipped"] == 0 and store.manifest["counts"]["modalities_dropped"] == {
+        "audio": 1, "visual": 0}
     read_store(store.root)  # skipped.csv is part of the verified manifest
 
 
@@ -131,6 +134,7 @@ def test_fold_with_a_missing_class_names_fold_and_class(setup):
     for wav in (root / "AudioWAV").glob("*_SAD_*.wav"):
         if not wav.name.startswith("1001"):
             wav.unlink()
+            (root / "OpenFace" / f"{wav.stem}.csv").unlink()  # a face alone would keep the clip
     with pytest.raises(FoldError, match=r"fold \d: class 'sad' missing"):
         prepare(params)
     assert not store_path(params).exists()

@@ -185,6 +185,8 @@ def test_unreadable_files_are_listed_after_a_resume(logged, tmp_path, base_param
     root = tmp_path / "raw"
     shutil.copytree(corpus, root)
     (root / "AudioWAV" / "1001_ITS_ANG_XX.wav").write_bytes(b"not a wav")  # index 6, after the DFA clips of 1001
+    with open(root / "attributes.csv", "a") as handle:  # the corpus's metadata lists the new clip
+        handle.write("1001_ITS_ANG_XX,0.5,-0.5,0.1\n")
     params = params_for(base_params, root, tmp_path)
     params["data"]["on_error"] = "skip"
     logged(params, 10)
@@ -192,7 +194,9 @@ def test_unreadable_files_are_listed_after_a_resume(logged, tmp_path, base_param
     second = logged(params)
     assert "features 6 audio" in second and len(second) == (2 * CLIPS + 1 + CLIPS) - 7
     skipped = (store_path(params) / "skipped.csv").read_text().splitlines()
-    assert len(skipped) == 2 and skipped[1].startswith("1001_ITS_ANG_XX,audio,")
+    assert len(skipped) == 3 and skipped[1].startswith("1001_ITS_ANG_XX,audio,") and skipped[1].endswith(
+        ",clip dropped")  # the clip has no face CSV either: nothing left of it
+    assert skipped[2] == "1001_ITS_ANG_XX,visual,,no visual file,clip dropped"
     files, clean = json.loads(manifest(params))["files"], json.loads(reference)["files"]
     for name in ("meta.csv", "splits.csv", "audio.npz", "visual.npz"):  # (the variants' draws follow the indices)
         assert files[name] == clean[name]  # the readable clips' features are the clean run's

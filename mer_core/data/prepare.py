@@ -4,11 +4,20 @@ It dispatches on the corpus's kind (`mer_core.data.corpora.registry`). A *media*
 (`data.<corpus>`), its notes (what the adapter preferred or dropped) printed and kept in the manifest; features
 are extracted on `jobs` processes (`machine.jobs`) with a progress bar, and speaker-independent folds are drawn
 (`folds` params: k-fold, or the corpus's own protocol).
-A file that cannot be read stops the run with an error naming it (`data.on_error: raise`), or, with
-`skip`, drops the clip and lists it in `<store>/skipped.csv`. A *feature package* (e.g. `iemocap_mmin`)
+Nothing is dropped without a record. A file that cannot be read (unreadable, truncated, silent, values out of
+range: `mer_core.data.media`, `mer_core.data.openface`) stops the run with an error naming it (`data.on_error:
+raise`); with `skip` that modality of the clip is dropped (the clip stays with what it has, `has_<modality>`
+False; a clip left with no modality is dropped), with `skip_clip` the whole clip is dropped. A clip the corpus
+lists without a file for a modality (e.g. a face CSV without its WAV) keeps its other modalities (with
+`skip_clip`: is dropped) whatever `on_error` says. Each such (clip, modality) is a row of `<store>/skipped.csv`
+(`SKIPPED_COLUMNS`: clip_id, modality, path, reason, action = `clip dropped` | `modality dropped`), counted in the
+manifest (`counts.skipped`: clips dropped; `counts.modalities_dropped`: clips kept without a modality), and
+summarised on stderr once the store is written (`report_skipped`: from inside a papermill-executed notebook it
+reaches both the `dvc repro` console and the notebook). A *feature package* (e.g. `iemocap_mmin`)
 brings its features and its own folds: the `features`, `folds` and `data.on_error` params are not used
 (the manifest says so) and a bad package always raises. The store is written atomically, so an
-interrupted run leaves nothing that looks done.
+interrupted run leaves nothing that looks done; the extraction workers die with the prepare process
+(`mer_core.workers`), and one that dies alone (killed, out of memory) stops the run with a `WorkerError`.
 
 Extraction is resumable (`mer_core.data.extract_cache`): each finished item of work (both passes below) is
 kept in `<data.cache_dir>/extract/<corpus>/` as its chunk comes back, a rerun extracts only what is not there
@@ -25,13 +34,14 @@ only), with the same extractor settings and frame counts (`mer_core.noise.signal
 Every draw comes from a generator seeded by (`corruptions.seed`, the clip's index in the corpus listing), so the
 variants do not depend on `jobs`. They are stored as `corruptions/<variant>.npz` and listed in
 `manifest["corruptions"]` (`mer_core.data.store`); a corruption that fails stops the run with an error naming
-the file, whatever `data.on_error` says (a clip skipped for a bad file is absent from the variants too).
+the file, whatever `data.on_error` says (a clip or modality skipped for a bad file has no variants of it: zero
+frames, and a clip without readable audio is never a babble talker).
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +58,14 @@ from mer_core.data.openface import OpenFaceError
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
 from mer_core.schema import ConfigError
+from mer_core.runtime import tell
 from mer_core.tasks import ATTRIBUTES
+from mer_core.workers import spawn_pool
+
+ON_ERROR = ("raise", "skip", "skip_clip")  # data.on_error (see module docstring)
+SKIPPED_COLUMNS = ["clip_id", "modality", "path", "reason", "action"]
+CLIP_DROPPED, MODALITY_DROPPED = "clip dropped", "modality dropped"  # skipped.csv's actions
+REPORTED_ROWS = 10  # rows of skipped.csv that the console summary shows
 
 EXTRACTORS = {"audio": extract_audio, "visual": extract_visual}
 INPUT_ERRORS = (AudioError, OpenFaceError, VideoError)
@@ -58,6 +75,10 @@ CHUNK = 64  # jobs per worker task
 
 class CorruptionError(RuntimeError):
     """A corruption job failed on a clip; the message names the file (and the variant or the talkers)."""
+
+
+class WorkerError(RuntimeError):
+    """A worker process ended abruptly (killed, out of memory); nothing was written, a rerun resumes."""
 
 
 def store_path(params: dict) -> Path:
@@ -78,9 +99,10 @@ def cache_path(params: dict) -> Path:
 
 
 def worker_pool(n_jobs: int) -> ProcessPoolExecutor | None:
-    """`min(n_jobs, cpus)` spawned worker processes, or None for one (work then runs in this process)."""
+    """`min(n_jobs, cpus)` spawned worker processes that die with this one, or None for one (work then runs in
+    this process)."""
     n_jobs = min(n_jobs, os.cpu_count() or 1)
-    return ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) if n_jobs > 1 else None
+    return spawn_pool(n_jobs) if n_jobs > 1 else None
 
 
 def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None, desc: str, done: int = 0):
@@ -97,6 +119,9 @@ def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None
         for chunk, result in zip(chunks, results):
             yield result
             progress.update(len(chunk))
+    except BrokenProcessPool as err:
+        raise WorkerError(f"{desc}: a worker process ended abruptly (killed, or out of memory?); nothing was "
+                          "written; rerun the step: the finished work is kept in the extraction cache") from err
     finally:
         progress.close()
 
@@ -351,10 +376,47 @@ def prepare(params: dict, jobs: int = 1) -> FeatureStore:
     if corpus.kind == "package":
         write_store(store_path(params), *prepare_package(corpus, params))
     else:
-        write_store(store_path(params), *prepare_media(corpus, params, jobs))
-    if corpus.kind == "media":
+        meta, splits, sequences, manifest, skipped, corrupted = prepare_media(corpus, params, jobs)
+        write_store(store_path(params), meta, splits, sequences, manifest, skipped, corrupted)
         remove_cache(cache_path(params))  # the store is complete: the resumable work is no longer needed
+        report_skipped(skipped, store_path(params) / "skipped.csv")
     return read_store(store_path(params))
+
+
+def skipped_table(clips: pd.DataFrame, modalities: tuple[str, ...], errors: list[tuple], on_error: str):
+    """The clips kept (indices of `clips`) and skipped.csv (`SKIPPED_COLUMNS`): a row per (clip, modality) that
+    the corpus lists without a file or whose file failed (`errors`: (index, modality, path, message)); the clip
+    is dropped with `skip_clip` or when it is left with no modality (see module docstring)."""
+    problems: dict[int, dict[str, tuple[str, str]]] = {}
+    for i in clips.index:
+        for m in modalities:
+            if not isinstance(clips.at[i, f"{m}_path"], str):
+                problems.setdefault(i, {})[m] = ("", f"no {m} file")
+    for i, m, path, message in errors:
+        problems.setdefault(i, {})[m] = (path, message.removeprefix(f"{path}: "))
+    rows, dropped = [], set()
+    for i in sorted(problems):
+        action = CLIP_DROPPED if on_error == "skip_clip" or len(problems[i]) == len(modalities) else MODALITY_DROPPED
+        if action == CLIP_DROPPED:
+            dropped.add(i)
+        rows += [(clips.at[i, "clip_id"], m, *problems[i][m], action) for m in modalities if m in problems[i]]
+    return [i for i in clips.index if i not in dropped], pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
+
+
+def report_skipped(skipped: pd.DataFrame, where: Path) -> None:
+    """Tell a summary of skipped.csv (nothing when it is empty) on stderr, which from inside a papermill-executed
+    notebook reaches both the `dvc repro` console and the notebook (`mer_core.runtime.tell`)."""
+    if skipped.empty:
+        return
+    kept_without = skipped[skipped["action"] == MODALITY_DROPPED].groupby("modality", sort=False).size()
+    lines = [f"prepare: {len(skipped)} problems with the corpus's files, listed in {where}: "
+             f"{skipped.loc[skipped['action'] == CLIP_DROPPED, 'clip_id'].nunique()} clips dropped"
+             + "".join(f", {n} clips kept without {m}" for m, n in kept_without.items())]
+    lines += [f"  {row.clip_id} {row.modality}: {row.action} ({row.reason})" for row in
+              skipped.head(REPORTED_ROWS).itertuples()]
+    if len(skipped) > REPORTED_ROWS:
+        lines.append(f"  ... {len(skipped) - REPORTED_ROWS} more rows in {where}")
+    tell("\n".join(lines))
 
 
 def manifest_of(corpus: Corpus, root: str, meta: pd.DataFrame, dims: dict, frame_rates: dict, features: dict,
@@ -408,8 +470,7 @@ def prepare_media(corpus: Corpus, params: dict, jobs: int = 1):
         # first pass: clean features, and the visual variants from the same read of each CSV
         extracted, errors, variants = extract_all(clips, corpus.modalities, feat_cfg, data_cfg["on_error"], specs,
                                                   pool, cache)
-        bad = sorted({index for index, *_ in errors})
-        keep = [i for i in clips.index if i not in set(bad)]
+        keep, skipped = skipped_table(clips, corpus.modalities, errors, data_cfg["on_error"])
         meta = clips.loc[keep].drop(columns=[f"{m}_path" for m in corpus.modalities]).reset_index(drop=True)
         for m in corpus.modalities:
             meta[f"has_{m}"] = [(i, m) in extracted for i in keep]
@@ -426,11 +487,11 @@ def prepare_media(corpus: Corpus, params: dict, jobs: int = 1):
     frame_rates = {"audio": audio_frame_rate(feat_cfg["audio"]),
                    "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"]}
     manifest = manifest_of(corpus, data_cfg["root"], meta, {m: dims[m] for m in corpus.modalities}, frame_rates,
-                           {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(bad),
+                           {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(clips) - len(keep),
                            classes=corpus.class_names(data_cfg))
+    manifest["counts"]["modalities_dropped"] = {
+        m: int((skipped["modality"].eq(m) & skipped["action"].eq(MODALITY_DROPPED)).sum()) for m in corpus.modalities}
     manifest["corruptions"] = specs
     if notes:
         manifest["notes"] = notes
-    skipped = pd.DataFrame([(clips.at[i, "clip_id"], m, p, e) for i, m, p, e in errors],
-                           columns=["clip_id", "modality", "path", "error"])
     return meta, splits, sequences, manifest, skipped, corrupted

@@ -10,14 +10,17 @@
                         media corpora only): audio_<babble|white>_<snr>db, visual_dropout_<percent>
 <store>/manifest.json   corpus, extractor settings, dims, frame rates, counts, classes, sha256 of each file,
                         corruptions: [{name, modality, kind, level, unit, settings}] (empty for a feature package)
+<store>/skipped.csv     clip_id, modality, path, reason, action: what a media corpus's prepare step did not store
+                        (`mer_core.data.prepare`); absent when nothing was skipped
 ```
 
 A clip that lacks a modality has zero frames for it and `has_<modality> = False`: nothing is zero-filled on
 disk. `valid` marks usable frames (False for OpenFace tracking failures). A corruption variant has the clean
 modality's clip order, dimension and frame counts; it is read on request (`FeatureStore.corruption`). A clip
-that `splits.csv` does not list for a fold (by its speaker or its clip_id) takes no role in that fold. The store
-is written into a sibling `.partial` folder and renamed when complete, so an interrupted run never leaves a
-store that looks valid.
+that `splits.csv` does not list for a fold (by its speaker or its clip_id) takes no role in that fold. Every
+frame written is finite (a `StoreError` naming the file and clip otherwise: the readers check their inputs, this
+is the last guard). The store is written into a sibling `.partial` folder and renamed when complete, so an
+interrupted run never leaves a store that looks valid.
 """
 from __future__ import annotations
 
@@ -159,7 +162,7 @@ def write_store(root: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences:
                 corruptions: dict[str, Sequences] | None = None) -> Path:
     """Write a complete store atomically (`<root>.partial` then rename) and return its path.
 
-    `skipped` (clips dropped under `data.on_error: skip`, with the file and the error) becomes `skipped.csv`.
+    `skipped` (what prepare did not store, with the file and the reason) becomes `skipped.csv`.
     `corruptions` (variant name -> sequences, one per entry of `manifest["corruptions"]`, same names) become
     `corruptions/<name>.npz`.
     """
@@ -177,16 +180,28 @@ def write_store(root: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences:
     return root
 
 
+def _check_finite(name: str, seq: Sequences) -> None:
+    """StoreError naming the file and the first clip of `seq` with a NaN or infinite frame value."""
+    finite = np.isfinite(seq.data).all(axis=1)
+    if not finite.all():
+        frame = int(np.flatnonzero(~finite)[0])
+        clip = int(np.searchsorted(seq.offsets, frame, side="right")) - 1
+        raise StoreError(f"{name}: clip {str(seq.clip_ids[clip])!r}, frame {frame - seq.offsets[clip]}: non-finite "
+                         "feature values; nothing was written")
+
+
 def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
                  manifest: dict, skipped: pd.DataFrame | None, corruptions: dict[str, Sequences]) -> None:
     for modality, seq in sequences.items():
         if list(seq.clip_ids) != list(meta["clip_id"]):
             raise StoreError(f"{modality}: clip order differs from meta.csv")
+        _check_finite(f"{modality}.npz", seq)
         _save_sequences(partial / f"{modality}.npz", seq)
     _check_corruptions(sequences, manifest, corruptions)
     if corruptions:
         (partial / "corruptions").mkdir()
     for name, seq in corruptions.items():
+        _check_finite(corruption_file(name), seq)
         _save_sequences(partial / corruption_file(name), seq)
     meta.to_csv(partial / "meta.csv", index=False)
     splits.to_csv(partial / "splits.csv", index=False)

@@ -12,10 +12,14 @@ attributes.csv                   arousal/valence/dominance per FileName: the bui
 ```
 
 File names are `{ActorID}_{Sentence}_{Emotion}_{Level}` (e.g. `1001_DFA_ANG_XX`). A clip is any stem of
-`AudioWAV/*.wav` or `VideoFlash/*.flv`; `audio_path` is its WAV (None without one). The face stream is the
-OpenFace CSV when the folder `OpenFace/` exists (for every clip, so that one extractor reads every face; a
-clip without a CSV has no face), else the FLV; when both folders exist the listing's notes say that the CSVs
-were preferred. The metadata CSVs are read from the root or from `processedResults/`.
+`AudioWAV/*.wav`, `VideoFlash/*.flv` or `OpenFace/*.csv`; `audio_path` is its WAV (None without one). The face
+stream is the OpenFace CSV when the folder `OpenFace/` exists (for every clip, so that one extractor reads every
+face), else the FLV; when both folders exist the listing's notes say that the CSVs were preferred. A clip without
+a file for a modality (a CSV without its WAV, a WAV without its CSV) is listed with None there, which the prepare
+step records in `skipped.csv` (`no audio file`, `no visual file`): it is never left out silently. The metadata
+CSVs are read from the root or from `processedResults/`; they must cover every listed clip (`CorpusError` naming
+the file and the actor or clip otherwise): `VideoDemographics.csv` one row with a `Sex` per actor (the folds are
+stratified by it; without the file they are not), `attributes.csv` one row of finite values in [-1, 1] per clip.
 
 Labels (`data.crema_d.labels`): `intended`, the emotion the actor was asked to show (file name; the built-in
 corpus always reads these), or `consensus`, the crowd's majority label from `tabulatedVotes.csv`: the rows of
@@ -40,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from mer_core.data.corpora.base import CorpusError
+from mer_core.tasks import ATTRIBUTES
 
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 CLASSES = tuple(EMOTIONS.values())
@@ -108,6 +113,24 @@ def media_files(folder: Path, suffix: str) -> dict[str, Path]:
     return files
 
 
+def check_covers(table: pd.DataFrame, key: str, needed: str, listed: pd.Series, path: Path, what: str) -> None:
+    """CorpusError naming `path` and the `what` (actor, clip) when `table` (a metadata CSV) repeats a `key`, or
+    lacks a row, or a `needed` value, for one of the `listed` keys (the listing's speakers or clip ids)."""
+    keys = table[key].astype(str)
+    twice = keys[keys.duplicated()]
+    if len(twice):
+        raise CorpusError(f"{path}: {what} {twice.iloc[0]} has {int((keys == twice.iloc[0]).sum())} rows; each "
+                          f"{key} must appear once")
+    absent = sorted(set(listed) - set(keys))
+    if absent:
+        raise CorpusError(f"{path}: no row for {what} {absent[0]}, whose clips the corpus lists ({len(absent)} such "
+                          f"{what}s: {', '.join(absent[:5])}{'...' if len(absent) > 5 else ''}); add its row ({key}, "
+                          f"{needed}, ...), or remove the file")
+    empty = sorted(set(keys[table[needed].isna().to_numpy()]) & set(listed))
+    if empty:
+        raise CorpusError(f"{path}: {what} {empty[0]} has no {needed} value; fill it in, or remove the file")
+
+
 def consensus_labels(path: Path, votes: str) -> pd.Series:
     """{fileName: class name or None} from tabulatedVotes.csv: the emotion chosen by more than half of the raters
     of presentation `votes` (audio | visual | audiovisual), None on a tie or a plurality short of half."""
@@ -139,16 +162,15 @@ def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataF
     if not audio_dir.is_dir() and not video_dir.is_dir():
         raise CorpusError(f"{audio_dir}: corpus folder not found, nor {video_dir.name}/ (data.root = {root}); for "
                           f"the built-in corpus run `dvc repro corpus`, for CREMA-D point data.root at your copy")
-    wavs, flvs = media_files(audio_dir, ".wav"), media_files(video_dir, ".flv")
+    wavs, flvs, csvs = media_files(audio_dir, ".wav"), media_files(video_dir, ".flv"), media_files(face_dir, ".csv")
     notes = []
     if face_dir.is_dir() and flvs:
         notes.append(f"visual: OpenFace CSVs from {face_dir} (preferred over {video_dir}/*.flv)")
     rows = []
-    for stem in sorted(set(wavs) | set(flvs)):
+    for stem in sorted(set(wavs) | set(flvs) | set(csvs)):
         parts = parse_name(stem)
         if face_dir.is_dir():
-            csv = face_dir / f"{stem}.csv"
-            visual = str(csv) if csv.is_file() else None
+            visual = str(csvs[stem]) if stem in csvs else None
         else:
             visual = str(flvs[stem]) if stem in flvs else None
         rows.append({
@@ -162,12 +184,22 @@ def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataF
     demographics = metadata_file(root, "VideoDemographics.csv")
     if demographics is not None:
         demo = read_csv_with(demographics, ["ActorID", "Age", "Sex"], dtype={"ActorID": str})
+        check_covers(demo, "ActorID", "Sex", clips["speaker"], demographics, "actor")
         clips = clips.merge(demo.rename(columns={"ActorID": "speaker", "Sex": "gender", "Age": "age"})
-                            [["speaker", "gender", "age"]], on="speaker", how="left")
+                            [["speaker", "gender", "age"]], on="speaker", how="left", validate="many_to_one")
     attributes = root / "attributes.csv"
     if attributes.is_file():
-        attr = pd.read_csv(attributes).rename(columns={"FileName": "clip_id"})
-        clips = clips.merge(attr[["clip_id", "arousal", "valence", "dominance"]], on="clip_id", how="left")
+        attr = read_csv_with(attributes, ["FileName", *ATTRIBUTES])
+        check_covers(attr, "FileName", ATTRIBUTES[0], clips["clip_id"], attributes, "clip")
+        values = attr[list(ATTRIBUTES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(values) <= 1.0)
+        if bad.any():
+            row, k = np.argwhere(bad)[0]
+            raise CorpusError(f"{attributes}: column {ATTRIBUTES[k]!r}, row {row} (line {row + 2}): "
+                              f"{attr[ATTRIBUTES[k]].iloc[row]} is not a number in [-1, 1]")
+        attr = attr.assign(clip_id=attr["FileName"], **{a: values[:, k] for k, a in enumerate(ATTRIBUTES)})
+        clips = clips.merge(attr[["clip_id", *ATTRIBUTES]], on="clip_id", how="left", validate="one_to_one")
     if options["labels"] == "consensus":
         clips, note = with_consensus_labels(clips, root, options["consensus_votes"])
         notes.append(note)
