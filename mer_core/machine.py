@@ -16,6 +16,8 @@ from mer_core.schema import ConfigError, Params, check
 
 
 class Ray(Params):
+    """The Ray executor (`machine.executor: ray`, docs/scale.md)."""
+
     address: str | None = None
     """null: start a local Ray cluster | auto or host:port: join an existing cluster (`RAY_ADDRESS` also works)."""
     cpus_per_unit: float = Field(1.0, gt=0.0, le=1024)
@@ -27,6 +29,8 @@ class Ray(Params):
 
 
 class Machine(Params):
+    """The machine a study runs on: processes, threads, device and executor; never part of a result."""
+
     jobs: int = Field(2, ge=1, le=256)
     """Worker processes: corpus generation, feature extraction, and training units run in parallel."""
     threads_per_job: int = Field(1, ge=1, le=256)

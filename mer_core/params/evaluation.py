@@ -23,7 +23,9 @@ class Robustness(Params):
     schedule: Literal["scaled_linear", "linear", "cosine"] = "scaled_linear"
     """Beta schedule of the scheduler (NMER's)."""
     beta_start: float = Field(0.01, ge=0.0, le=1.0)
+    """First beta of the schedule."""
     beta_end: float = Field(0.5, ge=0.0, le=1.0)
+    """Last beta of the schedule."""
     impulse_density: Share = 0.3
     """Fraction of +-1 entries of impulse noise."""
     per_sample: bool = True
@@ -68,6 +70,9 @@ class Embedding(Params):
 
 
 class Analysis(Params):
+    """The analysis notebooks (03, 05): table precision, the claims' family-wise error rate, the built-in corpus's
+    calibration targets and the 2-D maps of the joint representations."""
+
     precision: int = Field(3, ge=1, le=6)
     """Decimals in tables."""
     alpha: float = Field(0.05, gt=0.0, lt=1.0)

@@ -129,6 +129,7 @@ class Imagination(EncoderParams, Classifier):
     ae_blocks: int = Field(5, ge=1, le=32)
     """Residual AE blocks."""
     ce_weight: Weight = 1.0
+    """Weight of the cross-entropy (the task loss)."""
     mse_weight: Weight
     """Weight of the imagination MSE."""
 
@@ -139,6 +140,7 @@ class MMIN(Imagination):
     optim: Optim = Field(default_factory=optim(epochs=30, epochs_decay=30, lr=2e-4, beta1=0.5, grad_clip=1.0,
                                                batch_size=128))
     mse_weight: Weight = 4.0
+    """Weight of the imagination MSE (MMIN's IEMOCAP script: 4)."""
     cycle_weight: Weight = 2.0
     """Weight of the cycle AE's MSE; 0 = no cycle AE (MMIN's mmin_AE ablation)."""
     pretrain: UttPretrain = Field(default_factory=UttPretrain)
@@ -150,6 +152,7 @@ class IFMMIN(Imagination):
     optim: Optim = Field(default_factory=optim(epochs=20, epochs_decay=20, lr=2e-4, beta1=0.5, grad_clip=1.0,
                                                batch_size=128))
     mse_weight: Weight = 1.0
+    """Weight of the imagination MSE (IF-MMIN's script: 1)."""
     inject: bool = True
     """Re-inject the invariant features H' at every AE block (false: MMIN's AE)."""
     ae_version: Literal["published", "head"] = "published"
@@ -164,6 +167,7 @@ class NMERPretrain(CMD, Classifier):
 
     optim: Optim = Field(default_factory=optim(**SHARED_OPTIM))
     dropout: float = Field(0.2, ge=0.0, le=0.95)
+    """Dropout of the stage-1 classifier (NMER's script: 0.2)."""
     denoise_weight: Weight = 100.0
     """Weight of the auxiliary diffusion term (official 100); 0 = off."""
     denoise_hidden: int = Field(256, ge=1, le=8192)
@@ -185,8 +189,11 @@ class NMER(EncoderParams, Classifier):
     vae_layers: int = Field(5, ge=1, le=24)
     """Transformer encoder layers over [x, c]."""
     vae_heads: int = Field(8, ge=1, le=64)
+    """Attention heads of each layer (they divide the token width [x, c])."""
     vae_ffn: int = Field(128, ge=1, le=16384)
+    """Feed-forward width of each layer."""
     decoder_hidden: int = Field(128, ge=1, le=16384)
+    """Hidden width of the decoder [z, c] -> x."""
     decoder_output: Literal["sigmoid", "linear"] = "sigmoid"
     """sigmoid (official; bounds the reconstruction to [0, 1]) | linear."""
     kl_reduction: Literal["sum", "mean"] = "sum"
@@ -196,7 +203,9 @@ class NMER(EncoderParams, Classifier):
     eval_latent: Literal["sample", "mean"] = "sample"
     """z in evaluation: sample (official) | mean (z = mu)."""
     ce_weight: Weight = 1.0
+    """Weight of the cross-entropy (NMER's script: 1)."""
     invariant_weight: Weight = 1.0
+    """Weight of MSE(c, the teacher's invariant features) (NMER's script: 1)."""
     vae_weight: Weight = 1.0
     """Weight of the VAE loss (MSE + KL; official: unweighted)."""
     noise: NoiseParams = Field(default_factory=NoiseParams)
@@ -216,7 +225,9 @@ class VAVL(RunParams):
     d_model: int = Field(512, ge=2, le=4096)
     """Conformer width."""
     heads: int = Field(8, ge=1, le=64)
+    """Attention heads."""
     ffn_expansion: int = Field(4, ge=1, le=16)
+    """Feed-forward width / d_model."""
     kernel: int = Field(31, ge=1, le=255)
     """Depthwise convolution kernel (odd)."""
     branch_blocks: int = Field(3, ge=0, le=32)
