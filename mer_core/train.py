@@ -26,9 +26,9 @@ analysis stage; a checkpoint's bytes depend only on its contents, not on the num
 A run never ends with numbers computed from NaN: a training loss or a gradient norm (computed where gradients are
 clipped) that is NaN or infinite, or a model output that is (validation or test: `evaluate.predict`), stops it at
 once with a `NonFiniteError` naming the run, fold, seed, stage and epoch. The tables of `out_dir` are written only
-once every (fold, seed) has succeeded, and the checkpoints of a (fold, seed) once it has been tested; `train_run`
-first removes the tables of an earlier run and `fit_run` the checkpoints of its (fold, seed), so a failed run leaves
-nothing that looks like its result.
+once every (fold, seed) has succeeded, and so are the checkpoints (`train_run` first removes the tables of an earlier
+run), so a failed run leaves nothing that looks like its result; the units that finished wait in `.resume/` beside
+the checkpoint folder for the run to be started again (`mer_core.executors`).
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import io
 import json
 import math
@@ -58,18 +59,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mer_core.codedeps import code_hashes, module_closure
 from mer_core.conditions import all_conditions, condition_name, random_presence
 from mer_core.data.batches import Batch, Split, load_fold
 from mer_core.data.store import read_store
 from mer_core.evaluate import NonFiniteError, grid_metrics, predict, selection_score, summarise
+from mer_core.executors import remove_resumed, run_units
 from mer_core.frame_encoder import FrameEncoded, FrameEncoderSpec, build_stage
+from mer_core.machine import Machine
 from mer_core.methods.registry import ModelContext, StageSpec, stage_specs
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
 from mer_core.runtime import seed_everything, select_device, write_atomic
-from mer_core.schema import ConfigError
+from mer_core.schema import ConfigError, check
 from mer_core.tasks import Task, study_task
-from mer_core.workers import spawn_pool
+
 
 @dataclass
 class StageResult:
@@ -87,6 +91,7 @@ class RunOutput:
     predictions: pd.DataFrame
     robustness: pd.DataFrame
     seconds: float
+    checkpoints: dict[str, bytes]  # file name -> bytes (`checkpoint_name`, `checkpoint_bytes`)
 
 
 def run_seed(seed: int, fold: int) -> int:
@@ -197,9 +202,14 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
     return StageResult(best[1], best[0], pd.DataFrame(rows))
 
 
+def checkpoint_name(fold: int, seed: int, stage: str | None) -> str:
+    """The file name of a unit's checkpoint: the last stage's, or an earlier `stage`'s."""
+    return f"fold{fold}-seed{seed}{'' if stage is None else '-' + stage}.pt"
+
+
 def checkpoint_path(checkpoint_dir: Path, fold: int, seed: int, stage: str | None) -> Path:
-    """`fold{f}-seed{s}.pt` for a run's final model, `fold{f}-seed{s}-{stage}.pt` for an earlier stage's."""
-    return Path(checkpoint_dir) / (f"fold{fold}-seed{seed}" + (f"-{stage}" if stage else "") + ".pt")
+    """Where a unit's checkpoint lies in a run's checkpoint folder."""
+    return Path(checkpoint_dir) / checkpoint_name(fold, seed, stage)
 
 
 def canonical(value):
@@ -246,11 +256,11 @@ def load_model(checkpoint: dict) -> nn.Module:
     return model.eval()
 
 
-def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool, threads: int = 1,
-            device: str = "cpu") -> RunOutput:
+def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threads: int = 1,
+             device: str = "cpu") -> RunOutput:
     """Train every stage of `run` (a resolved run) on `fold` with `seed`; predict the test fold with the last stage's
-    model (and the robustness grid when the run has one); then save each stage's selected checkpoint (nothing when a
-    stage or the test fails)."""
+    model (and the robustness grid when the run has one). Writes nothing: the output carries each stage's selected
+    checkpoint as bytes (`checkpoint_name` -> `checkpoint_bytes`), so that a unit can run on another machine."""
     start = time.perf_counter()
     cfg, entry = run["train"], run["entry"]
     stages = stage_specs(run["method"], run["module"], run["stages"])
@@ -263,10 +273,6 @@ def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress
     frames = FrameEncoderSpec.for_store(store.manifest, cfg["frame_encoder"])
     context = ModelContext.from_manifest(store.manifest, task)
     context = frames.context(context) if frames else context
-    last_stage = stages[-1].name
-    for stage in stages:  # an earlier run's checkpoints of this (fold, seed) are not this run's
-        checkpoint_path(checkpoint_dir, fold, seed, None if stage.name == last_stage else stage.name).unlink(
-            missing_ok=True)
     model, histories, best_epochs, checkpoints = None, [], {}, {}
     where = f"run {run['name']}, fold {fold}, seed {seed}"
     for k, stage in enumerate(stages):
@@ -278,7 +284,7 @@ def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(stages) - 1
-        checkpoints[checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name)] = checkpoint_bytes(
+        checkpoints[checkpoint_name(fold, seed, None if last else stage.name)] = checkpoint_bytes(
             {"run": run["name"], "method": run["method"], "module": run["module"], "stages": run["stages"],
              "stage": stage.name, "params": entry, "fold": fold, "seed": seed, "epoch": result.best_epoch,
              f"val_{task.selection_metric}": result.best_score, "context": asdict(context),
@@ -288,16 +294,23 @@ def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress
         robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) \
             if run["robustness"] else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
     except NonFiniteError as err:
-        raise NonFiniteError(f"{where}, stage {last_stage}, test: {err}") from None
-    for path, content in checkpoints.items():
-        write_atomic(path, functools.partial(Path.write_bytes, data=content))
+        raise NonFiniteError(f"{where}, stage {stages[-1].name}, test: {err}") from None
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
     return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
-                     robustness.assign(fold=fold, seed=seed), time.perf_counter() - start)
+                     robustness.assign(fold=fold, seed=seed), time.perf_counter() - start, checkpoints)
 
 
-def _fit_run_worker(args) -> RunOutput:
-    return fit_run(*args, show_progress=False)
+def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool, threads: int = 1,
+            device: str = "cpu") -> RunOutput:
+    """`fit_unit`, then save its checkpoints in `checkpoint_dir` (nothing when a stage or the test fails)."""
+    output = fit_unit(run, fold, seed, show_progress, threads, device)
+    save_checkpoints(output, Path(checkpoint_dir))
+    return output
+
+
+def save_checkpoints(output: RunOutput, checkpoint_dir: Path) -> None:
+    for name, content in output.checkpoints.items():
+        write_atomic(checkpoint_dir / name, functools.partial(Path.write_bytes, data=content))
 
 
 def selected_folds(run: dict, available: list[int]) -> list[int]:
@@ -312,12 +325,21 @@ def selected_folds(run: dict, available: list[int]) -> list[int]:
     return list(folds)
 
 
-def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, jobs: int = 1, threads: int = 1,
-              device: str = "cpu") -> dict:
-    """Train and evaluate `run` (a resolved run, `mer_core.config.resolve_runs`) on every selected fold x seed with
-    `jobs` processes of `threads` threads; write its results to `out_dir` and the selected checkpoints to
-    `checkpoint_dir`. A skipped run, or one the feature store cannot feed, writes its status instead (`skip_run`).
-    Returns the summary (summary.json)."""
+def unit_inputs_digest(run: dict, store) -> str:
+    """A digest of everything a unit of `run` computes from: the resolved run, the feature store's files and the
+    training code; finished units are resumed only under the same digest."""
+    code = code_hashes(module_closure(["mer_core.train", run["module"]]))
+    inputs = json.dumps([run, store.manifest["files"], code], sort_keys=True, default=str)
+    return hashlib.sha256(inputs.encode()).hexdigest()[:16]
+
+
+def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machine: dict | None = None) -> dict:
+    """Train and evaluate `run` (a resolved run, `mer_core.config.resolve_runs`) on every selected fold x seed, the
+    units run by `machine`'s executor (`mer_core.executors`; default: one local process); write its results to
+    `out_dir` and the selected checkpoints to `checkpoint_dir`. A skipped run, or one the feature store cannot feed,
+    writes its status instead (`skip_run`). The units that finished are kept in `checkpoint_dir`'s sibling
+    `.resume/` until the run completes, so that a run stopped part way resumes. Returns the summary (summary.json)."""
+    machine = check(Machine, machine or {}, "machine").model_dump()
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
     for name in RESULT_FILES:  # an earlier run's results are not this one's
         (out_dir / name).unlink(missing_ok=True)
@@ -329,27 +351,21 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, jobs: 
         return skip_run(run, out_dir, checkpoint_dir, lacking)
     FrameEncoderSpec.for_store(store.manifest, run["train"]["frame_encoder"])  # bad settings fail before any unit
     folds = selected_folds(run, store.folds)
-    units = [(run, fold, seed, checkpoint_dir, threads, device) for seed in run["train"]["seeds"] for fold in folds]
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    n_jobs = min(jobs, len(units))
-    progress = tqdm(total=len(units), desc=f"{run['name']}: units", unit="unit")
-    outputs = []
-    if n_jobs == 1:
-        for unit in units:
-            outputs.append(fit_run(*unit[:4], show_progress=True, threads=threads, device=device))
-            progress.update()
-    else:
-        with spawn_pool(n_jobs) as pool:
-            for output in pool.map(_fit_unit, units):
-                outputs.append(output)
-                progress.update()
-    progress.close()
-    return write_results(run, store, outputs, out_dir)
-
-
-def _fit_unit(unit: tuple) -> RunOutput:
-    run, fold, seed, checkpoint_dir, threads, device = unit
-    return fit_run(run, fold, seed, checkpoint_dir, False, threads, device)
+    pairs = [(fold, seed) for seed in run["train"]["seeds"] for fold in folds]
+    units = [(run, fold, seed, False, machine["threads_per_job"], machine["device"]) for fold, seed in pairs]
+    resume_root = checkpoint_dir.parent / ".resume"
+    resume_dir = resume_root / f"{run['name']}-{unit_inputs_digest(run, store)}"
+    for stale in resume_root.glob(f"{run['name']}-*"):
+        if stale != resume_dir:
+            shutil.rmtree(stale, ignore_errors=True)
+    outputs = run_units(fit_unit, units, [checkpoint_name(fold, seed, None)[:-3] for fold, seed in pairs], machine,
+                        resume_dir, desc=f"{run['name']}: units")
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # an earlier run's checkpoints are not this run's
+    for output in outputs:
+        save_checkpoints(output, checkpoint_dir)
+    summary = write_results(run, store, outputs, out_dir)
+    remove_resumed(resume_dir)
+    return summary
 
 
 def unfed(run: dict, modalities: tuple[str, ...]) -> str | None:
