@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -206,6 +207,29 @@ def test_a_subset_of_runs_is_one_override(project: Path):
     run(["git", "checkout", "-q", "--", "."], project)
     run(["dvc", "checkout", "-q"], project, check=False)
 
+
+def test_a_queue_of_two_experiments_reuses_the_feature_store(project: Path):
+    """`dvc exp run --queue` twice, `dvc queue start -j 2`: both experiments run side by side in their own
+    workspaces, the corpus and feature store come out of the DVC cache instead of being recomputed, and `dvc exp
+    show` lists both."""
+    names = {"late-8": 8, "late-24": 24}
+    for name, hidden in names.items():
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"methods.late_fusion.hidden={hidden}"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(5)
+    run(["dvc", "queue", "stop"], project, check=False)
+    assert all(f"{name}" in line and "Success" in line for name in names
+               for line in status.splitlines() if name in line), status
+    for name in names:
+        stages = ran_stages(run(["dvc", "queue", "logs", name], project).stdout)
+        assert "train@late_fusion" in stages and {"corpus", "prepare", "train@mmin"}.isdisjoint(stages), stages
+    shown = run(["dvc", "exp", "show", "--csv"], project).stdout
+    assert all(name in shown for name in names), shown
 
 def write_emodb(root: Path, speakers=("03", "08", "09")) -> Path:
     """A tiny corpus in EmoDB's layout (wav/<speaker><text><emotion><version>.wav), every emotion but speaker 08's
