@@ -195,6 +195,9 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
         if not (RUN_NAME if name in params["methods"] or name in params["extended"]["runs"] else GENERATED_NAME
                 ).match(name):
             raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern} (they name DVC stages and folders)")
+        if reads_as_number(name):
+            raise ConfigError(f"{key}: {name!r} reads as a number on papermill's command line (`-p run {name}`); "
+                              "rename the run")
         if raw.get("base") is not None:
             base_name = raw["base"]
             if base_name not in entries:
@@ -233,6 +236,15 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
     for name in entries:
         resolve(name, ())
     return {name: resolved[name] for name in entries}
+
+
+def reads_as_number(name: str) -> bool:
+    """Whether `float(name)` parses it (nan, inf, infinity): papermill passes such a `-p` value as a float."""
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
 
 
 def unbased(name: str, method: str, task: str) -> dict:

@@ -64,8 +64,16 @@ def describe_error(error: ValidationError, model: type[BaseModel], prefix: str =
         return ConfigError(f"{key}: missing key")
     got = first.get("input")
     message = first["msg"]
+    if location and location[-1] == "[key]":  # a mapping key outside its allowed set (e.g. unpaired.video)
+        key = dotted(location[:-1], prefix)
+        return ConfigError(f"{key}: not an allowed key; {message}")
     if first["type"] == "value_error":
         message = message.removeprefix("Value error, ")
+        if isinstance(got, Mapping):  # a check of a whole section: name the key its message starts with, if any
+            head, colon, rest = message.partition(": ")
+            if colon and head in got:
+                return ConfigError(f"{dotted((*location, head), prefix)}: {rest}")
+            return ConfigError(f"{key or 'params'}: {message}")
     return ConfigError(f"{key}: got {got!r}; {message}")
 
 

@@ -432,7 +432,8 @@ def test_bad_root_and_options_are_named(tmp_path, corpus):
 
 def test_params_validate_the_options():
     assert load_params(ROOT / "params.yaml")["data"]["cmu_mosei"] == {"visual": "facet42", "label": "sentiment2"}
-    with pytest.raises(ConfigError, match="data.cmu_mosei.label: got 'acc2'; allowed values"):
+    with pytest.raises(ConfigError, match="data.cmu_mosei.label: got 'acc2'; Input should be 'sentiment2', "
+                                          "'sentiment7' or 'emotion'"):
         load_params(ROOT / "params.yaml", {"data.cmu_mosei.label": "acc2"})
 
 
