@@ -202,7 +202,7 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
             base_name = raw["base"]
             if base_name not in entries:
                 raise ConfigError(f"{key}.base: {base_name!r} is not a run (runs: {', '.join(entries)})")
-            if base_name in trail:
+            if base_name in (*trail, name):
                 raise ConfigError(f"{key}.base: the bases loop: {' -> '.join((*trail, name, base_name))}")
             base = resolve(base_name, (*trail, name))
             info = CATALOG[base["method"]]
