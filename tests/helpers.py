@@ -20,3 +20,8 @@ def run_method(name: str, params: dict, out_dir: str | Path, checkpoint_dir: str
     """Train run `name` of validated `params` (e.g. `tiny_params(store)`) as its stage would, with `jobs` processes;
     returns its summary."""
     return train_run(resolved_run(name, params), out_dir, checkpoint_dir, jobs)
+
+
+def entry(params: dict, name: str) -> dict:
+    """The complete method params of run `name` of validated `params` (its resolved `entry`)."""
+    return resolve_runs(params)[name]["entry"]
