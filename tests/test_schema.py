@@ -99,9 +99,10 @@ def test_bad_value_names_the_key_and_what_is_allowed(changes, expected):
     assert error(toy(**changes)) == expected
 
 
-def test_a_value_of_a_union_names_the_key():
-    message = error(toy(folds="some"))
-    assert message.startswith("toy.folds") and "'all'" in message
+def test_a_value_of_a_union_names_the_key_and_every_member():
+    assert error(toy(folds="some")) == "toy.folds: got 'some'; Input should be 'all' or Input should be a valid list"
+    assert error(toy(folds=[0, "x"])) == "toy.folds[1]: got 'x'; Input should be a valid integer"  # the deepest error
+    assert error(toy(maybe="x")) == "toy.maybe: got 'x'; Input should be a valid integer"
 
 
 def test_a_check_of_the_whole_section_names_the_key_its_message_starts_with():
