@@ -104,6 +104,7 @@ def tiny_params():
         runs["vavl"] = {"method": "vavl", "optim": dict(optim, beta1=0.95, grad_clip=0.0), "projection": 6,
                         "subsample": 2, "d_model": 8, "heads": 2, "ffn_expansion": 2, "kernel": 3,
                         "branch_blocks": 1, "shared_blocks": 1, "head_dropout": 0.1}
+        first_fold = train["folds"][0] if isinstance(train.get("folds"), list) else 0
         raw = {
             "task": task,
             "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent)},
@@ -111,6 +112,7 @@ def tiny_params():
                       "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2}, **train},
             "methods": deep_merge(runs, methods or {}),
             "robustness": {"intensities": [20, 100], "batch_size": 32},
+            "explore": {"fold": first_fold}, "analysis": {"embedding": {"fold": first_fold}},  # a trained fold
             "extended": {"other_task": {"task": "regression" if task == "classification" else "classification"}},
         }
         return validate_params(raw)
