@@ -162,7 +162,7 @@ def condition_tables(study: Study, art: Artefacts) -> None:
         table = grid_table(part, metric, columns, study.precision)
         reference = corpus_human_reference(study.params["data"], study.precision) if metric == "ua" else None
         if reference is not None:
-            table = pd.concat([table, reference.reindex(columns=columns).fillna("")])
+            table = pd.concat([table, reference.reindex(columns=columns, fill_value="")])
         art.table(table, f"conditions_{metric}", f"{title} per test condition, mean ± std over folds x seeds (test "
                   "speakers); pooled: the replicated test set of every condition, mean: the mean of the columns.",
                   study.sources(rows))
@@ -200,8 +200,8 @@ def imagination_tables(study: Study, art: Artefacts) -> pd.DataFrame | None:
     pairs = [(a, b) for a, b in (("ifmmin", "mmin"), ("mmin", "utt_fusion"), ("utt_dataaug", "utt_fusion"),
                                  ("mmin", "utt_dataaug")) if base_run(study.runs, a) and base_run(study.runs, b)]
     named = [(base_run(study.runs, a), base_run(study.runs, b)) for a, b in pairs]
-    named += [(base, variant) for method in ("mmin", "ifmmin") for base, *variants in [family(study.runs, method)]
-              for variant in variants]
+    named += [(runs[0], variant) for runs in (family(study.runs, m) for m in ("mmin", "ifmmin"))
+              for variant in runs[1:]]
     comparisons = pd.DataFrame([paired_comparison(part, a, b, "missing", "ua") for a, b in named])
     if len(comparisons):
         comparisons = comparisons[["a", "b", "difference", "wins", "pairs", "p_value"]].round(4)

@@ -82,10 +82,11 @@ def tiny_attribute_store(tmp_path):
 
 
 def make_tiny_params(store, epochs: int = 2, task: str = "classification", methods: dict | None = None,
-                     **train) -> dict:
+                     sections: dict | None = None, **train) -> dict:
     """Validated params (every default filled in, `mer_core.config.validate_params`) whose runs train on `store` at
     tiny widths: one run per method, named after it, deep-merged with `methods` (which may also add runs); the
-    study's `train` section with `train` overrides. Train one with `helpers.run_method`."""
+    study's `train` section with `train` overrides; any other section deep-merged from `sections`. Train one with
+    `helpers.run_method`."""
     from mer_core.config import validate_params
     from mer_core.schema import deep_merge
 
@@ -113,11 +114,11 @@ def make_tiny_params(store, epochs: int = 2, task: str = "classification", metho
         "explore": {"fold": first_fold}, "analysis": {"embedding": {"fold": first_fold}},  # a trained fold
         "extended": {"other_task": {"task": "regression" if task == "classification" else "classification"}},
     }
-    return validate_params(raw)
+    return validate_params(deep_merge(raw, sections or {}))
 
 
 @pytest.fixture
 def tiny_params():
-    """Factory: tiny_params(store, epochs=2, task="classification", methods=None, **train_overrides) -> validated
-    params (`make_tiny_params`)."""
+    """Factory: tiny_params(store, epochs=2, task="classification", methods=None, sections=None, **train_overrides)
+    -> validated params (`make_tiny_params`)."""
     return make_tiny_params
