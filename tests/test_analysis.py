@@ -194,3 +194,53 @@ def test_the_sections_of_the_extended_notebook(project, monkeypatch):
     record = json.loads((out / "provenance.json").read_text())
     assert record["stage"] == "extended/dvc.yaml:analysis" and record["lock"] == "extended/dvc.lock"
     assert record["artefacts"]["tables/variants"] == ["extended/dvc.yaml:run@mmin_no_cycle", "train@mmin"]
+
+
+@pytest.fixture(scope="module")
+def audio_project(tmp_path_factory) -> Path:
+    """An audio-only study (an EmoDB-like store: the tiny store's audio alone): only the runs the corpus can feed
+    train, the rest are skipped by the params stage."""
+    from mer_core.data.store import read_store, write_store
+
+    root = tmp_path_factory.mktemp("audio_project")
+    both = build_tiny_store(root / "both")
+    manifest = {k: v for k, v in both.manifest.items() if k != "files"}
+    manifest.update(corpus="emodb", modalities=["audio"], dims={"audio": manifest["dims"]["audio"]},
+                    frame_rates={"audio": manifest["frame_rates"]["audio"]})
+    meta = both.meta.drop(columns="has_visual")
+    store = read_store(write_store(root / "data" / "features" / "emodb", meta, both.splits,
+                                   {"audio": both.sequences["audio"]}, manifest))
+    params = make_tiny_params(store, epochs=2, folds=[0, 1], sections={
+        "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}})
+    runs = resolve_runs(params)
+    assert [name for name, run in runs.items() if run["status"] == "train"] == ["audio_only"]
+    (root / "data" / "params").mkdir(parents=True)
+    (root / "data" / "params" / "analysis.json").write_text(json.dumps(stage_params(params, runs)["analysis.json"]))
+    for name in runs:
+        run_method(name, params, root / "results" / name, root / "data" / "checkpoints" / name)
+    return root
+
+
+def test_the_analysis_runs_on_an_audio_only_corpus(audio_project, monkeypatch):
+    monkeypatch.chdir(audio_project)
+    study = sections.Study.load("data/params/analysis.json")
+    assert list(study.runs) == ["audio_only"] and study.conditions == ["a"] and study.missing == []
+    assert study.skipped["mmin"] == "method mmin needs 2 modalities; corpus emodb has audio"
+    out = audio_project / "reports"
+    art = sections.Artefacts(out, "analysis", "dvc.lock", study.precision)
+    sections.condition_tables(study, art)
+    assert list(table(out, "conditions_ua").columns) == ["a", "pooled", "mean"]
+    sections.calibration(study, art)  # the built-in corpus's targets: not checked here
+    assert not (out / "tables" / "calibration.csv").exists()
+    assert sections.imagination_tables(study, art) is None
+    sections.protocol_tables(study, art)
+    robust = sections.robustness_section(study, art)
+    sections.corruption_section(study, art)
+    sections.vavl_section(study, art)
+    sections.confusion_section(study, art)
+    assert (out / "figures" / "confusion_audio_only.png").is_file()
+    sections.curves_section(study, art)
+    convergence = sections.convergence_section(study, art)
+    claims = sections.findings_section(study, art, robust, convergence, None)
+    assert len(claims) == 0 and "**The study.** Best mean UA per test condition: `a`" in (out / "findings.md").read_text()
+    art.close()
