@@ -721,3 +721,24 @@ def test_the_default_study_runs_every_switch_at_its_documented_default():
     assert nmer and all(r["entry"]["pretrain"]["denoise_term"] == "official" for r in nmer)
     others = {run["method"] for run in runs.values()} - SWITCH_DEFAULTS["encoder_pooling"][1]
     assert others == {"vavl"}  # every other method encodes with the MMIN family's LSTM / TextCNN
+
+
+def test_machine_settings_are_read_apart_from_the_science(tmp_path):
+    from mer_core.machine import machine_settings
+
+    assert machine_settings(tmp_path / "absent.yaml") == Machine().model_dump()  # defaults without a file
+    path = tmp_path / "params.yaml"
+    path.write_text("machine: {jobs: 4, device: cpu}\ntrain: {seeds: [0]}\n")
+    settings = machine_settings(path)
+    assert (settings["jobs"], settings["device"], settings["threads_per_job"]) == (4, "cpu", 1)
+    assert settings["ray"] == Machine().model_dump()["ray"]
+    path.write_text("machine: {jobs: 0}\n")
+    with pytest.raises(ConfigError, match=r"^machine\.jobs: got 0; Input should be greater than or equal to 1"):
+        machine_settings(path)
+    path.write_text("machine: {gpus: 1}\n")
+    with pytest.raises(ConfigError, match=r"^machine\.gpus: unknown key; allowed keys here: jobs, threads_per_job"):
+        machine_settings(path)
+    path.write_text("machine: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        machine_settings(path)
+    assert machine_settings(PARAMS_FILE)["jobs"] == load_params(PARAMS_FILE)["machine"]["jobs"]

@@ -172,3 +172,18 @@ def test_the_table_puts_shared_deviations_first_then_follows_the_registry(tmp_pa
     first = [row.split(", ")[0] for row in table["method"]]
     ranks = [-1 if m == "all" else list(REGISTRY).index(m) for m in first]
     assert ranks == sorted(ranks) and ranks[0] == -1
+
+
+def test_the_deviations_stage_writes_the_table_as_markdown_and_csv(tmp_path, capsys):
+    import pandas as pd
+
+    from mer_core.deviations import main
+
+    main(["--out", str(tmp_path / "reports" / "deviations")])
+    table = pd.read_csv(tmp_path / "reports" / "deviations.csv")
+    assert list(table.columns) == COLUMNS and len(table) == len(collect_deviations())
+    pd.testing.assert_frame_equal(table, deviations_table(list(REGISTRY)).astype(table.dtypes.to_dict()))
+    markdown = (tmp_path / "reports" / "deviations.md").read_text()
+    assert markdown.startswith("**Deviations from the official code, per method:")
+    assert markdown.count("\n| ") == len(table) + 1  # the header and one line per deviation
+    assert f"{len(table)} deviations -> " in capsys.readouterr().out
