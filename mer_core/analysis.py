@@ -21,14 +21,27 @@ from mer_core.convergence import convergence_summary, convergence_table, unconve
 from mer_core.findings import evaluate_claims, findings_markdown, noise_runs
 from mer_core.provenance import Provenance
 from mer_core.references import load_references, reference_table
-from mer_core.report import (calibration_check, corpus_human_reference, corruption_curves, embedding_figure,
-                             embedding_summary, paired_comparison, paired_fraction_curve, robustness_comparison,
-                             robustness_curves, robustness_runs, robustness_table, save_figure, training_curves,
-                             with_missing_average, write_table)
+from mer_core.report import (
+    calibration_check,
+    corpus_human_reference,
+    corruption_curves,
+    embedding_figure,
+    embedding_summary,
+    paired_comparison,
+    paired_fraction_curve,
+    robustness_comparison,
+    robustness_curves,
+    robustness_runs,
+    robustness_table,
+    save_figure,
+    training_curves,
+    with_missing_average,
+    write_table,
+)
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
+from mer_core.study import NOISE_RIVALS, VAVL_RIVALS, base_run, confusion_runs, family, rivals, table_rows
 from mer_core.tables import confusion_grid, grid_table, mean_table, modality_table
-from mer_core.study import (NOISE_RIVALS, VAVL_RIVALS, base_run, confusion_runs, family, rivals, table_rows)
 
 RESULT_TABLES = ("per_condition", "history", "predictions", "robustness")
 RESULTS = {"default": Path("results"), "extended": Path("extended/results")}

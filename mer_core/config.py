@@ -29,10 +29,11 @@ from typing import Any, Mapping
 import yaml
 
 from mer_core.codedeps import code_hashes, module_closure, stage_closure
-from mer_core.params.study import Study
 from mer_core.params.methods import CATALOG, MethodInfo
+from mer_core.params.study import Study
 from mer_core.schema import ConfigError, apply_overrides, check, deep_merge, expand_dotted
-from mer_core.study import embedded_runs, trained as trained_runs
+from mer_core.study import embedded_runs
+from mer_core.study import trained as trained_runs
 
 RUN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 GENERATED_NAME = re.compile(r"^[a-z][a-z0-9_]*(_paired[0-9.]+)?$")

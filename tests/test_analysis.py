@@ -13,12 +13,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from conftest import build_tiny_store, make_tiny_params
+from helpers import run_method
 
 from mer_core import analysis as sections
 from mer_core.config import resolve_runs, stage_params
 from mer_core.findings import COLUMNS as CLAIM_COLUMNS
-from conftest import build_tiny_store, make_tiny_params
-from helpers import run_method
 
 DEFAULT_TRAINED = ["audio_only", "utt_fusion", "utt_dataaug", "mmin", "nmer"]
 EXTENDED_TRAINED = ["mmin_no_cycle", "audio_only_regression", "utt_fusion_paired0.5"]
@@ -242,5 +242,6 @@ def test_the_analysis_runs_on_an_audio_only_corpus(audio_project, monkeypatch):
     sections.curves_section(study, art)
     convergence = sections.convergence_section(study, art)
     claims = sections.findings_section(study, art, robust, convergence, None)
-    assert len(claims) == 0 and "**The study.** Best mean UA per test condition: `a`" in (out / "findings.md").read_text()
+    assert len(claims) == 0
+    assert "**The study.** Best mean UA per test condition: `a`" in (out / "findings.md").read_text()
     art.close()

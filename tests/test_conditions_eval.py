@@ -6,8 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
-from mer_core.conditions import (all_conditions, apply_condition, condition_name, parse_condition,
-                                 random_presence, with_presence)
+from mer_core.conditions import (
+    all_conditions,
+    apply_condition,
+    condition_name,
+    parse_condition,
+    random_presence,
+    with_presence,
+)
 from mer_core.data.batches import Batch, load_fold
 from mer_core.evaluate import condition_order, grid_metrics, predict, selection_score, summarise
 from mer_core.methods.lookup import method_spec

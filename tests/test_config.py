@@ -3,7 +3,6 @@
 extended runs), cross-checks between sections, and the `params` stage's resolved per-stage files."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
@@ -16,8 +15,17 @@ import pytest
 import yaml
 
 from mer_core import codedeps
-from mer_core.config import (ConfigError, flatten, get_dotted, load_params, remove_stale_outputs, resolve_runs,
-                             stage_params, validate_params, write_stage_params)
+from mer_core.config import (
+    ConfigError,
+    flatten,
+    get_dotted,
+    load_params,
+    remove_stale_outputs,
+    resolve_runs,
+    stage_params,
+    validate_params,
+    write_stage_params,
+)
 from mer_core.machine import Machine
 from mer_core.methods.lookup import method_spec
 from mer_core.params.data import CmuMosei, CremaD, Data, Features, Folds, IemocapAudio, MspImprov, Ravdess, Wav2Vec2
@@ -222,7 +230,8 @@ def test_a_run_states_only_what_differs_from_its_methods_defaults():
     runs = runs_of(small(methods={"mmin": {"method": "mmin", "hidden": 64, "optim": {"epochs": 5}}}))
     run = runs["mmin"]
     expected = deep_merge(defaults("mmin"), {"hidden": 64, "optim": {"epochs": 5}})
-    assert run["entry"] == expected and run["entry"]["optim"]["epochs_decay"] == defaults("mmin")["optim"]["epochs_decay"]
+    assert run["entry"] == expected
+    assert run["entry"]["optim"]["epochs_decay"] == defaults("mmin")["optim"]["epochs_decay"]
     assert run["changes"] == {"hidden": 64, "optim.epochs": 5}
     assert (run["method"], run["base"], run["root"], run["variant"], run["study"]) == ("mmin", None, "mmin", None,
                                                                                       "default")
@@ -247,7 +256,8 @@ def test_chains_of_bases_accumulate_their_sets_and_inherit_the_task():
         "c": {"base": "b", "set": {"optim.lr": 1e-3}},  # defined before its base: order does not matter
         "b": {"base": "a", "set": {"hidden": 32}, "task": "regression"},
         "a": {"base": "mmin", "set": {"cycle_weight": 0.5}}}))
-    assert runs["c"]["entry"] == deep_merge(defaults("mmin"), {"cycle_weight": 0.5, "hidden": 32, "optim": {"lr": 1e-3}})
+    expected = deep_merge(defaults("mmin"), {"cycle_weight": 0.5, "hidden": 32, "optim": {"lr": 1e-3}})
+    assert runs["c"]["entry"] == expected
     assert [runs[n]["base"] for n in "abc"] == ["mmin", "a", "b"] and {runs[n]["root"] for n in "abc"} == {"mmin"}
     assert [runs[n]["task"] for n in "abc"] == ["classification", "regression", "regression"]
     assert runs["c"]["changes"] == {"optim.lr": 1e-3}  # what it changes from its own base
@@ -257,7 +267,8 @@ def test_chains_of_bases_accumulate_their_sets_and_inherit_the_task():
 @pytest.mark.parametrize("methods, expected", [
     ({"a": {"base": "b"}, "b": {"base": "a"}}, "methods.b.base: the bases loop: a -> b -> a"),
     ({"a": {"base": "a"}}, "methods.a.base: the bases loop: a -> a"),
-    ({"a": {"base": "nope"}}, "methods.a.base: 'nope' is not a run (runs: audio_only, utt_fusion, mmin, ifmmin, vavl, a)"),
+    ({"a": {"base": "nope"}},
+     "methods.a.base: 'nope' is not a run (runs: audio_only, utt_fusion, mmin, ifmmin, vavl, a)"),
     ({"a": {"base": "mmin", "set": {"foo": 1}}}, "methods.a.set.foo: 'foo' is not a key of method mmin (keys: "
                                                  f"{', '.join(MMIN.model_fields)})"),
     ({"a": {"base": "mmin", "set": {"optim.lrr": 1}}},
@@ -334,7 +345,8 @@ def test_paper_preset_resets_schedules_and_sizes():
     setting), whatever the run or its base wrote; every other key keeps the run's value; and the resolved `train`
     settings of every stage say `stopping.rule: fixed` (the official schedules run to their end)."""
     methods = {
-        "vavl": {"method": "vavl", "d_model": 64, "subsample": 2, "optim": {"epochs": 3}, "positions": "absolute_shift"},
+        "vavl": {"method": "vavl", "d_model": 64, "subsample": 2, "optim": {"epochs": 3},
+                 "positions": "absolute_shift"},
         "mmin": {"method": "mmin", "hidden": 32, "optim": {"epochs": 2}, "mse_weight": 2.0,
                  "pretrain": {"optim": {"epochs": 1}, "classifier": [16]}},
         "mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0, "ae_blocks": 2}},
@@ -357,7 +369,8 @@ def test_paper_preset_resets_schedules_and_sizes():
         assert {k: flatten(run["entry"])[k] for k in kept} == kept, name
     assert study_runs["vavl"]["entry"]["d_model"] == 64 and paper_runs["vavl"]["entry"]["d_model"] == 512
     assert paper_runs["vavl"]["entry"]["positions"] == "absolute_shift"  # a switch, not a size: kept
-    assert paper_runs["mmin"]["entry"]["mse_weight"] == 2.0 and paper_runs["mmin_no_cycle"]["entry"]["cycle_weight"] == 0
+    assert paper_runs["mmin"]["entry"]["mse_weight"] == 2.0
+    assert paper_runs["mmin_no_cycle"]["entry"]["cycle_weight"] == 0
     assert paper_runs["nmer"]["entry"]["noise"]["steps"] == 50 and paper_runs["vavl_no_rec"]["entry"]["heads"] == 8
     assert paper_runs["utt_fusion"]["entry"]["encoder_pooling"] == "padded"
     assert study_runs["mmin_no_cycle"]["variant"] is None  # ae_blocks changed too
@@ -365,7 +378,8 @@ def test_paper_preset_resets_schedules_and_sizes():
     assert paper_runs["vavl_paired0.5"]["entry"]["unpaired"] == {"audio": 0.25, "visual": 0.25}
     files = {"study": stage_params(study, study_runs), "paper": stage_params(paper, paper_runs)}
     for preset, rule in (("study", "plateau"), ("paper", "fixed")):
-        trains = [content["train"] for name, content in files[preset].items() if name.startswith(("runs/", "extended/"))]
+        trains = [content["train"] for name, content in files[preset].items()
+                  if name.startswith(("runs/", "extended/"))]
         assert trains and all(t["stopping"]["rule"] == rule and t["preset"] == preset for t in trains), preset
         for name in ("analysis.json", "extended_analysis.json"):
             assert files[preset][name]["stopping"]["rule"] == rule
@@ -471,8 +485,8 @@ def test_a_generated_run_without_a_base_run_is_skipped_and_a_name_clash_is_an_er
 
 @pytest.mark.parametrize("overrides, expected", [
     ({"explore.run": "nope"}, "explore.run: 'nope' is not a run of `methods` (runs: audio_only, visual_only, "
-                              "early_fusion, late_fusion, utt_fusion, utt_dataaug, mmin, ifmmin, nmer, vavl; null picks "
-                              "one)"),
+                              "early_fusion, late_fusion, utt_fusion, utt_dataaug, mmin, ifmmin, nmer, vavl; null "
+                              "picks one)"),
     ({"explore.seed": 5}, "explore.seed: 5 is not one of train.seeds [0, 1, 2] (no checkpoint is trained with it)"),
     ({"analysis.embedding.seed": 5},
      "analysis.embedding.seed: 5 is not one of train.seeds [0, 1, 2] (no checkpoint is trained with it)"),
@@ -559,8 +573,9 @@ def test_remove_stale_outputs_removes_only_the_outputs_of_runs_that_no_longer_ex
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
         "extended/results/old_ext", "reports/extended/notebooks/02_train-old_ext.ipynb",
         "reports/notebooks/02_train-old_run.ipynb", "results/old_run"]
-    for kept in ("results/audio_only/metrics.json", "results/embeddings/audio_only.csv", "results/no_metrics/history.csv",
-                 "reports/notebooks/02_train-audio_only.ipynb", "reports/notebooks/03_analysis.ipynb",
+    for kept in ("results/audio_only/metrics.json", "results/embeddings/audio_only.csv",
+                 "results/no_metrics/history.csv", "reports/notebooks/02_train-audio_only.ipynb",
+                 "reports/notebooks/03_analysis.ipynb",
                  "extended/results/audio_only_regression/metrics.json", "reports/extended/notebooks/05_extended.ipynb",
                  "reports/extended/notebooks/02_train-audio_only_regression.ipynb"):
         assert (tmp_path / kept).is_file(), kept

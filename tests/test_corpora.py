@@ -13,8 +13,8 @@ import soundfile as sf
 
 from mer_core.config import ConfigError, load_params
 from mer_core.data.corpora import crema_d, emodb, iemocap_audio, msp_improv, ravdess
-from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.corpora.base import CorpusError
+from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.prepare import prepare
 from mer_core.params.data import Data
 from mer_core.report import corpus_human_reference, human_reference

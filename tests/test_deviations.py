@@ -8,8 +8,14 @@ import pytest
 import yaml
 
 from mer_core.config import validate_params
-from mer_core.deviations import (COLUMNS, RESTORE_WORDS, collect_deviations, deviations_table, module_deviations,
-                                 section_bullets)
+from mer_core.deviations import (
+    COLUMNS,
+    RESTORE_WORDS,
+    collect_deviations,
+    deviations_table,
+    module_deviations,
+    section_bullets,
+)
 from mer_core.params.methods import CATALOG
 from mer_core.schema import ConfigError, apply_overrides, check, expand_dotted
 

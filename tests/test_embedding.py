@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, make_batch
 
 from mer_core.conditions import all_conditions, apply_condition
 from mer_core.config import ConfigError, load_params, resolve_runs, stage_params
@@ -18,11 +19,10 @@ from mer_core.methods.lookup import method_spec
 from mer_core.methods.registry import ModelContext
 from mer_core.params.evaluation import Embedding
 from mer_core.params.methods import CATALOG
+from mer_core.report import embedding_figure, embedding_summary
 from mer_core.study import embedded_runs
 from mer_core.tasks import study_task
 from mer_core.train import checkpoint_path, save_checkpoint
-from mer_core.report import embedding_figure, embedding_summary
-from fakes import CTX, make_batch
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import resolved_run
+from media import write_wav
 from torch import nn
 
 from mer_core.conditions import all_conditions
@@ -17,13 +19,26 @@ from mer_core.data.batches import Batch, load_fold
 from mer_core.data.openface import AU_INTENSITY, POSE
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.evaluate import predict
-from mer_core.explore import (Explorer, affected, available_runs, clip_table, clip_wave, face_matrix, kind_levels,
-                              load_run, media_files, noise_settings, noise_sweep, panel, predict_clip,
-                              resolve_setting, select_clip, spectrogram)
+from mer_core.explore import (
+    Explorer,
+    affected,
+    available_runs,
+    clip_table,
+    clip_wave,
+    face_matrix,
+    kind_levels,
+    load_run,
+    media_files,
+    noise_settings,
+    noise_sweep,
+    panel,
+    predict_clip,
+    resolve_setting,
+    select_clip,
+    spectrogram,
+)
 from mer_core.robustness import corrupted_split
 from mer_core.train import fit_run
-from helpers import resolved_run
-from media import write_wav
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 CPU = torch.device("cpu")
@@ -76,7 +91,8 @@ def test_explore_params_are_validated_with_errors_naming_the_key():
     assert params["explore"]["run"] is None or params["explore"]["run"] in params["methods"]
     for overrides, message in [
         ({"explore.run": "nope"}, "explore.run: 'nope' is not a run of `methods`"),
-        ({"explore.noise": "pink"}, "explore.noise: got 'pink'; Input should be 'none', 'gaussian', 'impulse', 'babble'"),
+        ({"explore.noise": "pink"},
+         "explore.noise: got 'pink'; Input should be 'none', 'gaussian', 'impulse', 'babble'"),
         ({"explore.seed": 7}, "explore.seed: 7 is not one of train.seeds"),
         ({"explore.level": 2.5}, "explore.level: feature noise 'gaussian' takes T, an integer >= 1, got 2.5"),
         ({"explore.draws": 0}, "explore.draws: got 0"),

@@ -9,8 +9,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mer_core.findings import (COLUMNS, NOISE, PAPER_CLAIMS, Claim, confidence_interval, evaluate_claims,
-                               findings_markdown, holm, movement_sentence, noise_runs, resolvable_effect, verdict)
+from mer_core.findings import (
+    COLUMNS,
+    NOISE,
+    PAPER_CLAIMS,
+    Claim,
+    confidence_interval,
+    evaluate_claims,
+    findings_markdown,
+    holm,
+    movement_sentence,
+    noise_runs,
+    resolvable_effect,
+    verdict,
+)
 from mer_core.study import RunRef
 
 # the study's runs, named freely: the claims find them by method and variant

@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import CLASSES, NO_VISUAL_CLIP
+from helpers import entry as run_entry
+from helpers import resolved_run
 from torch import nn
 
 from mer_core.conditions import apply_condition
@@ -25,8 +28,6 @@ from mer_core.params.training import FrameEncoder as FrameEncoderParams
 from mer_core.schema import check
 from mer_core.tasks import study_task
 from mer_core.train import fit_run, load_model, subnetworks, update_steps
-from conftest import CLASSES, NO_VISUAL_CLIP
-from helpers import entry as run_entry, resolved_run
 
 SIZE = 8  # crop side of the tiny store
 CFG = {"dim": 6, "channels": [4, 4], "groups": 2}  # conftest's tiny_params train.frame_encoder

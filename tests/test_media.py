@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torchaudio
+from media import draw_frame, face_box, speech_like, write_video, write_wav
 
 from mer_core.config import ConfigError, load_params
 from mer_core.data import features
@@ -21,7 +22,6 @@ from mer_core.data.media import AudioError, VideoError, read_audio, read_contain
 from mer_core.data.prepare import INPUT_ERRORS, corruption_specs, extract_all
 from mer_core.params.data import Features
 from mer_core.schema import check
-from media import draw_frame, face_box, speech_like, write_video, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 CROPS = {"size": 32, "min_neighbors": 5, "min_face": 0.15, "smooth_frames": 5, "margin": 1.2, "max_side": 640}
@@ -295,7 +295,8 @@ def test_visual_params_schema():
     missing = copy.deepcopy(params["features"])
     del missing["visual"]["face_crops"]  # a section left out takes its defaults
     assert check(Features, missing, "features").visual.face_crops.size == 64
-    with pytest.raises(ConfigError, match=r"features\.visual\.face_crops\.sise: unknown key; allowed keys here: size, "):
+    with pytest.raises(ConfigError, match=r"features\.visual\.face_crops\.sise: unknown key; allowed keys here: "
+                                          r"size, "):
         check(Features, {"visual": {"face_crops": {"sise": 32}}}, "features")
 
 

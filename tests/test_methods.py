@@ -8,23 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, OPTIM, make_batch, task_context
+from helpers import run_method
 
 from mer_core.conditions import all_conditions, apply_condition
 from mer_core.config import ConfigError, resolve_runs, validate_params
 from mer_core.data.batches import Batch, load_fold
 from mer_core.data.store import read_store
 from mer_core.evaluate import predict
+from mer_core.layers import LSTMEncoder, TextCNN
+from mer_core.methods.baselines import EarlyFusion, LateFusion, UttFusion, align_frames
 from mer_core.methods.lookup import method_spec
 from mer_core.methods.registry import ModelContext
 from mer_core.params.methods import CATALOG
-from mer_core.methods.baselines import EarlyFusion, LateFusion, UttFusion, align_frames
-from mer_core.layers import LSTMEncoder, TextCNN
 from mer_core.schema import check
-from mer_core.tasks import Task, study_task
+from mer_core.tasks import study_task
 from mer_core.train import CURVE_COLUMNS
-from helpers import run_method
-
-from fakes import CTX, OPTIM, make_batch, task_context
 
 PARAMS = {"optim": OPTIM, "hidden": 8, "classifier": [8, 8], "dropout": 0.0, "encoder_pooling": "valid",
           "text_windows": "valid"}

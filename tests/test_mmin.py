@@ -4,19 +4,19 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, OPTIM, make_batch, masked_slot_mse, task_context
+from helpers import run_method
 from torch.nn import functional as F
 
 from mer_core.conditions import apply_condition, random_presence, with_presence
 from mer_core.losses import pairwise_cmd
+from mer_core.methods.baselines import UttFusion
 from mer_core.methods.lookup import method_spec
+from mer_core.methods.mmin import IFMMIN, MMIN, UttShared, ae_layers
 from mer_core.methods.registry import ModelContext
 from mer_core.params.methods import CATALOG
-from mer_core.methods.baselines import UttFusion
-from mer_core.methods.mmin import IFMMIN, MMIN, UttShared, ae_layers
 from mer_core.schema import check
 from mer_core.train import lr_factor, subnetworks, training_view
-from helpers import run_method
-from fakes import CTX, OPTIM, make_batch, masked_slot_mse, task_context
 
 STAGE2 = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "encoder_pooling": "valid",
           "text_windows": "valid", "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 3, "ce_weight": 1.0, "mse_weight": 4.0}
@@ -40,7 +40,8 @@ def stages(entry: dict, ctx: ModelContext = CTX, **changes):
 def test_registered_with_two_stages_and_the_mmin_protocol():
     for name in ("mmin", "ifmmin"):
         first, second = method_spec(name).stages
-        assert (first.name, first.train_conditions, first.select_on, first.key) == ("pretrain", "full", "full", "pretrain")
+        assert (first.name, first.train_conditions, first.select_on, first.key) == ("pretrain", "full", "full",
+                                                                                    "pretrain")
         assert (second.name, second.train_conditions, second.select_on) == ("train", "missing", "missing")
 
 

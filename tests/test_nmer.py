@@ -7,22 +7,22 @@ import json
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, make_batch, masked_slot_mse
+from helpers import run_method
 from torch import nn
 from torch.nn import functional as F
 
 from mer_core.conditions import apply_condition
-from mer_core.config import ConfigError
+from mer_core.config import ConfigError, resolve_runs
 from mer_core.layers import EVAL_NOISE_SEED, ConditionalDenoiser, ConditionalVAE, timestep_embedding
 from mer_core.losses import gaussian_kl, pairwise_cmd
-from mer_core.config import resolve_runs
 from mer_core.methods.lookup import method_spec
-from mer_core.params.methods import CATALOG, NMER as NMERParams
-from mer_core.schema import check
 from mer_core.methods.nmer import DENOISER_SCHEDULE, NMER, InvariantSpecific, NMERPretrain
 from mer_core.noise import NoiseScheduler
-from helpers import run_method
+from mer_core.params.methods import CATALOG
+from mer_core.params.methods import NMER as NMERParams
+from mer_core.schema import check
 from mer_core.train import subnetworks, training_view
-from fakes import CTX, make_batch, masked_slot_mse
 
 
 @pytest.fixture

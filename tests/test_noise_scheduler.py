@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from fakes import make_batch
 
 from mer_core.conditions import apply_condition
 from mer_core.config import ConfigError
@@ -13,7 +14,6 @@ from mer_core.data.batches import Batch
 from mer_core.noise import NoiseScheduler, betas
 from mer_core.params.methods import NoiseParams
 from mer_core.schema import check
-from fakes import make_batch
 
 BLOCK = {"type": "impulse", "steps": 40, "schedule": "cosine", "beta_start": 0.02, "beta_end": 0.4,
          "impulse_density": 0.25, "per_sample": True}

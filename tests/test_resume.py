@@ -16,11 +16,25 @@ import numpy as np
 import pytest
 
 from mer_core.config import ConfigError, load_params
-from mer_core.data import extract_cache, prepare as prepare_module
-from mer_core.data.extract_cache import (CacheWarning, ExtractionCache, code_fingerprint, library_versions,
-                                         remove_cache, settings_digest)
-from mer_core.data.prepare import (cache_path, corrupt_audio, corruption_specs, extract_all, map_chunks,
-                                   prepare, store_path)
+from mer_core.data import extract_cache
+from mer_core.data import prepare as prepare_module
+from mer_core.data.extract_cache import (
+    CacheWarning,
+    ExtractionCache,
+    code_fingerprint,
+    library_versions,
+    remove_cache,
+    settings_digest,
+)
+from mer_core.data.prepare import (
+    cache_path,
+    corrupt_audio,
+    corruption_specs,
+    extract_all,
+    map_chunks,
+    prepare,
+    store_path,
+)
 from mer_core.data.synthetic import generate_corpus
 
 ROOT = Path(__file__).resolve().parents[1]

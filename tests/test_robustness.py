@@ -1,7 +1,6 @@
 """mer_core.robustness: the feature-noise grid (NMER protocol) and the signal-level corruptions."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,8 +13,14 @@ from mer_core.data.store import Sequences, read_store, write_store
 from mer_core.methods.lookup import method_spec
 from mer_core.methods.registry import ModelContext
 from mer_core.params.evaluation import Robustness
-from mer_core.robustness import (COLUMNS, cell_seed, corrupted_split, feature_noise_settings,
-                                 robustness_grid, summarise_robustness)
+from mer_core.robustness import (
+    COLUMNS,
+    cell_seed,
+    corrupted_split,
+    feature_noise_settings,
+    robustness_grid,
+    summarise_robustness,
+)
 from mer_core.schema import check
 from mer_core.tasks import study_task
 

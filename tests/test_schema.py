@@ -60,8 +60,8 @@ def test_check_fills_defaults_and_accepts_an_int_for_a_float():
 
 
 def test_unknown_key_names_the_dotted_key_and_the_allowed_keys():
-    assert error(toy(bogus=1)) == ("toy.bogus: unknown key; allowed keys here: name, n, rate, sizes, folds, maybe, sub, "
-                                   "table, needed")
+    assert error(toy(bogus=1)) == ("toy.bogus: unknown key; allowed keys here: name, n, rate, sizes, folds, maybe, "
+                                   "sub, table, needed")
     assert error(toy(sub={"flag": True, "colour": "red"})) == "toy.sub.colour: unknown key; allowed keys here: flag"
     assert error({"toy": toy(sub={"colour": 1})}, Whole, "") == "toy.sub.colour: unknown key; allowed keys here: flag"
 

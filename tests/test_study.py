@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from mer_core.study import (NOISE_RIVALS, VAVL_RIVALS, RunRef, base_run, confusion_runs, embedded_runs, explore_run,
-                            family, resolve_ref, rivals, table_rows, trained, variant_run)
+from mer_core.study import (
+    NOISE_RIVALS,
+    VAVL_RIVALS,
+    RunRef,
+    base_run,
+    confusion_runs,
+    embedded_runs,
+    explore_run,
+    family,
+    resolve_ref,
+    rivals,
+    table_rows,
+    trained,
+    variant_run,
+)
 
 
 def summary(method: str, study: str = "default", base: str | None = None, root: str | None = None,

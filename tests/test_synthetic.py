@@ -12,14 +12,19 @@ import pytest
 import soundfile as sf
 
 from mer_core.config import ConfigError, load_params, resolve_runs, stage_params
+from mer_core.data.corpora.crema_d import SENTENCES
 from mer_core.data.synthetic import generate_corpus
 from mer_core.data.synthetic.corpus import default_config, draw_speakers, plan_clips
 from mer_core.data.synthetic.face import OPENFACE_COLUMNS, Face, synthesize_openface, write_openface_csv
-from mer_core.data.corpora.crema_d import SENTENCES
 from mer_core.data.synthetic.perception import (
-    AUDIOVISUAL_CONFUSION, EMOTIONS, FACE_CONFUSION, VOICE_CONFUSION, bayes_limit, human_bayes_limits,
+    AUDIOVISUAL_CONFUSION,
+    EMOTIONS,
+    FACE_CONFUSION,
+    VOICE_CONFUSION,
+    bayes_limit,
+    human_bayes_limits,
 )
-from mer_core.data.synthetic.voice import Voice, VocalProfile, synthesize_utterance
+from mer_core.data.synthetic.voice import VocalProfile, Voice, synthesize_utterance
 from mer_core.params.synthetic import Synthetic
 from mer_core.schema import check
 

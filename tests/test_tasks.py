@@ -8,18 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import CLASSIFICATION, OPTIM, REG_CTX, REGRESSION, make_batch
+from helpers import run_method
 from torch.nn import functional as F
 
 from mer_core.conditions import apply_condition
 from mer_core.data.batches import load_fold, make_split, targets
 from mer_core.evaluate import grid_metrics, predict, selection_score
+from mer_core.methods.baselines import LateFusion
 from mer_core.methods.lookup import method_spec
 from mer_core.methods.registry import ModelContext
-from mer_core.methods.baselines import LateFusion
 from mer_core.metrics import ccc, classification_metrics
 from mer_core.tasks import ATTRIBUTES, CLASSIFICATION_METRICS, TASKS, Task, ccc_loss, metric_columns, study_task
-from helpers import run_method
-from fakes import CLASSIFICATION, OPTIM, REG_CTX, REGRESSION, make_batch
 
 CPU = torch.device("cpu")
 

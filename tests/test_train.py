@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from mer_core.train import CURVE_COLUMNS, SKIPPED_FILES, headline, skip_run, train_run, unfed, validation_curve
 from fakes import CLASSIFICATION, REGRESSION
 from helpers import resolved_run
+
+from mer_core.train import CURVE_COLUMNS, SKIPPED_FILES, headline, skip_run, train_run, unfed, validation_curve
 
 
 def per_run(metric_values: dict[str, list[float]], metrics=("wa", "ua")) -> pd.DataFrame:
@@ -73,8 +73,10 @@ def test_the_missing_average_is_the_mean_of_each_units_average():
 def test_validation_curve_is_the_mean_over_units_per_epoch_stages_one_after_the_other():
     rows = []
     for fold, scores in enumerate(([0.2, 0.4], [0.4, 0.6])):
-        rows += [{"fold": fold, "seed": 0, "stage": "pretrain", "epoch": e + 1, "val_ua": s} for e, s in enumerate(scores)]
-    rows += [{"fold": 0, "seed": 0, "stage": "train", "epoch": e + 1, "val_ua": s} for e, s in enumerate([0.5, 0.6, 0.7])]
+        rows += [{"fold": fold, "seed": 0, "stage": "pretrain", "epoch": e + 1, "val_ua": s}
+                 for e, s in enumerate(scores)]
+    rows += [{"fold": 0, "seed": 0, "stage": "train", "epoch": e + 1, "val_ua": s}
+             for e, s in enumerate([0.5, 0.6, 0.7])]
     rows += [{"fold": 1, "seed": 0, "stage": "train", "epoch": 1, "val_ua": 0.3}]  # fold 1 stopped after 1 epoch
     curve = validation_curve(pd.DataFrame(rows), "ua")
     assert list(curve.columns) == CURVE_COLUMNS

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fakes import CTX, OPTIM, make_batch, masked_slot_mse
+from helpers import resolved_run
 from torch.nn import functional as F
 
 from mer_core.config import ConfigError, resolve_runs, validate_params
@@ -13,8 +15,6 @@ from mer_core.losses import slot_mse
 from mer_core.methods.lookup import method_spec
 from mer_core.tasks import study_task
 from mer_core.train import run_seed, training_view
-from fakes import CTX, OPTIM, make_batch, masked_slot_mse
-from helpers import resolved_run
 
 AUDIO_ONLY, VISUAL_ONLY, BOTH = (True, False), (False, True), (True, True)
 UTT_FUSION = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,

@@ -6,19 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, OPTIM, REG_CTX, make_batch
+from helpers import resolved_run
 
 from mer_core.conditions import all_conditions, apply_condition
 from mer_core.conformer import Conformer, MaskedBatchNorm1d, masked_mean, subsample
 from mer_core.data.batches import Batch, load_fold, subset
 from mer_core.methods.lookup import method_spec
 from mer_core.methods.registry import ModelContext
-from mer_core.params.methods import CATALOG, VAVL as VAVLParams
 from mer_core.methods.vavl import REC_WEIGHT_AUTO, VAVL
+from mer_core.params.methods import CATALOG
+from mer_core.params.methods import VAVL as VAVLParams
 from mer_core.schema import check
 from mer_core.tasks import ccc_loss, study_task
 from mer_core.train import fit_run, update_steps
-from fakes import CTX, OPTIM, REG_CTX, make_batch
-from helpers import resolved_run
 
 ENTRY = {"method": "vavl", "optim": OPTIM, "projection": 6, "subsample": 2, "d_model": 8, "heads": 2,
          "ffn_expansion": 2, "kernel": 3, "branch_blocks": 1, "shared_blocks": 1, "dropout": 0.0, "head_dropout": 0.0,

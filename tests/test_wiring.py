@@ -136,7 +136,8 @@ def package(tmp_path, monkeypatch) -> Path:
         (tmp_path / name).write_text(text)
     notebook = {"cells": [
         {"cell_type": "markdown", "source": ["import mer_core.unused\n"]},
-        {"cell_type": "code", "source": ["%matplotlib inline\n", "!ls\n", "import mer_core.b\n", "import pandas as pd"]},
+        {"cell_type": "code",
+         "source": ["%matplotlib inline\n", "!ls\n", "import mer_core.b\n", "import pandas as pd"]},
         {"cell_type": "code", "source": ["def show():\n", "    from mer_core.pkg import mod\n", "    return mod\n"]},
     ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "notebooks").mkdir()
