@@ -29,10 +29,11 @@ from typing import Any, Mapping
 import yaml
 
 from mer_core.codedeps import code_hashes, module_closure, stage_closure
-from mer_core.params.study import Study
 from mer_core.params.methods import CATALOG, MethodInfo
+from mer_core.params.study import Study
 from mer_core.schema import ConfigError, apply_overrides, check, deep_merge, expand_dotted
-from mer_core.study import embedded_runs, trained as trained_runs
+from mer_core.study import embedded_runs
+from mer_core.study import trained as trained_runs
 
 RUN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 GENERATED_NAME = re.compile(r"^[a-z][a-z0-9_]*(_paired[0-9.]+)?$")
@@ -195,11 +196,14 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
         if not (RUN_NAME if name in params["methods"] or name in params["extended"]["runs"] else GENERATED_NAME
                 ).match(name):
             raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern} (they name DVC stages and folders)")
+        if reads_as_number(name):
+            raise ConfigError(f"{key}: {name!r} reads as a number on papermill's command line (`-p run {name}`); "
+                              "rename the run")
         if raw.get("base") is not None:
             base_name = raw["base"]
             if base_name not in entries:
                 raise ConfigError(f"{key}.base: {base_name!r} is not a run (runs: {', '.join(entries)})")
-            if base_name in trail:
+            if base_name in (*trail, name):
                 raise ConfigError(f"{key}.base: the bases loop: {' -> '.join((*trail, name, base_name))}")
             base = resolve(base_name, (*trail, name))
             info = CATALOG[base["method"]]
@@ -233,6 +237,15 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
     for name in entries:
         resolve(name, ())
     return {name: resolved[name] for name in entries}
+
+
+def reads_as_number(name: str) -> bool:
+    """Whether `float(name)` parses it (nan, inf, infinity): papermill passes such a `-p` value as a float."""
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
 
 
 def unbased(name: str, method: str, task: str) -> dict:

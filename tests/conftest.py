@@ -81,36 +81,44 @@ def tiny_attribute_store(tmp_path):
     return build_tiny_store(tmp_path / "features" / "builtin", attributes=True)
 
 
+def make_tiny_params(store, epochs: int = 2, task: str = "classification", methods: dict | None = None,
+                     sections: dict | None = None, **train) -> dict:
+    """Validated params (every default filled in, `mer_core.config.validate_params`) whose runs train on `store` at
+    tiny widths: one run per method, named after it, deep-merged with `methods` (which may also add runs); the
+    study's `train` section with `train` overrides; any other section deep-merged from `sections`. Train one with
+    `helpers.run_method`."""
+    from mer_core.config import validate_params
+    from mer_core.schema import deep_merge
+
+    optim = {"epochs": epochs, "epochs_decay": 0, "lr": 0.01, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 16}
+    small = {"optim": optim, "hidden": 8, "classifier": [8], "dropout": 0.1}
+    imagination = {**small, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 2, "ce_weight": 1.0, "mse_weight": 1.0}
+    pretrain = {"optim": dict(optim, epochs=1), "classifier": [8], "dropout": 0.1}
+    runs = {name: {"method": name, **small} for name in BASELINES}
+    runs["mmin"] = {"method": "mmin", **imagination, "cycle_weight": 1.0, "pretrain": pretrain}
+    runs["ifmmin"] = {"method": "ifmmin", **imagination, "invariant_weight": 10.0, "pretrain": pretrain}
+    runs["nmer"] = {"method": "nmer", **small, "latent": 4, "vae_layers": 1, "vae_heads": 2, "vae_ffn": 8,
+                    "decoder_hidden": 8, "noise": {"per_sample": False},
+                    "pretrain": {**pretrain, "denoise_weight": 1.0, "denoise_hidden": 8}}
+    runs["vavl"] = {"method": "vavl", "optim": dict(optim, beta1=0.95, grad_clip=0.0), "projection": 6,
+                    "subsample": 2, "d_model": 8, "heads": 2, "ffn_expansion": 2, "kernel": 3,
+                    "branch_blocks": 1, "shared_blocks": 1, "head_dropout": 0.1}
+    first_fold = train["folds"][0] if isinstance(train.get("folds"), list) else 0
+    raw = {
+        "task": task,
+        "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent)},
+        "train": {"seeds": [0], "folds": [0], "stopping": {"rule": "fixed"},
+                  "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2}, **train},
+        "methods": deep_merge(runs, methods or {}),
+        "robustness": {"intensities": [20, 100], "batch_size": 32},
+        "explore": {"fold": first_fold}, "analysis": {"embedding": {"fold": first_fold}},  # a trained fold
+        "extended": {"other_task": {"task": "regression" if task == "classification" else "classification"}},
+    }
+    return validate_params(deep_merge(raw, sections or {}))
+
+
 @pytest.fixture
 def tiny_params():
-    """Factory: tiny_params(store, task="classification", **train_overrides) -> validated params (every default
-    filled in, `mer_core.config.validate_params`) whose runs train on `store` at tiny widths (every method; the
-    study's `train` section with `train_overrides`); train one with `helpers.run_method`."""
-    from mer_core.config import validate_params
-
-    def make(store, epochs: int = 2, task: str = "classification", **train) -> dict:
-        optim = {"epochs": epochs, "epochs_decay": 0, "lr": 0.01, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 16}
-        small = {"optim": optim, "hidden": 8, "classifier": [8], "dropout": 0.1}
-        imagination = {**small, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 2, "ce_weight": 1.0, "mse_weight": 1.0}
-        pretrain = {"optim": dict(optim, epochs=1), "classifier": [8], "dropout": 0.1}
-        methods = {name: {"method": name, **small} for name in BASELINES}
-        methods["mmin"] = {"method": "mmin", **imagination, "cycle_weight": 1.0, "pretrain": pretrain}
-        methods["ifmmin"] = {"method": "ifmmin", **imagination, "invariant_weight": 10.0, "pretrain": pretrain}
-        methods["nmer"] = {"method": "nmer", **small, "latent": 4, "vae_layers": 1, "vae_heads": 2, "vae_ffn": 8,
-                           "decoder_hidden": 8, "noise": {"per_sample": False},
-                           "pretrain": {**pretrain, "denoise_weight": 1.0, "denoise_hidden": 8}}
-        methods["vavl"] = {"method": "vavl", "optim": dict(optim, beta1=0.95, grad_clip=0.0), "projection": 6,
-                           "subsample": 2, "d_model": 8, "heads": 2, "ffn_expansion": 2, "kernel": 3,
-                           "branch_blocks": 1, "shared_blocks": 1, "head_dropout": 0.1}
-        raw = {
-            "task": task,
-            "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent)},
-            "train": {"seeds": [0], "folds": [0], "stopping": {"rule": "fixed"},
-                      "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2}, **train},
-            "methods": methods,
-            "robustness": {"intensities": [20, 100], "batch_size": 32},
-            "extended": {"other_task": {"task": "regression" if task == "classification" else "classification"}},
-        }
-        return validate_params(raw)
-
-    return make
+    """Factory: tiny_params(store, epochs=2, task="classification", methods=None, sections=None, **train_overrides)
+    -> validated params (`make_tiny_params`)."""
+    return make_tiny_params

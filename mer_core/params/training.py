@@ -62,8 +62,8 @@ class FrameEncoder(Params):
     def _groups_divide(self):
         bad = [c for c in self.channels if c % self.groups]
         if bad:
-            raise ValueError(f"groups {self.groups} does not divide the channel count {bad[0]}; choose groups dividing "
-                             f"every entry of channels {self.channels}")
+            raise ValueError(f"groups: {self.groups} does not divide the channel count {bad[0]}; choose groups "
+                             f"dividing every entry of channels {self.channels}")
         return self
 
 
