@@ -2,10 +2,10 @@
 
 One run = (fold, seed) of a `methods.<run>` entry: for each of its method's stages in order, build the
 stage's model (from the previous stage's), train it with Adam (the stage's `optim` block: constant learning
-rate for `epochs`, then linear decay over `epochs_decay`, MMIN's schedule; gradient norms clipped per
-sub-network as the MMIN code does; one optimiser step per batch, or one per step of a model's `steps`, VAVL),
-evaluate the task's selection metric on the validation speakers after each epoch (UA, or mean CCC for
-regression; the test fold is never looked at), keep the best epoch's weights (earliest on ties) and save that
+rate, then linear decay, MMIN's schedule, for as long as `train.stopping` says, `mer_core.stopping`; gradient
+norms clipped per sub-network as the MMIN code does; one optimiser step per batch, or one per step of a model's
+`steps`, VAVL), evaluate the task's selection metric on the validation speakers after each epoch (UA, or mean CCC
+for regression; the test fold is never looked at), keep the best epoch's weights (earliest on ties) and save that
 checkpoint. The study's `task` sets the targets and the loss; a run's `unpaired` shares remove modalities
 from some training clips (`mer_core.data.batches.unpair`, drawn per fold and seed, the same for every method).
 The last stage's model predicts the test clips under every condition, clean, and under every setting of the
@@ -13,10 +13,11 @@ robustness grid (`mer_core.robustness`). When the visual features are face crops
 them through a learnt CNN frame encoder trained with it (`mer_core.frame_encoder`, `train.frame_encoder`);
 `load_model` rebuilds a checkpoint's model. Runs are independent and seeded from (seed, fold), and each uses
 `train.threads_per_run` threads, so metrics are identical whatever `train.n_jobs` is. `train.preset: paper`
-trains every run with its method's official settings (`mer_core.methods.effective_entry`).
+trains every run with its method's official settings (`mer_core.methods.effective_entry`) and fixed schedules.
 
 Outputs of `run_method` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
-`history.csv`, `predictions.csv`, `per_condition.csv`, `robustness.csv`, `metrics.json`; in `checkpoint_dir` (DVC cache)
+`history.csv`, `predictions.csv`, `per_condition.csv`, `robustness.csv`, `metrics.json` (its `convergence` list:
+how each stage of each fold x seed ended, `mer_core.stopping`); in `checkpoint_dir` (DVC cache)
 `fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). Checkpoints live apart
 from `results/` so that a clone without the DVC cache still holds every dependency of the analysis stage.
 
@@ -27,6 +28,12 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   conditions). Here: the same for the stage 2 of MMIN, IF-MMIN and NMER; a stage-1 network: full-modality
   validation UA; the baselines: UA pooled over every condition, the full one included. Why: every method is
   selected on the conditions it is tested on.
+- [all] length of training. Official: fixed schedules (e.g. MMIN 30 + 30 epochs; the epoch with the best
+  validation UAR kept). Here: `train.stopping.rule: plateau` trains a stage until its selection criterion has not
+  improved for `patience` epochs (at least `min_epochs`), the official counts being maxima; MMIN's linear decay
+  begins when the constant learning rate plateaus and stops early on a plateau too (`mer_core.stopping`). Why: every
+  stage runs to convergence within the CPU budget, and the convergence table shows it. Restore:
+  `train.stopping.rule: fixed`. Test: tests/test_stopping.py::test_plateau_ends_the_constant_phase_then_the_decay.
 """
 from __future__ import annotations
 
@@ -54,6 +61,7 @@ from mer_core.methods import ModelContext, StageSpec, effective_entry, method_sp
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
 from mer_core.runtime import seed_everything, select_device, write_atomic
+from mer_core.stopping import STOPPING_SCHEMA, StageSchedule
 from mer_core.tasks import Task, study_task
 
 PRESETS = ("study", "paper")
@@ -67,6 +75,7 @@ TRAIN_SCHEMA = Section(
         "n_jobs": Field(int, low=1, high=64),
         "threads_per_run": Field(int, low=1, high=64),
         "frame_encoder": FRAME_ENCODER_SCHEMA,  # face-crop features only (mer_core.frame_encoder)
+        "stopping": STOPPING_SCHEMA,  # when a stage stops (mer_core.stopping)
     }
 )
 
@@ -76,6 +85,7 @@ class StageResult:
     best_epoch: int
     best_score: float  # the validation selection metric of the kept epoch
     history: pd.DataFrame
+    convergence: dict  # stage, then `StageSchedule.record()`: epochs, stopped, best_epoch, decay_start, gain
 
 
 @dataclass
@@ -83,6 +93,7 @@ class RunOutput:
     fold: int
     seed: int
     best_epochs: dict[str, int]
+    convergence: list[dict]  # per stage: how it ended (`StageResult.convergence`)
     history: pd.DataFrame
     predictions: pd.DataFrame
     robustness: pd.DataFrame
@@ -92,12 +103,6 @@ class RunOutput:
 def run_seed(seed: int, fold: int) -> int:
     """The seed of run (seed, fold): distinct per fold, identical across methods."""
     return seed * 1000 + fold
-
-
-def lr_factor(epoch: int, epochs: int, epochs_decay: int) -> float:
-    """Learning-rate factor during epoch `epoch` (0-based): 1 for `epochs` epochs, then linear decay over
-    `epochs_decay` epochs (MMIN's `lambda` policy: 1 - max(0, epoch + 1 - niter) / (niter_decay + 1))."""
-    return 1.0 - max(0, epoch + 1 - epochs) / (epochs_decay + 1)
 
 
 def subnetworks(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -139,25 +144,29 @@ def update_steps(model: nn.Module, batch: Batch, full: Batch):
 
 def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: float, data: dict[str, Split],
                 generator: torch.Generator, device: torch.device, desc: str,
-                show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0) -> StageResult:
-    """Train `model` for one stage; load the weights of its best validation epoch into it. With `noise`, the
+                show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0,
+                schedule: StageSchedule | None = None) -> StageResult:
+    """Train `model` for one stage; load the weights of its best validation epoch into it. `schedule` decides the
+    learning rate of each epoch and when the stage stops (default: `optim`'s fixed schedule). With `noise`, the
     removed modalities are noised in training and validation (the same seeded validation noise every epoch).
     The history's `val_<metric>` column holds the selection metric (`val_ua` for classification)."""
+    schedule = schedule or StageSchedule(optim["epochs"], optim["epochs_decay"])
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
-                                 betas=(optim["beta1"], 0.999), weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda epoch: lr_factor(epoch, optim["epochs"], optim["epochs_decay"]))
+                                 betas=(optim["beta1"], 0.999), weight_decay=weight_decay, fused=True)
     groups = subnetworks(model)
     task = data["val"].task
     conditions = all_conditions(data["val"].modalities)  # the full set is the last
     val_conditions = {"pooled": None, "full": conditions[-1:], "missing": conditions[:-1]}[stage.select_on]
     best = (-float("inf"), 0, None)
     rows = []
-    epochs = tqdm(range(1, optim["epochs"] + optim["epochs_decay"] + 1), desc=desc, disable=not show_progress,
-                  leave=False)
-    for epoch in epochs:
+    epochs = tqdm(total=optim["epochs"] + optim["epochs_decay"], desc=desc, disable=not show_progress, leave=False)
+    more, epoch = True, 0
+    while more:
+        epoch += 1
         model.train()
-        lr = optimiser.param_groups[0]["lr"]
+        lr = optim["lr"] * schedule.factor()
+        for group in optimiser.param_groups:
+            group["lr"] = lr
         total, count = 0.0, 0
         for batch in data["train"].batches(optim["batch_size"], generator):
             batch = batch.to(device)
@@ -170,19 +179,27 @@ def train_stage(model: nn.Module, stage: StageSpec, optim: dict, weight_decay: f
                 optimiser.step()
                 total += loss.item() * len(batch.y)
             count += len(batch.y)
-        schedule.step()
         val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
         score = selection_score(val, task)
         rows.append({"stage": stage.name, "epoch": epoch, "lr": lr, "train_loss": total / count,
                      "val_loss": val["loss"].mean(), f"val_{task.selection_metric}": score})
         if score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
+        more = schedule.update(score)
+        epochs.update()
         epochs.set_postfix({f"val_{task.selection_metric}": f"{score:.3f}"})
+    epochs.close()
     if best[2] is None:
         raise RuntimeError(f"{desc}: the validation {task.selection_metric} was NaN in every epoch (diverged?); "
                            "lower optim.lr")
     model.load_state_dict(best[2])
-    return StageResult(best[1], best[0], pd.DataFrame(rows))
+    return StageResult(best[1], best[0], pd.DataFrame(rows), {"stage": stage.name, **schedule.record()})
+
+
+def stopping_rule(cfg: dict) -> str:
+    """The stopping rule of every stage: `train.stopping.rule`, or `fixed` (the official schedules) under
+    `train.preset: paper`."""
+    return "fixed" if cfg["preset"] == "paper" else cfg["stopping"]["rule"]
 
 
 def checkpoint_path(checkpoint_dir: Path, fold: int, seed: int, stage: str | None) -> Path:
@@ -227,15 +244,17 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
     frames = FrameEncoderSpec.for_store(store.manifest, cfg["frame_encoder"])
     context = ModelContext.from_manifest(store.manifest, task)
     context = frames.context(context) if frames else context
-    model, histories, best_epochs = None, [], {}
+    model, histories, best_epochs, convergence = None, [], {}, []
     for k, stage in enumerate(spec.stages):
         model = build_stage(stage, entry, context, model, frames).to(device)
         optim = stage.params(entry)["optim"]
         result = train_stage(model, stage, optim, cfg["weight_decay"], data, generator, device,
                              f"{run} fold {fold} seed {seed} {stage.name}", show_progress,
-                             stage.training_noise(entry), run_seed(seed, fold))
+                             stage.training_noise(entry), run_seed(seed, fold),
+                             StageSchedule.from_params(optim, cfg["stopping"], stopping_rule(cfg)))
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
+        convergence.append(result.convergence)
         last = k == len(spec.stages) - 1
         write_atomic(checkpoint_path(checkpoint_dir, fold, seed, None if last else stage.name),
                      lambda tmp: save_checkpoint(
@@ -246,7 +265,7 @@ def fit_run(run: str, params: dict, fold: int, seed: int, checkpoint_dir: Path, 
     test = predict(model, data["test"], optim["batch_size"], device)
     robustness = robustness_grid(model, store, data["test"], params["robustness"], fold, device)
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
-    return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
+    return RunOutput(fold, seed, best_epochs, convergence, history, test.assign(fold=fold, seed=seed),
                      robustness.assign(fold=fold, seed=seed), time.perf_counter() - start)
 
 
@@ -322,6 +341,8 @@ def write_results(name: str, params: dict, store, outputs: list[RunOutput], out_
         "folds": sorted({o.fold for o in outputs}),
         "seeds": sorted({o.seed for o in outputs}),
         "best_epochs": {stage: [o.best_epochs[stage] for o in outputs] for stage in outputs[0].best_epochs},
+        "stopping": {**params["train"]["stopping"], "rule": stopping_rule(params["train"])},
+        "convergence": [{"fold": o.fold, "seed": o.seed, **record} for o in outputs for record in o.convergence],
         "train_seconds_total": round(sum(o.seconds for o in outputs), 1),
         "conditions": summarise(per_run, task.metrics),
         "robustness": summarise_robustness(robustness, task.headline),

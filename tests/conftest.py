@@ -103,7 +103,8 @@ def tiny_params():
                      "on_error": "raise"},
             "train": {"seeds": [0], "folds": [0], "preset": "study", "weight_decay": 0.0, "device": "cpu",
                       "n_jobs": 1, "threads_per_run": 1,
-                      "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2}, **train},
+                      "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2},
+                      "stopping": {"rule": "fixed", "patience": 2, "min_epochs": 1, "min_delta": 0.0}, **train},
             "methods": {name: {"method": name, **small} for name in BASELINES},
         }
         params["methods"]["mmin"] = {"method": "mmin", **imagination, "cycle_weight": 1.0, "pretrain": pretrain}

@@ -11,7 +11,8 @@ from mer_core.losses import pairwise_cmd
 from mer_core.methods import REGISTRY, ModelContext, validate_run
 from mer_core.methods.baselines import UttFusion
 from mer_core.methods.mmin import IFMMIN, MMIN, UttShared, ae_layers
-from mer_core.train import lr_factor, run_method, subnetworks, training_view
+from mer_core.stopping import lr_factor
+from mer_core.train import run_method, subnetworks, training_view
 from fakes import CTX, OPTIM, make_batch, masked_slot_mse, task_context
 
 STAGE2 = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "ae_widths": [2.0, 1.0, 0.5],
