@@ -288,11 +288,30 @@ def test_row_cache_computes_each_clip_once_and_returns_its_values_in_batch_order
         return table[rows], -table[rows]
 
     rows = torch.tensor([3, 1, 4])
-    a, b = cache(rows, lambda: compute(rows))
+    a, b = cache(rows.tolist(), lambda: compute(rows))
     assert torch.equal(a, table[rows]) and torch.equal(b, -table[rows])
     again = torch.tensor([4, 3])
-    a, b = cache(again, lambda: compute(again))  # all seen: no call, values in the new order
+    a, b = cache(again.tolist(), lambda: compute(again))  # all seen: no call, values in the new order
     assert calls == [[3, 1, 4]] and torch.equal(a, table[again])
     mixed = torch.tensor([1, 7])
-    a, _ = cache(mixed, lambda: compute(mixed))
+    a, _ = cache(mixed.tolist(), lambda: compute(mixed))
     assert calls[-1] == [1, 7] and torch.equal(a, table[mixed])
+
+
+def test_imagination_targets_are_cached_per_clip_and_missing_modalities():
+    _, model = stages(MMIN_ENTRY)
+    batch = make_batch()
+    calls = []
+    embed = model.embed
+    model.embed = lambda encoders, b: calls.append(encoders is model.teacher) or embed(encoders, b)
+    expected = {}
+    for condition in (("audio",), ("visual",)):
+        seen = apply_condition(batch, condition)
+        expected[condition] = torch.cat(embed(model.teacher, with_presence(batch, ~seen.present)), 1)
+        torch.testing.assert_close(model.imagination_target(seen, batch), expected[condition])
+    assert calls == [True, True]  # one teacher pass per set of missing modalities
+    assert not torch.equal(expected[("audio",)], expected[("visual",)])
+    for condition in (("visual",), ("audio",)):
+        seen = apply_condition(batch, condition)
+        assert torch.equal(model.imagination_target(seen, batch), expected[condition])
+    assert calls == [True, True]  # seen before: no teacher pass
