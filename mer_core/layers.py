@@ -43,12 +43,19 @@ def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 def masked_max(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Max over time (dim 1) of the frames t < length; a clip of length 0 gets a zero vector."""
     mask = valid_mask(lengths, x.shape[1])
-    pooled = x.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+    exclude = torch.where(mask, 0.0, float("-inf")).to(x.dtype)  # added, not masked_fill: 2x faster on an LSTM's output
+    pooled = (x + exclude[..., None]).amax(dim=1)
     return torch.where((lengths > 0)[:, None], pooled, torch.zeros_like(pooled))
 
 
 class LSTMEncoder(nn.Module):
-    """(B, T, in_dim) frames -> (B, hidden) utterance embedding (methods.md §1.3, `embd_method=maxpool`)."""
+    """(B, T, in_dim) frames -> (B, hidden) utterance embedding (methods.md §1.3, `embd_method=maxpool`).
+
+    Clips whose frames are all zero (a modality a condition removed, zero-filled) are not run with the batch: the
+    LSTM's outputs on zero input are the same for every clip, so they are computed once, on one zero sequence as
+    long as the longest such clip, and each such clip takes their masked max at its own length, the value (and
+    gradient) it would get in the batch; about half the LSTM's work when a condition removes one of two modalities.
+    """
 
     def __init__(self, in_dim: int, hidden: int = 128):
         super().__init__()
@@ -56,8 +63,16 @@ class LSTMEncoder(nn.Module):
         self.out_dim = hidden
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        outputs, _ = self.lstm(x)
-        return masked_max(outputs, lengths)
+        blank = ~x.flatten(1).any(1)
+        if not bool(blank.any()):
+            return masked_max(self.lstm(x)[0], lengths)
+        live, dead = (~blank).nonzero()[:, 0], blank.nonzero()[:, 0]
+        zeros = x.new_zeros(1, max(int(lengths[dead].max()), 1), x.shape[2])
+        parts = [masked_max(self.lstm(zeros)[0].expand(len(dead), -1, -1), lengths[dead])]
+        if len(live):
+            frames = x[live, : max(int(lengths[live].max()), 1)]
+            parts.insert(0, masked_max(self.lstm(frames)[0], lengths[live]))
+        return torch.cat(parts)[torch.argsort(torch.cat([live, dead]))]
 
 
 class TextCNN(nn.Module):

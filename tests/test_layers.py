@@ -224,3 +224,31 @@ def test_kaiming_init_sets_fan_in_normal_weights_and_zero_biases():
     assert net[2].weight.std().item() == pytest.approx((2 / 150) ** 0.5, rel=0.05)
     assert net[0].bias.abs().sum() == 0 and net[2].bias.abs().sum() == 0
     assert all(torch.equal(a, b) for a, b in zip(before, lstm.parameters()))  # the LSTM keeps its init
+
+
+def test_lstm_encoder_runs_blank_clips_once_with_the_values_and_gradients_of_the_batch():
+    """Zero-filled clips (a removed modality) take the masked max of one shared zero sequence: the same embeddings
+    and the same parameter gradients as running every clip through the LSTM."""
+    encoder = LSTMEncoder(5, hidden=6)
+    x = torch.randn(6, 10, 5)
+    x[[1, 2, 4]] = 0.0
+    lengths = torch.tensor([10, 7, 10, 4, 3, 0])
+    x[5] = 0.0  # a clip without the modality at all: length 0, a zero vector
+    weights = torch.randn(6, 6)
+
+    def reference(module):  # the plain batched computation
+        return masked_max(module.lstm(x)[0], lengths)
+
+    out = encoder(x, lengths)
+    torch.testing.assert_close(out, reference(encoder), rtol=1e-6, atol=1e-7)
+    assert out[5].tolist() == [0.0] * 6 and not torch.equal(out[1], out[2])  # length 7 vs 10
+    grads = []
+    for forward in (encoder, lambda x, lengths: reference(encoder)):
+        encoder.zero_grad()
+        (forward(x, lengths) * weights).sum().backward()
+        grads.append([p.grad.clone() for p in encoder.parameters()])
+    for fast, slow in zip(*grads):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    all_blank = torch.zeros(3, 8, 5)
+    torch.testing.assert_close(encoder(all_blank, torch.tensor([8, 2, 5])),
+                               masked_max(encoder.lstm(all_blank)[0], torch.tensor([8, 2, 5])), rtol=1e-6, atol=1e-7)
