@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mer_core.config import Field, Section
-from mer_core.conformer import Conformer, masked_mean, subsample
+from mer_core.conformer import Conformer, masked_mean, pointwise, subsample
 from mer_core.data.batches import Batch, subset
 from mer_core.methods.registry import OPTIM_SCHEMA, MethodSpec, ModelContext, StageSpec, register
 
@@ -100,7 +100,7 @@ class Branch(nn.Module):
                                    entry["ffn_expansion"], entry["kernel"], entry["dropout"])
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames, lengths = subsample(self.project(x.transpose(1, 2)).transpose(1, 2), lengths, self.factor)
+        frames, lengths = subsample(pointwise(self.project, x), lengths, self.factor)
         return self.conformer(frames, lengths), lengths
 
 
