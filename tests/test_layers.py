@@ -252,3 +252,27 @@ def test_lstm_encoder_runs_blank_clips_once_with_the_values_and_gradients_of_the
     all_blank = torch.zeros(3, 8, 5)
     torch.testing.assert_close(encoder(all_blank, torch.tensor([8, 2, 5])),
                                masked_max(encoder.lstm(all_blank)[0], torch.tensor([8, 2, 5])), rtol=1e-6, atol=1e-7)
+
+
+def test_textcnn_equals_its_conv2d_definition_with_blank_clips_in_values_and_gradients():
+    cnn = TextCNN(6, channels=4, kernels=(3, 4, 5), dropout=0.0, out_dim=5)
+    x = torch.randn(5, 9, 6)
+    x[[1, 3]] = 0.0  # text removed by a condition
+    lengths = torch.tensor([9, 4, 2, 0, 7])
+    x[3, :] = 0.0
+
+    def reference():  # Kim's TextCNN as the Conv2d it is defined by, every clip convolved
+        pooled = []
+        for k, conv in zip(cnn.kernels, cnn.convs):
+            maps = torch.relu(conv(x[:, None])).squeeze(3).transpose(1, 2)
+            pooled.append(masked_max(maps, (lengths - k + 1).clamp(min=1) * (lengths > 0)))
+        return cnn.project(torch.cat(pooled, dim=1))
+
+    results = []
+    for forward in (lambda: cnn(x, lengths), reference):
+        cnn.zero_grad()
+        out = forward()
+        (out * torch.arange(5.0)).sum().backward()
+        results.append([out] + [p.grad.clone() for p in cnn.parameters()])
+    for fast, slow in zip(*results):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
