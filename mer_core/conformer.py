@@ -184,6 +184,8 @@ class Conformer(nn.Module):
     """(B, T, in_dim) frames and lengths (B,) -> (B, T, d_model), padded frames zero: input projection
     (Linear + dropout, as the sooftware encoder VAVL copies) and `blocks` Conformer blocks."""
 
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
+
     def __init__(self, in_dim: int, d_model: int, blocks: int, heads: int, ffn_expansion: int = 4, kernel: int = 31,
                  dropout: float = 0.1):
         super().__init__()

@@ -9,6 +9,9 @@ The metrics are the study task's (`mer_core.tasks`): WA, UA, F1 for classificati
 """
 from __future__ import annotations
 
+import weakref
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 import torch
@@ -18,6 +21,40 @@ from mer_core.conditions import all_conditions, apply_condition, condition_name
 from mer_core.data.batches import Split
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.tasks import Task
+
+
+@contextmanager
+def reuse_encodings(model: nn.Module):
+    """Within the block, every frame encoder of `model` (a module whose class sets `pure_in_eval`: in eval mode its
+    output depends on its two inputs, frames and lengths, alone) returns its earlier output when called again, without
+    gradient, on the same two tensor objects. Evaluation reads the same batches for every condition and setting
+    (`Split.batches`) and a condition passes a modality every clip keeps on as the same tensor (`with_presence`), so
+    the clean frames of a modality are encoded once per batch, not once per condition and noise setting. Exact (the
+    very same computation is skipped, not approximated); an entry is dropped when its frames are freed."""
+    modules = [m for m in model.modules() if getattr(type(m), "pure_in_eval", False) and "forward" not in vars(m)]
+    memo: dict[tuple[int, int, int], tuple] = {}
+    for module in modules:
+        module.forward = _reusing(module, module.forward, memo)  # shadows the class's forward until the block ends
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward
+
+
+def _reusing(module: nn.Module, forward, memo: dict):
+    def call(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if module.training or torch.is_grad_enabled():
+            return forward(x, lengths)
+        key = (id(module), id(x), id(lengths))
+        entry = memo.get(key)
+        if entry is not None and entry[0]() is x and entry[1]() is lengths:
+            return entry[2]
+        out = forward(x, lengths)
+        memo[key] = (weakref.ref(x, lambda _: memo.pop(key, None)), weakref.ref(lengths), out)
+        return out
+
+    return call
 
 
 @torch.no_grad()
@@ -31,6 +68,12 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
     columns (`Task.columns` of `split.task`: label, pred / label_<a>, pred_<a>), loss, then the class probabilities p0..pK-1.
     """
     model.eval()
+    with reuse_encodings(model):
+        return _predict(model, split, batch_size, device, conditions, noise, noise_seed)
+
+
+def _predict(model: nn.Module, split: Split, batch_size: int, device: torch.device,
+             conditions: list[tuple[str, ...]] | None, noise: NoiseScheduler | None, noise_seed: int) -> pd.DataFrame:
     tables = []
     for k, condition in enumerate(conditions or all_conditions(split.modalities)):
         generator = torch.Generator().manual_seed(noise_seed * 1000 + k) if noise is not None else None

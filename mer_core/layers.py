@@ -62,6 +62,8 @@ class LSTMEncoder(nn.Module):
     gradient) it would get in the batch; about half the LSTM's work when a condition removes one of two modalities.
     """
 
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
+
     def __init__(self, in_dim: int, hidden: int = 128):
         super().__init__()
         self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
@@ -83,6 +85,8 @@ class LSTMEncoder(nn.Module):
 class TextCNN(nn.Module):
     """(B, T, emb_dim) token features -> (B, out_dim) (methods.md §1.3; Kim 2014). A zero-filled clip (text removed
     by a condition) is not convolved: each of its windows gives relu(bias), which is then its max."""
+
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
 
     def __init__(self, in_dim: int, channels: int = 128, kernels: tuple[int, ...] = (3, 4, 5),
                  dropout: float = 0.5, out_dim: int = 128):

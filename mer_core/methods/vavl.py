@@ -92,6 +92,8 @@ class Branch(nn.Module):
     """A modality's 1x1 convolution (no bias), time subsampling and modality-specific Conformer; returns the
     frames (B, T', d) and their lengths."""
 
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
+
     def __init__(self, in_dim: int, entry: dict):
         super().__init__()
         self.project = nn.Conv1d(in_dim, entry["projection"], 1, bias=False)
