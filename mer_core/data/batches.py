@@ -127,7 +127,7 @@ class Split:
             chunks = [chunks[k] for k in torch.randperm(len(chunks), generator=generator)]
         for idx in chunks:
             lengths = {m: self.lengths[m][idx] for m in self.modalities}
-            x = {m: self.x[m][idx, : max(int(lengths[m].max()), 1)] for m in self.modalities}
+            x = {m: self.x[m][:, : max(int(lengths[m].max()), 1)][idx] for m in self.modalities}  # copies T frames only
             yield Batch(self.modalities, x, lengths, self.has[idx], self.y[idx], torch.as_tensor(self.rows[idx.numpy()]))
 
 
