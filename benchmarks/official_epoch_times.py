@@ -143,8 +143,8 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} thread; load average {os.getloadavg()[0]:.1f}")
     rows = [row for run in args.runs for row in time_stages(run, params, data, context, args.warmup, args.epochs)]
     print(f"load average at the end {os.getloadavg()[0]:.1f}\n\n"
-          f"| run | stage | batch | CPU s / epoch (median of {args.epochs}: each) | of which validation | wall s / epoch "
-          "| official s / epoch | ratio (CPU) |\n|---|---|---|---|---|---|---|---|")
+          f"| run | stage | batch | CPU s / epoch (median of {args.epochs}: each) | of which validation "
+          "| wall s / epoch | official s / epoch | ratio (CPU) |\n|---|---|---|---|---|---|---|---|")
     for row in rows:
         official = OFFICIAL_SECONDS.get((row["run"], row["stage"]))
         ratio = f"{row['cpu_s'] / official:.2f}" if official else "-"

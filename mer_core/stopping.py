@@ -100,5 +100,5 @@ class StageSchedule:
         best = max(valid) if valid else (float("nan"), 0)
         before = [s for s in self.scores[:-self.patience] if s == s]
         gain = best[0] - max(before) if before and self.trained > self.patience else None
-        return {"epochs": self.trained, "stopped": self.stopped, "best_epoch": -best[1], "decay_start": self.decay_start,
-                "gain": gain}
+        return {"epochs": self.trained, "stopped": self.stopped, "best_epoch": -best[1],
+                "decay_start": self.decay_start, "gain": gain}

@@ -14,8 +14,10 @@ previous stage's trained model (e.g. MMIN's stage 2 starts from, and is taught b
 network).
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
-- [all] schedule of the study. Official: e.g. MMIN 30 + 30 epochs, lr 2e-4, batch 128, width 128. Here: shorter
-  (`params.yaml`). Why: the study's CPU budget; `train.preset: paper` restores each method's official settings.
+- [all] settings of the study. Official: e.g. MMIN 30 + 30 epochs, lr 2e-4, batch 128, width 128. Here: the
+  official epoch counts as maxima (`train.stopping`), lr 1e-3, batch 64, width 64 (`params.yaml`). Why: the study's
+  CPU budget. Restore: `train.preset: paper`.
+  Test: tests/test_methods.py::test_paper_preset_merges_the_official_settings.
 """
 from __future__ import annotations
 
