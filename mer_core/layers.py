@@ -48,6 +48,12 @@ def masked_max(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.where((lengths > 0)[:, None], pooled, torch.zeros_like(pooled))
 
 
+def blank_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B,) True for the clips of (B, T, D) `x` whose frames are all zero (max and min 0: two reductions without a
+    temporary, several times faster on a CPU than `any()` or `abs().amax()`)."""
+    return (x.amax((1, 2)) == 0) & (x.amin((1, 2)) == 0)
+
+
 def in_order(parts: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
     """Row blocks `parts` of a batch, block k holding the batch rows `rows[k]`, put back in batch order."""
     return torch.cat(parts)[torch.argsort(torch.cat(rows))]
@@ -70,7 +76,7 @@ class LSTMEncoder(nn.Module):
         self.out_dim = hidden
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        blank = x.abs().amax((1, 2)) == 0  # (amax: 4x faster than any() on a CPU)
+        blank = blank_rows(x)
         if not bool(blank.any()):
             return masked_max(self.lstm(x)[0], lengths)
         live, dead = (~blank).nonzero()[:, 0], blank.nonzero()[:, 0]
@@ -101,7 +107,7 @@ class TextCNN(nn.Module):
         pad = max(self.kernels) - x.shape[1]
         if pad > 0:  # shorter than the widest kernel: zero-pad (the padding is masked out below)
             x = nn.functional.pad(x, (0, 0, 0, pad))
-        blank = x.abs().amax((1, 2)) == 0  # zero-filled clips: every window of every kernel gives relu(bias)
+        blank = blank_rows(x)  # zero-filled clips: every window of every kernel gives relu(bias)
         live, dead = (~blank).nonzero()[:, 0], blank.nonzero()[:, 0]
         frames = (x if len(dead) == 0 else x[live]).transpose(1, 2).contiguous()  # (B, D, T): copied once
         pooled = []
