@@ -131,11 +131,13 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the parts, total and history here")
+    parser.add_argument("--no-split", action="store_true", help="time the unit alone, without the part timers")
     args = parser.parse_args()
     params = load_params(args.params)
     params["train"]["threads_per_run"] = 1
     torch.set_num_threads(1)
-    install()
+    if not args.no_split:
+        install()
     with tempfile.TemporaryDirectory() as checkpoints:
         start = time.process_time()
         enter("fit_run: other")
@@ -143,6 +145,12 @@ def main() -> None:
         leave()
         total = time.process_time() - start
     print(f"{args.run} fold {args.fold} seed {args.seed}: {total:.2f} CPU s, best epochs {output.best_epochs}")
+    for record in getattr(output, "convergence", []):  # (absent before train.stopping)
+        print(f"  stage {record['stage']}: {record['epochs']} epochs, stopped on {record['stopped']}, best epoch "
+              f"{record['best_epoch']}, decay from epoch {record['decay_start']}, gain over the last epochs "
+              f"{record['gain']}")
+    if args.no_split:
+        return
     for part, seconds in sorted(TOTALS.items(), key=lambda kv: -kv[1]):
         print(f"  {part:45s} {seconds:7.2f} s {100 * seconds / total:5.1f} %")
     if args.json:
