@@ -40,6 +40,7 @@ def reuse_encodings(model: nn.Module):
     finally:
         for module in modules:
             del module.forward
+        memo.clear()  # the outputs go now, not when the (cached) frames they were keyed by are freed
 
 
 def _reusing(module: nn.Module, forward, memo: dict):

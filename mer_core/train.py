@@ -31,9 +31,10 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 - [all] length of training. Official: fixed schedules (e.g. MMIN 30 + 30 epochs; the epoch with the best
   validation UAR kept). Here: `train.stopping.rule: plateau` trains a stage until its selection criterion has not
   improved for `patience` epochs (at least `min_epochs`), the official counts being maxima; MMIN's linear decay
-  begins when the constant learning rate plateaus and stops early on a plateau too (`mer_core.stopping`). Why: every
-  stage runs to convergence within the CPU budget, and the convergence table shows it. Restore:
-  `train.stopping.rule: fixed`. Test: tests/test_stopping.py::test_plateau_ends_the_constant_phase_then_the_decay.
+  begins when the constant learning rate plateaus and stops early on a plateau too (`mer_core.stopping`). Why: a
+  verdict must rest on converged stages; a fixed count cuts some while they improve and trains others long after
+  they stopped. Restore: `train.stopping.rule: fixed`.
+  Test: tests/test_stopping.py::test_plateau_ends_the_constant_phase_then_the_decay.
 """
 from __future__ import annotations
 
