@@ -16,7 +16,8 @@ from mer_core.methods.mmin import IFMMIN, MMIN, UttShared, ae_layers
 from mer_core.methods.registry import ModelContext
 from mer_core.params.methods import CATALOG
 from mer_core.schema import check
-from mer_core.train import lr_factor, subnetworks, training_view
+from mer_core.stopping import lr_factor
+from mer_core.train import subnetworks, training_view
 
 STAGE2 = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "encoder_pooling": "valid",
           "text_windows": "valid", "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 3, "ce_weight": 1.0, "mse_weight": 4.0}
@@ -296,13 +297,13 @@ def test_row_cache_computes_each_clip_once_and_returns_its_values_in_batch_order
         return table[rows], -table[rows]
 
     rows = torch.tensor([3, 1, 4])
-    a, b = cache(rows, lambda: compute(rows))
+    a, b = cache(rows.tolist(), lambda: compute(rows))
     assert torch.equal(a, table[rows]) and torch.equal(b, -table[rows])
     again = torch.tensor([4, 3])
-    a, b = cache(again, lambda: compute(again))  # all seen: no call, values in the new order
+    a, b = cache(again.tolist(), lambda: compute(again))  # all seen: no call, values in the new order
     assert calls == [[3, 1, 4]] and torch.equal(a, table[again])
     mixed = torch.tensor([1, 7])
-    a, _ = cache(mixed, lambda: compute(mixed))
+    a, _ = cache(mixed.tolist(), lambda: compute(mixed))
     assert calls[-1] == [1, 7] and torch.equal(a, table[mixed])
 
 
@@ -321,3 +322,22 @@ def test_adam_gets_the_study_weight_decay(weight_decay, tiny_store, tiny_params,
     params = tiny_params(tiny_store, epochs=1, folds=[0], weight_decay=weight_decay)
     run_method("mmin", params, tmp_path / "out", tmp_path / "ckpt")
     assert decays == [weight_decay, weight_decay]  # stage 1, stage 2
+
+
+def test_imagination_targets_are_cached_per_clip_and_missing_modalities():
+    _, model = stages(MMIN_ENTRY)
+    batch = make_batch()
+    calls = []
+    embed = model.embed
+    model.embed = lambda encoders, b: calls.append(encoders is model.teacher) or embed(encoders, b)
+    expected = {}
+    for condition in (("audio",), ("visual",)):
+        seen = apply_condition(batch, condition)
+        expected[condition] = torch.cat(embed(model.teacher, with_presence(batch, ~seen.present)), 1)
+        torch.testing.assert_close(model.imagination_target(seen, batch), expected[condition])
+    assert calls == [True, True]  # one teacher pass per set of missing modalities
+    assert not torch.equal(expected[("audio",)], expected[("visual",)])
+    for condition in (("visual",), ("audio",)):
+        seen = apply_condition(batch, condition)
+        assert torch.equal(model.imagination_target(seen, batch), expected[condition])
+    assert calls == [True, True]  # seen before: no teacher pass

@@ -315,3 +315,36 @@ def test_summary_of_the_grid_for_summary_json_is_mean_and_sample_std_of_pooled_r
     only_ua = summarise_robustness(pd.DataFrame(rows), ("ua",))  # the task's headline metrics only
     assert only_ua["gaussian T=20"] == pytest.approx({"ua_mean": 0.6, "ua_std": spread})
     assert setting_label("tracking_dropout", 0.5, "fraction") == "tracking_dropout 50%"
+
+
+# ================================================================================================ reused encodings
+
+
+@pytest.mark.parametrize("run", ["utt_fusion", "vavl"])
+def test_the_grid_encodes_each_clean_modality_once_per_batch_with_unchanged_results(tiny_store, fold0, tiny_params,
+                                                                                     monkeypatch, run):
+    """`reuse_encodings`: the frame encoders skip inputs they have encoded (the same tensors), and the grid's results
+    are exactly those of encoding every input anew."""
+    from mer_core.conformer import Conformer
+    from mer_core.layers import LSTMEncoder
+    from mer_core.methods.vavl import Branch
+
+    entry = tiny_params(tiny_store)["methods"][run]
+    task = study_task("classification", tiny_store.manifest)
+    torch.manual_seed(0)
+    model = method_spec(run).stages[0].build(entry, ModelContext.from_manifest(tiny_store.manifest, task), None)
+    calls = []
+    for cls in (LSTMEncoder, Branch):  # count the encodings computed (a reused one never reaches the class's forward)
+        monkeypatch.setattr(cls, "forward", lambda m, x, lengths, forward=cls.forward: calls.append(m) or forward(
+            m, x, lengths))
+    reused = robustness_grid(model, tiny_store, fold0["test"], cfg(), 0, CPU)
+    n_reused = len(calls)
+    calls.clear()
+    for cls in (LSTMEncoder, Conformer, Branch):
+        monkeypatch.setattr(cls, "pure_in_eval", False)
+    anew = robustness_grid(model, tiny_store, fold0["test"], cfg(), 0, CPU)
+    pd.testing.assert_frame_equal(reused, anew, check_exact=True)
+    # 4 settings x 2 conditions, each with one clean modality: encoded for the first setting only
+    n_batches = len(list(fold0["test"].batches(8)))
+    assert len(calls) == 4 * 2 * 2 * n_batches and n_reused == len(calls) - 3 * 2 * n_batches
+    assert all(not m.training for m in model.modules()) and not any("forward" in vars(m) for m in model.modules())

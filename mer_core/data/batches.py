@@ -23,7 +23,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -96,6 +96,7 @@ class Split:
     rows: np.ndarray
     norm: Normaliser  # the fold's training statistics it was normalised with
     task: Task  # what `y` holds
+    _evaluation: dict[int, list[Batch]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -107,8 +108,16 @@ class Split:
         group is sorted by length and cut into batches, and the batches are shuffled. Since clip length differs
         a little by emotion, batches hold fewer classes than random ones (on the built-in corpus, fold 0: mean
         label entropy per batch 1.57 against 1.76 nats for random batches of 64). Evaluation (no generator):
-        every clip once, batches in order of length.
+        every clip once, batches in order of length, cut once per batch size and reused (every epoch's validation,
+        every condition and setting of the grid reads the same batches).
         """
+        if generator is None:
+            if batch_size not in self._evaluation:
+                self._evaluation[batch_size] = list(self._cut(batch_size, None))
+            return iter(self._evaluation[batch_size])
+        return self._cut(batch_size, generator)
+
+    def _cut(self, batch_size: int, generator: torch.Generator | None) -> Iterator[Batch]:
         longest = torch.stack([self.lengths[m] for m in self.modalities]).amax(0)
         if generator is None:
             groups = [torch.argsort(longest, stable=True)]
@@ -120,7 +129,7 @@ class Split:
             chunks = [chunks[k] for k in torch.randperm(len(chunks), generator=generator)]
         for idx in chunks:
             lengths = {m: self.lengths[m][idx] for m in self.modalities}
-            x = {m: self.x[m][idx, : max(int(lengths[m].max()), 1)] for m in self.modalities}
+            x = {m: self.x[m][:, : max(int(lengths[m].max()), 1)][idx] for m in self.modalities}  # copies T frames only
             yield Batch(self.modalities, x, lengths, self.has[idx], self.y[idx], torch.as_tensor(self.rows[idx.numpy()]))
 
 

@@ -70,16 +70,17 @@ from mer_core.methods.baselines import Encoding, UttFusion
 from mer_core.methods.registry import ModelContext
 
 class RowCache:
-    """Per-clip memo of a frozen teacher's outputs on the full, clean input of a training clip (keyed by the
-    clip's row in meta.csv): computed the first time a clip is seen, reused in every later epoch. Exact because
-    the teacher is frozen and deterministic (eval mode) and the encoders ignore padding."""
+    """Per-clip memo of a frozen teacher's outputs on a training clip (keyed by the clip's row in meta.csv, and
+    by anything else the outputs depend on, e.g. the modalities removed): computed the first time a key is seen,
+    reused in every later epoch. Exact because the teacher is frozen and deterministic (eval mode) and the
+    encoders ignore padding and the other clips of a batch."""
 
     def __init__(self):
-        self.values: dict[int, tuple[torch.Tensor, ...]] = {}
+        self.values: dict = {}
 
-    def __call__(self, rows: torch.Tensor, compute) -> tuple[torch.Tensor, ...]:
-        """The cached outputs for `rows`, calling `compute()` (a tuple of (B, ...) tensors) if any is new."""
-        keys = rows.tolist()
+    def __call__(self, keys: list, compute) -> tuple[torch.Tensor, ...]:
+        """The cached outputs for `keys` (one per clip of the batch), calling `compute()` (a tuple of (B, ...)
+        tensors) if any is new."""
         if any(k not in self.values for k in keys):
             for k, value in zip(keys, zip(*compute())):
                 self.values.setdefault(k, value)
@@ -141,6 +142,7 @@ class Imagination(nn.Module):
         self.classifier = kaiming_init_(MLPClassifier(self.ae.latent_dim, entry["classifier"], self.task.n_outputs,
                                                       entry["dropout"]))
         self.weights = {k: entry[k] for k in ("ce_weight", "mse_weight")}
+        self.imagination_targets = RowCache()  # per (clip, modalities removed)
 
     def train(self, mode: bool = True) -> "Imagination":
         super().train(mode)
@@ -152,8 +154,12 @@ class Imagination(nn.Module):
 
     @torch.no_grad()
     def imagination_target(self, batch: Batch, full: Batch) -> torch.Tensor:
-        """The teacher's embeddings of the modalities missing from `batch` (present ones zero-filled)."""
-        return torch.cat(self.embed(self.teacher, with_presence(full, ~batch.present)), 1)
+        """The teacher's embeddings of the modalities missing from `batch` (present ones zero-filled), cached per
+        training clip and set of missing modalities."""
+        missing = ~batch.present
+        keys = list(zip(full.rows.tolist(), map(tuple, missing.tolist())))
+        return self.imagination_targets(keys, lambda: (
+            torch.cat(self.embed(self.teacher, with_presence(full, missing)), 1),))[0]
 
     def imagine(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(h, imagination, block latents, per-modality student embeddings)."""
@@ -230,7 +236,7 @@ class IFMMIN(Imagination):
         loss, logits, (_, _, _, invariant) = self.base_loss(batch, full)
         if self.invariant_weight > 0:
             with torch.no_grad():
-                target, = self.targets(full.rows, lambda: (
+                target, = self.targets(full.rows.tolist(), lambda: (
                     torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),))
             loss = loss + self.invariant_weight * slot_mse(invariant, target, full.present)
         return loss, logits
