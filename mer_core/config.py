@@ -15,6 +15,8 @@ The top of the params stack (`mer_core.schema` at the bottom, the section models
   only the stages it reaches; a run's file also holds the hashes of its method's source files (`mer_core.codedeps`).
   Nothing is interpolated into a stage's command line but run names and values checked here first, and this stage
   runs before every other, so a bad name stops the pipeline before any command that would carry it.
+  `python -m mer_core.config --check` validates only: the Makefile runs it before `dvc repro`, because DVC reads
+  dvc.yaml's templated paths (`${data.root}`) before any stage runs, and an empty one fails there unexplained.
 """
 from __future__ import annotations
 
@@ -66,8 +68,12 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
 
 
 def validate_params(raw: Mapping) -> dict:
-    """`raw` (a params mapping) validated, with defaults, cross-checked; ConfigError names the key."""
+    """`raw` (a params mapping) validated, with defaults, cross-checked; ConfigError names the key. A `methods`
+    section that is given but empty is an error (a mapping without one has no runs: the defaults)."""
     params = check(Study, dict(raw)).model_dump(mode="json", exclude_none=False)
+    if "methods" in raw and not params["methods"]:
+        raise ConfigError(f"methods: no run is defined; give at least one (<run>: {{method: <method>}}; registered "
+                          f"methods: {', '.join(CATALOG)})")
     for section in ("methods",):
         params[section] = {name: _entry(raw.get(section, {})[name]) for name in params[section]}
     params["extended"]["runs"] = {name: _entry(raw.get("extended", {}).get("runs", {})[name])
@@ -86,8 +92,10 @@ def _entry(raw: Mapping) -> dict:
 
 
 def method_info(name: str, key: str) -> MethodInfo:
+    """The catalogue entry of method `name`; ConfigError naming `key` (the dotted key that holds the name) and the
+    registered methods."""
     if name not in CATALOG:
-        raise ConfigError(f"{key}.method: got {name!r}; registered methods: {', '.join(CATALOG)}")
+        raise ConfigError(f"{key}: got {name!r}; registered methods: {', '.join(CATALOG)}")
     return CATALOG[name]
 
 
@@ -145,12 +153,12 @@ def study_entries(params: Mapping) -> dict[str, tuple[str, dict]]:
     if clash:
         raise ConfigError(f"extended: the generated run {clash!r} (extended.other_task / extended.unpaired) has the name "
                           "of a run you defined; rename yours")
-    for method in extended["other_task"]["methods"]:
-        method_info(method, "extended.other_task.methods")
+    for k, method in enumerate(extended["other_task"]["methods"]):
+        method_info(method, f"extended.other_task.methods[{k}]")
         entries[f"{method}_{task}"] = ("extended", {"base": roots.get(method), "of_method": method, "task": task,
                                                     "set": {}})
-    for method in extended["unpaired"]["methods"]:
-        method_info(method, "extended.unpaired.methods")
+    for k, method in enumerate(extended["unpaired"]["methods"]):
+        method_info(method, f"extended.unpaired.methods[{k}]")
         for paired in extended["unpaired"]["paired"]:
             shares = {m: (1.0 - paired) / len(modalities) for m in modalities}
             entries[unpaired_name(method, paired)] = ("extended", {"base": roots.get(method), "of_method": method,
@@ -195,7 +203,9 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
             return resolved[name]
         if not (RUN_NAME if name in params["methods"] or name in params["extended"]["runs"] else GENERATED_NAME
                 ).match(name):
-            raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern} (they name DVC stages and folders)")
+            raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern}: a lower-case letter, then lower-case "
+                              "letters, digits and _ (they name DVC stages, folders, and papermill's `-p run` argument "
+                              "on a shell command line)")
         if reads_as_number(name):
             raise ConfigError(f"{key}: {name!r} reads as a number on papermill's command line (`-p run {name}`); "
                               "rename the run")
@@ -212,7 +222,7 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
             task = raw.get("task") or base["task"]
             root = base["root"]
         else:
-            info = method_info(raw["method"], key)
+            info = method_info(raw["method"], f"{key}.method")
             changes = flatten({k: v for k, v in raw.items() if k not in ("method", "base", "set", "task")})
             if raw.get("set"):
                 raise ConfigError(f"{key}.set: only a run with a `base` sets keys; write them beside `method`")
@@ -303,15 +313,6 @@ def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
         if unknown:
             raise ConfigError(f"train.runs: {unknown[0]!r} is not a run of `methods` (runs: {', '.join(params['methods'])})")
     explore = params["explore"]
-    if explore["run"] is not None and explore["run"] not in params["methods"]:
-        raise ConfigError(f"explore.run: {explore['run']!r} is not a run of `methods` "
-                          f"(runs: {', '.join(params['methods'])}; null picks one)")
-    for key, block in (("explore", explore), ("analysis.embedding", params["analysis"]["embedding"])):
-        if block["seed"] not in train["seeds"]:
-            raise ConfigError(f"{key}.seed: {block['seed']} is not one of train.seeds {train['seeds']} (no checkpoint "
-                              f"is trained with it)")
-        if train["folds"] != "all" and block["fold"] not in train["folds"]:
-            raise ConfigError(f"{key}.fold: fold {block['fold']} is not trained (train.folds: {train['folds']})")
     folds = params["folds"]
     if folds["protocol"] == "kfold" and params["data"]["corpus"] not in ("iemocap_mmin", "cmu_mosei"):
         last = folds["n_folds"] - 1
@@ -322,6 +323,15 @@ def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
                 if fold > last:
                     raise ConfigError(f"{key}: fold {fold} does not exist; folds.n_folds is {folds['n_folds']} "
                                       f"(folds 0..{last})")
+    if explore["run"] is not None and explore["run"] not in params["methods"]:
+        raise ConfigError(f"explore.run: {explore['run']!r} is not a run of `methods` "
+                          f"(runs: {', '.join(params['methods'])}; null picks one)")
+    for key, block in (("explore", explore), ("analysis.embedding", params["analysis"]["embedding"])):
+        if block["seed"] not in train["seeds"]:
+            raise ConfigError(f"{key}.seed: {block['seed']} is not one of train.seeds {train['seeds']} (no checkpoint "
+                              f"is trained with it)")
+        if train["folds"] != "all" and block["fold"] not in train["folds"]:
+            raise ConfigError(f"{key}.fold: fold {block['fold']} is not trained (train.folds: {train['folds']})")
     if params["extended"]["other_task"]["task"] == params["task"]:
         raise ConfigError(f"extended.other_task.task: {params['task']!r} is the study's own task; name the other one")
 
@@ -433,9 +443,12 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Validate params.yaml and write each stage's resolved params.")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default=STAGE_PARAMS)
+    parser.add_argument("--check", action="store_true", help="only validate the params file (write nothing)")
     args = parser.parse_args(argv)
     try:
-        write_stage_params(load_params(args.params), args.out)
+        params = load_params(args.params)
+        if not args.check:
+            write_stage_params(params, args.out)
     except ConfigError as err:
         sys.exit(f"{args.params}: {err}")
 

@@ -71,8 +71,8 @@ def _where(error: dict, value: Any) -> tuple:
     location = error["loc"]
     if error["type"] == "missing":  # the missing key is not in the input
         return (*input_path(location[:-1], value), location[-1])
-    if location and location[-1] == "[key]":  # a mapping key outside its allowed set: the key itself
-        return input_path(location[:-1], value)
+    if location and location[-1] == "[key]":  # a mapping key outside its allowed set: the key itself, as a name
+        return (*input_path(location[:-2], value), str(location[-2]))  # (pydantic gives a key 5 or true as an int)
     return input_path(location, value)
 
 

@@ -477,7 +477,7 @@ def test_a_generated_run_without_a_base_run_is_skipped_and_a_name_clash_is_an_er
                                   "unpaired": {"methods": ["mmin"], "paired": [0.5]}}))
     assert clash.startswith("extended: the generated run 'mmin_paired0.5'")
     assert error(small(extended={"other_task": {"methods": ["foo"]}})).startswith(
-        f"extended.other_task.methods.method: got 'foo'; registered methods: {METHOD_NAMES}")
+        f"extended.other_task.methods[0]: got 'foo'; registered methods: {METHOD_NAMES}")
 
 
 # ============================================================================================== cross-checks

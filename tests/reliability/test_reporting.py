@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-
 from conftest import PROJECT
 
 CELL = """
