@@ -351,7 +351,7 @@ def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     """{relative file under data/params: its content}: what each stage reads (see the module docstring)."""
     data = params["data"]
     store = f"{data['features_dir']}/{data['corpus']}"
-    train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "weight_decay", "stopping",
+    train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "precision", "weight_decay", "stopping",
                                                      "frame_encoder")}
     if params["train"]["preset"] == "paper":
         train_science["stopping"] = {**train_science["stopping"], "rule": "fixed"}

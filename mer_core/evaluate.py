@@ -74,7 +74,8 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
     removed modalities are noised (generator seeded by `noise_seed` and the condition's index).
 
     Returns one row per (condition, clip): condition, row (index into meta.csv), the task's label and prediction
-    columns (`Task.columns` of `split.task`: label, pred / label_<a>, pred_<a>), loss, then the class probabilities p0..pK-1.
+    columns (`Task.columns` of `split.task`: label, pred / label_<a>, pred_<a>), loss, then the class probabilities
+    p0..pK-1.
     Raises NonFiniteError when a model output is NaN or infinite.
     """
     model.eval()
@@ -93,7 +94,7 @@ def _predict(model: nn.Module, split: Split, batch_size: int, device: torch.devi
             batch = apply_condition(full, condition)
             if noise is not None:
                 batch = noise.replace_missing(batch, full, generator)
-            out = model(batch)
+            out = model(batch).float()  # bfloat16 under `train.precision: bf16`
             rows.append(batch.rows.numpy())
             labels.append(batch.y.cpu().numpy())
             losses.append(split.task.clip_losses(out, batch.y).cpu().numpy())

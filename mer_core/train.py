@@ -70,7 +70,7 @@ from mer_core.machine import Machine
 from mer_core.methods.registry import ModelContext, StageSpec, stage_specs
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
-from mer_core.runtime import seed_everything, select_device, write_atomic
+from mer_core.runtime import autocast, configure_device, seed_everything, select_device, write_atomic
 from mer_core.schema import ConfigError, check
 from mer_core.stopping import StageSchedule
 from mer_core.tasks import Task, study_task
@@ -140,7 +140,8 @@ def update_steps(model: nn.Module, batch: Batch, full: Batch):
 def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict, weight_decay: float,
                 data: dict[str, Split], generator: torch.Generator, device: torch.device, desc: str,
                 show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0,
-                schedule: StageSchedule | None = None) -> StageResult:
+                schedule: StageSchedule | None = None, precision: str = "fp32",
+                pin_memory: bool = False) -> StageResult:
     """Train `model` for one stage on clips showing `conditions` (`StageSpec.conditions`); load the weights of its
     best validation epoch into it. `schedule` (`mer_core.stopping.StageSchedule`; default: `optim`'s fixed
     schedule) decides each epoch's learning rate and when the stage ends. With `noise`, the removed modalities are
@@ -167,24 +168,26 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
             group["lr"] = lr
         total, count = 0.0, 0
         for batch in data["train"].batches(optim["batch_size"], generator):
-            batch = batch.to(device)
-            for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise NonFiniteError(f"{desc}, epoch {epoch}: the training loss is {value} (lower optim.lr, or "
-                                         "check the feature store's values)")
-                optimiser.zero_grad(set_to_none=True)  # parameters a step does not reach keep no gradient: not updated
-                loss.backward()
-                if optim["grad_clip"] > 0:
-                    norms = [torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"]) for params in groups]
-                    if not torch.isfinite(sum(norms)):  # one check (a group without gradients gives a CPU 0.0)
-                        raise NonFiniteError(f"{desc}, epoch {epoch}: a gradient norm is not finite "
-                                             f"({[float(norm) for norm in norms]}; lower optim.lr)")
-                optimiser.step()
-                total += value * len(batch.y)
+            batch = batch.to(device, pin_memory)
+            with autocast(device, precision):  # the forward passes in `precision` (backward follows)
+                for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise NonFiniteError(f"{desc}, epoch {epoch}: the training loss is {value} (lower "
+                                             "optim.lr, or check the feature store's values)")
+                    optimiser.zero_grad(set_to_none=True)  # a parameter a step does not reach: no gradient, no update
+                    loss.backward()
+                    if optim["grad_clip"] > 0:
+                        norms = [torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"]) for params in groups]
+                        if not torch.isfinite(sum(norms)):  # one check (a group without gradients gives a CPU 0.0)
+                            raise NonFiniteError(f"{desc}, epoch {epoch}: a gradient norm is not finite "
+                                                 f"({[float(norm) for norm in norms]}; lower optim.lr)")
+                    optimiser.step()
+                    total += value * len(batch.y)
             count += len(batch.y)
         try:
-            val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
+            with autocast(device, precision):
+                val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
         except NonFiniteError as err:
             raise NonFiniteError(f"{desc}, epoch {epoch}: validation {err}") from None
         score = selection_score(val, task)
@@ -257,17 +260,19 @@ def load_model(checkpoint: dict) -> nn.Module:
     return model.eval()
 
 
-def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threads: int = 1,
-             device: str = "cpu") -> RunOutput:
+def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threads: int = 1, device: str = "cpu",
+             deterministic: bool = True, pin_memory: bool = True) -> RunOutput:
     """Train every stage of `run` (a resolved run) on `fold` with `seed`; predict the test fold with the last stage's
     model (and the robustness grid when the run has one). Writes nothing: the output carries each stage's selected
-    checkpoint as bytes (`checkpoint_name` -> `checkpoint_bytes`), so that a unit can run on another machine."""
+    checkpoint as bytes (`checkpoint_name` -> `checkpoint_bytes`), so that a unit can run on another machine.
+    `threads`, `device`, `deterministic`, `pin_memory`: the machine's settings (`mer_core.machine`)."""
     start = time.perf_counter()
     cfg, entry = run["train"], run["entry"]
     stages = stage_specs(run["method"], run["module"], run["stages"])
     torch.set_num_threads(threads)
     generator = seed_everything(run_seed(seed, fold))
     device = select_device(device)
+    configure_device(device, deterministic)
     store = read_store(run["store"], verify=False)
     task = study_task(run["task"], store.manifest)
     data = load_fold(store, fold, task, entry.get("unpaired"), run_seed(seed, fold))
@@ -281,7 +286,8 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
         optim = stage.params(entry)["optim"]
         result = train_stage(model, stage, stage.conditions(entry), optim, cfg["weight_decay"], data, generator,
                              device, f"{where}, stage {stage.name}", show_progress, stage.training_noise(entry),
-                             run_seed(seed, fold), StageSchedule.from_params(optim, cfg["stopping"]))
+                             run_seed(seed, fold), StageSchedule.from_params(optim, cfg["stopping"]), cfg["precision"],
+                             pin_memory)
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(stages) - 1
@@ -291,9 +297,10 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
              f"val_{task.selection_metric}": result.best_score, "context": asdict(context),
              **({"frame_encoder": asdict(frames)} if frames else {}), "state_dict": model.state_dict()})
     try:
-        test = predict(model, data["test"], optim["batch_size"], device)
-        robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) \
-            if run["robustness"] else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
+        with autocast(device, cfg["precision"]):
+            test = predict(model, data["test"], optim["batch_size"], device)
+            robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) \
+                if run["robustness"] else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
     except NonFiniteError as err:
         raise NonFiniteError(f"{where}, stage {stages[-1].name}, test: {err}") from None
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
@@ -353,7 +360,8 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machin
     FrameEncoderSpec.for_store(store.manifest, run["train"]["frame_encoder"])  # bad settings fail before any unit
     folds = selected_folds(run, store.folds)
     pairs = [(fold, seed) for seed in run["train"]["seeds"] for fold in folds]
-    units = [(run, fold, seed, False, machine["threads_per_job"], machine["device"]) for fold, seed in pairs]
+    units = [(run, fold, seed, False, machine["threads_per_job"], machine["device"], machine["deterministic"],
+              machine["pin_memory"]) for fold, seed in pairs]
     resume_root = checkpoint_dir.parent / ".resume"
     resume_dir = resume_root / f"{run['name']}-{unit_inputs_digest(run, store)}"
     for stale in resume_root.glob(f"{run['name']}-*"):

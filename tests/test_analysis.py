@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from conftest import build_tiny_store, make_tiny_params
 from helpers import run_method
+from tiny import build_tiny_store, make_tiny_params
 
 from mer_core import analysis as sections
 from mer_core.config import resolve_runs, stage_params

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CLASSES, NO_VISUAL_CLIP
 from helpers import entry as run_entry
 from helpers import resolved_run
+from tiny import CLASSES, NO_VISUAL_CLIP
 from torch import nn
 
 from mer_core.conditions import apply_condition

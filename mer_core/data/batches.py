@@ -49,10 +49,16 @@ class Batch:
     def replace(self, **changes) -> "Batch":
         return replace(self, **changes)
 
-    def to(self, device: torch.device) -> "Batch":
-        return self.replace(x={m: v.to(device) for m, v in self.x.items()},
-                            lengths={m: v.to(device) for m, v in self.lengths.items()},
-                            present=self.present.to(device), y=self.y.to(device))
+    def to(self, device: torch.device, pin_memory: bool = False) -> "Batch":
+        """The batch on `device`; with `pin_memory` (CUDA only), copied from pinned host memory without blocking."""
+        pinned = device.type == "cuda" and pin_memory
+
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.pin_memory().to(device, non_blocking=True) if pinned else tensor.to(device)
+
+        return self.replace(x={m: move(v) for m, v in self.x.items()},
+                            lengths={m: move(v) for m, v in self.lengths.items()},
+                            present=move(self.present), y=move(self.y))
 
 
 def subset(batch: Batch, keep: torch.Tensor) -> Batch:

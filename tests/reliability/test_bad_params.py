@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT
 
 from mer_core.config import ConfigError, load_params, read_params, validate_params
 from mer_core.params.data import Data
 from mer_core.params.methods import CATALOG, MMIN
 from mer_core.params.study import Study
 from mer_core.plan import parse_sets
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 PARAMS = PROJECT / "params.yaml"
 RUN_NAME_RULE = ("run names must match ^[a-z][a-z0-9_]*$: a lower-case letter, then lower-case letters, digits and _ "

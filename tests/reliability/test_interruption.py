@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HERE, PROJECT
 from fault_workers import suicidal_chunk
 from helpers import resolved_run, run_method
 
@@ -26,6 +25,9 @@ from mer_core.data import store as store_module
 from mer_core.data.prepare import WorkerError, cache_path, prepare, store_path
 from mer_core.train import RESULT_FILES
 from mer_core.workers import spawn_pool
+
+PROJECT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 
 # Runs prepare(params from the JSON file argv[1], jobs argv[4]) with the extraction chunk argv[2] (<module>.<function>
 # of this folder) and CHUNK argv[3] jobs per chunk, so that the test can kill it at a known point; as if the machine
@@ -51,6 +53,7 @@ sys.path[:0] = [{str(PROJECT)!r}]
 import torch
 torch.set_num_threads(1)
 from mer_core import train as train_module
+
 fit_unit = train_module.fit_unit
 def blocked_on_fold_1(run, fold, *rest):
     if fold == 1:
