@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import yaml
 
 from mer_core.codedeps import code_hashes, module_closure, stage_closure
-from mer_core.params.methods import CATALOG, MethodInfo
+from mer_core.params.methods import CATALOG, MethodInfo, stage_epochs
 from mer_core.params.study import Study
 from mer_core.schema import ConfigError, apply_overrides, check, deep_merge, expand_dotted
 from mer_core.study import embedded_runs
@@ -237,8 +237,9 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
                "base": raw.get("base"), "root": root, "changes": flatten(changes) if base else changes,
                "variant": _variant(info, entry, base), "task": task, "entry": entry, "written": merged,
                "stages": [{"name": s.name, "key": s.key, "train_conditions": s.conditions(entry),
-                           "select_on": s.select_on, "noise_key": s.noise_key} for s in info.stages],
-               "needs": list(info.needs), "min_modalities": info.min_modalities, "joint": info.joint is not None}
+                           "select_on": s.select_on, "noise_key": s.noise_key, "grid": s.grid} for s in info.stages],
+               "needs": list(info.needs), "min_modalities": info.min_modalities, "joint": info.joint is not None,
+               "functionals": info.functionals(entry)}
         run["status"], run["reason"] = _status(params, run, resolved.get(run["base"]) if base else None,
                                                corpus, corpus_modalities)
         resolved[name] = run
@@ -264,7 +265,7 @@ def unbased(name: str, method: str, task: str) -> dict:
     return {"name": name, "study": "extended", "method": method, "module": info.module, "base": None, "root": None,
             "changes": {}, "variant": None, "task": task, "entry": None, "written": {}, "stages": [],
             "needs": list(info.needs), "min_modalities": info.min_modalities, "joint": info.joint is not None,
-            "status": "skip", "reason": f"`methods` has no run of method {method} to base it on"}
+            "functionals": None, "status": "skip", "reason": f"`methods` has no run of method {method} to base it on"}
 
 
 def _set_values(values: Mapping, base: dict, key: str) -> dict:
@@ -291,17 +292,25 @@ def _variant(info: MethodInfo, entry: dict, base: dict | None) -> str | None:
 
 
 def _status(params: Mapping, run: dict, base: dict | None, corpus: str, modalities: tuple[str, ...]) -> tuple[str, str | None]:
-    """(train | skip, why): skipped when its base is skipped, `train.runs` leaves it out, or the corpus cannot feed
-    its method."""
+    """(train | skip, why): skipped when its base is skipped, `train.runs` leaves it out, its method is not trained for
+    its task, or the corpus cannot feed its method."""
     if base is not None and base["status"] == "skip":
         return "skip", f"its base run {base['name']} is skipped ({base['reason']})"
     selected = params["train"]["runs"]
     if run["study"] == "default" and selected != "all" and run["name"] not in selected:
         return "skip", "not selected by train.runs"
+    tasks = CATALOG[run["method"]].tasks
+    if run["task"] not in tasks:
+        return "skip", f"method {run['method']} is trained for {' or '.join(tasks)} only, not {run['task']}"
     lacking = [m for m in run["needs"] if m not in modalities]
     if lacking or len(modalities) < run["min_modalities"]:
         need = f"the modalities {', '.join(run['needs'])}" if lacking else f"{run['min_modalities']} modalities"
         return "skip", f"method {run['method']} needs {need}; corpus {corpus} has {', '.join(modalities)}"
+    from mer_core.data.corpora.registry import CORPORA
+
+    if run["functionals"] and CORPORA[corpus].kind == "package":
+        return "skip", (f"it reads the {run['functionals']} functionals of the recordings, and corpus {corpus} is a "
+                        "feature package, without recordings to extract them from")
     return "train", None
 
 
@@ -351,15 +360,16 @@ def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     """{relative file under data/params: its content}: what each stage reads (see the module docstring)."""
     data = params["data"]
     store = f"{data['features_dir']}/{data['corpus']}"
-    train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "precision", "weight_decay", "stopping",
-                                                     "frame_encoder")}
+    train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "precision", "normalisation",
+                                                     "weight_decay", "stopping", "frame_encoder")}
     if params["train"]["preset"] == "paper":
         train_science["stopping"] = {**train_science["stopping"], "rule": "fixed"}
     shared = set(stage_closure("train"))
     files: dict[str, dict] = {
         "corpus.json": {"generate": data["corpus"] == "builtin", "synthetic": data["synthetic"]},
         "prepare.json": {"data": {k: v for k, v in data.items() if k != "synthetic"}, "features": params["features"],
-                         "folds": params["folds"], "corruptions": params["robustness"]["signal"]},
+                         "folds": params["folds"], "corruptions": params["robustness"]["signal"],
+                         "functionals": needed_functionals(runs)},
     }
     for name, run in runs.items():
         folder = "runs" if run["study"] == "default" else "extended"
@@ -385,6 +395,13 @@ def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     return files
 
 
+def needed_functionals(runs: Mapping[str, dict]) -> list[str]:
+    """The openSMILE functionals sets that the runs to train (of both studies: they share the feature store) read, in
+    a fixed order: what the prepare stage extracts beside the frames (`mer_core.data.prepare`). Adding a run that
+    reads a set is thus the only change needed to have it extracted."""
+    return sorted({run["functionals"] for run in runs.values() if run["status"] == "train" and run["functionals"]})
+
+
 def run_summary(run: dict) -> dict:
     """What the analysis knows of a run: what it is (method, base, variant, changes, task), whether it trains, and what
     its tables need (the modalities its method needs, whether it has a joint representation, each stage's maximum
@@ -392,9 +409,7 @@ def run_summary(run: dict) -> dict:
     entry = run["entry"] or {}
     return {**{k: run[k] for k in ("study", "method", "base", "root", "variant", "changes", "task", "status", "reason",
                                   "needs", "joint")},
-            "max_epochs": {s["name"]: (entry if s["key"] is None else entry[s["key"]])["optim"]["epochs"]
-                           + (entry if s["key"] is None else entry[s["key"]])["optim"]["epochs_decay"]
-                           for s in run["stages"]},
+            "max_epochs": {s["name"]: stage_epochs(s, entry) for s in run["stages"]},
             "noise": entry.get("noise") if entry else None}
 
 

@@ -2,8 +2,9 @@
 
 For every (run, stage, fold, seed): the epochs trained, why training stopped (history.csv's `stopped`, written by
 `mer_core.stopping`: `plateau`: the validation criterion had not improved for `train.stopping.patience` epochs;
-`max`: the stage's last phase ran to its maximum, the method's official epoch count), the best epoch (the one
-kept), and the criterion's `gain` over the last `patience` epochs (the best value among them minus the best before
+`max`: the stage's last phase ran to its maximum, the method's official epoch count; `grid`: a fitted stage, the
+classical baseline's, tried every point of its hyper-parameter grid, which counts as converged), the best epoch (the
+one kept), and the criterion's `gain` over the last `patience` epochs (the best value among them minus the best before
 them; > 0 means still improving). A stage `converged` unless it stopped at `max`
 while still improving by more than `train.stopping.min_delta`: the papers' claims are given no verdict where one of
 their runs has such a stage (`mer_core.findings`). With `train.stopping.rule: fixed` every stage runs its maximum;

@@ -34,16 +34,16 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mer_core.conditions import all_conditions, apply_condition, condition_name
+from mer_core.console import progress
 from mer_core.data.batches import Split, load_fold
 from mer_core.data.store import FeatureStore, read_store
 from mer_core.frame_encoder import FrameEncoded
 from mer_core.methods.registry import ModelContext
 from mer_core.runtime import write_atomic
 from mer_core.schema import ConfigError
-from mer_core.train import checkpoint_path, load_model
+from mer_core.train import checkpoint_path, load_model, run_view
 
 PROJECTIONS = ("pca", "tsne")
 RANDOM_STATE = 0  # t-SNE's random state and the seed of the `max_clips` subset (fixed: not a knob)
@@ -90,7 +90,7 @@ def joint_vectors(model: nn.Module, split: Split, batch_size: int, desc: str = "
     """
     model.eval()
     tables, vectors = [], []
-    for condition in tqdm(all_conditions(split.modalities), desc=desc, leave=False):
+    for condition in progress(all_conditions(split.modalities), desc=desc, leave=False):
         rows, joints, preds = [], [], []
         for full in split.batches(batch_size):
             batch = apply_condition(full, condition)
@@ -163,10 +163,11 @@ def run_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: str 
                           f"{type(getattr(model, 'model', model)).__name__} has no joint representation "
                           "(joint(batch))")
     task = ModelContext.from_dict(checkpoint["context"]).task
-    test = load_fold(store, cfg["fold"], task)["test"]
+    test = load_fold(run_view(store, checkpoint.get("inputs", {})), cfg["fold"], task)["test"]  # as the run reads it
     test = take(test, clip_subset(len(test), cfg["max_clips"]))
     last = checkpoint["stages"][-1]["key"]
-    batch_size = (checkpoint["params"] if last is None else checkpoint["params"][last])["optim"]["batch_size"]
+    block = checkpoint["params"] if last is None else checkpoint["params"][last]
+    batch_size = block["optim"]["batch_size"] if "optim" in block else 256
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as every training unit (machine.threads_per_job: 1), whatever the machine
     try:

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
+from mer_core import console
 from mer_core.runtime import write_atomic
 from mer_core.workers import spawn_pool
 
@@ -38,7 +38,7 @@ def run_units(fn: Callable, units: Sequence[tuple], keys: Sequence[str], machine
             if path.is_file():
                 results[key] = pickle.loads(path.read_bytes())
     pending = [(key, unit) for key, unit in zip(keys, units) if key not in results]
-    progress = tqdm(total=len(units), initial=len(results), desc=desc, unit="unit")
+    progress = console.progress(total=len(units), initial=len(results), desc=desc, unit="unit")
 
     def finished(key: str, result) -> None:
         if resume_dir is not None:

@@ -52,7 +52,7 @@ from mer_core.robustness import cell_seed, corrupted_split, feature_noise_settin
 from mer_core.schema import ConfigError
 from mer_core.study import explore_run
 from mer_core.tasks import study_task
-from mer_core.train import checkpoint_path, load_model
+from mer_core.train import checkpoint_path, load_model, run_view
 
 CPU = torch.device("cpu")
 NONE = "none"
@@ -69,13 +69,18 @@ def available_runs(runs: list[str], root: str | Path, fold: int, seed: int) -> l
     return [run for run in runs if checkpoint_path(Path(root) / run, fold, seed, None).is_file()]
 
 
-def load_run(root: str | Path, run: str, fold: int, seed: int) -> nn.Module:
-    """The trained model of `run` for (fold, seed), on the CPU in evaluation mode (`train.load_model`)."""
+def run_checkpoint(root: str | Path, run: str, fold: int, seed: int) -> dict:
+    """The final checkpoint of `run` for (fold, seed), on the CPU."""
     path = checkpoint_path(Path(root) / run, fold, seed, None)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint of run {run!r} for fold {fold}, seed {seed}; train it "
                                 f"(`dvc repro train@{run}`) or pick a run that has one")
-    return load_model(torch.load(path, map_location="cpu"))
+    return torch.load(path, map_location="cpu")
+
+
+def load_run(root: str | Path, run: str, fold: int, seed: int) -> nn.Module:
+    """The trained model of `run` for (fold, seed), on the CPU in evaluation mode (`train.load_model`)."""
+    return load_model(run_checkpoint(root, run, fold, seed))
 
 
 def clip_table(store: FeatureStore, fold: int) -> pd.DataFrame:
@@ -335,6 +340,8 @@ class Explorer:
     settings: pd.DataFrame
     media: pd.DataFrame
     models: dict[str, nn.Module] = field(default_factory=dict)
+    inputs: dict[str, dict] = field(default_factory=dict)  # how each loaded run reads the store (`train.run_inputs`)
+    fed: dict[tuple, tuple[FeatureStore, Split]] = field(default_factory=dict)  # (store view, test split) by inputs
     views: dict[tuple, dict] = field(default_factory=dict)  # computed views, by selection
 
     @classmethod
@@ -358,8 +365,23 @@ class Explorer:
 
     def model(self, run: str) -> nn.Module:
         if run not in self.models:
-            self.models[run] = load_run(self.checkpoints, run, self.fold, self.seed)
+            checkpoint = run_checkpoint(self.checkpoints, run, self.fold, self.seed)
+            self.models[run] = load_model(checkpoint)
+            self.inputs[run] = checkpoint.get("inputs", {})
         return self.models[run]
+
+    def run_data(self, run: str) -> tuple[FeatureStore, Split]:
+        """(the store as `run` reads it, its test split): the functionals its audio is and its normalisation
+        (`train.run_view`); the opened store and test split for a run that reads the store as it is."""
+        self.model(run)
+        inputs = self.inputs[run]
+        if not inputs.get("audio_input") and inputs.get("normalisation", "fold") == "fold":
+            return self.store, self.test
+        key = tuple(sorted(inputs.items()))
+        if key not in self.fed:
+            view = run_view(self.store, inputs)
+            self.fed[key] = view, load_fold(view, self.fold, self.test.task)["test"]
+        return self.fed[key]
 
     def condition(self, name: str) -> tuple[str, ...]:
         try:
@@ -403,7 +425,8 @@ class Explorer:
         condition = self.condition(selection["condition"])
         setting = resolve_setting(self.settings, selection["noise"], selection["level"])
         model = self.model(selection["run"])
-        args = (model, self.store, self.test, int(clip["row"]), condition)
+        store, test = self.run_data(selection["run"])
+        args = (model, store, test, int(clip["row"]), condition)
         scores = predict_clip(*args, setting, self.params["robustness"], self.fold, cfg["draws"])
         levels = kind_levels(self.settings, selection["noise"])
         if selection["noise"] in NOISE_TYPES and setting["level"] not in levels:

@@ -2,7 +2,14 @@
 
 - `LSTMEncoder`: one-layer unidirectional LSTM, utterance embedding = max over the hidden outputs of the
   valid frames (`pooling="valid"`), or of every frame of the padded batch, zero padding included, as the
-  official encoder, which never sees the clip lengths (`pooling="padded"`).
+  official encoder, which never sees the clip lengths (`pooling="padded"`). Options beyond the official encoder (a
+  run's `encoder.<modality>` block, `mer_core.params.methods.LSTMOptions`; the defaults are the official encoder):
+  the summary over time (`summary`: `max`; `attention`, additive attention over the frames, weights
+  softmax_t(v^T tanh(W h_t)), Bahdanau et al. 2015, as in attentive-pooling speech emotion models, `AttentionPooling`;
+  `mean`; `stats`, their mean and standard deviation projected back to the width, the statistics pooling of Snyder
+  et al. 2018), stacked `layers`, `bidirectional` (hidden / 2 units per direction, each clip read backwards from its
+  own last frame), and `conv`, a 1-D convolution of that kernel width (ReLU, `hidden` channels) over the frames
+  before the LSTM, frames beyond a clip's length zeroed first.
 - `TextCNN`: Conv2d branches of kernel heights 3/4/5 spanning the embedding width, ReLU, max over time,
   concatenation, dropout, Linear + ReLU. The max runs over the windows inside the clip (`windows="valid"`), or
   over every window of the padded batch, as the official module (`windows="padded"`).
@@ -43,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 POOLING = ("valid", "padded")  # LSTMEncoder `pooling`, TextCNN `windows`: ours | the official code's
+SUMMARIES = ("max", "attention", "mean", "stats")  # LSTMEncoder `summary` (params: encoder.<modality>.pooling)
 AE_VARIANTS = ("mmin", "ifim_published", "ifim_head")
 VAE_OUTPUTS = ("sigmoid", "linear")
 VAE_ATTENTION = ("per_clip", "across_batch")
@@ -70,6 +78,30 @@ def masked_max(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.where((lengths > 0)[:, None], pooled, torch.zeros_like(pooled))
 
 
+def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over time (dim 1) of the frames t < length; a clip of length 0 gets a zero vector."""
+    mask = valid_mask(lengths, x.shape[1])[..., None].to(x.dtype)
+    return (x * mask).sum(1) / lengths.clamp(min=1)[:, None].to(x.dtype)
+
+
+class AttentionPooling(nn.Module):
+    """Additive attention over the valid frames (Bahdanau et al. 2015): weights softmax_t(v^T tanh(W h_t)) over
+    t < length, embedding sum_t weight_t h_t. Padding gets no weight, so a clip's embedding does not depend on its
+    batch; a clip of length 0 gets a zero vector."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False))
+
+    def weights(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T) attention weights, zero on padding (and for a clip of length 0)."""
+        scores = self.score(x)[..., 0].float().masked_fill(~valid_mask(lengths, x.shape[1]), float("-inf"))
+        return torch.nan_to_num(torch.softmax(scores, dim=1), nan=0.0)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return (self.weights(x, lengths).to(x.dtype)[..., None] * x).sum(1)
+
+
 def blank_rows(x: torch.Tensor) -> torch.Tensor:
     """(B,) True for the clips of (B, T, D) `x` whose frames are all zero (max and min 0: two reductions without a
     temporary, several times faster on a CPU than `any()` or `abs().amax()`)."""
@@ -83,35 +115,74 @@ def in_order(parts: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tenso
 
 class LSTMEncoder(nn.Module):
     """(B, T, in_dim) frames -> (B, hidden) utterance embedding (methods.md §1.3, `embd_method=maxpool`): the max
-    of the LSTM outputs over the valid frames (`pooling="valid"`) or over all T frames (`"padded"`, official).
+    of the LSTM outputs over the valid frames (`pooling="valid"`) or over all T frames (`"padded"`, official); the
+    options `summary`, `layers`, `bidirectional` and `conv` are described in the module docstring (their defaults:
+    the official encoder).
 
     Clips whose frames are all zero (a modality a condition removed, zero-filled) are not run with the batch: the
     LSTM's outputs on zero input are the same for every clip, so they are computed once, on one zero sequence as
-    long as the longest such clip, and each such clip takes their masked max at its own length, the value (and
+    long as the longest such clip, and each such clip takes their summary at its own length, the value (and
     gradient) it would get in the batch; about half the LSTM's work when a condition removes one of two modalities.
+    (Not for a bidirectional LSTM, whose backward outputs depend on each clip's length.)
     """
 
     pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
 
-    def __init__(self, in_dim: int, hidden: int = 128, pooling: str = "valid"):
+    def __init__(self, in_dim: int, hidden: int = 128, pooling: str = "valid", summary: str = "max", layers: int = 1,
+                 bidirectional: bool = False, conv: int = 0):
         super().__init__()
-        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
         self.pooling = check_choice("LSTMEncoder pooling", pooling, POOLING)
+        self.summary = check_choice("LSTMEncoder summary", summary, SUMMARIES)
+        if bidirectional and hidden % 2:
+            raise ValueError(f"a bidirectional LSTMEncoder splits hidden ({hidden}) between its two directions: use an "
+                             "even width")
+        self.conv = nn.Conv1d(in_dim, hidden, conv, padding="same") if conv else None
+        self.lstm = nn.LSTM(hidden if conv else in_dim, hidden // 2 if bidirectional else hidden, num_layers=layers,
+                            batch_first=True, bidirectional=bidirectional)
+        self.attention = AttentionPooling(hidden) if summary == "attention" else None
+        self.stats = nn.Linear(2 * hidden, hidden) if summary == "stats" else None
         self.out_dim = hidden
+
+    def outputs(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, hidden) outputs of the convolution (if any) and the LSTM."""
+        if self.conv is not None:
+            x = x * valid_mask(lengths, x.shape[1])[..., None].to(x.dtype)
+            x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        if self.lstm.bidirectional:  # the backward direction starts at each clip's last frame, not at its padding
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            return nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                                    total_length=x.shape[1])[0]
+        return self.lstm(x)[0]
+
+    def pool(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The (B, hidden) summary of the outputs over the frames t < length (zero for a clip of length 0)."""
+        if self.summary == "max":
+            return masked_max(outputs, lengths)
+        if self.summary == "attention":
+            return self.attention(outputs, lengths)
+        mean = masked_mean(outputs, lengths)
+        if self.summary == "mean":
+            return mean
+        spread = masked_mean((outputs - mean[:, None]) ** 2, lengths).clamp(min=1e-8).sqrt()
+        pooled = self.stats(torch.cat([mean, spread], dim=1))
+        return torch.where((lengths > 0)[:, None], pooled, torch.zeros_like(pooled))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.pooling == "padded":  # official: the max over every frame of the padded batch, padding included
             lengths = torch.full_like(lengths, x.shape[1])
         blank = blank_rows(x)
-        if not bool(blank.any()):
-            return masked_max(self.lstm(x)[0], lengths)
+        if self.lstm.bidirectional or not bool(blank.any()):
+            return self.pool(self.outputs(x, lengths), lengths)
         live, dead = (~blank).nonzero()[:, 0], blank.nonzero()[:, 0]
-        zeros = x.new_zeros(1, max(int(lengths[dead].max()), 1), x.shape[2])
-        shared = masked_max(self.lstm(zeros)[0].expand(len(dead), -1, -1), lengths[dead])
+        longest = max(int(lengths[dead].max()), 1)
+        zeros = x.new_zeros(1, longest, x.shape[2])
+        shared = self.pool(self.outputs(zeros, lengths.new_full((1,), longest)).expand(len(dead), -1, -1),
+                           lengths[dead])
         if len(live) == 0:
             return shared
         frames = x[live, : max(int(lengths[live].max()), 1)]
-        return in_order([masked_max(self.lstm(frames)[0], lengths[live]), shared], [live, dead])
+        return in_order([self.pool(self.outputs(frames, lengths[live]), lengths[live]), shared], [live, dead])
 
 
 class TextCNN(nn.Module):

@@ -26,6 +26,7 @@ import yaml
 from mer_core.config import load_params, resolve_runs, stage_params
 from mer_core.data.store import StoreError, read_store
 from mer_core.machine import machine_settings
+from mer_core.params.methods import stage_epochs
 from mer_core.methods.registry import stage_specs
 from mer_core.runtime import select_device
 from mer_core.schema import ConfigError
@@ -34,9 +35,9 @@ PAPER = {"train.preset": "paper", "train.seeds": [0, 1, 2, 3, 4]}  # `make repro
 
 
 def unit_epochs(run: dict) -> dict[str, int]:
-    """{stage: most epochs it trains} of one unit of `run` (constant phase + linear decay)."""
-    return {stage.name: stage.params(run["entry"])["optim"]["epochs"] + stage.params(run["entry"])["optim"]
-            ["epochs_decay"] for stage in stage_specs(run["method"], run["module"], run["stages"])}
+    """{stage: most epochs it trains} of one unit of `run` (constant phase + linear decay; a fitted stage: its grid
+    points)."""
+    return {stage["name"]: stage_epochs(stage, run["entry"]) for stage in run["stages"]}
 
 
 def plan_table(params: dict, folds: list[int] | None) -> pd.DataFrame:
@@ -61,7 +62,8 @@ def one_epoch_run(run: dict, epochs: int) -> dict:
     run = copy.deepcopy(run)
     for stage in stage_specs(run["method"], run["module"], run["stages"]):
         block = run["entry"] if stage.key is None else run["entry"][stage.key]
-        block["optim"].update(epochs=epochs, epochs_decay=0)
+        if "optim" in block:  # a fitted stage keeps its grid
+            block["optim"].update(epochs=epochs, epochs_decay=0)
     run["train"]["stopping"]["rule"] = "fixed"
     return run
 

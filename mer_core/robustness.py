@@ -7,7 +7,7 @@ mean):
   condition removes are replaced by their noised frames (`NoiseScheduler`) instead of zeros. Evaluated on the
   conditions with a modality missing (under the full condition nothing is noised, so it equals the clean
   grid); their pooled metric is MMIN's "Average" under noise, the quantity of NMER's "WA vs noise intensity"
-  figure.
+  figure. A store with one modality (EmoDB) has no such condition, hence no feature-noise cell.
 - **Signal corruptions** (beyond the paper): the corrupted features that `prepare` extracts from degraded
   media (`features.corruptions`: babble / white noise added to the waveform at an SNR, OpenFace tracking
   dropout), normalised with the fold's clean training statistics, on the conditions that contain the
@@ -94,7 +94,8 @@ def _robustness_grid(model: nn.Module, store: FeatureStore, test: Split, cfg: di
                      device: torch.device) -> pd.DataFrame:
     task, conditions = test.task, all_conditions(test.modalities)
     tables = []
-    for index, (setting, scheduler) in enumerate(feature_noise_settings(cfg)):
+    noise_settings = feature_noise_settings(cfg) if len(conditions) > 1 else []  # one modality: none goes missing
+    for index, (setting, scheduler) in enumerate(noise_settings):
         predictions = predict(model, test, cfg["batch_size"], device, conditions[:-1], scheduler,
                               cell_seed(cfg["seed"], fold, index))
         tables.append(grid_metrics(predictions, task).assign(**setting))

@@ -1,9 +1,8 @@
-"""Seeding, device selection, atomic file writes, and messages that reach the console from inside a notebook."""
+"""Seeding, device selection, atomic file writes, and finding the project root (console output: `mer_core.console`)."""
 from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -57,23 +56,6 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def tell(text: str) -> None:
-    """Write `text` (one or more lines) to stderr where a person sees it: the console, and, inside an IPython kernel
-    (a notebook that papermill executes under `dvc repro`, or JupyterLab), both the cell's output and the kernel
-    process's real stderr, which papermill leaves on the console. ipykernel captures that stderr's file descriptor
-    into the cell output and keeps a copy of the original (`OutStream.fileno()`); writing there reaches the console
-    without a second copy in the notebook."""
-    text = text if text.endswith("\n") else text + "\n"
-    sys.stderr.write(text)
-    sys.stderr.flush()
-    if type(sys.stderr).__module__.startswith("ipykernel"):
-        try:
-            console = sys.stderr.fileno()
-        except (OSError, ValueError):  # the kernel does not capture it: sys.__stderr__ is the console itself
-            console = sys.__stderr__.fileno()
-        os.write(console, text.encode())
 
 
 def enter_project_root(start: str | Path | None = None) -> Path:

@@ -14,9 +14,17 @@ are face crops, every stage's model reads them through a learnt CNN frame encode
 (`mer_core.frame_encoder`); `load_model` rebuilds a checkpoint's model. Units are independent and seeded from (seed,
 fold), and each uses a fixed number of threads, so results are identical whatever the number of processes.
 
+A unit reads the feature store through the run's view (`FeatureStore.view`): the openSMILE functionals its method
+reads as audio, if any (the classical baseline, or a run's `audio_input`), and `train.normalisation` (`fold`: every
+feature standardised with the fold's training statistics; `speaker`: each speaker's clips first standardised with
+that speaker's own statistics, test speakers included, without their labels). A run's `augment` block augments its
+training batches (`mer_core.augment`). A stage with a `fit` (the classical baseline's SVM) is fitted instead of
+trained, choosing its hyper-parameter on the validation speakers; the rest is the same.
+
 Outputs of `train_run` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
 `metrics.json` (the headline numbers: what `dvc metrics show` compares), `summary.json` (every metric's mean and
-sample std over units, best epochs), `history.csv` (per epoch and unit), `curve.csv` (the validation criterion per
+sample std over units, best epochs, and `test_missing_classes`: the classes a fold's test speakers lack, over which
+that fold's UA does not average), `history.csv` (per epoch and unit), `curve.csv` (the validation criterion per
 epoch, mean over units: `dvc plots`), `predictions.csv`, `per_condition.csv`, `robustness.csv`; in
 `checkpoint_dir` (DVC cache) `fold{f}-seed{s}.pt` (last stage) and `fold{f}-seed{s}-{stage}.pt` (earlier stages). A
 run resolved as skipped (`skip_run`) writes the same files holding its status and reason.
@@ -57,30 +65,24 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mer_core.codedeps import code_hashes, module_closure
 from mer_core.conditions import all_conditions, condition_name, random_presence
+from mer_core.console import progress
+from mer_core.augment import augment_batch
 from mer_core.data.batches import Batch, Split, load_fold
-from mer_core.data.store import read_store
+from mer_core.data.store import FeatureStore, read_store
 from mer_core.evaluate import NonFiniteError, grid_metrics, predict, selection_score, summarise
 from mer_core.executors import remove_resumed, run_units
 from mer_core.frame_encoder import FrameEncoded, FrameEncoderSpec, build_stage
 from mer_core.machine import Machine
-from mer_core.methods.registry import ModelContext, StageSpec, stage_specs
+from mer_core.methods.registry import ModelContext, StageResult, StageSpec, stage_specs
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
 from mer_core.runtime import autocast, configure_device, seed_everything, select_device, write_atomic
 from mer_core.schema import ConfigError, check
 from mer_core.stopping import StageSchedule
 from mer_core.tasks import Task, study_task
-
-
-@dataclass
-class StageResult:
-    best_epoch: int
-    best_score: float  # the validation selection metric of the kept epoch
-    history: pd.DataFrame  # per epoch; `phase` (constant | decay) and `stopped` (how the stage ended: plateau | max)
 
 
 @dataclass
@@ -141,11 +143,12 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
                 data: dict[str, Split], generator: torch.Generator, device: torch.device, desc: str,
                 show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0,
                 schedule: StageSchedule | None = None, precision: str = "fp32",
-                pin_memory: bool = False) -> StageResult:
+                pin_memory: bool = False, augment: dict | None = None) -> StageResult:
     """Train `model` for one stage on clips showing `conditions` (`StageSpec.conditions`); load the weights of its
     best validation epoch into it. `schedule` (`mer_core.stopping.StageSchedule`; default: `optim`'s fixed
     schedule) decides each epoch's learning rate and when the stage ends. With `noise`, the removed modalities are
-    noised in training and validation (the same seeded validation noise every epoch). The history's
+    noised in training and validation (the same seeded validation noise every epoch). `augment` (a run's `augment`
+    block, `mer_core.augment`) augments each training batch before its training condition is drawn. The history's
     `val_<metric>` column holds the selection metric (`val_ua` for classification). A non-finite loss, gradient
     norm, validation output or score raises NonFiniteError naming `desc` (run, fold, seed, stage) and the epoch."""
     schedule = schedule or StageSchedule(optim["epochs"], optim["epochs_decay"])
@@ -158,7 +161,7 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
     val_conditions = {"pooled": None, "full": every[-1:], "missing": every[:-1]}[stage.select_on]
     best = (-float("inf"), 0, None)
     rows = []
-    epochs = tqdm(total=optim["epochs"] + optim["epochs_decay"], desc=desc, disable=not show_progress, leave=False)
+    epochs = progress(total=optim["epochs"] + optim["epochs_decay"], desc=desc, disable=not show_progress, leave=False)
     more, epoch = True, 0
     while more:
         epoch += 1
@@ -169,6 +172,7 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
         total, count = 0.0, 0
         for batch in data["train"].batches(optim["batch_size"], generator):
             batch = batch.to(device, pin_memory)
+            batch = augment_batch(batch, augment, generator) if augment else batch
             with autocast(device, precision):  # the forward passes in `precision` (backward follows)
                 for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
                     value = loss.item()
@@ -260,6 +264,17 @@ def load_model(checkpoint: dict) -> nn.Module:
     return model.eval()
 
 
+def run_inputs(run: dict) -> dict:
+    """How `run` reads the feature store (`FeatureStore.view`'s arguments; saved in its checkpoints so that a model is
+    always fed as it was trained): the functionals set its audio is, if any, and `train.normalisation`."""
+    return {"audio_input": run.get("functionals"), "normalisation": run["train"].get("normalisation", "fold")}
+
+
+def run_view(store: FeatureStore, inputs: dict) -> FeatureStore:
+    """`store` as a run with `inputs` (`run_inputs`, or a checkpoint's `inputs`) reads it."""
+    return store.view(inputs.get("audio_input"), inputs.get("normalisation", "fold"))
+
+
 def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threads: int = 1, device: str = "cpu",
              deterministic: bool = True, pin_memory: bool = True) -> RunOutput:
     """Train every stage of `run` (a resolved run) on `fold` with `seed`; predict the test fold with the last stage's
@@ -273,7 +288,8 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
     generator = seed_everything(run_seed(seed, fold))
     device = select_device(device)
     configure_device(device, deterministic)
-    store = read_store(run["store"], verify=False)
+    inputs = run_inputs(run)
+    store = run_view(read_store(run["store"], verify=False), inputs)
     task = study_task(run["task"], store.manifest)
     data = load_fold(store, fold, task, entry.get("unpaired"), run_seed(seed, fold))
     frames = FrameEncoderSpec.for_store(store.manifest, cfg["frame_encoder"])
@@ -283,22 +299,25 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
     where = f"run {run['name']}, fold {fold}, seed {seed}"
     for k, stage in enumerate(stages):
         model = build_stage(stage, entry, context, model, frames).to(device)
-        optim = stage.params(entry)["optim"]
-        result = train_stage(model, stage, stage.conditions(entry), optim, cfg["weight_decay"], data, generator,
-                             device, f"{where}, stage {stage.name}", show_progress, stage.training_noise(entry),
-                             run_seed(seed, fold), StageSchedule.from_params(optim, cfg["stopping"]), cfg["precision"],
-                             pin_memory)
+        if stage.fit is not None:
+            result = stage.fit(model, data, stage.params(entry))
+        else:
+            optim = stage.params(entry)["optim"]
+            result = train_stage(model, stage, stage.conditions(entry), optim, cfg["weight_decay"], data, generator,
+                                 device, f"{where}, stage {stage.name}", show_progress, stage.training_noise(entry),
+                                 run_seed(seed, fold), StageSchedule.from_params(optim, cfg["stopping"]),
+                                 cfg["precision"], pin_memory, entry.get("augment"))
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(stages) - 1
         checkpoints[checkpoint_name(fold, seed, None if last else stage.name)] = checkpoint_bytes(
             {"run": run["name"], "method": run["method"], "module": run["module"], "stages": run["stages"],
              "stage": stage.name, "params": entry, "fold": fold, "seed": seed, "epoch": result.best_epoch,
-             f"val_{task.selection_metric}": result.best_score, "context": asdict(context),
+             f"val_{task.selection_metric}": result.best_score, "context": asdict(context), "inputs": inputs,
              **({"frame_encoder": asdict(frames)} if frames else {}), "state_dict": model.state_dict()})
     try:
         with autocast(device, cfg["precision"]):
-            test = predict(model, data["test"], optim["batch_size"], device)
+            test = predict(model, data["test"], stages[-1].batch_size(entry), device)
             robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) \
                 if run["robustness"] else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
     except NonFiniteError as err:
@@ -357,6 +376,11 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machin
     lacking = unfed(run, store.modalities)
     if lacking:
         return skip_run(run, out_dir, checkpoint_dir, lacking)
+    wanted, held = run.get("functionals"), store.manifest.get("functionals", {})
+    if wanted and wanted not in held:
+        raise ConfigError(f"run {run['name']}: reads the {wanted} functionals, which the feature store {store.root} "
+                          f"lacks (it has: {', '.join(held) or 'none'}); the params stage lists the sets the runs "
+                          "read in data/params/prepare.json: rerun the params and prepare stages (`dvc repro`)")
     FrameEncoderSpec.for_store(store.manifest, run["train"]["frame_encoder"])  # bad settings fail before any unit
     folds = selected_folds(run, store.folds)
     pairs = [(fold, seed) for seed in run["train"]["seeds"] for fold in folds]
@@ -459,6 +483,8 @@ def write_results(run: dict, store, outputs: list[RunOutput], out_dir: Path) -> 
         "seeds": sorted({o.seed for o in outputs}),
         "best_epochs": {stage: [o.best_epochs[stage] for o in outputs] for stage in outputs[0].best_epochs},
         "stopping": run["train"]["stopping"],  # how each stage ended: history.csv's `stopped` column
+        "test_missing_classes": {str(fold): roles["test"] for fold, roles in store.missing_classes.items()
+                                 if "test" in roles and fold in {o.fold for o in outputs}},
         "conditions": summarise(per_run, task.metrics),
         "robustness": summarise_robustness(robustness, task.headline),
     }

@@ -30,7 +30,18 @@ from mer_core.machine import Machine
 from mer_core.methods.lookup import method_spec
 from mer_core.params.data import CmuMosei, CremaD, Data, Features, Folds, IemocapAudio, MspImprov, Ravdess, Wav2Vec2
 from mer_core.params.evaluation import Analysis, Embedding, Explore, Extended, Robustness, RunEntry, Unpaired
-from mer_core.params.methods import CATALOG, IFMMIN, MMIN, NMER, VAVL, Baseline, NoiseParams, UttDataaug
+from mer_core.params.methods import (
+    CATALOG,
+    IFMMIN,
+    MMIN,
+    NMER,
+    VAVL,
+    Baseline,
+    EarlyFusion,
+    FunctionalsSVM,
+    NoiseParams,
+    UttDataaug,
+)
 from mer_core.params.study import Study
 from mer_core.params.synthetic import Synthetic, SyntheticAudio
 from mer_core.params.training import Optim, Stopping, Train
@@ -92,9 +103,9 @@ def test_every_section_of_the_project_params_validates_with_its_model():
 
 
 def test_every_run_entry_validates_with_its_methods_model():
-    models = {"audio_only": Baseline, "visual_only": Baseline, "early_fusion": Baseline, "late_fusion": Baseline,
+    models = {"audio_only": Baseline, "visual_only": Baseline, "early_fusion": EarlyFusion, "late_fusion": Baseline,
               "utt_fusion": Baseline, "utt_dataaug": UttDataaug, "mmin": MMIN, "ifmmin": IFMMIN, "nmer": NMER,
-              "vavl": VAVL}
+              "vavl": VAVL, "functionals_svm": FunctionalsSVM}
     assert {name: info.params for name, info in CATALOG.items()} == models
     for name, run in resolve_runs(load_params(PARAMS_FILE)).items():
         if run["entry"] is None:
@@ -388,7 +399,8 @@ def test_paper_preset_resets_schedules_and_sizes():
 
 def test_every_paper_key_is_a_key_of_its_method():
     for name, info in CATALOG.items():
-        assert info.paper_keys and "optim" in info.paper_keys, name
+        fitted = [stage.grid for stage in info.stages if stage.grid]  # a fitted stage's grid is its schedule
+        assert info.paper_keys and ("optim" in info.paper_keys or fitted and set(fitted) <= set(info.paper_keys)), name
         for key in info.paper_keys:
             get_dotted(defaults(name), key)  # KeyError when the key does not exist
 
@@ -533,7 +545,8 @@ def test_stage_params_hold_what_each_stage_reads():
                                    for n, r in runs.items()}
     assert set(files) == expected
     assert files["corpus.json"] == {"generate": True, "synthetic": params["data"]["synthetic"]}
-    assert set(files["prepare.json"]) == {"data", "features", "folds", "corruptions"}
+    assert set(files["prepare.json"]) == {"data", "features", "folds", "corruptions", "functionals"}
+    assert files["prepare.json"]["functionals"] == []  # no run of the default study reads functionals
     assert "synthetic" not in files["prepare.json"]["data"] and files["prepare.json"]["corruptions"] is True
     run = files["runs/mmin.json"]
     assert run["entry"] == runs["mmin"]["entry"] and run["store"] == "data/features/builtin"

@@ -14,6 +14,10 @@ Visual (`features.visual.extractor`), with the same optional rate reduction:
 - `openface`: OpenFace 2.0 CSV columns (`mer_core.data.openface`), the default; the clips' visual files are CSVs;
 - `face_crops`: `size` x `size` grey face crops of the video itself, sampled at `fps` (`mer_core.data.faces`).
 
+Functionals (for the classical baseline `functionals_svm`, or any run's `audio_input`): one vector per clip of
+openSMILE's statistics over the whole utterance, `ComParE_2016` (6373-d) or `eGeMAPSv02` (88-d), from the same 16 kHz
+signal (`wave_functionals`); the prepare step extracts the sets the study's runs read (`mer_core.config`).
+
 `features.corruptions` sets the signal-level corruptions (noisy audio, face-tracking dropout) that the prepare
 step extracts beside the clean features for testing (`mer_core.noise.signal`, `mer_core.data.prepare`).
 
@@ -36,6 +40,7 @@ from mer_core.data.faces import face_crops
 from mer_core.data.media import (SAMPLE_RATE, VIDEO_SUFFIXES, AudioError, VideoError, read_audio,  # noqa: F401
                                  read_wav)  # read_wav, AudioError: their home was this module until media.py
 from mer_core.data.openface import openface_columns, read_openface_csv
+from mer_core.params.data import FUNCTIONAL_SETS
 
 RANDOM_WEIGHTS_SEED = 0  # `weights: random` initialises the architecture from this seed
 
@@ -57,6 +62,27 @@ def _compare_extractor():
                            feature_level=opensmile.FeatureLevel.LowLevelDescriptors), opensmile.Smile(
         feature_set=opensmile.FeatureSet.ComParE_2016,
         feature_level=opensmile.FeatureLevel.LowLevelDescriptors_Deltas)
+
+
+@lru_cache(maxsize=None)
+def _functionals_extractor(name: str):
+    import opensmile
+
+    return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, name),
+                           feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def wave_functionals(wave: np.ndarray, name: str, source: str | Path) -> np.ndarray:
+    """The openSMILE functionals `name` (a key of FUNCTIONAL_SETS) of a 16 kHz mono signal: (D,) float32; an
+    `AudioError` names `source` when they have another shape or a non-finite value."""
+    if name not in FUNCTIONAL_SETS:
+        raise ConfigError(f"functionals: got {name!r}; allowed values: {', '.join(FUNCTIONAL_SETS)}")
+    values = _functionals_extractor(name).process_signal(wave, SAMPLE_RATE).to_numpy()
+    if values.shape != (1, FUNCTIONAL_SETS[name]):
+        raise AudioError(f"{source}: {name} functionals of shape {values.shape}, expected (1, {FUNCTIONAL_SETS[name]})")
+    if not np.isfinite(values).all():
+        raise AudioError(f"{source}: {name} functionals contain NaN or inf")
+    return values[0].astype(np.float32)
 
 
 def wav2vec2_bundle(name: str, layer: int):

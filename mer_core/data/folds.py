@@ -9,8 +9,11 @@
   (EmoDB: leave-one-speaker-out; IEMOCAP: leave-one-session-out; MSP-IMPROV: session-disjoint), drawn from
   `folds.seed`.
 Epochs and hyper-parameters are selected on validation speakers only. Every protocol writes `splits.csv` by
-speaker (fold, speaker, role) and checks that every class is in every partition (`check_classes`), which also
-checks the clip-level folds that a feature package brings (`splits.csv` by clip_id).
+speaker (fold, speaker, role) and checks that every class is in every training partition (`check_classes`), which
+also checks the clip-level folds that a feature package brings (`splits.csv` by clip_id). A validation or test
+partition may lack a class (a speaker who never recorded it: EmoDB's speaker 08 has no disgust clip, so no seed can
+give leave-one-speaker-out a test partition with every class): its UA is then the mean recall over the classes it
+holds (`mer_core.metrics`), and the store's manifest records which it lacks (`missing_classes`).
 """
 from __future__ import annotations
 
@@ -181,17 +184,23 @@ def leave_one_group_out(meta: pd.DataFrame, protocol: LeaveOneGroupOut, cfg: dic
 
 
 def check_classes(meta: pd.DataFrame, splits: pd.DataFrame,
-                  hint: str = "change folds.n_folds / folds.n_val_speakers / folds.seed") -> None:
-    """Raise `FoldError` naming the fold, role and class when a partition lacks one of the corpus's classes.
+                  hint: str = "change folds.n_folds / folds.n_val_speakers / folds.seed") -> dict[int, dict[str, list]]:
+    """The classes each validation and test partition lacks, {fold: {role: [class, ...]}} (only the partitions that
+    lack one); raise `FoldError` naming the fold, role and class when a *training* partition lacks one of the corpus's
+    classes (a model must see every class it is tested on).
 
     `splits` assigns roles by speaker or by clip_id (`mer_core.data.store.split_key`); `hint` (speaker folds) says
     which params to change."""
     classes = sorted(meta["label"].unique())
     key = split_key(splits)
+    lacking: dict[int, dict[str, list]] = {}
     for (fold, role), part in splits.groupby(["fold", "role"]):
         members = meta[meta[key].astype(str).isin(part[key].astype(str))]
         missing = [c for c in classes if c not in set(members["label"])]
         if not missing:
+            continue
+        if role != "train":
+            lacking.setdefault(int(fold), {})[role] = missing
             continue
         if key == "speaker":
             raise FoldError(f"fold {fold}: class {missing[0]!r} missing from the {role} speakers "
@@ -199,3 +208,4 @@ def check_classes(meta: pd.DataFrame, splits: pd.DataFrame,
         raise FoldError(f"fold {fold}: class {missing[0]!r} missing from the {role} clips ({len(members)} clips of "
                         f"speakers {sorted(members['speaker'].astype(str).unique())}); these folds come with the "
                         f"corpus: check its fold lists")
+    return lacking

@@ -19,12 +19,24 @@ brings its features and its own folds: the `features`, `folds` and `data.on_erro
 interrupted run leaves nothing that looks done; the extraction workers die with the prepare process
 (`mer_core.workers`), and one that dies alone (killed, out of memory) stops the run with a `WorkerError`.
 
+A modality that no clip has a file for (CREMA-D with `AudioWAV/` only) is left out of the store, with one line naming
+it and where the adapter looked (`clips.attrs["sources"]`); one that only some clips lack is reported with counts.
+Both lines are told on the console and in the notebook (`mer_core.console.tell`) and kept in the manifest's notes.
+Progress bars go to the console only (`mer_core.console.progress`), so an executed notebook does not depend on
+timing. The validation and test partitions that lack a class (a speaker who never recorded it) are recorded in the
+manifest's `missing_classes` (`mer_core.data.folds.check_classes`).
+
+Functionals (the openSMILE sets the study's runs read: the `functionals` list the params stage writes into the
+stage's params, `mer_core.config.needed_functionals`): one vector per clip, from the same read of the audio as its
+frame features, in the same pass, workers and cache; and of each noisy audio variant, in its pass. Stored as
+`functionals/<set>.npz` and `functionals/<variant>/<set>.npz` (`mer_core.data.store`).
+
 Extraction is resumable (`mer_core.data.extract_cache`): each finished item of work (both passes below) is
 kept in `<data.cache_dir>/extract/<corpus>/` as its chunk comes back, a rerun extracts only what is not there
 (the progress bars count the rest as done), and the folder is removed once the store is written.
 
-Signal-level corruptions (`features.corruptions`, media corpora only) are extracted beside the clean features
-for every clip that has the modality (each clip is a test clip in some fold; the variants are used at test time
+Signal-level corruptions (`features.corruptions`, media corpora only) are extracted only when the robustness grid
+tests them (`robustness.signal`), beside the clean features for every clip that has the modality (each clip is a test clip in some fold; the variants are used at test time
 only), with the same extractor settings and frame counts (`mer_core.noise.signal`):
 - visual: in the same pass as the clean features, from the same read of each OpenFace CSV or video
   (`features.read_visual`): bursts of tracking failures over `visual_dropout` of the raw frames (zeroed like
@@ -46,12 +58,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mer_core.data.corpora.base import ATTRIBUTES
+from mer_core.data.corpora.base import CorpusError
 from mer_core.data.corpora.registry import CORPORA, Corpus
 from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
 from mer_core.data.features import (
+    FUNCTIONAL_SETS,
     AudioError,
     audio_dim,
     audio_frame_rate,
@@ -61,13 +74,14 @@ from mer_core.data.features import (
     reduce_visual,
     visual_dim,
     wave_features,
+    wave_functionals,
 )
 from mer_core.data.folds import check_classes, draw_folds
 from mer_core.data.media import VideoError, read_audio
 from mer_core.data.openface import OpenFaceError
-from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
+from mer_core.data.store import FeatureStore, Sequences, functionals_file, read_store, write_store
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
-from mer_core.runtime import tell
+from mer_core.console import progress, tell
 from mer_core.schema import ConfigError
 from mer_core.workers import spawn_pool
 
@@ -118,8 +132,7 @@ def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None
     """Yield `worker(chunk, *args)` for chunks of `jobs` in order, on `pool` (None: here), with a progress bar
     that starts at `done` (jobs finished earlier, e.g. loaded from the cache)."""
     chunks = [jobs[k:k + CHUNK] for k in range(0, len(jobs), CHUNK)]
-    progress = tqdm(total=done + len(jobs), initial=done, desc=desc + (" (resumed)" if done else ""), unit="file",
-                    mininterval=2)
+    bar = progress(total=done + len(jobs), initial=done, desc=desc + (" (resumed)" if done else ""), unit="file")
     if pool is None:
         results = (worker(chunk, *args) for chunk in chunks)
     else:
@@ -127,18 +140,31 @@ def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None
     try:
         for chunk, result in zip(chunks, results):
             yield result
-            progress.update(len(chunk))
+            bar.update(len(chunk))
     except BrokenProcessPool as err:
         raise WorkerError(f"{desc}: a worker process ended abruptly (killed, or out of memory?); nothing was "
                           "written; rerun the step: the finished work is kept in the extraction cache") from err
     finally:
-        progress.close()
+        bar.close()
 
 
-def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, specs: list[dict]):
+def functionals_name(name: str, variant: str | None = None) -> str:
+    """The name of a clip's functionals vector among its extracted pairs (and in the cache): `functionals.<set>`, or
+    `<variant>.functionals.<set>` for those of a corruption variant."""
+    return f"functionals.{name}" if variant is None else f"{variant}.functionals.{name}"
+
+
+def functionals_pairs(wave: np.ndarray, sets: list[str], source: str, variant: str | None = None) -> dict:
+    """{functionals_name(set, variant): (vector as one frame (1, D), valid (1,))} of a 16 kHz signal."""
+    return {functionals_name(name, variant): (wave_functionals(wave, name, source)[None], np.ones(1, bool))
+            for name in sets}
+
+
+def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, specs: list[dict],
+                   sets: list[str] = ()):
     """Worker: extract (index, modality, path) jobs, and the visual corruption variants `specs` of each face
-    stream from the same read; returns (index, modality, frames, valid, {variant: (frames, valid)}) results and
-    errors (or raises with `raise`)."""
+    stream from the same read (the audio's functionals `sets` likewise); returns (index, modality, frames, valid,
+    {variant or functionals name: (frames, valid)}) results and errors (or raises with `raise`)."""
     import cv2
     import torch
 
@@ -152,6 +178,11 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
                 variants = _corrupt_visual(index, path, frames, valid, cfg, specs)
                 results.append((index, modality, *reduce_visual(frames, valid, cfg["visual"]["rate_reduction"]),
                                 variants))
+            elif modality == "audio" and sets:
+                wave = read_audio(path)
+                frames = wave_features(wave, cfg["audio"], path)
+                results.append((index, modality, frames, np.ones(len(frames), bool),
+                                functionals_pairs(wave, sets, path)))
             else:
                 results.append((index, modality, *EXTRACTORS[modality](path, cfg[modality]), {}))
         except INPUT_ERRORS as err:
@@ -163,9 +194,10 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
 
 def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_error: str,
                 specs: list[dict] | None = None, pool: ProcessPoolExecutor | None = None,
-                cache: ExtractionCache | None = None, workers: int = 1):
+                cache: ExtractionCache | None = None, workers: int = 1, sets: list[str] = ()):
     """Extract every (clip, modality) in parallel: {(index, modality): (frames, valid)}, the errors, and
-    {(variant, index): (frames, valid)} for the visual corruption variants among `specs`.
+    {(variant, index): (frames, valid)} for the visual corruption variants among `specs` and the audio's functionals
+    `sets` (named by `functionals_name`).
 
     `pool`: worker processes to use (left open); by default a pool of `workers` is opened and shut here.
     `cache`: a (clip, modality) found there is loaded instead of extracted, and each one extracted is saved there
@@ -174,7 +206,8 @@ def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_
     jobs = [(i, m, clips.at[i, f"{m}_path"]) for m in modalities for i in clips.index
             if isinstance(clips.at[i, f"{m}_path"], str)]
     visual = [spec for spec in specs or [] if spec["modality"] == "visual"]
-    names = {m: [m] + [spec["name"] for spec in visual if m == "visual"] for m in modalities}
+    names = {m: [m] + [spec["name"] for spec in visual if m == "visual"]
+             + [functionals_name(name) for name in sets if m == "audio"] for m in modalities}
     keys = {(i, m): cache.key(("features", i, m), [path]) for i, m, path in jobs} if cache else {}
     done = {(i, m): pairs for (i, m), key in keys.items() if (pairs := cache.load(key, names[m])) is not None}
     todo = [job for job in jobs if job[:2] not in done]
@@ -185,7 +218,7 @@ def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_
         out[(index, modality)] = pairs.pop(modality)
         variants.update({(name, index): value for name, value in pairs.items()})
     try:
-        for chunk_results, chunk_errors in map_chunks(_extract_chunk, todo, (cfg, on_error, visual), pool,
+        for chunk_results, chunk_errors in map_chunks(_extract_chunk, todo, (cfg, on_error, visual, list(sets)), pool,
                                                       "features", len(done)):
             for index, modality, frames, valid, clip_variants in chunk_results:
                 out[(index, modality)] = (frames, valid)
@@ -273,8 +306,10 @@ def babble_talkers(index: int, speaker: str, pool: dict[str, list[int]], n: int,
     return picked
 
 
-def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: list[dict], cache: dict):
-    """{variant: frames} of one clip's audio; `cache` keeps the talkers' waves read in this chunk."""
+def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: list[dict], cache: dict,
+                   sets: list[str] = ()):
+    """{variant: frames} of one clip's audio, and {functionals_name(set, variant): (1, D) vector} for each of the
+    functionals `sets`; `cache` keeps the talkers' waves read in this chunk."""
     seed = cfg["corruptions"]["seed"]
     wave = read_audio(path)
     noises = {}
@@ -297,23 +332,27 @@ def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: 
         except ValueError as err:
             raise CorruptionError(f"{path}: {spec['name']}: {err}; drop the clip or the audio corruptions") from err
         out[spec["name"]] = wave_features(mixed, cfg["audio"], f"{path} ({spec['name']})")
+        out.update({name: vector for name, (vector, _) in
+                    functionals_pairs(mixed, sets, f"{path} ({spec['name']})", spec["name"]).items()})
     return out
 
 
-def _corrupt_audio_chunk(jobs: list[tuple], cfg: dict, specs: list[dict]):
-    """Worker: (index, path, talker paths, clean frame count) jobs -> (index, {variant: (frames, valid)})."""
+def _corrupt_audio_chunk(jobs: list[tuple], cfg: dict, specs: list[dict], sets: list[str] = ()):
+    """Worker: (index, path, talker paths, clean frame count) jobs -> (index, {variant (or the functionals of one:
+    `functionals_name`): (frames, valid)})."""
     import torch
 
     torch.set_num_threads(1)
+    variants = {spec["name"] for spec in specs}
     cache: dict[str, np.ndarray] = {}  # a talker often speaks in several babbles of a chunk
     results = []
     for index, path, talkers, n_frames in jobs:
         try:
-            out = _corrupt_audio(index, path, talkers, cfg, specs, cache)
+            out = _corrupt_audio(index, path, talkers, cfg, specs, cache, sets)
         except INPUT_ERRORS as err:  # they name the file: the clip's or a talker's
             raise CorruptionError(f"{path}: audio corruption failed: {err}") from err
         for name, frames in out.items():
-            if len(frames) != n_frames:
+            if name in variants and len(frames) != n_frames:
                 raise CorruptionError(f"{path}: {name} has {len(frames)} frames, the clean features {n_frames}")
         results.append((index, {name: (frames, np.ones(len(frames), bool)) for name, frames in out.items()}))
     return results
@@ -321,9 +360,10 @@ def _corrupt_audio_chunk(jobs: list[tuple], cfg: dict, specs: list[dict]):
 
 def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: dict, specs: list[dict],
                   pool: ProcessPoolExecutor | None = None, cache: ExtractionCache | None = None,
-                  workers: int = 1) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
-    """{(variant, index): (frames, valid)} for the audio variants among `specs`, of every clip of `keep` with
-    clean audio features in `extracted` (the first pass, which also gives the babble talkers' pool).
+                  workers: int = 1, sets: list[str] = ()) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """{(variant, index): (frames, valid)} for the audio variants among `specs` (and their functionals `sets`, named
+    by `functionals_name`), of every clip of `keep` with clean audio features in `extracted` (the first pass, which
+    also gives the babble talkers' pool).
     `cache`: as in `extract_all`, per clip (its variants; the key covers its babble talkers' files too)."""
     specs = [spec for spec in specs if spec["modality"] == "audio"]
     if not specs:
@@ -339,7 +379,7 @@ def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: di
             chosen = babble_talkers(i, str(clips.at[i, "speaker"]), by_speaker, n, seed)
             talkers[i] = [clips.at[j, "audio_path"] for j in chosen]
     jobs = [(i, clips.at[i, "audio_path"], talkers[i], len(extracted[(i, "audio")][0])) for i in with_audio]
-    names = [spec["name"] for spec in specs]
+    names = [spec["name"] for spec in specs] + [functionals_name(name, spec["name"]) for spec in specs for name in sets]
     keys = {i: cache.key(("noisy audio", i, n), [path, *paths]) for i, path, paths, n in jobs} if cache else {}
     done = {i: pairs for i, key in keys.items() if (pairs := cache.load(key, names)) is not None}
     todo = [job for job in jobs if job[0] not in done]
@@ -347,7 +387,8 @@ def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: di
     pool = worker_pool(workers) if own else pool
     out = {(name, index): value for index, pairs in done.items() for name, value in pairs.items()}
     try:
-        for chunk_results in map_chunks(_corrupt_audio_chunk, todo, (cfg, specs), pool, "noisy audio", len(done)):
+        for chunk_results in map_chunks(_corrupt_audio_chunk, todo, (cfg, specs, list(sets)), pool, "noisy audio",
+                                        len(done)):
             for index, variants in chunk_results:
                 out.update({(name, index): value for name, value in variants.items()})
                 if cache:
@@ -371,6 +412,54 @@ def variant_sequences(specs: list[dict], keep: list[int], clip_ids: list[str], v
     return out
 
 
+def split_functionals(variants: dict, sets: list[str], keep: list[int], clip_ids: list[str],
+                      specs: list[dict]) -> tuple[dict, dict[str, Sequences]]:
+    """Take the functionals out of the extracted {(name, index): (frames, valid)}: (the rest, {functionals_file:
+    Sequences in `keep`'s order}) for every set, of the clean audio and of each audio variant of `specs`."""
+    variants = dict(variants)
+    out = {}
+    for variant in [None] + [spec["name"] for spec in specs if spec["modality"] == "audio"]:
+        for name in sets:
+            key = functionals_name(name, variant)
+            pairs = {(key, i): variants.pop((key, i)) for i in keep if (key, i) in variants}
+            out[functionals_file(name, variant)] = variant_sequences(
+                [{"name": key, "modality": "functionals"}], keep, clip_ids, pairs,
+                {"functionals": FUNCTIONAL_SETS[name]})[key]
+    return variants, out
+
+
+def found_modalities(corpus: Corpus, clips: pd.DataFrame) -> tuple[tuple[str, ...], list[str]]:
+    """The corpus's modalities that at least one clip has a file for, and one line per modality that some clips (or
+    all) lack, naming where the adapter looked (`clips.attrs["sources"]`, where it says)."""
+    found, lines = [], []
+    for m in corpus.modalities:
+        has = clips[f"{m}_path"].map(lambda p: isinstance(p, str))
+        where = clips.attrs.get("sources", {}).get(m, f"the {m} files of the {corpus.name} listing")
+        if not has.any():
+            others = ", ".join(n for n in corpus.modalities if n != m)
+            lines.append(f"{corpus.name}: {m}: not found for any of the {len(clips)} clips (looked for {where}); the "
+                         f"store holds {others} only, and the runs that need {m} are skipped")
+        elif not has.all():
+            lines.append(f"{corpus.name}: {m}: {int(has.sum())} of {len(clips)} clips have a file, "
+                         f"{int((~has).sum())} have none (looked for {where}); those clips lack {m}")
+        if has.any():
+            found.append(m)
+    if not found:
+        raise CorpusError(f"data.corpus {corpus.name}: no clip has a file of any modality ({'; '.join(lines)})")
+    return tuple(found), lines
+
+
+def missing_classes_entry(missing: dict[int, dict[str, list]]) -> dict[str, dict[str, list]]:
+    """`check_classes`'s record as the manifest keeps it (JSON: fold numbers as strings)."""
+    return {str(fold): roles for fold, roles in sorted(missing.items())}
+
+
+def wanted_functionals(params: dict) -> list[str]:
+    """The openSMILE functionals sets to extract: the prepare stage's `functionals` list (the sets the study's runs
+    read, `mer_core.config.needed_functionals`); none when `params` has no such list."""
+    return list(params.get("functionals", []))
+
+
 def wants_corruptions(params: dict) -> bool:
     """Whether the robustness grid asks for the signal corruptions: the prepare stage's `corruptions` flag, or
     `robustness.signal` of whole params."""
@@ -385,8 +474,8 @@ def prepare(params: dict, jobs: int = 1) -> FeatureStore:
     if corpus.kind == "package":
         write_store(store_path(params), *prepare_package(corpus, params))
     else:
-        meta, splits, sequences, manifest, skipped, corrupted = prepare_media(corpus, params, jobs)
-        write_store(store_path(params), meta, splits, sequences, manifest, skipped, corrupted)
+        meta, splits, sequences, manifest, skipped, corrupted, functionals = prepare_media(corpus, params, jobs)
+        write_store(store_path(params), meta, splits, sequences, manifest, skipped, corrupted, functionals)
         remove_cache(cache_path(params))  # the store is complete: the resumable work is no longer needed
         report_skipped(skipped, store_path(params) / "skipped.csv")
     return read_store(store_path(params))
@@ -438,7 +527,7 @@ def manifest_of(corpus: Corpus, root: str, meta: pd.DataFrame, dims: dict, frame
         "corpus": corpus.name,
         "description": corpus.description,
         "root": root,
-        "modalities": list(corpus.modalities),
+        "modalities": [m for m in corpus.modalities if m in dims],  # those the store holds
         "classes": list(corpus.classes if classes is None else classes),
         "dims": dims,
         "frame_rates": frame_rates,
@@ -453,11 +542,11 @@ def prepare_package(corpus: Corpus, params: dict):
     section `data.<corpus name>`, where there is one)."""
     root = params["data"]["root"]
     package = corpus.read_package(root, **params["data"].get(corpus.name, {}))
-    check_classes(package.meta, package.splits)
+    missing = check_classes(package.meta, package.splits)
     manifest = manifest_of(corpus, root, package.meta, {m: s.dim for m, s in package.sequences.items()},
                            package.frame_rates, package.features, skipped=0, classes=package.classes,
                            attributes=package.attributes)
-    manifest.update(folds=package.folds, corruptions=[],
+    manifest.update(folds=package.folds, corruptions=[], functionals={}, missing_classes=missing_classes_entry(missing),
                     unused_params=["features", "folds", "data.on_error", "features.corruptions"])
     if package.labels:
         manifest["labels"] = package.labels
@@ -465,42 +554,51 @@ def prepare_package(corpus: Corpus, params: dict):
 
 
 def prepare_media(corpus: Corpus, params: dict, jobs: int = 1):
-    """`write_store` arguments for a media corpus: extracted features, folds drawn by speaker, corruptions."""
+    """`write_store` arguments for a media corpus: the extracted features of the modalities found, folds drawn by
+    speaker, corruptions (only when the robustness grid tests them) and functionals (those the runs read)."""
     data_cfg, feat_cfg = params["data"], params["features"]
-    specs = corruption_specs(feat_cfg, corpus.modalities) if wants_corruptions(params) else []
-    cache = ExtractionCache(cache_path(params), settings_digest(corpus.name, feat_cfg))
     clips = corpus.clips(data_cfg)
     notes = list(clips.attrs.get("notes", []))
     for note in notes:
-        tqdm.write(f"{corpus.name}: {note}")
+        tell(f"{corpus.name}: {note}")
+    modalities, absent = found_modalities(corpus, clips)
+    for line in absent:
+        tell(line)
+    notes += absent
+    specs = corruption_specs(feat_cfg, modalities) if wants_corruptions(params) else []
+    sets = wanted_functionals(params) if "audio" in modalities else []
+    cache = ExtractionCache(cache_path(params), settings_digest(corpus.name, {**feat_cfg, "functionals": sets}))
     clips = clips.reset_index(drop=True)
     pool = worker_pool(jobs)  # one set of workers for both passes
     try:
-        # first pass: clean features, and the visual variants from the same read of each CSV
-        extracted, errors, variants = extract_all(clips, corpus.modalities, feat_cfg, data_cfg["on_error"], specs,
-                                                  pool, cache)
-        keep, skipped = skipped_table(clips, corpus.modalities, errors, data_cfg["on_error"])
+        # first pass: clean features, and the visual variants and audio functionals from the same read of each file
+        extracted, errors, variants = extract_all(clips, modalities, feat_cfg, data_cfg["on_error"], specs, pool,
+                                                  cache, sets=sets)
+        keep, skipped = skipped_table(clips, modalities, errors, data_cfg["on_error"])
         meta = clips.loc[keep].drop(columns=[f"{m}_path" for m in corpus.modalities]).reset_index(drop=True)
-        for m in corpus.modalities:
+        for m in modalities:
             meta[f"has_{m}"] = [(i, m) in extracted for i in keep]
         dims = {"audio": audio_dim(feat_cfg["audio"]), "visual": visual_dim(feat_cfg["visual"])}
-        sequences = variant_sequences([{"name": m, "modality": m} for m in corpus.modalities], keep,
+        sequences = variant_sequences([{"name": m, "modality": m} for m in modalities], keep,
                                       list(meta["clip_id"]), {(m, i): fv for (i, m), fv in extracted.items()}, dims)
         splits = draw_folds(meta, params["folds"], corpus.name, corpus.protocol)  # before the second pass: fails fast
-        # second pass: noisy audio (babble mixes the readable clips of other speakers)
-        variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool, cache))
+        # second pass: noisy audio (babble mixes the readable clips of other speakers), and its functionals
+        variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool, cache, sets=sets))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    variants, functionals = split_functionals(variants, sets, keep, list(meta["clip_id"]), specs)
     corrupted = variant_sequences(specs, keep, list(meta["clip_id"]), variants, dims)
     frame_rates = {"audio": audio_frame_rate(feat_cfg["audio"]),
                    "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"]}
-    manifest = manifest_of(corpus, data_cfg["root"], meta, {m: dims[m] for m in corpus.modalities}, frame_rates,
-                           {m: feat_cfg[m] for m in corpus.modalities}, skipped=len(clips) - len(keep),
-                           classes=corpus.class_names(data_cfg))
+    manifest = manifest_of(corpus, data_cfg["root"], meta, {m: dims[m] for m in modalities},
+                           {m: frame_rates[m] for m in modalities}, {m: feat_cfg[m] for m in modalities},
+                           skipped=len(clips) - len(keep), classes=corpus.class_names(data_cfg))
     manifest["counts"]["modalities_dropped"] = {
-        m: int((skipped["modality"].eq(m) & skipped["action"].eq(MODALITY_DROPPED)).sum()) for m in corpus.modalities}
+        m: int((skipped["modality"].eq(m) & skipped["action"].eq(MODALITY_DROPPED)).sum()) for m in modalities}
     manifest["corruptions"] = specs
+    manifest["functionals"] = {name: FUNCTIONAL_SETS[name] for name in sets}
+    manifest["missing_classes"] = missing_classes_entry(check_classes(meta, splits))
     if notes:
         manifest["notes"] = notes
-    return meta, splits, sequences, manifest, skipped, corrupted
+    return meta, splits, sequences, manifest, skipped, corrupted, functionals

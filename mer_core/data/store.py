@@ -8,8 +8,13 @@
 <store>/corruptions/<variant>.npz
                         the same for one signal-level corruption of one modality of every clip (test-time only;
                         media corpora only): audio_<babble|white>_<snr>db, visual_dropout_<percent>
+<store>/functionals/<set>.npz, functionals/<variant>/<set>.npz
+                        openSMILE functionals of each clip's audio (one frame per clip, none without audio), of the
+                        clean audio and of each audio corruption variant: the sets the study's runs read
 <store>/manifest.json   corpus, extractor settings, dims, frame rates, counts, classes, sha256 of each file,
-                        corruptions: [{name, modality, kind, level, unit, settings}] (empty for a feature package)
+                        corruptions: [{name, modality, kind, level, unit, settings}] (empty for a feature package),
+                        functionals: {set: dim}, missing_classes: {fold: {role: [class, ...]}} (the validation and
+                        test partitions that lack a class, e.g. of a speaker who never recorded it)
 <store>/skipped.csv     clip_id, modality, path, reason, action: what a media corpus's prepare step did not store
                         (`mer_core.data.prepare`); absent when nothing was skipped
 ```
@@ -21,13 +26,17 @@ that `splits.csv` does not list for a fold (by its speaker or its clip_id) takes
 frame written is finite (a `StoreError` naming the file and clip otherwise: the readers check their inputs, this
 is the last guard). The store is written into a sibling `.partial` folder and renamed when complete, so an
 interrupted run never leaves a store that looks valid.
+
+A run reads the store through `FeatureStore.view`: its audio can be the clips' functionals vectors instead of frames
+(the classical baseline, or a run's `audio_input`), and every modality can be standardised per speaker
+(`train.normalisation: speaker`, `standardise_by_speaker`); the corruption variants are read through the same view.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +86,25 @@ class Sequences:
         return self.data[a:b], self.valid[a:b]
 
 
+def standardise_by_speaker(seq: Sequences, speakers: np.ndarray) -> Sequences:
+    """`seq` with each clip's frames standardised (per dimension) by the mean and standard deviation of the valid
+    frames of every clip of its speaker (`speakers[i]`: clip i's speaker). It uses no label and no other speaker's
+    clips, so it is as legal for a test speaker as for a training one. Invalid frames keep their values (they are
+    zeroed when batched); a speaker without a valid frame is left as it is; a dimension constant over a speaker's
+    frames becomes 0."""
+    speakers = np.asarray(speakers).astype(str)
+    speaker_of_frame = np.repeat(speakers, seq.lengths)
+    data = seq.data.astype(np.float32, copy=True)
+    for speaker in np.unique(speakers):
+        rows = (speaker_of_frame == speaker) & seq.valid
+        frames = seq.data[rows].astype(np.float64)
+        if len(frames) == 0:
+            continue
+        mean, std = frames.mean(0), frames.std(0)
+        data[rows] = ((frames - mean) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
+    return Sequences(data, seq.offsets, seq.valid, seq.clip_ids)
+
+
 @dataclass
 class FeatureStore:
     root: Path
@@ -85,6 +113,8 @@ class FeatureStore:
     sequences: dict[str, Sequences]
     manifest: dict
     _corrupted: dict[str, Sequences] = field(default_factory=dict, repr=False, compare=False)
+    audio_input: str | None = None  # the view (`view`): the audio is this functionals set ...
+    by_speaker: bool = False  # ... and every modality is standardised per speaker
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -113,31 +143,84 @@ class FeatureStore:
         """The manifest's corruption variants ({name, modality, kind, level, unit, settings}); [] if it has none."""
         return list(self.manifest.get("corruptions", []))
 
+    @property
+    def missing_classes(self) -> dict[int, dict[str, list[str]]]:
+        """{fold: {role: [class, ...]}} of the validation and test partitions that lack a class (a speaker who never
+        recorded it); {} when every partition holds every class."""
+        return {int(fold): roles for fold, roles in self.manifest.get("missing_classes", {}).items()}
+
     def corruption(self, name: str) -> tuple[str, Sequences]:
-        """(modality, sequences) of the corruption variant `name`, read from disk on first request.
+        """(modality, sequences) of the corruption variant `name` as this view reads it (`view`), read from disk on
+        first request.
 
         The file was checked against the manifest's hash when the store was opened (`read_store(verify=True)`).
         """
         entries = {entry["name"]: entry for entry in self.corruptions}
-        path = self.root / corruption_file(name)
         if name not in entries:
-            raise StoreError(f"{path}: no corruption variant {name!r} in this store; available: "
-                             f"{', '.join(entries) or 'none (rerun prepare with features.corruptions set)'}")
+            raise StoreError(f"{self.root / corruption_file(name)}: no corruption variant {name!r} in this store; "
+                             f"available: {', '.join(entries) or 'none (rerun prepare with robustness.signal: true)'}")
+        modality = entries[name]["modality"]
         if name not in self._corrupted:
-            if corruption_file(name) not in self.manifest.get("files", {}):
-                raise StoreError(f"{path}: not hashed in manifest.json (edited manifest?); rerun the prepare stage")
-            if not path.is_file():
-                raise StoreError(f"{path}: missing from the feature store; rerun the prepare stage")
-            seq = _load_sequences(path)
-            if list(seq.clip_ids) != list(self.meta["clip_id"]):
-                raise StoreError(f"{path}: clip order differs from meta.csv; rerun the prepare stage")
-            self._corrupted[name] = seq
-        return entries[name]["modality"], self._corrupted[name]
+            if self.audio_input and modality == "audio":
+                seq = self._read(functionals_file(self.audio_input, name))
+            else:
+                seq = self._read(corruption_file(name))
+            self._corrupted[name] = standardise_by_speaker(seq, self.meta["speaker"]) if self.by_speaker else seq
+        return modality, self._corrupted[name]
+
+    def functionals(self, name: str, variant: str | None = None) -> Sequences:
+        """The functionals set `name` of every clip's audio (one frame per clip with audio, none without), of the
+        clean audio or of the corruption variant `variant`; StoreError when the store lacks it."""
+        sets = self.manifest.get("functionals", {})
+        if name not in sets:
+            raise StoreError(f"{self.root / functionals_file(name)}: this store has no {name} functionals (it has: "
+                             f"{', '.join(sets) or 'none'}); the params stage asks prepare for the sets its runs read: "
+                             "rerun it and prepare (`dvc repro`)")
+        return self._read(functionals_file(name, variant))
+
+    def _read(self, relative: str) -> Sequences:
+        """Sequences of the store file `relative`, checked to be hashed in the manifest and in meta's clip order."""
+        path = self.root / relative
+        if relative not in self.manifest.get("files", {}):
+            raise StoreError(f"{path}: not hashed in manifest.json (edited manifest?); rerun the prepare stage")
+        if not path.is_file():
+            raise StoreError(f"{path}: missing from the feature store; rerun the prepare stage")
+        seq = _load_sequences(path)
+        if list(seq.clip_ids) != list(self.meta["clip_id"]):
+            raise StoreError(f"{path}: clip order differs from meta.csv; rerun the prepare stage")
+        return seq
+
+    def view(self, audio_input: str | None = None, normalisation: str = "fold") -> "FeatureStore":
+        """The store as a run reads it (the store itself is unchanged). `audio_input`: the audio modality's frames are
+        that functionals set, one frame per clip (its dimension in `manifest["dims"]`, no frame rate), and so are its
+        corruption variants'. `normalisation: speaker`: every modality standardised per speaker
+        (`standardise_by_speaker`), the corruption variants too, each from its own frames; `fold`: as stored (each
+        fold then standardises with its training clips' statistics, `mer_core.data.batches`)."""
+        if normalisation not in ("fold", "speaker"):
+            raise ValueError(f"normalisation must be 'fold' or 'speaker', got {normalisation!r}")
+        sequences, manifest = dict(self.sequences), dict(self.manifest)
+        if audio_input:
+            if "audio" not in sequences:
+                raise StoreError(f"{self.root}: the {audio_input} functionals replace the audio modality, which this "
+                                 f"store lacks (modalities: {', '.join(self.modalities)})")
+            sequences["audio"] = self.functionals(audio_input)
+            manifest["dims"] = {**manifest["dims"], "audio": sequences["audio"].dim}
+            manifest["frame_rates"] = {**manifest["frame_rates"], "audio": None}
+            manifest["features"] = {**manifest.get("features", {}), "audio": {"functionals": audio_input}}
+        if normalisation == "speaker":
+            sequences = {m: standardise_by_speaker(seq, self.meta["speaker"]) for m, seq in sequences.items()}
+        return replace(self, sequences=sequences, manifest=manifest, _corrupted={}, audio_input=audio_input or None,
+                       by_speaker=normalisation == "speaker")
 
 
 def corruption_file(name: str) -> str:
     """Path of a corruption variant's file, relative to the store root."""
     return f"corruptions/{name}.npz"
+
+
+def functionals_file(name: str, variant: str | None = None) -> str:
+    """Path of the functionals set `name` of the clean audio (or of corruption `variant`), relative to the root."""
+    return f"functionals/{name}.npz" if variant is None else f"functionals/{variant}/{name}.npz"
 
 
 def _save_sequences(path: Path, seq: Sequences) -> None:
@@ -159,19 +242,21 @@ def _sha256(path: Path) -> str:
 
 def write_store(root: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
                 manifest: dict, skipped: pd.DataFrame | None = None,
-                corruptions: dict[str, Sequences] | None = None) -> Path:
+                corruptions: dict[str, Sequences] | None = None,
+                functionals: dict[str, Sequences] | None = None) -> Path:
     """Write a complete store atomically (`<root>.partial` then rename) and return its path.
 
     `skipped` (what prepare did not store, with the file and the reason) becomes `skipped.csv`.
     `corruptions` (variant name -> sequences, one per entry of `manifest["corruptions"]`, same names) become
-    `corruptions/<name>.npz`.
+    `corruptions/<name>.npz`. `functionals` ({`functionals_file(set[, variant])`: sequences}, in meta's clip order:
+    every set of `manifest["functionals"]`, of the clean audio and of each audio variant) are written there.
     """
     root = Path(root)
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        _write_files(partial, meta, splits, sequences, manifest, skipped, corruptions or {})
+        _write_files(partial, meta, splits, sequences, manifest, skipped, corruptions or {}, functionals or {})
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -191,7 +276,8 @@ def _check_finite(name: str, seq: Sequences) -> None:
 
 
 def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
-                 manifest: dict, skipped: pd.DataFrame | None, corruptions: dict[str, Sequences]) -> None:
+                 manifest: dict, skipped: pd.DataFrame | None, corruptions: dict[str, Sequences],
+                 functionals: dict[str, Sequences]) -> None:
     for modality, seq in sequences.items():
         if list(seq.clip_ids) != list(meta["clip_id"]):
             raise StoreError(f"{modality}: clip order differs from meta.csv")
@@ -203,9 +289,15 @@ def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequen
     for name, seq in corruptions.items():
         _check_finite(corruption_file(name), seq)
         _save_sequences(partial / corruption_file(name), seq)
+    _check_functionals(meta, manifest, functionals)
+    for relative, seq in functionals.items():
+        _check_finite(relative, seq)
+        (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+        _save_sequences(partial / relative, seq)
     meta.to_csv(partial / "meta.csv", index=False)
     splits.to_csv(partial / "splits.csv", index=False)
-    files = ["meta.csv", "splits.csv"] + [f"{m}.npz" for m in sequences] + [corruption_file(n) for n in corruptions]
+    files = (["meta.csv", "splits.csv"] + [f"{m}.npz" for m in sequences] + [corruption_file(n) for n in corruptions]
+             + list(functionals))
     if skipped is not None and len(skipped):
         skipped.to_csv(partial / "skipped.csv", index=False)
         files.append("skipped.csv")
@@ -227,6 +319,21 @@ def _check_corruptions(sequences: dict[str, Sequences], manifest: dict, corrupti
         if (list(seq.clip_ids) != list(clean.clip_ids) or seq.dim != clean.dim
                 or not np.array_equal(seq.offsets, clean.offsets)):
             raise StoreError(f"{corruption_file(name)}: clips, dimension or frame counts differ from {modality}.npz")
+
+
+def _check_functionals(meta: pd.DataFrame, manifest: dict, functionals: dict[str, Sequences]) -> None:
+    """Exactly the files of every set of `manifest["functionals"]` (clean and per audio variant), each in meta's clip
+    order, of the listed dimension, at most one frame per clip."""
+    sets = manifest.get("functionals", {})
+    variants = [None] + [e["name"] for e in manifest.get("corruptions", []) if e["modality"] == "audio"]
+    expected = sorted(functionals_file(name, variant) for name in sets for variant in variants)
+    if sorted(functionals) != expected:
+        raise StoreError(f"functionals: the manifest lists {sorted(sets)} (files {expected}) but {sorted(functionals)} "
+                         "were given")
+    for relative, seq in functionals.items():
+        dim = sets[Path(relative).stem]
+        if list(seq.clip_ids) != list(meta["clip_id"]) or seq.dim != dim or seq.lengths.max(initial=0) > 1:
+            raise StoreError(f"{relative}: clips differ from meta.csv, or not one {dim}-d vector per clip")
 
 
 def read_store(root: str | Path, verify: bool = True) -> FeatureStore:

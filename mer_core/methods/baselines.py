@@ -21,7 +21,9 @@ initialised as it does (`kaiming_init_`); their official settings (the defaults 
   predicted values) of the modalities present.
 
 Every method of the MMIN family encodes with these LSTM / TextCNN encoders; `encoder_pooling` and `text_windows`
-(`Encoding`) choose whether their max-pools skip the padding (`valid`, ours) or run over it (`padded`, official).
+(`Encoding`) choose whether their max-pools skip the padding (`valid`, ours) or run over it (`padded`, official), and
+a run's `encoder.<modality>` block sets each frame modality's LSTM (summary over time, layers, direction, a
+convolution in front: `mer_core.layers.LSTMEncoder`; the defaults are the official encoder).
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [late_fusion] decision-level fusion. Official: not in the MMIN repository. Here: the mean of the present
@@ -39,7 +41,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -55,22 +57,30 @@ from mer_core.tasks import Task
 class Encoding:
     """How the MMIN-family encoders pool: the LSTM's max over the valid frames or all frames (`pooling`), the
     TextCNN's max over the windows inside the clip or every window (`windows`); `valid` (ours) or `padded`
-    (official)."""
+    (official). `lstm`: each frame modality's LSTM options (a run's `encoder` block; absent: the official encoder)."""
 
     pooling: str = "valid"
     windows: str = "valid"
+    lstm: dict = field(default_factory=dict)
 
     @classmethod
     def from_entry(cls, entry: dict) -> "Encoding":
-        """From a run entry's `encoder_pooling` and `text_windows`."""
-        return cls(entry["encoder_pooling"], entry["text_windows"])
+        """From a run entry's `encoder_pooling`, `text_windows` and `encoder`."""
+        return cls(entry["encoder_pooling"], entry["text_windows"], entry.get("encoder", {}))
+
+    def lstm_options(self, modality: str) -> dict:
+        """`mer_core.layers.LSTMEncoder`'s keyword arguments for `modality`."""
+        options = self.lstm.get(modality, {})
+        return {"summary": options.get("pooling", "max"), "layers": options.get("layers", 1),
+                "bidirectional": options.get("bidirectional", False), "conv": options.get("conv", 0)}
 
 
 def make_encoder(modality: str, in_dim: int, hidden: int, encoding: Encoding = Encoding()) -> nn.Module:
-    """The MMIN-family encoder of a modality: TextCNN for text, a max-pooled LSTM for frame features."""
+    """The MMIN-family encoder of a modality: TextCNN for text, an LSTM for frame features (max-pooled unless the
+    run's `encoder` block says otherwise)."""
     if modality == "text":
         return TextCNN(in_dim, out_dim=hidden, windows=encoding.windows)
-    return LSTMEncoder(in_dim, hidden, encoding.pooling)
+    return LSTMEncoder(in_dim, hidden, encoding.pooling, **encoding.lstm_options(modality))
 
 
 class TaskModel(nn.Module):

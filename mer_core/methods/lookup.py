@@ -56,5 +56,5 @@ def method_spec(name: str) -> MethodSpec:
         raise ConfigError(f"method {name!r} is not registered; registered methods: {', '.join(CATALOG)}")
     info = CATALOG[name]
     stages = [{"name": s.name, "key": s.key, "train_conditions": s.train_conditions, "select_on": s.select_on,
-               "noise_key": s.noise_key} for s in info.stages]
+               "noise_key": s.noise_key, "grid": s.grid} for s in info.stages]
     return MethodSpec(info, stage_specs(name, info.module, stages))

@@ -3,13 +3,17 @@
 What a method is (its params and their defaults, stages, the modalities it needs, its variants) is stated without
 torch in `mer_core.params.methods` (`CATALOG`); a resolved run carries its method's stages. The method's module
 (e.g. `mer_core.methods.mmin`) defines `BUILDERS`: {method: {stage name: build(entry, context, previous) ->
-nn.Module}}. `stage_specs` joins a run's stages with their builders, importing only that method's module, so a
+nn.Module}}, and, for a stage that is fitted rather than trained by gradient descent (the classical baseline's SVM),
+`FITTERS`: {method: {stage name: fit(model, data, block) -> StageResult}}. `stage_specs` joins a run's stages with their builders, importing only that method's module, so a
 training stage imports (and depends on) the code of its own method alone; `mer_core.methods.lookup.method_spec`
 looks a method up by name in the catalogue.
 
 A method trains in one or more **stages** (`StageSpec`): the same training loop (`mer_core.train`) runs each,
 with the stage's own optimiser block (`optim`) and training conditions; a stage's builder receives the previous
-stage's trained model (e.g. MMIN's stage 2 starts from, and is taught by, its stage-1 encoder network).
+stage's trained model (e.g. MMIN's stage 2 starts from, and is taught by, its stage-1 encoder network). A fitted stage
+(`StageSpec.fit`) fits its built model on the training split, one model per point of its hyper-parameter grid, and
+keeps the best on the validation split; everything after (checkpoint, test predictions, robustness grid) is the same
+as for a trained stage.
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] schedule of the study. Official: fixed schedules (e.g. MMIN 30 + 30 epochs). Here: each stage trains until its
@@ -23,15 +27,29 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+import pandas as pd
 from torch import nn
 
 from mer_core.tasks import Task
 
 if TYPE_CHECKING:
+    from mer_core.data.batches import Split
     from mer_core.noise.scheduler import NoiseScheduler
 
 TRAIN_CONDITIONS = ("full", "random", "missing")
 SELECTION = ("pooled", "full", "missing")
+
+
+@dataclass
+class StageResult:
+    """What training (or fitting) a stage gives: the kept epoch (a fitted stage: the position of the kept grid point,
+    from 1), its validation selection metric, and the history, one row per epoch or grid point (stage, epoch,
+    train_loss, val_loss, val_<metric>; a trained stage also `phase`, `lr` and `stopped`, how it ended: plateau | max;
+    a fitted one `stopped` = grid and its own columns)."""
+
+    best_epoch: int
+    best_score: float
+    history: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -75,7 +93,10 @@ class StageSpec:
     callable of the entry giving one of them. select_on: the validation conditions of the epoch kept: every condition
     pooled, those with a modality missing (MMIN's stage 2, docs/methods.md §1.2), or the full one (a stage-1
     network). noise_key: the entry's block of the `NoiseScheduler` that fills the removed modalities with noised
-    frames instead of zeros, in training and validation (NMER, docs/methods.md §4.1), or None.
+    frames instead of zeros, in training and validation (NMER, docs/methods.md §4.1), or None. grid, fit: None for a
+    stage trained by gradient descent; for a fitted stage, the entry key of its hyper-parameter grid and fit(model,
+    data, block) -> `StageResult`, which fits the built model in place on `data["train"]`, selecting its grid point on
+    `data["val"]` (never on the test split); its model stays an `nn.Module` whose state_dict holds what it learnt.
     """
 
     name: str
@@ -84,6 +105,8 @@ class StageSpec:
     select_on: str = "pooled"
     key: str | None = None
     noise_key: str | None = None
+    grid: str | None = None
+    fit: Callable[[nn.Module, dict[str, "Split"], dict], StageResult] | None = None
 
     def __post_init__(self):
         if isinstance(self.train_conditions, str) and self.train_conditions not in TRAIN_CONDITIONS:
@@ -99,6 +122,12 @@ class StageSpec:
         """What each training clip shows in this stage, for the run's `entry`."""
         return self.train_conditions(entry) if callable(self.train_conditions) else self.train_conditions
 
+    def batch_size(self, entry: dict, default: int = 256) -> int:
+        """The clips per evaluation batch of this stage's model: its `optim` block's batch size (`default` for a
+        fitted stage, which has none)."""
+        block = self.params(entry)
+        return block["optim"]["batch_size"] if "optim" in block else default
+
     def training_noise(self, entry: dict) -> "NoiseScheduler | None":
         """The scheduler replacing removed modalities during this stage, or None (zero-filled)."""
         if self.noise_key is None:
@@ -110,7 +139,9 @@ class StageSpec:
 
 def stage_specs(method: str, module: str, stages: list[dict]) -> tuple[StageSpec, ...]:
     """The stages of `method` as a resolved run (or a checkpoint) lists them (name, key, train_conditions, select_on,
-    noise_key), with their builders from `module` (its `BUILDERS`), imported here."""
-    builders = importlib.import_module(module).BUILDERS[method]
+    noise_key, grid), with their builders (and fitters) from `module` (its `BUILDERS`, `FITTERS`), imported here."""
+    loaded = importlib.import_module(module)
+    builders, fitters = loaded.BUILDERS[method], getattr(loaded, "FITTERS", {}).get(method, {})
     return tuple(StageSpec(s["name"], builders[s["name"]], s["train_conditions"], s["select_on"], s["key"],
-                           s["noise_key"]) for s in stages)
+                           s["noise_key"], s.get("grid"), fitters.get(s["name"]) if s.get("grid") else None)
+                 for s in stages)

@@ -17,6 +17,7 @@ OPENFACE_GROUPS = ("au_r", "au_c", "pose", "gaze")
 WAV2VEC2_BUNDLES = ("WAV2VEC2_BASE", "WAV2VEC2_LARGE", "WAV2VEC2_LARGE_LV60K", "WAV2VEC2_XLSR53", "WAV2VEC2_XLSR_300M",
                     "WAV2VEC2_XLSR_1B", "WAV2VEC2_XLSR_2B", "HUBERT_BASE", "HUBERT_LARGE", "HUBERT_XLARGE",
                     "WAVLM_BASE", "WAVLM_BASE_PLUS", "WAVLM_LARGE")
+FUNCTIONAL_SETS = {"ComParE_2016": 6373, "eGeMAPSv02": 88}  # openSMILE per-clip functionals: set -> dimension
 
 
 # ====================================================================================== corpora you hold

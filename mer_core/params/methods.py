@@ -17,10 +17,12 @@ from typing import Annotated, Callable, Literal
 
 from pydantic import Field, model_validator
 
+from mer_core.params.data import FUNCTIONAL_SETS
 from mer_core.params.training import Optim
 from mer_core.schema import Params
 
 MODALITIES = ("audio", "visual", "text")
+AUDIO_INPUTS = ("frames", *FUNCTIONAL_SETS)
 Weight = Annotated[float, Field(ge=0.0, le=1e6)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 Width = Annotated[int, Field(ge=1, le=4096)]
@@ -69,15 +71,78 @@ class RunParams(Params):
         return self
 
 
+class LSTMOptions(Params):
+    """One modality's LSTM utterance encoder (`mer_core.layers.LSTMEncoder`); the defaults are the official encoder."""
+
+    pooling: Literal["max", "attention", "mean", "stats"] = "max"
+    """max over the LSTM outputs (official) | attention: additive attention over the frames | mean | stats: their mean
+    and standard deviation, projected back to the encoder width (statistics pooling)."""
+    layers: int = Field(1, ge=1, le=8)
+    """Stacked LSTM layers (official: 1)."""
+    bidirectional: bool = False
+    """Two directions of hidden / 2 units each, so the embedding keeps its width (official: one direction)."""
+    conv: int = Field(0, ge=0, le=31)
+    """Kernel width of a 1-D convolution (ReLU, `hidden` channels) over the frames before the LSTM; 0 = none
+    (official)."""
+
+
+class LSTMEncoders(Params):
+    """The LSTM encoder of each frame modality (text keeps its TextCNN)."""
+
+    audio: LSTMOptions = Field(default_factory=LSTMOptions)
+    visual: LSTMOptions = Field(default_factory=LSTMOptions)
+
+
+class Augment(Params):
+    """Augmentation of one modality's training frames (`mer_core.augment`), drawn per clip from the unit's seeded
+    generator; validation and test clips are never augmented. All off by default (the official training)."""
+
+    speed: list[Annotated[float, Field(ge=0.25, le=4.0)]] = Field(default_factory=lambda: [1.0, 1.0], min_length=2,
+                                                                  max_length=2)
+    """[low, high]: the frames resampled in time by a factor drawn from this range (> 1: faster, fewer frames), as
+    speed perturbation; [1, 1] = off."""
+    time_masks: int = Field(0, ge=0, le=20)
+    """Time masks per clip (SpecAugment): runs of frames set to the training mean."""
+    time_mask: Share = 0.0
+    """Longest time mask, as a fraction of the clip's frames."""
+    freq_masks: int = Field(0, ge=0, le=20)
+    """Feature masks per clip (SpecAugment's frequency masks): runs of feature dimensions set to the training mean."""
+    freq_mask: Share = 0.0
+    """Widest feature mask, as a fraction of the feature dimensions."""
+    noise: float = Field(0.0, ge=0.0, le=10.0)
+    """Standard deviation of Gaussian noise added to the (standardised) frames; 0 = none."""
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.speed[0] > self.speed[1]:
+            raise ValueError(f"speed: [low, high] with low <= high, got {self.speed}")
+        return self
+
+
+class Augmentations(Params):
+    """Training-batch augmentation of each frame modality."""
+
+    audio: Augment = Field(default_factory=Augment)
+    visual: Augment = Field(default_factory=Augment)
+
+
 class EncoderParams(RunParams):
     """The MMIN family's utterance encoders (docs/methods.md §1.3)."""
 
     hidden: Width = 128
     """Encoder width (LSTM hidden size, TextCNN output)."""
     encoder_pooling: Literal["valid", "padded"] = "valid"
-    """LSTM max-pooling over the valid frames (ours) | over every frame, zero padding included (official)."""
+    """LSTM pooling over the valid frames (ours) | over every frame, zero padding included (official)."""
     text_windows: Literal["valid", "padded"] = "valid"
     """TextCNN max over the windows inside the clip (ours) | over every window, padding included (official)."""
+    encoder: LSTMEncoders = Field(default_factory=LSTMEncoders)
+    """The LSTM encoders' options per modality (pooling, layers, direction, a convolution in front)."""
+    audio_input: Literal[AUDIO_INPUTS] = "frames"
+    """What the audio encoder reads: frames (the feature store's audio frames, official) | an openSMILE functionals
+    set (ComParE_2016, 6373-d; eGeMAPSv02, 88-d): one vector per clip, a sequence of one frame (the params stage asks
+    prepare to extract it)."""
+    augment: Augmentations = Field(default_factory=Augmentations)
+    """Augmentation of the training batches, per modality (every stage of the run)."""
 
 
 class Classifier(Params):
@@ -91,6 +156,17 @@ class Baseline(EncoderParams, Classifier):
     """Unimodal, early, late and utterance-level fusion (MMIN's utt_fusion script, docs/methods.md §2)."""
 
     optim: Optim = Field(default_factory=optim(**UTT_FUSION_OPTIM))
+
+
+class EarlyFusion(Baseline):
+    """Frame-level fusion: one LSTM over the concatenated frames of every modality."""
+
+    @model_validator(mode="after")
+    def _one_encoder(self):
+        if self.encoder != LSTMEncoders():
+            raise ValueError("encoder: early_fusion encodes the concatenated frames of every modality with one LSTM, "
+                             "so the per-modality encoder options do not apply; leave `encoder` at its defaults")
+        return self
 
 
 class UttDataaug(Baseline):
@@ -264,6 +340,22 @@ class VAVL(RunParams):
         return self
 
 
+class FunctionalsSVM(Params):
+    """The classical baseline (`mer_core.methods.classical`): each clip's openSMILE functionals, standardised with the
+    fold's training statistics, and a linear SVM whose C is chosen on the validation speakers."""
+
+    feature_set: Literal[tuple(FUNCTIONAL_SETS)] = "ComParE_2016"
+    """ComParE_2016 (6373 functionals) | eGeMAPSv02 (88): the set the params stage asks prepare to extract."""
+    C: list[Annotated[float, Field(gt=0.0, le=1e6)]] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+                                                             min_length=1, max_length=50)
+    """The grid of the SVM's C: one SVM per value on the training speakers, the best validation UA kept (earliest on
+    ties)."""
+    class_weight: Literal["none", "balanced"] = "none"
+    """none | balanced: class weights inversely proportional to the training counts."""
+    max_iter: int = Field(10000, ge=100, le=1_000_000)
+    """liblinear's iteration limit (history.csv records whether it converged within it)."""
+
+
 # ====================================================================================== the catalogue
 
 
@@ -272,22 +364,42 @@ class StageInfo:
     """One training stage. `key`: None when its keys (`optim`) sit at the top of the entry, else the nested block
     that holds them (`pretrain`). `train_conditions`: full | random | missing (what each training clip shows; a
     callable of the entry where a switch decides). `select_on`: the validation conditions of the epoch kept (pooled |
-    full | missing). `noise_key`: the entry's block of the noise that fills removed modalities (NMER), or None."""
+    full | missing). `noise_key`: the entry's block of the noise that fills removed modalities (NMER), or None.
+    `grid`: None for a stage trained by gradient descent; for a *fitted* stage (the classical baseline), the entry key
+    of the hyper-parameter grid it fits one model per point of, keeping the best on validation (its "epochs")."""
 
     name: str
     key: str | None = None
     train_conditions: str | Callable[[dict], str] = "full"
     select_on: str = "pooled"
     noise_key: str | None = None
+    grid: str | None = None
 
     def conditions(self, entry: dict) -> str:
         return self.train_conditions(entry) if callable(self.train_conditions) else self.train_conditions
 
 
+def stage_epochs(stage: dict, entry: dict) -> int:
+    """The most epochs one unit trains stage `stage` (a resolved run's stage) of `entry`: its `optim` block's epochs +
+    epochs_decay; a fitted stage (`grid`): the points of its grid."""
+    block = entry if stage["key"] is None else entry[stage["key"]]
+    if stage.get("grid"):
+        return len(block[stage["grid"]])
+    return block["optim"]["epochs"] + block["optim"]["epochs_decay"]
+
+
+def audio_input(entry: dict) -> str | None:
+    """The openSMILE functionals set a run of the MMIN family reads as its audio (`audio_input`), or None (frames)."""
+    value = entry.get("audio_input", "frames")
+    return None if value == "frames" else value
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     """A method: see the module docstring. `variants`: named changes of its entry (dotted keys), the ablations and
-    switch studies the analysis and the papers' claims refer to."""
+    switch studies the analysis and the papers' claims refer to. `tasks`: the study tasks it can be trained for (a run
+    of another task is skipped, with the reason). `functionals(entry)`: the openSMILE functionals set a run reads as
+    its audio, or None (frames); the params stage asks prepare for every set the trained runs read."""
 
     name: str
     params: type[Params]
@@ -300,6 +412,8 @@ class MethodInfo:
     paper_keys: tuple[str, ...] = ()
     variants: dict[str, dict] = field(default_factory=dict)
     family: str = "baseline"
+    tasks: tuple[str, ...] = ("classification", "regression")
+    functionals: Callable[[dict], str | None] = audio_input
 
 
 SIZE_KEYS = ("optim", "hidden", "classifier", "dropout")
@@ -326,7 +440,7 @@ CATALOG: dict[str, MethodInfo] = {info.name: info for info in (
     _baseline("audio_only", "LSTM on audio frames only", ("audio",), 1, "the audio encoder's embedding"),
     _baseline("visual_only", "LSTM on face frames only", ("visual",), 1, "the visual encoder's embedding"),
     _baseline("early_fusion", "frame-level concatenation, one LSTM", joint="the LSTM embedding of the concatenated "
-              "frames"),
+              "frames", params=EarlyFusion),
     _baseline("late_fusion", "mean of unimodal class probabilities"),
     _baseline("utt_fusion", "MMIN's full-modality encoder network (MEN)", joint=UTT_JOINT),
     _baseline("utt_dataaug", "utt_fusion trained with one random condition per clip (MMIN's MEN + aug)",
@@ -353,5 +467,10 @@ CATALOG: dict[str, MethodInfo] = {info.name: info for info in (
                ("optim", "projection", "subsample", "d_model", "heads", "ffn_expansion", "kernel", "branch_blocks",
                 "shared_blocks", "dropout", "head_dropout"),
                {"no_shared": {"shared": False}, "no_residual": {"residual": False}, "no_rec": {"rec_weight": 0.0}},
-               family="vavl"),
+               family="vavl", functionals=lambda entry: None),
+    MethodInfo("functionals_svm", FunctionalsSVM, "mer_core.methods.classical",
+               (StageInfo("fit", None, "full", "full", grid="C"),),
+               "openSMILE functionals + standardisation + linear SVM, C chosen on the validation speakers",
+               ("audio",), 1, None, ("C", "max_iter"), family="classical", tasks=("classification",),
+               functionals=lambda entry: entry["feature_set"]),
 )}

@@ -82,6 +82,10 @@ class Train(Params):
     precision: Literal["fp32", "bf16"] = "fp32"
     """fp32 | bf16: forward passes under bfloat16 autocast (CUDA or CPU; weights, optimiser and losses stay float32).
     Changes the numbers: a setting of the study, not of the machine."""
+    normalisation: Literal["fold", "speaker"] = "fold"
+    """fold: every feature standardised with the statistics of the fold's training clips | speaker: each speaker's
+    clips first standardised with that speaker's own statistics (test speakers included: no label is used), a standard
+    step of speaker-independent emotion recognition, then as with fold (`mer_core.data.store.FeatureStore.view`)."""
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     """Adam weight decay (the MMIN family's stage-2 models ignore theirs: 0 is faithful)."""
     stopping: Stopping = Field(default_factory=Stopping)

@@ -60,8 +60,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from mer_core.console import progress
 from mer_core.data.corpora.base import CorpusError, FeaturePackage, open_hdf5
 from mer_core.data.store import Sequences
 
@@ -245,7 +245,7 @@ def segment_frames(path: Path, segments: pd.DataFrame, width: int | None, desc: 
     zeroed = {"values": 0, "frames": 0}
     absent = []
     with open_csd(path) as data:
-        for video, part in tqdm(segments.groupby("speaker", sort=False), desc=desc, unit="video", mininterval=2):
+        for video, part in progress(segments.groupby("speaker", sort=False), desc=desc, unit="video", mininterval=2):
             if video not in data:
                 absent.append(video)
                 continue

@@ -155,7 +155,8 @@ def consensus_labels(path: Path, votes: str) -> pd.Series:
 
 def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataFrame:
     """One row per clip of a CREMA-D-layout corpus at `root` (see module docstring); `options` is
-    `data.crema_d` (labels, consensus_votes). `attrs["notes"]` says what was preferred or dropped."""
+    `data.crema_d` (labels, consensus_votes). `attrs["notes"]` says what was preferred or dropped, `attrs["sources"]`
+    where each modality's files were looked for."""
     root = Path(root)
     audio_dir, video_dir, face_dir = root / "AudioWAV", root / "VideoFlash", root / "OpenFace"
     if not audio_dir.is_dir() and not video_dir.is_dir():
@@ -203,7 +204,14 @@ def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataF
         clips, note = with_consensus_labels(clips, root, options["consensus_votes"])
         notes.append(note)
     clips.attrs["notes"] = notes
+    clips.attrs["sources"] = media_sources(audio_dir, video_dir, face_dir)
     return clips
+
+
+def media_sources(audio_dir: Path, video_dir: Path, face_dir: Path) -> dict[str, str]:
+    """Where `list_clips` looks for each modality's files (for the prepare step's line about a missing modality)."""
+    visual = f"{face_dir}/<clip>.csv" if face_dir.is_dir() else f"{face_dir}/<clip>.csv or {video_dir}/<clip>.flv"
+    return {"audio": f"{audio_dir}/<clip>.wav", "visual": visual}
 
 
 def with_consensus_labels(clips: pd.DataFrame, root: Path, votes: str) -> tuple[pd.DataFrame, str]:

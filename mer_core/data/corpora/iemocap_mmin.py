@@ -31,8 +31,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from mer_core.console import progress
 from mer_core.data.corpora.base import CorpusError, FeaturePackage, open_hdf5
 from mer_core.data.store import Sequences
 
@@ -151,7 +151,7 @@ def read_features(path: Path, names: list[str], width: int, zero_is_invalid: boo
     """The arrays of `names` from `path` as Sequences (all-zero frames invalid with `zero_is_invalid`)."""
     frames, valid = [], []
     with h5py.File(path, "r") as handle:
-        for name in tqdm(names, desc=path.name, unit="clip", mininterval=2):
+        for name in progress(names, desc=path.name, unit="clip", mininterval=2):
             x = np.asarray(handle[name][()], dtype=np.float32)
             if not np.isfinite(x).all():
                 raise CorpusError(f"{path}: {name!r} holds NaN or inf")

@@ -4,8 +4,9 @@ A corpus is one of two kinds (`Corpus.kind`):
 - `media`: `list_clips(root[, options]) -> pandas.DataFrame` with one row per clip and the columns `clip_id,
   speaker, label` plus, per modality it offers, `<modality>_path` (None when that clip lacks it; a WAV or a video
   container for audio, an OpenFace CSV or a video for visual), and any extra metadata (gender, sentence, level,
-  session, continuous attributes); `attrs["notes"]` (optional) says what the adapter chose or dropped. `prepare`
-  extracts the features (params `features`) and draws the folds (params `folds`).
+  session, continuous attributes); `attrs["notes"]` (optional) says what the adapter chose or dropped,
+  `attrs["sources"]` (optional, {modality: where}) where it looked for each modality's files. `prepare` extracts the
+  features of the modalities some clip has (params `features`) and draws the folds (params `folds`).
 - `package`: `read_package(root[, **options]) -> FeaturePackage` (`mer_core.data.corpora.base`) with the features
   and the corpus's own folds already in the store's schema; `prepare` uses neither `features` nor `folds` params.
 `modalities` names what a corpus offers, `classes` its label names (`class_names(options)` where they depend on

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from tqdm.auto import tqdm
 
 import mer_core
+from mer_core import console
 from mer_core.data.synthetic.face import AU_INTENSITY, Face, synthesize_openface, write_openface_csv
 from mer_core.data.corpora.crema_d import LEVELS, SENTENCES
 from mer_core.data.synthetic.perception import (EMOTIONS, FACE_CONFUSION, VOICE_CONFUSION, clip_levels, clip_name,
@@ -210,7 +210,7 @@ def render_clip(out_dir: Path, cfg: dict, speaker: Speaker, spec: ClipSpec) -> d
 
 
 def _render_all(out_dir: Path, cfg: dict, speakers: list[Speaker], plan: list[ClipSpec], jobs: int) -> list[dict]:
-    progress = functools.partial(tqdm, total=len(plan), desc="synthetic corpus", unit="clip")
+    progress = functools.partial(console.progress, total=len(plan), desc="synthetic corpus", unit="clip")
     if jobs == 1:
         return [render_clip(out_dir, cfg, speakers[spec.actor_index], spec) for spec in progress(plan)]
     render = functools.partial(_render_task, out_dir, cfg)
