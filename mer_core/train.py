@@ -207,7 +207,9 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
         epochs.set_postfix({f"val_{task.selection_metric}": f"{score:.3f}"})
     epochs.close()
     model.load_state_dict(best[2])
-    return StageResult(best[1], best[0], pd.DataFrame(rows).assign(stopped=schedule.stopped))
+    history = pd.DataFrame(rows)
+    history.insert(3, "stopped", schedule.stopped)  # after `phase`: how the stage ended, on each of its rows
+    return StageResult(best[1], best[0], history)
 
 
 def checkpoint_name(fold: int, seed: int, stage: str | None) -> str:

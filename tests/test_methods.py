@@ -245,7 +245,8 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
 
     history = pd.read_csv(out / "history.csv")
     assert history[["fold", "seed", "stage", "epoch"]].values.tolist() == [[0, 0, "train", 1], [0, 0, "train", 2]]
-    assert list(history.columns) == ["fold", "seed", "stage", "epoch", "lr", "train_loss", "val_loss", "val_ua"]
+    assert list(history.columns) == ["fold", "seed", "stage", "epoch", "phase", "stopped", "lr", "train_loss",
+                                     "val_loss", "val_ua"]
     assert np.isfinite(history[["train_loss", "val_loss", "val_ua"]].to_numpy()).all()
     curve = pd.read_csv(out / "curve.csv")
     assert list(curve.columns) == CURVE_COLUMNS and curve["step"].tolist() == [1, 2]

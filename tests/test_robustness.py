@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import resolved_run
 from torch import nn
 
 from mer_core.config import ConfigError
@@ -329,7 +330,7 @@ def test_the_grid_encodes_each_clean_modality_once_per_batch_with_unchanged_resu
     from mer_core.layers import LSTMEncoder
     from mer_core.methods.vavl import Branch
 
-    entry = tiny_params(tiny_store)["methods"][run]
+    entry = resolved_run(run, tiny_params(tiny_store))["entry"]
     task = study_task("classification", tiny_store.manifest)
     torch.manual_seed(0)
     model = method_spec(run).stages[0].build(entry, ModelContext.from_manifest(tiny_store.manifest, task), None)

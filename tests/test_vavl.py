@@ -497,6 +497,7 @@ def test_update_steps_drive_several_optimiser_steps_in_train_stage(tiny_store):
                          torch.Generator().manual_seed(0), torch.device("cpu"), "vavl", False)
     n_batches = 2 * len(list(splits["train"].batches(16, torch.Generator().manual_seed(0))))
     assert len(calls) == 3 * n_batches  # the training split is paired except one clip: every batch has 3 steps
-    assert list(result.history.columns) == ["stage", "epoch", "lr", "train_loss", "val_loss", "val_ua"]
+    assert list(result.history.columns) == ["stage", "epoch", "phase", "stopped", "lr", "train_loss", "val_loss",
+                                             "val_ua"]
     assert np.isfinite(result.history[["train_loss", "val_loss", "val_ua"]].to_numpy()).all()
     assert result.best_score == result.history["val_ua"].max()
