@@ -394,15 +394,20 @@ def test_both_genders_in_every_test_fold():
 def test_missing_class_names_fold_role_and_class():
     meta = fold_meta(3)
     splits = pd.DataFrame({"fold": [0, 0, 0], "speaker": ["1001", "1002", "1003"], "role": ["train", "val", "test"]})
-    check_classes(meta, splits)
-    meta = meta[~((meta.speaker == "1003") & (meta.label == "fear"))]
+    assert check_classes(meta, splits) == {}
+    # a test or validation speaker without a class is recorded, not refused (EmoDB's speaker 08 has no disgust)
+    lacking = meta[~((meta.speaker == "1003") & (meta.label == "fear"))
+                   & ~((meta.speaker == "1002") & meta.label.isin(["sad", "anger"]))]
+    assert check_classes(lacking, splits) == {0: {"val": ["anger", "sad"], "test": ["fear"]}}
+    # a training partition without a class is refused, naming fold, role and class
+    meta = meta[~((meta.speaker == "1001") & (meta.label == "fear"))]
     with pytest.raises(FoldError) as info:
         check_classes(meta, splits)
-    assert str(info.value).startswith("fold 0: class 'fear' missing from the test speakers ['1003']")
-    # through make_splits: one speaker alone holds 'sad' -> some partition lacks it
+    assert str(info.value).startswith("fold 0: class 'fear' missing from the train speakers ['1001']")
+    # through make_splits: one speaker alone holds 'sad' -> the fold that tests that speaker cannot train on it
     meta = fold_meta(8)
     meta = meta[(meta.label != "sad") | (meta.speaker == "1001")]
-    with pytest.raises(FoldError, match=r"fold \d+: class 'sad' missing from the (train|val|test) speakers"):
+    with pytest.raises(FoldError, match=r"fold \d+: class 'sad' missing from the train speakers"):
         make_splits(meta, {"n_folds": 4, "n_val_speakers": 1, "seed": 0})
 
 
@@ -412,11 +417,12 @@ def test_missing_class_in_clip_level_splits_names_fold_role_and_class():
     train = clips[clips.speaker == "1001"]["clip_id"].tolist()
     test = clips[(clips.speaker == "1002") & (clips.label != "fear")]["clip_id"].tolist()
     splits = pd.DataFrame({"fold": 0, "clip_id": train + test, "role": ["train"] * len(train) + ["test"] * len(test)})
+    assert check_classes(clips, splits) == {0: {"test": ["fear"]}}
+    swapped = splits.assign(role=splits.role.map({"train": "test", "test": "train"}))
     with pytest.raises(FoldError) as info:
-        check_classes(clips, splits)
+        check_classes(clips, swapped)
     assert str(info.value).startswith(
-        "fold 0: class 'fear' missing from the test clips (10 clips of speakers ['1002'])")
-    check_classes(clips, splits[splits.role == "train"])
+        "fold 0: class 'fear' missing from the train clips (10 clips of speakers ['1002'])")
 
 
 def test_too_few_speakers():

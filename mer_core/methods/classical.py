@@ -9,9 +9,9 @@ clips (`mer_core.data.batches`; with `train.normalisation: speaker`, first per s
 
 Model selection: one SVM is fitted on the training speakers for each `C` of the grid (in the order listed), and the one
 with the best UA on the validation speakers (the full-modality condition; the earliest on ties) is kept; the test
-speakers are never looked at. `history.csv` has one row per grid point: `epoch` (its position, from 1), `C`, the
-training and validation cross-entropy of the probabilities below, the validation UA, `solver_converged` (whether
-liblinear converged within `max_iter` iterations), and `stopped` = grid.
+speakers are never looked at. `history.csv` has one row per grid point: `epoch` (its position, from 1), `stopped` =
+grid, `C`, the training and validation cross-entropy of the probabilities below, the validation UA, and
+`solver_converged` (whether liblinear converged within `max_iter` iterations).
 
 It is evaluated by the same grid as every method: the fitted SVM is an `nn.Module` (`LinearSVM`) whose forward returns
 the decision values w_k . x + b_k, and the class probabilities in `predictions.csv` are their softmax (a monotone
@@ -87,7 +87,9 @@ def fit_svm(model: LinearSVM, data: dict[str, Split], params: dict) -> StageResu
         if score > best[0]:
             best = (score, k, {name: value.clone() for name, value in model.state_dict().items()})
     model.load_state_dict(best[2])
-    return StageResult(best[1], best[0], pd.DataFrame(rows).assign(stopped="grid"))
+    history = pd.DataFrame(rows)
+    history.insert(2, "stopped", "grid")  # how the stage ended, as a trained stage's history says it
+    return StageResult(best[1], best[0], history)
 
 
 def _build(params: dict, ctx: ModelContext, previous: None = None) -> nn.Module:
