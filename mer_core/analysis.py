@@ -120,6 +120,16 @@ class Study:
         return frame.assign(method=pd.Categorical(frame["method"], runs, ordered=True)).sort_values(
             "method", kind="stable").assign(method=lambda f: f["method"].astype(str))
 
+    def missing_classes_note(self) -> str:
+        """The caption's words on folds whose test speakers lack a class (a speaker who never recorded it: their UA is
+        the mean recall over the classes they have), from the first run's summary; "" when every fold has every
+        class."""
+        missing = self.first.get("test_missing_classes", {})
+        if not missing:
+            return ""
+        return (" UA averages the recall of the classes a fold's test speakers have: " + "; ".join(
+            f"fold {fold}'s lack {', '.join(classes)}" for fold, classes in missing.items()) + ".")
+
     def skipped_note(self) -> str | None:
         if not self.skipped:
             return None
@@ -177,8 +187,8 @@ def condition_tables(study: Study, art: Artefacts) -> None:
         if reference is not None:
             table = pd.concat([table, reference.reindex(columns=columns, fill_value="")])
         art.table(table, f"conditions_{metric}", f"{title} per test condition, mean ± std over folds x seeds (test "
-                  "speakers); pooled: the replicated test set of every condition, mean: the mean of the columns.",
-                  study.sources(rows))
+                  "speakers); pooled: the replicated test set of every condition, mean: the mean of the columns."
+                  + (study.missing_classes_note() if metric == "ua" else ""), study.sources(rows))
     if study.skipped_note():
         note(study.skipped_note())
 

@@ -19,6 +19,14 @@ mapping, not a calibration: the most probable class is the SVM's prediction; wit
 d/2 of the one decision value d, so p = sigmoid(d)). Under a condition without audio the input is zero-filled as for
 every method, i.e. the standardised vector is the training mean; under the signal corruptions the functionals of the
 noisy audio are read (the prepare step extracts them for every audio variant).
+
+Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
+- [functionals_svm] the classical baseline. Official: none of the four papers' repositories has it (the audio baseline
+  of the Computational Paralinguistics challenges, openSMILE functionals and a linear SVM). Here: ComParE_2016 or
+  eGeMAPSv02 functionals standardised with the fold's training statistics, scikit-learn's LinearSVC with C chosen on
+  the validation speakers, class probabilities the softmax of its decision values. Why: the baseline a speech emotion
+  model is compared with first. Restore: no official counterpart.
+  Test: tests/test_speech.py::test_the_svm_fits_predicts_and_gives_probabilities.
 """
 from __future__ import annotations
 
