@@ -19,7 +19,9 @@ reads as audio, if any (the classical baseline, or a run's `audio_input`), and `
 feature standardised with the fold's training statistics; `speaker`: each speaker's clips first standardised with
 that speaker's own statistics, test speakers included, without their labels). A run's `augment` block augments its
 training batches (`mer_core.augment`). A stage with a `fit` (the classical baseline's SVM) is fitted instead of
-trained, choosing its hyper-parameter on the validation speakers; the rest is the same.
+trained, choosing its hyper-parameter on the validation speakers; the rest is the same. A run whose stages are all
+fitted draws nothing from its seed, so only the units of its first seed are computed, and copied for the other seeds
+(`for_seed`: the very outputs those units would give), so that every run has a unit per (fold, seed) to pair with.
 
 Outputs of `train_run` (each written atomically; `metrics.json` last): in `out_dir` (committed to git)
 `metrics.json` (the headline numbers: what `dvc metrics show` compares), `summary.json` (every metric's mean and
@@ -58,7 +60,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +344,20 @@ def save_checkpoints(output: RunOutput, checkpoint_dir: Path) -> None:
         write_atomic(checkpoint_dir / name, functools.partial(Path.write_bytes, data=content))
 
 
+def for_seed(output: RunOutput, seed: int) -> RunOutput:
+    """A fitted unit's output as the unit of `seed` gives it (a fitted stage draws nothing from the seed): the same
+    numbers, the seed columns and the checkpoints' seed and names changed."""
+    checkpoints = {}
+    for name, content in output.checkpoints.items():
+        checkpoint = torch.load(io.BytesIO(content), map_location="cpu", weights_only=False)
+        checkpoint["seed"] = seed
+        prefix = checkpoint_name(output.fold, output.seed, None)[:-3]
+        checkpoints[checkpoint_name(output.fold, seed, None)[:-3] + name[len(prefix):]] = checkpoint_bytes(checkpoint)
+    return replace(output, seed=seed, history=output.history.assign(seed=seed),
+                   predictions=output.predictions.assign(seed=seed), robustness=output.robustness.assign(seed=seed),
+                   checkpoints=checkpoints)
+
+
 def selected_folds(run: dict, available: list[int]) -> list[int]:
     """The folds `run` trains on: `train.folds` (all, or a list checked against the store's folds)."""
     folds = run["train"]["folds"]
@@ -385,7 +401,9 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machin
                           "read in data/params/prepare.json: rerun the params and prepare stages (`dvc repro`)")
     FrameEncoderSpec.for_store(store.manifest, run["train"]["frame_encoder"])  # bad settings fail before any unit
     folds = selected_folds(run, store.folds)
-    pairs = [(fold, seed) for seed in run["train"]["seeds"] for fold in folds]
+    fitted = all(stage.get("grid") for stage in run["stages"])  # nothing drawn from the seed: one seed computed
+    seeds = run["train"]["seeds"][:1] if fitted else run["train"]["seeds"]
+    pairs = [(fold, seed) for seed in seeds for fold in folds]
     units = [(run, fold, seed, False, machine["threads_per_job"], machine["device"], machine["deterministic"],
               machine["pin_memory"]) for fold, seed in pairs]
     resume_root = checkpoint_dir.parent / ".resume"
@@ -395,6 +413,9 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machin
             shutil.rmtree(stale, ignore_errors=True)
     outputs = run_units(fit_unit, units, [checkpoint_name(fold, seed, None)[:-3] for fold, seed in pairs], machine,
                         resume_dir, desc=f"{run['name']}: units")
+    if fitted:
+        outputs = [output if seed == output.seed else for_seed(output, seed) for seed in run["train"]["seeds"]
+                   for output in outputs]
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # an earlier run's checkpoints are not this run's
     for output in outputs:
         save_checkpoints(output, checkpoint_dir)

@@ -4,8 +4,9 @@ Checks that `dvc repro` runs every stage and writes every result, that a second 
 no-op, that `dvc exp run -S <one run's key>` reruns only that run's training stage and what reads it, that editing one
 method's module reruns only the stages of its runs, that a subset of runs is one override (`train.runs`), and that the
 real corpus adapters run end to end with `dvc exp run` and no other edit: an EmoDB-layout corpus (audio only: the
-fusion methods are skipped with their reason, the analysis, explorer and HTML list only what trained) and a
-CREMA-D-layout corpus (face crops detected in its videos).
+fusion methods are skipped with their reason, the analysis, explorer and HTML list only what trained), a
+CREMA-D-layout corpus (face crops detected in its videos) and one with its audio alone; and that the real-speech
+recipe (`make speech-dev`, docs/real-speech.md) runs on the real EmoDB recordings of `$MER_SHARED/data/emodb-dev`.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from media import speech_like, write_video, write_wav
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COPIED = ["mer_core", "notebooks", "dvc.yaml", "extended/dvc.yaml", "params.yaml", "reference_results.yaml",
-          ".dvcignore", ".gitignore", ".gitattributes"]
+          ".dvcignore", ".gitignore", ".gitattributes", "Makefile", "pyproject.toml"]
+SHARED = Path(os.environ.get("MER_SHARED", ROOT.parent / "shared"))
+EMODB_DEV = SHARED / "data" / "emodb-dev"
 
 pytestmark = pytest.mark.slow
 
@@ -270,14 +273,16 @@ def test_exp_run_on_an_emodb_layout_corpus(project: Path, tmp_path_factory):
     run(["dvc", "checkout", "-q"], project, check=False)
 
 
-def write_crema_d(root: Path, actors=("1001", "1002", "1003", "1004")) -> Path:
+def write_crema_d(root: Path, actors=("1001", "1002", "1003", "1004"), video: bool = True) -> Path:
     """A tiny corpus in CREMA-D's real layout: AudioWAV/*.wav (16 kHz), VideoFlash/*.flv (a drawn face, no OpenFace
-    folder, so the faces are detected in the videos) and VideoDemographics.csv; one sentence, every emotion."""
+    folder, so the faces are detected in the videos; none without `video`) and VideoDemographics.csv; one sentence,
+    every emotion."""
     for a, actor in enumerate(actors):
         for e, emotion in enumerate(["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]):
             stem = f"{actor}_DFA_{emotion}_XX"
             write_wav(root / "AudioWAV" / f"{stem}.wav", wave=speech_like(0.6 + 0.05 * e, 16000, seed=7 * a + e))
-            write_video(root / "VideoFlash" / f"{stem}.flv", seconds=0.6, fps=10)
+            if video:
+                write_video(root / "VideoFlash" / f"{stem}.flv", seconds=0.6, fps=10)
     (root / "VideoDemographics.csv").write_text(
         "ActorID,Age,Sex,Race,Ethnicity\n" + "".join(f"{actor},30,{'Male' if k % 2 else 'Female'},Caucasian,Not Hispanic\n"
                                                        for k, actor in enumerate(actors)))
@@ -306,5 +311,64 @@ def test_exp_run_on_a_crema_d_layout_corpus(project: Path, tmp_path_factory):
         assert embedding["clip_id"].str.match(r"^\d{4}_DFA_").all()
     for name in ["01_prepare_data", "03_analysis", "04_explore"]:
         assert not outputs_of(project / "reports" / "notebooks" / f"{name}.ipynb", "error")
+    run(["git", "checkout", "-q", "--", "."], project)
+    run(["dvc", "checkout", "-q"], project, check=False)
+
+
+def test_exp_run_on_a_crema_d_corpus_with_its_audio_alone(project: Path, tmp_path_factory):
+    """CREMA-D with `AudioWAV/` only (no `VideoFlash/`, no `OpenFace/`): `dvc exp run` exits 0, the prepare stage says
+    in one line that the video was not found and where it looked, the store is audio-only, the audio runs train and
+    the runs that need the face are skipped with their reason."""
+    corpus = write_crema_d(tmp_path_factory.mktemp("crema_d_audio"), video=False)
+    result = run(["dvc", "exp", "run", "-n", "cremad-audio", "-S", "data.corpus=crema_d", "-S", f"data.root={corpus}"],
+                 project)
+    line = (f"crema_d: visual: not found for any of the 24 clips (looked for {corpus}/OpenFace/<clip>.csv or "
+            f"{corpus}/VideoFlash/<clip>.flv); the store holds audio only, and the runs that need visual are skipped")
+    assert line in result.stdout + result.stderr  # on the console of `dvc exp run`
+    notebook = project / "reports" / "notebooks" / "01_prepare_data.ipynb"
+    assert any(line in "".join(o["text"]) for o in outputs_of(notebook, "stderr"))  # and in the executed notebook
+    manifest = json.loads((project / "data" / "features" / "crema_d" / "manifest.json").read_text())
+    assert manifest["modalities"] == ["audio"] and set(manifest["frame_rates"]) == {"audio"}
+    assert manifest["notes"][-1] == line
+    audio = json.loads((project / "results" / "audio_only" / "summary.json").read_text())
+    assert audio["status"] == "trained" and audio["modalities"] == ["audio"]
+    for name in ("visual_only", "utt_fusion", "mmin"):
+        skipped = json.loads((project / "results" / name / "metrics.json").read_text())
+        assert skipped["status"] == "skipped" and "the feature store has audio only" in skipped["reason"], name
+    run(["git", "checkout", "-q", "--", "."], project)
+    run(["dvc", "checkout", "-q"], project, check=False)
+
+
+@pytest.mark.skipif(not (EMODB_DEV / "wav").is_dir(),
+                    reason=f"the real EmoDB development recordings are absent ({EMODB_DEV}; set MER_SHARED to the "
+                           "folder that holds data/emodb-dev)")
+def test_the_real_speech_recipe_on_emodb_dev(project: Path):
+    """`make speech-dev SPEECH_ROOT=<emodb-dev>` (docs/real-speech.md) on the real recordings: the experiment runs
+    prepare, the classical baseline and the neural audio run on leave-one-speaker-out folds of the 6 speakers, the
+    analysis and the HTML; `dvc exp apply` brings its results into the workspace."""
+    (project / ".venv").mkdir(exist_ok=True)
+    (project / ".venv" / ".installed").touch()  # the Makefile's setup stamp: the test's own environment runs it
+    run(["make", "speech-dev", f"SPEECH_ROOT={EMODB_DEV}"], project)
+    run(["dvc", "exp", "apply", "emodb-dev"], project)
+    manifest = json.loads((project / "data" / "features" / "emodb" / "manifest.json").read_text())
+    assert manifest["modalities"] == ["audio"] and manifest["functionals"] == {"ComParE_2016": 6373}
+    assert manifest["counts"]["clips"] == 312 and manifest["corruptions"] == []
+    splits = pd.read_csv(project / "data" / "features" / "emodb" / "splits.csv", dtype={"speaker": str})
+    tests = splits[splits.role == "test"]
+    assert sorted(tests["speaker"]) == ["03", "08", "09", "10", "11", "14"] and len(tests) == 6  # one speaker each
+    fold_08 = str(int(tests.loc[tests.speaker == "08", "fold"].iloc[0]))
+    assert manifest["missing_classes"][fold_08]["test"] == ["disgust"]
+    for name in ("functionals_svm", "functionals_net"):
+        summary = json.loads((project / "results" / name / "summary.json").read_text())
+        assert summary["status"] == "trained" and summary["folds"] == list(range(6)), name
+        assert summary["test_missing_classes"] == {fold_08: ["disgust"]}
+        assert summary["conditions"]["a"]["ua_mean"] > 2 / 7, name  # twice chance (7 classes)
+    skipped = json.loads((project / "results" / "audio_only" / "metrics.json").read_text())
+    assert skipped["status"] == "skipped" and "train.runs" in skipped["reason"]
+    table = (project / "reports" / "tables" / "conditions_ua.md").read_text()
+    assert "functionals_svm" in table and "functionals_net" in table and "lack disgust" in table
+    for name in ["01_prepare_data", "03_analysis", "04_explore"]:
+        assert not outputs_of(project / "reports" / "notebooks" / f"{name}.ipynb", "error")
+    assert (project / "reports" / "html" / "index.html").is_file()
     run(["git", "checkout", "-q", "--", "."], project)
     run(["dvc", "checkout", "-q"], project, check=False)

@@ -42,7 +42,7 @@ from mer_core.metrics import classification_metrics
 from mer_core.params.evaluation import Embedding
 from mer_core.params.methods import CATALOG
 from mer_core.robustness import robustness_grid
-from mer_core.train import fit_run
+from mer_core.train import fit_run, fit_unit, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MER_SHARED", ROOT.parent / "shared"))
@@ -312,6 +312,27 @@ def test_the_svm_runs_through_the_study_grid(tmp_path):
     with pytest.raises(ConfigError, match=r"run svm: reads the ComParE_2016 functionals, which the feature store .* "
                                           r"lacks \(it has: eGeMAPSv02\)"):
         run_method("svm", params, tmp_path / "r2", tmp_path / "c2")
+
+
+def test_a_fitted_run_computes_one_seed_and_copies_it_for_the_others(tmp_path):
+    """The SVM draws nothing from the seed: the units of seeds 1 and 2 are those of seed 0 (what fitting them would
+    give), with their own seed in every table and checkpoint."""
+    store = functionals_store(tmp_path / "features" / "emodb")
+    params = speech_params(store, {"svm": SVM}, folds=[1], seeds=[0, 1, 2])
+    run = resolved_run("svm", params)
+    summary = train_run(run, tmp_path / "results", tmp_path / "ckpt")
+    assert summary["units"] == 3 and summary["seeds"] == [0, 1, 2] and summary["conditions"]["a"]["ua_std"] == 0.0
+    predictions = pd.read_csv(tmp_path / "results" / "predictions.csv")
+    fitted = fit_unit(run, 1, 2)  # what the unit of seed 2 gives when it is fitted
+    expected = fitted.predictions.drop(columns="row").reset_index(drop=True)
+    mine = predictions[predictions.seed == 2].reset_index(drop=True)
+    np.testing.assert_allclose(mine[[f"p_{c}" for c in store.classes]].to_numpy(),
+                               expected[[f"p{k}" for k in range(3)]].to_numpy(), atol=1e-4)
+    checkpoint = torch.load(tmp_path / "ckpt" / "fold1-seed2.pt", weights_only=False)
+    assert checkpoint["seed"] == 2 and sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "fold1-seed0.pt", "fold1-seed1.pt", "fold1-seed2.pt"]
+    reference = torch.load(io.BytesIO(fitted.checkpoints["fold1-seed2.pt"]), weights_only=False)
+    torch.testing.assert_close(checkpoint["state_dict"], reference["state_dict"])
 
 
 def test_a_one_modality_store_has_no_feature_noise_cells(tmp_path):
