@@ -267,6 +267,10 @@ def robustness_section(study: Study, art: Artefacts) -> pd.DataFrame:
     rows = table_rows(study.runs, "main")
     robust = robustness_runs(study.part("robustness", rows), study.part("per_condition", rows), study.missing)
     feature = robust[robust["unit"].isin(["", "T"])]
+    if not (feature["unit"] == "T").any():
+        note("*No feature-noise cell: no test condition lacks a modality of this corpus (it has one), or "
+             "`robustness.noise_types` is empty.*")
+        return robust
     for metric, title in (("wa", "WA"), ("ua", "UA")):
         art.table(robustness_table(feature, metric, study.precision), f"robustness_{metric}",
                   f"{title} under feature noise on the missing modalities (pooled over the conditions with a modality "
