@@ -34,6 +34,7 @@ from mer_core.data.folds import LeaveOneGroupOut, check_classes, draw_folds
 from mer_core.data.prepare import missing_classes_entry, prepare
 from mer_core.data.store import Sequences, StoreError, functionals_file, read_store, standardise_by_speaker, write_store
 from mer_core.embedding import run_embedding
+from mer_core.explore import Explorer
 from mer_core.layers import AttentionPooling, LSTMEncoder
 from mer_core.methods.baselines import Encoding, UttFusion
 from mer_core.methods.classical import LinearSVM, fit_svm, svm_inputs
@@ -480,6 +481,25 @@ def test_any_lstm_run_reads_functionals_as_its_audio_and_the_embedding_follows(t
     assert checkpoint["inputs"] == {"audio_input": "eGeMAPSv02", "normalisation": "speaker"}
     table = run_embedding(Embedding(projection="pca").model_dump(), "net", store, tmp_path / "ckpt")
     assert len(table) == len(store.fold_indices(0)["test"]) and set(table["condition"]) == {"a"}
+
+
+def test_the_explorer_feeds_each_run_as_it_was_trained(tmp_path):
+    """A run that reads functionals with per-speaker normalisation is explored on its own view of the store (the SVM
+    and the network each get their inputs), not on the audio frames."""
+    store = functionals_store(tmp_path / "features" / "emodb")
+    net = {"method": "audio_only", "audio_input": "eGeMAPSv02", "hidden": 8}
+    params = speech_params(store, {"svm": SVM, "net": net}, normalisation="speaker")
+    for run in ("svm", "net"):
+        run_method(run, params, tmp_path / "results" / run, tmp_path / "checkpoints" / run)
+    params["explore"].update(run="net", emotion="anger", condition="a", noise="gaussian", level=20, draws=2)
+    explorer = Explorer.open(stage_params(params, resolve_runs(params))["explore.json"],
+                             checkpoints=tmp_path / "checkpoints")
+    view = explorer.view(explorer.selection())
+    assert view["scores"].shape == (2, 3) and np.isfinite(view["scores"].to_numpy()).all()
+    fed, test = explorer.run_data("svm")
+    assert fed.by_speaker and fed.audio_input == "eGeMAPSv02" and test.x["audio"].shape[1:] == (1, 12)
+    scores = explorer.view({**explorer.selection(), "run": "svm"})["scores"].to_numpy()
+    assert scores.shape == (2, 3) and np.allclose(scores[0], scores[1])  # nothing removed, so nothing noised
 
 
 # ================================================================================================ prepare
