@@ -200,8 +200,8 @@ def findings_markdown(claims: pd.DataFrame, ua: pd.DataFrame, conditions: list[s
         lines.append(f"Fusion adds {gain:+.3f} UA over the best single-modality result. A model's drop from `{full}` "
                      f"to its worst single-modality condition ranges from {drop.min():.3f} ({drop.idxmin()}) to "
                      f"{drop.max():.3f} ({drop.idxmax()}).")
-    if movement is not None and len(movement):
-        lines.append(movement_sentence(movement))
+    if movement is not None and len(movement) and len(set(movement.index.get_level_values("condition"))) > 1:
+        lines.append(movement_sentence(movement))  # (one modality: no condition moves a clip)
     pairs = sorted(set(claims["pairs"])) if len(claims) else []
     lines.append(f"\nEach claim below is tested paired by unit ({' or '.join(map(str, pairs)) or 'no'} pairs of "
                  f"fold x seed; paired t-test, two-sided; the {len(claims)} p-values Holm-adjusted, family-wise "
