@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from pathlib import Path
 
-
 from mer_core import console
 from mer_core.runtime import write_atomic
 from mer_core.workers import spawn_pool

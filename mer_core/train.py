@@ -68,10 +68,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mer_core.augment import augment_batch
 from mer_core.codedeps import code_hashes, module_closure
 from mer_core.conditions import all_conditions, condition_name, random_presence
 from mer_core.console import progress
-from mer_core.augment import augment_batch
 from mer_core.data.batches import Batch, Split, load_fold
 from mer_core.data.store import FeatureStore, read_store
 from mer_core.evaluate import NonFiniteError, grid_metrics, predict, selection_score, summarise

@@ -1,7 +1,6 @@
 """mer_core.data: feature store, OpenFace import, feature extraction, folds, batches, the CREMA-D adapter."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

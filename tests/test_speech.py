@@ -116,9 +116,11 @@ def test_options_are_typed_keys_of_every_lstm_method():
         assert ({"encoder", "augment", "audio_input"} <= fields) == (info.module in (
             "mer_core.methods.baselines", "mer_core.methods.mmin", "mer_core.methods.nmer")), name
     with pytest.raises(ConfigError, match=r"methods\.a\.encoder\.audio\.pooling: got 'sum'"):
-        load_params(ROOT / "params.yaml", {"methods.a": {"method": "audio_only", "encoder": {"audio": {"pooling": "sum"}}}})
+        load_params(ROOT / "params.yaml", {"methods.a": {"method": "audio_only",
+                                                         "encoder": {"audio": {"pooling": "sum"}}}})
     with pytest.raises(ConfigError, match=r"methods\.a\.augment\.audio\.speed: \[low, high\] with low <= high"):
-        load_params(ROOT / "params.yaml", {"methods.a": {"method": "audio_only", "augment": {"audio": {"speed": [1.2, 0.9]}}}})
+        load_params(ROOT / "params.yaml", {"methods.a": {"method": "audio_only",
+                                                         "augment": {"audio": {"speed": [1.2, 0.9]}}}})
     with pytest.raises(ConfigError, match=r"methods\.e\.encoder: early_fusion encodes the concatenated frames"):
         load_params(ROOT / "params.yaml", {"methods.e": {"method": "early_fusion",
                                                          "encoder": {"audio": {"pooling": "mean"}}}})
@@ -417,7 +419,8 @@ def test_stats_pooling_is_the_projected_mean_and_deviation_with_gradients():
 
 def test_encoder_options_reach_each_modality_of_the_lstm_methods():
     entry = resolve_runs(load_params(ROOT / "params.yaml", {"methods.u": {
-        "method": "utt_fusion", "hidden": 8, "encoder": {"audio": {"pooling": "attention", "layers": 2}}}}))["u"]["entry"]
+        "method": "utt_fusion", "hidden": 8, "encoder": {"audio": {"pooling": "attention", "layers": 2}}}}))["u"]
+    entry = entry["entry"]
     model = UttFusion(CTX.modalities, CTX, 8, [8], 0.1, Encoding.from_entry(entry))
     audio, visual = model.encoders["audio"], model.encoders["visual"]
     assert audio.summary == "attention" and audio.lstm.num_layers == 2 and visual.summary == "max"
