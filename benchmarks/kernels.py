@@ -1,5 +1,5 @@
 """Each optimised piece of the training loop timed beside the implementation it replaced, on the shapes the study
-(or the IEMOCAP benchmark) gives it; one torch thread, process CPU time, median of `--repeats` (issue 16, item 4).
+(or the IEMOCAP benchmark) gives it; one torch thread, process CPU time, median of `--repeats` (docs/performance.md).
 A benchmark, not a test (the tests check that the two give the same values and gradients):
 
     PYTHONPATH=$PWD python benchmarks/kernels.py [--repeats 20]

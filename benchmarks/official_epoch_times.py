@@ -1,5 +1,5 @@
 """Seconds per training epoch of MMIN and IF-MMIN, stage 1 and stage 2, on an IEMOCAP-sized random feature package
-with the official settings, against the official IF-MMIN code on the same machine kind (issue 16, item 5).
+with the official settings, against the official IF-MMIN code on the same machine kind (docs/performance.md).
 
 A benchmark, not a test: it prints a table and asserts nothing. Run from the project root:
 

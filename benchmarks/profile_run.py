@@ -1,5 +1,5 @@
 """Where the seconds of one training unit go: `mer_core.train.fit_run` of a run on one fold and seed, one torch
-thread, its process CPU time split by part (issue 16, item 4). A profiling tool, not a test.
+thread, its process CPU time split by part (docs/performance.md). A profiling tool, not a test.
 
     PYTHONPATH=$PWD python benchmarks/profile_run.py utt_fusion --params params.yaml [--json out.json]
 

@@ -18,7 +18,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from mer_core.convergence import convergence_summary, convergence_table, unconverged_runs
-from mer_core.findings import evaluate_claims, findings_markdown, noise_runs
+from mer_core.findings import evaluate_claims, findings_markdown, holm, noise_runs, verdict
 from mer_core.provenance import Provenance
 from mer_core.references import load_references, reference_table
 from mer_core.report import (
@@ -526,8 +526,6 @@ def extended_findings(study: Study, art: Artefacts, convergence: pd.DataFrame) -
     if not len(claims):
         note("*No claim compares an extended-study run here.*")
         return claims
-    from mer_core.findings import holm, verdict
-
     claims["p_holm"] = holm(claims["p_value"].tolist())
     unconverged = unconverged_runs(convergence)
     claims["verdict"] = [verdict(r.difference, r.p_holm, study.params["analysis"]["alpha"],
@@ -539,6 +537,44 @@ def extended_findings(study: Study, art: Artefacts, convergence: pd.DataFrame) -
              for r in claims.itertuples()]
     art.text("findings.md", "\n".join(lines), study.sources(rows))
     return claims
+
+
+def sensitivity_section(study: Study, art: Artefacts, convergence: pd.DataFrame) -> pd.DataFrame:
+    """The default study's claims again with a base run replaced by each of its extended variants that is not an
+    ablation (a setting changed, e.g. VAVL at another width): does a verdict depend on that setting? One row per
+    (claim, run in the base's place), the base's own row first; p-values Holm-adjusted within each setting. The
+    claims on the noise grid are left out: extended runs skip it."""
+    variants = [n for n, r in study.runs.items() if r["study"] == "extended" and r["variant"] is None
+                and r["base"] in study.runs and study.runs[r["base"]]["study"] == "default" and r["task"] == study.task
+                and not any(k.startswith("unpaired") for k in r["changes"])]
+    if not variants:
+        note("*No extended run changes a setting of a run the claims use.*")
+        return pd.DataFrame()
+    alpha = study.params["analysis"]["alpha"]
+    unconverged = unconverged_runs(convergence)
+    default = [n for n, r in study.runs.items() if r["study"] == "default"]
+    tested = with_missing_average(study.part("per_condition", default + variants), study.missing)
+    tables = []
+    for base in dict.fromkeys(study.runs[v]["base"] for v in variants):
+        for run in [base, *[v for v in variants if study.runs[v]["base"] == base]]:
+            swapped = tested[tested["method"] != base].replace({"method": {run: base}}) if run != base else tested
+            claims = evaluate_claims(swapped, {n: study.runs[n] for n in default}, alpha=alpha)
+            claims = claims[(claims["better"] == base) | (claims["worse"] == base)].reset_index(drop=True)
+            if not len(claims):
+                continue
+            claims["p_holm"] = holm(claims["p_value"].tolist())
+            converged = not ({run} | set(claims["better"]) | set(claims["worse"])) - {base} & unconverged \
+                and run not in unconverged
+            claims["verdict"] = [verdict(r.difference, r.p_holm, alpha, converged) for r in claims.itertuples()]
+            changes = ", ".join(f"{k}={v}" for k, v in study.runs[run]["changes"].items()) if run != base else ""
+            tables.append(claims.assign(base=base, run=run, setting=changes or "(the study's)"))
+    table = pd.concat(tables, ignore_index=True)
+    table = table[["claim", "base", "run", "setting", "condition", "metric", "difference", "ci_low", "ci_high",
+                   "p_holm", "verdict"]].sort_values(["claim", "base"], kind="stable")
+    art.table(table.round(4), "sensitivity", "The papers' claims with a base run replaced by a variant that changes "
+              "one of its settings (better minus worse, paired by fold x seed; 95% CI; p Holm-adjusted within each "
+              "setting): a verdict that changes with the setting depends on it.", study.sources(default + variants))
+    return table
 
 
 def show_deviations(path: str | Path = "reports/deviations.md") -> None:

@@ -1,4 +1,4 @@
-"""Missing-modality conditions (MMIN protocol, methods.md §1.2).
+"""Missing-modality conditions (MMIN protocol, docs/methods.md §1.2).
 
 A condition is the set of modalities present at test time: every non-empty subset of the corpus's
 modalities (`a, v, av` for audio-visual corpora; MMIN's six, plus the full set, for A/V/L). Absent
@@ -52,7 +52,7 @@ def apply_condition(batch: Batch, condition: tuple[str, ...]) -> Batch:
 def random_presence(batch: Batch, generator: torch.Generator, include_full: bool = True) -> Batch:
     """Draw one condition per clip, uniformly, and apply it: any non-empty condition (MMIN's data
     augmentation) or, with `include_full=False`, one with at least one modality missing (MMIN's stage-2
-    training protocol, methods.md §1.2).
+    training protocol, docs/methods.md §1.2).
 
     Only conditions that keep at least one modality the clip has are drawn, so no clip is blanked out.
     """

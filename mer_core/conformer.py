@@ -1,4 +1,4 @@
-"""A Conformer encoder (Gulati et al., Interspeech 2020) that respects padding, as VAVL uses it (methods.md §5.2).
+"""A Conformer encoder (Gulati et al., Interspeech 2020) that respects padding, as VAVL uses it (docs/methods.md §5.2).
 
 Block (paper Fig. 1, Eq. 1): x + ½ FFN(x) -> + MHSA with relative positional encoding -> + convolution module
 -> + ½ FFN -> LayerNorm. The convolution module is LayerNorm -> pointwise conv (2d) -> GLU -> depthwise conv

@@ -1,11 +1,11 @@
-"""The evaluation grid (MMIN protocol, methods.md §1.2; DESIGN.md "Modalities and conditions").
+"""The evaluation grid (MMIN protocol, docs/methods.md §1.2; docs/design.md, "Modalities and conditions").
 
 Each test clip is replicated under every condition (absent modalities zero-filled). Metrics are reported
 per condition, on the whole replicated set ("pooled", every condition, the full one included) and as the plain
 mean of the per-condition values ("mean"). MMIN's "Average" column is the metric on the replicated set of the
 conditions with a modality missing, the full condition left out: the analysis's `missing`
 (`mer_core.report.with_missing_average`), not `pooled`. With a
-`NoiseScheduler`, the removed modalities are noised instead of zero-filled (NMER protocol, methods.md §4.1),
+`NoiseScheduler`, the removed modalities are noised instead of zero-filled (NMER protocol, docs/methods.md §4.1),
 from a generator seeded per condition, so the same seed gives the same noise, hence the same metrics, every run.
 The metrics are the study task's (`mer_core.tasks`): WA, UA, F1 for classification, CCC for regression.
 A model output that is NaN or infinite raises `NonFiniteError` (a metric of NaN probabilities need not be NaN:

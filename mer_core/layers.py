@@ -1,4 +1,4 @@
-"""Layers of the MMIN code family (methods.md §1.3), sized from their inputs, never hard-wired to A/V/L.
+"""Layers of the MMIN code family (docs/methods.md §1.3), sized from their inputs, never hard-wired to A/V/L.
 
 - `LSTMEncoder`: one-layer unidirectional LSTM, utterance embedding = max over the hidden outputs of the
   valid frames (`pooling="valid"`), or of every frame of the padded batch, zero padding included, as the
@@ -15,10 +15,10 @@
   over every window of the padded batch, as the official module (`windows="padded"`).
 - `MLPClassifier` (MMIN's FcClassifier): hidden Linear -> ReLU -> (BatchNorm) -> Dropout layers and a linear
   output; returns the logits and the penultimate features.
-- `SharedEncoder` (IF-MMIN / NMER, methods.md §1.3): the default branch, Linear -> LeakyReLU -> Linear ->
+- `SharedEncoder` (IF-MMIN / NMER, docs/methods.md §1.3): the default branch, Linear -> LeakyReLU -> Linear ->
   LeakyReLU at the encoder width. (The official code switches to other depths by substrings of `--run_idx`;
   only the default branch exists here.)
-- `ResidualAE`: MMIN's imagination network (methods.md §2, stage 2, step 2) and the two versions of IF-MMIN's
+- `ResidualAE`: MMIN's imagination network (docs/methods.md §2.2, step 2) and the two versions of IF-MMIN's
   IF-IM (§3.2, step 3), which inject the invariant features at every block.
 - `ConditionalDenoiser` (NMER stage 1's auxiliary branch, a small stand-in for its diffusion UNet, §4.2) and
   `ConditionalVAE` (NMER stage 2's ConditionVAE, §4.3), with `timestep_embedding`.
@@ -114,7 +114,7 @@ def in_order(parts: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tenso
 
 
 class LSTMEncoder(nn.Module):
-    """(B, T, in_dim) frames -> (B, hidden) utterance embedding (methods.md §1.3, `embd_method=maxpool`): the max
+    """(B, T, in_dim) frames -> (B, hidden) utterance embedding (docs/methods.md §1.3, `embd_method=maxpool`): the max
     of the LSTM outputs over the valid frames (`pooling="valid"`) or over all T frames (`"padded"`, official); the
     options `summary`, `layers`, `bidirectional` and `conv` are described in the module docstring (their defaults:
     the official encoder).
@@ -186,7 +186,7 @@ class LSTMEncoder(nn.Module):
 
 
 class TextCNN(nn.Module):
-    """(B, T, emb_dim) token features -> (B, out_dim) (methods.md §1.3; Kim 2014). Each branch's max runs over
+    """(B, T, emb_dim) token features -> (B, out_dim) (docs/methods.md §1.3; Kim 2014). Each branch's max runs over
     the windows inside the clip (`windows="valid"`) or over every window of the padded batch (`"padded"`,
     official); a batch shorter than the widest kernel is zero-padded up to it in both cases. A zero-filled clip
     (text removed by a condition) is not convolved: each of its windows gives relu(bias), which is then its max."""
@@ -248,7 +248,7 @@ class MLPClassifier(nn.Module):
 
 
 class SharedEncoder(nn.Module):
-    """(B, width) -> (B, width): the modality-shared encoder S of IF-MMIN (default branch, methods.md §3.1)."""
+    """(B, width) -> (B, width): the modality-shared encoder S of IF-MMIN (default branch, docs/methods.md §3.1)."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -272,7 +272,7 @@ class ResidualAE(nn.Module):
     """A chain of `n_blocks` autoencoders (encoder in_dim -> layers, LeakyReLU between; decoder back to in_dim,
     ReLU between, linear last), then a transition MLP (in_dim -> in_dim, ReLU, -> in_dim).
 
-    `variant="mmin"` (MMIN, methods.md §2): block k's input is block k-1's input plus its output (block 1
+    `variant="mmin"` (MMIN, docs/methods.md §2): block k's input is block k-1's input plus its output (block 1
     takes x); the transition reads the last block's input plus output.
     `variant="ifim_published"` (IF-MMIN's IF-IM as released with the paper, `autoencoder_2.py` at a4b6ef4,
     §3.2): the invariant features `condition` are added to a running input, so block k reads x + k x condition;
@@ -327,7 +327,7 @@ class ConditionalDenoiser(nn.Module):
     """A small conditional network for vectors: a correction of x_t from [x_t, condition, emb(t)] (MLP, SiLU);
     forward returns x_t + correction, the denoised estimate of x_0.
 
-    Stands in for NMER's stage-1 diffusers UNet (methods.md §4.2), which reads the batch reshaped into one
+    Stands in for NMER's stage-1 diffusers UNet (docs/methods.md §4.2), which reads the batch reshaped into one
     1 x 4 x 64 x 96 "image" (batch size hard-wired to 64), conditioned on the invariant features: the same
     inputs and conditioning, per clip, any batch size. What its output is trained towards is the loss's choice
     (`mer_core.losses.denoise_term`).
@@ -348,7 +348,7 @@ class ConditionalDenoiser(nn.Module):
 
 
 class ConditionalVAE(nn.Module):
-    """NMER's ConditionVAE (methods.md §4.3): a transformer encoder over [x, c] (post-norm, `layers` x
+    """NMER's ConditionVAE (docs/methods.md §4.3): a transformer encoder over [x, c] (post-norm, `layers` x
     (`heads` heads, FFN `ffn`, dropout 0.1)), linear heads mu and log sigma^2 (-> `latent`), z = mu + sigma
     eps, decoder [z, c] -> `decoder_hidden` (LeakyReLU) -> x_dim, then a sigmoid (`output="sigmoid"`, official)
     or nothing (`"linear"`).
@@ -411,7 +411,7 @@ def frozen(module: nn.Module) -> nn.Module:
 
 def kaiming_init_(module: nn.Module) -> nn.Module:
     """Kaiming-normal (fan-in) weights and zero biases on every Linear and Conv layer of `module`, in place
-    (MMIN family `init_type=kaiming`, methods.md §1.3); LSTM and normalisation layers keep their defaults."""
+    (MMIN family `init_type=kaiming`, docs/methods.md §1.3); LSTM and normalisation layers keep their defaults."""
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_normal_(layer.weight, a=0, mode="fan_in")

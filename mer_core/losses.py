@@ -1,7 +1,7 @@
 """Losses shared by the method families.
 
 - `cmd_loss`: central moment discrepancy (Zellinger et al., ICLR 2017) as IF-MMIN's code computes it
-  (methods.md §3.1): the Euclidean norm of the difference of the batch means plus, for k = 2..K, the norm of
+  (docs/methods.md §3.1): the Euclidean norm of the difference of the batch means plus, for k = 2..K, the norm of
   the difference of the k-th central moments, with no range scaling. `span = b - a` restores the original
   CMD's scaling (term k divided by span^k) for features bounded in [a, b].
 - `pairwise_cmd`: the mean CMD over every pair of modalities (IF-MMIN's CMD term, §3.1), each pair computed
@@ -9,9 +9,9 @@
 - `slot_mse`: the MSE between joint vectors (B, M x width), over the modality slots of the clips that have
   the modality (partly unpaired training data: a clip without video has no target for the video slot); equal to
   the plain MSE when every clip has every modality.
-- `gaussian_kl`: the VAE's KL term (NMER stage 2, methods.md §4.3), summed (official) or averaged; `vae_loss`:
+- `gaussian_kl`: the VAE's KL term (NMER stage 2, docs/methods.md §4.3), summed (official) or averaged; `vae_loss`:
   NMER's VAE loss, the reconstruction MSE (`slot_mse`) plus that KL.
-- `denoise_term`: NMER stage 1's auxiliary term (methods.md §4.2) on a denoising network's output, in the
+- `denoise_term`: NMER stage 1's auxiliary term (docs/methods.md §4.2) on a denoising network's output, in the
   official form (the network's output added to the clean input and compared with that clean input, i.e. the
   mean square of the output) or as a real denoising loss.
 """
@@ -65,7 +65,7 @@ KL_REDUCTIONS = ("sum", "mean")
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, I)) = -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2) (Kingma & Welling 2014, App. B).
 
-    `sum`: over the batch and the latent dimensions, as NMER's VAE loss (methods.md §4.3), so its weight against
+    `sum`: over the batch and the latent dimensions, as NMER's VAE loss (docs/methods.md §4.3), so its weight against
     the (mean) reconstruction MSE grows with the batch size and the latent size; `mean`: averaged over both.
     """
     terms = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
@@ -78,7 +78,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum") 
 
 def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, has: torch.Tensor,
              reduction: str = "sum") -> torch.Tensor:
-    """NMER's VAE loss (methods.md §4.3): MSE(recon, target) over the slots of the clips that have the modality
+    """NMER's VAE loss (docs/methods.md §4.3): MSE(recon, target) over the slots of the clips that have the modality
     (`slot_mse`, the plain mean when every clip has every modality) + `gaussian_kl(mu, logvar, reduction)`."""
     return slot_mse(recon, target, has) + gaussian_kl(mu, logvar, reduction)
 

@@ -2,10 +2,10 @@
 
 - `load_results`: every method's per-run metrics, predictions and training history.
 - the per-condition tables and confusion figure are `mer_core.tables`'s.
-- `human_reference`: CREMA-D's human per-modality recognition (crowd majority vote, datasets.md), a
+- `human_reference`: CREMA-D's human per-modality recognition (crowd majority vote, docs/datasets.md), a
   reference row measured on the real corpus (constants, or read from its summaryTable.csv), never mixed with
   our numbers.
-- `calibration_check`: the built-in corpus's difficulty targets (issue "Foundation") against the measured UA.
+- `calibration_check`: the built-in corpus's difficulty targets (docs/design.md, "The built-in corpus") against the measured UA.
 - `with_missing_average`: MMIN's "Average" over the missing-modality conditions, per run.
 - `paired_comparison`: method A minus method B paired by run (fold, seed), with a paired t-test.
 - `robustness_table`, `robustness_curves`, `corruption_curves`, `robustness_comparison`: the noise grid
@@ -32,7 +32,7 @@ from mer_core.references import Reference, load_references
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
 
-# CREMA-D's per-modality human confusions (datasets.md): the human reference's UA (mean of the diagonal); its WA
+# CREMA-D's per-modality human confusions (docs/datasets.md): the human reference's UA (mean of the diagonal); its WA
 # (strict match) is the `crema_d_human_strict` entry of reference_results.yaml.
 HUMAN_CONFUSION = {"a": VOICE_CONFUSION, "v": FACE_CONFUSION, "av": AUDIOVISUAL_CONFUSION}
 HUMAN_STRICT_REFERENCE = "crema_d_human_strict"
@@ -160,7 +160,7 @@ def training_curves(history: pd.DataFrame) -> plt.Figure:
 def with_missing_average(per_condition: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
     """`per_condition` plus, for every run, the condition `missing`: each metric averaged over the `missing`
     conditions (those with a modality absent). For WA and UA this is MMIN's "Average" column (the metric on
-    the pooled replicated set, methods.md §1.2), since every condition holds the same clips."""
+    the pooled replicated set, docs/methods.md §1.2), since every condition holds the same clips."""
     metrics = metric_columns(per_condition.columns)
     part = per_condition[per_condition["condition"].isin(missing)]
     average = part.groupby(["method", "fold", "seed"], sort=False)[metrics].mean().reset_index()

@@ -1,9 +1,9 @@
-"""The robustness grid: every run's test folds under noise (DESIGN.md "Modalities and conditions").
+"""The robustness grid: every run's test folds under noise (docs/design.md, "Modalities and conditions").
 
 Two kinds of degradation, each evaluated per condition with `evaluate.grid_metrics` (per condition, pooled,
 mean):
 
-- **Feature noise** (NMER protocol, methods.md §4.1): for each noise type and intensity T, the modalities a
+- **Feature noise** (NMER protocol, docs/methods.md §4.1): for each noise type and intensity T, the modalities a
   condition removes are replaced by their noised frames (`NoiseScheduler`) instead of zeros. Evaluated on the
   conditions with a modality missing (under the full condition nothing is noised, so it equals the clean
   grid); their pooled metric is MMIN's "Average" under noise, the quantity of NMER's "WA vs noise intensity"

@@ -5,7 +5,7 @@
 - `regression`: the corpus's continuous attributes, `manifest["attributes"]` in order: the dimensional ones
   (arousal, valence, dominance) a media corpus's `meta.csv` holds, or a corpus's own targets (CMU-MOSEI: sentiment
   and six emotion intensities); the loss is sum over attributes of (1 - CCC), CCC computed on the batch with
-  population variances (VAVL's regression loss, methods.md §5.3); CCC per attribute (`ccc_<attribute>`) and
+  population variances (VAVL's regression loss, docs/methods.md §5.3); CCC per attribute (`ccc_<attribute>`) and
   their mean (`ccc_mean`); model selection on the validation mean CCC.
 
 A model's output has `Task.n_outputs` columns (logits, or one value per attribute); `Task.loss` is its training

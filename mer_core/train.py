@@ -36,8 +36,8 @@ analysis stage; a checkpoint's bytes depend only on its contents, not on the num
 A run never ends with numbers computed from NaN: a training loss or a gradient norm (computed where gradients are
 clipped) that is NaN or infinite, or a model output that is (validation or test: `evaluate.predict`), stops it at
 once with a `NonFiniteError` naming the run, fold, seed, stage and epoch. The tables of `out_dir` are written only
-once every (fold, seed) has succeeded, and so are the checkpoints (`train_run` first removes the tables of an earlier
-run), so a failed run leaves nothing that looks like its result; the units that finished wait in `.resume/` beside
+once every (fold, seed) has succeeded, and so are the checkpoints (`train_run` first removes the tables and
+checkpoints of an earlier run), so a failed run leaves nothing that looks like its result; the units that finished wait in `.resume/` beside
 the checkpoint folder for the run to be started again (`mer_core.executors`).
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
@@ -386,8 +386,9 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machin
     `.resume/` until the run completes, so that a run stopped part way resumes. Returns the summary (summary.json)."""
     machine = check(Machine, machine or {}, "machine").model_dump()
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
-    for name in RESULT_FILES:  # an earlier run's results are not this one's
+    for name in RESULT_FILES:  # an earlier run's results and checkpoints are not this one's
         (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     if run["status"] == "skip":
         return skip_run(run, out_dir, checkpoint_dir, run["reason"])
     store = read_store(run["store"])  # verifies the hashes once, up front
@@ -416,7 +417,6 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machin
     if fitted:
         outputs = [output if seed == output.seed else for_seed(output, seed) for seed in run["train"]["seeds"]
                    for output in outputs]
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # an earlier run's checkpoints are not this run's
     for output in outputs:
         save_checkpoints(output, checkpoint_dir)
     summary = write_results(run, store, outputs, out_dir)

@@ -19,21 +19,24 @@ from tiny import build_tiny_store, make_tiny_params
 from mer_core import analysis as sections
 from mer_core.config import resolve_runs, stage_params
 from mer_core.findings import COLUMNS as CLAIM_COLUMNS
+from mer_core.findings import evaluate_claims
 
 DEFAULT_TRAINED = ["audio_only", "utt_fusion", "utt_dataaug", "mmin", "nmer"]
-EXTENDED_TRAINED = ["mmin_no_cycle", "audio_only_regression", "utt_fusion_paired0.5"]
+EXTENDED_TRAINED = ["mmin_no_cycle", "mmin_wide", "audio_only_regression", "utt_fusion_paired0.5"]
 NOT_TRAINED = "visual_only"  # selected, but its stage has not run: no results
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A project folder holding the analyses' resolved params and the results of a tiny study: 2 units (folds 0 and
-    1) of five default runs and three extended ones (an ablation, a run of the other task, a partly unpaired run);
+    1) of five default runs and four extended ones (an ablation, a setting changed, a run of the other task, a partly
+    unpaired run);
     the runs not selected by train.runs wrote their skip records; `visual_only` was selected but never trained."""
     root = tmp_path_factory.mktemp("project")
     store = build_tiny_store(root / "data" / "features" / "builtin", attributes=True)
     params = make_tiny_params(store, epochs=2, folds=[0, 1], runs=[*DEFAULT_TRAINED, NOT_TRAINED], sections={
-        "extended": {"runs": {"mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0}}},
+        "extended": {"runs": {"mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0}},
+                              "mmin_wide": {"base": "mmin", "set": {"hidden": 12}}},
                      "other_task": {"methods": ["audio_only"]},
                      "unpaired": {"methods": ["utt_fusion"], "paired": [0.5]}}})
     runs = resolve_runs(params)
@@ -172,10 +175,10 @@ def test_the_sections_of_the_extended_notebook(project, monkeypatch):
     out = project / "reports" / "extended"
     art = sections.Artefacts(out, "extended/dvc.yaml:analysis", "extended/dvc.lock", study.precision)
     sections.ablation_section(study, art)
-    assert list(table(out, "variants").index) == ["mmin", "mmin_no_cycle"]
+    assert list(table(out, "variants").index) == ["mmin", "mmin_no_cycle", "mmin_wide"]
     tests = table(out, "variant_tests").reset_index()
-    assert set(tests["a"]) == {"mmin_no_cycle"} and set(tests["b"]) == {"mmin"}
-    assert set(tests["changes"]) == {"cycle_weight=0.0"}
+    assert set(tests["a"]) == {"mmin_no_cycle", "mmin_wide"} and set(tests["b"]) == {"mmin"}
+    assert set(tests["changes"]) == {"cycle_weight=0.0", "hidden=12"}
     sections.other_task_section(study, art)
     other = table(out, "other_task_regression")
     assert list(other.index) == ["audio_only_regression"]
@@ -190,10 +193,26 @@ def test_the_sections_of_the_extended_notebook(project, monkeypatch):
     claims = sections.extended_findings(study, art, convergence)
     assert list(zip(claims["better"], claims["worse"])) == [("mmin", "mmin_no_cycle")]
     assert "the cycle autoencoder helps" in (out / "findings.md").read_text()
+    sensitivity = sections.sensitivity_section(study, art, convergence)
+    # the claims on mmin (the noise claims aside: extended runs skip the grid) at the study's width and at 12
+    assert set(sensitivity["run"]) == {"mmin", "mmin_wide"} and set(sensitivity["base"]) == {"mmin"}
+    assert sorted(sensitivity["claim"].unique()) == [
+        "MMIN beats the full-modality network (MEN) under missing modalities",
+        "imagination beats training with random missing modalities alone (MEN + aug)"]
+    assert set(sensitivity["setting"]) == {"(the study's)", "hidden=12"}
+    default = {n: r for n, r in study.runs.items() if r["study"] == "default"}
+    own = evaluate_claims(sections.with_missing_average(study.part("per_condition", list(default)), study.missing),
+                          default).set_index("claim")["difference"]  # the study's own claims, at its setting
+    here = sensitivity[sensitivity["run"] == "mmin"].set_index("claim")["difference"]
+    assert (here - own[here.index]).abs().max() < 1e-4
+    wide = sensitivity[sensitivity["run"] == "mmin_wide"].set_index("claim")["difference"]
+    assert not wide.equals(here)  # another setting, other numbers
+    assert (out / "tables" / "sensitivity.md").is_file()
     art.close()
     record = json.loads((out / "provenance.json").read_text())
     assert record["stage"] == "extended/dvc.yaml:analysis" and record["lock"] == "extended/dvc.lock"
-    assert record["artefacts"]["tables/variants"] == ["extended/dvc.yaml:run@mmin_no_cycle", "train@mmin"]
+    assert record["artefacts"]["tables/variants"] == ["extended/dvc.yaml:run@mmin_no_cycle",
+                                                      "extended/dvc.yaml:run@mmin_wide", "train@mmin"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The CMU-MOSEI adapter (datasets.md "CMU-MOSEI"): tiny computational sequences written with h5py in the SDK's
+"""The CMU-MOSEI adapter (docs/datasets.md "CMU-MOSEI"): tiny computational sequences written with h5py in the SDK's
 layout (4 listed videos, a listed video without labels, a labelled video in no list; -inf in COVAREP; a video
 absent from the FACET file; a segment beyond every feature row), a `standard_folds.json` (or a stand-in SDK
 module), read back exactly; each bad input named; `prepare` into a store; a regression task on its targets."""

@@ -245,7 +245,7 @@ def test_the_analysis_reference_row_follows_the_corpus(tmp_path):
 @real_crema_d
 def test_human_recognition_on_the_real_summary_table():
     rates = crema_d.human_recognition(REAL_CREMA_D / "summaryTable.csv")
-    assert rates["wa"].round(3).tolist() == [0.416, 0.663, 0.722]  # datasets.md: 41.6 / 66.3 / 72.2 %
+    assert rates["wa"].round(3).tolist() == [0.416, 0.663, 0.722]  # docs/datasets.md: 41.6 / 66.3 / 72.2 %
     assert (rates["clips"] == 7442).all()
     assert rates.loc["v", "recall_happy"] > 0.95 and rates.loc["a", "recall_happy"] < 0.3  # the face shows joy
     assert rates["ua"].tolist() == pytest.approx([0.4295, 0.6688, 0.7278], abs=1e-4)
@@ -379,7 +379,7 @@ def test_emodb_listing(tmp_path):
         "08", "anger", "Female", 34, "b10", "a")
     assert sorted(clips["label"].unique()) == sorted(emodb.CLASSES)
     assert clips.groupby("speaker")["gender"].first().to_dict() == {"03": "Male", "08": "Female"}
-    assert sum(g == "Male" for g, _ in emodb.SPEAKERS.values()) == 5  # 5 female, 5 male (datasets.md)
+    assert sum(g == "Male" for g, _ in emodb.SPEAKERS.values()) == 5  # 5 female, 5 male (docs/datasets.md)
     assert emodb.parse_name("16b03Tc") == {"speaker": "16", "text": "b03", "emotion": "T", "version": "c"}
 
 

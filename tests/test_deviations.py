@@ -103,7 +103,7 @@ def test_the_package_documents_each_paper_method_and_every_row_is_complete():
     for d in deviations:
         assert all([d.where, d.official, d.here, d.why, d.restore, d.test]), d
         assert not d.official.startswith("Here:") and "Why:" not in d.here and "Restore:" not in d.why, d
-    # the bug fixes documented in methods.md and the rows of the line-level audit (issue 15) are all in the table
+    # the bug fixes documented in docs/methods.md and the rows of the line-level audit (docs/methods.md §7) are all in the table
     wheres = {(d.methods, d.where) for d in deviations}
     assert (("vavl",), "Conformer axes") in wheres and (("nmer",), "VAE decoder") in wheres
     assert (("ifmmin",), "`invariant_weight`") in wheres

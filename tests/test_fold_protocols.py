@@ -95,7 +95,7 @@ def test_speaker_partitions_need_the_exact_speaker_count():
     with pytest.raises(FoldError) as info:
         draw_folds(speaker_meta(12), CFG, "crema_d", CORPORA["crema_d"].protocol)
     assert str(info.value) == ("folds.protocol: standard for crema_d draws 5 partitions of 63/14/14 train/val/test "
-                               "speakers (VAVL's CREMA-D partitions, methods.md §5.4) and needs 91 speakers; the "
+                               "speakers (VAVL's CREMA-D partitions, docs/methods.md §5.4) and needs 91 speakers; the "
                                "corpus has 12; use folds.protocol: kfold")
     with pytest.raises(ValueError, match="4 disjoint test sets of 3 need more than 10 speakers"):
         SpeakerPartitions((5, 2, 3), 4, "impossible")

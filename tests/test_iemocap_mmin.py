@@ -1,4 +1,4 @@
-"""The IEMOCAP adapter for the MMIN feature package (methods.md §1.1): a tiny package in the real layout
+"""The IEMOCAP adapter for the MMIN feature package (docs/methods.md §1.1): a tiny package in the real layout
 (3 sessions x 2 speakers x 4 utterances, one per class; 3 fold folders, leave-one-session-out), read back
 exactly, each bad input named, and `prepare` + `load_fold` on the store it gives."""
 from __future__ import annotations

@@ -13,7 +13,7 @@ def _seed():
 
 
 def reference_cmd(x, y, moments, span=1.0):
-    """CMD written out term by term in float64, as methods.md §3.1 defines it."""
+    """CMD written out term by term in float64, as docs/methods.md §3.1 defines it."""
     x, y = x.double(), y.double()
     total = ((x.mean(0) - y.mean(0)) ** 2).sum().sqrt() / span
     for k in range(2, moments + 1):

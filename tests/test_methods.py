@@ -201,7 +201,7 @@ def test_paper_preset_merges_the_official_settings():
     assert study == baseline_entry("utt_fusion")
     paper = resolve_runs(validate_params({**raw, "train": {"preset": "paper"}}))["utt_fusion"]["entry"]
     assert paper["optim"] == {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5,
-                              "batch_size": 128}  # docs/methods.md §2, stage 1 (IEMOCAP script)
+                              "batch_size": 128}  # docs/methods.md §2.1 (IEMOCAP script)
     assert paper["hidden"] == 128 and paper["classifier"] == [128, 128] and paper["dropout"] == 0.3
     assert raw["methods"]["utt_fusion"]["optim"] == OPTIM  # the params are not modified
 

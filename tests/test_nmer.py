@@ -1,4 +1,4 @@
-"""NMER (mer_core.methods.nmer, methods.md §4): its layers, its KL term, both stages, and the training loop."""
+"""NMER (mer_core.methods.nmer, docs/methods.md §4): its layers, its KL term, both stages, and the training loop."""
 from __future__ import annotations
 
 import copy
@@ -290,7 +290,7 @@ def test_pretrain_forward_shapes(entry):
     # two encoders per modality, distinct
     assert set(first.encoders) == {f"{m}_{k}" for m in CTX.modalities for k in ("invariant", "specific")} | {"shared"}
     assert first.encoders["audio_invariant"] is not first.encoders["audio_specific"]
-    # gradients are clipped per encoder, as the official nets are (methods.md §1.3)
+    # gradients are clipped per encoder, as the official nets are (docs/methods.md §1.3)
     groups = subnetworks(first)
     encoder_groups = [g for g in groups if any(p is q for p in g for q in first.encoders.parameters())]
     assert len(encoder_groups) == 2 * len(CTX.modalities) + 1

@@ -1,4 +1,4 @@
-"""mer_core.noise.scheduler: NMER's DDPM-style feature noise (methods.md §4.1)."""
+"""mer_core.noise.scheduler: NMER's DDPM-style feature noise (docs/methods.md §4.1)."""
 from __future__ import annotations
 
 import dataclasses
@@ -71,7 +71,7 @@ def test_unknown_schedule_is_an_error():
 
 @pytest.mark.parametrize("steps, fraction", [(20, 0.61), (40, 0.48), (60, 0.41), (80, 0.36), (100, 0.32)])
 def test_signal_fraction_matches_the_spec(steps, fraction):
-    """methods.md §4.1: mean sqrt(alpha_bar_t) over uniform t for scaled_linear 0.01 -> 0.5."""
+    """docs/methods.md §4.1: mean sqrt(alpha_bar_t) over uniform t for scaled_linear 0.01 -> 0.5."""
     assert NoiseScheduler(steps=steps).signal_fraction() == pytest.approx(fraction, abs=0.01)
 
 

@@ -30,7 +30,7 @@ def test_project_file_holds_the_documented_numbers():
     assert nmer.values["MEN"][-1] == 0.5325
     assert refs["crema_d_human_strict"].values == {"a": 0.416, "v": 0.663, "av": 0.722}  # docs/datasets.md
     for name in ("mmin_main_table", "ifmmin_main_table", "nmer_main_tables", "vavl_main_tables"):
-        assert refs[name].values is None and "methods.md §6" in refs[name].note
+        assert refs[name].values is None and "docs/methods.md §6" in refs[name].note
 
 
 def test_human_reference_row_is_unchanged():

@@ -1,4 +1,4 @@
-"""VAVL (mer_core.methods.vavl, methods.md §5): outputs for every condition, per-clip computation, the three
+"""VAVL (mer_core.methods.vavl, docs/methods.md §5): outputs for every condition, per-clip computation, the three
 optimiser steps per batch, the ablations, `mer_core.conformer.subsample`, and training through the loop."""
 from __future__ import annotations
 

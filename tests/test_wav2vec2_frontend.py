@@ -1,4 +1,4 @@
-"""The optional frozen wav2vec2 audio front-end (`features.audio.extractor: wav2vec2`, methods.md §5.1): random
+"""The optional frozen wav2vec2 audio front-end (`features.audio.extractor: wav2vec2`, docs/methods.md §5.1): random
 weights for speed, and `pretrained` weights only from a local torch hub cache that the tests write themselves."""
 from __future__ import annotations
 

@@ -3,11 +3,11 @@
 Each role (train / val / test) of a fold is held as one padded tensor per modality (N x T_max x D): for
 corpora of a few thousand clips this is faster on a CPU than a DataLoader, and batches are cut to their
 own longest clip. Normalisation statistics (per-dimension mean and std) are computed over the valid frames
-of the training clips only (DESIGN.md); invalid frames (tracking failures) and padding are zero after
+of the training clips only (docs/design.md); invalid frames (tracking failures) and padding are zero after
 normalisation, i.e. at the training mean. Targets follow the study's task (`mer_core.tasks`): class indices
 (N,), or attribute values (N, A) for regression.
 
-Partly unpaired training data (VAVL, methods.md §5.1): `unpair` removes modalities from a deterministic share
+Partly unpaired training data (VAVL, docs/methods.md §5.1): `unpair` removes modalities from a deterministic share
 of the training clips, so that those clips keep only one modality (`has` False and zero frames for the others),
 exactly as a corpus with unpaired recordings would arrive.
 

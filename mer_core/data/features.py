@@ -4,9 +4,9 @@ Audio: a WAV / FLAC file (soundfile; torchaudio.load needs torchcodec) or a vide
 mono, resampled to 16 kHz (`mer_core.data.media.read_audio`), then
 - `logmel`: log mel filterbank energies (torchaudio's Kaldi-compatible `fbank`), the default;
 - `compare`: openSMILE ComParE_2016 low-level descriptors + deltas (65 + 65 = 130-d), the features the
-  MMIN / IF-MMIN / NMER code trains on (methods.md §1.1);
+  MMIN / IF-MMIN / NMER code trains on (docs/methods.md §1.1);
 - `wav2vec2`: hidden states (50 frames/s) of a frozen self-supervised speech model, the first `layer` transformer
-  layers of a torchaudio.pipelines bundle, as VAVL's audio front-end (methods.md §5.1; see `wav2vec2_features`).
+  layers of a torchaudio.pipelines bundle, as VAVL's audio front-end (docs/methods.md §5.1; see `wav2vec2_features`).
 An optional frame-rate reduction averages non-overlapping groups of `rate_reduction` frames (the MMIN
 preprocessing downsamples ComParE x10 with a polyphase filter; averaging is our simpler stand-in).
 
@@ -120,7 +120,7 @@ def wav2vec2_model(name: str, layer: int, weights: str) -> torch.nn.Module:
     """The frozen front-end (once per process, on CPU): bundle `name`'s architecture (`bundle._params`) with its
     pretrained weights from the hub cache, or randomly initialised from RANDOM_WEIGHTS_SEED (`random`: for tests and
     smoke runs only; its features are meaningless), cut to its first `layer` transformer layers as VAVL keeps 12 of
-    wav2vec2-large-robust's 24 (methods.md §5.1). In eval mode, no parameter requires grad."""
+    wav2vec2-large-robust's 24 (docs/methods.md §5.1). In eval mode, no parameter requires grad."""
     bundle = wav2vec2_bundle(name, layer)
     factory = torchaudio.models.wavlm_model if bundle._model_type == "WavLM" else torchaudio.models.wav2vec2_model
     if weights == "pretrained":
@@ -138,7 +138,7 @@ def wav2vec2_model(name: str, layer: int, weights: str) -> torch.nn.Module:
 def wav2vec2_features(wave: np.ndarray, cfg: dict) -> np.ndarray:
     """Hidden states (T, D) at 50 frames/s of the front-end set by `features.audio.wav2vec2` `cfg`.
 
-    VAVL's audio front-end (methods.md §5.1) is a frozen wav2vec2-large-robust, top 12 of 24 layers removed, with
+    VAVL's audio front-end (docs/methods.md §5.1) is a frozen wav2vec2-large-robust, top 12 of 24 layers removed, with
     the authors' fine-tuned checkpoint `final_wav2vec.pt`, which we cannot obtain; neither is that model a
     torchaudio bundle. We use a torchaudio bundle instead (a deviation), the first `layer` layers, frozen. Since
     nothing trains it, extracting once in the prepare step gives exactly what running it in every forward pass

@@ -5,7 +5,7 @@
   stratified by gender where the corpus records it, so each fold holds both genders); validation speakers are
   drawn from the remaining speakers with `GroupShuffleSplit`.
 - `standard` (`standard_splits`): the protocol the corpus's registry entry names (`mer_core.data.corpora.registry`):
-  `SpeakerPartitions` (CREMA-D: VAVL's 5 partitions of 63/14/14 actors, methods.md §5.4) or `LeaveOneGroupOut`
+  `SpeakerPartitions` (CREMA-D: VAVL's 5 partitions of 63/14/14 actors, docs/methods.md §5.4) or `LeaveOneGroupOut`
   (EmoDB: leave-one-speaker-out; IEMOCAP: leave-one-session-out; MSP-IMPROV: session-disjoint), drawn from
   `folds.seed`.
 Epochs and hyper-parameters are selected on validation speakers only. Every protocol writes `splits.csv` by

@@ -1,4 +1,4 @@
-"""The prepare step: corpus adapter -> feature extraction -> folds -> feature store (DESIGN.md, data flow).
+"""The prepare step: corpus adapter -> feature extraction -> folds -> feature store (docs/design.md, "Data flow").
 
 It dispatches on the corpus's kind (`mer_core.data.corpora.registry`). A *media* corpus is listed with its options
 (`data.<corpus>`), its notes (what the adapter preferred or dropped) printed and kept in the manifest; features

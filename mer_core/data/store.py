@@ -1,4 +1,4 @@
-"""The feature store: one schema for every corpus (DESIGN.md, "Feature store").
+"""The feature store: one schema for every corpus (docs/design.md, "Feature store").
 
 ```
 <store>/meta.csv        clip_id, speaker, label, has_<modality>, extra columns (gender, sentence, level, attributes)

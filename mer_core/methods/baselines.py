@@ -4,11 +4,11 @@ Every model here takes a `Batch` whose absent modalities are zero-filled (MMIN p
 the task's outputs (logits, or attribute values for regression); `loss(batch, full)` returns (the task's loss,
 outputs). All are built from the MMIN family's layers and
 initialised as it does (`kaiming_init_`); their official settings (the defaults of
-`mer_core.params.methods.Baseline`) are MMIN's `utt_fusion` IEMOCAP script's (docs/methods.md §2, stage 1).
+`mer_core.params.methods.Baseline`) are MMIN's `utt_fusion` IEMOCAP script's (docs/methods.md §2.1).
 
 - `audio_only`, `visual_only`: one modality's encoder + classifier; trained and tested on that modality
   (under conditions without it the model sees zeros, as every method does).
-- `utt_fusion`: MMIN's stage-1 "modality encoder network" (methods.md §2): one encoder per modality (LSTM
+- `utt_fusion`: MMIN's stage-1 "modality encoder network" (docs/methods.md §2): one encoder per modality (LSTM
   for frame features, TextCNN for text), concatenated, MLP classifier; trained on full modalities.
 - `utt_dataaug`: the same network trained with one random condition per clip (MMIN's baseline): one with at
   least one modality missing (`conditions: missing`, official), or any non-empty one, the full set included
@@ -96,7 +96,7 @@ class TaskModel(nn.Module):
 
 
 class UttFusion(TaskModel):
-    """Per-modality encoders -> concatenation -> MLP classifier (MMIN `utt_fusion`, methods.md §2)."""
+    """Per-modality encoders -> concatenation -> MLP classifier (MMIN `utt_fusion`, docs/methods.md §2)."""
 
     def __init__(self, modalities: tuple[str, ...], ctx: ModelContext, hidden: int, classifier: list[int],
                  dropout: float, encoding: Encoding = Encoding()):
@@ -107,7 +107,7 @@ class UttFusion(TaskModel):
 
     def joint(self, batch: Batch) -> torch.Tensor:
         """The joint representation its classifier reads: the encoders' utterance embeddings concatenated in
-        the corpus's modality order, (B, modalities x hidden) (MMIN's stage-1 h, methods.md §2 "Stage 1")."""
+        the corpus's modality order, (B, modalities x hidden) (MMIN's stage-1 h, docs/methods.md §2 "Stage 1")."""
         return torch.cat([self.encoders[m](batch.x[m], batch.lengths[m]) for m in self.modalities], dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """MMIN (Zhao et al., ACL 2021) and IF-MMIN (Zuo et al., ICASSP 2023): missing-modality imagination.
 
-Both train in two stages inside one run (methods.md §2, §3):
+Both train in two stages inside one run (docs/methods.md §2, §3):
 
 - `mmin`. Stage 1 (`pretrain`): MMIN's modality encoder network, i.e. `utt_fusion` (`UttFusion`, reused),
   trained on full modalities; the epoch is selected on full-modality validation UA. Stage 2: student
@@ -93,7 +93,7 @@ def ae_layers(width: int, widths: list[float]) -> list[int]:
 
 
 class UttShared(UttFusion):
-    """IF-MMIN's stage 1 (`utt_shared`, methods.md §3.1): encoders + shared encoder S; the classifier reads
+    """IF-MMIN's stage 1 (`utt_shared`, docs/methods.md §3.1): encoders + shared encoder S; the classifier reads
     [e_m..., S(e_m)...]; loss CE + cmd_weight x pairwise CMD of the invariant features."""
 
     def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float, cmd_weight: float,
@@ -110,7 +110,7 @@ class UttShared(UttFusion):
 
     def joint(self, batch: Batch) -> torch.Tensor:
         """The joint representation its classifier reads: [h, S(e_m)...], the concatenated embeddings and
-        invariant features, (B, 2 x modalities x hidden) (methods.md §3.1)."""
+        invariant features, (B, 2 x modalities x hidden) (docs/methods.md §3.1)."""
         h, invariant = self.features(batch)
         return torch.cat([h, *invariant], 1)
 
@@ -167,7 +167,7 @@ class Imagination(nn.Module):
 
     def joint(self, batch: Batch) -> torch.Tensor:
         """The joint representation its classifier reads: the residual AE's block latents, concatenated,
-        (B, ae_blocks x last AE width) (`imagine(batch)[2]`; methods.md §2 "Stage 2", forward pass 2 and 4)."""
+        (B, ae_blocks x last AE width) (`imagine(batch)[2]`; docs/methods.md §2.2, forward pass 2 and 4)."""
         return self.imagine(batch)[2]
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -185,7 +185,7 @@ class Imagination(nn.Module):
 
 
 class MMIN(Imagination):
-    """MMIN's stage 2 (methods.md §2): forward imagination AE + cycle AE (when cycle_weight > 0)."""
+    """MMIN's stage 2 (docs/methods.md §2): forward imagination AE + cycle AE (when cycle_weight > 0)."""
 
     def __init__(self, stage1: UttFusion, entry: dict):
         super().__init__(stage1, entry, "mmin")
@@ -210,7 +210,7 @@ class MMIN(Imagination):
 
 
 class IFMMIN(Imagination):
-    """IF-MMIN's stage 2 (methods.md §3.2): invariant features H' injected at every IF-IM block (`ae_version`:
+    """IF-MMIN's stage 2 (docs/methods.md §3.2): invariant features H' injected at every IF-IM block (`ae_version`:
     the published or the HEAD autoencoder; `inject: false`: MMIN's)."""
 
     def __init__(self, stage1: UttShared, entry: dict):

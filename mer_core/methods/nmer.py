@@ -1,6 +1,6 @@
 """NMER (Liu et al., arXiv 2311.16114): noise-robust MER with a noise scheduler and a conditional VAE.
 
-Two stages inside one run (methods.md §4):
+Two stages inside one run (docs/methods.md §4):
 
 - Stage 1 (`pretrain`, NMER's `utt_shared_002`, §4.2): per modality an *invariant* and a *specific* encoder
   (LSTM / TextCNN); the shared encoder S maps the invariant embeddings to invariant features; the classifier
@@ -77,7 +77,7 @@ from mer_core.methods.mmin import RowCache
 from mer_core.methods.registry import ModelContext
 from mer_core.noise.scheduler import NoiseScheduler
 
-# the official stage-1 DDPMScheduler of the auxiliary diffusion branch (methods.md §4.2)
+# the official stage-1 DDPMScheduler of the auxiliary diffusion branch (docs/methods.md §4.2)
 DENOISER_SCHEDULE = NoiseScheduler("gaussian", 1000, "scaled_linear", 0.00085, 0.012, per_sample=True)
 
 class InvariantSpecific(nn.ModuleDict):
@@ -98,7 +98,7 @@ class InvariantSpecific(nn.ModuleDict):
 
 
 class NMERPretrain(nn.Module):
-    """NMER's stage 1 (methods.md §4.2): CE + CMD + the auxiliary term on the conditional denoiser's output."""
+    """NMER's stage 1 (docs/methods.md §4.2): CE + CMD + the auxiliary term on the conditional denoiser's output."""
 
     def __init__(self, ctx: ModelContext, hidden: int, block: dict, encoding: Encoding = Encoding()):
         super().__init__()
@@ -114,7 +114,7 @@ class NMERPretrain(nn.Module):
 
     def joint(self, batch: Batch) -> torch.Tensor:
         """The joint representation its classifier reads: [specific..., S(invariant)...], (B, 2 x modalities x
-        hidden) (methods.md §4.2)."""
+        hidden) (docs/methods.md §4.2)."""
         specific, invariant = self.encoders(batch)
         return torch.cat([specific, *invariant], 1)
 
@@ -142,7 +142,7 @@ class NMERPretrain(nn.Module):
 
 
 class NMER(nn.Module):
-    """NMER's stage 2 (methods.md §4.3): students from stage 1, conditional VAE, BatchNorm classifier on x̂."""
+    """NMER's stage 2 (docs/methods.md §4.3): students from stage 1, conditional VAE, BatchNorm classifier on x̂."""
 
     def __init__(self, stage1: NMERPretrain, entry: dict):
         super().__init__()
@@ -175,7 +175,7 @@ class NMER(nn.Module):
     def joint(self, batch: Batch) -> torch.Tensor:
         """The joint representation its classifier reads: the conditional VAE's reconstruction x̂ of the
         specific embeddings, (B, modalities x hidden), with z sampled or z = mu in evaluation (`eval_latent`;
-        methods.md §4.3, forward pass 4-5)."""
+        docs/methods.md §4.3, forward pass 4-5)."""
         return self.vae(*self.encode(batch))[0]
 
     def forward(self, batch: Batch) -> torch.Tensor:

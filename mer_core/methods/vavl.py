@@ -1,5 +1,5 @@
 """VAVL (Goncalves et al., "Versatile audio-visual learning for emotion recognition"): one model for audio,
-video or both, trained modality by modality (methods.md §5).
+video or both, trained modality by modality (docs/methods.md §5).
 
 Architecture (§5.2): per modality a 1x1 convolution (no bias) to `projection` channels, optionally averaged
 over groups of `subsample` frames (the time subsampling a Conformer encoder normally starts with, which VAVL's
@@ -174,7 +174,7 @@ class VAVL(nn.Module):
 
     def joint(self, batch: Batch) -> torch.Tensor:
         """The joint representation its fusion head reads: the modalities' utterance representations
-        (`represent`) concatenated in the corpus's order, (B, modalities x d_model) (methods.md §5.2, "Fusion
+        (`represent`) concatenated in the corpus's order, (B, modalities x d_model) (docs/methods.md §5.2, "Fusion
         head"). Its slices are what the unimodal heads read."""
         return torch.cat([self.represent(batch, m) for m in self.modalities], 1)
 

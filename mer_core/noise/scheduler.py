@@ -1,4 +1,4 @@
-"""NMER's noise scheduler (Domiss.NoiseScheduler, methods.md §4.1): DDPM-style forward noising of frame features.
+"""NMER's noise scheduler (Domiss.NoiseScheduler, docs/methods.md §4.1): DDPM-style forward noising of frame features.
 
     x̃ = sqrt(ᾱ_t) · x + sqrt(1 − ᾱ_t) · ε,   ᾱ_t = ∏_{i ≤ t} (1 − β_i),   t ~ U{0, …, T − 1}
 

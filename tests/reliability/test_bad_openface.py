@@ -2,7 +2,7 @@
 that is used stops the prepare step with an error naming the file, the column and the row, or, with
 `data.on_error: skip`, drops that clip's face (recorded in skipped.csv); it never reaches the feature store.
 
-`test_inf_in_a_tracked_frame_names_file_column_and_row` fails on the reader as it was before issue 20 (it rejected
+`test_inf_in_a_tracked_frame_names_file_column_and_row` fails on the reader as it was before the reliability work (it rejected
 NaN only: the `inf` reached the store, and training went on with NaN)."""
 from __future__ import annotations
 

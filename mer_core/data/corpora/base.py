@@ -1,7 +1,7 @@
 """What the corpus adapters share: the error they raise and the form a feature package is read into.
 
 A *media* corpus lists clips whose files `mer_core.data.prepare` extracts features from; a *feature package*
-(e.g. IEMOCAP in the MMIN authors' package, methods.md §1.1) already holds features and its own folds, and
+(e.g. IEMOCAP in the MMIN authors' package, docs/methods.md §1.1) already holds features and its own folds, and
 its adapter returns them as a `FeaturePackage` in the feature store's schema (`mer_core.data.store`).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CMU-MOSEI as CMU Multimodal SDK computational sequences (datasets.md "CMU-MOSEI"; Zadeh et al., ACL 2018).
+"""CMU-MOSEI as CMU Multimodal SDK computational sequences (docs/datasets.md "CMU-MOSEI"; Zadeh et al., ACL 2018).
 
 Files under `root` (the names the SDK downloads them as, `mmsdk/mmdatasdk/dataset/standard_datasets/CMU_MOSEI`):
 

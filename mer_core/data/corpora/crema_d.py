@@ -1,4 +1,4 @@
-"""CREMA-D (Cao et al., IEEE TAC 2014; datasets.md "CREMA-D"): the real corpus and the built-in one in its layout.
+"""CREMA-D (Cao et al., IEEE TAC 2014; docs/datasets.md "CREMA-D"): the real corpus and the built-in one in its layout.
 
 Layout under `root` (the official repository's, plus an optional OpenFace folder):
 
@@ -29,10 +29,10 @@ emotion that more than half of that clip's raters chose. Every rater picks one o
 no other-than-class vote; a tie or a plurality short of half the raters gives no consensus. Clips without a
 consensus label (or without ratings) are dropped and counted in the listing's notes. With the audio-visual votes
 this keeps 5,913 of the 7,442 clips (N 1651, H 1192, A 902, D 894, F 874, S 400); VAVL's consensus lists
-(methods.md §5.4) hold 5,820 clips in the same class order, so their exact rule ("label rule M") differs
+(docs/methods.md §5.4) hold 5,820 clips in the same class order, so their exact rule ("label rule M") differs
 slightly and is unknown. The intended label is kept in the column `intended`.
 
-`human_recognition` reads `summaryTable.csv` into the human per-modality recognition rates (datasets.md).
+`human_recognition` reads `summaryTable.csv` into the human per-modality recognition rates (docs/datasets.md).
 """
 from __future__ import annotations
 
@@ -235,7 +235,7 @@ def with_consensus_labels(clips: pd.DataFrame, root: Path, votes: str) -> tuple[
 
 
 def human_recognition(path: str | Path) -> pd.DataFrame:
-    """Human recognition per presentation from CREMA-D's summaryTable.csv (datasets.md): rows a (voice alone),
+    """Human recognition per presentation from CREMA-D's summaryTable.csv (docs/datasets.md): rows a (voice alone),
     v (face alone), av (both); columns `wa` (share of clips whose crowd majority label equals the intended one;
     strict: a tie such as `A:N` never matches), `ua` (mean over the six classes of that per-class share),
     `recall_<class>` and `clips`."""

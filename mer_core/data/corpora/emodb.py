@@ -1,4 +1,4 @@
-"""EmoDB, the Berlin Database of Emotional Speech (Burkhardt et al., Interspeech 2005; datasets.md "EmoDB").
+"""EmoDB, the Berlin Database of Emotional Speech (Burkhardt et al., Interspeech 2005; docs/datasets.md "EmoDB").
 
 Audio only: `root/wav/*.wav` (the release's `wav/` folder, 535 utterances). A name such as `03a01Fa` is speaker
 (2 digits), text code (`a01`-`a07`, `b01`-`b10`), emotion letter (German initial: W Wut anger, L Langeweile

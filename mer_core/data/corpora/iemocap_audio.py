@@ -1,4 +1,4 @@
-"""IEMOCAP's raw audio (Busso et al., LREC-J 2008; datasets.md "IEMOCAP"), listed by `torchaudio.datasets.IEMOCAP`.
+"""IEMOCAP's raw audio (Busso et al., LREC-J 2008; docs/datasets.md "IEMOCAP"), listed by `torchaudio.datasets.IEMOCAP`.
 
 Layout (torchaudio's): `root/IEMOCAP/Session{1..5}/sentences/wav/<dialogue>/<utterance>.wav` and the labels in
 `root/IEMOCAP/Session{n}/dialog/EmoEvaluation/*.txt` (lines `[start - end]\\t<utterance>\\t<label>\\t[v, a, d]`).

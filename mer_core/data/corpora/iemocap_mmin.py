@@ -1,4 +1,4 @@
-"""IEMOCAP in the MMIN authors' feature package ("IEMOCAP_features_2021"; methods.md §1.1, datasets.md).
+"""IEMOCAP in the MMIN authors' feature package ("IEMOCAP_features_2021"; docs/methods.md §1.1, docs/datasets.md).
 
 Layout under `root` (as used by MMIN, IF-MMIN and NMER):
 
@@ -37,7 +37,7 @@ from mer_core.data.corpora.base import CorpusError, FeaturePackage, open_hdf5
 from mer_core.data.store import Sequences
 
 # Index -> name of the one-hot labels, from the authors' plotting code (draw.py); UNVERIFIED against the
-# package itself (methods.md §1.1). "happy" holds happy + excited.
+# package itself (docs/methods.md §1.1). "happy" holds happy + excited.
 CLASSES = ("happy", "angry", "sad", "neutral")
 FEATURES = {  # modality -> file, width, frame rate (frames/s, None = unknown), what it holds
     "audio": ("A/comparE.h5", 130, 10.0, "openSMILE ComParE_2016 LLDs + deltas, downsampled x10 (polyphase)"),

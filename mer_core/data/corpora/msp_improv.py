@@ -1,7 +1,7 @@
 """MSP-IMPROV (Busso et al., IEEE TAC 2017; licence from UT Dallas): audio + video, attributes and a category.
 
-Its layout is not in datasets.md; this adapter is written against what we know of the release, and each
-assumption below is marked. A missing or malformed file raises a `CorpusError` naming it.
+Its layout, as far as we know it, is in docs/datasets.md ("MSP-IMPROV"); this adapter is written against that,
+and each assumption below is marked. A missing or malformed file raises a `CorpusError` naming it.
 
 - Label file: `Evalution.txt` (sic, the release's spelling) or `Evaluation.txt` at `root`. [assumed location]
   Per turn, a summary line `UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:2.500000; V:2.000000; D:3.500000; N:3.000000;`
@@ -12,7 +12,7 @@ assumption below is marked. A missing or malformed file raises a `CorpusError` n
 - Categories: A angry, H happy, S sad, N neutral; O (other) and X (no agreement) are not one of the four
   [assumed codes]. `data.msp_improv.no_consensus`: `drop` (those turns are dropped and counted: the usual four
   classes) or `other` (kept with the label `other`, a fifth class; e.g. for attribute regression on every turn, as
-  VAVL, methods.md §5.4). Any other code raises.
+  VAVL, docs/methods.md §5.4). Any other code raises.
 - Media: `MSP-IMPROV-*.wav` (audio) and `MSP-IMPROV-*.avi` (video) anywhere under `root` (the release has
   `Audio/session1/S01A/P/MSP-IMPROV-S01A-F01-P-FM01.wav` and the same under `Video/`) [assumed layout]; a turn
   with neither file is dropped and counted, one without one of them lacks that modality.
@@ -20,7 +20,7 @@ assumption below is marked. A missing or malformed file raises a `CorpusError` n
   (gender letter + session 01-06); scenario P (R read, S improvised target sentence, T other improvised turn,
   P natural interaction [assumed meanings: only the letters are checked]); dyad FM and turn number 01.
   speaker = `F01`, session = 1, gender from the letter.
-- Attributes on 1-5: `arousal` = 6 - A (VAVL flips the arousal scale, methods.md §5.4), `valence` = V,
+- Attributes on 1-5: `arousal` = 6 - A (VAVL flips the arousal scale, docs/methods.md §5.4), `valence` = V,
   `dominance` = D; `naturalness` = N when given. Standard protocol: session-disjoint, one session held out for
   test and another for validation per partition (VAVL: 4/1/1 sessions).
 """

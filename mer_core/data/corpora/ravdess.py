@@ -1,4 +1,4 @@
-"""RAVDESS (Livingstone & Russo, PLoS ONE 2018; Zenodo record 1188976; datasets.md "RAVDESS").
+"""RAVDESS (Livingstone & Russo, PLoS ONE 2018; Zenodo record 1188976; docs/datasets.md "RAVDESS").
 
 The Zenodo zips unpack to `Actor_01/` .. `Actor_24/` folders (one zip per actor for video, one zip per channel for
 audio); `root` is searched recursively, so any arrangement of those folders under it works. A file name is seven

@@ -80,7 +80,7 @@ CORPORA = {
         "CREMA-D (91 actors, 6 emotions): AudioWAV/*.wav and VideoFlash/*.flv (or OpenFace/*.csv); intended or "
         "crowd-consensus labels",
         list_clips=crema_d.list_clips, options=True,
-        protocol=SpeakerPartitions((63, 14, 14), 5, "VAVL's CREMA-D partitions, methods.md §5.4"),
+        protocol=SpeakerPartitions((63, 14, 14), 5, "VAVL's CREMA-D partitions, docs/methods.md §5.4"),
     ),
     "ravdess": Corpus(
         "ravdess", ("audio", "visual"), tuple(ravdess.EMOTIONS.values()),
@@ -91,7 +91,7 @@ CORPORA = {
         "emodb", ("audio",), emodb.CLASSES,
         "EmoDB, the Berlin Database of Emotional Speech (10 speakers, 7 emotions, German), audio only",
         list_clips=emodb.list_clips,
-        protocol=LeaveOneGroupOut("speaker", "speakers", "leave-one-speaker-out, datasets.md"),
+        protocol=LeaveOneGroupOut("speaker", "speakers", "leave-one-speaker-out, docs/datasets.md"),
     ),
     "iemocap_audio": Corpus(
         "iemocap_audio", ("audio",), iemocap_audio.CLASSES,
@@ -104,7 +104,7 @@ CORPORA = {
         "msp_improv", ("audio", "visual"), msp_improv.CLASSES,
         "MSP-IMPROV (6 sessions x 2 actors): audio + video, a consensus category and arousal/valence/dominance",
         list_clips=msp_improv.list_clips, options=True, classes_for=msp_improv.classes,
-        protocol=LeaveOneGroupOut("session", "group", "VAVL's session-disjoint 4/1/1 partitions, methods.md §5.4"),
+        protocol=LeaveOneGroupOut("session", "group", "VAVL's session-disjoint 4/1/1 partitions, docs/methods.md §5.4"),
     ),
     "iemocap_mmin": Corpus(
         "iemocap_mmin", tuple(iemocap_mmin.FEATURES), iemocap_mmin.CLASSES,
