@@ -9,10 +9,14 @@ The top of the params stack (`mer_core.schema` at the bottom, the section models
   a run names a `method` and the keys it changes from the method's defaults (the official settings), or a `base`
   run and the dotted keys it `set`s; the chain is followed to the method and the entry validated against the method's
   model. With `train.preset: paper` every run's schedule and size keys are reset to the method's defaults. A run the
-  corpus cannot feed, or one `train.runs` does not select, is resolved with status `skip` and its reason.
+  corpus cannot feed (a modality its method needs, or functionals of a feature package's absent recordings), one whose
+  method is not trained for its task, or one `train.runs` does not select, is resolved with status `skip` and its
+  reason.
 - `write_stage_params` (`python -m mer_core.config`, the first stage of dvc.yaml): one JSON file per stage (and per
   run) under `data/params/`, holding exactly what that stage reads. Stages depend on their file, so a change reruns
   only the stages it reaches; a run's file also holds the hashes of its method's source files (`mer_core.codedeps`).
+  `prepare.json` also lists the openSMILE functionals sets the runs to train read (`needed_functionals`), so that adding
+  such a run is the one change that has prepare extract them.
   Nothing is interpolated into a stage's command line but run names and values checked here first, and this stage
   runs before every other, so a bad name stops the pipeline before any command that would carry it.
   `python -m mer_core.config --check` validates only: the Makefile runs it before `dvc repro`, because DVC reads

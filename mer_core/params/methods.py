@@ -4,6 +4,9 @@ A run of the study (`params.yaml: methods.<run>`) names a method and states only
 defaults, or names a base run and the dotted keys it sets (`mer_core.config.resolve_runs`). The defaults here are the
 official effective settings (docs/methods.md: MMIN §2, IF-MMIN §3, NMER §4, VAVL §5): schedules, sizes, loss weights,
 and the switches that restore an official behaviour where ours deviates (the deviations table says which is which).
+The MMIN family's runs also accept options beyond the official code, off by default: each frame modality's LSTM
+encoder (`encoder`), openSMILE functionals in place of the audio frames (`audio_input`) and training-batch
+augmentation (`augment`); `functionals_svm` is the classical speech baseline (a fitted stage, no gradient training).
 
 `MethodInfo` says what a method is without importing torch: its params model, the module that builds its models, its
 training stages (what each trains on and selects on), the modalities it needs, whether it has a joint representation,
