@@ -71,9 +71,22 @@ def validate_params(raw: Mapping) -> dict:
         params[section] = {name: _entry(raw.get(section, {})[name]) for name in params[section]}
     params["extended"]["runs"] = {name: _entry(raw.get("extended", {}).get("runs", {})[name])
                                   for name in params["extended"]["runs"]}
+    derive_defaults(params)
     runs = resolve_runs(params)
     cross_check(params, runs)
     return params
+
+
+def derive_defaults(params: dict) -> None:
+    """Fill in, in place, the keys whose null means "derived from what is trained": the fold and seed of the explorer
+    and of the embedding maps are the first trained fold (of `train.folds`; 0 with all) and the first of
+    `train.seeds`, so that a study of a fold or seed subset needs no companion setting."""
+    train = params["train"]
+    for block in (params["explore"], params["analysis"]["embedding"]):
+        if block["fold"] is None:
+            block["fold"] = 0 if train["folds"] == "all" else train["folds"][0]
+        if block["seed"] is None:
+            block["seed"] = train["seeds"][0]
 
 
 def _entry(raw: Mapping) -> dict:

@@ -98,10 +98,20 @@ def filter_clips(clips: pd.DataFrame, emotion: str | None = None, speaker: str |
     return clips[keep]
 
 
+def default_emotion(clips: pd.DataFrame, classes: list[str], speaker: str | int | None = None) -> str | None:
+    """`explore.emotion: null`: the first of `classes` (the corpus's order) with a test clip in `clips` (of
+    `speaker` when given); None when there is none."""
+    for emotion in classes:
+        if not filter_clips(clips, emotion, speaker).empty:
+            return emotion
+    return None
+
+
 def select_clip(clips: pd.DataFrame, emotion: str | None = None, speaker: str | int | None = None,
                 clip: str | None = None) -> pd.Series:
-    """The test clip `clip`, or the first test clip of class `emotion` and speaker `speaker` (None: any). A
-    ConfigError names the `explore` key and what is allowed."""
+    """The test clip `clip`, or the first test clip of class `emotion` and speaker `speaker` (None or `any`: any).
+    A ConfigError names the `explore` key and what is allowed."""
+    emotion = None if emotion == "any" else emotion
     if clip is not None:
         match = clips[clips["clip_id"] == clip]
         if match.empty:
@@ -110,7 +120,7 @@ def select_clip(clips: pd.DataFrame, emotion: str | None = None, speaker: str | 
         return match.iloc[0]
     if emotion is not None and emotion not in set(clips["label"]):
         raise ConfigError(f"explore.emotion: got {emotion!r}; allowed values: {', '.join(sorted(set(clips['label'])))}"
-                          f" (or null)")
+                          f", any (or null)")
     speakers = sorted(set(clips["speaker"]))
     if speaker is not None and str(speaker) not in speakers:
         raise ConfigError(f"explore.speaker: got {speaker!r}; the fold's test speakers: {', '.join(speakers)} (or null)")
@@ -380,7 +390,9 @@ class Explorer:
             raise ConfigError(f"explore.run: no trained run has a checkpoint for fold {self.fold}, seed {self.seed} "
                               f"under {self.checkpoints}")
         condition = cfg["condition"] or self.conditions[0]
-        clip = select_clip(self.clips, cfg["emotion"], cfg["speaker"], cfg["clip"])
+        emotion = cfg["emotion"] if cfg["emotion"] is not None else \
+            default_emotion(self.clips, self.store.classes, cfg["speaker"])
+        clip = select_clip(self.clips, emotion, cfg["speaker"], cfg["clip"])
         self.condition(condition)
         resolve_setting(self.settings, cfg["noise"], cfg["level"])
         return {"run": run, "clip_id": clip["clip_id"], "condition": condition, "noise": cfg["noise"],

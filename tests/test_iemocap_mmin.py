@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from mer_core.config import load_params
+from mer_core.schema import ConfigError
 from mer_core.data.batches import load_fold
 from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.corpora.base import CorpusError
@@ -235,6 +236,22 @@ def test_prepare_takes_class_names_and_widths_from_the_package(tmp_path):
     assert store.manifest["dims"] == {"audio": 7, "visual": 31, "text": 9}
     fold = load_fold(store, 0)
     assert fold["train"].x["visual"].shape[2] == 31 and set(fold["test"].y.tolist()) == set(range(5))
+
+
+def test_a_fold_and_seed_subset_needs_no_companion_setting(package, tmp_path):
+    root, _ = package
+    overrides = {"data.corpus": "iemocap_mmin", "data.root": str(root), "train.folds": [1], "train.seeds": [3, 4],
+                 "data.features_dir": str(tmp_path / "features")}
+    params = load_params(ROOT / "params.yaml", overrides)
+    for block in (params["explore"], params["analysis"]["embedding"]):
+        assert (block["fold"], block["seed"]) == (1, 3)
+    assert prepare(params).folds == [0, 1, 2]
+    with pytest.raises(ConfigError, match=r"explore.fold: fold 0 is not trained \(train.folds: \[1\]\)"):
+        load_params(ROOT / "params.yaml", {**overrides, "explore.fold": 0})
+    with pytest.raises(ConfigError, match=r"analysis.embedding.seed: 0 is not one of train.seeds \[3, 4\]"):
+        load_params(ROOT / "params.yaml", {**overrides, "analysis.embedding.seed": 0})
+    everything = load_params(ROOT / "params.yaml", {k: v for k, v in overrides.items() if k != "train.folds"})
+    assert everything["explore"]["fold"] == 0 and everything["analysis"]["embedding"]["fold"] == 0
 
 
 def test_missing_root_is_named(tmp_path):
