@@ -357,7 +357,8 @@ class Explorer:
         store = read_store(params["store"], verify=False)
         if fold not in store.folds:
             raise ConfigError(f"explore.fold: got {fold}; the feature store's folds: {store.folds}")
-        test = load_fold(store, fold, study_task(params["task"], store.manifest))["test"]
+        test = load_fold(store, fold, study_task(params["task"], store.manifest),
+                         normalise=params.get("normalise_modalities") or "all")["test"]
         return cls(params, fold, seed, Path(checkpoints), store, test, clip_table(store, fold),
                    noise_settings(store, params["robustness"]), media_files(params["data"]))
 

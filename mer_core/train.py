@@ -256,6 +256,12 @@ def load_model(checkpoint: dict) -> nn.Module:
     return model.eval()
 
 
+def inputs(train: dict) -> dict:
+    """`load_fold`'s keyword arguments from the study's `train` settings: which modalities are normalised and how
+    clips are batched (older resolved params without these keys: ours)."""
+    return {"normalise": train.get("normalise_modalities") or "all", "batching": train.get("batches") or "bucketed"}
+
+
 def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threads: int = 1,
              device: str = "cpu") -> RunOutput:
     """Train every stage of `run` (a resolved run) on `fold` with `seed`; predict the test fold with the last stage's
@@ -269,7 +275,7 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
     device = select_device(device)
     store = read_store(run["store"], verify=False)
     task = study_task(run["task"], store.manifest)
-    data = load_fold(store, fold, task, entry.get("unpaired"), run_seed(seed, fold))
+    data = load_fold(store, fold, task, entry.get("unpaired"), run_seed(seed, fold), **inputs(cfg))
     frames = FrameEncoderSpec.for_store(store.manifest, cfg["frame_encoder"])
     context = ModelContext.from_manifest(store.manifest, task)
     context = frames.context(context) if frames else context
@@ -286,7 +292,8 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
         last = k == len(stages) - 1
         checkpoints[checkpoint_name(fold, seed, None if last else stage.name)] = checkpoint_bytes(
             {"run": run["name"], "method": run["method"], "module": run["module"], "stages": run["stages"],
-             "stage": stage.name, "params": entry, "fold": fold, "seed": seed, "epoch": result.best_epoch,
+             "stage": stage.name, "params": entry, "inputs": inputs(cfg), "fold": fold, "seed": seed,
+             "epoch": result.best_epoch,
              f"val_{task.selection_metric}": result.best_score, "context": asdict(context),
              **({"frame_encoder": asdict(frames)} if frames else {}), "state_dict": model.state_dict()})
     try:

@@ -72,7 +72,8 @@ from mer_core.methods.registry import ModelContext
 class RowCache:
     """Per-clip memo of a frozen teacher's outputs on the full, clean input of a training clip (keyed by the
     clip's row in meta.csv): computed the first time a clip is seen, reused in every later epoch. Exact because
-    the teacher is frozen and deterministic (eval mode) and the encoders ignore padding."""
+    the teacher is frozen and deterministic (eval mode) and the encoders ignore padding; not used when they pool
+    over it (`encoder_pooling` or `text_windows: padded`), where a clip's output depends on its batch."""
 
     def __init__(self):
         self.values: dict[int, tuple[torch.Tensor, ...]] = {}
@@ -212,7 +213,7 @@ class IFMMIN(Imagination):
         self.shared = copy.deepcopy(stage1.shared)
         self.teacher_shared = frozen(stage1.shared)
         self.invariant_weight = entry["invariant_weight"]
-        self.targets = RowCache()
+        self.targets = RowCache() if Encoding.from_entry(entry) == Encoding() else None
 
     def train(self, mode: bool = True) -> "IFMMIN":
         super().train(mode)
@@ -230,8 +231,10 @@ class IFMMIN(Imagination):
         loss, logits, (_, _, _, invariant) = self.base_loss(batch, full)
         if self.invariant_weight > 0:
             with torch.no_grad():
-                target, = self.targets(full.rows, lambda: (
-                    torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),))
+                def compute():
+                    return torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),
+
+                target, = compute() if self.targets is None else self.targets(full.rows, compute)
             loss = loss + self.invariant_weight * slot_mse(invariant, target, full.present)
         return loss, logits
 
