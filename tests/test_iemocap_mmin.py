@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from mer_core.config import load_params
-from mer_core.schema import ConfigError
 from mer_core.data.batches import load_fold
-from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.corpora.base import CorpusError
 from mer_core.data.corpora.iemocap_mmin import CLASSES, parse_name, read_package
+from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.prepare import prepare, store_path
+from mer_core.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = {"A/comparE.h5": 130, "V/denseface.h5": 342, "L/bert_large.h5": 1024}

@@ -69,6 +69,7 @@ from mer_core.losses import pairwise_cmd, slot_mse
 from mer_core.methods.baselines import Encoding, UttFusion
 from mer_core.methods.registry import ModelContext
 
+
 class RowCache:
     """Per-clip memo of a frozen teacher's outputs on the full, clean input of a training clip (keyed by the
     clip's row in meta.csv): computed the first time a clip is seen, reused in every later epoch. Exact because

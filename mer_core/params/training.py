@@ -84,9 +84,9 @@ class Train(Params):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     """Adam weight decay (the MMIN family's stage-2 models ignore theirs: 0 is faithful)."""
     batches: Literal[BATCHES] | None = None
-    """How clips are batched (`mer_core.data.batches`): bucketed: training batches of clips of similar length, evaluation
-    in order of length (ours) | random: a fresh random order every epoch, and evaluation of the replicated set of
-    (clip, condition) pairs in random batches (the official data loaders); null: bucketed, random under
+    """How clips are batched (`mer_core.data.batches`): bucketed: training batches of clips of similar length,
+    evaluation in order of length (ours) | random: a fresh random order every epoch, and evaluation of the replicated
+    set of (clip, condition) pairs in random batches (the official data loaders); null: bucketed, random under
     `train.preset: paper`."""
     normalise_modalities: Literal["all"] | list[Literal[MODALITIES]] | None = None
     """Modalities standardised with the fold's training statistics: all (ours) | a list, the others read as the store
