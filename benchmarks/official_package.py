@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
                         "ours and, with --ablation, one per switch)")
     parser.add_argument("--ablation", action="store_true", help="also train `official` with each switch set back")
     parser.add_argument("--ablation-folds", nargs="+", type=int, default=None,
-                        help="train the ablation rows on these folds only (ours, 0-based; default: every fold)")
+                        help="train every configuration but `official` on these folds only (ours, 0-based; default: "
+                        "every fold the reference has)")
     parser.add_argument("--jobs", type=int, default=2, help="units trained at once (one thread each)")
     args = parser.parse_args(argv)
 
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods:
         for config, changes in configs.items():
             folds = sorted(reference.loc[reference["method"] == method, "fold"].unique())
-            if config not in ("official", "ours") and args.ablation_folds is not None:
+            if config != "official" and args.ablation_folds is not None:
                 folds = [f for f in folds if f in args.ablation_folds]
             todo += [(method, config, changes, int(fold), seed) for fold in folds for seed in args.seeds
                      if (method, config, int(fold), seed) not in finished]

@@ -20,8 +20,9 @@ and its own folds, `target/k` -> fold k-1 (the `folds` params are unused). Any n
 folders numbered 1..K without a gap is accepted, so a subset of the package works too. A fold lists
 utterances, so `splits.csv` is clip-level; only utterances that some fold lists enter the store.
 `A/comparE_mean_std.h5` (the authors' per-fold training mean/std) is not read: `batches.load_fold`
-computes the same statistics from each fold's training clips. Unlike the MMIN loader, which normalises
-only the acoustic features, `load_fold` normalises every modality.
+computes the same statistics from each fold's training clips. The MMIN loader normalises only the acoustic
+features; `load_fold` normalises every modality unless `train.normalise_modalities` names fewer (`[audio]`, the
+official behaviour, is what `train.preset: paper` implies on this corpus).
 
 Speaker: `Ses03M_impro03_M001` -> `Ses03_M`, session 3, the gender letter of the last field (the speaking
 actor), not of the dialogue's. An all-zero Denseface frame is stored with valid = False (no face). Frame
