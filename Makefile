@@ -30,10 +30,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 repro: $(STAMP)
+	python -m mer_core.config --check
 	dvc repro dvc.yaml
 	python -m mer_core.readme_results
 
 repro-extended: $(STAMP)
+	python -m mer_core.config --check
 	dvc repro dvc.yaml extended/dvc.yaml
 	python -m mer_core.readme_results
 

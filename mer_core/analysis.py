@@ -21,14 +21,27 @@ from mer_core.convergence import convergence_summary, convergence_table, unconve
 from mer_core.findings import evaluate_claims, findings_markdown, noise_runs
 from mer_core.provenance import Provenance
 from mer_core.references import load_references, reference_table
-from mer_core.report import (calibration_check, corpus_human_reference, corruption_curves, embedding_figure,
-                             embedding_summary, paired_comparison, paired_fraction_curve, robustness_comparison,
-                             robustness_curves, robustness_runs, robustness_table, save_figure, training_curves,
-                             with_missing_average, write_table)
+from mer_core.report import (
+    calibration_check,
+    corpus_human_reference,
+    corruption_curves,
+    embedding_figure,
+    embedding_summary,
+    paired_comparison,
+    paired_fraction_curve,
+    robustness_comparison,
+    robustness_curves,
+    robustness_runs,
+    robustness_table,
+    save_figure,
+    training_curves,
+    with_missing_average,
+    write_table,
+)
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
+from mer_core.study import NOISE_RIVALS, VAVL_RIVALS, base_run, confusion_runs, family, rivals, table_rows
 from mer_core.tables import confusion_grid, grid_table, mean_table, modality_table
-from mer_core.study import (NOISE_RIVALS, VAVL_RIVALS, base_run, confusion_runs, family, rivals, table_rows)
 
 RESULT_TABLES = ("per_condition", "history", "predictions", "robustness")
 RESULTS = {"default": Path("results"), "extended": Path("extended/results")}
@@ -162,7 +175,7 @@ def condition_tables(study: Study, art: Artefacts) -> None:
         table = grid_table(part, metric, columns, study.precision)
         reference = corpus_human_reference(study.params["data"], study.precision) if metric == "ua" else None
         if reference is not None:
-            table = pd.concat([table, reference.reindex(columns=columns).fillna("")])
+            table = pd.concat([table, reference.reindex(columns=columns, fill_value="")])
         art.table(table, f"conditions_{metric}", f"{title} per test condition, mean ± std over folds x seeds (test "
                   "speakers); pooled: the replicated test set of every condition, mean: the mean of the columns.",
                   study.sources(rows))
@@ -200,8 +213,8 @@ def imagination_tables(study: Study, art: Artefacts) -> pd.DataFrame | None:
     pairs = [(a, b) for a, b in (("ifmmin", "mmin"), ("mmin", "utt_fusion"), ("utt_dataaug", "utt_fusion"),
                                  ("mmin", "utt_dataaug")) if base_run(study.runs, a) and base_run(study.runs, b)]
     named = [(base_run(study.runs, a), base_run(study.runs, b)) for a, b in pairs]
-    named += [(base, variant) for method in ("mmin", "ifmmin") for base, *variants in [family(study.runs, method)]
-              for variant in variants]
+    named += [(runs[0], variant) for runs in (family(study.runs, m) for m in ("mmin", "ifmmin"))
+              for variant in runs[1:]]
     comparisons = pd.DataFrame([paired_comparison(part, a, b, "missing", "ua") for a, b in named])
     if len(comparisons):
         comparisons = comparisons[["a", "b", "difference", "wins", "pairs", "p_value"]].round(4)

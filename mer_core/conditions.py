@@ -35,9 +35,11 @@ def parse_condition(name: str, modalities: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def with_presence(batch: Batch, keep: torch.Tensor) -> Batch:
-    """Zero-fill every modality where `keep` (B, M) is False; `present` becomes `has & keep`."""
+    """Zero-fill every modality where `keep` (B, M) is False; `present` becomes `has & keep`. A modality every clip
+    keeps is passed on as the same tensor, not copied."""
     present = batch.present & keep
-    x = {m: batch.x[m] * present[:, i, None, None] for i, m in enumerate(batch.modalities)}
+    x = {m: batch.x[m] if bool(present[:, i].all()) else batch.x[m] * present[:, i, None, None]
+         for i, m in enumerate(batch.modalities)}
     return batch.replace(x=x, present=present)
 
 

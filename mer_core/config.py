@@ -15,6 +15,8 @@ The top of the params stack (`mer_core.schema` at the bottom, the section models
   only the stages it reaches; a run's file also holds the hashes of its method's source files (`mer_core.codedeps`).
   Nothing is interpolated into a stage's command line but run names and values checked here first, and this stage
   runs before every other, so a bad name stops the pipeline before any command that would carry it.
+  `python -m mer_core.config --check` validates only: the Makefile runs it before `dvc repro`, because DVC reads
+  dvc.yaml's templated paths (`${data.root}`) before any stage runs, and an empty one fails there unexplained.
 """
 from __future__ import annotations
 
@@ -29,10 +31,11 @@ from typing import Any, Mapping
 import yaml
 
 from mer_core.codedeps import code_hashes, module_closure, stage_closure
-from mer_core.params.study import Study
 from mer_core.params.methods import CATALOG, MethodInfo
+from mer_core.params.study import Study
 from mer_core.schema import ConfigError, apply_overrides, check, deep_merge, expand_dotted
-from mer_core.study import embedded_runs, trained as trained_runs
+from mer_core.study import embedded_runs
+from mer_core.study import trained as trained_runs
 
 RUN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 GENERATED_NAME = re.compile(r"^[a-z][a-z0-9_]*(_paired[0-9.]+)?$")
@@ -65,8 +68,12 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
 
 
 def validate_params(raw: Mapping) -> dict:
-    """`raw` (a params mapping) validated, with defaults, cross-checked; ConfigError names the key."""
+    """`raw` (a params mapping) validated, with defaults, cross-checked; ConfigError names the key. A `methods`
+    section that is given but empty is an error (a mapping without one has no runs: the defaults)."""
     params = check(Study, dict(raw)).model_dump(mode="json", exclude_none=False)
+    if "methods" in raw and not params["methods"]:
+        raise ConfigError(f"methods: no run is defined; give at least one (<run>: {{method: <method>}}; registered "
+                          f"methods: {', '.join(CATALOG)})")
     for section in ("methods",):
         params[section] = {name: _entry(raw.get(section, {})[name]) for name in params[section]}
     params["extended"]["runs"] = {name: _entry(raw.get("extended", {}).get("runs", {})[name])
@@ -105,8 +112,10 @@ def _entry(raw: Mapping) -> dict:
 
 
 def method_info(name: str, key: str) -> MethodInfo:
+    """The catalogue entry of method `name`; ConfigError naming `key` (the dotted key that holds the name) and the
+    registered methods."""
     if name not in CATALOG:
-        raise ConfigError(f"{key}.method: got {name!r}; registered methods: {', '.join(CATALOG)}")
+        raise ConfigError(f"{key}: got {name!r}; registered methods: {', '.join(CATALOG)}")
     return CATALOG[name]
 
 
@@ -164,12 +173,12 @@ def study_entries(params: Mapping) -> dict[str, tuple[str, dict]]:
     if clash:
         raise ConfigError(f"extended: the generated run {clash!r} (extended.other_task / extended.unpaired) has the name "
                           "of a run you defined; rename yours")
-    for method in extended["other_task"]["methods"]:
-        method_info(method, "extended.other_task.methods")
+    for k, method in enumerate(extended["other_task"]["methods"]):
+        method_info(method, f"extended.other_task.methods[{k}]")
         entries[f"{method}_{task}"] = ("extended", {"base": roots.get(method), "of_method": method, "task": task,
                                                     "set": {}})
-    for method in extended["unpaired"]["methods"]:
-        method_info(method, "extended.unpaired.methods")
+    for k, method in enumerate(extended["unpaired"]["methods"]):
+        method_info(method, f"extended.unpaired.methods[{k}]")
         for paired in extended["unpaired"]["paired"]:
             shares = {m: (1.0 - paired) / len(modalities) for m in modalities}
             entries[unpaired_name(method, paired)] = ("extended", {"base": roots.get(method), "of_method": method,
@@ -215,12 +224,17 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
             return resolved[name]
         if not (RUN_NAME if name in params["methods"] or name in params["extended"]["runs"] else GENERATED_NAME
                 ).match(name):
-            raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern} (they name DVC stages and folders)")
+            raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern}: a lower-case letter, then lower-case "
+                              "letters, digits and _ (they name DVC stages, folders, and papermill's `-p run` argument "
+                              "on a shell command line)")
+        if reads_as_number(name):
+            raise ConfigError(f"{key}: {name!r} reads as a number on papermill's command line (`-p run {name}`); "
+                              "rename the run")
         if raw.get("base") is not None:
             base_name = raw["base"]
             if base_name not in entries:
                 raise ConfigError(f"{key}.base: {base_name!r} is not a run (runs: {', '.join(entries)})")
-            if base_name in trail:
+            if base_name in (*trail, name):
                 raise ConfigError(f"{key}.base: the bases loop: {' -> '.join((*trail, name, base_name))}")
             base = resolve(base_name, (*trail, name))
             info = CATALOG[base["method"]]
@@ -230,7 +244,7 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
             root = base["root"]
             explicit[name] = explicit[base_name] | set(flatten(expand_dotted(changes)))
         else:
-            info = method_info(raw["method"], key)
+            info = method_info(raw["method"], f"{key}.method")
             changes = flatten({k: v for k, v in raw.items() if k not in ("method", "base", "set", "task")})
             if raw.get("set"):
                 raise ConfigError(f"{key}.set: only a run with a `base` sets keys; write them beside `method`")
@@ -259,6 +273,15 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
     for name in entries:
         resolve(name, ())
     return {name: resolved[name] for name in entries}
+
+
+def reads_as_number(name: str) -> bool:
+    """Whether `float(name)` parses it (nan, inf, infinity): papermill passes such a `-p` value as a float."""
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
 
 
 def unbased(name: str, method: str, task: str) -> dict:
@@ -316,15 +339,6 @@ def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
         if unknown:
             raise ConfigError(f"train.runs: {unknown[0]!r} is not a run of `methods` (runs: {', '.join(params['methods'])})")
     explore = params["explore"]
-    if explore["run"] is not None and explore["run"] not in params["methods"]:
-        raise ConfigError(f"explore.run: {explore['run']!r} is not a run of `methods` "
-                          f"(runs: {', '.join(params['methods'])}; null picks one)")
-    for key, block in (("explore", explore), ("analysis.embedding", params["analysis"]["embedding"])):
-        if block["seed"] not in train["seeds"]:
-            raise ConfigError(f"{key}.seed: {block['seed']} is not one of train.seeds {train['seeds']} (no checkpoint "
-                              f"is trained with it)")
-        if train["folds"] != "all" and block["fold"] not in train["folds"]:
-            raise ConfigError(f"{key}.fold: fold {block['fold']} is not trained (train.folds: {train['folds']})")
     normalised = train["normalise_modalities"]
     if normalised != "all":
         from mer_core.data.corpora.registry import CORPORA
@@ -344,6 +358,15 @@ def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
                 if fold > last:
                     raise ConfigError(f"{key}: fold {fold} does not exist; folds.n_folds is {folds['n_folds']} "
                                       f"(folds 0..{last})")
+    if explore["run"] is not None and explore["run"] not in params["methods"]:
+        raise ConfigError(f"explore.run: {explore['run']!r} is not a run of `methods` "
+                          f"(runs: {', '.join(params['methods'])}; null picks one)")
+    for key, block in (("explore", explore), ("analysis.embedding", params["analysis"]["embedding"])):
+        if block["seed"] not in train["seeds"]:
+            raise ConfigError(f"{key}.seed: {block['seed']} is not one of train.seeds {train['seeds']} (no checkpoint "
+                              f"is trained with it)")
+        if train["folds"] != "all" and block["fold"] not in train["folds"]:
+            raise ConfigError(f"{key}.fold: fold {block['fold']} is not trained (train.folds: {train['folds']})")
     if params["extended"]["other_task"]["task"] == params["task"]:
         raise ConfigError(f"extended.other_task.task: {params['task']!r} is the study's own task; name the other one")
 
@@ -363,7 +386,7 @@ def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     """{relative file under data/params: its content}: what each stage reads (see the module docstring)."""
     data = params["data"]
     store = f"{data['features_dir']}/{data['corpus']}"
-    train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "weight_decay", "stopping",
+    train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "precision", "weight_decay", "stopping",
                                                      "frame_encoder", "batches", "normalise_modalities")}
     if params["train"]["preset"] == "paper":
         train_science["stopping"] = {**train_science["stopping"], "rule": "fixed"}
@@ -456,9 +479,12 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Validate params.yaml and write each stage's resolved params.")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default=STAGE_PARAMS)
+    parser.add_argument("--check", action="store_true", help="only validate the params file (write nothing)")
     args = parser.parse_args(argv)
     try:
-        write_stage_params(load_params(args.params), args.out)
+        params = load_params(args.params)
+        if not args.check:
+            write_stage_params(params, args.out)
     except ConfigError as err:
         sys.exit(f"{args.params}: {err}")
 

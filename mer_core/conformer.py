@@ -175,10 +175,31 @@ class ConvolutionModule(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = F.glu(self.pointwise_in(self.norm(x).transpose(1, 2)), dim=1)  # (B, d, T)
-        h = self.depthwise(h * mask[:, None, :])
+        h = F.glu(pointwise(self.pointwise_in, self.norm(x)), dim=-1)  # (B, T, d)
+        h = depthwise(self.depthwise, (h * mask[..., None]).transpose(1, 2))  # (B, d, T)
         h = F.silu(self.batch_norm(h, mask))
-        return self.dropout(self.pointwise_out(h).transpose(1, 2))
+        return self.dropout(pointwise(self.pointwise_out, h.transpose(1, 2)))
+
+
+def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 `conv` applied to (B, T, C_in) frames -> (B, T, C_out): the same product as the convolution on
+    (B, C_in, T), computed as a linear layer (faster on a CPU; no transposes)."""
+    return F.linear(x, conv.weight[:, :, 0], conv.bias)
+
+
+def depthwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A depthwise `conv` (one odd kernel per channel, same padding) on (B, C, T). Up to 4 kernel lengths of frames
+    it is computed as one batched product of each channel's banded (T, T) kernel matrix with its frames: the same
+    sums, about 10x faster on a CPU than PyTorch's depthwise convolution at the study's widths; longer inputs go
+    through the convolution itself (the matrices would grow as T^2)."""
+    length, kernel = x.shape[2], conv.kernel_size[0]
+    if length > 4 * kernel:
+        return conv(x)
+    steps = torch.arange(length, device=x.device)
+    tap = steps[None, :] - steps[:, None] + kernel // 2  # [t, s]: the kernel tap that weighs input s in output t
+    matrix = conv.weight[:, 0][:, tap.clamp(0, kernel - 1)] * ((tap >= 0) & (tap < kernel))  # (C, T, T)
+    out = torch.matmul(matrix, x.permute(1, 2, 0)).permute(2, 0, 1)  # (C, T, T) @ (C, T, B) -> (B, C, T)
+    return out if conv.bias is None else out + conv.bias[None, :, None]
 
 
 class ConformerBlock(nn.Module):
@@ -206,6 +227,8 @@ class Conformer(nn.Module):
     """(B, T, in_dim) frames and lengths (B,) -> (B, T, d_model), padded frames zero: input projection
     (Linear + dropout, as the sooftware encoder VAVL copies) and `blocks` Conformer blocks (attention `scale` and
     `positions` as `RelativeMultiHeadAttention`'s)."""
+
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
 
     def __init__(self, in_dim: int, d_model: int, blocks: int, heads: int, ffn_expansion: int = 4, kernel: int = 31,
                  dropout: float = 0.1, scale: str = "d_model", positions: str = "relative"):

@@ -1,9 +1,10 @@
 """Did each training stage converge? The convergence table, from the runs' per-epoch histories.
 
-For every (run, stage, fold, seed): the epochs trained, why training stopped (`plateau`: the validation criterion had
-not improved for `train.stopping.patience` epochs; `max`: the stage reached its maximum, the method's official epoch
-count), the best epoch (the one kept), and the criterion's `gain` over the last `patience` epochs (the best value
-among them minus the best before them; > 0 means still improving). A stage `converged` unless it stopped at `max`
+For every (run, stage, fold, seed): the epochs trained, why training stopped (history.csv's `stopped`, written by
+`mer_core.stopping`: `plateau`: the validation criterion had not improved for `train.stopping.patience` epochs;
+`max`: the stage's last phase ran to its maximum, the method's official epoch count), the best epoch (the one
+kept), and the criterion's `gain` over the last `patience` epochs (the best value among them minus the best before
+them; > 0 means still improving). A stage `converged` unless it stopped at `max`
 while still improving by more than `train.stopping.min_delta`: the papers' claims are given no verdict where one of
 their runs has such a stage (`mer_core.findings`). With `train.stopping.rule: fixed` every stage runs its maximum;
 it then counts as converged when its criterion had stopped improving over its last epochs anyway.
@@ -28,10 +29,11 @@ def convergence_table(history: pd.DataFrame, max_epochs: dict[str, dict[str, int
         limit = max_epochs.get(run, {}).get(stage, epochs)
         recent, before = scores[-patience:], scores[:-patience]
         gain = float(recent.max() - before.max()) if len(before) else float("nan")
-        stopped = "max" if epochs >= limit else "plateau"
+        stopped = part["stopped"].iloc[-1] if "stopped" in part else "max" if epochs >= limit else "plateau"
         improving = gain == gain and gain > min_delta
         rows.append({"run": run, "stage": stage, "fold": int(fold), "seed": int(seed), "epochs": epochs,
-                     "max_epochs": limit, "stopped": stopped, "best_epoch": int(part.loc[part[metric].idxmax(), "epoch"]),
+                     "max_epochs": limit, "stopped": stopped,
+                     "best_epoch": int(part.loc[part[metric].idxmax(), "epoch"]),
                      "gain": gain, "converged": not (stopped == "max" and improving)})
     return pd.DataFrame(rows, columns=COLUMNS)
 

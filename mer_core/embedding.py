@@ -163,7 +163,8 @@ def run_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: str 
                           f"{type(getattr(model, 'model', model)).__name__} has no joint representation "
                           "(joint(batch))")
     task = ModelContext.from_dict(checkpoint["context"]).task
-    test = load_fold(store, cfg["fold"], task, normalise=checkpoint.get("inputs", {}).get("normalise", "all"))["test"]
+    normalise = checkpoint.get("inputs", {}).get("normalise", "all")  # as the run was trained
+    test = load_fold(store, cfg["fold"], task, normalise=normalise)["test"]
     test = take(test, clip_subset(len(test), cfg["max_clips"]))
     last = checkpoint["stages"][-1]["key"]
     batch_size = (checkpoint["params"] if last is None else checkpoint["params"][last])["optim"]["batch_size"]

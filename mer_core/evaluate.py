@@ -19,6 +19,9 @@ clips of similar length.
 """
 from __future__ import annotations
 
+import weakref
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 import torch
@@ -34,6 +37,40 @@ class NonFiniteError(ArithmeticError):
     """A loss, gradient norm or model output is NaN or infinite; the message says where (run, fold, seed, stage,
     epoch, condition)."""
 
+@contextmanager
+def reuse_encodings(model: nn.Module):
+    """Within the block, every frame encoder of `model` (a module whose class sets `pure_in_eval`: in eval mode its
+    output depends on its two inputs, frames and lengths, alone) returns its earlier output when called again, without
+    gradient, on the same two tensor objects. Evaluation reads the same batches for every condition and setting
+    (`Split.batches`) and a condition passes a modality every clip keeps on as the same tensor (`with_presence`), so
+    the clean frames of a modality are encoded once per batch, not once per condition and noise setting. Exact (the
+    very same computation is skipped, not approximated); an entry is dropped when its frames are freed."""
+    modules = [m for m in model.modules() if getattr(type(m), "pure_in_eval", False) and "forward" not in vars(m)]
+    memo: dict[tuple[int, int, int], tuple] = {}
+    for module in modules:
+        module.forward = _reusing(module, module.forward, memo)  # shadows the class's forward until the block ends
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward
+        memo.clear()  # the outputs go now, not when the (cached) frames they were keyed by are freed
+
+
+def _reusing(module: nn.Module, forward, memo: dict):
+    def call(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if module.training or torch.is_grad_enabled():
+            return forward(x, lengths)
+        key = (id(module), id(x), id(lengths))
+        entry = memo.get(key)
+        if entry is not None and entry[0]() is x and entry[1]() is lengths:
+            return entry[2]
+        out = forward(x, lengths)
+        memo[key] = (weakref.ref(x, lambda _: memo.pop(key, None)), weakref.ref(lengths), out)
+        return out
+
+    return call
+
 
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device,
@@ -43,13 +80,20 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
     removed modalities are noised (generator seeded by `noise_seed` and the condition's index).
 
     Returns one row per (condition, clip): condition, row (index into meta.csv), the task's label and prediction
-    columns (`Task.columns` of `split.task`: label, pred / label_<a>, pred_<a>), loss, then the class probabilities p0..pK-1.
+    columns (`Task.columns` of `split.task`: label, pred / label_<a>, pred_<a>), loss, then the class probabilities
+    p0..pK-1.
     Raises NonFiniteError when a model output is NaN or infinite.
     """
     model.eval()
     conditions = conditions or all_conditions(split.modalities)
     if split.batching == "random":
         return _predict_mixed(model, split, batch_size, device, conditions, noise, noise_seed)
+    with reuse_encodings(model):
+        return _predict(model, split, batch_size, device, conditions, noise, noise_seed)
+
+
+def _predict(model: nn.Module, split: Split, batch_size: int, device: torch.device,
+             conditions: list[tuple[str, ...]], noise: NoiseScheduler | None, noise_seed: int) -> pd.DataFrame:
     tables = []
     for k, condition in enumerate(conditions):
         generator = torch.Generator().manual_seed(noise_seed * 1000 + k) if noise is not None else None
@@ -59,7 +103,7 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
             batch = apply_condition(full, condition)
             if noise is not None:
                 batch = noise.replace_missing(batch, full, generator)
-            out = model(batch)
+            out = model(batch).float()  # bfloat16 under `train.precision: bf16`
             rows.append(batch.rows.numpy())
             labels.append(batch.y.cpu().numpy())
             losses.append(split.task.clip_losses(out, batch.y).cpu().numpy())
@@ -94,7 +138,7 @@ def _predict_mixed(model: nn.Module, split: Split, batch_size: int, device: torc
         batch = with_presence(full, keep[chunk % len(conditions)].to(device))
         if noise is not None:
             batch = noise.replace_missing(batch, full, generator)
-        out = model(batch)
+        out = model(batch).float()  # bfloat16 under `train.precision: bf16`
         pairs.append(chunk.numpy())
         labels.append(batch.y.cpu().numpy())
         losses.append(split.task.clip_losses(out, batch.y).cpu().numpy())

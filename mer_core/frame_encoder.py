@@ -40,6 +40,8 @@ class FrameEncoder(nn.Module):
     """(B, T, size * size) crops -> (B, T, dim) encodings: conv3x3 - GroupNorm - ReLU - maxpool2 blocks, global
     average pool, linear; frames t >= length and all-zero frames give zero vectors (see the module docstring)."""
 
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
+
     def __init__(self, size: int, dim: int, channels: tuple[int, ...], groups: int):
         super().__init__()
         self.size, self.dim = size, dim

@@ -65,13 +65,33 @@ def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 def masked_max(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Max over time (dim 1) of the frames t < length; a clip of length 0 gets a zero vector."""
     mask = valid_mask(lengths, x.shape[1])
-    pooled = x.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+    exclude = torch.where(mask, 0.0, float("-inf")).to(x.dtype)  # added, not masked_fill: 2x faster on an LSTM's output
+    pooled = (x + exclude[..., None]).amax(dim=1)
     return torch.where((lengths > 0)[:, None], pooled, torch.zeros_like(pooled))
+
+
+def blank_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B,) True for the clips of (B, T, D) `x` whose frames are all zero (max and min 0: two reductions without a
+    temporary, several times faster on a CPU than `any()` or `abs().amax()`)."""
+    return (x.amax((1, 2)) == 0) & (x.amin((1, 2)) == 0)
+
+
+def in_order(parts: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
+    """Row blocks `parts` of a batch, block k holding the batch rows `rows[k]`, put back in batch order."""
+    return torch.cat(parts)[torch.argsort(torch.cat(rows))]
 
 
 class LSTMEncoder(nn.Module):
     """(B, T, in_dim) frames -> (B, hidden) utterance embedding (methods.md §1.3, `embd_method=maxpool`): the max
-    of the LSTM outputs over the valid frames (`pooling="valid"`) or over all T frames (`"padded"`, official)."""
+    of the LSTM outputs over the valid frames (`pooling="valid"`) or over all T frames (`"padded"`, official).
+
+    Clips whose frames are all zero (a modality a condition removed, zero-filled) are not run with the batch: the
+    LSTM's outputs on zero input are the same for every clip, so they are computed once, on one zero sequence as
+    long as the longest such clip, and each such clip takes their masked max at its own length, the value (and
+    gradient) it would get in the batch; about half the LSTM's work when a condition removes one of two modalities.
+    """
+
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
 
     def __init__(self, in_dim: int, hidden: int = 128, pooling: str = "valid"):
         super().__init__()
@@ -80,14 +100,27 @@ class LSTMEncoder(nn.Module):
         self.out_dim = hidden
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        outputs, _ = self.lstm(x)
-        return masked_max(outputs, lengths) if self.pooling == "valid" else outputs.amax(dim=1)
+        if self.pooling == "padded":  # official: the max over every frame of the padded batch, padding included
+            lengths = torch.full_like(lengths, x.shape[1])
+        blank = blank_rows(x)
+        if not bool(blank.any()):
+            return masked_max(self.lstm(x)[0], lengths)
+        live, dead = (~blank).nonzero()[:, 0], blank.nonzero()[:, 0]
+        zeros = x.new_zeros(1, max(int(lengths[dead].max()), 1), x.shape[2])
+        shared = masked_max(self.lstm(zeros)[0].expand(len(dead), -1, -1), lengths[dead])
+        if len(live) == 0:
+            return shared
+        frames = x[live, : max(int(lengths[live].max()), 1)]
+        return in_order([masked_max(self.lstm(frames)[0], lengths[live]), shared], [live, dead])
 
 
 class TextCNN(nn.Module):
     """(B, T, emb_dim) token features -> (B, out_dim) (methods.md §1.3; Kim 2014). Each branch's max runs over
     the windows inside the clip (`windows="valid"`) or over every window of the padded batch (`"padded"`,
-    official); a batch shorter than the widest kernel is zero-padded up to it in both cases."""
+    official); a batch shorter than the widest kernel is zero-padded up to it in both cases. A zero-filled clip
+    (text removed by a condition) is not convolved: each of its windows gives relu(bias), which is then its max."""
+
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
 
     def __init__(self, in_dim: int, channels: int = 128, kernels: tuple[int, ...] = (3, 4, 5),
                  dropout: float = 0.5, out_dim: int = 128, windows: str = "valid"):
@@ -103,13 +136,23 @@ class TextCNN(nn.Module):
         pad = max(self.kernels) - x.shape[1]
         if pad > 0:  # shorter than the widest kernel: zero-pad (with `valid` windows the padding is masked out)
             x = nn.functional.pad(x, (0, 0, 0, pad))
+        if self.windows == "padded":  # official: every window of the padded batch, whatever each clip's length
+            lengths = torch.full_like(lengths, x.shape[1])
+        blank = blank_rows(x)  # zero-filled clips: every window of every kernel gives relu(bias)
+        live, dead = (~blank).nonzero()[:, 0], blank.nonzero()[:, 0]
+        frames = x.transpose(1, 2)  # (B, D, T), made contiguous once (one copy), not by every kernel
+        frames = frames.contiguous() if len(dead) == 0 else frames[live]
         pooled = []
         for k, conv in zip(self.kernels, self.convs):
-            maps = torch.relu(conv(x[:, None])).squeeze(3).transpose(1, 2)  # (B, T-k+1, C)
-            if self.windows == "padded":
-                pooled.append(maps.amax(dim=1))
-            else:  # a window is valid when it lies inside the clip; clips shorter than k keep their first window
-                pooled.append(masked_max(maps, (lengths - k + 1).clamp(min=1) * (lengths > 0)))
+            # the (k, D) kernel as a Conv1d over time: the same sums as the Conv2d, ~3x faster on a CPU
+            maps = torch.relu(F.conv1d(frames, conv.weight[:, 0].transpose(1, 2), conv.bias)).transpose(1, 2)
+            # a window is valid when it lies inside the clip; clips shorter than k keep their first window
+            windows = (lengths - k + 1).clamp(min=1) * (lengths > 0)
+            if len(dead) == 0:
+                pooled.append(masked_max(maps, windows))
+                continue
+            constant = torch.relu(conv.bias).expand(len(dead), -1) * (lengths[dead] > 0)[:, None]
+            pooled.append(in_order([masked_max(maps, windows[live]), constant], [live, dead]))
         return self.project(self.dropout(torch.cat(pooled, dim=1)))
 
 

@@ -37,6 +37,11 @@ class Machine(Params):
     """Torch threads per worker (fixed, so that results do not depend on `jobs`)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when present | cpu | cuda (an error when no GPU is visible)."""
+    deterministic: bool = True
+    """On CUDA: deterministic algorithms where PyTorch has them (cuDNN without autotuning, cuBLAS workspace
+    config); an op without one warns (docs/scale.md). CPU runs are deterministic anyway."""
+    pin_memory: bool = True
+    """On CUDA: batches copied to the GPU from pinned host memory, without blocking."""
     executor: Literal["local", "ray"] = "local"
     """local: a process pool on this machine | ray: each training unit is a Ray task (docs/scale.md)."""
     ray: Ray = Field(default_factory=Ray)

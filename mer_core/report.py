@@ -108,13 +108,15 @@ def calibration_check(ua: pd.DataFrame, cfg: dict) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: str) -> list[Path]:
-    """Write `table` as <name>.md (with caption), <name>.tex and <name>.csv under `out_dir`."""
+    """Write `table` as <name>.md (with caption), <name>.tex and <name>.csv under `out_dir`; a plain row number index
+    is left out."""
     out_dir = Path(out_dir)
+    index = not isinstance(table.index, pd.RangeIndex)
     return [
-        write_atomic(out_dir / f"{name}.md", lambda p: p.write_text(f"{caption}\n\n{table.to_markdown()}\n")),
+        write_atomic(out_dir / f"{name}.md", lambda p: p.write_text(f"{caption}\n\n{table.to_markdown(index=index)}\n")),
         write_atomic(out_dir / f"{name}.tex", lambda p: p.write_text(
-            table.to_latex(caption=caption, label=f"tab:{name}").replace("±", r"$\pm$"))),
-        write_atomic(out_dir / f"{name}.csv", lambda p: table.to_csv(p)),
+            table.to_latex(caption=caption, label=f"tab:{name}", index=index).replace("±", r"$\pm$"))),
+        write_atomic(out_dir / f"{name}.csv", lambda p: table.to_csv(p, index=index)),
     ]
 
 

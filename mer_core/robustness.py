@@ -33,7 +33,7 @@ from torch import nn
 from mer_core.conditions import all_conditions
 from mer_core.data.batches import Split, with_sequences
 from mer_core.data.store import FeatureStore
-from mer_core.evaluate import grid_metrics, predict, sample_std
+from mer_core.evaluate import grid_metrics, predict, reuse_encodings, sample_std
 from mer_core.noise.scheduler import NoiseScheduler
 
 SCHEDULER_KEYS = ("schedule", "beta_start", "beta_end", "impulse_density", "per_sample")  # shared by every setting
@@ -86,6 +86,12 @@ def robustness_grid(model: nn.Module, store: FeatureStore, test: Split, cfg: dic
     """The task's metrics of `model` on `test` under every setting of the grid: one row per (setting,
     condition), the conditions followed by `pooled` and `mean`; columns noise, modality, level, unit, condition,
     n, loss and the metrics (wa, ua, f1_macro, f1_micro for classification)."""
+    with reuse_encodings(model):  # the clean modality of a condition is encoded once for every setting
+        return _robustness_grid(model, store, test, cfg, fold, device)
+
+
+def _robustness_grid(model: nn.Module, store: FeatureStore, test: Split, cfg: dict, fold: int,
+                     device: torch.device) -> pd.DataFrame:
     task, conditions = test.task, all_conditions(test.modalities)
     tables = []
     for index, (setting, scheduler) in enumerate(feature_noise_settings(cfg)):

@@ -28,6 +28,24 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_device(device: torch.device, deterministic: bool) -> None:
+    """On CUDA, make kernels deterministic where PyTorch can (`machine.deterministic`): cuDNN's deterministic
+    algorithms without autotuning, a fixed cuBLAS workspace (set before cuBLAS starts), and PyTorch's deterministic
+    implementations, warning (not failing) at an op that has none. Nothing to do on a CPU."""
+    if device.type != "cuda":
+        return
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward passes' precision (`train.precision`): bfloat16 autocast for `bf16`, off for `fp32`."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` then rename onto `path`, so a reader never sees a half-written file."""
     path = Path(path)

@@ -51,10 +51,42 @@ def _field_model(model: type[BaseModel], location: tuple) -> type[BaseModel] | N
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def describe_error(error: ValidationError, model: type[BaseModel], prefix: str = "") -> ConfigError:
-    """The first error of a pydantic validation as a `ConfigError` naming the dotted key."""
-    first = error.errors(include_url=False)[0]
-    location = tuple(part for part in first["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+def input_path(location: tuple, value: Any) -> tuple:
+    """The parts of a pydantic error location that are keys or indices of the validated input `value`: the tags
+    pydantic adds for the members of a union and for validators (`float`, `list[int]`, `literal['all']`,
+    `function-after[...]`) are left out."""
+    path, node = [], value
+    for part in location:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+def _where(error: dict, value: Any) -> tuple:
+    location = error["loc"]
+    if error["type"] == "missing":  # the missing key is not in the input
+        return (*input_path(location[:-1], value), location[-1])
+    if location and location[-1] == "[key]":  # a mapping key outside its allowed set: the key itself, as a name
+        return (*input_path(location[:-2], value), str(location[-2]))  # (pydantic gives a key 5 or true as an int)
+    return input_path(location, value)
+
+
+def describe_error(error: ValidationError, model: type[BaseModel], prefix: str = "", value: Any = None) -> ConfigError:
+    """The first error of a pydantic validation of `value` as a `ConfigError` naming the dotted key. A value that
+    fits no member of a union fails once per member: the errors that reach deepest into the value are reported
+    (a bad list item rather than "not 'all'"), their messages joined."""
+    errors = error.errors(include_url=False)
+    base = _where(errors[0], value)
+    related = [(_where(e, value), e) for e in errors]
+    related = [(path, e) for path, e in related if path[: len(base)] == base]
+    depth = max(len(path) for path, _ in related)
+    location, first = next((path, e) for path, e in related if len(path) == depth)
+    messages = [e["msg"].removeprefix("Value error, ") for path, e in related if path == location]
     key = dotted(location, prefix)
     if first["type"] == "extra_forbidden":
         owner = _field_model(model, location)
@@ -63,9 +95,15 @@ def describe_error(error: ValidationError, model: type[BaseModel], prefix: str =
     if first["type"] == "missing":
         return ConfigError(f"{key}: missing key")
     got = first.get("input")
-    message = first["msg"]
-    if first["type"] == "value_error":
-        message = message.removeprefix("Value error, ")
+    message = " or ".join(dict.fromkeys(messages))
+    if first["loc"] and first["loc"][-1] == "[key]":  # a mapping key outside its allowed set (e.g. unpaired.video)
+        return ConfigError(f"{key}: not an allowed key; {message}")
+    if first["type"] == "value_error" and isinstance(got, Mapping):
+        # a check of a whole section: name the key its message starts with, if any
+        head, colon, rest = message.partition(": ")
+        if colon and head in got:
+            return ConfigError(f"{dotted((*location, head), prefix)}: {rest}")
+        return ConfigError(f"{key or 'params'}: {message}")
     return ConfigError(f"{key}: got {got!r}; {message}")
 
 
@@ -74,7 +112,7 @@ def check(model: type[M], value: Any, prefix: str = "") -> M:
     try:
         return model.model_validate(value)
     except ValidationError as err:
-        raise describe_error(err, model, prefix) from None
+        raise describe_error(err, model, prefix, value) from None
 
 
 def deep_merge(base: Mapping, update: Mapping) -> dict:

@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from mer_core.data.corpora.base import ATTRIBUTES
 from mer_core.metrics import ccc, classification_metrics
 
 TASKS = ("classification", "regression")
-ATTRIBUTES = ("arousal", "valence", "dominance")  # the dimensional attributes a media corpus's meta may hold
 CLASSIFICATION_METRICS = ("wa", "ua", "f1_macro", "f1_micro")
 
 

@@ -70,8 +70,9 @@ from mer_core.machine import Machine
 from mer_core.methods.registry import ModelContext, StageSpec, stage_specs
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.robustness import robustness_grid, summarise_robustness
-from mer_core.runtime import seed_everything, select_device, write_atomic
+from mer_core.runtime import autocast, configure_device, seed_everything, select_device, write_atomic
 from mer_core.schema import ConfigError, check
+from mer_core.stopping import StageSchedule
 from mer_core.tasks import Task, study_task
 
 
@@ -79,7 +80,7 @@ from mer_core.tasks import Task, study_task
 class StageResult:
     best_epoch: int
     best_score: float  # the validation selection metric of the kept epoch
-    history: pd.DataFrame
+    history: pd.DataFrame  # per epoch; `phase` (constant | decay) and `stopped` (how the stage ended: plateau | max)
 
 
 @dataclass
@@ -97,12 +98,6 @@ class RunOutput:
 def run_seed(seed: int, fold: int) -> int:
     """The seed of run (seed, fold): distinct per fold, identical across methods."""
     return seed * 1000 + fold
-
-
-def lr_factor(epoch: int, epochs: int, epochs_decay: int) -> float:
-    """Learning-rate factor during epoch `epoch` (0-based): 1 for `epochs` epochs, then linear decay over
-    `epochs_decay` epochs (MMIN's `lambda` policy: 1 - max(0, epoch + 1 - niter) / (niter_decay + 1))."""
-    return 1.0 - max(0, epoch + 1 - epochs) / (epochs_decay + 1)
 
 
 def subnetworks(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -144,17 +139,18 @@ def update_steps(model: nn.Module, batch: Batch, full: Batch):
 
 def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict, weight_decay: float,
                 data: dict[str, Split], generator: torch.Generator, device: torch.device, desc: str,
-                show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0) -> StageResult:
+                show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0,
+                schedule: StageSchedule | None = None, precision: str = "fp32",
+                pin_memory: bool = False) -> StageResult:
     """Train `model` for one stage on clips showing `conditions` (`StageSpec.conditions`); load the weights of its
-    best validation epoch into it. With `noise`, the
-    removed modalities are noised in training and validation (the same seeded validation noise every epoch).
-    The history's `val_<metric>` column holds the selection metric (`val_ua` for classification). A non-finite
-    loss, gradient norm, validation output or score raises NonFiniteError naming `desc` (run, fold, seed, stage)
-    and the epoch."""
+    best validation epoch into it. `schedule` (`mer_core.stopping.StageSchedule`; default: `optim`'s fixed
+    schedule) decides each epoch's learning rate and when the stage ends. With `noise`, the removed modalities are
+    noised in training and validation (the same seeded validation noise every epoch). The history's
+    `val_<metric>` column holds the selection metric (`val_ua` for classification). A non-finite loss, gradient
+    norm, validation output or score raises NonFiniteError naming `desc` (run, fold, seed, stage) and the epoch."""
+    schedule = schedule or StageSchedule(optim["epochs"], optim["epochs_decay"])
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
-                                 betas=(optim["beta1"], 0.999), weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda epoch: lr_factor(epoch, optim["epochs"], optim["epochs_decay"]))
+                                 betas=(optim["beta1"], 0.999), weight_decay=weight_decay, fused=True)
     groups = subnetworks(model)
     conditions = conditions or stage.train_conditions
     task = data["val"].task
@@ -162,44 +158,52 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
     val_conditions = {"pooled": None, "full": every[-1:], "missing": every[:-1]}[stage.select_on]
     best = (-float("inf"), 0, None)
     rows = []
-    epochs = tqdm(range(1, optim["epochs"] + optim["epochs_decay"] + 1), desc=desc, disable=not show_progress,
-                  leave=False)
-    for epoch in epochs:
+    epochs = tqdm(total=optim["epochs"] + optim["epochs_decay"], desc=desc, disable=not show_progress, leave=False)
+    more, epoch = True, 0
+    while more:
+        epoch += 1
         model.train()
-        lr = optimiser.param_groups[0]["lr"]
+        lr = optim["lr"] * schedule.factor()
+        for group in optimiser.param_groups:
+            group["lr"] = lr
         total, count = 0.0, 0
         for batch in data["train"].batches(optim["batch_size"], generator):
-            batch = batch.to(device)
-            for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise NonFiniteError(f"{desc}, epoch {epoch}: the training loss is {value} (lower optim.lr, or "
-                                         "check the feature store's values)")
-                optimiser.zero_grad(set_to_none=True)  # parameters a step does not reach keep no gradient: not updated
-                loss.backward()
-                if optim["grad_clip"] > 0:
-                    norms = [torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"]) for params in groups]
-                    if not torch.isfinite(sum(norms)):  # one check (a group without gradients gives a CPU 0.0)
-                        raise NonFiniteError(f"{desc}, epoch {epoch}: a gradient norm is not finite "
-                                             f"({[float(norm) for norm in norms]}; lower optim.lr)")
-                optimiser.step()
-                total += value * len(batch.y)
+            batch = batch.to(device, pin_memory)
+            with autocast(device, precision):  # the forward passes in `precision` (backward follows)
+                for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise NonFiniteError(f"{desc}, epoch {epoch}: the training loss is {value} (lower "
+                                             "optim.lr, or check the feature store's values)")
+                    optimiser.zero_grad(set_to_none=True)  # a parameter a step does not reach: no gradient, no update
+                    loss.backward()
+                    if optim["grad_clip"] > 0:
+                        norms = [torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"]) for params in groups]
+                        if not torch.isfinite(sum(norms)):  # one check (a group without gradients gives a CPU 0.0)
+                            raise NonFiniteError(f"{desc}, epoch {epoch}: a gradient norm is not finite "
+                                                 f"({[float(norm) for norm in norms]}; lower optim.lr)")
+                    optimiser.step()
+                    total += value * len(batch.y)
             count += len(batch.y)
-        schedule.step()
         try:
-            val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
+            with autocast(device, precision):
+                val = predict(model, data["val"], optim["batch_size"], device, val_conditions, noise, noise_seed)
         except NonFiniteError as err:
             raise NonFiniteError(f"{desc}, epoch {epoch}: validation {err}") from None
         score = selection_score(val, task)
         if not math.isfinite(score):
             raise NonFiniteError(f"{desc}, epoch {epoch}: the validation {task.selection_metric} is {score}")
-        rows.append({"stage": stage.name, "epoch": epoch, "lr": lr, "train_loss": total / count,
+        rows.append({"stage": stage.name, "epoch": epoch, "phase": schedule.phase, "lr": lr,
+                     "train_loss": total / count,
                      "val_loss": val["loss"].mean(), f"val_{task.selection_metric}": score})
         if score > best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
+        more = schedule.update(score)
+        epochs.update()
         epochs.set_postfix({f"val_{task.selection_metric}": f"{score:.3f}"})
+    epochs.close()
     model.load_state_dict(best[2])
-    return StageResult(best[1], best[0], pd.DataFrame(rows))
+    return StageResult(best[1], best[0], pd.DataFrame(rows).assign(stopped=schedule.stopped))
 
 
 def checkpoint_name(fold: int, seed: int, stage: str | None) -> str:
@@ -262,17 +266,19 @@ def inputs(train: dict) -> dict:
     return {"normalise": train.get("normalise_modalities") or "all", "batching": train.get("batches") or "bucketed"}
 
 
-def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threads: int = 1,
-             device: str = "cpu") -> RunOutput:
+def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threads: int = 1, device: str = "cpu",
+             deterministic: bool = True, pin_memory: bool = True) -> RunOutput:
     """Train every stage of `run` (a resolved run) on `fold` with `seed`; predict the test fold with the last stage's
     model (and the robustness grid when the run has one). Writes nothing: the output carries each stage's selected
-    checkpoint as bytes (`checkpoint_name` -> `checkpoint_bytes`), so that a unit can run on another machine."""
+    checkpoint as bytes (`checkpoint_name` -> `checkpoint_bytes`), so that a unit can run on another machine.
+    `threads`, `device`, `deterministic`, `pin_memory`: the machine's settings (`mer_core.machine`)."""
     start = time.perf_counter()
     cfg, entry = run["train"], run["entry"]
     stages = stage_specs(run["method"], run["module"], run["stages"])
     torch.set_num_threads(threads)
     generator = seed_everything(run_seed(seed, fold))
     device = select_device(device)
+    configure_device(device, deterministic)
     store = read_store(run["store"], verify=False)
     task = study_task(run["task"], store.manifest)
     data = load_fold(store, fold, task, entry.get("unpaired"), run_seed(seed, fold), **inputs(cfg))
@@ -286,7 +292,8 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
         optim = stage.params(entry)["optim"]
         result = train_stage(model, stage, stage.conditions(entry), optim, cfg["weight_decay"], data, generator,
                              device, f"{where}, stage {stage.name}", show_progress, stage.training_noise(entry),
-                             run_seed(seed, fold))
+                             run_seed(seed, fold), StageSchedule.from_params(optim, cfg["stopping"]), cfg["precision"],
+                             pin_memory)
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(stages) - 1
@@ -297,9 +304,10 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
              f"val_{task.selection_metric}": result.best_score, "context": asdict(context),
              **({"frame_encoder": asdict(frames)} if frames else {}), "state_dict": model.state_dict()})
     try:
-        test = predict(model, data["test"], optim["batch_size"], device)
-        robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) \
-            if run["robustness"] else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
+        with autocast(device, cfg["precision"]):
+            test = predict(model, data["test"], optim["batch_size"], device)
+            robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) \
+                if run["robustness"] else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
     except NonFiniteError as err:
         raise NonFiniteError(f"{where}, stage {stages[-1].name}, test: {err}") from None
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
@@ -359,7 +367,8 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machin
     FrameEncoderSpec.for_store(store.manifest, run["train"]["frame_encoder"])  # bad settings fail before any unit
     folds = selected_folds(run, store.folds)
     pairs = [(fold, seed) for seed in run["train"]["seeds"] for fold in folds]
-    units = [(run, fold, seed, False, machine["threads_per_job"], machine["device"]) for fold, seed in pairs]
+    units = [(run, fold, seed, False, machine["threads_per_job"], machine["device"], machine["deterministic"],
+              machine["pin_memory"]) for fold, seed in pairs]
     resume_root = checkpoint_dir.parent / ".resume"
     resume_dir = resume_root / f"{run['name']}-{unit_inputs_digest(run, store)}"
     for stale in resume_root.glob(f"{run['name']}-*"):
@@ -456,6 +465,7 @@ def write_results(run: dict, store, outputs: list[RunOutput], out_dir: Path) -> 
         "folds": sorted({o.fold for o in outputs}),
         "seeds": sorted({o.seed for o in outputs}),
         "best_epochs": {stage: [o.best_epochs[stage] for o in outputs] for stage in outputs[0].best_epochs},
+        "stopping": run["train"]["stopping"],  # how each stage ended: history.csv's `stopped` column
         "conditions": summarise(per_run, task.metrics),
         "robustness": summarise_robustness(robustness, task.headline),
     }

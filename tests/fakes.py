@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from mer_core.data.batches import Batch
-from mer_core.methods import ModelContext
+from mer_core.methods.registry import ModelContext
 from mer_core.tasks import ATTRIBUTES, Task
 
 OPTIM = {"epochs": 1, "epochs_decay": 0, "lr": 0.001, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 16}

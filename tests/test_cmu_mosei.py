@@ -17,11 +17,25 @@ import torch
 
 from mer_core.config import ConfigError, load_params
 from mer_core.data.batches import load_fold
-from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.corpora.base import CorpusError, FeaturePackage
-from mer_core.data.corpora.cmu_mosei import (EMOTIONS, LABELS, TARGETS, class_of, json_folds, open_csd,
-                                             overlapping, read_entry, read_labels, read_package, sdk_folds,
-                                             segment_frames, segment_table, sentiment7, standard_folds)
+from mer_core.data.corpora.cmu_mosei import (
+    EMOTIONS,
+    LABELS,
+    TARGETS,
+    class_of,
+    json_folds,
+    open_csd,
+    overlapping,
+    read_entry,
+    read_labels,
+    read_package,
+    sdk_folds,
+    segment_frames,
+    segment_table,
+    sentiment7,
+    standard_folds,
+)
+from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.prepare import manifest_of, prepare
 from mer_core.data.store import Sequences
 from mer_core.tasks import study_task
@@ -432,7 +446,8 @@ def test_bad_root_and_options_are_named(tmp_path, corpus):
 
 def test_params_validate_the_options():
     assert load_params(ROOT / "params.yaml")["data"]["cmu_mosei"] == {"visual": "facet42", "label": "sentiment2"}
-    with pytest.raises(ConfigError, match="data.cmu_mosei.label: got 'acc2'; allowed values"):
+    with pytest.raises(ConfigError, match="data.cmu_mosei.label: got 'acc2'; Input should be 'sentiment2', "
+                                          "'sentiment7' or 'emotion'"):
         load_params(ROOT / "params.yaml", {"data.cmu_mosei.label": "acc2"})
 
 

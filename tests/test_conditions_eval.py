@@ -6,11 +6,18 @@ import pandas as pd
 import pytest
 import torch
 
-from mer_core.conditions import (all_conditions, apply_condition, condition_name, parse_condition,
-                                 random_presence, with_presence)
+from mer_core.conditions import (
+    all_conditions,
+    apply_condition,
+    condition_name,
+    parse_condition,
+    random_presence,
+    with_presence,
+)
 from mer_core.data.batches import Batch, load_fold
 from mer_core.evaluate import condition_order, grid_metrics, predict, selection_score, summarise
-from mer_core.methods import ModelContext, method_spec
+from mer_core.methods.lookup import method_spec
+from mer_core.methods.registry import ModelContext
 from mer_core.metrics import classification_metrics
 from mer_core.tasks import CLASSIFICATION_METRICS, Task, study_task
 
@@ -162,11 +169,13 @@ def test_condition_order_and_summarise():
     summary = summarise(per_run, CLASSIFICATION_METRICS)
     assert list(summary) == ["a", "v", "av", "pooled", "mean"]
     assert summary["v"]["wa_mean"] == pytest.approx((3 / 8 + 1) / 2)
-    assert summary["v"]["wa_std"] == pytest.approx((1 - 3 / 8) / 2)  # population std of two values
-    assert summary["av"]["ua_std"] == pytest.approx(abs(1 - (1 + 1 + 2 / 3) / 3) / 2)
+    assert summary["v"]["wa_std"] == pytest.approx((1 - 3 / 8) / np.sqrt(2))  # sample std (ddof 1) of two values
+    assert summary["av"]["ua_std"] == pytest.approx(abs(1 - (1 + 1 + 2 / 3) / 3) / np.sqrt(2))
     assert set(summary["a"]) == {f"{m}_{s}" for m in CLASSIFICATION_METRICS for s in ("mean", "std")}
     only = summarise(per_run, ("ua",))  # only the metrics asked for
     assert set(only["a"]) == {"ua_mean", "ua_std"} and only["a"]["ua_mean"] == summary["a"]["ua_mean"]
+    single = summarise(per_run[per_run["fold"] == 0], ("ua",))  # one unit: no spread to report
+    assert single["a"]["ua_std"] is None and single["a"]["ua_mean"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
 
 
 def test_predict_one_row_per_clip_per_condition(tiny_store):

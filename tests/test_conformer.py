@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mer_core.conformer import (Conformer, ConformerBlock, ConvolutionModule, MaskedBatchNorm1d,
-                                RelativeMultiHeadAttention, masked_mean, sinusoid)
+                                RelativeMultiHeadAttention, depthwise, masked_mean, pointwise, sinusoid)
 from mer_core.layers import valid_mask
 
 ATOL = 1e-5
@@ -493,3 +493,24 @@ def test_heads_must_divide_d_model():
     with pytest.raises(ValueError, match="heads"):
         Conformer(5, 10, 1, 4)
     ConformerBlock(16, 2)  # fine
+
+
+# ------------------------------------------------------------------------------ fast convolutions
+
+@pytest.mark.parametrize("length", [3, 31, 124, 125])  # 125 > 4 x 31: the convolution itself
+def test_depthwise_and_pointwise_equal_the_convolutions_in_values_and_gradients(length):
+    torch.manual_seed(0)
+    depth, point = nn.Conv1d(6, 6, 31, padding=15, groups=6), nn.Conv1d(6, 4, 1)
+    x = torch.randn(3, 6, length, requires_grad=True)
+    weights = torch.randn(3, 6, length)
+    results = []
+    for fast in (True, False):
+        x.grad = None
+        depth.zero_grad()
+        point.zero_grad()
+        out = depthwise(depth, x) if fast else depth(x)
+        projected = pointwise(point, out.transpose(1, 2)) if fast else point(out).transpose(1, 2)
+        ((out * weights).sum() + projected.pow(2).sum()).backward()
+        results.append([out, projected, x.grad, depth.weight.grad, depth.bias.grad, point.weight.grad])
+    for fast, slow in zip(*results):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)

@@ -13,9 +13,10 @@ import soundfile as sf
 
 from mer_core.config import ConfigError, load_params
 from mer_core.data.corpora import crema_d, emodb, iemocap_audio, msp_improv, ravdess
-from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.corpora.base import CorpusError
-from mer_core.data.prepare import DATA_SCHEMA, prepare
+from mer_core.data.corpora.registry import CORPORA
+from mer_core.data.prepare import prepare
+from mer_core.params.data import Data
 from mer_core.report import corpus_human_reference, human_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -578,10 +579,10 @@ def test_registry_entries_and_options_schemas():
     assert media == {"builtin", "crema_d", "ravdess", "emodb", "iemocap_audio", "msp_improv"}
     assert CORPORA["emodb"].modalities == ("audio",) and CORPORA["iemocap_audio"].modalities == ("audio",)
     assert CORPORA["crema_d"].modalities == ("audio", "visual") and CORPORA["msp_improv"].modalities == ("audio", "visual")
-    assert {n for n, c in CORPORA.items() if c.options is not None} == {"crema_d", "ravdess", "iemocap_audio",
-                                                                        "msp_improv", "cmu_mosei"}
-    assert set(DATA_SCHEMA.fields) >= {"crema_d", "ravdess", "iemocap_audio", "msp_improv", "cmu_mosei"}
-    assert CORPORA["builtin"].options is None and CORPORA["builtin"].protocol is None
+    with_options = {n for n, c in CORPORA.items() if c.options}
+    assert with_options == {"crema_d", "ravdess", "iemocap_audio", "msp_improv", "cmu_mosei"}
+    assert set(Data.model_fields) >= with_options  # each corpus with options has its params section data.<name>
+    assert CORPORA["builtin"].options is False and CORPORA["builtin"].protocol is None
     assert CORPORA["ravdess"].protocol is None
     assert CORPORA["ravdess"].class_names({"ravdess": dict(RAVDESS, merge_calm=True)})[0] == "neutral"
     assert CORPORA["emodb"].class_names({}) == emodb.CLASSES
@@ -592,13 +593,15 @@ def test_params_file_options_validate_and_errors_name_the_key():
     assert params["data"]["crema_d"] == {"labels": "intended", "consensus_votes": "audiovisual"}
     assert params["data"]["ravdess"] == RAVDESS and params["data"]["iemocap_audio"] == IEMOCAP
     assert params["data"]["msp_improv"] == MSP and params["folds"]["protocol"] == "kfold"
-    with pytest.raises(ConfigError, match=r"^data\.crema_d\.labels: got 'majority'; allowed values: intended, consensus"):
+    with pytest.raises(ConfigError, match=r"^data\.crema_d\.labels: got 'majority'; Input should be 'intended' or "
+                                          r"'consensus'"):
         load_params(ROOT / "params.yaml", {"data.crema_d.labels": "majority"})
     with pytest.raises(ConfigError, match=r"^data\.ravdess\.merge_calm: got 'yes'"):
         load_params(ROOT / "params.yaml", {"data.ravdess.merge_calm": "yes"})
-    with pytest.raises(ConfigError, match=r"^folds\.protocol: got 'loso'; allowed values: kfold, standard"):
+    with pytest.raises(ConfigError, match=r"^folds\.protocol: got 'loso'; Input should be 'kfold' or 'standard'"):
         load_params(ROOT / "params.yaml", {"folds.protocol": "loso"})
-    with pytest.raises(ConfigError, match=r"^data\.corpus: got 'iemocap'; allowed values: builtin, crema_d"):
+    with pytest.raises(ConfigError, match=r"^data\.corpus: got 'iemocap'; not a registered corpus; allowed "
+                                          r"values: builtin, crema_d"):
         load_params(ROOT / "params.yaml", {"data.corpus": "iemocap"})
 
 
@@ -620,7 +623,6 @@ def test_clips_passes_options_and_checks_labels_against_classes(tmp_path):
 @pytest.fixture
 def small_params(tmp_path) -> dict:
     params = load_params(ROOT / "params.yaml")
-    params["features"]["n_jobs"] = 1
     params["features"]["corruptions"].update(audio_noises=[], visual_dropout=[])
     params["data"]["features_dir"] = str(tmp_path / "features")
     return params

@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mer_core.config import ConfigError, load_params, validate
-from mer_core.data.features import FEATURES_SCHEMA
+from mer_core.config import ConfigError, load_params
 from mer_core.data.media import AudioError
 from mer_core.data.prepare import babble_talkers, corruption_specs, prepare
 from mer_core.data.store import Sequences, StoreError, read_store, write_store
 from mer_core.data.synthetic import generate_corpus
+from mer_core.params.data import Features
+from mer_core.schema import check
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ["audio_babble_20db", "audio_babble_0db", "audio_white_20db", "audio_white_0db",
@@ -27,8 +28,7 @@ VARIANTS = ["audio_babble_20db", "audio_babble_0db", "audio_white_20db", "audio_
 @pytest.fixture(scope="module")
 def base_params() -> dict:
     params = load_params(ROOT / "params.yaml")
-    params["data"]["synthetic"].update(n_actors=4, sentences=["DFA", "ITS"], n_jobs=1)
-    params["features"]["n_jobs"] = 1
+    params["data"]["synthetic"].update(n_actors=4, sentences=["DFA", "ITS"])
     params["features"]["corruptions"].update(seed=0, audio_noises=["babble", "white"], audio_snr_db=[20.0, 0.0],
                                              babble_talkers=3, visual_dropout=[0.25, 0.75], dropout_burst_s=0.5)
     params["folds"].update(n_folds=2, n_val_speakers=1)
@@ -115,8 +115,7 @@ def test_prepare_is_deterministic_whatever_n_jobs(store, tmp_path, base_params, 
     again = prepare(params_for(base_params, corpus, tmp_path / "one"))
     assert again.manifest["files"] == store.manifest["files"]
     parallel = params_for(base_params, corpus, tmp_path / "two")
-    parallel["features"]["n_jobs"] = 2
-    assert prepare(parallel).manifest["files"] == store.manifest["files"]
+    assert prepare(parallel, jobs=2).manifest["files"] == store.manifest["files"]
 
 
 def test_seed_changes_the_corruptions_not_the_clean_features(store, tmp_path, base_params, corpus):
@@ -134,6 +133,18 @@ def test_no_corruption_set_gives_none(tmp_path, base_params, corpus):
     assert store.corruptions == [] and not (store.root / "corruptions").exists()
     with pytest.raises(StoreError, match="available: none"):
         store.corruption("audio_white_0db")
+
+
+def test_corruptions_are_extracted_only_when_the_robustness_grid_tests_on_them(tmp_path, base_params, corpus):
+    params = params_for(base_params, corpus, tmp_path / "off", audio_noises=["white"], visual_dropout=[0.5])
+    params["robustness"]["signal"] = False
+    assert prepare(params).corruptions == []
+    stage = {key: params[key] for key in ("data", "features", "folds")}  # the prepare stage's resolved params
+    stage["data"]["features_dir"] = str(tmp_path / "on")
+    on = prepare({**stage, "corruptions": True})
+    assert [c["name"] for c in on.corruptions] == ["audio_white_20db", "audio_white_0db", "visual_dropout_50"]
+    stage["data"]["features_dir"] = str(tmp_path / "flag_off")
+    assert prepare({**stage, "corruptions": False}).corruptions == []
 
 
 def test_a_skipped_modality_has_no_variants(tmp_path, base_params, corpus):
@@ -168,16 +179,17 @@ def test_a_silent_clip_stops_the_run_naming_the_file(tmp_path, base_params, corp
 
 def test_corruption_params_are_validated(base_params):
     features = copy.deepcopy(base_params["features"])
-    validate(features, FEATURES_SCHEMA, "features")
+    check(Features, features, "features")
     for key, value, message in [
-        ("audio_noises", ["pink"], r"features\.corruptions\.audio_noises\[0\]: got 'pink'; allowed values: babble"),
+        ("audio_noises", ["pink"], r"features\.corruptions\.audio_noises\[0\]: got 'pink'; Input should be 'babble' "
+                                   r"or 'white'"),
         ("visual_dropout", [1.5], r"features\.corruptions\.visual_dropout\[0\]: got 1\.5"),
         ("babble_talkers", 0, r"features\.corruptions\.babble_talkers: got 0"),
     ]:
         bad = copy.deepcopy(features)
         bad["corruptions"][key] = value
         with pytest.raises(ConfigError, match=message):
-            validate(bad, FEATURES_SCHEMA, "features")
+            check(Features, bad, "features")
     features["corruptions"].update(audio_snr_db=[10, 10.0])
     with pytest.raises(ConfigError, match=r"features\.corruptions\.audio_noises / audio_snr_db: .*'audio_babble_10db'"):
         corruption_specs(features, ("audio", "visual"))

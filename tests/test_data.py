@@ -528,6 +528,17 @@ def test_training_batches_are_bucketed_by_length(tiny_store):
     assert [b.rows.tolist() for b in batches] != [b.rows.tolist() for b in split.batches(4, torch.Generator().manual_seed(2))]
 
 
+def test_evaluation_batches_are_cut_once_per_batch_size_training_batches_every_epoch(tiny_store):
+    split = load_fold(tiny_store, 0)["test"]
+    first, again = list(split.batches(8)), list(split.batches(8))
+    assert len(first) > 1 and all(a is b for a, b in zip(first, again))  # the same Batch objects: cut once
+    assert [len(b.y) for b in split.batches(5)] != [len(b.y) for b in first]  # per batch size
+    train = load_fold(tiny_store, 0)["train"]
+    epochs = [list(train.batches(8, torch.Generator().manual_seed(0))) for _ in range(2)]
+    assert all(a is not b for a, b in zip(*epochs))
+    assert all(torch.equal(a.rows, b.rows) for a, b in zip(*epochs))  # same seed, same batches, cut anew
+
+
 def test_shuffled_batches_are_deterministic_under_a_seeded_generator(tiny_store):
     split = load_fold(tiny_store, 0)["train"]
 

@@ -7,10 +7,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mer_core.config import Field, MapOf, Section, study_schema
-from mer_core.deviations import (COLUMNS, RESTORE_WORDS, collect_deviations, deviations_table, module_deviations,
-                                 section_bullets)
-from mer_core.methods import REGISTRY
+from mer_core.config import validate_params
+from mer_core.deviations import (
+    COLUMNS,
+    RESTORE_WORDS,
+    collect_deviations,
+    deviations_table,
+    module_deviations,
+    section_bullets,
+)
+from mer_core.params.methods import CATALOG
+from mer_core.schema import ConfigError, apply_overrides, check, expand_dotted
+
+REGISTRY = CATALOG  # the registered methods, in registration order
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = '''"""A module.
@@ -121,37 +130,44 @@ def test_every_test_named_by_a_deviation_exists():
         assert function in names and function.startswith("test_"), f"{d.module}: {d.where}: no test {d.test}"
 
 
-def _spec_at(schema, dotted: str):
-    """The Field (or Section) at a dotted path of `schema`, or None when the path does not exist."""
-    node = schema
+def _leaf(mapping: dict, dotted: str):
+    node = mapping
     for part in dotted.split("."):
-        if isinstance(node, Section) and part in node.fields:
-            node = node.fields[part]
-        elif isinstance(node, MapOf) and (node.keys is None or part in node.keys):
-            node = node.value
-        else:
-            return None
+        node = node[part]
     return node
 
 
 def test_every_restore_setting_is_a_valid_params_setting_of_the_bullets_methods():
-    """`methods.<run>.<key>: <value>` must be a key of every named method's schema with a value it accepts;
-    any other setting a key of the study's params with such a value; a phrase one of RESTORE_WORDS."""
-    study = study_schema()
+    """`methods.<run>.<key>: <value>` must be a leaf key of every named method's params with a value it accepts
+    (the run's entry then holds that value); any other setting a leaf key of the study's params with such a value;
+    a phrase one of RESTORE_WORDS."""
     for d in collect_deviations(known_methods=set(REGISTRY)):
         settings = d.settings()
         assert settings or d.restore in RESTORE_WORDS, d
         for key, raw in settings:
             value = yaml.safe_load(raw)
+            where = f"{d.module}: {d.where}: `{key}`"
             if key.startswith("methods.<run>."):
-                methods = REGISTRY if d.methods == ("all",) else d.methods
-                targets = [(REGISTRY[m].schema, key[len("methods.<run>."):]) for m in methods]
+                path = key[len("methods.<run>."):]
+                for method in (REGISTRY if d.methods == ("all",) else d.methods):
+                    model = REGISTRY[method].params
+                    entry = check(model, expand_dotted({path: value}), f"methods.<{method} run>").model_dump()
+                    assert _leaf(entry, path) == value, where
+                    assert not isinstance(_leaf(model().model_dump(), path), dict), f"{where} is not a leaf key"
             else:
-                targets = [(study, key)]
-            for schema, path in targets:
-                spec = _spec_at(schema, path)
-                assert isinstance(spec, Field), f"{d.module}: {d.where}: `{key}` is not a params key"
-                spec.check(value, key)
+                params = validate_params(apply_overrides({}, {key: value}))
+                assert _leaf(params, key) == value, where
+                assert not isinstance(_leaf(validate_params({}), key), dict), f"{where} is not a leaf key"
+
+
+def test_the_restore_check_rejects_an_unknown_key_or_a_bad_value():
+    """What the test above relies on: a misspelt key or a value the key does not accept is an error."""
+    with pytest.raises(ConfigError, match=r"ae_versoin: unknown key"):
+        check(REGISTRY["ifmmin"].params, expand_dotted({"ae_versoin": "head"}))
+    with pytest.raises(ConfigError, match=r"ae_version: got 'latest'"):
+        check(REGISTRY["ifmmin"].params, expand_dotted({"ae_version": "latest"}))
+    with pytest.raises(ConfigError, match=r"train\.presett: unknown key"):
+        validate_params(apply_overrides({}, {"train.presett": "paper"}))
 
 
 def test_the_table_puts_shared_deviations_first_then_follows_the_registry(tmp_path):
@@ -162,3 +178,18 @@ def test_the_table_puts_shared_deviations_first_then_follows_the_registry(tmp_pa
     first = [row.split(", ")[0] for row in table["method"]]
     ranks = [-1 if m == "all" else list(REGISTRY).index(m) for m in first]
     assert ranks == sorted(ranks) and ranks[0] == -1
+
+
+def test_the_deviations_stage_writes_the_table_as_markdown_and_csv(tmp_path, capsys):
+    import pandas as pd
+
+    from mer_core.deviations import main
+
+    main(["--out", str(tmp_path / "reports" / "deviations")])
+    table = pd.read_csv(tmp_path / "reports" / "deviations.csv")
+    assert list(table.columns) == COLUMNS and len(table) == len(collect_deviations())
+    pd.testing.assert_frame_equal(table, deviations_table(list(REGISTRY)).astype(table.dtypes.to_dict()))
+    markdown = (tmp_path / "reports" / "deviations.md").read_text()
+    assert markdown.startswith("**Deviations from the official code, per method:")
+    assert markdown.count("\n| ") == len(table) + 1  # the header and one line per deviation
+    assert f"{len(table)} deviations -> " in capsys.readouterr().out

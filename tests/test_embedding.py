@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import matplotlib
@@ -9,16 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, make_batch
 
 from mer_core.conditions import all_conditions, apply_condition
-from mer_core.config import ConfigError, load_params, validate
-from mer_core.embedding import COLUMNS, EMBEDDING_SCHEMA, joint_methods, main, project, run_embedding, \
-    write_embedding
-from mer_core.methods import REGISTRY, ModelContext, method_spec
+from mer_core.config import ConfigError, load_params, resolve_runs, stage_params
+from mer_core.embedding import CACHE, COLUMNS, cached_embedding, main, project, run_embedding, write_embedding
+from mer_core.methods.lookup import method_spec
+from mer_core.methods.registry import ModelContext
+from mer_core.params.evaluation import Embedding
+from mer_core.params.methods import CATALOG
+from mer_core.report import embedding_figure, embedding_summary
+from mer_core.study import embedded_runs
 from mer_core.tasks import study_task
 from mer_core.train import checkpoint_path, save_checkpoint
-from mer_core.report import embedding_figure, embedding_summary
-from fakes import CTX, make_batch
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,11 +33,11 @@ WIDTH = {"audio_only": 8, "visual_only": 8, "early_fusion": 8, "utt_fusion": 16,
 STAGE1_WIDTH = {"mmin": 16, "ifmmin": 32, "nmer": 32}  # UttFusion h; IF-MMIN and NMER: [embeddings, S(.)...]
 
 
-def build_stages(entry: dict, ctx: ModelContext = CTX) -> list[torch.nn.Module]:
-    """Every stage's model of a run entry, built as the training loop builds them (eval mode)."""
+def build_stages(run: dict, ctx: ModelContext = CTX) -> list[torch.nn.Module]:
+    """Every stage's model of a resolved run, built as the training loop builds them (eval mode)."""
     torch.manual_seed(0)
-    models, model = [], None
-    for stage in method_spec(entry["method"]).stages:
+    models, model, entry = [], None, run["entry"]
+    for stage in method_spec(run["method"]).stages:
         model = stage.build(entry, ctx, model)
         models.append(model)
     return [m.eval() for m in models]
@@ -50,40 +54,41 @@ def classify(model, batch):
 
 
 @pytest.fixture
-def params(tiny_store, tiny_params):
-    p = tiny_params(tiny_store)
-    p["analysis"] = {"embedding": {"runs": list(EMBEDDED), "fold": 0, "seed": 0, "projection": "tsne",
-                                   "perplexity": 30.0, "max_clips": None}}
-    p["folds"] = {"protocol": "kfold", "n_folds": 4, "n_val_speakers": 1, "seed": 0}
-    return p
+def runs(tiny_store, tiny_params) -> dict[str, dict]:
+    """The tiny study's resolved runs (one per method, run name = method name)."""
+    return resolve_runs(tiny_params(tiny_store))
 
 
-def write_checkpoint(params: dict, store, run: str, directory: Path, fold: int = 0, seed: int = 0) -> Path:
-    """An untrained (seeded) final-stage checkpoint of `run`, as `fit_run` saves one."""
-    entry = params["methods"][run]
-    context = ModelContext.from_manifest(store.manifest, study_task(params["task"], store.manifest))
-    spec = method_spec(entry["method"])
-    model = build_stages(entry, context)[-1]
+def embedding_cfg(**changes) -> dict:
+    """`analysis.embedding` (validated, defaults filled) with `changes`."""
+    return {**Embedding().model_dump(), **changes}
+
+
+def write_checkpoint(run: dict, store, directory: Path, fold: int = 0, seed: int = 0) -> Path:
+    """An untrained (seeded) final-stage checkpoint of the resolved `run`, as `fit_run` saves one."""
+    context = ModelContext.from_manifest(store.manifest, study_task(run["task"], store.manifest))
+    model = build_stages(run, context)[-1]
     path = checkpoint_path(directory, fold, seed, None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint({"run": run, "method": spec.name, "stage": spec.stages[-1].name, "params": entry, "fold": fold,
-                     "seed": seed, "epoch": 1, "context": dataclasses.asdict(context),
-                     "state_dict": model.state_dict()}, path)
+    save_checkpoint({"run": run["name"], "method": run["method"], "module": run["module"], "stages": run["stages"],
+                     "stage": run["stages"][-1]["name"], "params": run["entry"], "fold": fold, "seed": seed,
+                     "epoch": 1, "context": dataclasses.asdict(context), "state_dict": model.state_dict()}, path)
     return path
 
 
-def test_registry_names_a_joint_exactly_for_the_models_that_have_one(tiny_store, tiny_params):
-    methods = tiny_params(tiny_store)["methods"]
-    assert set(REGISTRY) == {e["method"] for e in methods.values()}
-    for run, entry in methods.items():
-        final = build_stages(entry)[-1]
-        assert hasattr(final, "joint") == (REGISTRY[entry["method"]].joint is not None), run
-    assert set(joint_methods()) == set(REGISTRY) - {"late_fusion"}
+def test_the_catalogue_names_a_joint_exactly_for_the_models_that_have_one(runs):
+    assert set(CATALOG) == {run["method"] for run in runs.values() if run["study"] == "default"}
+    for name, run in runs.items():
+        if run["study"] == "default":
+            final = build_stages(run)[-1]
+            assert hasattr(final, "joint") == (CATALOG[run["method"]].joint is not None) == run["joint"], name
+    summaries = {name: {**run, "status": "train"} for name, run in runs.items()}
+    assert embedded_runs(summaries) == [m for m in CATALOG if m != "late_fusion"]  # base runs of the default study
 
 
 @pytest.mark.parametrize("run", list(WIDTH))
 def test_joint_shape_and_forward_is_the_classifier_on_joint(tiny_store, tiny_params, run):
-    models = build_stages(tiny_params(tiny_store)["methods"][run])
+    models = build_stages(resolve_runs(tiny_params(tiny_store))[run])
     batch = make_batch(n=6)
     for condition in all_conditions(CTX.modalities):
         seen = apply_condition(batch, condition)
@@ -96,8 +101,8 @@ def test_joint_shape_and_forward_is_the_classifier_on_joint(tiny_store, tiny_par
                 assert torch.equal(models[0](seen), models[0].classifier(models[0].joint(seen))[0])
 
 
-def test_joint_is_what_each_method_documents(tiny_store, tiny_params):
-    methods = tiny_params(tiny_store)["methods"]
+def test_joint_is_what_each_method_documents(runs):
+    methods = runs
     batch = make_batch(n=4)
     with torch.no_grad():
         utt = build_stages(methods["utt_fusion"])[0]
@@ -125,14 +130,15 @@ def test_projection_is_deterministic_and_pca_is_the_first_two_components():
         project(vectors[:3], "pca")
 
 
-def test_embedding_csv_holds_every_clip_under_every_condition(params, tiny_store, tmp_path):
-    runs = ("utt_fusion", "vavl")
-    for run in runs:
-        write_checkpoint(params, tiny_store, run, tmp_path / "ckpt" / run)
+def test_embedding_csv_holds_every_clip_under_every_condition(runs, tiny_store, tmp_path):
+    cfg = embedding_cfg()
+    names = ("utt_fusion", "vavl")
+    for run in names:
+        write_checkpoint(runs[run], tiny_store, tmp_path / "ckpt" / run)
     n_test = len(tiny_store.fold_indices(0)["test"])
     tables = []
-    for run in runs:
-        table = run_embedding(params, run, tmp_path / "ckpt" / run)
+    for run in names:
+        table = run_embedding(cfg, run, tiny_store, tmp_path / "ckpt" / run)
         assert list(table) == COLUMNS and len(table) == n_test * 3
         assert table.groupby("condition").size().to_dict() == {"a": n_test, "v": n_test, "av": n_test}
         assert table.groupby("clip_id").size().eq(3).all() and (table["run"] == run).all()
@@ -145,7 +151,7 @@ def test_embedding_csv_holds_every_clip_under_every_condition(params, tiny_store
         missing = table[table["condition"] != "av"]
         assert missing["cos_to_full"].between(-1, 1).all() and (missing["dist_to_full"] > 0).all()
         assert np.isfinite(table[["x", "y"]].to_numpy()).all()
-        pd.testing.assert_frame_equal(table, run_embedding(params, run, tmp_path / "ckpt" / run))  # deterministic
+        pd.testing.assert_frame_equal(table, run_embedding(cfg, run, tiny_store, tmp_path / "ckpt" / run))
         out = write_embedding(table, tmp_path / "results" / run / "embedding.csv")
         back = pd.read_csv(out)
         assert list(back) == COLUMNS and len(back) == len(table)
@@ -158,69 +164,89 @@ def test_embedding_csv_holds_every_clip_under_every_condition(params, tiny_store
     assert summary.shape == (6, 4) and (summary.xs("av", level="condition")["cos_to_full"] == 1.0).all()
 
 
-def test_max_clips_keeps_the_same_seeded_subset_and_pca_works(params, tiny_store, tmp_path):
-    params["analysis"]["embedding"].update(max_clips=10, projection="pca")
+def test_max_clips_keeps_the_same_seeded_subset_and_pca_works(runs, tiny_store, tmp_path):
+    cfg = embedding_cfg(max_clips=10, projection="pca")
     for run in ("mmin", "nmer"):
-        write_checkpoint(params, tiny_store, run, tmp_path / run)
-    a, b = (run_embedding(params, run, tmp_path / run) for run in ("mmin", "nmer"))
+        write_checkpoint(runs[run], tiny_store, tmp_path / run)
+    a, b = (run_embedding(cfg, run, tiny_store, tmp_path / run) for run in ("mmin", "nmer"))
     assert len(a) == 30 and a["clip_id"].nunique() == 10
     assert sorted(a["clip_id"].unique()) == sorted(b["clip_id"].unique())
     assert (a["projection"] == "pca").all()
 
 
 def test_regression_runs_embed_without_predictions(tiny_attribute_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_attribute_store, task="regression")
-    params["analysis"] = {"embedding": {"runs": ["utt_fusion"], "fold": 0, "seed": 0, "projection": "pca",
-                                        "perplexity": 30.0, "max_clips": None}}
-    write_checkpoint(params, tiny_attribute_store, "utt_fusion", tmp_path)
-    table = run_embedding(params, "utt_fusion", tmp_path)
+    run = resolve_runs(tiny_params(tiny_attribute_store, task="regression"))["utt_fusion"]
+    write_checkpoint(run, tiny_attribute_store, tmp_path)
+    table = run_embedding(embedding_cfg(projection="pca"), "utt_fusion", tiny_attribute_store, tmp_path)
     assert table["pred"].eq("").all() and set(table["label"]) <= set(tiny_attribute_store.manifest["classes"])
 
 
-def test_a_run_without_joint_or_checkpoint_or_fold_fails_naming_it(params, tiny_store, tmp_path):
-    write_checkpoint(params, tiny_store, "late_fusion", tmp_path)
+def test_a_run_without_joint_or_checkpoint_or_fold_fails_naming_it(runs, tiny_store, tmp_path):
+    write_checkpoint(runs["late_fusion"], tiny_store, tmp_path)
     with pytest.raises(ConfigError, match="'late_fusion'.*no joint representation"):
-        run_embedding(params, "late_fusion", tmp_path)
+        run_embedding(embedding_cfg(), "late_fusion", tiny_store, tmp_path)
     with pytest.raises(FileNotFoundError, match="train@utt_fusion"):
-        run_embedding(params, "utt_fusion", tmp_path / "nowhere")
-    params["analysis"]["embedding"]["fold"] = 9
+        run_embedding(embedding_cfg(), "utt_fusion", tiny_store, tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=r"analysis\.embedding\.fold: fold 9 does not exist"):
-        run_embedding(params, "utt_fusion", tmp_path)
+        run_embedding(embedding_cfg(fold=9), "utt_fusion", tiny_store, tmp_path)
 
 
 @pytest.mark.parametrize("overrides, match", [
-    ({"analysis.embedding.runs": ["utt_fusion", "late_fusion"]},
-     r"analysis\.embedding\.runs: run 'late_fusion' \(method late_fusion\) has no joint representation"),
-    ({"analysis.embedding.runs": ["utt_fusion", "nope"]}, r"analysis\.embedding\.runs: 'nope' is not a run"),
-    ({"analysis.embedding.runs": ["mmin", "mmin"]}, r"analysis\.embedding\.runs: 'mmin' is listed twice"),
-    ({"analysis.embedding.runs": []}, r"analysis\.embedding\.runs: got \[\]"),
+    ({"analysis.embedding.runs": ["utt_fusion"]}, r"^analysis\.embedding\.runs: unknown key; allowed keys here: "
+                                                  r"fold, seed, projection, perplexity, max_clips$"),
     ({"analysis.embedding.fold": 4}, r"analysis\.embedding\.fold: fold 4 does not exist; folds\.n_folds is 4"),
-    ({"analysis.embedding.seed": 5}, r"analysis\.embedding\.seed: 5 is not a trained seed"),
-    ({"analysis.embedding.projection": "umap"}, r"analysis\.embedding\.projection: got 'umap'; allowed values: pca, tsne"),
-    ({"analysis.embedding.perplexity": 0.5}, r"analysis\.embedding\.perplexity"),
-    ({"analysis.embedding.max_clips": 2}, r"analysis\.embedding\.max_clips"),
+    ({"analysis.embedding.seed": 5}, r"analysis\.embedding\.seed: 5 is not one of train\.seeds \[0, 1, 2\]"),
+    ({"analysis.embedding.projection": "umap"},
+     r"analysis\.embedding\.projection: got 'umap'; Input should be 'tsne' or 'pca'"),
+    ({"analysis.embedding.perplexity": 0.5}, r"analysis\.embedding\.perplexity: got 0\.5"),
+    ({"analysis.embedding.max_clips": 2}, r"analysis\.embedding\.max_clips: got 2"),
 ])
 def test_config_errors_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_params(ROOT / "params.yaml", overrides)
 
 
-def test_params_yaml_embeds_the_five_runs():
-    cfg = load_params(ROOT / "params.yaml")["analysis"]["embedding"]
-    validate(cfg, EMBEDDING_SCHEMA, "analysis.embedding")
-    assert cfg["runs"] == list(EMBEDDED)
+def test_the_embedded_runs_are_the_base_runs_whose_method_has_a_joint_representation():
+    params = load_params(ROOT / "params.yaml")
+    cfg = stage_params(params, resolve_runs(params))["embedding.json"]
+    assert cfg["runs"] == [name for name, entry in params["methods"].items() if CATALOG[entry["method"]].joint]
+    assert set(EMBEDDED) <= set(cfg["runs"]) and "late_fusion" not in cfg["runs"]
+    assert {k: cfg[k] for k in ("fold", "seed", "projection")} == {"fold": 0, "seed": 0, "projection": "tsne"}
+    assert cfg["store"] == "data/features/builtin"
 
 
-def test_cli_writes_the_csv(params, tiny_store, tmp_path, monkeypatch):
-    """The stage's command on params.yaml pointed at the tiny store (the checkpoint holds its own run entry)."""
-    import yaml
-
-    study = yaml.safe_load((ROOT / "params.yaml").read_text())
-    study["data"]["features_dir"] = str(tiny_store.root.parent)
-    study["analysis"]["embedding"].update(runs=["ifmmin"], projection="pca")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(study))
-    write_checkpoint(params, tiny_store, "ifmmin", tmp_path / "data" / "checkpoints" / "ifmmin")
+def test_cli_writes_one_csv_per_run_with_a_checkpoint_and_caches_them(runs, tiny_store, tmp_path, monkeypatch, capsys):
+    """The stage's command on its resolved params: a table per run with a checkpoint of the fold and seed, a line for
+    a run without one; the out folder is rewritten; a rerun reuses the cached tables of unchanged checkpoints."""
     monkeypatch.chdir(tmp_path)
-    assert main(["--params", "params.yaml", "--run", "ifmmin", "--out", "results/ifmmin/embedding.csv"]) == 0
-    table = pd.read_csv(tmp_path / "results" / "ifmmin" / "embedding.csv")
+    cfg = {**embedding_cfg(projection="pca"), "runs": ["ifmmin", "utt_fusion"], "store": str(tiny_store.root)}
+    Path("embedding.json").write_text(json.dumps(cfg))
+    write_checkpoint(runs["ifmmin"], tiny_store, Path("data/checkpoints/ifmmin"))
+    Path("results/embeddings").mkdir(parents=True)
+    Path("results/embeddings/stale.csv").write_text("x\n")
+    assert main(["--params", "embedding.json", "--out", "results/embeddings"]) == 0
+    assert sorted(p.name for p in Path("results/embeddings").iterdir()) == ["ifmmin.csv"]
+    assert "utt_fusion: no checkpoint for fold 0, seed 0" in capsys.readouterr().out
+    table = pd.read_csv("results/embeddings/ifmmin.csv")
     assert list(table) == COLUMNS and len(table) == 3 * len(tiny_store.fold_indices(0)["test"])
+    cached = list(CACHE.glob("ifmmin-*.csv"))
+    assert len(cached) == 1
+    assert main(["--params", "embedding.json", "--out", "results/embeddings"]) == 0
+    assert list(CACHE.glob("ifmmin-*.csv")) == cached
+    assert Path("results/embeddings/ifmmin.csv").read_bytes() == cached[0].read_bytes()
+
+
+def test_cached_embedding_recomputes_for_another_checkpoint_or_setting(runs, tiny_store, tmp_path):
+    cfg, checkpoints = embedding_cfg(projection="pca"), tmp_path / "ckpt"
+    write_checkpoint(runs["utt_fusion"], tiny_store, checkpoints)
+    first = cached_embedding(cfg, "utt_fusion", tiny_store, checkpoints, tmp_path / "cache")
+    pd.testing.assert_frame_equal(first, cached_embedding(cfg, "utt_fusion", tiny_store, checkpoints,
+                                                          tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    cached_embedding(embedding_cfg(projection="pca", max_clips=8), "utt_fusion", tiny_store, checkpoints,
+                     tmp_path / "cache")
+    other = dict(runs["utt_fusion"], entry={**runs["utt_fusion"]["entry"], "hidden": 6})
+    write_checkpoint(other, tiny_store, checkpoints)
+    again = cached_embedding(cfg, "utt_fusion", tiny_store, checkpoints, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+    assert not np.allclose(again[["x", "y"]].to_numpy(), first[["x", "y"]].to_numpy())

@@ -9,20 +9,37 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import resolved_run
+from media import write_wav
 from torch import nn
 
 from mer_core.conditions import all_conditions
-from mer_core.config import ConfigError, load_params
+from mer_core.config import ConfigError, load_params, resolve_runs, stage_params
 from mer_core.data.batches import Batch, load_fold
 from mer_core.data.openface import AU_INTENSITY, POSE
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.evaluate import predict
-from mer_core.explore import (Explorer, affected, available_runs, clip_table, clip_wave, default_emotion, face_matrix,
-                              kind_levels, load_run, media_files, noise_settings, noise_sweep, panel, predict_clip,
-                              resolve_setting, select_clip, spectrogram)
+from mer_core.explore import (
+    Explorer,
+    affected,
+    available_runs,
+    clip_table,
+    clip_wave,
+    default_emotion,
+    face_matrix,
+    kind_levels,
+    load_run,
+    media_files,
+    noise_settings,
+    noise_sweep,
+    panel,
+    predict_clip,
+    resolve_setting,
+    select_clip,
+    spectrogram,
+)
 from mer_core.robustness import corrupted_split
 from mer_core.train import fit_run
-from media import write_wav
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 CPU = torch.device("cpu")
@@ -46,18 +63,25 @@ class Recorder(nn.Module):
 
 
 def explore_cfg(**changes) -> dict:
-    return {"run": "utt_fusion", "checkpoints": "", "fold": 0, "seed": 0, "emotion": "anger", "speaker": None,
-            "clip": None, "condition": "a", "noise": "gaussian", "level": 20, "draws": 4, **changes}
+    return {"run": "utt_fusion", "fold": 0, "seed": 0, "emotion": "anger", "speaker": None, "clip": None,
+            "condition": "a", "noise": "gaussian", "level": 20, "draws": 4, **changes}
+
+
+def explore_params(params: dict, **changes) -> dict:
+    """The explore stage's resolved params (data/params/explore.json) of validated `params` with `explore` set."""
+    params = copy.deepcopy(params)
+    params["explore"].update(explore_cfg(**changes))
+    return stage_params(params, resolve_runs(params))["explore.json"]
 
 
 @pytest.fixture
 def study(tiny_store, tiny_params, tmp_path):
-    """The tiny store, params with an `explore` section, and a trained utt_fusion checkpoint of fold 0, seed 0."""
-    params = tiny_params(tiny_store)
+    """The tiny store, the explore stage's params, and a trained utt_fusion checkpoint of fold 0, seed 0 under
+    <tmp_path>/checkpoints (the explorer's `checkpoints`)."""
+    params = tiny_params(tiny_store, epochs=1)
     checkpoints = tmp_path / "checkpoints"
-    fit_run("utt_fusion", params, 0, 0, checkpoints / "utt_fusion", show_progress=False)
-    params["explore"] = explore_cfg(checkpoints=str(checkpoints))
-    return tiny_store, params
+    fit_run(resolved_run("utt_fusion", params), 0, 0, checkpoints / "utt_fusion", show_progress=False)
+    return tiny_store, explore_params(params), checkpoints
 
 
 # ================================================================================================ params
@@ -65,12 +89,13 @@ def study(tiny_store, tiny_params, tmp_path):
 
 def test_explore_params_are_validated_with_errors_naming_the_key():
     params = load_params(PARAMS_FILE)
-    assert params["explore"]["run"] in params["methods"]
+    assert params["explore"]["run"] is None or params["explore"]["run"] in params["methods"]
     for overrides, message in [
         ({"explore.run": "nope"}, "explore.run: 'nope' is not a run of `methods`"),
-        ({"explore.noise": "pink"}, "explore.noise: got 'pink'; allowed values: none, gaussian, impulse, babble"),
+        ({"explore.noise": "pink"},
+         "explore.noise: got 'pink'; Input should be 'none', 'gaussian', 'impulse', 'babble'"),
         ({"explore.seed": 7}, "explore.seed: 7 is not one of train.seeds"),
-        ({"explore.level": 2.5}, "explore.level: got 2.5; feature noise 'gaussian' takes T"),
+        ({"explore.level": 2.5}, "explore.level: feature noise 'gaussian' takes T, an integer >= 1, got 2.5"),
         ({"explore.draws": 0}, "explore.draws: got 0"),
         ({"explore.fold": -1}, "explore.fold: got -1"),
     ]:
@@ -78,28 +103,44 @@ def test_explore_params_are_validated_with_errors_naming_the_key():
             load_params(PARAMS_FILE, overrides)
 
 
+def test_the_explore_stage_params_hold_the_trained_runs_and_what_the_explorer_reads(tiny_store, tiny_params):
+    params = tiny_params(tiny_store, runs=["utt_fusion", "mmin"])
+    cfg = explore_params(params, run=None, condition=None)
+    assert list(cfg["runs"]) == ["utt_fusion", "mmin"]  # the runs trained, with their summaries
+    assert cfg["runs"]["mmin"]["method"] == "mmin" and cfg["store"] == str(tiny_store.root)
+    assert cfg["run"] is None and cfg["condition"] is None and cfg["task"] == "classification"
+    assert cfg["robustness"] == params["robustness"] and "synthetic" not in cfg["data"]
+    assert set(cfg["code"]) == {"mer_core/losses.py", "mer_core/methods/baselines.py", "mer_core/methods/mmin.py"}
+
+
 def test_store_dependent_choices_fail_with_the_key_and_the_allowed_values(study):
-    store, params = study
+    store, params, checkpoints = study
     for key, value, message in [("fold", 9, r"explore.fold: got 9; the feature store's folds: \[0, 1, 2, 3\]")]:
         with pytest.raises(ConfigError, match=message):
-            Explorer.open({**params, "explore": {**params["explore"], key: value}})
-    explorer = Explorer.open(params)
+            Explorer.open({**params, key: value}, checkpoints=checkpoints)
+    explorer = Explorer.open(params, checkpoints=checkpoints)
     for key, value, message in [("condition", "x", "explore.condition: unknown condition 'x'; allowed: a, v, av"),
                                 ("noise", "babble", "explore.noise: the feature store holds no 'babble' corruption"),
                                 ("emotion", "bored", "explore.emotion: got 'bored'; allowed values: anger")]:
-        explorer.params = {**params, "explore": {**params["explore"], key: value}}
+        explorer.params = {**params, key: value}
         with pytest.raises(ConfigError, match=message):
             explorer.selection()
+    explorer.params = {**params, "run": None}
+    assert explorer.selection()["run"] == "utt_fusion"  # the only trained run with a checkpoint
+    explorer.params = {**params, "condition": None}
+    assert explorer.selection()["condition"] == "a"  # the first single-modality condition
+    empty = Explorer.open({**params, "run": None}, seed=1, checkpoints=checkpoints)
+    with pytest.raises(ConfigError, match="explore.run: no trained run has a checkpoint for fold 0, seed 1"):
+        empty.selection()
 
 
 # ============================================================================================ runs and clips
 
 
 def test_available_runs_are_those_with_a_checkpoint(study):
-    store, params = study
-    root = params["explore"]["checkpoints"]
-    assert available_runs(params, root, 0, 0) == ["utt_fusion"]
-    assert available_runs(params, root, 1, 0) == []
+    store, params, root = study
+    assert available_runs(["mmin", "utt_fusion", "vavl"], root, 0, 0) == ["utt_fusion"]
+    assert available_runs(["mmin", "utt_fusion"], root, 1, 0) == []
     assert isinstance(load_run(root, "utt_fusion", 0, 0), nn.Module)
     with pytest.raises(FileNotFoundError, match=r"fold1-seed0.pt: no checkpoint of run 'utt_fusion'"):
         load_run(root, "utt_fusion", 1, 0)
@@ -140,8 +181,8 @@ def test_default_emotion_is_the_first_class_with_a_test_clip(tiny_store):
 
 
 def test_one_clip_matches_the_evaluation_of_the_whole_test_fold(study):
-    store, params = study
-    explorer = Explorer.open(params)
+    store, params, checkpoints = study
+    explorer = Explorer.open(params, checkpoints=checkpoints)
     model, none = explorer.model("utt_fusion"), resolve_setting(explorer.settings, "none", 0.0)
     for condition in all_conditions(store.modalities):
         full = predict(model, explorer.test, 32, CPU, [condition])
@@ -154,8 +195,8 @@ def test_one_clip_matches_the_evaluation_of_the_whole_test_fold(study):
 
 
 def test_feature_noise_draws_are_seeded_distinct_and_sum_to_one(study):
-    store, params = study
-    explorer = Explorer.open(params)
+    store, params, checkpoints = study
+    explorer = Explorer.open(params, checkpoints=checkpoints)
     model, row = explorer.model("utt_fusion"), int(explorer.clips["row"].iloc[0])
     setting = resolve_setting(explorer.settings, "gaussian", 100)
     scores = predict_clip(model, store, explorer.test, row, AUDIO_ONLY, setting, params["robustness"], 0, draws=8)
@@ -243,7 +284,7 @@ def test_media_from_a_crema_d_layout_and_the_notes_without_it(tmp_path):
     for k, emotion in enumerate(["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]):
         write_wav(root / "AudioWAV" / f"1001_DFA_{emotion}_XX.wav", seconds=0.5 + 0.1 * k)
     data = {"corpus": "crema_d", "root": str(root), "crema_d": {"labels": "intended", "consensus_votes": "audiovisual"}}
-    media = media_files({"data": data})
+    media = media_files(data)
     assert len(media) == 6 and media.loc["1001_DFA_FEA_XX", "audio_path"].endswith("1001_DFA_FEA_XX.wav")
     wave, note = clip_wave(media, "1001_DFA_FEA_XX")
     assert note is None and wave.dtype == np.float32 and len(wave) == 0.7 * 16000
@@ -254,10 +295,10 @@ def test_media_from_a_crema_d_layout_and_the_notes_without_it(tmp_path):
     (root / "AudioWAV" / "1001_DFA_SAD_XX.wav").unlink()
     wave, note = clip_wave(media, "1001_DFA_SAD_XX")
     assert wave is None and note.endswith("missing (the corpus listed it; was data.root moved?)")
-    package = media_files({"data": {"corpus": "iemocap_mmin", "root": str(tmp_path)}})
+    package = media_files({"corpus": "iemocap_mmin", "root": str(tmp_path)})
     assert clip_wave(package, "Ses01F_impro01_F000") == (
         None, "iemocap_mmin is a feature package: it holds features, no audio or video files")
-    absent = media_files({"data": {**data, "root": str(tmp_path / "nowhere")}})
+    absent = media_files({**data, "root": str(tmp_path / "nowhere")})
     assert clip_wave(absent, "1001_DFA_ANG_XX")[1].startswith("the corpus at data.root cannot be listed")
 
 
@@ -292,8 +333,8 @@ def test_face_matrix_names_the_action_units(tmp_path):
 
 
 def test_view_of_the_default_selection(study):
-    store, params = study
-    explorer = Explorer.open(params)
+    store, params, checkpoints = study
+    explorer = Explorer.open(params, checkpoints=checkpoints)
     selection = explorer.selection()
     first_anger = explorer.clips[explorer.clips["label"] == "anger"].iloc[0]["clip_id"]
     assert selection == {"run": "utt_fusion", "clip_id": first_anger, "condition": "a", "noise": "gaussian",
@@ -309,8 +350,8 @@ def test_view_of_the_default_selection(study):
 
 
 def test_panel_filters_clips_and_rerenders_on_change(study):
-    store, params = study
-    explorer = Explorer.open(params)
+    store, params, checkpoints = study
+    explorer = Explorer.open(params, checkpoints=checkpoints)
     selection = explorer.selection()
     calls = []
     box, controls = panel(explorer, selection, calls.append)

@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import entry as run_entry
+from helpers import resolved_run
+from tiny import CLASSES, NO_VISUAL_CLIP
 from torch import nn
 
 from mer_core.conditions import apply_condition
@@ -18,10 +21,13 @@ from mer_core.data.folds import make_splits
 from mer_core.data.store import Sequences, read_store, write_store
 from mer_core.evaluate import predict
 from mer_core.frame_encoder import FrameEncoded, FrameEncoder, FrameEncoderSpec, build_stage
-from mer_core.methods import REGISTRY, ModelContext, method_spec
+from mer_core.methods.lookup import method_spec
+from mer_core.methods.registry import ModelContext
+from mer_core.params.methods import CATALOG
+from mer_core.params.training import FrameEncoder as FrameEncoderParams
+from mer_core.schema import check
 from mer_core.tasks import study_task
 from mer_core.train import fit_run, load_model, subnetworks, update_steps
-from conftest import CLASSES, NO_VISUAL_CLIP
 
 SIZE = 8  # crop side of the tiny store
 CFG = {"dim": 6, "channels": [4, 4], "groups": 2}  # conftest's tiny_params train.frame_encoder
@@ -153,8 +159,9 @@ def test_spec_only_for_face_crop_stores(tiny_store, crop_store):
 
 
 def test_spec_errors_name_the_key_and_the_file(crop_store):
-    with pytest.raises(ConfigError, match=r"train\.frame_encoder\.groups: 3 does not divide channel count 4"):
-        FrameEncoderSpec.for_store(crop_store.manifest, {**CFG, "groups": 3})
+    with pytest.raises(ConfigError, match=r"train\.frame_encoder\.groups: 3 does not divide the channel count 4; "
+                                          r"choose groups dividing every entry of channels \[4, 4\]"):
+        check(FrameEncoderParams, {**CFG, "groups": 3}, "train.frame_encoder")
     with pytest.raises(ConfigError, match=r"train\.frame_encoder\.channels: 4 blocks .* 8 x 8 crops .* at most 3"):
         FrameEncoderSpec.for_store(crop_store.manifest, {**CFG, "channels": [2, 2, 2, 2]})
     broken = {**crop_store.manifest, "dims": {"audio": 5, "visual": 60}}
@@ -165,9 +172,9 @@ def test_spec_errors_name_the_key_and_the_file(crop_store):
 # ================================================================================================ the wrapper
 
 
-@pytest.mark.parametrize("name", sorted(set(REGISTRY) - {"audio_only"}))
+@pytest.mark.parametrize("name", sorted(set(CATALOG) - {"audio_only"}))
 def test_every_method_is_wrapped_and_its_loss_trains_the_encoder(name, crop_store, tiny_params):
-    entry = tiny_params(crop_store)["methods"][name]
+    entry = run_entry(tiny_params(crop_store), name)
     context, frames = crop_context(crop_store)
     torch.manual_seed(0)
     models = build_stages(name, entry, context, frames)
@@ -188,14 +195,14 @@ def test_every_method_is_wrapped_and_its_loss_trains_the_encoder(name, crop_stor
 
 
 def test_a_model_that_does_not_read_the_crops_is_not_wrapped(crop_store, tiny_params):
-    entry = tiny_params(crop_store)["methods"]["audio_only"]
+    entry = run_entry(tiny_params(crop_store), "audio_only")
     context, frames = crop_context(crop_store)
     model, = build_stages("audio_only", entry, context, frames)
     assert not isinstance(model, FrameEncoded) and list(model.encoders) == ["audio"]
 
 
 def test_a_later_stage_keeps_the_trained_encoder_and_a_frozen_teacher_encodes_full(crop_store, tiny_params):
-    entry = tiny_params(crop_store)["methods"]["mmin"]
+    entry = run_entry(tiny_params(crop_store), "mmin")
     context, frames = crop_context(crop_store)
     torch.manual_seed(0)
     stage1 = build_stage(method_spec("mmin").stages[0], entry, context, None, frames)
@@ -222,7 +229,7 @@ def test_a_later_stage_keeps_the_trained_encoder_and_a_frozen_teacher_encodes_fu
 
 
 def test_gradient_groups_are_the_inner_models_then_the_encoder(crop_store, tiny_params):
-    entry = tiny_params(crop_store)["methods"]["mmin"]
+    entry = run_entry(tiny_params(crop_store), "mmin")
     context, frames = crop_context(crop_store)
     stage2 = build_stages("mmin", entry, context, frames)[1]
     groups = subnetworks(stage2)
@@ -264,7 +271,7 @@ def test_each_step_sees_the_frames_encoded_after_the_previous_update(crop_store)
 
 
 def test_a_model_without_steps_makes_one_step(crop_store, tiny_params):
-    entry = tiny_params(crop_store)["methods"]["utt_fusion"]
+    entry = run_entry(tiny_params(crop_store), "utt_fusion")
     context, frames = crop_context(crop_store)
     model, = build_stages("utt_fusion", entry, context, frames)
     batch = first_batch(crop_store)
@@ -275,7 +282,7 @@ def test_a_model_without_steps_makes_one_step(crop_store, tiny_params):
 
 
 def test_vavl_reconstruction_target_of_learnt_frames_takes_no_gradient(crop_store, tiny_params):
-    entry = {**tiny_params(crop_store)["methods"]["vavl"], "head_dropout": 0.0}
+    entry = {**run_entry(tiny_params(crop_store), "vavl"), "head_dropout": 0.0}
     context, frames = crop_context(crop_store)
     model, = build_stages("vavl", entry, context, frames)
     vavl = model.model
@@ -297,7 +304,7 @@ def test_vavl_reconstruction_target_of_learnt_frames_takes_no_gradient(crop_stor
 @pytest.mark.parametrize("run", ["utt_fusion", "mmin", "vavl"])
 def test_fit_run_trains_on_crops_and_the_checkpoint_reproduces_the_predictions(run, crop_store, tiny_params, tmp_path):
     params = tiny_params(crop_store, epochs=1)
-    output = fit_run(run, params, 0, 0, tmp_path / "ckpt", show_progress=False)
+    output = fit_run(resolved_run(run, params), 0, 0, tmp_path / "ckpt", show_progress=False)
     assert np.isfinite(output.history["train_loss"]).all()
     checkpoint = torch.load(tmp_path / "ckpt" / "fold0-seed0.pt")
     assert checkpoint["frame_encoder"] == {"size": SIZE, "dim": 6, "channels": (4, 4), "groups": 2,
@@ -307,7 +314,7 @@ def test_fit_run_trains_on_crops_and_the_checkpoint_reproduces_the_predictions(r
     model = load_model(checkpoint)
     assert isinstance(model, FrameEncoded) and not model.training
     test = load_fold(read_store(crop_store.root), 0)["test"]
-    reloaded = predict(model, test, params["methods"][run]["optim"]["batch_size"], CPU)
+    reloaded = predict(model, test, run_entry(params, run)["optim"]["batch_size"], CPU)
     pd.testing.assert_frame_equal(reloaded, output.predictions.drop(columns=["fold", "seed"]), check_exact=True)
     if run == "mmin":
         pretrain = torch.load(tmp_path / "ckpt" / "fold0-seed0-pretrain.pt")
@@ -321,8 +328,8 @@ def test_an_openface_store_builds_exactly_the_models_it_did_before(tiny_store, t
     context = ModelContext.from_manifest(tiny_store.manifest, study_task("classification", tiny_store.manifest))
     frames = FrameEncoderSpec.for_store(tiny_store.manifest, params["train"]["frame_encoder"])
     assert frames is None
-    for name in sorted(REGISTRY):
-        entry = params["methods"][name]
+    for name in sorted(CATALOG):
+        entry = run_entry(params, name)
         torch.manual_seed(0)
         plain, previous = [], None
         for stage in method_spec(name).stages:
@@ -340,7 +347,7 @@ def test_an_openface_store_builds_exactly_the_models_it_did_before(tiny_store, t
 
 def test_an_openface_checkpoint_reloads_without_a_frame_encoder(tiny_store, tiny_params, tmp_path):
     params = tiny_params(tiny_store, epochs=1)
-    output = fit_run("mmin", params, 0, 0, tmp_path, show_progress=False)
+    output = fit_run(resolved_run("mmin", params), 0, 0, tmp_path, show_progress=False)
     checkpoint = torch.load(tmp_path / "fold0-seed0.pt")
     assert "frame_encoder" not in checkpoint
     model = load_model(checkpoint)

@@ -57,6 +57,24 @@ def test_export_notebook_is_offline_and_shows_outputs(tmp_path):
     assert "jupyter-widgets jp-OutputArea-output" not in text
 
 
+def test_cell_tags_hide_the_plumbing(tmp_path):
+    """`hide-input` (and papermill's parameters cells) show their outputs only; `remove-cell` is left out."""
+    cells = [new_markdown_cell("# Analysis"),
+             new_code_cell("params_path = 'PARAMS_SOURCE'", metadata={"tags": ["parameters"]}),
+             new_code_cell("study = load('HIDDEN_SOURCE')", execution_count=1, metadata={"tags": ["hide-input"]},
+                           outputs=[new_output("stream", name="stdout", text="SHOWN_OUTPUT\n")]),
+             new_code_cell("import REMOVED_SOURCE", execution_count=2, metadata={"tags": ["remove-cell"]},
+                           outputs=[new_output("stream", name="stdout", text="REMOVED_OUTPUT\n")]),
+             new_code_cell("table('VISIBLE_SOURCE')", execution_count=3,
+                           outputs=[new_output("stream", name="stdout", text="VISIBLE_OUTPUT\n")])]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(new_notebook(cells=cells), path)
+    text = html_export.export_notebook(path, tmp_path / "nb.html").read_text(encoding="utf-8")
+    assert "SHOWN_OUTPUT" in text and "VISIBLE_SOURCE" in text and "VISIBLE_OUTPUT" in text
+    for hidden in ("PARAMS_SOURCE", "HIDDEN_SOURCE", "REMOVED_SOURCE", "REMOVED_OUTPUT"):
+        assert hidden not in text, hidden
+
+
 def test_export_notebook_is_deterministic(tmp_path):
     nb = write_notebook(tmp_path / "nb.ipynb")
     first = html_export.export_notebook(nb, tmp_path / "a.html").read_bytes()

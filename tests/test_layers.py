@@ -5,8 +5,16 @@ import pytest
 import torch
 from torch import nn
 
-from mer_core.layers import (LSTMEncoder, MLPClassifier, ResidualAE, SharedEncoder, TextCNN, kaiming_init_, masked_max,
-                             valid_mask)
+from mer_core.layers import (
+    LSTMEncoder,
+    MLPClassifier,
+    ResidualAE,
+    SharedEncoder,
+    TextCNN,
+    kaiming_init_,
+    masked_max,
+    valid_mask,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -257,3 +265,54 @@ def test_encoder_pooling_switches_are_checked_and_padded_reads_every_frame():
         valid = masked_max(lstm.lstm(x)[0], lengths)
     torch.testing.assert_close(lstm(x, lengths)[0], valid[0])  # a clip of full length: the same either way
     assert (lstm(x, lengths)[1] - valid[1]).abs().max() > 1e-3  # a padded clip: the zero frames count
+
+def test_lstm_encoder_runs_blank_clips_once_with_the_values_and_gradients_of_the_batch():
+    """Zero-filled clips (a removed modality) take the masked max of one shared zero sequence: the same embeddings
+    and the same parameter gradients as running every clip through the LSTM."""
+    encoder = LSTMEncoder(5, hidden=6)
+    x = torch.randn(6, 10, 5)
+    x[[1, 2, 4]] = 0.0
+    lengths = torch.tensor([10, 7, 10, 4, 3, 0])
+    x[5] = 0.0  # a clip without the modality at all: length 0, a zero vector
+    weights = torch.randn(6, 6)
+
+    def reference(module):  # the plain batched computation
+        return masked_max(module.lstm(x)[0], lengths)
+
+    out = encoder(x, lengths)
+    torch.testing.assert_close(out, reference(encoder), rtol=1e-6, atol=1e-7)
+    assert out[5].tolist() == [0.0] * 6 and not torch.equal(out[1], out[2])  # length 7 vs 10
+    grads = []
+    for forward in (encoder, lambda x, lengths: reference(encoder)):
+        encoder.zero_grad()
+        (forward(x, lengths) * weights).sum().backward()
+        grads.append([p.grad.clone() for p in encoder.parameters()])
+    for fast, slow in zip(*grads):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    all_blank = torch.zeros(3, 8, 5)
+    torch.testing.assert_close(encoder(all_blank, torch.tensor([8, 2, 5])),
+                               masked_max(encoder.lstm(all_blank)[0], torch.tensor([8, 2, 5])), rtol=1e-6, atol=1e-7)
+
+
+def test_textcnn_equals_its_conv2d_definition_with_blank_clips_in_values_and_gradients():
+    cnn = TextCNN(6, channels=4, kernels=(3, 4, 5), dropout=0.0, out_dim=5)
+    x = torch.randn(5, 9, 6)
+    x[[1, 3]] = 0.0  # text removed by a condition
+    lengths = torch.tensor([9, 4, 2, 0, 7])
+    x[3, :] = 0.0
+
+    def reference():  # Kim's TextCNN as the Conv2d it is defined by, every clip convolved
+        pooled = []
+        for k, conv in zip(cnn.kernels, cnn.convs):
+            maps = torch.relu(conv(x[:, None])).squeeze(3).transpose(1, 2)
+            pooled.append(masked_max(maps, (lengths - k + 1).clamp(min=1) * (lengths > 0)))
+        return cnn.project(torch.cat(pooled, dim=1))
+
+    results = []
+    for forward in (lambda: cnn(x, lengths), reference):
+        cnn.zero_grad()
+        out = forward()
+        (out * torch.arange(5.0)).sum().backward()
+        results.append([out] + [p.grad.clone() for p in cnn.parameters()])
+    for fast, slow in zip(*results):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)

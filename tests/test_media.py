@@ -12,14 +12,16 @@ import pandas as pd
 import pytest
 import torch
 import torchaudio
+from media import draw_frame, face_box, speech_like, write_video, write_wav
 
-from mer_core.config import ConfigError, load_params, validate
+from mer_core.config import ConfigError, load_params
 from mer_core.data import features
 from mer_core.data.faces import crop_face, detect_face, face_crops, smooth_boxes
-from mer_core.data.features import FEATURES_SCHEMA, extract_audio, extract_visual, read_visual, visual_dim
+from mer_core.data.features import extract_audio, extract_visual, read_visual, visual_dim
 from mer_core.data.media import AudioError, VideoError, read_audio, read_container_audio, read_wav, sample_video
 from mer_core.data.prepare import INPUT_ERRORS, corruption_specs, extract_all
-from media import draw_frame, face_box, speech_like, write_video, write_wav
+from mer_core.params.data import Features
+from mer_core.schema import check
 
 ROOT = Path(__file__).resolve().parents[1]
 CROPS = {"size": 32, "min_neighbors": 5, "min_face": 0.15, "smooth_frames": 5, "margin": 1.2, "max_side": 640}
@@ -278,7 +280,7 @@ def test_visual_params_schema():
     assert visual_dim(visual) == 17 + 6 + 8
     assert visual_dim(dict(visual, extractor="face_crops")) == 64 * 64
     for key, value, message in [
-        ("extractor", "dlib", "features.visual.extractor: got 'dlib'; allowed values: openface, face_crops"),
+        ("extractor", "dlib", "features.visual.extractor: got 'dlib'; Input should be 'openface' or 'face_crops'"),
         ("face_crops.size", 4, "features.visual.face_crops.size"),
         ("face_crops.smooth_frames", 0, "features.visual.face_crops.smooth_frames"),
         ("face_crops.min_face", 1.5, "features.visual.face_crops.min_face"),
@@ -289,11 +291,13 @@ def test_visual_params_schema():
                                                                          key.split(".")[1])
         section[leaf] = value
         with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-            validate(broken, FEATURES_SCHEMA, "features")
+            check(Features, broken, "features")
     missing = copy.deepcopy(params["features"])
-    del missing["visual"]["face_crops"]
-    with pytest.raises(ConfigError, match=r"features\.visual\.face_crops: missing key"):
-        validate(missing, FEATURES_SCHEMA, "features")
+    del missing["visual"]["face_crops"]  # a section left out takes its defaults
+    assert check(Features, missing, "features").visual.face_crops.size == 64
+    with pytest.raises(ConfigError, match=r"features\.visual\.face_crops\.sise: unknown key; allowed keys here: "
+                                          r"size, "):
+        check(Features, {"visual": {"face_crops": {"sise": 32}}}, "features")
 
 
 # ================================================================================================ prepare
@@ -318,7 +322,6 @@ def feature_params(**visual) -> dict:
     cfg = copy.deepcopy(load_params(ROOT / "params.yaml")["features"])
     cfg["visual"].update(extractor="face_crops", fps=10.0, rate_reduction=1, **visual)
     cfg["visual"]["face_crops"]["size"] = 16
-    cfg["n_jobs"] = 1
     return cfg
 
 

@@ -2,42 +2,50 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, OPTIM, make_batch, task_context
+from helpers import run_method
 
 from mer_core.conditions import all_conditions, apply_condition
-from mer_core.config import ConfigError
+from mer_core.config import ConfigError, resolve_runs, validate_params
 from mer_core.data.batches import Batch, load_fold
 from mer_core.data.store import read_store
 from mer_core.evaluate import predict
-from mer_core.methods import REGISTRY, ModelContext, effective_entry, method_spec, validate_run
-from mer_core.methods.baselines import EarlyFusion, LateFusion, UttFusion, align_frames
 from mer_core.layers import LSTMEncoder, TextCNN
-from mer_core.tasks import Task, study_task
-from helpers import run_method
-
-from fakes import CTX, OPTIM, make_batch, task_context
+from mer_core.methods.baselines import EarlyFusion, LateFusion, UttFusion, align_frames
+from mer_core.methods.lookup import method_spec
+from mer_core.methods.registry import ModelContext
+from mer_core.params.methods import CATALOG
+from mer_core.schema import check
+from mer_core.tasks import study_task
+from mer_core.train import CURVE_COLUMNS
 
 PARAMS = {"optim": OPTIM, "hidden": 8, "classifier": [8, 8], "dropout": 0.0, "encoder_pooling": "valid",
           "text_windows": "valid"}
 EXTRA = {"utt_dataaug": {"conditions": "missing"}}  # keys of one baseline's schema only
 
 BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug")
+def baseline_entry(name: str, **changes) -> dict:
+    """A complete entry of baseline `name`: PARAMS with `changes`, validated by the method's params model."""
+    return check(CATALOG[name].params, dict(PARAMS, **{**EXTRA.get(name, {}), **changes}),
+                 f"methods.{name}").model_dump(mode="json")
+
+
 def build(name: str, ctx: ModelContext = CTX, **changes):
     torch.manual_seed(0)
-    params = dict(PARAMS, method=name, **{**EXTRA.get(name, {}), **changes})
-    spec = validate_run(name, params)
-    return spec.stages[0].build(params, ctx, None)
+    return method_spec(name).stages[0].build(baseline_entry(name, **changes), ctx, None)
 
 
 def test_registry_holds_the_baselines():
-    assert set(BASELINES) <= set(REGISTRY)
-    assert all(len(REGISTRY[name].stages) == 1 for name in BASELINES)
-    entries = {name: dict(PARAMS, method=name, **EXTRA.get(name, {})) for name in BASELINES}
-    assert {name: REGISTRY[name].stages[0].training_conditions(entries[name]) for name in BASELINES} == {
+    assert set(BASELINES) <= set(CATALOG)
+    assert all(len(CATALOG[name].stages) == 1 == len(method_spec(name).stages) for name in BASELINES)
+    entries = {name: baseline_entry(name) for name in BASELINES}
+    assert {name: method_spec(name).stages[0].conditions(entries[name]) for name in BASELINES} == {
         "audio_only": "full", "visual_only": "full", "early_fusion": "full", "late_fusion": "full",
         "utt_fusion": "full", "utt_dataaug": "missing"}
 
@@ -165,45 +173,58 @@ def test_utt_fusion_with_text():
 def test_unknown_method_raises_config_error():
     with pytest.raises(ConfigError) as info:
         method_spec("mmin_v2")
-    assert "'mmin_v2' is not registered" in str(info.value) and all(name in str(info.value) for name in REGISTRY)
-    with pytest.raises(ConfigError, match=r"methods\.ablation\.method: got 'mmin_v2'; registered methods: audio_only"):
-        validate_run("ablation", dict(PARAMS, method="mmin_v2"))
-    with pytest.raises(ConfigError, match=r"methods\.ablation\.method: missing key"):
-        validate_run("ablation", dict(PARAMS))
-    with pytest.raises(ConfigError, match=r"methods\.utt_fusion\.hidden: got 0"):
-        validate_run("utt_fusion", dict(PARAMS, method="utt_fusion", hidden=0))
-    with pytest.raises(ConfigError, match=r"methods\.utt_fusion\.optim\.epochs_decay: missing key"):
-        validate_run("utt_fusion", dict(PARAMS, method="utt_fusion", optim={"epochs": 1}))
-    with pytest.raises(ConfigError, match=r"methods\.Bad-Name: run names must match"):
-        validate_run("Bad-Name", dict(PARAMS, method="utt_fusion"))
+    assert "'mmin_v2' is not registered" in str(info.value) and all(name in str(info.value) for name in CATALOG)
+
+    def run_error(name: str, entry: dict) -> str:
+        with pytest.raises(ConfigError) as error:
+            validate_params({"methods": {name: entry}, "extended": {"other_task": {"methods": []},
+                                                                    "unpaired": {"methods": []}}})
+        return str(error.value)
+
+    assert run_error("ablation", dict(PARAMS, method="mmin_v2")).startswith(
+        "methods.ablation.method: got 'mmin_v2'; registered methods: audio_only")
+    assert run_error("ablation", dict(PARAMS)).startswith("methods.ablation: give exactly one of `method`")
+    assert run_error("utt_fusion", dict(PARAMS, method="utt_fusion", hidden=0)).startswith(
+        "methods.utt_fusion.hidden: got 0")
+    assert run_error("Bad-Name", dict(PARAMS, method="utt_fusion")).startswith("methods.Bad-Name: run names must match")
+
+
+def test_a_partial_block_takes_the_rest_from_the_methods_defaults():
+    params = validate_params({"methods": {"utt_fusion": {"method": "utt_fusion", "optim": {"epochs": 1}}}})
+    assert resolve_runs(params)["utt_fusion"]["entry"]["optim"] == {
+        "epochs": 1, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 128}
 
 
 def test_paper_preset_merges_the_official_settings():
-    entry = dict(PARAMS, method="utt_fusion")
-    assert effective_entry(entry, "study") == entry
-    paper = effective_entry(entry, "paper")
+    raw = {"methods": {"utt_fusion": dict(PARAMS, method="utt_fusion")}}
+    study = resolve_runs(validate_params(raw))["utt_fusion"]["entry"]
+    assert study == baseline_entry("utt_fusion")
+    paper = resolve_runs(validate_params({**raw, "train": {"preset": "paper"}}))["utt_fusion"]["entry"]
     assert paper["optim"] == {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5,
-                              "batch_size": 128}  # methods.md §2, stage 1 (IEMOCAP script)
-    assert paper["hidden"] == 128 and paper["classifier"] == [128, 128] and paper["method"] == "utt_fusion"
-    assert entry["optim"] == OPTIM  # the params are not modified
+                              "batch_size": 128}  # docs/methods.md §2, stage 1 (IEMOCAP script)
+    assert paper["hidden"] == 128 and paper["classifier"] == [128, 128] and paper["dropout"] == 0.3
+    assert raw["methods"]["utt_fusion"]["optim"] == OPTIM  # the params are not modified
 
 
 # ================================================================================================ run_method
 
 
 def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=2, folds=[0], n_jobs=1)
+    params = tiny_params(tiny_store, epochs=2, folds=[0])
     out = tmp_path / "results" / "utt_fusion"
     checkpoints = tmp_path / "checkpoints" / "utt_fusion"
     summary = run_method("utt_fusion", params, out, checkpoints)
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "per_condition.csv",
-                                                     "predictions.csv", "robustness.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["curve.csv", "history.csv", "metrics.json", "per_condition.csv",
+                                                     "predictions.csv", "robustness.csv", "summary.json"]
     assert [p.name for p in checkpoints.iterdir()] == ["fold0-seed0.pt"]
-    assert json.loads((out / "metrics.json").read_text()) == summary
-    assert summary["run"] == summary["method"] == "utt_fusion" and summary["n_runs"] == 1 and summary["preset"] == "study"
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["run"] == summary["method"] == "utt_fusion" and summary["units"] == 1
+    assert summary["status"] == "trained" and summary["task"] == "classification"
+    assert summary["classes"] == list(tiny_store.classes) and summary["modalities"] == ["audio", "visual"]
     assert summary["folds"] == [0] and summary["seeds"] == [0] and summary["best_epochs"]["train"][0] in (1, 2)
     assert list(summary["conditions"]) == ["a", "v", "av", "pooled", "mean"]
     assert all(0 <= v <= 1 for c in summary["conditions"].values() for k, v in c.items() if k.endswith("_mean"))
+    assert all(v is None for c in summary["conditions"].values() for k, v in c.items() if k.endswith("_std"))
 
     test_rows = tiny_store.fold_indices(0)["test"]
     per_condition = pd.read_csv(out / "per_condition.csv")
@@ -226,6 +247,21 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     assert history[["fold", "seed", "stage", "epoch"]].values.tolist() == [[0, 0, "train", 1], [0, 0, "train", 2]]
     assert list(history.columns) == ["fold", "seed", "stage", "epoch", "lr", "train_loss", "val_loss", "val_ua"]
     assert np.isfinite(history[["train_loss", "val_loss", "val_ua"]].to_numpy()).all()
+    curve = pd.read_csv(out / "curve.csv")
+    assert list(curve.columns) == CURVE_COLUMNS and curve["step"].tolist() == [1, 2]
+    np.testing.assert_allclose(curve["criterion"], history["val_ua"], atol=1e-5)
+    assert (curve["metric"] == "ua").all() and (curve["units"] == 1).all()
+
+    metrics = json.loads((out / "metrics.json").read_text())  # the headline numbers only
+    assert set(metrics) == {"run", "status", "ua", "wa", "noise_wa"} and metrics["status"] == "trained"
+    by = per_condition.set_index("condition")
+    for metric in ("ua", "wa"):
+        assert list(metrics[metric]) == ["a", "v", "av", "missing"]
+        for condition in ("a", "v", "av"):
+            assert metrics[metric][condition] == pytest.approx(by.loc[condition, metric], abs=1e-5)
+        assert metrics[metric]["missing"] == pytest.approx(by.loc[["a", "v"], metric].mean(), abs=1e-5)
+    pooled = robustness[(robustness["condition"] == "pooled") & (robustness["unit"] == "T")]
+    assert metrics["noise_wa"] == pytest.approx(pooled["wa"].mean(), abs=1e-5)
 
     predictions = pd.read_csv(out / "predictions.csv", dtype={"speaker": str})
     assert len(predictions) == 3 * len(test_rows)
@@ -252,13 +288,13 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
 
 
 def test_run_method_learns_the_class_offsets(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=12, folds=[0], n_jobs=1)
+    params = tiny_params(tiny_store, epochs=12, folds=[0])
     summary = run_method("late_fusion", params, tmp_path / "late_fusion", tmp_path / "late_fusion" / "ckpt")
     assert summary["conditions"]["av"]["ua_mean"] > 0.5  # chance is 1/6
 
 
 def test_run_method_is_deterministic(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=1)
+    params = tiny_params(tiny_store, epochs=2, folds=[0, 1])
     for name in ("first", "second"):
         run_method("utt_dataaug", params, tmp_path / name, tmp_path / name / "ckpt")  # random conditions and shuffling: all seeded
     for table in ("per_condition.csv", "predictions.csv", "history.csv"):
@@ -266,10 +302,10 @@ def test_run_method_is_deterministic(tiny_store, tiny_params, tmp_path):
 
 
 def test_run_method_does_not_depend_on_n_jobs(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=1)
+    params = tiny_params(tiny_store, epochs=2, folds=[0, 1])
     run_method("utt_dataaug", params, tmp_path / "serial", tmp_path / "serial" / "ckpt")
-    run_method("utt_dataaug", tiny_params(tiny_store, epochs=2, folds=[0, 1], n_jobs=2), tmp_path / "parallel", tmp_path / "parallel" / "ckpt")  # ~12 s
-    for table in ("per_condition.csv", "predictions.csv"):
+    run_method("utt_dataaug", params, tmp_path / "parallel", tmp_path / "parallel" / "ckpt", jobs=2)  # ~12 s
+    for table in ("per_condition.csv", "predictions.csv", "metrics.json", "summary.json"):
         assert (tmp_path / "serial" / table).read_text() == (tmp_path / "parallel" / table).read_text(), table
 
 
@@ -304,13 +340,11 @@ def test_checkpoints_are_byte_identical_whatever_the_file_name(tmp_path):
     ("vavl", ("audio", "visual", "text"), True), ("ifmmin", ("audio", "text"), True),
 ])
 def test_a_method_states_the_modalities_it_needs(method, modalities, fits):
-    spec = method_spec(method)
+    reason = method_spec(method).lacks(modalities)
     if fits:
-        spec.check_corpus("run", "corpus", modalities)
+        assert reason is None
     else:
-        with pytest.raises(ConfigError, match=rf"methods\.run: method {method} needs .*; corpus corpus has "
-                                              rf"{', '.join(modalities)} only\. Leave the run out: .*'~methods\.run'"):
-            spec.check_corpus("run", "corpus", modalities)
+        assert re.fullmatch(rf"method {method} needs .*; the feature store has {', '.join(modalities)} only", reason)
 
 
 def test_utt_dataaug_trains_on_the_conditions_its_entry_names(tiny_store, tiny_params, tmp_path, monkeypatch):
@@ -318,11 +352,12 @@ def test_utt_dataaug_trains_on_the_conditions_its_entry_names(tiny_store, tiny_p
     one; the training loop takes the stage's conditions from the run's entry."""
     import mer_core.train as train
 
-    stage = REGISTRY["utt_dataaug"].stages[0]
-    assert stage.training_conditions({"conditions": "missing"}) == "missing"
-    assert stage.training_conditions({"conditions": "any"}) == "random"
-    with pytest.raises(ConfigError, match="methods.utt_dataaug.conditions"):
-        validate_run("utt_dataaug", dict(PARAMS, method="utt_dataaug", conditions="all"))
+    stage = method_spec("utt_dataaug").stages[0]
+    assert stage.conditions({"conditions": "missing"}) == "missing"
+    assert stage.conditions({"conditions": "any"}) == "random"
+    with pytest.raises(ConfigError, match="methods.utt_dataaug.conditions: got 'all'; Input should be 'missing' or "
+                                          "'any'"):
+        validate_params({"methods": {"utt_dataaug": dict(PARAMS, method="utt_dataaug", conditions="all")}})
     seen = []
     view = train.training_view
 

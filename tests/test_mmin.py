@@ -4,16 +4,20 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, OPTIM, make_batch, masked_slot_mse, task_context
+from helpers import run_method
 from torch.nn import functional as F
 
 from mer_core.conditions import apply_condition, random_presence, with_presence
 from mer_core.losses import pairwise_cmd
-from mer_core.methods import REGISTRY, ModelContext, validate_run
 from mer_core.methods.baselines import UttFusion
+from mer_core.methods.lookup import method_spec
 from mer_core.methods.mmin import IFMMIN, MMIN, UttShared, ae_layers
-from helpers import run_method
-from mer_core.train import lr_factor, subnetworks, training_view
-from fakes import CTX, OPTIM, make_batch, masked_slot_mse, task_context
+from mer_core.methods.registry import ModelContext
+from mer_core.params.methods import CATALOG
+from mer_core.schema import check
+from mer_core.stopping import lr_factor
+from mer_core.train import subnetworks, training_view
 
 STAGE2 = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "encoder_pooling": "valid",
           "text_windows": "valid", "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 3, "ce_weight": 1.0, "mse_weight": 4.0}
@@ -27,29 +31,34 @@ IFMMIN_ENTRY = {"method": "ifmmin", **STAGE2, "inject": True, "ae_version": "pub
 def stages(entry: dict, ctx: ModelContext = CTX, **changes):
     """(stage-1 model, stage-2 model) of a method, built as the training loop builds them."""
     torch.manual_seed(0)
-    entry = {**entry, **changes}
-    spec = validate_run(entry["method"], entry)
+    method, entry = entry["method"], {k: v for k, v in {**entry, **changes}.items() if k != "method"}
+    entry = check(CATALOG[method].params, entry, f"methods.{method}").model_dump(mode="json")
+    spec = method_spec(method)
     first = spec.stages[0].build(entry, ctx, None)
     return first, spec.stages[1].build(entry, ctx, first)
 
 
 def test_registered_with_two_stages_and_the_mmin_protocol():
     for name in ("mmin", "ifmmin"):
-        first, second = REGISTRY[name].stages
-        assert (first.name, first.train_conditions, first.select_on, first.key) == ("pretrain", "full", "full", "pretrain")
+        first, second = method_spec(name).stages
+        assert (first.name, first.train_conditions, first.select_on, first.key) == ("pretrain", "full", "full",
+                                                                                    "pretrain")
         assert (second.name, second.train_conditions, second.select_on) == ("train", "missing", "missing")
 
 
 def test_paper_settings_are_the_effective_official_ones():
-    mmin, ifmmin = REGISTRY["mmin"].paper, REGISTRY["ifmmin"].paper
+    mmin, ifmmin = (CATALOG[name].params().model_dump() for name in ("mmin", "ifmmin"))  # the official settings
     assert mmin["optim"] == {"epochs": 30, "epochs_decay": 30, "lr": 2e-4, "beta1": 0.5, "grad_clip": 1.0,
                              "batch_size": 128}
     assert mmin["pretrain"]["optim"]["beta1"] == 0.9 and mmin["pretrain"]["optim"]["epochs"] == 10
     assert ifmmin["optim"]["epochs"] == 20 and ifmmin["optim"]["epochs_decay"] == 20 and ifmmin["optim"]["beta1"] == 0.5
     assert ifmmin["pretrain"]["optim"]["batch_size"] == 64 and ifmmin["pretrain"]["optim"]["beta1"] == 0.9
-    for paper in (mmin, ifmmin):  # loss weights and ablation switches always come from params.yaml
-        assert not {"ce_weight", "mse_weight", "cycle_weight", "invariant_weight", "inject"} & set(paper)
+    for paper in (mmin, ifmmin):
         assert ae_layers(paper["hidden"], paper["ae_widths"]) == [256, 128, 64] and paper["ae_blocks"] == 5
+    for name in ("mmin", "ifmmin"):  # the paper preset resets schedules and sizes, never a loss weight or a switch
+        keys = set(CATALOG[name].paper_keys)
+        assert {"optim", "hidden", "ae_widths", "ae_blocks", "pretrain.optim"} <= keys
+        assert not {"ce_weight", "mse_weight", "cycle_weight", "invariant_weight", "inject", "ae_version"} & keys
 
 
 def test_mmin_sizes_derive_from_the_modalities_and_the_encoder_width():
@@ -218,8 +227,8 @@ def test_run_method_trains_both_stages(tiny_store, tiny_params, tmp_path):
 
 
 def test_an_ablation_is_an_entry_of_the_same_method(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=1, folds=[0])
-    params["methods"]["mmin_no_cycle"] = {**params["methods"]["mmin"], "cycle_weight": 0.0}
+    params = tiny_params(tiny_store, epochs=1, folds=[0],
+                         methods={"mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0}}})
     summary = run_method("mmin_no_cycle", params, tmp_path / "out", tmp_path / "ckpt")
     assert summary["run"] == "mmin_no_cycle" and summary["method"] == "mmin"
     state = torch.load(tmp_path / "ckpt" / "fold0-seed0.pt")["state_dict"]
@@ -257,8 +266,7 @@ def test_the_loop_decays_the_lr_clips_per_subnetwork_and_selects_on_each_stages_
         tiny_store, tiny_params, tmp_path, monkeypatch):
     import mer_core.train as train
 
-    params = tiny_params(tiny_store, epochs=2, folds=[0])
-    params["methods"]["mmin"]["optim"].update(epochs=1, epochs_decay=2)
+    params = tiny_params(tiny_store, epochs=2, folds=[0], methods={"mmin": {"optim": {"epochs": 1, "epochs_decay": 2}}})
     clipped, validated = [], []
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, m: clipped.append(len(list(p))) or clip(p, m))
@@ -289,13 +297,13 @@ def test_row_cache_computes_each_clip_once_and_returns_its_values_in_batch_order
         return table[rows], -table[rows]
 
     rows = torch.tensor([3, 1, 4])
-    a, b = cache(rows, lambda: compute(rows))
+    a, b = cache(rows.tolist(), lambda: compute(rows))
     assert torch.equal(a, table[rows]) and torch.equal(b, -table[rows])
     again = torch.tensor([4, 3])
-    a, b = cache(again, lambda: compute(again))  # all seen: no call, values in the new order
+    a, b = cache(again.tolist(), lambda: compute(again))  # all seen: no call, values in the new order
     assert calls == [[3, 1, 4]] and torch.equal(a, table[again])
     mixed = torch.tensor([1, 7])
-    a, _ = cache(mixed, lambda: compute(mixed))
+    a, _ = cache(mixed.tolist(), lambda: compute(mixed))
     assert calls[-1] == [1, 7] and torch.equal(a, table[mixed])
 
 
@@ -314,3 +322,22 @@ def test_adam_gets_the_study_weight_decay(weight_decay, tiny_store, tiny_params,
     params = tiny_params(tiny_store, epochs=1, folds=[0], weight_decay=weight_decay)
     run_method("mmin", params, tmp_path / "out", tmp_path / "ckpt")
     assert decays == [weight_decay, weight_decay]  # stage 1, stage 2
+
+
+def test_imagination_targets_are_cached_per_clip_and_missing_modalities():
+    _, model = stages(MMIN_ENTRY)
+    batch = make_batch()
+    calls = []
+    embed = model.embed
+    model.embed = lambda encoders, b: calls.append(encoders is model.teacher) or embed(encoders, b)
+    expected = {}
+    for condition in (("audio",), ("visual",)):
+        seen = apply_condition(batch, condition)
+        expected[condition] = torch.cat(embed(model.teacher, with_presence(batch, ~seen.present)), 1)
+        torch.testing.assert_close(model.imagination_target(seen, batch), expected[condition])
+    assert calls == [True, True]  # one teacher pass per set of missing modalities
+    assert not torch.equal(expected[("audio",)], expected[("visual",)])
+    for condition in (("visual",), ("audio",)):
+        seen = apply_condition(batch, condition)
+        assert torch.equal(model.imagination_target(seen, batch), expected[condition])
+    assert calls == [True, True]  # seen before: no teacher pass

@@ -7,32 +7,34 @@ import json
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, make_batch, masked_slot_mse
+from helpers import run_method
 from torch import nn
 from torch.nn import functional as F
 
 from mer_core.conditions import apply_condition
-from mer_core.config import ConfigError
+from mer_core.config import ConfigError, resolve_runs
 from mer_core.layers import EVAL_NOISE_SEED, ConditionalDenoiser, ConditionalVAE, timestep_embedding
 from mer_core.losses import gaussian_kl, pairwise_cmd
-from mer_core.methods import method_spec, validate_run
+from mer_core.methods.lookup import method_spec
 from mer_core.methods.nmer import DENOISER_SCHEDULE, NMER, InvariantSpecific, NMERPretrain
 from mer_core.noise import NoiseScheduler
-from helpers import run_method
+from mer_core.params.methods import CATALOG
+from mer_core.params.methods import NMER as NMERParams
+from mer_core.schema import check
 from mer_core.train import subnetworks, training_view
-from fakes import CTX, make_batch, masked_slot_mse
 
 
 @pytest.fixture
 def entry(tiny_store, tiny_params) -> dict:
     """The tiny `methods.nmer` entry of conftest (hidden 8, latent 4, one VAE layer of 2 heads)."""
-    return copy.deepcopy(tiny_params(tiny_store, epochs=1)["methods"]["nmer"])
+    return copy.deepcopy(resolve_runs(tiny_params(tiny_store, epochs=1))["nmer"]["entry"])
 
 
 def stages(entry: dict, ctx=CTX, **changes):
     """(stage-1 model, stage-2 model) built through the registry as the training loop builds them."""
     torch.manual_seed(0)
-    entry = {**entry, **changes}
-    validate_run("nmer", entry)
+    entry = check(NMERParams, {**entry, **changes}, "methods.nmer").model_dump(mode="json")
     spec = method_spec("nmer")
     first = spec.stages[0].build(entry, ctx, None)
     return first, spec.stages[1].build(entry, ctx, first)
@@ -258,17 +260,21 @@ def test_registered_stages_and_their_protocol(entry):
     assert (noise.type, noise.steps, noise.schedule, noise.per_sample) == ("gaussian", 100, "scaled_linear", False)
     impulse = second.training_noise({**entry, "noise": {**entry["noise"], "type": "impulse", "steps": 20}})
     assert (impulse.type, impulse.steps, impulse.impulse_density) == ("impulse", 20, 0.3)
-    assert spec.paper["optim"]["epochs"] == 40 and spec.paper["latent"] == 64 and "noise" not in spec.paper
+    official = NMERParams().model_dump()
+    assert official["optim"]["epochs"] == 40 and official["latent"] == 64
+    assert {"optim", "latent", "pretrain.optim"} <= set(CATALOG["nmer"].paper_keys)
+    assert "noise" not in CATALOG["nmer"].paper_keys  # the paper preset never changes the training noise
 
 
 def test_entry_is_validated(entry):
-    validate_run("nmer", entry)
-    with pytest.raises(ConfigError, match="noise.type"):
-        validate_run("nmer", {**entry, "noise": {**entry["noise"], "type": "salt"}})
-    with pytest.raises(ConfigError, match="decoder_output"):
-        validate_run("nmer", {**entry, "decoder_output": "tanh"})
-    with pytest.raises(ConfigError, match="denoise_weight"):
-        validate_run("nmer", {**entry, "pretrain": pretrain_block(entry, denoise_weight=-1.0)})
+    assert check(NMERParams, entry, "methods.nmer").model_dump(mode="json") == entry
+    with pytest.raises(ConfigError, match=r"^methods\.nmer\.noise\.type: got 'salt'; Input should be 'gaussian' or "
+                                          r"'impulse'"):
+        check(NMERParams, {**entry, "noise": {**entry["noise"], "type": "salt"}}, "methods.nmer")
+    with pytest.raises(ConfigError, match=r"^methods\.nmer\.decoder_output: got 'tanh'"):
+        check(NMERParams, {**entry, "decoder_output": "tanh"}, "methods.nmer")
+    with pytest.raises(ConfigError, match=r"^methods\.nmer\.pretrain\.denoise_weight: got -1\.0"):
+        check(NMERParams, {**entry, "pretrain": pretrain_block(entry, denoise_weight=-1.0)}, "methods.nmer")
 
 
 def test_pretrain_forward_shapes(entry):
@@ -503,9 +509,12 @@ def test_run_method_trains_both_stages_and_is_reproducible(tiny_store, tiny_para
         out, ckpt = tmp_path / f"out{k}", tmp_path / f"ckpt{k}"
         summary = run_method("nmer", params, out, ckpt)
         assert set(summary["best_epochs"]) == {"pretrain", "train"} and summary["method"] == "nmer"
+        written = json.loads((out / "summary.json").read_text())
+        assert written["best_epochs"] == {"pretrain": [1], "train": [1]}
+        assert list(written["conditions"]) == ["a", "v", "av", "pooled", "mean"]
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["best_epochs"] == {"pretrain": [1], "train": [1]}
-        assert list(metrics["conditions"]) == ["a", "v", "av", "pooled", "mean"]
+        assert metrics["noise_wa"] == pytest.approx(pd.read_csv(out / "robustness.csv").query(
+            "condition == 'pooled'")["wa"].mean(), abs=1e-5)
         assert sorted(p.name for p in ckpt.iterdir()) == ["fold0-seed0-pretrain.pt", "fold0-seed0.pt"]
         stage1 = torch.load(ckpt / "fold0-seed0-pretrain.pt")
         stage2 = torch.load(ckpt / "fold0-seed0.pt")
@@ -520,14 +529,13 @@ def test_run_method_trains_both_stages_and_is_reproducible(tiny_store, tiny_para
         history = pd.read_csv(out / "history.csv")
         assert history["stage"].tolist() == ["pretrain", "train"]
         outputs.append({name: (out / name).read_text() for name in ("predictions.csv", "robustness.csv",
-                                                                    "history.csv")})
+                                                                    "history.csv", "metrics.json")})
     assert outputs[0] == outputs[1]  # seeded training and seeded noise
 
 
 def test_stage2_trains_when_a_training_batch_holds_a_single_clip(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=1, folds=[0])
+    params = tiny_params(tiny_store, epochs=1, folds=[0], methods={"nmer": {"optim": {"batch_size": 59}}})
     assert len(tiny_store.fold_indices(0)["train"]) == 60
-    params["methods"]["nmer"]["optim"]["batch_size"] = 59
     params["robustness"].update(noise_types=[], signal=False)
     summary = run_method("nmer", params, tmp_path / "out", tmp_path / "ckpt")
     assert set(summary["best_epochs"]) == {"pretrain", "train"}

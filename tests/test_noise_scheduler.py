@@ -6,12 +6,14 @@ import math
 
 import pytest
 import torch
+from fakes import make_batch
 
 from mer_core.conditions import apply_condition
-from mer_core.config import ConfigError, validate
+from mer_core.config import ConfigError
 from mer_core.data.batches import Batch
-from mer_core.noise import NOISE_SCHEMA, NoiseScheduler, betas
-from fakes import make_batch
+from mer_core.noise import NoiseScheduler, betas
+from mer_core.params.methods import NoiseParams
+from mer_core.schema import check
 
 BLOCK = {"type": "impulse", "steps": 40, "schedule": "cosine", "beta_start": 0.02, "beta_end": 0.4,
          "impulse_density": 0.25, "per_sample": True}
@@ -342,7 +344,7 @@ def test_invalid_type_and_steps_are_errors():
 
 
 def test_from_params_round_trip():
-    validate(BLOCK, NOISE_SCHEMA, "noise")
+    assert check(NoiseParams, BLOCK, "noise").model_dump() == BLOCK
     sched = NoiseScheduler.from_params(BLOCK)
     assert dataclasses.asdict(sched) == BLOCK
     assert NoiseScheduler.from_params(dataclasses.asdict(sched)) == sched
@@ -357,8 +359,15 @@ def test_from_params_round_trip():
 def test_noise_schema_rejects_bad_blocks():
     for key, value in (("type", "salt"), ("steps", 0), ("schedule", "sigmoid"), ("impulse_density", 1.5),
                        ("per_sample", "yes")):
-        with pytest.raises(ConfigError, match=f"noise.{key}"):
-            validate({**BLOCK, key: value}, NOISE_SCHEMA, "noise")
+        with pytest.raises(ConfigError, match=rf"^noise\.{key}: got {value!r}"):
+            check(NoiseParams, {**BLOCK, key: value}, "noise")
+    with pytest.raises(ConfigError, match=r"^noise\.unknown: unknown key; allowed keys here: type, steps, schedule"):
+        check(NoiseParams, {**BLOCK, "unknown": 1}, "noise")
+
+
+def test_the_params_defaults_are_the_schedulers_and_the_official_ones():
+    assert dataclasses.asdict(NoiseScheduler()) == NoiseParams().model_dump()
+    assert NoiseScheduler.from_params(NoiseParams().model_dump()) == NoiseScheduler()
 
 
 def test_scheduler_is_frozen_and_hashable():

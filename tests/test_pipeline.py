@@ -138,7 +138,7 @@ def test_repro_writes_every_result(project: Path):
     claims = pd.read_csv(project / "reports" / "tables" / "claims.csv")
     assert {"ci_low", "ci_high", "p_holm", "resolvable"} <= set(claims.columns)
     convergence = pd.read_csv(project / "reports" / "tables" / "convergence.csv")
-    assert set(convergence["stopped"]) <= {"plateau", "max"} and len(convergence) == 2 * (9 + 3)
+    assert set(convergence["stopped"]) <= {"plateau", "max"} and len(convergence) == 2 * (10 + 3)  # 10 runs, 3 of 2 stages
     for figure in ["training_curves", "robustness_wa", "corruptions_ua", "embedding"]:
         assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 0
     provenance = json.loads((project / "reports" / "provenance.json").read_text())

@@ -65,10 +65,11 @@ def test_whole_table_null_needs_a_note(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"corpus": 3}, r"references\[curve\].corpus: got 3"),
-    ({"values": {"A": "high"}}, r"references\[curve\].values.A: got 'high'"),
+    ({"values": {"A": "high"}}, r"references\[curve\]\.values\.A: got 'high'; Input should be a valid number or Input "
+                                r"should be a valid list"),
     ({"values": {"A": [0.5]}}, r"references\[curve\].values.A: 1 values for 2 points of `x`"),
     ({"x": None}, r"references\[curve\].values.A: a list needs `x`"),
-    ({"version": None}, r"references\[curve\].version: a value is required"),
+    ({"version": None}, r"references\[curve\].version: got None; Input should be a valid string"),
     ({"table": 2}, r"references\[curve\].table: unknown key"),
 ])
 def test_errors_name_the_entry_and_key(tmp_path, change, message):

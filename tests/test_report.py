@@ -50,3 +50,19 @@ def test_training_curves_put_stages_one_after_the_other():
     figure = training_curves(history)
     line = figure.axes[0].get_lines()[0]
     assert list(line.get_xdata()) == [1, 2, 3, 4, 5] and list(line.get_ydata()) == [1.0, 0.9, 3.0, 2.0, 1.0]
+
+
+def test_calibration_check_compares_the_best_runs_with_the_targets_and_names_missing_conditions():
+    from mer_core.params.evaluation import Calibration
+    from mer_core.report import calibration_check
+
+    cfg = Calibration().model_dump()  # audio [0.35, 0.65], visual [0.45, 0.80], fusion margin 0.05, max 0.95
+    ua = pd.DataFrame({"a": [0.5, 0.3], "v": [0.6, 0.7], "av": [0.8, 0.74]}, index=["mmin", "audio_only"])
+    check = calibration_check(ua, cfg)
+    assert list(check.index) == ["best audio-only UA", "best visual-only UA", "best audio-visual UA"]
+    assert check["measured"].tolist() == pytest.approx([0.5, 0.7, 0.8])
+    assert check["met"].tolist() == [True, True, True] and check["method"].tolist() == ["mmin", "audio_only", "mmin"]
+    weak = calibration_check(ua.assign(av=[0.72, 0.7]), cfg)  # below the best single modality + 0.05
+    assert weak["met"].tolist() == [True, True, False]
+    with pytest.raises(ValueError, match=r"the conditions a, v and av; this study has a$"):
+        calibration_check(ua[["a"]], cfg)

@@ -3,7 +3,7 @@ where it stopped and writes the same store as an uninterrupted run; stale or bro
 
 A kill is simulated by chunk workers that extract job by job, log each job to a file and raise
 KeyboardInterrupt once the log holds `MER_TEST_KILL_AFTER` lines (module-level functions, so that the spawned
-workers of `n_jobs: 2` import them too; the environment variables reach those workers)."""
+workers of `jobs=2` import them too; the environment variables reach those workers)."""
 from __future__ import annotations
 
 import copy
@@ -16,11 +16,25 @@ import numpy as np
 import pytest
 
 from mer_core.config import ConfigError, load_params
-from mer_core.data import extract_cache, prepare as prepare_module
-from mer_core.data.extract_cache import (CacheWarning, ExtractionCache, code_fingerprint, library_versions,
-                                         remove_cache, settings_digest)
-from mer_core.data.prepare import (cache_path, corrupt_audio, corruption_specs, extract_all, map_chunks,
-                                   prepare, store_path)
+from mer_core.data import extract_cache
+from mer_core.data import prepare as prepare_module
+from mer_core.data.extract_cache import (
+    CacheWarning,
+    ExtractionCache,
+    code_fingerprint,
+    library_versions,
+    remove_cache,
+    settings_digest,
+)
+from mer_core.data.prepare import (
+    cache_path,
+    corrupt_audio,
+    corruption_specs,
+    extract_all,
+    map_chunks,
+    prepare,
+    store_path,
+)
 from mer_core.data.synthetic import generate_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +76,7 @@ def logged_corrupt_audio_chunk(jobs, *args):
 @pytest.fixture(scope="module")
 def base_params() -> dict:
     params = load_params(ROOT / "params.yaml")
-    params["data"]["synthetic"].update(n_actors=4, sentences=["DFA"], n_jobs=1)
-    params["features"]["n_jobs"] = 1
+    params["data"]["synthetic"].update(n_actors=4, sentences=["DFA"])
     params["features"]["corruptions"].update(audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2,
                                              visual_dropout=[0.5])
     params["folds"].update(n_folds=2, n_val_speakers=1)
@@ -77,10 +90,9 @@ def corpus(tmp_path_factory, base_params) -> Path:
     return root
 
 
-def params_for(base_params: dict, root: Path, out: Path, n_jobs: int = 1) -> dict:
+def params_for(base_params: dict, root: Path, out: Path) -> dict:
     params = copy.deepcopy(base_params)
     params["data"].update(root=str(root), features_dir=str(out / "features"), cache_dir=str(out / "cache"))
-    params["features"]["n_jobs"] = n_jobs
     return params
 
 
@@ -94,21 +106,22 @@ def reference(tmp_path_factory, base_params, corpus) -> bytes:
 
 @pytest.fixture
 def logged(tmp_path, monkeypatch):
-    """Run prepare with the logging workers in chunks of 4 jobs; returns run(params, kill_after) -> logged jobs."""
+    """Run prepare with the logging workers in chunks of 4 jobs; returns run(params, kill_after, jobs) -> logged
+    jobs."""
     monkeypatch.setattr(prepare_module, "_extract_chunk", logged_extract_chunk)
     monkeypatch.setattr(prepare_module, "_corrupt_audio_chunk", logged_corrupt_audio_chunk)
     monkeypatch.setattr(prepare_module, "CHUNK", 4)
 
-    def run(params: dict, kill_after: int = -1) -> list[str]:
+    def run(params: dict, kill_after: int = -1, jobs: int = 1) -> list[str]:
         log = tmp_path / f"log-{len(list(tmp_path.glob('log-*')))}.txt"
         monkeypatch.setenv(LOG, str(log))
         monkeypatch.setenv(KILL_AFTER, str(kill_after))
         if kill_after >= 0:
             with pytest.raises(KeyboardInterrupt):
-                prepare(params)
+                prepare(params, jobs)
             assert not store_path(params).exists()
         else:
-            prepare(params)
+            prepare(params, jobs)
         return log.read_text().splitlines() if log.exists() else []
 
     return run
@@ -128,8 +141,8 @@ def manifest(params: dict) -> bytes:
 @pytest.mark.parametrize("kill_after, n_jobs, resume_jobs", [(10, 1, 1), (53, 2, 1)])
 def test_a_killed_run_resumes_with_the_rest_and_writes_the_same_store(
         logged, tmp_path, base_params, corpus, reference, capsys, kill_after, n_jobs, resume_jobs):
-    params = params_for(base_params, corpus, tmp_path, n_jobs)
-    first = logged(params, kill_after)
+    params = params_for(base_params, corpus, tmp_path)
+    first = logged(params, kill_after, n_jobs)
     assert len(first) <= kill_after + 1  # the other worker may start one more job
     kept = len(cached(params))
     if n_jobs == 1:  # in order, chunks of 4: two chunks done, the third killed on its third job
@@ -138,8 +151,7 @@ def test_a_killed_run_resumes_with_the_rest_and_writes_the_same_store(
         assert 2 * CLIPS <= kept < JOBS
     assert not list(cache_path(params).glob("*.tmp"))
     capsys.readouterr()
-    params["features"]["n_jobs"] = resume_jobs  # n_jobs is not part of the key: the results do not depend on it
-    second = logged(params)
+    second = logged(params, jobs=resume_jobs)  # jobs is not part of the key: the results do not depend on it
     assert len(second) == len(set(second)) == JOBS - kept  # only what the cache lacked
     if n_jobs == 1:
         assert "features 0 audio" not in second and "features 8 audio" in second
@@ -296,11 +308,12 @@ def test_remove_cache_removes_the_emptied_parents_only(tmp_path):
     remove_cache(tmp_path / "cache" / "extract" / "crema_d")  # nothing there: nothing to do
 
 
-def test_the_settings_digest_covers_features_but_n_jobs(base_params, monkeypatch):
+def test_the_settings_digest_covers_the_features_section_and_the_corpus(base_params, monkeypatch):
     features = copy.deepcopy(base_params["features"])
     digest = settings_digest("builtin", features)
-    assert digest == settings_digest("builtin", dict(features, n_jobs=7))
+    assert digest == settings_digest("builtin", copy.deepcopy(features))
     assert digest != settings_digest("crema_d", features)
+    assert digest != settings_digest("builtin", {**features, "audio": {**features["audio"], "n_mels": 41}})
     features["corruptions"]["seed"] = 1
     assert digest != settings_digest("builtin", features)
     assert len(code_fingerprint()) == 64 and code_fingerprint() == code_fingerprint()

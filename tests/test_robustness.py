@@ -1,19 +1,27 @@
 """mer_core.robustness: the feature-noise grid (NMER protocol) and the signal-level corruptions."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from mer_core.config import ConfigError, validate
+from mer_core.config import ConfigError
 from mer_core.data.batches import Batch, load_fold
 from mer_core.data.store import Sequences, read_store, write_store
-from mer_core.methods import ModelContext, method_spec
-from mer_core.robustness import (COLUMNS, ROBUSTNESS_SCHEMA, cell_seed, corrupted_split, feature_noise_settings,
-                                 robustness_grid, summarise_robustness)
+from mer_core.methods.lookup import method_spec
+from mer_core.methods.registry import ModelContext
+from mer_core.params.evaluation import Robustness
+from mer_core.robustness import (
+    COLUMNS,
+    cell_seed,
+    corrupted_split,
+    feature_noise_settings,
+    robustness_grid,
+    summarise_robustness,
+)
+from mer_core.schema import check
 from mer_core.tasks import study_task
 
 CPU = torch.device("cpu")
@@ -40,8 +48,7 @@ def cfg(**changes) -> dict:
     block = {"noise_types": ["gaussian", "impulse"], "intensities": [20, 100], "schedule": "scaled_linear",
              "beta_start": 0.01, "beta_end": 0.5, "impulse_density": 0.3, "per_sample": True, "batch_size": 8,
              "seed": 0, "signal": True, **changes}
-    validate(block, ROBUSTNESS_SCHEMA, "robustness")
-    return block
+    return check(Robustness, block, "robustness").model_dump()
 
 
 def recorded(model: Recorder) -> list[tuple]:
@@ -90,8 +97,9 @@ def test_feature_noise_settings_are_types_times_intensities_in_order():
 def test_robustness_schema_rejects_bad_values():
     for key, value in (("noise_types", ["salt"]), ("intensities", [0]), ("batch_size", 0), ("seed", -1),
                        ("signal", "yes"), ("schedule", "sigmoid")):
-        with pytest.raises(ConfigError, match=f"robustness.{key}"):
+        with pytest.raises(ConfigError, match=rf"^robustness\.{key}(\[0\])?: got "):
             cfg(**{key: value})
+    assert cfg() == {**Robustness().model_dump(), "intensities": [20, 100], "batch_size": 8}
 
 
 def test_cell_seed_depends_on_fold_and_setting_only():
@@ -288,7 +296,7 @@ def test_corrupted_frames_are_normalised_with_the_folds_clean_training_statistic
     torch.testing.assert_close(split.x["audio"][k, :length], expected, rtol=1e-4, atol=1e-4)
 
 
-def test_summary_of_the_grid_for_metrics_json_is_mean_and_population_std_of_pooled_rows():
+def test_summary_of_the_grid_for_summary_json_is_mean_and_sample_std_of_pooled_rows():
     from mer_core.robustness import setting_label, summarise_robustness
 
     rows = []
@@ -300,8 +308,43 @@ def test_summary_of_the_grid_for_metrics_json_is_mean_and_population_std_of_pool
                  "condition": "pooled", "wa": 0.4, "ua": 0.3})
     summary = summarise_robustness(pd.DataFrame(rows))
     assert list(summary) == ["gaussian T=20", "babble 10 dB"]
-    assert summary["gaussian T=20"] == pytest.approx({"wa_mean": 0.7, "wa_std": 0.1, "ua_mean": 0.6, "ua_std": 0.1})
-    assert summary["babble 10 dB"]["wa_std"] == 0.0
+    spread = 0.2 / np.sqrt(2)  # the sample std (ddof 1) of two values 0.2 apart
+    assert summary["gaussian T=20"] == pytest.approx({"wa_mean": 0.7, "wa_std": spread, "ua_mean": 0.6,
+                                                      "ua_std": spread})
+    assert summary["babble 10 dB"] == {"wa_mean": 0.4, "wa_std": None, "ua_mean": 0.3, "ua_std": None}  # one unit
     only_ua = summarise_robustness(pd.DataFrame(rows), ("ua",))  # the task's headline metrics only
-    assert only_ua["gaussian T=20"] == pytest.approx({"ua_mean": 0.6, "ua_std": 0.1})
+    assert only_ua["gaussian T=20"] == pytest.approx({"ua_mean": 0.6, "ua_std": spread})
     assert setting_label("tracking_dropout", 0.5, "fraction") == "tracking_dropout 50%"
+
+
+# ================================================================================================ reused encodings
+
+
+@pytest.mark.parametrize("run", ["utt_fusion", "vavl"])
+def test_the_grid_encodes_each_clean_modality_once_per_batch_with_unchanged_results(tiny_store, fold0, tiny_params,
+                                                                                     monkeypatch, run):
+    """`reuse_encodings`: the frame encoders skip inputs they have encoded (the same tensors), and the grid's results
+    are exactly those of encoding every input anew."""
+    from mer_core.conformer import Conformer
+    from mer_core.layers import LSTMEncoder
+    from mer_core.methods.vavl import Branch
+
+    entry = tiny_params(tiny_store)["methods"][run]
+    task = study_task("classification", tiny_store.manifest)
+    torch.manual_seed(0)
+    model = method_spec(run).stages[0].build(entry, ModelContext.from_manifest(tiny_store.manifest, task), None)
+    calls = []
+    for cls in (LSTMEncoder, Branch):  # count the encodings computed (a reused one never reaches the class's forward)
+        monkeypatch.setattr(cls, "forward", lambda m, x, lengths, forward=cls.forward: calls.append(m) or forward(
+            m, x, lengths))
+    reused = robustness_grid(model, tiny_store, fold0["test"], cfg(), 0, CPU)
+    n_reused = len(calls)
+    calls.clear()
+    for cls in (LSTMEncoder, Conformer, Branch):
+        monkeypatch.setattr(cls, "pure_in_eval", False)
+    anew = robustness_grid(model, tiny_store, fold0["test"], cfg(), 0, CPU)
+    pd.testing.assert_frame_equal(reused, anew, check_exact=True)
+    # 4 settings x 2 conditions, each with one clean modality: encoded for the first setting only
+    n_batches = len(list(fold0["test"].batches(8)))
+    assert len(calls) == 4 * 2 * 2 * n_batches and n_reused == len(calls) - 3 * 2 * n_batches
+    assert all(not m.training for m in model.modules()) and not any("forward" in vars(m) for m in model.modules())

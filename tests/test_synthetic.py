@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -9,24 +10,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import yaml
 
-from mer_core.config import ConfigError
-from mer_core.data.synthetic import SYNTHETIC_SCHEMA, generate_corpus
-from mer_core.data.synthetic.corpus import check_config, default_config, draw_speakers, plan_clips
-from mer_core.data.synthetic.face import OPENFACE_COLUMNS, Face, synthesize_openface, write_openface_csv
+from mer_core.config import ConfigError, load_params, resolve_runs, stage_params
 from mer_core.data.corpora.crema_d import SENTENCES
+from mer_core.data.synthetic import generate_corpus
+from mer_core.data.synthetic.corpus import default_config, draw_speakers, plan_clips
+from mer_core.data.synthetic.face import OPENFACE_COLUMNS, Face, synthesize_openface, write_openface_csv
 from mer_core.data.synthetic.perception import (
-    AUDIOVISUAL_CONFUSION, EMOTIONS, FACE_CONFUSION, VOICE_CONFUSION, bayes_limit, human_bayes_limits,
+    AUDIOVISUAL_CONFUSION,
+    EMOTIONS,
+    FACE_CONFUSION,
+    VOICE_CONFUSION,
+    bayes_limit,
+    human_bayes_limits,
 )
-from mer_core.data.synthetic.voice import Voice, VocalProfile, synthesize_utterance
+from mer_core.data.synthetic.voice import VocalProfile, Voice, synthesize_utterance
+from mer_core.params.synthetic import Synthetic
+from mer_core.schema import check
 
 NAME = re.compile(r"^(\d{4})_([A-Z]{3})_(ANG|DIS|FEA|HAP|NEU|SAD)_(LO|MD|HI|XX)$")
 
 
 def tiny_config(**changes) -> dict:
     cfg = default_config()
-    cfg.update(n_actors=2, sentences=["IEO", "DFA"], n_jobs=1)
+    cfg.update(n_actors=2, sentences=["IEO", "DFA"])
     cfg.update(changes)
     return cfg
 
@@ -102,25 +109,25 @@ def test_bad_knob_raises_config_error_naming_the_key(key, value):
     for part in parents:
         node = node[part]
     node[leaf] = value
-    with pytest.raises(ConfigError, match=re.escape(f"data.synthetic.{key}")):
-        check_config(cfg)
+    with pytest.raises(ConfigError, match="^" + re.escape(f"data.synthetic.{key}")):
+        check(Synthetic, cfg, "data.synthetic")
+    with pytest.raises(ConfigError, match="^" + re.escape(f"data.synthetic.{key}")):
+        generate_corpus(Path("never-written"), cfg)  # validated before anything is written
+    assert not Path("never-written").exists()
 
 
 def test_unknown_knob_is_rejected_and_defaults_validate():
-    check_config(default_config())
+    assert check(Synthetic, default_config(), "data.synthetic").model_dump(mode="json") == default_config()
     cfg = default_config()
     cfg["face"]["sparkle"] = 1.0
     with pytest.raises(ConfigError, match=r"data\.synthetic\.face\.sparkle: unknown key"):
-        check_config(cfg)
-    assert "seed" in SYNTHETIC_SCHEMA.fields
+        check(Synthetic, cfg, "data.synthetic")
+    assert "seed" in Synthetic.model_fields
 
 
-def test_params_yaml_block_matches_defaults_when_present():
+def test_the_project_generates_the_calibrated_defaults():
     params = Path(__file__).resolve().parents[1] / "params.yaml"
-    block = (yaml.safe_load(params.read_text()) or {}).get("data", {}).get("synthetic") if params.is_file() else None
-    if block is None:
-        pytest.skip("params.yaml has no data.synthetic block yet")
-    assert block == default_config()
+    assert load_params(params)["data"]["synthetic"] == default_config()
 
 
 # --- plan and speakers ------------------------------------------------------------------------------------
@@ -281,8 +288,8 @@ def test_truth_and_attributes(tiny_corpus):
     assert means["ANG"] > means["SAD"] + 0.3
 
 
-def test_same_seed_identical_bytes_other_seed_differs_and_n_jobs_does_not_matter(tmp_path, tiny_corpus):
-    generate_corpus(tmp_path / "again", tiny_config(n_jobs=2))
+def test_same_seed_identical_bytes_other_seed_differs_and_jobs_do_not_matter(tmp_path, tiny_corpus):
+    generate_corpus(tmp_path / "again", tiny_config(), jobs=2)
     assert digest(tmp_path / "again") == digest(tiny_corpus)
     generate_corpus(tmp_path / "other", tiny_config(seed=7))
     other = digest(tmp_path / "other")
@@ -311,23 +318,27 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
     assert (root / "previous").is_dir() and not (tmp_path / "corpus.partial").exists()
 
 
-def test_cli_reads_params_and_writes_the_corpus(tmp_path):
-    from mer_core.data.synthetic.__main__ import main
+def test_cli_writes_the_corpus_only_for_the_builtin_corpus(tmp_path, monkeypatch):
+    """The corpus stage reads its resolved params (data/params/corpus.json): the built-in corpus is generated into
+    --out; for any other corpus the folder holds only a note (nothing is generated)."""
+    from mer_core.data.synthetic.__main__ import NOTE, main
 
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the machine settings take their defaults
     study = Path(__file__).resolve().parents[1] / "params.yaml"
-    if not study.is_file():
-        pytest.skip("params.yaml not present")
-    params = yaml.safe_load(study.read_text())
-    params["data"].update(root=str(tmp_path / "user_corpus"), synthetic=tiny_config(sentences=["TSI"]))
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    params = load_params(study, {"data.synthetic": tiny_config(sentences=["TSI"])})
+    cfg = stage_params(params, resolve_runs(params))["corpus.json"]
+    assert cfg == {"generate": True, "synthetic": tiny_config(sentences=["TSI"])}
+    path = tmp_path / "corpus.json"
+    path.write_text(json.dumps(cfg))
     summary = main(["--params", str(path), "--out", str(tmp_path / "out")])
     assert summary["n_clips"] == 12 and (tmp_path / "out" / "README.md").is_file()
-    assert not (tmp_path / "user_corpus").exists()  # data.root is what prepare reads, never written here
-    del params["data"]["root"]
-    path.write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError, match=r"data\.root"):
-        main(["--params", str(path), "--out", str(tmp_path / "out")])
+    other = load_params(study, {"data.corpus": "emodb", "data.root": str(tmp_path / "emodb")})
+    cfg = stage_params(other, resolve_runs(other))["corpus.json"]
+    assert cfg["generate"] is False
+    path.write_text(json.dumps(cfg))
+    assert main(["--params", str(path), "--out", str(tmp_path / "out")]) is None
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [NOTE]  # the previous corpus is gone, nothing generated
+    assert not (tmp_path / "emodb").exists()
 
 
 def test_intended_trace_mixes_the_intended_prototype_into_the_display():

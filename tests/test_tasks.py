@@ -8,17 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import CLASSIFICATION, OPTIM, REG_CTX, REGRESSION, make_batch
+from helpers import run_method
 from torch.nn import functional as F
 
 from mer_core.conditions import apply_condition
 from mer_core.data.batches import load_fold, make_split, targets
 from mer_core.evaluate import grid_metrics, predict, selection_score
-from mer_core.methods import ModelContext, method_spec, validate_run
 from mer_core.methods.baselines import LateFusion
+from mer_core.methods.lookup import method_spec
+from mer_core.methods.registry import ModelContext
 from mer_core.metrics import ccc, classification_metrics
 from mer_core.tasks import ATTRIBUTES, CLASSIFICATION_METRICS, TASKS, Task, ccc_loss, metric_columns, study_task
-from helpers import run_method
-from fakes import CLASSIFICATION, OPTIM, REG_CTX, REGRESSION, make_batch
 
 CPU = torch.device("cpu")
 
@@ -282,9 +283,9 @@ def test_grid_metrics_regression_gives_ccc_columns_pooled_is_not_the_mean():
 
 def late_fusion(ctx: ModelContext) -> LateFusion:
     torch.manual_seed(0)
-    entry = {"method": "late_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
-             "encoder_pooling": "valid", "text_windows": "valid"}
-    return validate_run("late_fusion", entry).stages[0].build(entry, ctx, None)
+    entry = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "encoder_pooling": "valid",
+             "text_windows": "valid", "unpaired": {}}
+    return method_spec("late_fusion").stages[0].build(entry, ctx, None)
 
 
 def test_predict_regression_columns_and_losses(tiny_attribute_store):
@@ -350,7 +351,10 @@ def test_run_method_regression_writes_ccc_results(tiny_attribute_store, tiny_par
     out = tmp_path / "late_fusion"
     summary = run_method("late_fusion", params, out, tmp_path / "ckpt")
     assert summary["task"] == "regression" and summary["targets"] == list(ATTRIBUTES)
-    assert json.loads((out / "metrics.json").read_text()) == summary
+    assert json.loads((out / "summary.json").read_text()) == summary
+    metrics = json.loads((out / "metrics.json").read_text())  # the headline: the mean CCC per condition
+    assert set(metrics) == {"run", "status", "ccc_mean"} and list(metrics["ccc_mean"]) == ["a", "v", "av", "missing"]
+    assert metrics["ccc_mean"]["av"] == pytest.approx(summary["conditions"]["av"]["ccc_mean_mean"], abs=1e-5)
     assert list(summary["conditions"]) == ["a", "v", "av", "pooled", "mean"]
     assert set(summary["conditions"]["av"]) == {f"{m}_{s}" for m in REGRESSION.metrics for s in ("mean", "std")}
     assert all(-1 <= v <= 1 for c in summary["conditions"].values() for k, v in c.items() if k.endswith("_mean"))

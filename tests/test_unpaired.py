@@ -1,37 +1,45 @@
 """Partly unpaired training data: `mer_core.data.batches.unpair` / `load_fold(unpaired=...)`, the run key
-`unpaired` (`validate_run`, `fit_run`), `mer_core.losses.slot_mse`, and the MMIN family on unpaired clips."""
+`unpaired` (validated with the run, `fit_run`), `mer_core.losses.slot_mse`, and the MMIN family on unpaired clips."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from fakes import CTX, OPTIM, make_batch, masked_slot_mse
+from helpers import resolved_run
 from torch.nn import functional as F
 
-from mer_core.config import ConfigError
+from mer_core.config import ConfigError, resolve_runs, validate_params
 from mer_core.data.batches import load_fold, subset, unpair
 from mer_core.losses import slot_mse
-from mer_core.methods import validate_run
+from mer_core.methods.lookup import method_spec
 from mer_core.tasks import study_task
 from mer_core.train import run_seed, training_view
-from fakes import CTX, OPTIM, make_batch, masked_slot_mse
 
 AUDIO_ONLY, VISUAL_ONLY, BOTH = (True, False), (False, True), (True, True)
 UTT_FUSION = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
               "encoder_pooling": "valid", "text_windows": "valid"}
 
 
-def stages(entry: dict):
+def validate_run(name: str, entry: dict) -> dict:
+    """Run `name` written as `entry`, validated as params.yaml's runs are; its complete method params."""
+    params = validate_params({"methods": {name: entry},
+                              "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}})
+    return resolve_runs(params)[name]["entry"]
+
+
+def stages(method: str, entry: dict):
     """(stage-1 model, stage-2 model) of a two-stage method, built as the training loop builds them."""
     torch.manual_seed(0)
-    spec = validate_run(entry["method"], entry)
+    spec = method_spec(method)
     first = spec.stages[0].build(entry, CTX, None)
     return first, spec.stages[1].build(entry, CTX, first)
 
 
 @pytest.fixture
 def methods(tiny_store, tiny_params) -> dict:
-    """The tiny `methods` entries of conftest."""
-    return tiny_params(tiny_store, epochs=1)["methods"]
+    """The tiny runs of conftest: {run (= method): its complete entry}."""
+    return {name: run["entry"] for name, run in resolve_runs(tiny_params(tiny_store, epochs=1)).items()}
 
 
 @pytest.fixture
@@ -159,19 +167,23 @@ def test_subset_keeps_the_chosen_clips():
 
 
 def test_validate_run_accepts_unpaired_for_any_method(methods):
-    for name, entry in (("utt_unpaired", UTT_FUSION), ("mmin_u", methods["mmin"]), ("vavl", methods["vavl"])):
-        validate_run(name, {**entry, "unpaired": {"visual": 0.3, "audio": 0.2}})
-        validate_run(name, {**entry, "unpaired": {"visual": 0}})
+    for name, entry in (("utt_unpaired", UTT_FUSION), ("mmin_u", {"method": "mmin", **methods["mmin"]}),
+                        ("vavl", {"method": "vavl", **methods["vavl"]})):
+        assert validate_run(name, {**entry, "unpaired": {"visual": 0.3, "audio": 0.2}})["unpaired"] == {
+            "visual": 0.3, "audio": 0.2}
+        assert validate_run(name, {**entry, "unpaired": {"visual": 0}})["unpaired"] == {"visual": 0}
+    assert validate_run("utt_unpaired", UTT_FUSION)["unpaired"] == {}  # the default: every clip paired
 
 
 @pytest.mark.parametrize("unpaired, where, words", [
-    ({"video": 0.2}, "methods.run.unpaired.video", "unknown key"),
+    ({"video": 0.2}, "methods.run.unpaired.video", "not an allowed key"),
     ({"audio": 0.5, "visual": 0.5}, "methods.run.unpaired", "sum to 1"),
     ({"audio": 0.7, "visual": 0.6}, "methods.run.unpaired", "sum to 1.3"),
     ({"visual": 1.0}, "methods.run.unpaired", "below 1"),
-    ({"visual": -0.1}, "methods.run.unpaired.visual", "[0.0, 1.0]"),
-    ({"visual": "0.2"}, "methods.run.unpaired.visual", "float"),
-    ([0.2], "methods.run.unpaired", "mapping"),
+    ({"visual": -0.1}, "methods.run.unpaired.visual", "greater than or equal to 0"),
+    ({"visual": 1.5}, "methods.run.unpaired.visual", "less than or equal to 1"),
+    ({"visual": "0.2"}, "methods.run.unpaired.visual", "valid number"),
+    ([0.2], "methods.run.unpaired", "valid dictionary"),
 ])
 def test_validate_run_rejects_bad_unpaired_naming_the_key(unpaired, where, words):
     with pytest.raises(ConfigError) as info:
@@ -192,9 +204,8 @@ def test_fit_run_trains_on_the_unpaired_shares_of_its_entry(tiny_store, tiny_par
         return splits
 
     monkeypatch.setattr(train_module, "load_fold", spy)
-    params = tiny_params(tiny_store, epochs=1, folds=[1])
-    params["methods"]["late_fusion"]["unpaired"] = {"audio": 0.3}
-    train_module.fit_run("late_fusion", params, 1, 0, tmp_path, show_progress=False)
+    params = tiny_params(tiny_store, epochs=1, folds=[1], methods={"late_fusion": {"unpaired": {"audio": 0.3}}})
+    train_module.fit_run(resolved_run("late_fusion", params), 1, 0, tmp_path, show_progress=False)
     (fold, task, unpaired, seed, has), = seen
     assert (fold, unpaired, seed) == (1, {"audio": 0.3}, run_seed(0, 1))
     assert task == study_task("classification", tiny_store.manifest)
@@ -253,7 +264,7 @@ def unpaired_batch(n: int = 6):
 
 @pytest.mark.parametrize("name", ["mmin", "ifmmin"])
 def test_imagination_stage2_loss_is_finite_on_unpaired_clips(name, methods):
-    _, model = stages(methods[name])
+    _, model = stages(name, methods[name])
     model.train()
     full = unpaired_batch()
     generator = torch.Generator().manual_seed(0)
@@ -276,7 +287,7 @@ def test_imagination_stage2_loss_is_finite_on_unpaired_clips(name, methods):
 
 
 def test_nmer_stage2_loss_is_finite_on_unpaired_clips(methods):
-    _, model = stages(methods["nmer"])
+    _, model = stages("nmer", methods["nmer"])
     model.train()
     full = unpaired_batch()
     seen = training_view(full, "missing", torch.Generator().manual_seed(0))
@@ -289,9 +300,8 @@ def test_nmer_stage2_loss_is_finite_on_unpaired_clips(methods):
 def test_training_on_the_tiny_store_with_unpaired_clips_stays_finite(tiny_store, tiny_params, tmp_path):
     from mer_core.train import fit_run
 
-    params = tiny_params(tiny_store, epochs=1)
-    params["methods"]["mmin"]["unpaired"] = {"audio": 0.3, "visual": 0.3}
-    output = fit_run("mmin", params, 0, 0, tmp_path, show_progress=False)
+    params = tiny_params(tiny_store, epochs=1, methods={"mmin": {"unpaired": {"audio": 0.3, "visual": 0.3}}})
+    output = fit_run(resolved_run("mmin", params), 0, 0, tmp_path, show_progress=False)
     assert np.isfinite(output.history[["train_loss", "val_loss", "val_ua"]].to_numpy()).all()
     assert list(output.history["stage"]) == ["pretrain", "train"]
 
@@ -307,8 +317,8 @@ def test_validate_run_rejects_three_shares_that_sum_to_one():
 def test_unpaired_modality_the_corpus_lacks_is_named(tiny_store, tiny_params, tmp_path):
     from mer_core.train import fit_run
 
-    params = tiny_params(tiny_store, epochs=1)
-    params["methods"]["late_fusion"]["unpaired"] = {"text": 0.2}
-    validate_run("late_fusion", params["methods"]["late_fusion"])  # accepted: the schema allows every modality
+    params = tiny_params(tiny_store, epochs=1, methods={"late_fusion": {"unpaired": {"text": 0.2}}})
+    run = resolved_run("late_fusion", params)  # accepted: the params allow every modality
+    assert run["entry"]["unpaired"] == {"text": 0.2}
     with pytest.raises((ConfigError, ValueError), match="text"):
-        fit_run("late_fusion", params, 0, 0, tmp_path, show_progress=False)
+        fit_run(run, 0, 0, tmp_path, show_progress=False)

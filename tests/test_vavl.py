@@ -6,15 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import CTX, OPTIM, REG_CTX, make_batch
+from helpers import resolved_run
 
 from mer_core.conditions import all_conditions, apply_condition
 from mer_core.conformer import Conformer, MaskedBatchNorm1d, masked_mean, subsample
 from mer_core.data.batches import Batch, load_fold, subset
-from mer_core.methods import REGISTRY, validate_run
+from mer_core.methods.lookup import method_spec
+from mer_core.methods.registry import ModelContext
 from mer_core.methods.vavl import REC_WEIGHT_AUTO, VAVL
+from mer_core.params.methods import CATALOG
+from mer_core.params.methods import VAVL as VAVLParams
+from mer_core.schema import check
 from mer_core.tasks import ccc_loss, study_task
 from mer_core.train import fit_run, update_steps
-from fakes import CTX, OPTIM, REG_CTX, make_batch
 
 ENTRY = {"method": "vavl", "optim": OPTIM, "projection": 6, "subsample": 2, "d_model": 8, "heads": 2,
          "ffn_expansion": 2, "kernel": 3, "branch_blocks": 1, "shared_blocks": 1, "dropout": 0.0, "head_dropout": 0.0,
@@ -23,10 +28,16 @@ ENTRY = {"method": "vavl", "optim": OPTIM, "projection": 6, "subsample": 2, "d_m
 ATOL = 1e-5
 
 
+def validate_run(method: str, entry: dict) -> dict:
+    """`entry` (a run of `method`, written as in params.yaml) validated by the method's params model, complete."""
+    written = {k: v for k, v in entry.items() if k != "method"}
+    return check(CATALOG[method].params, written, f"methods.{method}").model_dump(mode="json")
+
+
 def build(ctx=CTX, seed: int = 0, **changes) -> VAVL:
     torch.manual_seed(seed)
-    entry = {**ENTRY, **changes}
-    model = validate_run("vavl", entry).stages[0].build(entry, ctx, None)
+    entry = validate_run("vavl", {**ENTRY, **changes})
+    model = method_spec("vavl").stages[0].build(entry, ctx, None)
     assert isinstance(model, VAVL)
     for module in model.modules():  # non-trivial running statistics: eval-mode batch norm is not the identity
         if isinstance(module, MaskedBatchNorm1d):
@@ -58,23 +69,26 @@ def log_probs(model: VAVL, batch: Batch) -> tuple[list[torch.Tensor], torch.Tens
 
 
 def test_registered_with_one_stage_and_official_settings():
-    spec = REGISTRY["vavl"]
+    spec = method_spec("vavl")
     assert [(s.name, s.train_conditions, s.select_on, s.key) for s in spec.stages] == [("train", "full", "full", None)]
-    paper = spec.paper
+    paper = VAVLParams().model_dump()  # the defaults are the official settings
     assert paper["optim"] == {"epochs": 20, "epochs_decay": 0, "lr": 5e-5, "beta1": 0.95, "grad_clip": 0.0,
                               "batch_size": 32}
     assert (paper["d_model"], paper["heads"], paper["branch_blocks"], paper["shared_blocks"]) == (512, 8, 3, 2)
     assert (paper["projection"], paper["subsample"], paper["kernel"], paper["ffn_expansion"]) == (50, 1, 31, 4)
-    assert not {"shared", "residual", "rec_weight"} & set(paper)  # ablation switches come from params.yaml
+    assert (paper["shared"], paper["residual"], paper["rec_weight"]) == (True, True, "auto")
+    assert {"optim", "d_model", "heads", "projection", "subsample"} <= set(CATALOG["vavl"].paper_keys)
+    assert not {"shared", "residual", "rec_weight"} & set(CATALOG["vavl"].paper_keys)  # the preset keeps ablations
 
 
 def test_schema_rejects_bad_values():
     from mer_core.config import ConfigError
 
-    for key, value in (("rec_weight", "half"), ("rec_weight", -1.0), ("subsample", 0), ("shared", "yes")):
-        with pytest.raises(ConfigError, match=f"methods.vavl.{key}"):
+    for key, value in (("rec_weight", "half"), ("rec_weight", -1.0), ("subsample", 0), ("shared", "yes"),
+                       ("heads", 3), ("kernel", 4)):
+        with pytest.raises(ConfigError, match=rf"^methods\.vavl\.{key}: "):
             validate_run("vavl", {**ENTRY, key: value})
-    validate_run("vavl", {**ENTRY, "rec_weight": 0.5})
+    assert validate_run("vavl", {**ENTRY, "rec_weight": 0.5})["rec_weight"] == 0.5
 
 
 # ================================================================================================ outputs
@@ -232,7 +246,7 @@ def test_update_steps_of_a_model_without_steps_is_its_single_loss():
     torch.manual_seed(0)
     entry = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
              "encoder_pooling": "valid", "text_windows": "valid"}
-    model = validate_run("utt_fusion", entry).stages[0].build(entry, CTX, None).eval()
+    model = method_spec("utt_fusion").stages[0].build(validate_run("utt_fusion", entry), CTX, None).eval()
     batch = make_batch()
     losses = list(update_steps(model, batch, batch))
     assert len(losses) == 1
@@ -438,10 +452,11 @@ def test_branch_subsamples_before_its_conformer():
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_vavl_trains_through_fit_run_with_unpaired_clips(task, tiny_attribute_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_attribute_store, epochs=2, task=task)
-    params["methods"]["vavl"]["unpaired"] = {"visual": 0.25, "audio": 0.2}
-    validate_run("vavl", params["methods"]["vavl"])
-    output = fit_run("vavl", params, 0, 0, tmp_path, show_progress=False)
+    params = tiny_params(tiny_attribute_store, epochs=2, task=task,
+                         methods={"vavl": {"unpaired": {"visual": 0.25, "audio": 0.2}}})
+    run = resolved_run("vavl", params)
+    assert run["entry"]["unpaired"] == {"visual": 0.25, "audio": 0.2} and run["task"] == task
+    output = fit_run(run, 0, 0, tmp_path, show_progress=False)
     metric = "val_ua" if task == "classification" else "val_ccc_mean"
     history = output.history
     assert list(history["epoch"]) == [1, 2] and output.best_epochs == {"train": int(history[metric].idxmax()) + 1}
@@ -455,7 +470,7 @@ def test_vavl_trains_through_fit_run_with_unpaired_clips(task, tiny_attribute_st
     assert np.isfinite(pred).all() and np.isfinite(output.predictions["loss"]).all()
     assert not output.robustness.empty
     if task == "classification":  # the same run again gives the same results (seeded, unpaired clips included)
-        again = fit_run("vavl", params, 0, 0, tmp_path / "again", show_progress=False)
+        again = fit_run(run, 0, 0, tmp_path / "again", show_progress=False)
         pd.testing.assert_frame_equal(again.predictions, output.predictions)
 
 
@@ -464,12 +479,11 @@ def test_update_steps_drive_several_optimiser_steps_in_train_stage(tiny_store):
 
     splits = load_fold(tiny_store, 0)
     task = study_task("classification", tiny_store.manifest)
-    from mer_core.methods import ModelContext
-
     context = ModelContext.from_manifest(tiny_store.manifest, task)
-    entry = {**ENTRY, "optim": dict(OPTIM, epochs=2, lr=0.005)}
+    entry = validate_run("vavl", {**ENTRY, "optim": dict(OPTIM, epochs=2, lr=0.005)})
     torch.manual_seed(0)
-    model = REGISTRY["vavl"].stages[0].build(entry, context, None)
+    stage = method_spec("vavl").stages[0]
+    model = stage.build(entry, context, None)
     calls = []
     original = model.steps
 
@@ -479,7 +493,7 @@ def test_update_steps_drive_several_optimiser_steps_in_train_stage(tiny_store):
             yield loss
 
     model.steps = counting
-    result = train_stage(model, REGISTRY["vavl"].stages[0], entry["optim"], 0.0, splits,
+    result = train_stage(model, stage, stage.conditions(entry), entry["optim"], 0.0, splits,
                          torch.Generator().manual_seed(0), torch.device("cpu"), "vavl", False)
     n_batches = 2 * len(list(splits["train"].batches(16, torch.Generator().manual_seed(0))))
     assert len(calls) == 3 * n_batches  # the training split is paired except one clip: every batch has 3 steps

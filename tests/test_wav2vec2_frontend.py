@@ -11,12 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
-import yaml
 
-from mer_core.config import ConfigError, validate
+from mer_core.config import ConfigError, load_params
 from mer_core.data import features
-from mer_core.data.features import FEATURES_SCHEMA, WAV2VEC2_BUNDLES, extract_audio, wav2vec2_features
+from mer_core.data.features import extract_audio, wav2vec2_features
 from mer_core.data.prepare import _corrupt_audio, corruption_specs
+from mer_core.params.data import WAV2VEC2_BUNDLES, Features
+from mer_core.schema import check
 
 ROOT = Path(__file__).resolve().parents[1]
 RANDOM = {"bundle": "WAV2VEC2_BASE", "layer": 2, "weights": "random"}
@@ -25,9 +26,9 @@ RANDOM = {"bundle": "WAV2VEC2_BASE", "layer": 2, "weights": "random"}
 @pytest.fixture
 def feat_cfg() -> dict:
     """`features` of params.yaml with the wav2vec2 extractor on random weights (2 layers)."""
-    cfg = yaml.safe_load((ROOT / "params.yaml").read_text())["features"]
-    cfg["audio"].update(extractor="wav2vec2", rate_reduction=1, wav2vec2=dict(RANDOM))
-    validate(cfg, FEATURES_SCHEMA, "features")
+    cfg = load_params(ROOT / "params.yaml", {"features.audio.extractor": "wav2vec2", "features.audio.rate_reduction": 1,
+                                             "features.audio.wav2vec2": dict(RANDOM)})["features"]
+    assert check(Features, cfg, "features").model_dump() == cfg
     return cfg
 
 
@@ -91,19 +92,19 @@ def test_layer_truncation():
 
 @pytest.mark.parametrize("key, value, message", [
     ("bundle", "WAV2VEC2_ASR_BASE_960H", r"features\.audio\.wav2vec2\.bundle: got 'WAV2VEC2_ASR_BASE_960H'; "
-                                         r"allowed values: WAV2VEC2_BASE, WAV2VEC2_LARGE, .*WAVLM_LARGE"),
+                                         r"Input should be 'WAV2VEC2_BASE', 'WAV2VEC2_LARGE', .*'WAVLM_LARGE'"),
     ("weights", "finetuned", r"features\.audio\.wav2vec2\.weights: got 'finetuned'; "
-                             r"allowed values: pretrained, random"),
-    ("layer", 0, r"features\.audio\.wav2vec2\.layer: got 0; expected int"),
+                             r"Input should be 'pretrained' or 'random'"),
+    ("layer", 0, r"features\.audio\.wav2vec2\.layer: got 0; Input should be greater than or equal to 1"),
 ])
 def test_params_validation(feat_cfg, key, value, message):
     bad = copy.deepcopy(feat_cfg)
     bad["audio"]["wav2vec2"][key] = value
     with pytest.raises(ConfigError, match=message):
-        validate(bad, FEATURES_SCHEMA, "features")
-    del bad["audio"]["wav2vec2"]
-    with pytest.raises(ConfigError, match=r"features\.audio\.wav2vec2: missing key"):
-        validate(bad, FEATURES_SCHEMA, "features")
+        check(Features, bad, "features")
+    del bad["audio"]["wav2vec2"]  # left out: the defaults (the base model at 12 layers, pretrained weights)
+    assert check(Features, bad, "features").audio.wav2vec2.model_dump() == {
+        "bundle": "WAV2VEC2_BASE", "layer": 12, "weights": "pretrained"}
 
 
 def test_pretrained_missing_weights_name_the_file_and_never_download(offline_hub):

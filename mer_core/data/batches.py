@@ -29,7 +29,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -56,10 +56,16 @@ class Batch:
     def replace(self, **changes) -> "Batch":
         return replace(self, **changes)
 
-    def to(self, device: torch.device) -> "Batch":
-        return self.replace(x={m: v.to(device) for m, v in self.x.items()},
-                            lengths={m: v.to(device) for m, v in self.lengths.items()},
-                            present=self.present.to(device), y=self.y.to(device))
+    def to(self, device: torch.device, pin_memory: bool = False) -> "Batch":
+        """The batch on `device`; with `pin_memory` (CUDA only), copied from pinned host memory without blocking."""
+        pinned = device.type == "cuda" and pin_memory
+
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.pin_memory().to(device, non_blocking=True) if pinned else tensor.to(device)
+
+        return self.replace(x={m: move(v) for m, v in self.x.items()},
+                            lengths={m: move(v) for m, v in self.lengths.items()},
+                            present=move(self.present), y=move(self.y))
 
 
 def subset(batch: Batch, keep: torch.Tensor) -> Batch:
@@ -109,6 +115,7 @@ class Split:
     norm: Normaliser  # the fold's training statistics it was normalised with
     task: Task  # what `y` holds
     batching: str = "bucketed"  # `train.batches`: how `batches` trains and `evaluate.predict` evaluates
+    _evaluation: dict[int, list[Batch]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -121,8 +128,17 @@ class Split:
         batches, and the batches are shuffled. Since clip length differs a little by emotion, batches hold fewer
         classes than random ones (on the built-in corpus, fold 0: mean label entropy per batch 1.57 against 1.76
         nats for random batches of 64). `random` training: the clips in a fresh random order cut into consecutive
-        batches, the last one partial (the official shuffled data loader).
+        batches, the last one partial (the official shuffled data loader). Evaluation (no generator): every clip
+        once, batches in order of length, cut once per batch size and reused (every epoch's validation, every
+        condition and setting of the grid reads the same batches).
         """
+        if generator is None:
+            if batch_size not in self._evaluation:
+                self._evaluation[batch_size] = list(self._cut(batch_size, None))
+            return iter(self._evaluation[batch_size])
+        return self._cut(batch_size, generator)
+
+    def _cut(self, batch_size: int, generator: torch.Generator | None) -> Iterator[Batch]:
         longest = torch.stack([self.lengths[m] for m in self.modalities]).amax(0)
         if generator is None:
             groups = [torch.argsort(longest, stable=True)]
@@ -140,7 +156,7 @@ class Split:
     def batch(self, idx: torch.Tensor) -> Batch:
         """The clips at positions `idx` (repeats allowed) as a batch, cut to its longest clip per modality."""
         lengths = {m: self.lengths[m][idx] for m in self.modalities}
-        x = {m: self.x[m][idx, : max(int(lengths[m].max()), 1)] for m in self.modalities}
+        x = {m: self.x[m][:, : max(int(lengths[m].max()), 1)][idx] for m in self.modalities}  # copies T frames only
         return Batch(self.modalities, x, lengths, self.has[idx], self.y[idx], torch.as_tensor(self.rows[idx.numpy()]))
 
 

@@ -9,9 +9,9 @@ An item's key hashes everything its result depends on, so that nothing stale is 
 - the input files: path, size and modification time of each (the clip's file, and its babble talkers' files);
 - what the item is: the pass, the clip's index in the corpus listing (the corruption draws are seeded by it),
   the modality, the clean frame count a noisy version must match;
-- the settings: the corpus name and the whole `features` section except `n_jobs` (coarser than the settings
-  each item reads, so that no setting can be missed; the results do not depend on `n_jobs`), the source of
-  the extraction code (`mer_core.data`, `mer_core.noise`) and the versions of the libraries it calls.
+- the settings: the corpus name and the whole `features` section (coarser than the settings each item reads, so
+  that no setting can be missed; the number of workers, `machine.jobs`, is not in it: the results do not depend on
+  it), the source of the extraction code (`mer_core.data`, `mer_core.noise`) and the versions of the libraries it calls.
 
 Results depend neither on the order nor on the worker that computed them (`mer_core.data.prepare`), and an
 `.npz` round trip keeps arrays exactly, so a resumed run writes the same store as an uninterrupted one. An entry
@@ -65,7 +65,7 @@ def library_versions() -> dict[str, str | None]:
 
 def settings_digest(corpus: str, feat_cfg: dict) -> str:
     """sha256 of what every item's result depends on beyond its own inputs (see module docstring)."""
-    settings = {"corpus": corpus, "features": {k: v for k, v in feat_cfg.items() if k != "n_jobs"},
+    settings = {"corpus": corpus, "features": dict(feat_cfg),
                 "code": code_fingerprint(), "libraries": library_versions()}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 

@@ -48,18 +48,27 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mer_core.data.corpora.base import ATTRIBUTES
 from mer_core.data.corpora.registry import CORPORA, Corpus
 from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
-from mer_core.data.features import (AudioError, audio_dim, audio_frame_rate, extract_audio, extract_visual,
-                                    read_visual, reduce_visual, visual_dim, wave_features)
+from mer_core.data.features import (
+    AudioError,
+    audio_dim,
+    audio_frame_rate,
+    extract_audio,
+    extract_visual,
+    read_visual,
+    reduce_visual,
+    visual_dim,
+    wave_features,
+)
 from mer_core.data.folds import check_classes, draw_folds
 from mer_core.data.media import VideoError, read_audio
 from mer_core.data.openface import OpenFaceError
 from mer_core.data.store import FeatureStore, Sequences, read_store, write_store
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
-from mer_core.schema import ConfigError
 from mer_core.runtime import tell
-from mer_core.tasks import ATTRIBUTES
+from mer_core.schema import ConfigError
 from mer_core.workers import spawn_pool
 
 ON_ERROR = ("raise", "skip", "skip_clip")  # data.on_error (see module docstring)
@@ -424,7 +433,7 @@ def manifest_of(corpus: Corpus, root: str, meta: pd.DataFrame, dims: dict, frame
                 attributes: tuple[str, ...] | None = None) -> dict:
     """The manifest entries every store has (write_store adds the files' hashes). `classes` default to the
     corpus's; `attributes` (the regression targets, meta columns, in order) to the dimensional attributes
-    (`tasks.ATTRIBUTES`) that meta holds."""
+    (`corpora.base.ATTRIBUTES`) that meta holds."""
     return {
         "corpus": corpus.name,
         "description": corpus.description,

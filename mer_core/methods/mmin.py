@@ -71,21 +71,28 @@ from mer_core.methods.registry import ModelContext
 
 
 class RowCache:
-    """Per-clip memo of a frozen teacher's outputs on the full, clean input of a training clip (keyed by the
-    clip's row in meta.csv): computed the first time a clip is seen, reused in every later epoch. Exact because
-    the teacher is frozen and deterministic (eval mode) and the encoders ignore padding; not used when they pool
-    over it (`encoder_pooling` or `text_windows: padded`), where a clip's output depends on its batch."""
+    """Per-clip memo of a frozen teacher's outputs on a training clip (keyed by the clip's row in meta.csv, and
+    by anything else the outputs depend on, e.g. the modalities removed): computed the first time a key is seen,
+    reused in every later epoch. Exact because the teacher is frozen and deterministic (eval mode) and the
+    encoders ignore padding and the other clips of a batch; not used when they pool over the padding
+    (`encoder_pooling` or `text_windows: padded`, `exact_teacher_cache`), where a clip's output depends on its
+    batch."""
 
     def __init__(self):
-        self.values: dict[int, tuple[torch.Tensor, ...]] = {}
+        self.values: dict = {}
 
-    def __call__(self, rows: torch.Tensor, compute) -> tuple[torch.Tensor, ...]:
-        """The cached outputs for `rows`, calling `compute()` (a tuple of (B, ...) tensors) if any is new."""
-        keys = rows.tolist()
+    def __call__(self, keys: list, compute) -> tuple[torch.Tensor, ...]:
+        """The cached outputs for `keys` (one per clip of the batch), calling `compute()` (a tuple of (B, ...)
+        tensors) if any is new."""
         if any(k not in self.values for k in keys):
             for k, value in zip(keys, zip(*compute())):
                 self.values.setdefault(k, value)
         return tuple(torch.stack(parts) for parts in zip(*(self.values[k] for k in keys)))
+
+
+def exact_teacher_cache(entry: dict) -> bool:
+    """Whether a `RowCache` of the teacher's outputs is exact: the encoders ignore the padding of the batch."""
+    return Encoding.from_entry(entry) == Encoding()
 
 
 def ae_layers(width: int, widths: list[float]) -> list[int]:
@@ -143,6 +150,7 @@ class Imagination(nn.Module):
         self.classifier = kaiming_init_(MLPClassifier(self.ae.latent_dim, entry["classifier"], self.task.n_outputs,
                                                       entry["dropout"]))
         self.weights = {k: entry[k] for k in ("ce_weight", "mse_weight")}
+        self.imagination_targets = RowCache() if exact_teacher_cache(entry) else None  # per (clip, removed)
 
     def train(self, mode: bool = True) -> "Imagination":
         super().train(mode)
@@ -154,8 +162,16 @@ class Imagination(nn.Module):
 
     @torch.no_grad()
     def imagination_target(self, batch: Batch, full: Batch) -> torch.Tensor:
-        """The teacher's embeddings of the modalities missing from `batch` (present ones zero-filled)."""
-        return torch.cat(self.embed(self.teacher, with_presence(full, ~batch.present)), 1)
+        """The teacher's embeddings of the modalities missing from `batch` (present ones zero-filled), cached per
+        training clip and set of missing modalities."""
+        missing = ~batch.present
+
+        def compute():
+            return torch.cat(self.embed(self.teacher, with_presence(full, missing)), 1),
+
+        if self.imagination_targets is None:
+            return compute()[0]
+        return self.imagination_targets(list(zip(full.rows.tolist(), map(tuple, missing.tolist()))), compute)[0]
 
     def imagine(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(h, imagination, block latents, per-modality student embeddings)."""
@@ -214,7 +230,7 @@ class IFMMIN(Imagination):
         self.shared = copy.deepcopy(stage1.shared)
         self.teacher_shared = frozen(stage1.shared)
         self.invariant_weight = entry["invariant_weight"]
-        self.targets = RowCache() if Encoding.from_entry(entry) == Encoding() else None
+        self.targets = RowCache() if exact_teacher_cache(entry) else None
 
     def train(self, mode: bool = True) -> "IFMMIN":
         super().train(mode)
@@ -235,7 +251,7 @@ class IFMMIN(Imagination):
                 def compute():
                     return torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),
 
-                target, = compute() if self.targets is None else self.targets(full.rows, compute)
+                target, = compute() if self.targets is None else self.targets(full.rows.tolist(), compute)
             loss = loss + self.invariant_weight * slot_mse(invariant, target, full.present)
         return loss, logits
 

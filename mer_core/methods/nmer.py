@@ -187,7 +187,7 @@ class NMER(nn.Module):
         logits = self.classifier(recon)[0]
         w = self.weights
         with torch.no_grad():
-            x_target, c_target = self.targets(full.rows, lambda: self.teacher_targets(full))
+            x_target, c_target = self.targets(full.rows.tolist(), lambda: self.teacher_targets(full))
         loss = w["ce_weight"] * self.task.loss(logits, batch.y)
         if w["invariant_weight"] > 0:
             loss = loss + w["invariant_weight"] * slot_mse(c, c_target, full.present)

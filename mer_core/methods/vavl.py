@@ -73,7 +73,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mer_core.conformer import Conformer, masked_mean, subsample
+from mer_core.conformer import Conformer, masked_mean, pointwise, subsample
 from mer_core.data.batches import Batch, subset
 from mer_core.methods.registry import ModelContext
 
@@ -109,6 +109,8 @@ class Branch(nn.Module):
     """A modality's 1x1 convolution (no bias), time subsampling and modality-specific Conformer (run on the axes
     `axes` says); returns the frames (B, T', d) and their lengths."""
 
+    pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
+
     def __init__(self, in_dim: int, entry: dict):
         super().__init__()
         self.project = nn.Conv1d(in_dim, entry["projection"], 1, bias=False)
@@ -116,7 +118,7 @@ class Branch(nn.Module):
         self.conformer = conformer_stack(entry["projection"], entry["branch_blocks"], entry)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames, lengths = subsample(self.project(x.transpose(1, 2)).transpose(1, 2), lengths, self.factor)
+        frames, lengths = subsample(pointwise(self.project, x), lengths, self.factor)
         return run_conformer(self.conformer, frames, lengths, self.axes), lengths
 
 

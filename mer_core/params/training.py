@@ -64,8 +64,8 @@ class FrameEncoder(Params):
     def _groups_divide(self):
         bad = [c for c in self.channels if c % self.groups]
         if bad:
-            raise ValueError(f"groups {self.groups} does not divide the channel count {bad[0]}; choose groups dividing "
-                             f"every entry of channels {self.channels}")
+            raise ValueError(f"groups: {self.groups} does not divide the channel count {bad[0]}; choose groups "
+                             f"dividing every entry of channels {self.channels}")
         return self
 
 
@@ -81,6 +81,9 @@ class Train(Params):
     preset: Literal[PRESETS] = "study"
     """study: the runs as params.yaml states them | paper: each method's official schedule and sizes (every run's
     schedule and size keys reset to the method's defaults, docs/params.md) with fixed schedules."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """fp32 | bf16: forward passes under bfloat16 autocast (CUDA or CPU; weights, optimiser and losses stay float32).
+    Changes the numbers: a setting of the study, not of the machine."""
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     """Adam weight decay (the MMIN family's stage-2 models ignore theirs: 0 is faithful)."""
     batches: Literal[BATCHES] | None = None

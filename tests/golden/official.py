@@ -14,7 +14,7 @@ from torch import nn
 
 from mer_core.conditions import with_presence
 from mer_core.data.batches import Batch
-from mer_core.methods import ModelContext
+from mer_core.methods.registry import ModelContext
 from mer_core.tasks import Task
 
 DATA = Path(__file__).resolve().parent / "data"

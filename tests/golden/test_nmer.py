@@ -6,13 +6,20 @@ import pytest
 import torch
 from torch import nn
 
-from golden.official import (MODALITIES, assert_differs, assert_matches, classifier_rules, joint_order, load_fixture,
-                             load_official)
+from golden.official import (
+    MODALITIES,
+    assert_differs,
+    assert_matches,
+    classifier_rules,
+    joint_order,
+    load_fixture,
+    load_official,
+)
 from mer_core.data.batches import Batch
 from mer_core.layers import ConditionalVAE
 from mer_core.losses import denoise_term, gaussian_kl, pairwise_cmd, vae_loss
-from mer_core.methods import ModelContext
 from mer_core.methods.nmer import NMERPretrain
+from mer_core.methods.registry import ModelContext
 from mer_core.noise.scheduler import NoiseScheduler, betas
 from mer_core.tasks import Task
 

@@ -9,7 +9,7 @@ import torch
 from golden.official import assert_differs, assert_matches, block_rules, load_fixture, load_official, rename
 from mer_core.conformer import ConformerBlock, RelativeMultiHeadAttention
 from mer_core.data.batches import Batch, subset
-from mer_core.methods import ModelContext
+from mer_core.methods.registry import ModelContext
 from mer_core.methods.vavl import VAVL
 from mer_core.tasks import Task
 

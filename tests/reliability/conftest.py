@@ -24,10 +24,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def base_params() -> dict:
-    """params.yaml with the tiny corpus, one process, one corruption variant of each kind, 2 folds."""
+    """params.yaml with the tiny corpus, one corruption variant of each kind, 2 folds (prepare runs with one process
+    unless a test asks for more)."""
     params = load_params(PROJECT / "params.yaml")
-    params["data"]["synthetic"].update(n_actors=4, sentences=["IEO", "DFA"], n_jobs=1)
-    params["features"]["n_jobs"] = 1
+    params["data"]["synthetic"].update(n_actors=4, sentences=["IEO", "DFA"])
     params["features"]["corruptions"].update(audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2,
                                              visual_dropout=[0.5])
     params["folds"].update(n_folds=2, n_val_speakers=1)

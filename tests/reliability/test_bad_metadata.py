@@ -6,12 +6,9 @@ from __future__ import annotations
 import pytest
 from corpus_damage import CLIP, csv_of, prepare_fails, skipped_rows, wav_of
 
-from mer_core.config import ConfigError, load_params
 from mer_core.data import prepare as prepare_module
 from mer_core.data.corpora.base import CorpusError
 from mer_core.data.prepare import cache_path, prepare
-
-from conftest import PROJECT
 
 
 @pytest.fixture
@@ -126,12 +123,3 @@ def test_unreadable_voice_of_a_faceless_clip_drops_the_clip(damaged):
     assert [row[:2] + row[4:] for row in rows] == [[CLIP, "audio", "clip dropped"], [CLIP, "visual", "clip dropped"]]
     assert rows[0][3].startswith("not a readable audio file") and rows[1][3] == "no visual file"
     assert CLIP not in set(store.meta["clip_id"])
-
-
-# ================================================================================================ folds
-
-
-def test_train_folds_that_do_not_exist_name_the_available_folds():
-    with pytest.raises(ConfigError, match="^train.folds: fold 7 does not exist; available folds: 0, 1, 2, 3 "
-                                          "\\(folds.n_folds: 4\\)$"):
-        load_params(PROJECT / "params.yaml", {"train.folds": [7]})

@@ -1,6 +1,9 @@
 """Reliability: interrupted and killed stages. A SIGKILLed prepare step leaves no store and no living worker, and a
 rerun resumes from the extraction cache to the very store an uninterrupted run writes; a worker killed on its own
-stops the run with a clear error; an interrupted store write or training leaves nothing that looks complete."""
+stops the run with a clear error; an interrupted store write leaves nothing that looks complete. An interrupted or
+killed training stage leaves no result and no checkpoint (`train_run` writes both only once every unit succeeded):
+only its finished units, in `.resume/` beside the checkpoint folder, which a rerun reads back, to the very results
+and checkpoints of an uninterrupted run."""
 from __future__ import annotations
 
 import copy
@@ -14,19 +17,21 @@ from pathlib import Path
 
 import pytest
 from fault_workers import suicidal_chunk
+from helpers import resolved_run, run_method
 
 from mer_core import train as train_module
 from mer_core.data import prepare as prepare_module
 from mer_core.data import store as store_module
 from mer_core.data.prepare import WorkerError, cache_path, prepare, store_path
-from mer_core.train import RESULT_FILES, checkpoint_path, run_method
+from mer_core.train import RESULT_FILES
 from mer_core.workers import spawn_pool
 
-from conftest import HERE, PROJECT
+PROJECT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 
-# Runs prepare(params from the JSON file argv[1]) with the extraction chunk argv[2] (<module>.<function> of this
-# folder) and CHUNK argv[3] jobs per chunk, so that the test can kill it at a known point; as if the machine had at
-# least features.n_jobs cores (prepare uses no more workers than cores).
+# Runs prepare(params from the JSON file argv[1], jobs argv[4]) with the extraction chunk argv[2] (<module>.<function>
+# of this folder) and CHUNK argv[3] jobs per chunk, so that the test can kill it at a known point; as if the machine
+# had at least `jobs` cores (prepare uses no more workers than cores).
 PREPARE = f"""
 import importlib, json, os, sys
 sys.path[:0] = [{str(PROJECT)!r}, {str(HERE)!r}]
@@ -35,8 +40,28 @@ module, function = sys.argv[2].split(".")
 prepare_module._extract_chunk = getattr(importlib.import_module(module), function)
 prepare_module.CHUNK = int(sys.argv[3])
 params = json.loads(open(sys.argv[1]).read())
-os.cpu_count = lambda: params["features"]["n_jobs"]
-prepare_module.prepare(params)
+jobs = int(sys.argv[4])
+os.cpu_count = lambda: jobs
+prepare_module.prepare(params, jobs)
+"""
+
+# Trains the resolved run in the JSON file argv[1] into argv[2] (results) and argv[3] (checkpoints), one unit at a
+# time; the unit of fold 1 blocks (as a long unit would) until the test SIGKILLs the process.
+TRAIN = f"""
+import json, sys, time
+sys.path[:0] = [{str(PROJECT)!r}]
+import torch
+torch.set_num_threads(1)
+from mer_core import train as train_module
+
+fit_unit = train_module.fit_unit
+def blocked_on_fold_1(run, fold, *rest):
+    if fold == 1:
+        time.sleep(300)
+    return fit_unit(run, fold, *rest)
+train_module.fit_unit = blocked_on_fold_1
+run = json.loads(open(sys.argv[1]).read())
+train_module.train_run(run, sys.argv[2], sys.argv[3], {{"jobs": 1, "device": "cpu"}})
 """
 
 
@@ -53,14 +78,15 @@ def reference(tmp_path_factory, base_params, pristine_corpus) -> bytes:
     return (store.root / "manifest.json").read_bytes()
 
 
-def start_prepare(params: dict, tmp_path: Path, chunk: str, jobs: int) -> tuple[subprocess.Popen, Path]:
+def start_prepare(params: dict, tmp_path: Path, chunk: str, chunk_size: int,
+                  jobs: int = 1) -> tuple[subprocess.Popen, Path]:
     """Start PREPARE in a subprocess; returns it and the folder where its chunks leave their marks."""
     marks = tmp_path / "marks"
     marks.mkdir()
     (tmp_path / "params.json").write_text(json.dumps(params))
     env = dict(os.environ, MER_TEST_PIDS=str(marks))
-    process = subprocess.Popen([sys.executable, "-c", PREPARE, str(tmp_path / "params.json"), chunk, str(jobs)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-c", PREPARE, str(tmp_path / "params.json"), chunk, str(chunk_size),
+                                str(jobs)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, marks
 
 
@@ -82,8 +108,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
 def test_sigkill_of_prepare_leaves_no_worker_alive(tmp_path, base_params, pristine_corpus):
     params = params_at(base_params, pristine_corpus, tmp_path)
-    params["features"]["n_jobs"] = 2
-    process, marks = start_prepare(params, tmp_path, "fault_workers.sleeping_chunk", 64)
+    process, marks = start_prepare(params, tmp_path, "fault_workers.sleeping_chunk", 64, jobs=2)
     try:
         wait_for(lambda: len(list(marks.iterdir())) == 2, "two workers blocked in their chunks")
         workers = [int(p.name) for p in marks.iterdir()]
@@ -158,22 +183,63 @@ def test_an_interrupted_store_write_leaves_no_store_and_resumes(tmp_path, base_p
     assert (store / "manifest.json").read_bytes() == reference
 
 
-def test_an_interrupted_training_leaves_no_results(tiny_store, tiny_params, tmp_path, monkeypatch):
+def test_an_interrupted_training_leaves_no_results_and_resumes(tiny_store, tiny_params, tmp_path, monkeypatch):
     params = tiny_params(tiny_store, epochs=1, folds=[0, 1])
-    out, checkpoints = tmp_path / "results", tmp_path / "checkpoints"
+    out, checkpoints = tmp_path / "results", tmp_path / "checkpoints" / "utt_fusion"
     real = train_module.train_stage
+    trained = []
 
-    def interrupted(model, stage, optim, weight_decay, data, generator, device, desc, *args):
+    def interrupted(model, stage, *args):
+        desc = args[6]  # conditions, optim, weight_decay, data, generator, device, desc, ...
         if "fold 1" in desc:  # Ctrl-C in the second fold
             raise KeyboardInterrupt
-        return real(model, stage, optim, weight_decay, data, generator, device, desc, *args)
+        trained.append(desc)
+        return real(model, stage, *args)
 
     monkeypatch.setattr(train_module, "train_stage", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_method("utt_fusion", params, out, checkpoints)
     assert not any((out / name).exists() for name in RESULT_FILES)
-    assert checkpoint_path(checkpoints, 0, 0, None).is_file()  # fold 0 finished: its own, complete checkpoint
-    assert not checkpoint_path(checkpoints, 1, 0, None).exists()
-    monkeypatch.undo()
+    assert not checkpoints.exists()  # not even fold 0's: checkpoints are written once every unit succeeded
+    [finished] = (tmp_path / "checkpoints" / ".resume").glob("utt_fusion-*/*.pkl")
+    assert finished.name == "fold0-seed0.pkl"  # fold 0's unit, waiting for the rerun
+    monkeypatch.setattr(train_module, "train_stage", lambda model, stage, *args: trained.append(args[6])
+                        or real(model, stage, *args))
     summary = run_method("utt_fusion", params, out, checkpoints)
+    assert trained == ["run utt_fusion, fold 0, seed 0, stage train", "run utt_fusion, fold 1, seed 0, stage train"]
     assert summary["folds"] == [0, 1] and all((out / name).is_file() for name in RESULT_FILES)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["fold0-seed0.pt", "fold1-seed0.pt"]
+    assert not list((tmp_path / "checkpoints" / ".resume").iterdir())
+
+
+def test_sigkill_mid_training_then_a_rerun_resumes_to_the_uninterrupted_results(tiny_store, tiny_params, tmp_path,
+                                                                                monkeypatch):
+    run = resolved_run("utt_fusion", tiny_params(tiny_store, epochs=2, folds=[0, 1]))
+    straight = tmp_path / "straight"
+    train_module.train_run(run, straight / "results", straight / "checkpoints", {"jobs": 1, "device": "cpu"})
+    out, checkpoints = tmp_path / "killed" / "results", tmp_path / "killed" / "checkpoints"
+    resume = checkpoints.parent / ".resume"
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    process = subprocess.Popen([sys.executable, "-c", TRAIN, str(tmp_path / "run.json"), str(out), str(checkpoints)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: list(resume.glob("utt_fusion-*/fold0-seed0.pkl")), "fold 0's unit to finish")
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert not out.exists() or not any((out / name).exists() for name in RESULT_FILES)
+    assert not checkpoints.exists()
+    assert [p.name for p in resume.glob("*/*")] == ["fold0-seed0.pkl"]  # nothing half-written beside it
+    fit_unit, trained = train_module.fit_unit, []
+    monkeypatch.setattr(train_module, "fit_unit", lambda run, fold, *rest: trained.append(fold)
+                        or fit_unit(run, fold, *rest))
+    train_module.train_run(run, out, checkpoints, {"jobs": 1, "device": "cpu"})  # the rerun
+    assert trained == [1]  # fold 0 read back from .resume
+    for name in RESULT_FILES:
+        assert (out / name).read_bytes() == (straight / "results" / name).read_bytes(), name
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["fold0-seed0.pt", "fold1-seed0.pt"]
+    for path in checkpoints.iterdir():
+        assert path.read_bytes() == (straight / "checkpoints" / path.name).read_bytes(), path.name
+    assert not list(resume.iterdir())

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import HERE, PROJECT
+PROJECT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
 
 ROW = re.compile(r"^\| `([^`]+::[^`]+)` \|", re.MULTILINE)
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import nbformat
 
-from conftest import PROJECT
+PROJECT = Path(__file__).resolve().parents[2]
 
 CELL = """
 from pathlib import Path
 import pandas as pd
 from mer_core.data.prepare import SKIPPED_COLUMNS, report_skipped
+
 row = ["1002_DFA_HAP_XX", "audio", "raw/1002_DFA_HAP_XX.wav", "silent (all 16000 samples are 0)", "modality dropped"]
 report_skipped(pd.DataFrame([row], columns=SKIPPED_COLUMNS), Path("store/skipped.csv"))
 """

@@ -11,12 +11,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import resolved_run, run_method
 from torch.nn import functional as F
 
 from mer_core.data.store import Sequences, StoreError, write_store
 from mer_core.evaluate import NonFiniteError
 from mer_core.tasks import Task
-from mer_core.train import RESULT_FILES, run_method
+from mer_core.train import RESULT_FILES, train_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # from the injected values
 
@@ -33,15 +34,19 @@ def inject(store, modality: str, row: int, value: float) -> None:
     (store.root / "manifest.json").write_text(json.dumps(manifest))
 
 
-def fails_leaving_nothing(params, run: str, tmp_path, pattern: str) -> None:
+def fails_leaving_nothing(params_or_run: dict, run: str, tmp_path, pattern: str) -> None:
+    """Train `run` (of validated params, or the resolved run itself) and expect `pattern`: no result file (an
+    earlier run's removed), no checkpoint folder, no finished unit to resume."""
     out, checkpoints = tmp_path / "results" / run, tmp_path / "checkpoints" / run
     out.mkdir(parents=True)
     (out / "metrics.json").write_text("{}\n")  # an earlier run's results: not this run's
     (out / "predictions.csv").write_text("fold,seed\n")
+    resolved = params_or_run if "entry" in params_or_run else resolved_run(run, params_or_run)
     with pytest.raises(NonFiniteError, match=pattern):
-        run_method(run, params, out, checkpoints)
+        train_run(resolved, out, checkpoints, {"jobs": 1})
     assert not any((out / name).exists() for name in RESULT_FILES)
-    assert not list(checkpoints.glob("fold0-seed0*.pt"))
+    assert not checkpoints.exists()
+    assert not list((checkpoints.parent / ".resume").glob("*/*.pkl"))
 
 
 def test_inf_in_a_training_clip_stops_at_the_first_loss(tiny_store, tiny_params, tmp_path):
@@ -66,9 +71,9 @@ def test_inf_in_a_test_clip_stops_before_any_metric(tiny_store, tiny_params, tmp
 
 
 def test_a_huge_learning_rate_stops_naming_the_stage(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=2)
-    params["methods"]["mmin"]["optim"]["lr"] = 1e30  # stage 2; the pretrained stage 1 is fine
-    fails_leaving_nothing(params, "mmin", tmp_path,
+    run = resolved_run("mmin", tiny_params(tiny_store, epochs=2))
+    run["entry"]["optim"]["lr"] = 1e30  # stage 2 (the pretrained stage 1 is fine), in a hand-edited resolved run:
+    fails_leaving_nothing(run, "mmin", tmp_path,  # params.yaml allows at most 1 (test_bad_params.py)
                           "^run mmin, fold 0, seed 0, stage train, epoch 1: the training loss is nan")
 
 
@@ -95,8 +100,9 @@ def test_the_store_refuses_non_finite_features(tiny_store, tmp_path):
 
 
 def test_checkpoints_are_byte_identical_whatever_n_jobs(tiny_store, tiny_params, tmp_path):
-    for n_jobs in (1, 2):  # two spawned workers unpickle the params: equal data, other objects
-        run_method("utt_fusion", tiny_params(tiny_store, epochs=1, folds=[0, 1], n_jobs=n_jobs),
-                   tmp_path / f"results{n_jobs}", tmp_path / f"checkpoints{n_jobs}")
+    params = tiny_params(tiny_store, epochs=1, folds=[0, 1])
+    for jobs in (1, 2):  # two spawned workers unpickle the params: equal data, other objects
+        run_method("utt_fusion", params, tmp_path / f"results{jobs}", tmp_path / f"checkpoints{jobs}", jobs=jobs)
     for name in ("fold0-seed0.pt", "fold1-seed0.pt"):
         assert (tmp_path / "checkpoints1" / name).read_bytes() == (tmp_path / "checkpoints2" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "checkpoints2").iterdir()) == ["fold0-seed0.pt", "fold1-seed0.pt"]

@@ -15,6 +15,8 @@ import pandas as pd
 
 from mer_core.data.store import Sequences
 
+ATTRIBUTES = ("arousal", "valence", "dominance")  # the dimensional attributes a media corpus's meta may hold
+
 
 class CorpusError(FileNotFoundError):
     """The corpus folder or one of its required files is missing or malformed; the message names the path."""

@@ -43,8 +43,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from mer_core.data.corpora.base import CorpusError
-from mer_core.tasks import ATTRIBUTES
+from mer_core.data.corpora.base import ATTRIBUTES, CorpusError
 
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 CLASSES = tuple(EMOTIONS.values())
