@@ -12,12 +12,17 @@ N - 1). The reference file holds, per official run (`official/<method>/cv<N>/run
 and of the six missing-modality conditions pooled (`pooled6`: the UA on the replicated set, MMIN's "Average");
 only the folds it has runs for are trained. Every configuration is `train.preset: paper` (the official schedules,
 sizes and fixed epoch counts) with the IF-IM autoencoder at HEAD (`ae_version: head`, the IF-MMIN commit the
-reference ran) and:
+reference ran) and four switches, each official or ours:
 
-- `official`: the switches the paper preset implies (`train.batches: random`, `train.normalise_modalities: [audio]`,
-  `encoder_pooling` and `text_windows: padded`), each restoring the official behaviour;
-- `ours`: every switch set to the project's own behaviour;
-- `<switch>=ours` (with `--ablation`): `official` with that one switch set back to ours.
+- `selection`: the epoch kept by its test score, as the released scripts do (`train.selection: test`), or by its
+  validation score;
+- `batches`: random batches in training and evaluation (`train.batches: random`), or bucketed by length;
+- `normalisation`: audio alone standardised (`train.normalise_modalities: [audio]`), or every modality;
+- `pooling`: max-pools over the padded batch (`encoder_pooling`, `text_windows: padded`), or over the valid frames.
+
+The paper preset implies the official batches, normalisation and pooling; the test selection is set explicitly.
+A configuration is `official` (every switch official), `ours` (every switch ours), or `<switch>[,<switch>...]=ours`
+(official but for those); `--ablation` adds `<switch>=ours` for each switch.
 
 One unit (method, configuration, fold, seed) is one process with one torch thread (`--jobs` at a time); each
 finished unit is appended to `<out>/units.jsonl`, so a rerun skips what is done (delete the file to start afresh).
@@ -39,22 +44,37 @@ import pandas as pd
 
 CONDITIONS = ["a", "v", "l", "av", "al", "vl", "pooled6"]
 MISSING = CONDITIONS[:-1]
-OFFICIAL = {}  # the paper preset implies the official switches
-OURS = {"train.batches": "bucketed", "train.normalise_modalities": "all",
-        "methods.{method}.encoder_pooling": "valid", "methods.{method}.text_windows": "valid"}
-SWITCHES = {  # one row of the ablation per switch: official, with this switch set back to ours
+SWITCHES = {  # each switch set back to ours; the official values come from `train.preset: paper` and OFFICIAL
+    "selection": {"train.selection": "validation"},
     "batches": {"train.batches": "bucketed"},
     "normalisation": {"train.normalise_modalities": "all"},
     "pooling": {"methods.{method}.encoder_pooling": "valid", "methods.{method}.text_windows": "valid"},
 }
+OFFICIAL = {"train.selection": "test"}  # the one official switch the paper preset does not imply
 COMMON = {"train.preset": "paper", "methods.ifmmin.ae_version": "head", "robustness.signal": False}
 
 
-def configurations(ablation: bool) -> dict[str, dict]:
-    configs = {"official": OFFICIAL, "ours": OURS}
-    if ablation:
-        configs.update({f"{name}=ours": changes for name, changes in SWITCHES.items()})
-    return configs
+def configuration(name: str) -> dict:
+    """The overrides of a configuration: `official` (every switch official), `ours` (every switch ours), or
+    `<switch>[,<switch>...]=ours` (official but for those switches, set back to ours)."""
+    if name == "official":
+        back = []
+    elif name == "ours":
+        back = list(SWITCHES)
+    elif name.endswith("=ours") and all(s in SWITCHES for s in name[:-5].split(",")):
+        back = name[:-5].split(",")
+    else:
+        raise ValueError(f"configuration {name!r}: official, ours or <switch>[,<switch>...]=ours with switches "
+                         f"{', '.join(SWITCHES)}")
+    changes = dict(OFFICIAL)
+    for switch in back:
+        changes.update(SWITCHES[switch])
+    return changes
+
+
+def configurations(ablation: bool) -> list[str]:
+    """official and ours; with `ablation`, official with each switch set back to ours, one at a time."""
+    return ["official", "ours", *([f"{switch}=ours" for switch in SWITCHES] if ablation else [])]
 
 
 def study_params(package: Path, out: Path, method: str, changes: dict) -> dict:
@@ -101,8 +121,14 @@ def train_unit(package: str, out: str, method: str, config: str, changes: dict, 
     ua["pooled6"] = 100 * task.score(predictions[predictions["condition"].isin(MISSING)])["ua"]
     return {"method": method, "config": config, "fold": fold, "seed": seed, "ua": ua,
             "best_epochs": output.best_epochs, "seconds": round(time.perf_counter() - start, 1),
-            "switches": {"batches": run["train"]["batches"], "normalise": run["train"]["normalise_modalities"],
-                         "pooling": run["entry"]["encoder_pooling"], "windows": run["entry"]["text_windows"]}}
+            "switches": {"selection": run["train"]["selection"], "batches": run["train"]["batches"],
+                         "normalise": run["train"]["normalise_modalities"], "pooling": run["entry"]["encoder_pooling"],
+                         "windows": run["entry"]["text_windows"]}}
+
+
+def config_order(name: str) -> tuple:
+    """official, ours, then the others by how many switches they set back to ours, then by name."""
+    return (name != "official", name != "ours", name.count(",") + 1, name)
 
 
 def fold_summary(values: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -134,7 +160,7 @@ def markdown(units: pd.DataFrame, reference: pd.DataFrame) -> str:
             lines.append("| " + " | ".join([method, fold, "**official code**", str(reference_rows["count"].iloc[0]),
                                             *(cell(*reference_rows.loc[c, ["mean", "std"]]) for c in CONDITIONS)])
                          + " |")
-            for config in units.loc[units["method"] == method, "config"].unique():
+            for config in sorted(units.loc[units["method"] == method, "config"].unique(), key=config_order):
                 if (method, fold, config) not in ours.droplevel("condition").index:
                     continue
                 rows = ours.loc[(method, fold, config)]
@@ -151,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="working folder (store, units.jsonl, table.md)")
     parser.add_argument("--methods", nargs="+", default=["ifmmin", "mmin"], choices=["ifmmin", "mmin"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--configs", nargs="+", default=None, help="configurations to train (default: official, "
-                        "ours and, with --ablation, one per switch)")
+    parser.add_argument("--configs", nargs="+", default=None, help="configurations to train: official, ours, "
+                        "<switch>[,<switch>...]=ours (default: official, ours and, with --ablation, one per switch)")
     parser.add_argument("--ablation", action="store_true", help="also train `official` with each switch set back")
     parser.add_argument("--ablation-folds", nargs="+", type=int, default=None,
                         help="train every configuration but `official` on these folds only (ours, 0-based; default: "
@@ -170,12 +196,10 @@ def main(argv: list[str] | None = None) -> None:
         if fold not in store.folds:
             raise SystemExit(f"{args.reference}: runs of target/{fold + 1} but the package has folds "
                              f"{[f + 1 for f in store.folds]}")
-    configs = configurations(args.ablation)
-    if args.configs:
-        unknown = [c for c in args.configs if c not in configs]
-        if unknown:
-            raise SystemExit(f"--configs: {unknown[0]!r} is not one of {', '.join(configs)}")
-        configs = {c: configs[c] for c in args.configs}
+    try:
+        configs = {name: configuration(name) for name in (args.configs or configurations(args.ablation))}
+    except ValueError as err:
+        raise SystemExit(f"--configs: {err}") from None
     done_path = args.out / "units.jsonl"
     done = [json.loads(line) for line in done_path.read_text().splitlines()] if done_path.is_file() else []
     finished = {(u["method"], u["config"], u["fold"], u["seed"]) for u in done}

@@ -387,7 +387,8 @@ def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     data = params["data"]
     store = f"{data['features_dir']}/{data['corpus']}"
     train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "precision", "weight_decay", "stopping",
-                                                     "frame_encoder", "batches", "normalise_modalities")}
+                                                     "frame_encoder", "batches", "normalise_modalities",
+                                                     "selection")}
     if params["train"]["preset"] == "paper":
         train_science["stopping"] = {**train_science["stopping"], "rule": "fixed"}
     shared = set(stage_closure("train"))

@@ -186,3 +186,22 @@ def test_a_checkpoint_records_how_its_inputs_were_read(tiny_store, tiny_params):
     checkpoint = torch.load(io.BytesIO(output.checkpoints["fold0-seed0.pt"]), weights_only=False)
     assert checkpoint["inputs"] == {"normalise": ["audio"], "batching": "random"}
     assert json.loads(json.dumps(checkpoint["inputs"])) == checkpoint["inputs"]
+
+
+def test_test_selection_keeps_the_epoch_with_the_best_test_score(tiny_store, tiny_params):
+    kept = {}
+    for selection in ("validation", "test"):  # a setting whose best validation and best test epochs differ
+        params = tiny_params(tiny_store, epochs=6, selection=selection, seeds=[1],
+                             methods={"audio_only": {"optim": {"lr": 0.05}}})
+        run = resolved_run("audio_only", params)
+        assert run["train"]["selection"] == selection
+        output = fit_unit(run, 0, 1)
+        kept[selection] = output.best_epochs["train"]
+    history = output.history  # the test-selected run scores both splits every epoch
+    best = {split: int(history.loc[history[f"{split}_ua"].idxmax(), "epoch"]) for split in ("val", "test")}
+    assert best["val"] != best["test"]
+    assert kept == {"validation": best["val"], "test": best["test"]}
+    task = study_task("classification", tiny_store.manifest)
+    assert task.score(output.predictions)["ua"] == pytest.approx(history["test_ua"].max())
+    with pytest.raises(ConfigError, match="train.selection"):
+        tiny_params(tiny_store, selection="val")
