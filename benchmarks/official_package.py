@@ -155,14 +155,17 @@ def markdown(units: pd.DataFrame, reference: pd.DataFrame) -> str:
         return text + ("" if difference is None else f" ({difference:+.1f})")
 
     for method in units["method"].unique():
-        for fold in ["all", *sorted(official.loc[method].index.get_level_values("fold").unique().drop("all"))]:
+        folds = sorted(official.loc[method].index.get_level_values("fold").unique().drop("all"))
+        covered = units[units["method"] == method].groupby("config")["fold"].nunique() == len(folds)
+        for fold in ["all", *folds]:
             reference_rows = official.loc[(method, fold)]
             lines.append("| " + " | ".join([method, fold, "**official code**", str(reference_rows["count"].iloc[0]),
                                             *(cell(*reference_rows.loc[c, ["mean", "std"]]) for c in CONDITIONS)])
                          + " |")
             for config in sorted(units.loc[units["method"] == method, "config"].unique(), key=config_order):
-                if (method, fold, config) not in ours.droplevel("condition").index:
-                    continue
+                if (method, fold, config) not in ours.droplevel("condition").index or (fold == "all"
+                                                                                     and not covered[config]):
+                    continue  # `all` only for a configuration trained on every fold the reference has
                 rows = ours.loc[(method, fold, config)]
                 cells = [cell(rows.loc[c, "mean"], rows.loc[c, "std"],
                               rows.loc[c, "mean"] - reference_rows.loc[c, "mean"]) for c in CONDITIONS]
