@@ -82,9 +82,29 @@ def validate_params(raw: Mapping) -> dict:
         params[section] = {name: _entry(raw.get(section, {})[name]) for name in params[section]}
     params["extended"]["runs"] = {name: _entry(raw.get("extended", {}).get("runs", {})[name])
                                   for name in params["extended"]["runs"]}
+    derive_defaults(params)
     runs = resolve_runs(params)
     cross_check(params, runs)
     return params
+
+
+def derive_defaults(params: dict) -> None:
+    """Fill in, in place, the keys whose null means "derived": the fold and seed of the explorer and of the embedding
+    maps are the first trained fold (of `train.folds`; 0 with all) and the first of `train.seeds`, so that a study of
+    a fold or seed subset needs no companion setting; `train.batches` and `train.normalise_modalities` are ours
+    (bucketed, all) or, under `train.preset: paper`, the official data loaders' (random; audio alone on the
+    iemocap_mmin package, whose faces and text the official loader reads as they are)."""
+    train = params["train"]
+    paper = train["preset"] == "paper"
+    if train["batches"] is None:
+        train["batches"] = "random" if paper else "bucketed"
+    if train["normalise_modalities"] is None:
+        train["normalise_modalities"] = ["audio"] if paper and params["data"]["corpus"] == "iemocap_mmin" else "all"
+    for block in (params["explore"], params["analysis"]["embedding"]):
+        if block["fold"] is None:
+            block["fold"] = 0 if train["folds"] == "all" else train["folds"][0]
+        if block["seed"] is None:
+            block["seed"] = train["seeds"][0]
 
 
 def _entry(raw: Mapping) -> dict:
@@ -192,6 +212,7 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
     needs, joint, status (train | skip) and reason."""
     entries = study_entries(params)
     resolved: dict[str, dict] = {}
+    explicit: dict[str, set[str]] = {}  # per run, the dotted keys its entry (or a base's) writes
     corpus = params["data"]["corpus"]
     from mer_core.data.corpora.registry import CORPORA
 
@@ -225,6 +246,7 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
             merged = deep_merge(base["written"], expand_dotted(changes))
             task = raw.get("task") or base["task"]
             root = base["root"]
+            explicit[name] = explicit[base_name] | set(flatten(expand_dotted(changes)))
         else:
             info = method_info(raw["method"], f"{key}.method")
             changes = flatten({k: v for k, v in raw.items() if k not in ("method", "base", "set", "task")})
@@ -232,11 +254,15 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
                 raise ConfigError(f"{key}.set: only a run with a `base` sets keys; write them beside `method`")
             merged = deep_merge(method_defaults(info.name), expand_dotted(changes))
             base, task, root = None, raw.get("task") or params["task"], name
+            explicit[name] = set(flatten(expand_dotted(changes)))
         entry = check(info.params, merged, key).model_dump(mode="json")
         if params["train"]["preset"] == "paper":
             defaults = method_defaults(info.name)
             for paper_key in info.paper_keys:
                 set_dotted(entry, paper_key, get_dotted(defaults, paper_key))
+            for switch, official in info.paper_switches.items():
+                if not any(key == switch or key.startswith(f"{switch}.") for key in explicit[name]):
+                    set_dotted(entry, switch, official)
         run = {"name": name, "study": study, "method": info.name, "module": info.module,
                "base": raw.get("base"), "root": root, "changes": flatten(changes) if base else changes,
                "variant": _variant(info, entry, base), "task": task, "entry": entry, "written": merged,
@@ -326,6 +352,15 @@ def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
         if unknown:
             raise ConfigError(f"train.runs: {unknown[0]!r} is not a run of `methods` (runs: {', '.join(params['methods'])})")
     explore = params["explore"]
+    normalised = train["normalise_modalities"]
+    if normalised != "all":
+        from mer_core.data.corpora.registry import CORPORA
+
+        offered = CORPORA[params["data"]["corpus"]].modalities
+        absent = [m for m in normalised if m not in offered]
+        if absent:
+            raise ConfigError(f"train.normalise_modalities: {absent[0]!r} is not a modality of corpus "
+                              f"{params['data']['corpus']} ({', '.join(offered)}); give all or a list of those")
     folds = params["folds"]
     if folds["protocol"] == "kfold" and params["data"]["corpus"] not in ("iemocap_mmin", "cmu_mosei"):
         last = folds["n_folds"] - 1
@@ -365,7 +400,8 @@ def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     data = params["data"]
     store = f"{data['features_dir']}/{data['corpus']}"
     train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "precision", "normalisation",
-                                                     "weight_decay", "stopping", "frame_encoder")}
+                                                     "weight_decay", "stopping", "frame_encoder", "batches",
+                                                     "normalise_modalities", "selection")}
     if params["train"]["preset"] == "paper":
         train_science["stopping"] = {**train_science["stopping"], "rule": "fixed"}
     shared = set(stage_closure("train"))
@@ -392,6 +428,7 @@ def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     files["analysis.json"] = {**analysis, "runs": {n: r for n, r in summary.items() if r["study"] == "default"}}
     files["extended_analysis.json"] = {**analysis, "runs": summary}
     files["explore.json"] = {**params["explore"], "task": params["task"], "robustness": params["robustness"],
+                             "normalise_modalities": params["train"]["normalise_modalities"],
                              "data": {k: v for k, v in data.items() if k != "synthetic"}, "store": store,
                              "runs": {name: summary[name] for name in trained},
                              "code": code_hashes(sorted(set(module_closure([runs[n]["module"] for n in trained]))

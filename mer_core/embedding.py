@@ -43,7 +43,7 @@ from mer_core.frame_encoder import FrameEncoded
 from mer_core.methods.registry import ModelContext
 from mer_core.runtime import write_atomic
 from mer_core.schema import ConfigError
-from mer_core.train import checkpoint_path, load_model, run_view
+from mer_core.train import checkpoint_path, fold_options, load_model, run_view
 
 PROJECTIONS = ("pca", "tsne")
 RANDOM_STATE = 0  # t-SNE's random state and the seed of the `max_clips` subset (fixed: not a knob)
@@ -163,7 +163,8 @@ def run_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: str 
                           f"{type(getattr(model, 'model', model)).__name__} has no joint representation "
                           "(joint(batch))")
     task = ModelContext.from_dict(checkpoint["context"]).task
-    test = load_fold(run_view(store, checkpoint.get("inputs", {})), cfg["fold"], task)["test"]  # as the run reads it
+    inputs = checkpoint.get("inputs", {})  # the store as the run reads it
+    test = load_fold(run_view(store, inputs), cfg["fold"], task, **fold_options(inputs))["test"]
     test = take(test, clip_subset(len(test), cfg["max_clips"]))
     last = checkpoint["stages"][-1]["key"]
     block = checkpoint["params"] if last is None else checkpoint["params"][last]

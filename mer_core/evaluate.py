@@ -10,6 +10,12 @@ from a generator seeded per condition, so the same seed gives the same noise, he
 The metrics are the study task's (`mer_core.tasks`): WA, UA, F1 for classification, CCC for regression.
 A model output that is NaN or infinite raises `NonFiniteError` (a metric of NaN probabilities need not be NaN:
 an argmax still picks a class), so no metric is ever computed from one.
+
+A split batched `random` (`train.batches: random`, the official data loaders) is evaluated as the official code
+does: the replicated set of (clip, condition) pairs in shuffled batches that mix conditions (from a generator seeded
+by `noise_seed`, so the order is the same every call); this matters only to encoders whose output depends on the
+padding of the batch (`encoder_pooling: padded`). Otherwise every condition is evaluated on its own, in batches of
+clips of similar length.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mer_core.conditions import all_conditions, apply_condition, condition_name
+from mer_core.conditions import all_conditions, apply_condition, condition_name, with_presence
 from mer_core.data.batches import Split
 from mer_core.noise.scheduler import NoiseScheduler
 from mer_core.tasks import Task
@@ -79,14 +85,17 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
     Raises NonFiniteError when a model output is NaN or infinite.
     """
     model.eval()
+    conditions = conditions or all_conditions(split.modalities)
+    if split.batching == "random":
+        return _predict_mixed(model, split, batch_size, device, conditions, noise, noise_seed)
     with reuse_encodings(model):
         return _predict(model, split, batch_size, device, conditions, noise, noise_seed)
 
 
 def _predict(model: nn.Module, split: Split, batch_size: int, device: torch.device,
-             conditions: list[tuple[str, ...]] | None, noise: NoiseScheduler | None, noise_seed: int) -> pd.DataFrame:
+             conditions: list[tuple[str, ...]], noise: NoiseScheduler | None, noise_seed: int) -> pd.DataFrame:
     tables = []
-    for k, condition in enumerate(conditions or all_conditions(split.modalities)):
+    for k, condition in enumerate(conditions):
         generator = torch.Generator().manual_seed(noise_seed * 1000 + k) if noise is not None else None
         rows, labels, losses, outputs = [], [], [], []
         for full in split.batches(batch_size):
@@ -100,15 +109,50 @@ def _predict(model: nn.Module, split: Split, batch_size: int, device: torch.devi
             losses.append(split.task.clip_losses(out, batch.y).cpu().numpy())
             outputs.append(out)
         outputs = torch.cat(outputs)
-        finite = torch.isfinite(outputs.reshape(len(outputs), -1)).all(1)
-        if not finite.all():
-            raise NonFiniteError(f"model outputs under condition {condition_name(condition)}: NaN or infinite for "
-                                 f"{int((~finite).sum())} of {len(finite)} clips")
+        check_finite(outputs, f"under condition {condition_name(condition)}")
         targets, extras = split.task.columns(np.concatenate(labels), outputs)
         table = pd.DataFrame({"condition": condition_name(condition), "row": np.concatenate(rows), **targets,
                               "loss": np.concatenate(losses), **extras})
         tables.append(table.sort_values("row", kind="stable"))  # batches come in order of length
     return pd.concat(tables, ignore_index=True)
+
+
+def check_finite(outputs: torch.Tensor, where: str) -> None:
+    """NonFiniteError when a row of `outputs` holds NaN or inf."""
+    finite = torch.isfinite(outputs.reshape(len(outputs), -1)).all(1)
+    if not finite.all():
+        raise NonFiniteError(f"model outputs {where}: NaN or infinite for {int((~finite).sum())} of {len(finite)} "
+                             f"clips")
+
+
+def _predict_mixed(model: nn.Module, split: Split, batch_size: int, device: torch.device,
+                   conditions: list[tuple[str, ...]], noise: NoiseScheduler | None, noise_seed: int) -> pd.DataFrame:
+    """`predict` as the official evaluation batches: pair p of the replicated set is clip p // C under condition
+    p % C (C conditions), the pairs shuffled and cut into batches of `batch_size` (see the module docstring)."""
+    keep = torch.tensor([[m in c for m in split.modalities] for c in conditions])
+    generator = torch.Generator().manual_seed(noise_seed)
+    order = torch.randperm(len(split) * len(conditions), generator=generator)
+    pairs, labels, losses, outputs = [], [], [], []
+    for chunk in order.split(batch_size):
+        full = split.batch(chunk // len(conditions)).to(device)
+        batch = with_presence(full, keep[chunk % len(conditions)].to(device))
+        if noise is not None:
+            batch = noise.replace_missing(batch, full, generator)
+        out = model(batch).float()  # bfloat16 under `train.precision: bf16`
+        pairs.append(chunk.numpy())
+        labels.append(batch.y.cpu().numpy())
+        losses.append(split.task.clip_losses(out, batch.y).cpu().numpy())
+        outputs.append(out)
+    outputs = torch.cat(outputs)
+    check_finite(outputs, "on the replicated set")
+    pairs = np.concatenate(pairs)
+    targets, extras = split.task.columns(np.concatenate(labels), outputs)
+    table = pd.DataFrame({"condition": [condition_name(conditions[k]) for k in pairs % len(conditions)],
+                          "row": split.rows[pairs // len(conditions)], **targets, "loss": np.concatenate(losses),
+                          **extras})
+    table["order"] = pairs % len(conditions)
+    table = table.sort_values(["order", "row"], kind="stable").drop(columns="order")
+    return table.reset_index(drop=True)
 
 
 def grid_metrics(predictions: pd.DataFrame, task: Task) -> pd.DataFrame:

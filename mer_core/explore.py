@@ -52,7 +52,7 @@ from mer_core.robustness import cell_seed, corrupted_split, feature_noise_settin
 from mer_core.schema import ConfigError
 from mer_core.study import explore_run
 from mer_core.tasks import study_task
-from mer_core.train import checkpoint_path, load_model, run_view
+from mer_core.train import checkpoint_path, fold_options, load_model, run_view
 
 CPU = torch.device("cpu")
 NONE = "none"
@@ -103,10 +103,20 @@ def filter_clips(clips: pd.DataFrame, emotion: str | None = None, speaker: str |
     return clips[keep]
 
 
+def default_emotion(clips: pd.DataFrame, classes: list[str], speaker: str | int | None = None) -> str | None:
+    """`explore.emotion: null`: the first of `classes` (the corpus's order) with a test clip in `clips` (of
+    `speaker` when given); None when there is none."""
+    for emotion in classes:
+        if not filter_clips(clips, emotion, speaker).empty:
+            return emotion
+    return None
+
+
 def select_clip(clips: pd.DataFrame, emotion: str | None = None, speaker: str | int | None = None,
                 clip: str | None = None) -> pd.Series:
-    """The test clip `clip`, or the first test clip of class `emotion` and speaker `speaker` (None: any). A
-    ConfigError names the `explore` key and what is allowed."""
+    """The test clip `clip`, or the first test clip of class `emotion` and speaker `speaker` (None or `any`: any).
+    A ConfigError names the `explore` key and what is allowed."""
+    emotion = None if emotion == "any" else emotion
     if clip is not None:
         match = clips[clips["clip_id"] == clip]
         if match.empty:
@@ -115,7 +125,7 @@ def select_clip(clips: pd.DataFrame, emotion: str | None = None, speaker: str | 
         return match.iloc[0]
     if emotion is not None and emotion not in set(clips["label"]):
         raise ConfigError(f"explore.emotion: got {emotion!r}; allowed values: {', '.join(sorted(set(clips['label'])))}"
-                          f" (or null)")
+                          f", any (or null)")
     speakers = sorted(set(clips["speaker"]))
     if speaker is not None and str(speaker) not in speakers:
         raise ConfigError(f"explore.speaker: got {speaker!r}; the fold's test speakers: {', '.join(speakers)} (or null)")
@@ -324,6 +334,13 @@ def face_matrix(store: FeatureStore, row: int, media: pd.DataFrame | None = None
 # ====================================================================================================== explorer
 
 
+def study_inputs(params: dict) -> dict:
+    """How a run with the study's settings reads the store (`train.run_inputs`): frames, fold normalisation of the
+    modalities `train.normalise_modalities` names, bucketed batches."""
+    return {"audio_input": None, "normalisation": "fold", "normalise": params.get("normalise_modalities") or "all",
+            "batching": "bucketed"}
+
+
 @dataclass
 class Explorer:
     """The open study for one (fold, seed): the feature store, the fold's test split, its test clips, the noise
@@ -354,7 +371,8 @@ class Explorer:
         store = read_store(params["store"], verify=False)
         if fold not in store.folds:
             raise ConfigError(f"explore.fold: got {fold}; the feature store's folds: {store.folds}")
-        test = load_fold(store, fold, study_task(params["task"], store.manifest))["test"]
+        test = load_fold(store, fold, study_task(params["task"], store.manifest), **fold_options(study_inputs(params)))
+        test = test["test"]
         return cls(params, fold, seed, Path(checkpoints), store, test, clip_table(store, fold),
                    noise_settings(store, params["robustness"]), media_files(params["data"]))
 
@@ -371,16 +389,17 @@ class Explorer:
         return self.models[run]
 
     def run_data(self, run: str) -> tuple[FeatureStore, Split]:
-        """(the store as `run` reads it, its test split): the functionals its audio is and its normalisation
-        (`train.run_view`); the opened store and test split for a run that reads the store as it is."""
+        """(the store as `run` reads it, its test split): the functionals its audio is, its normalisation and batching
+        (`train.run_inputs`, from its checkpoint); the opened store and test split for a run that reads the store as
+        the study's settings do."""
         self.model(run)
-        inputs = self.inputs[run]
-        if not inputs.get("audio_input") and inputs.get("normalisation", "fold") == "fold":
+        inputs = {**study_inputs(self.params), **self.inputs[run]}
+        if inputs == study_inputs(self.params):
             return self.store, self.test
-        key = tuple(sorted(inputs.items()))
+        key = tuple(sorted((k, str(v)) for k, v in inputs.items()))
         if key not in self.fed:
             view = run_view(self.store, inputs)
-            self.fed[key] = view, load_fold(view, self.fold, self.test.task)["test"]
+            self.fed[key] = view, load_fold(view, self.fold, self.test.task, **fold_options(inputs))["test"]
         return self.fed[key]
 
     def condition(self, name: str) -> tuple[str, ...]:
@@ -402,7 +421,9 @@ class Explorer:
             raise ConfigError(f"explore.run: no trained run has a checkpoint for fold {self.fold}, seed {self.seed} "
                               f"under {self.checkpoints}")
         condition = cfg["condition"] or self.conditions[0]
-        clip = select_clip(self.clips, cfg["emotion"], cfg["speaker"], cfg["clip"])
+        emotion = cfg["emotion"] if cfg["emotion"] is not None else \
+            default_emotion(self.clips, self.store.classes, cfg["speaker"])
+        clip = select_clip(self.clips, emotion, cfg["speaker"], cfg["clip"])
         self.condition(condition)
         resolve_setting(self.settings, cfg["noise"], cfg["level"])
         return {"run": run, "clip_id": clip["clip_id"], "condition": condition, "noise": cfg["noise"],

@@ -122,9 +122,11 @@ def test_every_run_entry_validates_with_its_methods_model():
 def test_defaults_fill_every_key_of_an_empty_file():
     params = validate_params({})
     assert params["task"] == "classification" and params["methods"] == {}
+    derived = {"train": {"batches": "bucketed", "normalise_modalities": "all"}, "explore": {"fold": 0, "seed": 0},
+               "analysis": {"embedding": {"fold": 0, "seed": 0}}}  # null: derived (`derive_defaults`)
     for section, model in SECTIONS.items():
         if section != "extended":
-            assert params[section] == model().model_dump(mode="json"), section
+            assert params[section] == deep_merge(model().model_dump(mode="json"), derived.get(section, {})), section
     assert params["train"]["stopping"] == {"rule": "plateau", "patience": 5, "min_epochs": 5, "min_delta": 0.0}
 
 
@@ -376,8 +378,10 @@ def test_paper_preset_resets_schedules_and_sizes():
         for key in info.paper_keys:
             assert get_dotted(run["entry"], key) == get_dotted(official, key), (name, key)
         kept = {k: v for k, v in flatten(study_runs[name]["entry"]).items()
-                if not any(k == p or k.startswith(p + ".") for p in info.paper_keys)}
+                if not any(k == p or k.startswith(p + ".") for p in info.paper_keys) and k not in info.paper_switches}
         assert {k: flatten(run["entry"])[k] for k in kept} == kept, name
+        for key, value in info.paper_switches.items():  # none written here: the official behaviour is implied
+            assert get_dotted(run["entry"], key) == value, (name, key)
     assert study_runs["vavl"]["entry"]["d_model"] == 64 and paper_runs["vavl"]["entry"]["d_model"] == 512
     assert paper_runs["vavl"]["entry"]["positions"] == "absolute_shift"  # a switch, not a size: kept
     assert paper_runs["mmin"]["entry"]["mse_weight"] == 2.0

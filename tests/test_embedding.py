@@ -61,7 +61,7 @@ def runs(tiny_store, tiny_params) -> dict[str, dict]:
 
 def embedding_cfg(**changes) -> dict:
     """`analysis.embedding` (validated, defaults filled) with `changes`."""
-    return {**Embedding().model_dump(), **changes}
+    return {**Embedding().model_dump(), "fold": 0, "seed": 0, **changes}  # fold, seed: as `derive_defaults` fills them
 
 
 def write_checkpoint(run: dict, store, directory: Path, fold: int = 0, seed: int = 0) -> Path:

@@ -25,6 +25,7 @@ from mer_core.explore import (
     available_runs,
     clip_table,
     clip_wave,
+    default_emotion,
     face_matrix,
     kind_levels,
     load_run,
@@ -158,10 +159,22 @@ def test_clip_table_holds_the_folds_test_clips_and_filters(tiny_store):
     assert (both["label"], both["speaker"]) == ("fear", speaker)
     assert select_clip(clips, clip=clips["clip_id"].iloc[3])["row"] == clips["row"].iloc[3]
     assert select_clip(clips)["row"] == clips["row"].iloc[0]
+    assert select_clip(clips, emotion="any")["row"] == clips["row"].iloc[0]
     with pytest.raises(ConfigError, match="explore.clip: 'nope' is not a test clip of this fold"):
         select_clip(clips, clip="nope")
     with pytest.raises(ConfigError, match="explore.speaker: got '9999'; the fold's test speakers"):
         select_clip(clips, speaker="9999")
+
+
+def test_default_emotion_is_the_first_class_with_a_test_clip(tiny_store):
+    clips = clip_table(tiny_store, 0)
+    present = [c for c in tiny_store.classes if (clips["label"] == c).any()]
+    assert default_emotion(clips, tiny_store.classes) == present[0]
+    assert default_emotion(clips, ["absent", *present[::-1]]) == present[-1]
+    speaker = clips["speaker"].iloc[-1]
+    own = [c for c in tiny_store.classes if ((clips["label"] == c) & (clips["speaker"] == speaker)).any()]
+    assert default_emotion(clips, tiny_store.classes, speaker) == own[0]
+    assert default_emotion(clips, ["absent"]) is None
 
 
 # ============================================================================================ predictions

@@ -13,50 +13,53 @@ import pytest
 
 from mer_core.config import load_params
 from mer_core.data.batches import load_fold
-from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.corpora.base import CorpusError
 from mer_core.data.corpora.iemocap_mmin import CLASSES, parse_name, read_package
+from mer_core.data.corpora.registry import CORPORA
 from mer_core.data.prepare import prepare, store_path
+from mer_core.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = {"A/comparE.h5": 130, "V/denseface.h5": 342, "L/bert_large.h5": 1024}
 UNLISTED = "Ses01F_impro09_F009"  # in the feature files, in no fold: stays out of the store
 
 
-def utterances() -> list[tuple[str, int]]:
+def utterances(n_classes: int = len(CLASSES)) -> list[tuple[str, int]]:
     """(name, class index): per session, each speaker says one utterance of each class; the dialogue's
     gender letter differs from the speaker's in half of them."""
     out = []
     for session in (1, 2, 3):
         for speaker in "FM":
-            for k in range(len(CLASSES)):
+            for k in range(n_classes):
                 dialogue = "FM"[k % 2]
                 out.append((f"Ses0{session}{dialogue}_impro0{k + 1}_{speaker}00{k}", k))
     return out
 
 
-def fold_lists() -> dict[int, dict[str, list[tuple[str, int]]]]:
+def fold_lists(n_classes: int = len(CLASSES)) -> dict[int, dict[str, list[tuple[str, int]]]]:
     """Folder k (1..3): test = session k, val = the next session, train = the third."""
-    by_session = {s: [u for u in utterances() if u[0].startswith(f"Ses0{s}")] for s in (1, 2, 3)}
+    by_session = {s: [u for u in utterances(n_classes) if u[0].startswith(f"Ses0{s}")] for s in (1, 2, 3)}
     return {k: {"tst": by_session[k], "val": by_session[k % 3 + 1], "trn": by_session[(k + 1) % 3 + 1]}
             for k in (1, 2, 3)}
 
 
-def write_package(root: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Write the tiny package at `root`; return the arrays written, per file and utterance."""
+def write_package(root: Path, widths: dict[str, int] = WIDTHS, n_classes: int = len(CLASSES)
+                  ) -> dict[str, dict[str, np.ndarray]]:
+    """Write the tiny package at `root` (feature `widths` per file, `n_classes` one-hot columns); return the arrays
+    written, per file and utterance."""
     rng = np.random.default_rng(0)
     arrays = {}
-    for file, width in WIDTHS.items():
+    for file, width in widths.items():
         (root / file).parent.mkdir(parents=True, exist_ok=True)
         arrays[file] = {}
         with h5py.File(root / file, "w") as handle:
-            for i, name in enumerate([u for u, _ in utterances()] + [UNLISTED]):
+            for i, name in enumerate([u for u, _ in utterances(n_classes)] + [UNLISTED]):
                 x = rng.normal(size=(3 + i % 5, width)).astype(np.float32)
                 if file == "V/denseface.h5" and i % 3 == 0:
                     x[1] = 0.0  # no face in that frame
                 handle.create_dataset(name, data=x)
                 arrays[file][name] = x
-    for k, lists in fold_lists().items():
+    for k, lists in fold_lists(n_classes).items():
         folder = root / "target" / str(k)
         folder.mkdir(parents=True)
         for prefix, items in lists.items():
@@ -64,7 +67,7 @@ def write_package(root: Path) -> dict[str, dict[str, np.ndarray]]:
             # the official files hold (N, 1) bytes; folder 2 uses (N,) str to check both are read
             int2name = np.array(names) if k == 2 else np.array(names, dtype="S")[:, None]
             np.save(folder / f"{prefix}_int2name.npy", int2name)
-            np.save(folder / f"{prefix}_label.npy", np.eye(len(CLASSES), dtype=np.float32)[[c for _, c in items]])
+            np.save(folder / f"{prefix}_label.npy", np.eye(n_classes, dtype=np.float32)[[c for _, c in items]])
     return arrays
 
 
@@ -161,7 +164,7 @@ def relabel_first(path: str, label: int):
     return edit
 
 
-FIRST = sorted(utterances())[0][0]
+FIRST, SECOND = (name for name, _ in sorted(utterances())[:2])
 BAD_INPUTS = {
     "missing feature file": (lambda r: (r / "A" / "comparE.h5").unlink(), "A/comparE.h5", "missing"),
     "missing fold folder": (lambda r: shutil.rmtree(r / "target" / "2"), "target/2", "fold folder missing"),
@@ -169,8 +172,13 @@ BAD_INPUTS = {
     "missing list file": (lambda r: (r / "target" / "3" / "tst_label.npy").unlink(), "target/3/tst_label.npy",
                           "missing"),
     "missing utterance key": (break_h5("V/denseface.h5", FIRST), "V/denseface.h5", f"no array for utterance '{FIRST}'"),
-    "wrong feature width": (break_h5("L/bert_large.h5", FIRST, np.zeros((4, 768))), "L/bert_large.h5",
-                            r"shape \(4, 768\); expected \(frames, 1024\)"),
+    "width differs between utterances": (break_h5("L/bert_large.h5", FIRST, np.zeros((4, 768))), "L/bert_large.h5",
+                                         f"'{SECOND}' has shape .*width 1024, but '{FIRST}' has width 768"),
+    "not frames x width": (break_h5("A/comparE.h5", FIRST, np.zeros(5)), "A/comparE.h5",
+                           rf"'{FIRST}' has shape \(5,\); expected \(frames, width\)"),
+    "class count differs between label files": (save("target/3/val_label.npy", np.eye(5, dtype=np.float32)[[0] * 8]),
+                                                "target/3/val_label.npy", "5 classes .* but .*target/1/trn_label.npy "
+                                                "has 4"),
     "length mismatch": (save("target/1/val_int2name.npy", np.array([b"Ses02F_impro01_F000"])),
                         "target/1/val_int2name.npy", "1 names but val_label.npy has 8 rows"),
     "label not one-hot": (save("target/2/trn_label.npy", np.full((8, 4), 0.25)), "target/2/trn_label.npy",
@@ -196,6 +204,54 @@ def test_bad_input_names_the_file(package, case):
     with pytest.raises(CorpusError, match=message) as info:
         read_package(root)
     assert str(root / file) in str(info.value)
+
+
+def test_any_number_of_classes_and_feature_widths_are_read_from_the_package(tmp_path):
+    widths = {"A/comparE.h5": 88, "V/denseface.h5": 31, "L/bert_large.h5": 768}
+    root = tmp_path / "six"
+    arrays = write_package(root, widths, n_classes=6)
+    pkg = read_package(root)
+    assert {m: s.dim for m, s in pkg.sequences.items()} == {"audio": 88, "visual": 31, "text": 768}
+    assert [pkg.features[m]["width"] for m in ("audio", "visual", "text")] == [88, 31, 768]
+    assert pkg.classes == tuple(f"class_{k}" for k in range(6))
+    expected = dict(utterances(6))
+    assert pkg.meta["label"].tolist() == [f"class_{expected[n]}" for n in pkg.meta["clip_id"]]
+    frames, _ = pkg.sequences["visual"].clip(0)
+    np.testing.assert_array_equal(frames, arrays["V/denseface.h5"][pkg.meta["clip_id"][0]])
+    names = ["hap", "ang", "sad", "neu", "exc", "fru"]
+    assert read_package(root, classes=names).meta["label"].tolist() == [names[expected[n]]
+                                                                        for n in pkg.meta["clip_id"]]
+    with pytest.raises(CorpusError, match=r"target/1/trn_label.npy: 6 classes .* data.iemocap_mmin.classes names 4"):
+        read_package(root, classes=["a", "b", "c", "d"])
+
+
+def test_prepare_takes_class_names_and_widths_from_the_package(tmp_path):
+    root = tmp_path / "five"
+    write_package(root, {"A/comparE.h5": 7, "V/denseface.h5": 31, "L/bert_large.h5": 9}, n_classes=5)
+    params = load_params(ROOT / "params.yaml", {"data.corpus": "iemocap_mmin", "data.root": str(root),
+                                                "data.features_dir": str(tmp_path / "features"),
+                                                "data.iemocap_mmin.classes": ["a", "b", "c", "d", "e"]})
+    store = prepare(params)
+    assert store.classes == ["a", "b", "c", "d", "e"]
+    assert store.manifest["dims"] == {"audio": 7, "visual": 31, "text": 9}
+    fold = load_fold(store, 0)
+    assert fold["train"].x["visual"].shape[2] == 31 and set(fold["test"].y.tolist()) == set(range(5))
+
+
+def test_a_fold_and_seed_subset_needs_no_companion_setting(package, tmp_path):
+    root, _ = package
+    overrides = {"data.corpus": "iemocap_mmin", "data.root": str(root), "train.folds": [1], "train.seeds": [3, 4],
+                 "data.features_dir": str(tmp_path / "features")}
+    params = load_params(ROOT / "params.yaml", overrides)
+    for block in (params["explore"], params["analysis"]["embedding"]):
+        assert (block["fold"], block["seed"]) == (1, 3)
+    assert prepare(params).folds == [0, 1, 2]
+    with pytest.raises(ConfigError, match=r"explore.fold: fold 0 is not trained \(train.folds: \[1\]\)"):
+        load_params(ROOT / "params.yaml", {**overrides, "explore.fold": 0})
+    with pytest.raises(ConfigError, match=r"analysis.embedding.seed: 0 is not one of train.seeds \[3, 4\]"):
+        load_params(ROOT / "params.yaml", {**overrides, "analysis.embedding.seed": 0})
+    everything = load_params(ROOT / "params.yaml", {k: v for k, v in overrides.items() if k != "train.folds"})
+    assert everything["explore"]["fold"] == 0 and everything["analysis"]["embedding"]["fold"] == 0
 
 
 def test_missing_root_is_named(tmp_path):

@@ -69,11 +69,14 @@ from mer_core.losses import pairwise_cmd, slot_mse
 from mer_core.methods.baselines import Encoding, UttFusion
 from mer_core.methods.registry import ModelContext
 
+
 class RowCache:
     """Per-clip memo of a frozen teacher's outputs on a training clip (keyed by the clip's row in meta.csv, and
     by anything else the outputs depend on, e.g. the modalities removed): computed the first time a key is seen,
     reused in every later epoch. Exact because the teacher is frozen and deterministic (eval mode) and the
-    encoders ignore padding and the other clips of a batch."""
+    encoders ignore padding and the other clips of a batch; not used when they pool over the padding
+    (`encoder_pooling` or `text_windows: padded`, `exact_teacher_cache`), where a clip's output depends on its
+    batch."""
 
     def __init__(self):
         self.values: dict = {}
@@ -85,6 +88,11 @@ class RowCache:
             for k, value in zip(keys, zip(*compute())):
                 self.values.setdefault(k, value)
         return tuple(torch.stack(parts) for parts in zip(*(self.values[k] for k in keys)))
+
+
+def exact_teacher_cache(entry: dict) -> bool:
+    """Whether a `RowCache` of the teacher's outputs is exact: the encoders ignore the padding of the batch."""
+    return Encoding.from_entry(entry) == Encoding()
 
 
 def ae_layers(width: int, widths: list[float]) -> list[int]:
@@ -142,7 +150,7 @@ class Imagination(nn.Module):
         self.classifier = kaiming_init_(MLPClassifier(self.ae.latent_dim, entry["classifier"], self.task.n_outputs,
                                                       entry["dropout"]))
         self.weights = {k: entry[k] for k in ("ce_weight", "mse_weight")}
-        self.imagination_targets = RowCache()  # per (clip, modalities removed)
+        self.imagination_targets = RowCache() if exact_teacher_cache(entry) else None  # per (clip, removed)
 
     def train(self, mode: bool = True) -> "Imagination":
         super().train(mode)
@@ -157,9 +165,13 @@ class Imagination(nn.Module):
         """The teacher's embeddings of the modalities missing from `batch` (present ones zero-filled), cached per
         training clip and set of missing modalities."""
         missing = ~batch.present
-        keys = list(zip(full.rows.tolist(), map(tuple, missing.tolist())))
-        return self.imagination_targets(keys, lambda: (
-            torch.cat(self.embed(self.teacher, with_presence(full, missing)), 1),))[0]
+
+        def compute():
+            return torch.cat(self.embed(self.teacher, with_presence(full, missing)), 1),
+
+        if self.imagination_targets is None:
+            return compute()[0]
+        return self.imagination_targets(list(zip(full.rows.tolist(), map(tuple, missing.tolist()))), compute)[0]
 
     def imagine(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(h, imagination, block latents, per-modality student embeddings)."""
@@ -218,7 +230,7 @@ class IFMMIN(Imagination):
         self.shared = copy.deepcopy(stage1.shared)
         self.teacher_shared = frozen(stage1.shared)
         self.invariant_weight = entry["invariant_weight"]
-        self.targets = RowCache()
+        self.targets = RowCache() if exact_teacher_cache(entry) else None
 
     def train(self, mode: bool = True) -> "IFMMIN":
         super().train(mode)
@@ -236,8 +248,10 @@ class IFMMIN(Imagination):
         loss, logits, (_, _, _, invariant) = self.base_loss(batch, full)
         if self.invariant_weight > 0:
             with torch.no_grad():
-                target, = self.targets(full.rows.tolist(), lambda: (
-                    torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),))
+                def compute():
+                    return torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),
+
+                target, = compute() if self.targets is None else self.targets(full.rows.tolist(), compute)
             loss = loss + self.invariant_weight * slot_mse(invariant, target, full.present)
         return loss, logits
 

@@ -53,6 +53,19 @@ class MspImprov(Params):
     """Turns whose category is O (other) or X (no agreement): drop (4 classes) | other: kept as a fifth class."""
 
 
+class IemocapMmin(Params):
+    classes: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=2)
+    """Names of the label indices (one-hot columns) in order; null: happy, angry, sad, neutral for a 4-class package
+    (the authors' plotting code), class_0, class_1, ... otherwise."""
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value):
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"each class name may appear once, got {value}")
+        return value
+
+
 class CmuMosei(Params):
     visual: Literal["facet42", "openface2"] = "facet42"
     """facet42: CMU_MOSEI_VisualFacet42.csd (35-d) | openface2: CMU_MOSEI_VisualOpenFace2.csd."""
@@ -85,6 +98,7 @@ class Data(Params):
     ravdess: Ravdess = Field(default_factory=Ravdess)
     iemocap_audio: IemocapAudio = Field(default_factory=IemocapAudio)
     msp_improv: MspImprov = Field(default_factory=MspImprov)
+    iemocap_mmin: IemocapMmin = Field(default_factory=IemocapMmin)
     cmu_mosei: CmuMosei = Field(default_factory=CmuMosei)
 
     @field_validator("corpus")

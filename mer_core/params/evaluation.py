@@ -57,10 +57,10 @@ class Embedding(Params):
     """The 2-D maps of each run's joint representation (what its classifier reads) under every condition
     (`mer_core.embedding`), for every run whose method has one."""
 
-    fold: int = Field(0, ge=0)
-    """Which fold's test clips and checkpoint."""
-    seed: int = Field(0, ge=0)
-    """Which training seed's checkpoint (one of train.seeds)."""
+    fold: int | None = Field(None, ge=0)
+    """Which fold's test clips and checkpoint; null: the first trained fold (of train.folds; 0 with all)."""
+    seed: int | None = Field(None, ge=0)
+    """Which training seed's checkpoint (one of train.seeds); null: the first of train.seeds."""
     projection: Literal["tsne", "pca"] = "tsne"
     """tsne (init pca, fixed random state, on standardised vectors) | pca."""
     perplexity: float = Field(30.0, ge=2.0, le=100.0)
@@ -87,12 +87,14 @@ class Explore(Params):
     run: str | None = None
     """A run of `methods`; null: the first trained run of a noise-robust method (NMER), else of a missing-modality
     method, else the first trained run."""
-    fold: int = Field(0, ge=0)
-    """A fold of the feature store: the clips are its test clips."""
-    seed: int = Field(0, ge=0)
-    """A training seed of train.seeds."""
+    fold: int | None = Field(None, ge=0)
+    """A fold of the feature store: the clips are its test clips; null: the first trained fold (of train.folds; 0
+    with all)."""
+    seed: int | None = Field(None, ge=0)
+    """A training seed of train.seeds; null: the first of them."""
     emotion: str | None = None
-    """The first test clip of this class (null: any class) ..."""
+    """The first test clip of this class (a class of the corpus, or `any`; null: the first class in the corpus's
+    order that has a test clip, of `speaker` when given) ..."""
     speaker: str | int | None = None
     """... and of this speaker id (null: any test speaker)."""
     clip: str | None = None

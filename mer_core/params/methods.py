@@ -35,8 +35,9 @@ def optim(**values) -> Callable[[], Optim]:
     return lambda: Optim(**values)
 
 
-# official schedules (docs/methods.md §2, §3.1, §3.2, §4.2, §4.3, §5.3)
-UTT_FUSION_OPTIM = dict(epochs=10, epochs_decay=10, lr=2e-4, beta1=0.9, grad_clip=0.5, batch_size=128)
+# official schedules (docs/methods.md §2, §3.1, §3.2, §4.2, §4.3, §5.3); MMIN's utt_fusion clips gradient norms at
+# 5.0 (AIM3-RUC/MMIN master; IF-MMIN's copy of the model clips at 0.5, as its utt_shared does)
+UTT_FUSION_OPTIM = dict(epochs=10, epochs_decay=10, lr=2e-4, beta1=0.9, grad_clip=5.0, batch_size=128)
 SHARED_OPTIM = dict(epochs=10, epochs_decay=10, lr=2e-4, beta1=0.9, grad_clip=0.5, batch_size=64)
 
 
@@ -400,9 +401,11 @@ def audio_input(entry: dict) -> str | None:
 @dataclass(frozen=True)
 class MethodInfo:
     """A method: see the module docstring. `variants`: named changes of its entry (dotted keys), the ablations and
-    switch studies the analysis and the papers' claims refer to. `tasks`: the study tasks it can be trained for (a run
-    of another task is skipped, with the reason). `functionals(entry)`: the openSMILE functionals set a run reads as
-    its audio, or None (frames); the params stage asks prepare for every set the trained runs read."""
+    switch studies the analysis and the papers' claims refer to. `paper_switches`: {dotted key: the official value}
+    that `train.preset: paper` sets where the run does not write the key (the official behaviour the paper's numbers
+    were produced with). `tasks`: the study tasks it can be trained for (a run of another task is skipped, with the
+    reason). `functionals(entry)`: the openSMILE functionals set a run reads as its audio, or None (frames); the
+    params stage asks prepare for every set the trained runs read."""
 
     name: str
     params: type[Params]
@@ -415,11 +418,14 @@ class MethodInfo:
     paper_keys: tuple[str, ...] = ()
     variants: dict[str, dict] = field(default_factory=dict)
     family: str = "baseline"
+    paper_switches: dict[str, object] = field(default_factory=dict)
     tasks: tuple[str, ...] = ("classification", "regression")
     functionals: Callable[[dict], str | None] = audio_input
 
 
 SIZE_KEYS = ("optim", "hidden", "classifier", "dropout")
+# the MMIN code's encoders never see the clip lengths: their max-pools run over the padded batch (docs/methods.md §1.3)
+MMIN_CODE_POOLING = {"encoder_pooling": "padded", "text_windows": "padded"}
 TWO_STAGE_KEYS = (*SIZE_KEYS, "ae_widths", "ae_blocks", "pretrain.optim", "pretrain.classifier", "pretrain.dropout")
 BASELINE = "mer_core.methods.baselines"
 MMIN_MODULE = "mer_core.methods.mmin"
@@ -428,14 +434,14 @@ MMIN_MODULE = "mer_core.methods.mmin"
 def _baseline(name: str, summary: str, needs=(), min_modalities=2, joint=None, params=Baseline,
               conditions: str | Callable = "full") -> MethodInfo:
     return MethodInfo(name, params, BASELINE, (StageInfo("train", train_conditions=conditions),), summary, needs,
-                      min_modalities, joint, SIZE_KEYS)
+                      min_modalities, joint, SIZE_KEYS, paper_switches=MMIN_CODE_POOLING)
 
 
 def _two_stage(name, params, module, summary, joint, variants, paper_keys=TWO_STAGE_KEYS, noise_key=None, family=""):
     return MethodInfo(name, params, module, (
         StageInfo("pretrain", "pretrain", "full", "full"),
         StageInfo("train", None, "missing", "missing", noise_key)),
-        summary, (), 2, joint, paper_keys, variants, family)
+        summary, (), 2, joint, paper_keys, variants, family, MMIN_CODE_POOLING)
 
 
 UTT_JOINT = "the concatenated encoder embeddings"

@@ -24,7 +24,10 @@ whether it is written or not. Machine settings (`machine`) never change a result
 
 A run (`methods.<run>`, `extended.runs.<run>`) names a `method` and the keys it changes from that method's defaults,
 the official settings below, or a `base` run and the dotted keys it `set`s (docs/pipeline.md, "Runs"). With
-`train.preset: paper`, each method's *paper keys* (its schedule and sizes) are reset to these defaults.
+`train.preset: paper`, each method's *paper keys* (its schedule and sizes) are reset to these defaults, and the
+official behaviour the papers' numbers were produced with is implied wherever the params do not write the key:
+random batches (`train.batches`), the MMIN package's audio-only normalisation (`train.normalise_modalities`) and
+the MMIN code's max-pools over padding (`encoder_pooling`, `text_windows`: padded); docs/faithfulness.md.
 """
 
 

@@ -110,7 +110,7 @@ CORPORA = {
         "iemocap_mmin", tuple(iemocap_mmin.FEATURES), iemocap_mmin.CLASSES,
         "IEMOCAP in the MMIN authors' feature package: ComParE audio, Denseface faces, BERT-large text and the "
         "package's own folds (10)",
-        read_package=iemocap_mmin.read_package,
+        read_package=iemocap_mmin.read_package, options=True,
     ),
     "cmu_mosei": Corpus(
         "cmu_mosei", ("audio", "visual", "text"), (),
