@@ -580,7 +580,7 @@ def test_registry_entries_and_options_schemas():
     assert CORPORA["emodb"].modalities == ("audio",) and CORPORA["iemocap_audio"].modalities == ("audio",)
     assert CORPORA["crema_d"].modalities == ("audio", "visual") and CORPORA["msp_improv"].modalities == ("audio", "visual")
     with_options = {n for n, c in CORPORA.items() if c.options}
-    assert with_options == {"crema_d", "ravdess", "iemocap_audio", "msp_improv", "cmu_mosei"}
+    assert with_options == {"crema_d", "ravdess", "iemocap_audio", "iemocap_mmin", "msp_improv", "cmu_mosei"}
     assert set(Data.model_fields) >= with_options  # each corpus with options has its params section data.<name>
     assert CORPORA["builtin"].options is False and CORPORA["builtin"].protocol is None
     assert CORPORA["ravdess"].protocol is None

@@ -184,7 +184,8 @@ def test_a_checkpoint_records_how_its_inputs_were_read(tiny_store, tiny_params):
     assert (run["train"]["normalise_modalities"], run["train"]["batches"]) == (["audio"], "random")
     output = fit_unit(run, 0, 0)
     checkpoint = torch.load(io.BytesIO(output.checkpoints["fold0-seed0.pt"]), weights_only=False)
-    assert checkpoint["inputs"] == {"normalise": ["audio"], "batching": "random"}
+    assert checkpoint["inputs"] == {"audio_input": None, "normalisation": "fold", "normalise": ["audio"],
+                                    "batching": "random"}
     assert json.loads(json.dumps(checkpoint["inputs"])) == checkpoint["inputs"]
 
 

@@ -192,7 +192,7 @@ def test_unknown_method_raises_config_error():
 def test_a_partial_block_takes_the_rest_from_the_methods_defaults():
     params = validate_params({"methods": {"utt_fusion": {"method": "utt_fusion", "optim": {"epochs": 1}}}})
     assert resolve_runs(params)["utt_fusion"]["entry"]["optim"] == {
-        "epochs": 1, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5, "batch_size": 128}
+        "epochs": 1, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 5.0, "batch_size": 128}
 
 
 def test_paper_preset_merges_the_official_settings():
@@ -200,7 +200,7 @@ def test_paper_preset_merges_the_official_settings():
     study = resolve_runs(validate_params(raw))["utt_fusion"]["entry"]
     assert study == baseline_entry("utt_fusion")
     paper = resolve_runs(validate_params({**raw, "train": {"preset": "paper"}}))["utt_fusion"]["entry"]
-    assert paper["optim"] == {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 0.5,
+    assert paper["optim"] == {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 5.0,
                               "batch_size": 128}  # docs/methods.md §2.1 (IEMOCAP script)
     assert paper["hidden"] == 128 and paper["classifier"] == [128, 128] and paper["dropout"] == 0.3
     assert raw["methods"]["utt_fusion"]["optim"] == OPTIM  # the params are not modified

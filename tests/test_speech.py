@@ -481,8 +481,9 @@ def test_any_lstm_run_reads_functionals_as_its_audio_and_the_embedding_follows(t
     summary = run_method("net", params, tmp_path / "results", tmp_path / "ckpt")
     checkpoint = torch.load(tmp_path / "ckpt" / "fold0-seed0.pt", weights_only=False)
     assert checkpoint["context"]["dims"]["audio"] == 12 and summary["units"] == 1  # the functionals' width
-    assert checkpoint["inputs"] == {"audio_input": "eGeMAPSv02", "normalisation": "speaker"}
-    table = run_embedding(Embedding(projection="pca").model_dump(), "net", store, tmp_path / "ckpt")
+    assert checkpoint["inputs"] == {"audio_input": "eGeMAPSv02", "normalisation": "speaker", "normalise": "all",
+                                    "batching": "bucketed"}
+    table = run_embedding(Embedding(projection="pca", fold=0, seed=0).model_dump(), "net", store, tmp_path / "ckpt")
     assert len(table) == len(store.fold_indices(0)["test"]) and set(table["condition"]) == {"a"}
 
 

@@ -198,8 +198,8 @@ def test_fit_run_trains_on_the_unpaired_shares_of_its_entry(tiny_store, tiny_par
     seen = []
     real = train_module.load_fold
 
-    def spy(store, fold, task=None, unpaired=None, seed=0):
-        splits = real(store, fold, task, unpaired, seed)
+    def spy(store, fold, task=None, unpaired=None, seed=0, **options):
+        splits = real(store, fold, task, unpaired, seed, **options)
         seen.append((fold, task, unpaired, seed, splits["train"].has.clone()))
         return splits
 
