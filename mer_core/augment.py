@@ -15,6 +15,7 @@ its frames t < length and only where the clip has the modality:
 
 All off by default: the official methods train on their inputs as they are.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,12 @@ from mer_core.data.batches import Batch
 
 def is_active(options: dict) -> bool:
     """Whether one modality's `augment` block changes anything."""
-    return (list(options["speed"]) != [1.0, 1.0] or (options["time_masks"] > 0 and options["time_mask"] > 0)
-            or (options["freq_masks"] > 0 and options["freq_mask"] > 0) or options["noise"] > 0)
+    return (
+        list(options["speed"]) != [1.0, 1.0]
+        or (options["time_masks"] > 0 and options["time_mask"] > 0)
+        or (options["freq_masks"] > 0 and options["freq_mask"] > 0)
+        or options["noise"] > 0
+    )
 
 
 def resample_time(x: torch.Tensor, length: int, factor: float) -> torch.Tensor:
@@ -40,8 +45,9 @@ def resample_time(x: torch.Tensor, length: int, factor: float) -> torch.Tensor:
     return x[low] * (1 - frac) + x[low + 1] * frac
 
 
-def _speed(x: torch.Tensor, lengths: torch.Tensor, present: torch.Tensor, low: float, high: float,
-           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _speed(
+    x: torch.Tensor, lengths: torch.Tensor, present: torch.Tensor, low: float, high: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(frames, lengths) with each present clip resampled by its drawn factor, padded with zeros."""
     factors = low + (high - low) * torch.rand(len(lengths), generator=generator)
     clips = []
@@ -51,20 +57,22 @@ def _speed(x: torch.Tensor, lengths: torch.Tensor, present: torch.Tensor, low: f
     lengths = torch.tensor([len(c) for c in clips], dtype=lengths.dtype, device=lengths.device)
     out = x.new_zeros(len(clips), max(int(lengths.max()), 1), x.shape[2])
     for k, frames in enumerate(clips):
-        out[k, :len(frames)] = frames
+        out[k, : len(frames)] = frames
     return out, lengths
 
 
-def _runs(count: int, size: torch.Tensor, widest: torch.Tensor,
-          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _runs(
+    count: int, size: torch.Tensor, widest: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(start, width) of one run per clip: width drawn from [0, widest], start from [0, size - width]."""
     width = (torch.rand(count, generator=generator) * widest).long()
     start = (torch.rand(count, generator=generator) * (size - width + 1).clamp(min=1)).long()
     return start, width
 
 
-def augment_modality(x: torch.Tensor, lengths: torch.Tensor, present: torch.Tensor, options: dict,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_modality(
+    x: torch.Tensor, lengths: torch.Tensor, present: torch.Tensor, options: dict, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(frames, lengths) of one modality of a batch, augmented per clip as `options` (its `augment` block) says."""
     low, high = options["speed"]
     if (low, high) != (1.0, 1.0):

@@ -7,6 +7,7 @@ stage's fixed entry points as its code dependencies (a test keeps them equal); t
 method's module, imported by name) is hashed into the run's resolved params instead (`code_hashes`,
 `mer_core.config`), so that editing one method's module reruns only the stages of its runs.
 """
+
 from __future__ import annotations
 
 import ast

@@ -4,6 +4,7 @@ A condition is the set of modalities present at test time: every non-empty subse
 modalities (`a, v, av` for audio-visual corpora; MMIN's six, plus the full set, for A/V/L). Absent
 modalities are zero-filled at the input and marked absent in `Batch.present`.
 """
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -38,8 +39,10 @@ def with_presence(batch: Batch, keep: torch.Tensor) -> Batch:
     """Zero-fill every modality where `keep` (B, M) is False; `present` becomes `has & keep`. A modality every clip
     keeps is passed on as the same tensor, not copied."""
     present = batch.present & keep
-    x = {m: batch.x[m] if bool(present[:, i].all()) else batch.x[m] * present[:, i, None, None]
-         for i, m in enumerate(batch.modalities)}
+    x = {
+        m: batch.x[m] if bool(present[:, i].all()) else batch.x[m] * present[:, i, None, None]
+        for i, m in enumerate(batch.modalities)
+    }
     return batch.replace(x=x, present=present)
 
 

@@ -22,6 +22,7 @@ The top of the params stack (`mer_core.schema` at the bottom, the section models
   `python -m mer_core.config --check` validates only: the Makefile runs it before `dvc repro`, because DVC reads
   dvc.yaml's templated paths (`${data.root}`) before any stage runs, and an empty one fails there unexplained.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,12 +77,15 @@ def validate_params(raw: Mapping) -> dict:
     section that is given but empty is an error (a mapping without one has no runs: the defaults)."""
     params = check(Study, dict(raw)).model_dump(mode="json", exclude_none=False)
     if "methods" in raw and not params["methods"]:
-        raise ConfigError(f"methods: no run is defined; give at least one (<run>: {{method: <method>}}; registered "
-                          f"methods: {', '.join(CATALOG)})")
+        raise ConfigError(
+            f"methods: no run is defined; give at least one (<run>: {{method: <method>}}; registered "
+            f"methods: {', '.join(CATALOG)})"
+        )
     for section in ("methods",):
         params[section] = {name: _entry(raw.get(section, {})[name]) for name in params[section]}
-    params["extended"]["runs"] = {name: _entry(raw.get("extended", {}).get("runs", {})[name])
-                                  for name in params["extended"]["runs"]}
+    params["extended"]["runs"] = {
+        name: _entry(raw.get("extended", {}).get("runs", {})[name]) for name in params["extended"]["runs"]
+    }
     derive_defaults(params)
     runs = resolve_runs(params)
     cross_check(params, runs)
@@ -171,22 +175,30 @@ def study_entries(params: Mapping) -> dict[str, tuple[str, dict]]:
 
     modalities = CORPORA[params["data"]["corpus"]].modalities
     task = extended["other_task"]["task"]
-    generated = [*(f"{m}_{task}" for m in extended["other_task"]["methods"]),
-                 *(unpaired_name(m, p) for m in extended["unpaired"]["methods"] for p in extended["unpaired"]["paired"])]
+    generated = [
+        *(f"{m}_{task}" for m in extended["other_task"]["methods"]),
+        *(unpaired_name(m, p) for m in extended["unpaired"]["methods"] for p in extended["unpaired"]["paired"]),
+    ]
     clash = next((name for name in generated if name in entries), None)
     if clash:
-        raise ConfigError(f"extended: the generated run {clash!r} (extended.other_task / extended.unpaired) has the name "
-                          "of a run you defined; rename yours")
+        raise ConfigError(
+            f"extended: the generated run {clash!r} (extended.other_task / extended.unpaired) has the name "
+            "of a run you defined; rename yours"
+        )
     for k, method in enumerate(extended["other_task"]["methods"]):
         method_info(method, f"extended.other_task.methods[{k}]")
-        entries[f"{method}_{task}"] = ("extended", {"base": roots.get(method), "of_method": method, "task": task,
-                                                    "set": {}})
+        entries[f"{method}_{task}"] = (
+            "extended",
+            {"base": roots.get(method), "of_method": method, "task": task, "set": {}},
+        )
     for k, method in enumerate(extended["unpaired"]["methods"]):
         method_info(method, f"extended.unpaired.methods[{k}]")
         for paired in extended["unpaired"]["paired"]:
             shares = {m: (1.0 - paired) / len(modalities) for m in modalities}
-            entries[unpaired_name(method, paired)] = ("extended", {"base": roots.get(method), "of_method": method,
-                                                                   "set": {"unpaired": shares}})
+            entries[unpaired_name(method, paired)] = (
+                "extended",
+                {"base": roots.get(method), "of_method": method, "set": {"unpaired": shares}},
+            )
     return entries
 
 
@@ -226,14 +238,18 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
         if "of_method" in raw and raw["base"] is None:  # generated for a method the study has no base run of
             resolved[name] = unbased(name, raw["of_method"], raw.get("task") or params["task"])
             return resolved[name]
-        if not (RUN_NAME if name in params["methods"] or name in params["extended"]["runs"] else GENERATED_NAME
-                ).match(name):
-            raise ConfigError(f"{key}: run names must match {RUN_NAME.pattern}: a lower-case letter, then lower-case "
-                              "letters, digits and _ (they name DVC stages, folders, and papermill's `-p run` argument "
-                              "on a shell command line)")
+        if not (RUN_NAME if name in params["methods"] or name in params["extended"]["runs"] else GENERATED_NAME).match(
+            name
+        ):
+            raise ConfigError(
+                f"{key}: run names must match {RUN_NAME.pattern}: a lower-case letter, then lower-case "
+                "letters, digits and _ (they name DVC stages, folders, and papermill's `-p run` argument "
+                "on a shell command line)"
+            )
         if reads_as_number(name):
-            raise ConfigError(f"{key}: {name!r} reads as a number on papermill's command line (`-p run {name}`); "
-                              "rename the run")
+            raise ConfigError(
+                f"{key}: {name!r} reads as a number on papermill's command line (`-p run {name}`); rename the run"
+            )
         if raw.get("base") is not None:
             base_name = raw["base"]
             if base_name not in entries:
@@ -263,15 +279,37 @@ def resolve_runs(params: Mapping) -> dict[str, dict]:
             for switch, official in info.paper_switches.items():
                 if not any(key == switch or key.startswith(f"{switch}.") for key in explicit[name]):
                     set_dotted(entry, switch, official)
-        run = {"name": name, "study": study, "method": info.name, "module": info.module,
-               "base": raw.get("base"), "root": root, "changes": flatten(changes) if base else changes,
-               "variant": _variant(info, entry, base), "task": task, "entry": entry, "written": merged,
-               "stages": [{"name": s.name, "key": s.key, "train_conditions": s.conditions(entry),
-                           "select_on": s.select_on, "noise_key": s.noise_key, "grid": s.grid} for s in info.stages],
-               "needs": list(info.needs), "min_modalities": info.min_modalities, "joint": info.joint is not None,
-               "functionals": info.functionals(entry)}
-        run["status"], run["reason"] = _status(params, run, resolved.get(run["base"]) if base else None,
-                                               corpus, corpus_modalities)
+        run = {
+            "name": name,
+            "study": study,
+            "method": info.name,
+            "module": info.module,
+            "base": raw.get("base"),
+            "root": root,
+            "changes": flatten(changes) if base else changes,
+            "variant": _variant(info, entry, base),
+            "task": task,
+            "entry": entry,
+            "written": merged,
+            "stages": [
+                {
+                    "name": s.name,
+                    "key": s.key,
+                    "train_conditions": s.conditions(entry),
+                    "select_on": s.select_on,
+                    "noise_key": s.noise_key,
+                    "grid": s.grid,
+                }
+                for s in info.stages
+            ],
+            "needs": list(info.needs),
+            "min_modalities": info.min_modalities,
+            "joint": info.joint is not None,
+            "functionals": info.functionals(entry),
+        }
+        run["status"], run["reason"] = _status(
+            params, run, resolved.get(run["base"]) if base else None, corpus, corpus_modalities
+        )
         resolved[name] = run
         return run
 
@@ -292,10 +330,26 @@ def reads_as_number(name: str) -> bool:
 def unbased(name: str, method: str, task: str) -> dict:
     """A generated run of the extended study for a method the default study has no base run of: skipped."""
     info = CATALOG[method]
-    return {"name": name, "study": "extended", "method": method, "module": info.module, "base": None, "root": None,
-            "changes": {}, "variant": None, "task": task, "entry": None, "written": {}, "stages": [],
-            "needs": list(info.needs), "min_modalities": info.min_modalities, "joint": info.joint is not None,
-            "functionals": None, "status": "skip", "reason": f"`methods` has no run of method {method} to base it on"}
+    return {
+        "name": name,
+        "study": "extended",
+        "method": method,
+        "module": info.module,
+        "base": None,
+        "root": None,
+        "changes": {},
+        "variant": None,
+        "task": task,
+        "entry": None,
+        "written": {},
+        "stages": [],
+        "needs": list(info.needs),
+        "min_modalities": info.min_modalities,
+        "joint": info.joint is not None,
+        "functionals": None,
+        "status": "skip",
+        "reason": f"`methods` has no run of method {method} to base it on",
+    }
 
 
 def _set_values(values: Mapping, base: dict, key: str) -> dict:
@@ -321,7 +375,9 @@ def _variant(info: MethodInfo, entry: dict, base: dict | None) -> str | None:
     return None
 
 
-def _status(params: Mapping, run: dict, base: dict | None, corpus: str, modalities: tuple[str, ...]) -> tuple[str, str | None]:
+def _status(
+    params: Mapping, run: dict, base: dict | None, corpus: str, modalities: tuple[str, ...]
+) -> tuple[str, str | None]:
     """(train | skip, why): skipped when its base is skipped, `train.runs` leaves it out, its method is not trained for
     its task, or the corpus cannot feed its method."""
     if base is not None and base["status"] == "skip":
@@ -339,8 +395,10 @@ def _status(params: Mapping, run: dict, base: dict | None, corpus: str, modaliti
     from mer_core.data.corpora.registry import CORPORA
 
     if run["functionals"] and CORPORA[corpus].kind == "package":
-        return "skip", (f"it reads the {run['functionals']} functionals of the recordings, and corpus {corpus} is a "
-                        "feature package, without recordings to extract them from")
+        return "skip", (
+            f"it reads the {run['functionals']} functionals of the recordings, and corpus {corpus} is a "
+            "feature package, without recordings to extract them from"
+        )
     return "train", None
 
 
@@ -350,7 +408,9 @@ def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
     if train["runs"] != "all":
         unknown = [r for r in train["runs"] if r not in params["methods"]]
         if unknown:
-            raise ConfigError(f"train.runs: {unknown[0]!r} is not a run of `methods` (runs: {', '.join(params['methods'])})")
+            raise ConfigError(
+                f"train.runs: {unknown[0]!r} is not a run of `methods` (runs: {', '.join(params['methods'])})"
+            )
     explore = params["explore"]
     normalised = train["normalise_modalities"]
     if normalised != "all":
@@ -359,25 +419,34 @@ def cross_check(params: Mapping, runs: Mapping[str, dict]) -> None:
         offered = CORPORA[params["data"]["corpus"]].modalities
         absent = [m for m in normalised if m not in offered]
         if absent:
-            raise ConfigError(f"train.normalise_modalities: {absent[0]!r} is not a modality of corpus "
-                              f"{params['data']['corpus']} ({', '.join(offered)}); give all or a list of those")
+            raise ConfigError(
+                f"train.normalise_modalities: {absent[0]!r} is not a modality of corpus "
+                f"{params['data']['corpus']} ({', '.join(offered)}); give all or a list of those"
+            )
     folds = params["folds"]
     if folds["protocol"] == "kfold" and params["data"]["corpus"] not in ("iemocap_mmin", "cmu_mosei"):
         last = folds["n_folds"] - 1
-        for key, values in (("train.folds", train["folds"] if train["folds"] != "all" else []),
-                            ("explore.fold", [explore["fold"]]),
-                            ("analysis.embedding.fold", [params["analysis"]["embedding"]["fold"]])):
+        for key, values in (
+            ("train.folds", train["folds"] if train["folds"] != "all" else []),
+            ("explore.fold", [explore["fold"]]),
+            ("analysis.embedding.fold", [params["analysis"]["embedding"]["fold"]]),
+        ):
             for fold in values:
                 if fold > last:
-                    raise ConfigError(f"{key}: fold {fold} does not exist; folds.n_folds is {folds['n_folds']} "
-                                      f"(folds 0..{last})")
+                    raise ConfigError(
+                        f"{key}: fold {fold} does not exist; folds.n_folds is {folds['n_folds']} (folds 0..{last})"
+                    )
     if explore["run"] is not None and explore["run"] not in params["methods"]:
-        raise ConfigError(f"explore.run: {explore['run']!r} is not a run of `methods` "
-                          f"(runs: {', '.join(params['methods'])}; null picks one)")
+        raise ConfigError(
+            f"explore.run: {explore['run']!r} is not a run of `methods` "
+            f"(runs: {', '.join(params['methods'])}; null picks one)"
+        )
     for key, block in (("explore", explore), ("analysis.embedding", params["analysis"]["embedding"])):
         if block["seed"] not in train["seeds"]:
-            raise ConfigError(f"{key}.seed: {block['seed']} is not one of train.seeds {train['seeds']} (no checkpoint "
-                              f"is trained with it)")
+            raise ConfigError(
+                f"{key}.seed: {block['seed']} is not one of train.seeds {train['seeds']} (no checkpoint "
+                f"is trained with it)"
+            )
         if train["folds"] != "all" and block["fold"] not in train["folds"]:
             raise ConfigError(f"{key}.fold: fold {block['fold']} is not trained (train.folds: {train['folds']})")
     if params["extended"]["other_task"]["task"] == params["task"]:
@@ -399,40 +468,78 @@ def stage_params(params: Mapping, runs: Mapping[str, dict]) -> dict[str, dict]:
     """{relative file under data/params: its content}: what each stage reads (see the module docstring)."""
     data = params["data"]
     store = f"{data['features_dir']}/{data['corpus']}"
-    train_science = {k: params["train"][k] for k in ("seeds", "folds", "preset", "precision", "normalisation",
-                                                     "weight_decay", "stopping", "frame_encoder", "batches",
-                                                     "normalise_modalities", "selection")}
+    train_science = {
+        k: params["train"][k]
+        for k in (
+            "seeds",
+            "folds",
+            "preset",
+            "precision",
+            "normalisation",
+            "weight_decay",
+            "stopping",
+            "frame_encoder",
+            "batches",
+            "normalise_modalities",
+            "selection",
+        )
+    }
     if params["train"]["preset"] == "paper":
         train_science["stopping"] = {**train_science["stopping"], "rule": "fixed"}
     shared = set(stage_closure("train"))
     files: dict[str, dict] = {
         "corpus.json": {"generate": data["corpus"] == "builtin", "synthetic": data["synthetic"]},
-        "prepare.json": {"data": {k: v for k, v in data.items() if k != "synthetic"}, "features": params["features"],
-                         "folds": params["folds"], "corruptions": params["robustness"]["signal"],
-                         "functionals": needed_functionals(runs)},
+        "prepare.json": {
+            "data": {k: v for k, v in data.items() if k != "synthetic"},
+            "features": params["features"],
+            "folds": params["folds"],
+            "corruptions": params["robustness"]["signal"],
+            "functionals": needed_functionals(runs),
+        },
     }
     for name, run in runs.items():
         folder = "runs" if run["study"] == "default" else "extended"
         robustness = params["robustness"] if run["study"] == "default" else None
         files[f"{folder}/{name}.json"] = {
-            **{k: v for k, v in run.items() if k != "written"}, "train": train_science, "robustness": robustness,
-            "store": store, "code": code_hashes(sorted(set(module_closure([run["module"]])) - shared))}
+            **{k: v for k, v in run.items() if k != "written"},
+            "train": train_science,
+            "robustness": robustness,
+            "store": store,
+            "code": code_hashes(sorted(set(module_closure([run["module"]])) - shared)),
+        }
     summary = {name: run_summary(run) for name, run in runs.items()}
     trained = [name for name, run in runs.items() if run["study"] == "default" and run["status"] == "train"]
     embedded = embedded_runs(trained_runs(summary))
-    files["embedding.json"] = {**params["analysis"]["embedding"], "runs": embedded, "store": store,
-                               "code": code_hashes(sorted(set(module_closure([runs[n]["module"] for n in embedded]))
-                                                          - set(stage_closure("embedding"))))}
-    analysis = {"task": params["task"], "analysis": params["analysis"], "stopping": train_science["stopping"],
-                "robustness": params["robustness"], "data": {k: data[k] for k in ("corpus", "root")}, "store": store}
+    files["embedding.json"] = {
+        **params["analysis"]["embedding"],
+        "runs": embedded,
+        "store": store,
+        "code": code_hashes(
+            sorted(set(module_closure([runs[n]["module"] for n in embedded])) - set(stage_closure("embedding")))
+        ),
+    }
+    analysis = {
+        "task": params["task"],
+        "analysis": params["analysis"],
+        "stopping": train_science["stopping"],
+        "robustness": params["robustness"],
+        "data": {k: data[k] for k in ("corpus", "root")},
+        "store": store,
+    }
     files["analysis.json"] = {**analysis, "runs": {n: r for n, r in summary.items() if r["study"] == "default"}}
     files["extended_analysis.json"] = {**analysis, "runs": summary}
-    files["explore.json"] = {**params["explore"], "task": params["task"], "robustness": params["robustness"],
-                             "normalise_modalities": params["train"]["normalise_modalities"],
-                             "data": {k: v for k, v in data.items() if k != "synthetic"}, "store": store,
-                             "runs": {name: summary[name] for name in trained},
-                             "code": code_hashes(sorted(set(module_closure([runs[n]["module"] for n in trained]))
-                                                        - set(stage_closure("explore"))))}
+    files["explore.json"] = {
+        **params["explore"],
+        "task": params["task"],
+        "robustness": params["robustness"],
+        "normalise_modalities": params["train"]["normalise_modalities"],
+        "data": {k: v for k, v in data.items() if k != "synthetic"},
+        "store": store,
+        "runs": {name: summary[name] for name in trained},
+        "code": code_hashes(
+            sorted(set(module_closure([runs[n]["module"] for n in trained])) - set(stage_closure("explore")))
+        ),
+    }
     return files
 
 
@@ -448,10 +555,26 @@ def run_summary(run: dict) -> dict:
     its tables need (the modalities its method needs, whether it has a joint representation, each stage's maximum
     epochs, its training noise)."""
     entry = run["entry"] or {}
-    return {**{k: run[k] for k in ("study", "method", "base", "root", "variant", "changes", "task", "status", "reason",
-                                  "needs", "joint")},
-            "max_epochs": {s["name"]: stage_epochs(s, entry) for s in run["stages"]},
-            "noise": entry.get("noise") if entry else None}
+    return {
+        **{
+            k: run[k]
+            for k in (
+                "study",
+                "method",
+                "base",
+                "root",
+                "variant",
+                "changes",
+                "task",
+                "status",
+                "reason",
+                "needs",
+                "joint",
+            )
+        },
+        "max_epochs": {s["name"]: stage_epochs(s, entry) for s in run["stages"]},
+        "noise": entry.get("noise") if entry else None,
+    }
 
 
 def write_stage_params(params: Mapping, out_dir: str | Path = STAGE_PARAMS) -> dict[str, dict]:
@@ -477,8 +600,10 @@ def remove_stale_outputs(runs: Mapping[str, dict], root: str | Path = ".") -> li
     so that tables and the HTML export never show a removed run. Returns what was removed."""
     root = Path(root)
     removed = []
-    places = {"default": (root / "results", root / "reports" / "notebooks"),
-              "extended": (root / "extended" / "results", root / "reports" / "extended" / "notebooks")}
+    places = {
+        "default": (root / "results", root / "reports" / "notebooks"),
+        "extended": (root / "extended" / "results", root / "reports" / "extended" / "notebooks"),
+    }
     for study, (results, notebooks) in places.items():
         keep = {name for name, run in runs.items() if run["study"] == study}
         if results.is_dir():
@@ -495,8 +620,9 @@ def remove_stale_outputs(runs: Mapping[str, dict], root: str | Path = ".") -> li
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mer_core.config",
-                                     description="Validate params.yaml and write each stage's resolved params.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mer_core.config", description="Validate params.yaml and write each stage's resolved params."
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default=STAGE_PARAMS)
     parser.add_argument("--check", action="store_true", help="only validate the params file (write nothing)")

@@ -31,6 +31,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   padding. Restore: `methods.<run>.positions: absolute_shift`.
   Test: tests/golden/test_vavl.py::test_attention_matches_official_with_official_switches.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,8 +86,14 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, expansion: int, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, expansion * d_model), nn.SiLU(),
-                                 nn.Dropout(dropout), nn.Linear(expansion * d_model, d_model), nn.Dropout(dropout))
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, expansion * d_model),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(expansion * d_model, d_model),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -109,8 +116,7 @@ class RelativeMultiHeadAttention(nn.Module):
     and scores divided by sqrt(d_model) or sqrt(d_head) (`scale`) -> dropout; padded keys (mask False) get no
     weight."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float, scale: str = "d_model",
-                 positions: str = "relative"):
+    def __init__(self, d_model: int, heads: int, dropout: float, scale: str = "d_model", positions: str = "relative"):
         super().__init__()
         if d_model % heads:
             raise ValueError(f"Conformer: heads ({heads}) must divide d_model ({d_model})")
@@ -206,8 +212,16 @@ class ConformerBlock(nn.Module):
     """½ FFN, relative MHSA, convolution module, ½ FFN, each residual, then LayerNorm (Gulati et al., Eq. 1);
     `scale` and `positions` go to the attention."""
 
-    def __init__(self, d_model: int, heads: int, ffn_expansion: int = 4, kernel: int = 31, dropout: float = 0.1,
-                 scale: str = "d_model", positions: str = "relative"):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        ffn_expansion: int = 4,
+        kernel: int = 31,
+        dropout: float = 0.1,
+        scale: str = "d_model",
+        positions: str = "relative",
+    ):
         super().__init__()
         self.ffn_in = FeedForward(d_model, ffn_expansion, dropout)
         self.attention = RelativeMultiHeadAttention(d_model, heads, dropout, scale, positions)
@@ -230,12 +244,23 @@ class Conformer(nn.Module):
 
     pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
 
-    def __init__(self, in_dim: int, d_model: int, blocks: int, heads: int, ffn_expansion: int = 4, kernel: int = 31,
-                 dropout: float = 0.1, scale: str = "d_model", positions: str = "relative"):
+    def __init__(
+        self,
+        in_dim: int,
+        d_model: int,
+        blocks: int,
+        heads: int,
+        ffn_expansion: int = 4,
+        kernel: int = 31,
+        dropout: float = 0.1,
+        scale: str = "d_model",
+        positions: str = "relative",
+    ):
         super().__init__()
         self.projection = nn.Sequential(nn.Linear(in_dim, d_model), nn.Dropout(dropout))
-        self.blocks = nn.ModuleList(ConformerBlock(d_model, heads, ffn_expansion, kernel, dropout, scale, positions)
-                                    for _ in range(blocks))
+        self.blocks = nn.ModuleList(
+            ConformerBlock(d_model, heads, ffn_expansion, kernel, dropout, scale, positions) for _ in range(blocks)
+        )
         self.out_dim = d_model
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ redirects file descriptor 2 itself into that stream, keeping a duplicate of the 
   executed notebook never holds a bar (its bytes would depend on timing, and papermill shows nothing of a running
   cell); elsewhere `sys.stderr`.
 """
+
 from __future__ import annotations
 
 import io

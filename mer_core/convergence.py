@@ -10,6 +10,7 @@ while still improving by more than `train.stopping.min_delta`: the papers' claim
 their runs has such a stage (`mer_core.findings`). With `train.stopping.rule: fixed` every stage runs its maximum;
 it then counts as converged when its criterion had stopped improving over its last epochs anyway.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -32,10 +33,20 @@ def convergence_table(history: pd.DataFrame, max_epochs: dict[str, dict[str, int
         gain = float(recent.max() - before.max()) if len(before) else float("nan")
         stopped = part["stopped"].iloc[-1] if "stopped" in part else "max" if epochs >= limit else "plateau"
         improving = gain == gain and gain > min_delta
-        rows.append({"run": run, "stage": stage, "fold": int(fold), "seed": int(seed), "epochs": epochs,
-                     "max_epochs": limit, "stopped": stopped,
-                     "best_epoch": int(part.loc[part[metric].idxmax(), "epoch"]),
-                     "gain": gain, "converged": not (stopped == "max" and improving)})
+        rows.append(
+            {
+                "run": run,
+                "stage": stage,
+                "fold": int(fold),
+                "seed": int(seed),
+                "epochs": epochs,
+                "max_epochs": limit,
+                "stopped": stopped,
+                "best_epoch": int(part.loc[part[metric].idxmax(), "epoch"]),
+                "gain": gain,
+                "converged": not (stopped == "max" and improving),
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -48,10 +59,12 @@ def convergence_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per run and stage: units, how many stopped on a plateau, how many hit the maximum while still improving, the
     mean epochs trained and the maximum."""
     grouped = table.groupby(["run", "stage"], sort=False)
-    return pd.DataFrame({
-        "units": grouped.size(),
-        "plateau": grouped["stopped"].apply(lambda s: int((s == "plateau").sum())),
-        "max, still improving": grouped["converged"].apply(lambda s: int((~s).sum())),
-        "epochs (mean)": grouped["epochs"].mean().round(1),
-        "max epochs": grouped["max_epochs"].max(),
-    })
+    return pd.DataFrame(
+        {
+            "units": grouped.size(),
+            "plateau": grouped["stopped"].apply(lambda s: int((s == "plateau").sum())),
+            "max, still improving": grouped["converged"].apply(lambda s: int((~s).sum())),
+            "epochs (mean)": grouped["epochs"].mean().round(1),
+            "max epochs": grouped["max_epochs"].max(),
+        }
+    )

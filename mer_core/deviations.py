@@ -17,6 +17,7 @@ never imported, so collecting the table has no side effects. `deviations_table` 
 (one row each) for the analysis notebook, so the table cannot drift from the code it describes; a bullet that
 does not follow the pattern, or lacks its `Restore:` or `Test:` part, raises an error naming its module.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,9 +29,11 @@ import pandas as pd
 
 HEADER = "Deviations from the official code"
 PACKAGE = Path(__file__).resolve().parent
-BULLET = re.compile(r"\[(?P<methods>[^\]]+)\]\s+(?P<where>.+?)\.\s+Official:\s+(?P<official>.+?)\s+Here:\s+"
-                    r"(?P<here>.+?)\s+Why:\s+(?P<why>.+?)\s+Restore:\s+(?P<restore>.+?)\s+Test:\s+(?P<test>\S+?)\.?",
-                    re.DOTALL)
+BULLET = re.compile(
+    r"\[(?P<methods>[^\]]+)\]\s+(?P<where>.+?)\.\s+Official:\s+(?P<official>.+?)\s+Here:\s+"
+    r"(?P<here>.+?)\s+Why:\s+(?P<why>.+?)\s+Restore:\s+(?P<restore>.+?)\s+Test:\s+(?P<test>\S+?)\.?",
+    re.DOTALL,
+)
 # what `Restore:` may say when no params setting restores the official behaviour
 RESTORE_WORDS = {
     "bug fixed": "the official code fails or cannot run there; we run",
@@ -69,7 +72,7 @@ def section_bullets(docstring: str) -> list[str]:
     if start is None:
         return []
     bullets: list[str] = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith("- "):
             bullets.append(line[2:].strip())
         elif bullets and line.startswith("  ") and line.strip():
@@ -79,32 +82,45 @@ def section_bullets(docstring: str) -> list[str]:
     return bullets
 
 
+def field_text(text: str) -> str:
+    """A field of a deviation bullet, stripped of surrounding space and its final full stop."""
+    return text.strip().rstrip(".")
+
+
 def parse_bullet(bullet: str, module: str, known_methods: set[str] | None = None) -> Deviation:
     """A bullet as a `Deviation`; ValueError naming the module when it does not follow the pattern (see the
     module docstring), lacks its `Restore:` or `Test:` part, restores with something else than params settings
     or a phrase of `RESTORE_WORDS`, or names a method that is not registered."""
     for part in ("Restore:", "Test:"):
         if part not in bullet:
-            raise ValueError(f"{module}: deviation bullet has no `{part}` part (how the official behaviour is "
-                             f"restored / the test that pins it): {bullet[:80]!r}")
+            raise ValueError(
+                f"{module}: deviation bullet has no `{part}` part (how the official behaviour is "
+                f"restored / the test that pins it): {bullet[:80]!r}"
+            )
     match = BULLET.fullmatch(bullet)
     if match is None:
-        raise ValueError(f"{module}: deviation bullet does not read '[methods] where. Official: ... Here: ... "
-                         f"Why: ... Restore: ... Test: <node id>.': {bullet[:80]!r}")
+        raise ValueError(
+            f"{module}: deviation bullet does not read '[methods] where. Official: ... Here: ... "
+            f"Why: ... Restore: ... Test: <node id>.': {bullet[:80]!r}"
+        )
     methods = tuple(m.strip() for m in match["methods"].split(","))
     unknown = [m for m in methods if m != "all" and known_methods is not None and m not in known_methods]
     if unknown:
-        raise ValueError(f"{module}: deviation names unregistered method(s) {unknown}; registered: "
-                         f"{', '.join(sorted(known_methods or ()))} (or `all`)")
-    strip = lambda text: text.strip().rstrip(".")
-    restore, test = strip(match["restore"]), strip(match["test"])
+        raise ValueError(
+            f"{module}: deviation names unregistered method(s) {unknown}; registered: "
+            f"{', '.join(sorted(known_methods or ()))} (or `all`)"
+        )
+    where, official, here, why, restore, test = (
+        field_text(match[key]) for key in ("where", "official", "here", "why", "restore", "test")
+    )
     if restore not in RESTORE_WORDS and not all(SETTING.fullmatch(part) for part in restore.split(", ")):
-        raise ValueError(f"{module}: `Restore: {restore}` is neither params settings in backticks "
-                         f"(`key: value`) nor one of: {', '.join(RESTORE_WORDS)}")
+        raise ValueError(
+            f"{module}: `Restore: {restore}` is neither params settings in backticks "
+            f"(`key: value`) nor one of: {', '.join(RESTORE_WORDS)}"
+        )
     if NODE_ID.fullmatch(test) is None:
         raise ValueError(f"{module}: `Test: {test}` is not a pytest node id tests/<file>.py::<test function>")
-    return Deviation(methods, strip(match["where"]), strip(match["official"]), strip(match["here"]),
-                     strip(match["why"]), restore, test, module)
+    return Deviation(methods, where, official, here, why, restore, test, module)
 
 
 def module_deviations(path: Path, root: Path = PACKAGE, known_methods: set[str] | None = None) -> list[Deviation]:
@@ -123,11 +139,18 @@ def deviations_table(method_order: list[str], root: Path = PACKAGE) -> pd.DataFr
     """The analysis notebook's table: one row per deviation, those of `all` methods first, then by the first
     method's position in `method_order` (the registry's order), then by module."""
     rows = collect_deviations(root, set(method_order))
-    rank = lambda d: min((-1 if m == "all" else method_order.index(m)) for m in d.methods)
-    rows = sorted(rows, key=lambda d: (rank(d), d.module))
-    return pd.DataFrame([[", ".join(d.methods), d.where, d.official, d.here, d.why, d.restore, f"`{d.test}`",
-                          f"`{d.module}`"] for d in rows], columns=COLUMNS)
 
+    def rank(d: Deviation) -> tuple[int, str]:
+        return min((-1 if m == "all" else method_order.index(m)) for m in d.methods), d.module
+
+    rows = sorted(rows, key=rank)
+    return pd.DataFrame(
+        [
+            [", ".join(d.methods), d.where, d.official, d.here, d.why, d.restore, f"`{d.test}`", f"`{d.module}`"]
+            for d in rows
+        ],
+        columns=COLUMNS,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,8 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     table = deviations_table(list(CATALOG))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    caption = ("Deviations from the official code, per method: where, what the official code does, what this project "
-               "does, why, the setting that restores the official behaviour, and the test that pins it.")
+    caption = (
+        "Deviations from the official code, per method: where, what the official code does, what this project "
+        "does, why, the setting that restores the official behaviour, and the test that pins it."
+    )
     out.with_suffix(".md").write_text(f"**{caption}**\n\n{table.to_markdown(index=False)}\n")
     table.to_csv(out.with_suffix(".csv"), index=False)
     print(f"{len(table)} deviations -> {out.with_suffix('.md')}")

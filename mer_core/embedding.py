@@ -20,6 +20,7 @@ class), condition, projection, x, y, pred (the predicted class; empty for `task:
 dist_to_full. CLI (the DVC stage `embedding`): `python -m mer_core.embedding`, reading its resolved params
 `data/params/embedding.json` (`mer_core.config`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,21 @@ from mer_core.train import checkpoint_path, fold_options, load_model, run_view
 
 PROJECTIONS = ("pca", "tsne")
 RANDOM_STATE = 0  # t-SNE's random state and the seed of the `max_clips` subset (fixed: not a knob)
-COLUMNS = ["run", "fold", "seed", "row", "clip_id", "label", "condition", "projection", "x", "y", "pred",
-           "cos_to_full", "dist_to_full"]
+COLUMNS = [
+    "run",
+    "fold",
+    "seed",
+    "row",
+    "clip_id",
+    "label",
+    "condition",
+    "projection",
+    "x",
+    "y",
+    "pred",
+    "cos_to_full",
+    "dist_to_full",
+]
 CHECKPOINTS = Path("data/checkpoints")
 CACHE = Path("data/cache/embedding")
 
@@ -68,9 +82,14 @@ def joint_of(model: nn.Module, batch) -> torch.Tensor:
 def take(split: Split, index: np.ndarray) -> Split:
     """The clips of `split` at positions `index`."""
     idx = torch.as_tensor(index, dtype=torch.long)
-    return dataclasses.replace(split, x={m: v[idx] for m, v in split.x.items()},
-                               lengths={m: v[idx] for m, v in split.lengths.items()}, has=split.has[idx],
-                               y=split.y[idx], rows=split.rows[index])
+    return dataclasses.replace(
+        split,
+        x={m: v[idx] for m, v in split.x.items()},
+        lengths={m: v[idx] for m, v in split.lengths.items()},
+        has=split.has[idx],
+        y=split.y[idx],
+        rows=split.rows[index],
+    )
 
 
 def clip_subset(n: int, max_clips: int | None) -> np.ndarray:
@@ -81,8 +100,9 @@ def clip_subset(n: int, max_clips: int | None) -> np.ndarray:
 
 
 @torch.no_grad()
-def joint_vectors(model: nn.Module, split: Split, batch_size: int, desc: str = "conditions"
-                  ) -> tuple[pd.DataFrame, np.ndarray]:
+def joint_vectors(
+    model: nn.Module, split: Split, batch_size: int, desc: str = "conditions"
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The joint representation of every clip of `split` under every condition (absent modalities zero-filled).
 
     Returns (table with columns condition, row, output index of the predicted class or -1 for regression;
@@ -100,8 +120,15 @@ def joint_vectors(model: nn.Module, split: Split, batch_size: int, desc: str = "
             rows.append(batch.rows.numpy())
         rows = np.concatenate(rows)
         order = np.argsort(rows, kind="stable")  # batches come in order of length
-        tables.append(pd.DataFrame({"condition": condition_name(condition), "row": rows[order],
-                                    "pred_index": torch.cat(preds).numpy()[order]}))
+        tables.append(
+            pd.DataFrame(
+                {
+                    "condition": condition_name(condition),
+                    "row": rows[order],
+                    "pred_index": torch.cat(preds).numpy()[order],
+                }
+            )
+        )
         vectors.append(torch.cat(joints).double().numpy()[order])
     return pd.concat(tables, ignore_index=True), np.concatenate(vectors)
 
@@ -150,18 +177,23 @@ def run_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: str 
     """The embedding table of run `run` (see the module docstring) from its checkpoint in `checkpoint_dir`, for the
     fold and seed of `cfg` (`analysis.embedding`)."""
     if cfg["fold"] not in store.folds:
-        raise ConfigError(f"analysis.embedding.fold: fold {cfg['fold']} does not exist in {store.root} "
-                          f"(folds: {store.folds})")
+        raise ConfigError(
+            f"analysis.embedding.fold: fold {cfg['fold']} does not exist in {store.root} (folds: {store.folds})"
+        )
     path = checkpoint_path(Path(checkpoint_dir), cfg["fold"], cfg["seed"], None)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint of run {run} for fold {cfg['fold']}, seed {cfg['seed']} "
-                                f"(train it first: dvc repro train@{run})")
+        raise FileNotFoundError(
+            f"{path}: no checkpoint of run {run} for fold {cfg['fold']}, seed {cfg['seed']} "
+            f"(train it first: dvc repro train@{run})"
+        )
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     model = load_model(checkpoint)
     if not has_joint(model):
-        raise ConfigError(f"run {run!r} (method {checkpoint['method']}): its model "
-                          f"{type(getattr(model, 'model', model)).__name__} has no joint representation "
-                          "(joint(batch))")
+        raise ConfigError(
+            f"run {run!r} (method {checkpoint['method']}): its model "
+            f"{type(getattr(model, 'model', model)).__name__} has no joint representation "
+            "(joint(batch))"
+        )
     task = ModelContext.from_dict(checkpoint["context"]).task
     inputs = checkpoint.get("inputs", {})  # the store as the run reads it
     test = load_fold(run_view(store, inputs), cfg["fold"], task, **fold_options(inputs))["test"]
@@ -180,12 +212,21 @@ def run_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: str 
     xy = project(vectors, cfg["projection"], cfg["perplexity"])
     meta = store.meta
     classes = list(task.targets) if task.name == "classification" else None
-    out = pd.DataFrame({
-        "run": run, "fold": cfg["fold"], "seed": cfg["seed"], "row": table["row"],
-        "clip_id": meta["clip_id"].to_numpy()[table["row"]], "label": meta["label"].to_numpy()[table["row"]],
-        "condition": table["condition"], "projection": cfg["projection"], "x": xy[:, 0], "y": xy[:, 1],
-        "pred": [classes[k] for k in table["pred_index"]] if classes else "",
-    })
+    out = pd.DataFrame(
+        {
+            "run": run,
+            "fold": cfg["fold"],
+            "seed": cfg["seed"],
+            "row": table["row"],
+            "clip_id": meta["clip_id"].to_numpy()[table["row"]],
+            "label": meta["label"].to_numpy()[table["row"]],
+            "condition": table["condition"],
+            "projection": cfg["projection"],
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "pred": [classes[k] for k in table["pred_index"]] if classes else "",
+        }
+    )
     full = condition_name(all_conditions(test.modalities)[-1])
     return pd.concat([out, displacement(table, vectors, full)], axis=1)[COLUMNS]
 
@@ -200,8 +241,13 @@ def cached_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: P
     another run was retrained recomputes only what changed). The cache lies outside every DVC output."""
     path = checkpoint_path(checkpoint_dir, cfg["fold"], cfg["seed"], None)
     settings = {k: cfg[k] for k in ("fold", "seed", "projection", "perplexity", "max_clips")}
-    key = hashlib.sha256(path.read_bytes() + json.dumps([settings, store.manifest["files"]], sort_keys=True)
-                         .encode()).hexdigest()[:16] if path.is_file() else None
+    key = (
+        hashlib.sha256(
+            path.read_bytes() + json.dumps([settings, store.manifest["files"]], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        if path.is_file()
+        else None
+    )
     cached = cache / f"{run}-{key}.csv"
     if key is not None and cached.is_file():
         return pd.read_csv(cached, dtype={"clip_id": str, "pred": str}, keep_default_na=False)
@@ -211,8 +257,9 @@ def cached_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="2-D embeddings of the runs' joint representations (the embedding "
-                                                 "stage)")
+    parser = argparse.ArgumentParser(
+        description="2-D embeddings of the runs' joint representations (the embedding stage)"
+    )
     parser.add_argument("--params", default="data/params/embedding.json", help="the stage's resolved params")
     parser.add_argument("--out", default="results/embeddings", help="folder of the <run>.csv tables")
     args = parser.parse_args(argv)
@@ -223,14 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     store = read_store(cfg["store"])
     for run in cfg["runs"]:
         if not checkpoint_path(CHECKPOINTS / run, cfg["fold"], cfg["seed"], None).is_file():
-            print(f"{run}: no checkpoint for fold {cfg['fold']}, seed {cfg['seed']} (not trained on this store): "
-                  "no embedding")
+            print(
+                f"{run}: no checkpoint for fold {cfg['fold']}, seed {cfg['seed']} (not trained on this store): "
+                "no embedding"
+            )
             continue
         table = cached_embedding(cfg, run, store, CHECKPOINTS / run, CACHE)
         write_embedding(table, out / f"{run}.csv")
         summary = table.groupby("condition", sort=False)[["cos_to_full", "dist_to_full"]].mean().round(3)
-        print(f"{run}: {table['row'].nunique()} clips x {table['condition'].nunique()} conditions, "
-              f"{cfg['projection']}\n{summary.to_string()}")
+        print(
+            f"{run}: {table['row'].nunique()} clips x {table['condition'].nunique()} conditions, "
+            f"{cfg['projection']}\n{summary.to_string()}"
+        )
     return 0
 
 

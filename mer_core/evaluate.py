@@ -17,6 +17,7 @@ by `noise_seed`, so the order is the same every call); this matters only to enco
 padding of the batch (`encoder_pooling: padded`). Otherwise every condition is evaluated on its own, in batches of
 clips of similar length.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -36,6 +37,7 @@ from mer_core.tasks import Task
 class NonFiniteError(ArithmeticError):
     """A loss, gradient norm or model output is NaN or infinite; the message says where (run, fold, seed, stage,
     epoch, condition)."""
+
 
 @contextmanager
 def reuse_encodings(model: nn.Module):
@@ -73,9 +75,15 @@ def _reusing(module: nn.Module, forward, memo: dict):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device,
-            conditions: list[tuple[str, ...]] | None = None, noise: NoiseScheduler | None = None,
-            noise_seed: int = 0) -> pd.DataFrame:
+def predict(
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    conditions: list[tuple[str, ...]] | None = None,
+    noise: NoiseScheduler | None = None,
+    noise_seed: int = 0,
+) -> pd.DataFrame:
     """Predictions for every clip of `split` under every condition (or the given `conditions`); with `noise`,
     removed modalities are noised (generator seeded by `noise_seed` and the condition's index).
 
@@ -92,8 +100,15 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
         return _predict(model, split, batch_size, device, conditions, noise, noise_seed)
 
 
-def _predict(model: nn.Module, split: Split, batch_size: int, device: torch.device,
-             conditions: list[tuple[str, ...]], noise: NoiseScheduler | None, noise_seed: int) -> pd.DataFrame:
+def _predict(
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    conditions: list[tuple[str, ...]],
+    noise: NoiseScheduler | None,
+    noise_seed: int,
+) -> pd.DataFrame:
     tables = []
     for k, condition in enumerate(conditions):
         generator = torch.Generator().manual_seed(noise_seed * 1000 + k) if noise is not None else None
@@ -111,8 +126,15 @@ def _predict(model: nn.Module, split: Split, batch_size: int, device: torch.devi
         outputs = torch.cat(outputs)
         check_finite(outputs, f"under condition {condition_name(condition)}")
         targets, extras = split.task.columns(np.concatenate(labels), outputs)
-        table = pd.DataFrame({"condition": condition_name(condition), "row": np.concatenate(rows), **targets,
-                              "loss": np.concatenate(losses), **extras})
+        table = pd.DataFrame(
+            {
+                "condition": condition_name(condition),
+                "row": np.concatenate(rows),
+                **targets,
+                "loss": np.concatenate(losses),
+                **extras,
+            }
+        )
         tables.append(table.sort_values("row", kind="stable"))  # batches come in order of length
     return pd.concat(tables, ignore_index=True)
 
@@ -121,12 +143,20 @@ def check_finite(outputs: torch.Tensor, where: str) -> None:
     """NonFiniteError when a row of `outputs` holds NaN or inf."""
     finite = torch.isfinite(outputs.reshape(len(outputs), -1)).all(1)
     if not finite.all():
-        raise NonFiniteError(f"model outputs {where}: NaN or infinite for {int((~finite).sum())} of {len(finite)} "
-                             f"clips")
+        raise NonFiniteError(
+            f"model outputs {where}: NaN or infinite for {int((~finite).sum())} of {len(finite)} clips"
+        )
 
 
-def _predict_mixed(model: nn.Module, split: Split, batch_size: int, device: torch.device,
-                   conditions: list[tuple[str, ...]], noise: NoiseScheduler | None, noise_seed: int) -> pd.DataFrame:
+def _predict_mixed(
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    conditions: list[tuple[str, ...]],
+    noise: NoiseScheduler | None,
+    noise_seed: int,
+) -> pd.DataFrame:
     """`predict` as the official evaluation batches: pair p of the replicated set is clip p // C under condition
     p % C (C conditions), the pairs shuffled and cut into batches of `batch_size` (see the module docstring)."""
     keep = torch.tensor([[m in c for m in split.modalities] for c in conditions])
@@ -147,9 +177,15 @@ def _predict_mixed(model: nn.Module, split: Split, batch_size: int, device: torc
     check_finite(outputs, "on the replicated set")
     pairs = np.concatenate(pairs)
     targets, extras = split.task.columns(np.concatenate(labels), outputs)
-    table = pd.DataFrame({"condition": [condition_name(conditions[k]) for k in pairs % len(conditions)],
-                          "row": split.rows[pairs // len(conditions)], **targets, "loss": np.concatenate(losses),
-                          **extras})
+    table = pd.DataFrame(
+        {
+            "condition": [condition_name(conditions[k]) for k in pairs % len(conditions)],
+            "row": split.rows[pairs // len(conditions)],
+            **targets,
+            "loss": np.concatenate(losses),
+            **extras,
+        }
+    )
     table["order"] = pairs % len(conditions)
     table = table.sort_values(["order", "row"], kind="stable").drop(columns="order")
     return table.reset_index(drop=True)
@@ -162,8 +198,12 @@ def grid_metrics(predictions: pd.DataFrame, task: Task) -> pd.DataFrame:
     for condition, part in predictions.groupby("condition", sort=False):
         rows.append({"condition": condition, "n": len(part), "loss": part["loss"].mean(), **task.score(part)})
     table = pd.DataFrame(rows)
-    pooled = {"condition": "pooled", "n": len(predictions), "loss": predictions["loss"].mean(),
-              **task.score(predictions)}
+    pooled = {
+        "condition": "pooled",
+        "n": len(predictions),
+        "loss": predictions["loss"].mean(),
+        **task.score(predictions),
+    }
     mean = {"condition": "mean", "n": len(predictions), **table[["loss", *task.metrics]].mean().to_dict()}
     return pd.concat([table, pd.DataFrame([pooled, mean])], ignore_index=True)
 
@@ -195,4 +235,3 @@ def summarise(per_run: pd.DataFrame, metrics: tuple[str, ...]) -> dict:
 def selection_score(predictions: pd.DataFrame, task: Task) -> float:
     """Model-selection criterion: the task's selection metric (UA, mean CCC) on the pooled replicated set."""
     return task.score(predictions)[task.selection_metric]
-

@@ -8,6 +8,7 @@ A finished unit's result is kept in `resume_dir` (written atomically) until the 
 stage is stopped part way (a killed job, a lost node, a failing unit) and run again, the units that finished are
 read back instead of run again. The caller names each unit by a key that changes whenever its inputs do.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,14 @@ from mer_core.runtime import write_atomic
 from mer_core.workers import spawn_pool
 
 
-def run_units(fn: Callable, units: Sequence[tuple], keys: Sequence[str], machine: dict, resume_dir: Path | None = None,
-              desc: str = "units") -> list:
+def run_units(
+    fn: Callable,
+    units: Sequence[tuple],
+    keys: Sequence[str],
+    machine: dict,
+    resume_dir: Path | None = None,
+    desc: str = "units",
+) -> list:
     """`[fn(*unit) for unit in units]`, run on `machine["executor"]`; results in the order of `units`. `keys` names
     each unit (a file name) for the progress bar and for `resume_dir`, where finished units are kept and read back."""
     if len(keys) != len(units) or len(set(keys)) != len(keys):
@@ -69,10 +76,15 @@ def _on_ray(fn: Callable, pending: list[tuple[str, tuple]], machine: dict, finis
     settings = machine["ray"]
     if not ray.is_initialized():
         address = settings["address"] or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 **({} if address else {"num_cpus": machine["jobs"] * settings["cpus_per_unit"]}))
-    task = ray.remote(num_cpus=settings["cpus_per_unit"], num_gpus=settings["gpus_per_unit"],
-                      max_retries=settings["max_retries"])(_ray_unit)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            **({} if address else {"num_cpus": machine["jobs"] * settings["cpus_per_unit"]}),
+        )
+    task = ray.remote(
+        num_cpus=settings["cpus_per_unit"], num_gpus=settings["gpus_per_unit"], max_retries=settings["max_retries"]
+    )(_ray_unit)
     cwd = os.getcwd()
     refs = {task.remote(cwd, fn, unit): key for key, unit in pending}
     while refs:
@@ -86,8 +98,10 @@ def _ray_unit(cwd: str, fn: Callable, unit: tuple):
     try:
         os.chdir(cwd)
     except OSError as err:
-        raise FileNotFoundError(f"Ray node {socket.gethostname()}: the study's directory {cwd} does not exist here; "
-                                "every node must see the project at the same path (docs/scale.md)") from err
+        raise FileNotFoundError(
+            f"Ray node {socket.gethostname()}: the study's directory {cwd} does not exist here; "
+            "every node must see the project at the same path (docs/scale.md)"
+        ) from err
     return fn(*unit)
 
 

@@ -26,6 +26,7 @@ commits (a run or condition left null is picked: `mer_core.study.explore_run`, t
 what needs the feature store (fold, class, speaker, clip, condition, level) is checked by `Explorer.selection` when
 the store is open. Everything runs on the CPU, nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,10 @@ def run_checkpoint(root: str | Path, run: str, fold: int, seed: int) -> dict:
     """The final checkpoint of `run` for (fold, seed), on the CPU."""
     path = checkpoint_path(Path(root) / run, fold, seed, None)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint of run {run!r} for fold {fold}, seed {seed}; train it "
-                                f"(`dvc repro train@{run}`) or pick a run that has one")
+        raise FileNotFoundError(
+            f"{path}: no checkpoint of run {run!r} for fold {fold}, seed {seed}; train it "
+            f"(`dvc repro train@{run}`) or pick a run that has one"
+        )
     return torch.load(path, map_location="cpu")
 
 
@@ -112,23 +115,28 @@ def default_emotion(clips: pd.DataFrame, classes: list[str], speaker: str | int 
     return None
 
 
-def select_clip(clips: pd.DataFrame, emotion: str | None = None, speaker: str | int | None = None,
-                clip: str | None = None) -> pd.Series:
+def select_clip(
+    clips: pd.DataFrame, emotion: str | None = None, speaker: str | int | None = None, clip: str | None = None
+) -> pd.Series:
     """The test clip `clip`, or the first test clip of class `emotion` and speaker `speaker` (None or `any`: any).
     A ConfigError names the `explore` key and what is allowed."""
     emotion = None if emotion == "any" else emotion
     if clip is not None:
         match = clips[clips["clip_id"] == clip]
         if match.empty:
-            raise ConfigError(f"explore.clip: {clip!r} is not a test clip of this fold (e.g. "
-                              f"{', '.join(clips['clip_id'].head(3))})")
+            raise ConfigError(
+                f"explore.clip: {clip!r} is not a test clip of this fold (e.g. {', '.join(clips['clip_id'].head(3))})"
+            )
         return match.iloc[0]
     if emotion is not None and emotion not in set(clips["label"]):
-        raise ConfigError(f"explore.emotion: got {emotion!r}; allowed values: {', '.join(sorted(set(clips['label'])))}"
-                          f", any (or null)")
+        raise ConfigError(
+            f"explore.emotion: got {emotion!r}; allowed values: {', '.join(sorted(set(clips['label'])))}, any (or null)"
+        )
     speakers = sorted(set(clips["speaker"]))
     if speaker is not None and str(speaker) not in speakers:
-        raise ConfigError(f"explore.speaker: got {speaker!r}; the fold's test speakers: {', '.join(speakers)} (or null)")
+        raise ConfigError(
+            f"explore.speaker: got {speaker!r}; the fold's test speakers: {', '.join(speakers)} (or null)"
+        )
     match = filter_clips(clips, emotion, speaker)
     if match.empty:
         raise ConfigError(f"explore.emotion / explore.speaker: speaker {speaker} has no {emotion} clip in this fold")
@@ -141,11 +149,21 @@ def noise_settings(store: FeatureStore, cfg: dict) -> pd.DataFrame:
     store's corruption variant) and label. Feature noise: the types x `robustness.intensities` of `cfg`; the store's
     corruptions: all of them (also when `robustness.signal` is off)."""
     rows = [{"noise": NONE, "modality": "missing", "level": 0.0, "unit": "", "name": "", "label": NONE}]
-    rows += [{**setting, "name": "", "label": setting_label(setting["noise"], setting["level"], setting["unit"])}
-             for setting, _ in feature_noise_settings(cfg)]
-    rows += [{"noise": c["kind"], "modality": c["modality"], "level": float(c["level"]), "unit": c["unit"],
-              "name": c["name"], "label": setting_label(c["kind"], float(c["level"]), c["unit"])}
-             for c in store.corruptions]
+    rows += [
+        {**setting, "name": "", "label": setting_label(setting["noise"], setting["level"], setting["unit"])}
+        for setting, _ in feature_noise_settings(cfg)
+    ]
+    rows += [
+        {
+            "noise": c["kind"],
+            "modality": c["modality"],
+            "level": float(c["level"]),
+            "unit": c["unit"],
+            "name": c["name"],
+            "label": setting_label(c["kind"], float(c["level"]), c["unit"]),
+        }
+        for c in store.corruptions
+    ]
     return pd.DataFrame(rows)
 
 
@@ -163,16 +181,20 @@ def resolve_setting(settings: pd.DataFrame, noise: str, level: float) -> dict:
     part = settings[settings["noise"] == noise]
     kinds = list(dict.fromkeys(settings["noise"]))
     if noise in NOISE_TYPES:
-        template = part.iloc[0].to_dict() if len(part) else {"noise": noise, "modality": "missing", "unit": "T",
-                                                              "name": ""}
+        template = (
+            part.iloc[0].to_dict() if len(part) else {"noise": noise, "modality": "missing", "unit": "T", "name": ""}
+        )
         return {**template, "level": float(level), "label": setting_label(noise, float(level), "T")}
     if part.empty:
-        raise ConfigError(f"explore.noise: the feature store holds no {noise!r} corruption; allowed here: "
-                          f"{', '.join(kinds)}")
+        raise ConfigError(
+            f"explore.noise: the feature store holds no {noise!r} corruption; allowed here: {', '.join(kinds)}"
+        )
     match = part[np.isclose(part["level"], level)]
     if match.empty:
-        raise ConfigError(f"explore.level: {noise} has no level {level:g} in the feature store; allowed: "
-                          f"{', '.join(f'{v:g}' for v in part['level'])} ({part['unit'].iloc[0]})")
+        raise ConfigError(
+            f"explore.level: {noise} has no level {level:g} in the feature store; allowed: "
+            f"{', '.join(f'{v:g}' for v in part['level'])} ({part['unit'].iloc[0]})"
+        )
     return match.iloc[0].to_dict()
 
 
@@ -187,8 +209,17 @@ def class_scores(table: pd.DataFrame, targets: tuple[str, ...], task: str) -> pd
 
 
 @torch.no_grad()
-def predict_clip(model: nn.Module, store: FeatureStore, test: Split, row: int, condition: tuple[str, ...],
-                 setting: dict, cfg: dict, fold: int, draws: int = 1) -> pd.DataFrame:
+def predict_clip(
+    model: nn.Module,
+    store: FeatureStore,
+    test: Split,
+    row: int,
+    condition: tuple[str, ...],
+    setting: dict,
+    cfg: dict,
+    fold: int,
+    draws: int = 1,
+) -> pd.DataFrame:
     """The model's scores (`class_scores`) for the clip at meta row `row`, seen under `condition`, with `setting`
     (a row of `noise_settings` / `resolve_setting`): one row per noise draw (`draws` under feature noise, else one).
 
@@ -209,14 +240,28 @@ def predict_clip(model: nn.Module, store: FeatureStore, test: Split, row: int, c
     return class_scores(table, test.task.targets, test.task.name)
 
 
-def noise_sweep(model: nn.Module, store: FeatureStore, test: Split, row: int, condition: tuple[str, ...],
-                settings: pd.DataFrame, noise: str, cfg: dict, fold: int, draws: int = 1,
-                levels: list[float] | None = None) -> pd.DataFrame:
+def noise_sweep(
+    model: nn.Module,
+    store: FeatureStore,
+    test: Split,
+    row: int,
+    condition: tuple[str, ...],
+    settings: pd.DataFrame,
+    noise: str,
+    cfg: dict,
+    fold: int,
+    draws: int = 1,
+    levels: list[float] | None = None,
+) -> pd.DataFrame:
     """The mean scores of the clip at every level of noise kind `noise` (default: `kind_levels`), mildest first,
     after the noise-free reference (level 0, label `none`: zero-filled). Index: the setting labels; columns: level
     and one per target."""
-    rows = [predict_clip(model, store, test, row, condition, resolve_setting(settings, NONE, 0.0), cfg, fold)
-            .mean().to_frame(NONE).T.assign(level=0.0)]
+    rows = [
+        predict_clip(model, store, test, row, condition, resolve_setting(settings, NONE, 0.0), cfg, fold)
+        .mean()
+        .to_frame(NONE)
+        .T.assign(level=0.0)
+    ]
     for level in (levels if levels is not None else kind_levels(settings, noise)) if noise != NONE else []:
         setting = resolve_setting(settings, noise, level)
         mean = predict_clip(model, store, test, row, condition, setting, cfg, fold, draws).mean()
@@ -230,11 +275,15 @@ def affected(setting: dict, condition: tuple[str, ...], modalities: tuple[str, .
     if setting["noise"] == NONE:
         return None
     if setting["modality"] == "missing" and len(condition) == len(modalities):
-        return (f"Under `{condition_name(condition)}` no modality is removed, so feature noise (which replaces the "
-                f"removed ones) changes nothing: pick a condition with a modality missing.")
+        return (
+            f"Under `{condition_name(condition)}` no modality is removed, so feature noise (which replaces the "
+            f"removed ones) changes nothing: pick a condition with a modality missing."
+        )
     if setting["modality"] != "missing" and setting["modality"] not in condition:
-        return (f"`{setting['label']}` corrupts the {setting['modality']} stream, which `{condition_name(condition)}` "
-                f"removes: it changes nothing here; pick a condition with {setting['modality']}.")
+        return (
+            f"`{setting['label']}` corrupts the {setting['modality']} stream, which `{condition_name(condition)}` "
+            f"removes: it changes nothing here; pick a condition with {setting['modality']}."
+        )
     return None
 
 
@@ -313,8 +362,9 @@ def face_matrix(store: FeatureStore, row: int, media: pd.DataFrame | None = None
     rate = float(store.manifest.get("frame_rates", {}).get("visual") or 1.0)
     if visual.get("extractor") == "openface" and len(frames):
         names = openface_columns(visual["groups"])
-        aus = [k for k, n in enumerate(names) if n.startswith("AU") and n.endswith("_r")] or \
-              [k for k, n in enumerate(names) if n.startswith("AU")]
+        aus = [k for k, n in enumerate(names) if n.startswith("AU") and n.endswith("_r")] or [
+            k for k, n in enumerate(names) if n.startswith("AU")
+        ]
         if aus:
             values = np.where(valid[:, None], frames[:, aus], np.nan).T
             return FaceMatrix(values, [names[k] for k in aus], rate, "feature store (OpenFace action units)")
@@ -323,12 +373,17 @@ def face_matrix(store: FeatureStore, row: int, media: pd.DataFrame | None = None
     if path is not None and path.suffix.lower() == ".csv":
         au, ok = read_openface_csv(path, ["au_r"])
         fps = float(visual.get("fps") or rate)
-        return FaceMatrix(np.where(ok[:, None], au, np.nan).T, openface_columns(["au_r"]), fps,
-                          f"OpenFace CSV {path.name}")
+        return FaceMatrix(
+            np.where(ok[:, None], au, np.nan).T, openface_columns(["au_r"]), fps, f"OpenFace CSV {path.name}"
+        )
     if not len(frames):
         return None
-    return FaceMatrix(np.where(valid[:, None], frames, np.nan).T, [f"dim {k}" for k in range(frames.shape[1])], rate,
-                      "feature store (visual features; no action-unit names)")
+    return FaceMatrix(
+        np.where(valid[:, None], frames, np.nan).T,
+        [f"dim {k}" for k in range(frames.shape[1])],
+        rate,
+        "feature store (visual features; no action-unit names)",
+    )
 
 
 # ====================================================================================================== explorer
@@ -337,8 +392,12 @@ def face_matrix(store: FeatureStore, row: int, media: pd.DataFrame | None = None
 def study_inputs(params: dict) -> dict:
     """How a run with the study's settings reads the store (`train.run_inputs`): frames, fold normalisation of the
     modalities `train.normalise_modalities` names, bucketed batches."""
-    return {"audio_input": None, "normalisation": "fold", "normalise": params.get("normalise_modalities") or "all",
-            "batching": "bucketed"}
+    return {
+        "audio_input": None,
+        "normalisation": "fold",
+        "normalise": params.get("normalise_modalities") or "all",
+        "batching": "bucketed",
+    }
 
 
 @dataclass
@@ -362,8 +421,9 @@ class Explorer:
     views: dict[tuple, dict] = field(default_factory=dict)  # computed views, by selection
 
     @classmethod
-    def open(cls, params: dict, fold: int | None = None, seed: int | None = None,
-             checkpoints: str | Path = CHECKPOINTS) -> "Explorer":
+    def open(
+        cls, params: dict, fold: int | None = None, seed: int | None = None, checkpoints: str | Path = CHECKPOINTS
+    ) -> "Explorer":
         """Open the store of `params` (the explore stage's resolved params) at `fold` / `seed` (default:
         `explore.fold` / `explore.seed`)."""
         fold = params["fold"] if fold is None else fold
@@ -373,8 +433,17 @@ class Explorer:
             raise ConfigError(f"explore.fold: got {fold}; the feature store's folds: {store.folds}")
         test = load_fold(store, fold, study_task(params["task"], store.manifest), **fold_options(study_inputs(params)))
         test = test["test"]
-        return cls(params, fold, seed, Path(checkpoints), store, test, clip_table(store, fold),
-                   noise_settings(store, params["robustness"]), media_files(params["data"]))
+        return cls(
+            params,
+            fold,
+            seed,
+            Path(checkpoints),
+            store,
+            test,
+            clip_table(store, fold),
+            noise_settings(store, params["robustness"]),
+            media_files(params["data"]),
+        )
 
     @property
     def runs(self) -> list[str]:
@@ -418,16 +487,26 @@ class Explorer:
         cfg = self.params
         run = cfg["run"] or explore_run(cfg["runs"], self.runs)
         if run is None:
-            raise ConfigError(f"explore.run: no trained run has a checkpoint for fold {self.fold}, seed {self.seed} "
-                              f"under {self.checkpoints}")
+            raise ConfigError(
+                f"explore.run: no trained run has a checkpoint for fold {self.fold}, seed {self.seed} "
+                f"under {self.checkpoints}"
+            )
         condition = cfg["condition"] or self.conditions[0]
-        emotion = cfg["emotion"] if cfg["emotion"] is not None else \
-            default_emotion(self.clips, self.store.classes, cfg["speaker"])
+        emotion = (
+            cfg["emotion"]
+            if cfg["emotion"] is not None
+            else default_emotion(self.clips, self.store.classes, cfg["speaker"])
+        )
         clip = select_clip(self.clips, emotion, cfg["speaker"], cfg["clip"])
         self.condition(condition)
         resolve_setting(self.settings, cfg["noise"], cfg["level"])
-        return {"run": run, "clip_id": clip["clip_id"], "condition": condition, "noise": cfg["noise"],
-                "level": float(cfg["level"])}
+        return {
+            "run": run,
+            "clip_id": clip["clip_id"],
+            "condition": condition,
+            "noise": cfg["noise"],
+            "level": float(cfg["level"]),
+        }
 
     def clip(self, clip_id: str) -> pd.Series:
         return select_clip(self.clips, clip=clip_id)
@@ -452,14 +531,25 @@ class Explorer:
         levels = kind_levels(self.settings, selection["noise"])
         if selection["noise"] in NOISE_TYPES and setting["level"] not in levels:
             levels = sorted([*levels, setting["level"]])
-        sweep = noise_sweep(*args, self.settings, selection["noise"], self.params["robustness"], self.fold,
-                            cfg["draws"], levels)
+        sweep = noise_sweep(
+            *args, self.settings, selection["noise"], self.params["robustness"], self.fold, cfg["draws"], levels
+        )
         wave, note = clip_wave(self.media, clip["clip_id"])
-        return {"clip": clip, "setting": setting, "condition": condition, "scores": scores, "sweep": sweep,
-                "wave": wave, "audio_note": note, "spectrogram": spectrogram(wave) if wave is not None else None,
-                "face": face_matrix(self.store, int(clip["row"]), self.media),
-                "unaffected": affected(setting, condition, self.store.modalities), "task": self.test.task.name,
-                "fold": self.fold, "seed": self.seed}
+        return {
+            "clip": clip,
+            "setting": setting,
+            "condition": condition,
+            "scores": scores,
+            "sweep": sweep,
+            "wave": wave,
+            "audio_note": note,
+            "spectrogram": spectrogram(wave) if wave is not None else None,
+            "face": face_matrix(self.store, int(clip["row"]), self.media),
+            "unaffected": affected(setting, condition, self.store.modalities),
+            "task": self.test.task.name,
+            "fold": self.fold,
+            "seed": self.seed,
+        }
 
 
 # ========================================================================================================= plots
@@ -475,30 +565,41 @@ def plot_clip(view: dict, selection: dict):
     (spec_ax, face_ax), (bar_ax, sweep_ax) = axes
     if view["spectrogram"] is not None:
         spec, rate = view["spectrogram"]
-        spec_ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", extent=(0, spec.shape[1] / rate, 0, spec.shape[0]))
+        spec_ax.imshow(
+            spec, origin="lower", aspect="auto", cmap="magma", extent=(0, spec.shape[1] / rate, 0, spec.shape[0])
+        )
         spec_ax.set(xlabel="time (s)", ylabel="mel band", title="audio: log-mel spectrogram")
     else:
-        spec_ax.text(0.5, 0.5, "no audio file", ha="center", va="center"); spec_ax.set_axis_off()
+        spec_ax.text(0.5, 0.5, "no audio file", ha="center", va="center")
+        spec_ax.set_axis_off()
     face = view["face"]
     if face is not None:
-        image = face_ax.imshow(face.values, aspect="auto", cmap="viridis", interpolation="nearest",
-                               extent=(0, face.values.shape[1] / face.fps, len(face.names) - 0.5, -0.5))
+        image = face_ax.imshow(
+            face.values,
+            aspect="auto",
+            cmap="viridis",
+            interpolation="nearest",
+            extent=(0, face.values.shape[1] / face.fps, len(face.names) - 0.5, -0.5),
+        )
         if len(face.names) <= 40:
             face_ax.set_yticks(range(len(face.names)), face.names, fontsize=7)
         units = face.names[0].startswith("AU")
         face_ax.set(xlabel="time (s)", ylabel="" if units else "feature", title=f"face: {face.source}")
         fig.colorbar(image, ax=face_ax, fraction=0.04, pad=0.01, label="intensity" if units else "value")
     else:
-        face_ax.text(0.5, 0.5, "no face stream", ha="center", va="center"); face_ax.set_axis_off()
+        face_ax.text(0.5, 0.5, "no face stream", ha="center", va="center")
+        face_ax.set_axis_off()
     mean = scores.mean()
     classification = view["task"] == "classification"
     colours = ["tab:green" if name == clip["label"] else "tab:blue" for name in mean.index]
     low, high = (mean - scores.min()).to_numpy(), (scores.max() - mean).to_numpy()
     bar_ax.bar(mean.index, mean, color=colours, yerr=[low, high] if len(scores) > 1 else None, capsize=3)
     bar_ax.set_xticks(range(len(mean)), mean.index, rotation=30, ha="right")
-    bar_ax.set(ylabel="probability" if classification else "predicted value",
-               title=f"{selection['run']}, condition {selection['condition']}, {view['setting']['label']}"
-                     + (f"\nmean of {len(scores)} draws, bars: their range" if len(scores) > 1 else ""))
+    bar_ax.set(
+        ylabel="probability" if classification else "predicted value",
+        title=f"{selection['run']}, condition {selection['condition']}, {view['setting']['label']}"
+        + (f"\nmean of {len(scores)} draws, bars: their range" if len(scores) > 1 else ""),
+    )
     if classification:
         bar_ax.set_ylim(0, 1)
     x = np.arange(len(sweep))
@@ -521,11 +622,14 @@ def describe(view: dict, selection: dict) -> str:
     """A markdown paragraph for a view: the clip, what the model sees, its prediction."""
     clip, mean = view["clip"], view["scores"].mean()
     extra = ", ".join(f"{k} {clip[k]}" for k in ("sentence", "level", "gender") if k in clip)
-    lines = [f"**{clip['clip_id']}**: speaker {clip['speaker']}, emotion **{clip['label']}**" +
-             (f" ({extra})" if extra else "") + ".",
-             f"Run `{selection['run']}` (fold {view['fold']}, seed {view['seed']}), condition `{selection['condition']}`, noise "
-             f"`{view['setting']['label']}`" + (" (the removed modalities zero-filled)." if view["setting"]["noise"] == NONE
-                                                 else ".")]
+    lines = [
+        f"**{clip['clip_id']}**: speaker {clip['speaker']}, emotion **{clip['label']}**"
+        + (f" ({extra})" if extra else "")
+        + ".",
+        f"Run `{selection['run']}` (fold {view['fold']}, seed {view['seed']}), "
+        f"condition `{selection['condition']}`, noise `{view['setting']['label']}`"
+        + (" (the removed modalities zero-filled)." if view["setting"]["noise"] == NONE else "."),
+    ]
     if view["task"] == "classification":
         pred = mean.idxmax()
         verdict = "correct" if pred == clip["label"] else f"wrong (true: {clip['label']})"
@@ -549,15 +653,20 @@ def panel(explorer: Explorer, selection: dict, show):
     current = explorer.clip(selection["clip_id"])
     runs = explorer.runs or [selection["run"]]
     widgets = {
-        "run": w.Dropdown(options=runs, value=selection["run"] if selection["run"] in runs else runs[0],
-                          description="run"),
-        "emotion": w.Dropdown(options=["any", *sorted(set(clips["label"]))], value=current["label"],
-                              description="emotion"),
+        "run": w.Dropdown(
+            options=runs, value=selection["run"] if selection["run"] in runs else runs[0], description="run"
+        ),
+        "emotion": w.Dropdown(
+            options=["any", *sorted(set(clips["label"]))], value=current["label"], description="emotion"
+        ),
         "speaker": w.Dropdown(options=["any", *sorted(set(clips["speaker"]))], value="any", description="speaker"),
         "clip_id": w.Dropdown(options=[], description="clip"),
-        "condition": w.ToggleButtons(options=explorer.conditions, value=selection["condition"], description="condition"),
-        "noise": w.Dropdown(options=list(dict.fromkeys(explorer.settings["noise"])), value=selection["noise"],
-                            description="noise"),
+        "condition": w.ToggleButtons(
+            options=explorer.conditions, value=selection["condition"], description="condition"
+        ),
+        "noise": w.Dropdown(
+            options=list(dict.fromkeys(explorer.settings["noise"])), value=selection["noise"], description="noise"
+        ),
         "level": w.SelectionSlider(options=[0.0], value=0.0, description="level"),
     }
 
@@ -601,6 +710,12 @@ def panel(explorer: Explorer, selection: dict, show):
             print(err)
 
     output = w.interactive_output(render, shown)
-    box = w.VBox([w.HBox([widgets["run"], widgets["emotion"], widgets["speaker"], widgets["clip_id"]]),
-                  w.HBox([widgets["condition"]]), w.HBox([widgets["noise"], widgets["level"]]), output])
+    box = w.VBox(
+        [
+            w.HBox([widgets["run"], widgets["emotion"], widgets["speaker"], widgets["clip_id"]]),
+            w.HBox([widgets["condition"]]),
+            w.HBox([widgets["noise"], widgets["level"]]),
+            output,
+        ]
+    )
     return box, widgets

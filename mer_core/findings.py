@@ -22,6 +22,7 @@ A claim whose runs are not in the study is skipped. `findings_markdown` writes t
 not, what is not resolved or not converged, each with its effect size and interval, and the effect the study can
 resolve (`resolvable_effect`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,28 +52,69 @@ class Claim:
     metric: str
 
 
-MMIN, IFMMIN, NMER, VAVL = "MMIN (ACL 2021)", "IF-MMIN (ICASSP 2023)", "NMER (arXiv 2311.16114)", "VAVL (arXiv 2305.07216)"
+MMIN, IFMMIN, NMER, VAVL = (
+    "MMIN (ACL 2021)",
+    "IF-MMIN (ICASSP 2023)",
+    "NMER (arXiv 2311.16114)",
+    "VAVL (arXiv 2305.07216)",
+)
 PAPER_CLAIMS = (
-    Claim(MMIN, "MMIN beats the full-modality network (MEN) under missing modalities", RunRef("mmin"),
-          RunRef("utt_fusion"), "missing", "ua"),
-    Claim(MMIN, "imagination beats training with random missing modalities alone (MEN + aug)", RunRef("mmin"),
-          RunRef("utt_dataaug"), "missing", "ua"),
-    Claim(MMIN, "the cycle autoencoder helps (MMIN-AE ablation)", RunRef("mmin"), RunRef("mmin", "no_cycle"), "missing",
-          "ua"),
+    Claim(
+        MMIN,
+        "MMIN beats the full-modality network (MEN) under missing modalities",
+        RunRef("mmin"),
+        RunRef("utt_fusion"),
+        "missing",
+        "ua",
+    ),
+    Claim(
+        MMIN,
+        "imagination beats training with random missing modalities alone (MEN + aug)",
+        RunRef("mmin"),
+        RunRef("utt_dataaug"),
+        "missing",
+        "ua",
+    ),
+    Claim(
+        MMIN,
+        "the cycle autoencoder helps (MMIN-AE ablation)",
+        RunRef("mmin"),
+        RunRef("mmin", "no_cycle"),
+        "missing",
+        "ua",
+    ),
     Claim(IFMMIN, "IF-MMIN beats MMIN under missing modalities", RunRef("ifmmin"), RunRef("mmin"), "missing", "ua"),
     Claim(IFMMIN, "CMD in stage 1 helps", RunRef("ifmmin"), RunRef("ifmmin", "no_cmd"), "missing", "ua"),
-    Claim(IFMMIN, "injecting the invariant features into every block helps", RunRef("ifmmin"),
-          RunRef("ifmmin", "no_inject"), "missing", "ua"),
+    Claim(
+        IFMMIN,
+        "injecting the invariant features into every block helps",
+        RunRef("ifmmin"),
+        RunRef("ifmmin", "no_inject"),
+        "missing",
+        "ua",
+    ),
     Claim(IFMMIN, "the invariant-feature loss helps", RunRef("ifmmin"), RunRef("ifmmin", "no_inv"), "missing", "ua"),
     Claim(NMER, "NMER beats MMIN with noisy modalities", RunRef("nmer"), RunRef("mmin"), NOISE, "wa"),
     Claim(NMER, "NMER beats IF-MMIN with noisy modalities", RunRef("nmer"), RunRef("ifmmin"), NOISE, "wa"),
     Claim(NMER, "NMER beats MEN with noisy modalities", RunRef("nmer"), RunRef("utt_fusion"), NOISE, "wa"),
-    Claim(VAVL, "one VAVL model beats the full-modality network when a modality is missing", RunRef("vavl"),
-          RunRef("utt_fusion"), "missing", "f1_macro"),
+    Claim(
+        VAVL,
+        "one VAVL model beats the full-modality network when a modality is missing",
+        RunRef("vavl"),
+        RunRef("utt_fusion"),
+        "missing",
+        "f1_macro",
+    ),
     Claim(VAVL, "VAVL beats a strong baseline with audio only", RunRef("vavl"), RunRef("utt_dataaug"), "a", "f1_macro"),
     Claim(VAVL, "VAVL beats a strong baseline with video only", RunRef("vavl"), RunRef("utt_dataaug"), "v", "f1_macro"),
-    Claim(VAVL, "VAVL beats a strong baseline with audio and video", RunRef("vavl"), RunRef("utt_dataaug"), "av",
-          "f1_macro"),
+    Claim(
+        VAVL,
+        "VAVL beats a strong baseline with audio and video",
+        RunRef("vavl"),
+        RunRef("utt_dataaug"),
+        "av",
+        "f1_macro",
+    ),
     Claim(VAVL, "VAVL's shared layers help", RunRef("vavl"), RunRef("vavl", "no_shared"), "av", "f1_macro"),
     Claim(VAVL, "VAVL's residual connection helps", RunRef("vavl"), RunRef("vavl", "no_residual"), "av", "f1_macro"),
     Claim(VAVL, "VAVL's reconstruction loss helps", RunRef("vavl"), RunRef("vavl", "no_rec"), "av", "f1_macro"),
@@ -129,12 +171,31 @@ def noise_runs(robustness_runs: pd.DataFrame) -> pd.DataFrame:
     return noisy.groupby(["method", "fold", "seed"], sort=False)[metrics].mean().reset_index().assign(condition=NOISE)
 
 
-COLUMNS = ["paper", "claim", "better", "worse", "condition", "metric", "difference", "ci_low", "ci_high", "wins",
-           "pairs", "p_value", "p_holm", "verdict"]  # and `resolvable`
+COLUMNS = [
+    "paper",
+    "claim",
+    "better",
+    "worse",
+    "condition",
+    "metric",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "wins",
+    "pairs",
+    "p_value",
+    "p_holm",
+    "verdict",
+]  # and `resolvable`
 
 
-def evaluate_claims(per_condition: pd.DataFrame, runs: Mapping[str, dict], claims=PAPER_CLAIMS,
-                    alpha: float = ALPHA, unconverged: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+def evaluate_claims(
+    per_condition: pd.DataFrame,
+    runs: Mapping[str, dict],
+    claims=PAPER_CLAIMS,
+    alpha: float = ALPHA,
+    unconverged: set[str] | frozenset[str] = frozenset(),
+) -> pd.DataFrame:
     """One row per claim whose runs, condition and metric the study has (`runs`: the summaries of the runs trained;
     `per_condition` holds the conditions the claims name: add `missing` and `noise` rows first, see the module
     docstring): the claim, the runs compared, the paired comparison (`difference` = better - worse with its 95% CI,
@@ -144,17 +205,37 @@ def evaluate_claims(per_condition: pd.DataFrame, runs: Mapping[str, dict], claim
     for claim in claims:
         better, worse = resolve_ref(runs, claim.better), resolve_ref(runs, claim.worse)
         part = per_condition[per_condition["condition"] == claim.condition]
-        if better is None or worse is None or claim.metric not in part.columns \
-                or not {better, worse} <= set(part["method"]):
+        if (
+            better is None
+            or worse is None
+            or claim.metric not in part.columns
+            or not {better, worse} <= set(part["method"])
+        ):
             continue
         result = paired_comparison(part, better, worse, claim.condition, claim.metric)
-        table = part.pivot_table(index=["fold", "seed"], columns="method", values=claim.metric)[[better, worse]].dropna()
+        table = part.pivot_table(index=["fold", "seed"], columns="method", values=claim.metric)[
+            [better, worse]
+        ].dropna()
         differences = (table[better] - table[worse]).to_numpy()
         low, high = confidence_interval(differences)
-        rows.append({"sd": float(np.std(differences, ddof=1)) if len(differences) > 1 else float("nan"), "paper": claim.paper, "claim": claim.claim, "better": better, "worse": worse,
-                     "condition": claim.condition, "metric": claim.metric, "difference": result["difference"],
-                     "ci_low": low, "ci_high": high, "wins": result["wins"], "pairs": result["pairs"],
-                     "p_value": result["p_value"], "converged": not ({better, worse} & set(unconverged))})
+        rows.append(
+            {
+                "sd": float(np.std(differences, ddof=1)) if len(differences) > 1 else float("nan"),
+                "paper": claim.paper,
+                "claim": claim.claim,
+                "better": better,
+                "worse": worse,
+                "condition": claim.condition,
+                "metric": claim.metric,
+                "difference": result["difference"],
+                "ci_low": low,
+                "ci_high": high,
+                "wins": result["wins"],
+                "pairs": result["pairs"],
+                "p_value": result["p_value"],
+                "converged": not ({better, worse} & set(unconverged)),
+            }
+        )
     table = pd.DataFrame(rows, columns=[*COLUMNS[:-2], "converged", "sd"])
     table["p_holm"] = holm(table["p_value"].tolist()) if len(table) else []
     table["verdict"] = [verdict(r.difference, r.p_holm, alpha, r.converged) for r in table.itertuples()]
@@ -166,8 +247,10 @@ def evaluate_claims(per_condition: pd.DataFrame, runs: Mapping[str, dict], claim
 def _effect(row) -> str:
     p = "no test" if row.p_value != row.p_value else f"p = {row.p_value:.3f}, Holm-adjusted {row.p_holm:.3f}"
     interval = "" if row.ci_low != row.ci_low else f", 95% CI [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
-    return (f"`{row.better}` − `{row.worse}` = {row.difference:+.3f} {METRIC_LABELS.get(row.metric, row.metric)} "
-            f"on `{row.condition}`{interval} ({row.wins} of {row.pairs} units won, {p})")
+    return (
+        f"`{row.better}` − `{row.worse}` = {row.difference:+.3f} {METRIC_LABELS.get(row.metric, row.metric)} "
+        f"on `{row.condition}`{interval} ({row.wins} of {row.pairs} units won, {p})"
+    )
 
 
 def movement_sentence(movement: pd.DataFrame) -> str:
@@ -179,44 +262,64 @@ def movement_sentence(movement: pd.DataFrame) -> str:
         if condition != full:
             ranked = part.droplevel("condition").sort_values()
             parts.append(f"with `{condition}` only, " + ", ".join(f"{run} {d:.2f}" for run, d in ranked.items()))
-    return ("A missing modality moves a clip's joint representation away from its `" + full + "` position by (in "
-            "units of the distance between two clips; 0 = not moved): " + "; ".join(parts) + ".")
+    return (
+        "A missing modality moves a clip's joint representation away from its `" + full + "` position by (in "
+        "units of the distance between two clips; 0 = not moved): " + "; ".join(parts) + "."
+    )
 
 
-def findings_markdown(claims: pd.DataFrame, ua: pd.DataFrame, conditions: list[str], corpus: str,
-                      movement: pd.DataFrame | None = None, alpha: float = ALPHA) -> str:
+def findings_markdown(
+    claims: pd.DataFrame,
+    ua: pd.DataFrame,
+    conditions: list[str],
+    corpus: str,
+    movement: pd.DataFrame | None = None,
+    alpha: float = ALPHA,
+) -> str:
     """The Findings section: the study-wide facts from the mean UA table `ua` (methods x conditions) and, given
     `movement` (`report.embedding_summary`), how far a missing modality moves each run's joint representation;
     then the claims grouped by verdict, each with its effect size and paired test."""
     lines = []
     best = ua[conditions].idxmax()
-    lines.append("**The study.** Best mean UA per test condition: "
-                 + "; ".join(f"`{c}` {ua.loc[best[c], c]:.3f} ({best[c]})" for c in conditions) + ".")
+    lines.append(
+        "**The study.** Best mean UA per test condition: "
+        + "; ".join(f"`{c}` {ua.loc[best[c], c]:.3f} ({best[c]})" for c in conditions)
+        + "."
+    )
     singles = [c for c in conditions if len(c) == 1]
     full = conditions[-1]
     if singles and len(full) > 1:
         gain = ua[full].max() - ua[singles].max().max()
         drop = ua[full] - ua[singles].min(axis=1)
-        lines.append(f"Fusion adds {gain:+.3f} UA over the best single-modality result. A model's drop from `{full}` "
-                     f"to its worst single-modality condition ranges from {drop.min():.3f} ({drop.idxmin()}) to "
-                     f"{drop.max():.3f} ({drop.idxmax()}).")
+        lines.append(
+            f"Fusion adds {gain:+.3f} UA over the best single-modality result. A model's drop from `{full}` "
+            f"to its worst single-modality condition ranges from {drop.min():.3f} ({drop.idxmin()}) to "
+            f"{drop.max():.3f} ({drop.idxmax()})."
+        )
     if movement is not None and len(movement) and len(set(movement.index.get_level_values("condition"))) > 1:
         lines.append(movement_sentence(movement))  # (one modality: no condition moves a clip)
     pairs = sorted(set(claims["pairs"])) if len(claims) else []
-    lines.append(f"\nEach claim below is tested paired by unit ({' or '.join(map(str, pairs)) or 'no'} pairs of "
-                 f"fold x seed; paired t-test, two-sided; the {len(claims)} p-values Holm-adjusted, family-wise "
-                 f"α = {alpha}; 95% confidence intervals of the mean difference). The papers measured on their own "
-                 f"corpora (IEMOCAP, MSP-IMPROV, CREMA-D, CMU-MOSEI); what follows is what carries over to this "
-                 f"study's corpus, `{corpus}`.")
+    lines.append(
+        f"\nEach claim below is tested paired by unit ({' or '.join(map(str, pairs)) or 'no'} pairs of "
+        f"fold x seed; paired t-test, two-sided; the {len(claims)} p-values Holm-adjusted, family-wise "
+        f"α = {alpha}; 95% confidence intervals of the mean difference). The papers measured on their own "
+        f"corpora (IEMOCAP, MSP-IMPROV, CREMA-D, CMU-MOSEI); what follows is what carries over to this "
+        f"study's corpus, `{corpus}`."
+    )
     if len(claims) and claims["resolvable"].notna().any():
-        lines.append(f"With these pairs the study resolves (80% power, at Holm's strictest threshold) a difference of "
-                     f"about {claims['resolvable'].median():.3f} on the median claim (from "
-                     f"{claims['resolvable'].min():.3f} to {claims['resolvable'].max():.3f}, as the spread of the "
-                     f"paired differences varies); a smaller true effect can go unresolved.")
-    titles = {"holds": "What holds here", "reversed": "What is reversed here",
-              "not resolved": "Not resolved here (within the spread over units)",
-              "not converged": "No verdict: a run did not converge (a stage stopped at its maximum epochs while still "
-                               "improving)"}
+        lines.append(
+            f"With these pairs the study resolves (80% power, at Holm's strictest threshold) a difference of "
+            f"about {claims['resolvable'].median():.3f} on the median claim (from "
+            f"{claims['resolvable'].min():.3f} to {claims['resolvable'].max():.3f}, as the spread of the "
+            f"paired differences varies); a smaller true effect can go unresolved."
+        )
+    titles = {
+        "holds": "What holds here",
+        "reversed": "What is reversed here",
+        "not resolved": "Not resolved here (within the spread over units)",
+        "not converged": "No verdict: a run did not converge (a stage stopped at its maximum epochs while still "
+        "improving)",
+    }
     for name in VERDICTS:
         part = claims[claims["verdict"] == name]
         if len(part):
@@ -224,6 +327,8 @@ def findings_markdown(claims: pd.DataFrame, ua: pd.DataFrame, conditions: list[s
             lines += [f"- {row.claim} ({row.paper}): {_effect(row)}." for row in part.itertuples()]
     if len(claims):
         largest = claims.loc[claims["difference"].abs().idxmax()]
-        lines.append(f"\nThe largest difference: {_effect(largest)}, on the claim that {largest['claim']} "
-                     f"({largest['verdict']}).")
+        lines.append(
+            f"\nThe largest difference: {_effect(largest)}, on the claim that {largest['claim']} "
+            f"({largest['verdict']})."
+        )
     return "\n".join(lines)

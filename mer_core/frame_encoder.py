@@ -20,6 +20,7 @@ before the training condition (`full`, which the methods read only for their fro
 encoded by it. Checkpoints hold the encoder's weights (in the state dict) and its settings (`frame_encoder`).
 With any other visual features, nothing is wrapped: the models are exactly those of the methods.
 """
+
 from __future__ import annotations
 
 import copy
@@ -80,12 +81,16 @@ class FrameEncoderSpec:
             return None
         size = int(visual[CROPS]["size"])
         if manifest["dims"]["visual"] != size * size:
-            raise ValueError(f"manifest.json: visual dim {manifest['dims']['visual']} is not {size} x {size}, the "
-                             "face-crop size it records; prepare the store again")
+            raise ValueError(
+                f"manifest.json: visual dim {manifest['dims']['visual']} is not {size} x {size}, the "
+                "face-crop size it records; prepare the store again"
+            )
         if 2 ** len(cfg["channels"]) > size:
-            raise ConfigError(f"{key}.channels: {len(cfg['channels'])} blocks halve the crop side "
-                              f"{len(cfg['channels'])} times, more than the {size} x {size} crops allow; use at most "
-                              f"{size.bit_length() - 1} entries")
+            raise ConfigError(
+                f"{key}.channels: {len(cfg['channels'])} blocks halve the crop side "
+                f"{len(cfg['channels'])} times, more than the {size} x {size} crops allow; use at most "
+                f"{size.bit_length() - 1} entries"
+            )
         return cls(size, cfg["dim"], tuple(cfg["channels"]), cfg["groups"])
 
     def context(self, ctx: ModelContext) -> ModelContext:
@@ -142,8 +147,9 @@ class FrameEncoded(nn.Module):
             encoded.x[self.modality] = self.encoder(batch.x[self.modality], batch.lengths[self.modality])
 
 
-def build_stage(stage: StageSpec, entry: dict, ctx: ModelContext, previous: nn.Module | None,
-                frames: FrameEncoderSpec | None) -> nn.Module:
+def build_stage(
+    stage: StageSpec, entry: dict, ctx: ModelContext, previous: nn.Module | None, frames: FrameEncoderSpec | None
+) -> nn.Module:
     """The model of `stage` (`StageSpec.build` on `ctx`, the context the methods see), wrapped in `FrameEncoded`
     when `frames` is set and the model reads its modality (its `modalities`, else the context's): a new encoder
     in the first stage, the previous stage's trained one (and a frozen copy as teacher) in a later stage. Without

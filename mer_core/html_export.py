@@ -14,6 +14,7 @@
 Output is a function of the inputs only (sorted listings, no timestamps, relative links), so the DVC stage
 that runs `python -m mer_core.html_export` reproduces its committed outputs byte for byte.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,22 +59,26 @@ section.artefact { margin-bottom: 2em; }
 
 def offline_exporter() -> HTMLExporter:
     """nbconvert's HTMLExporter on `OFFLINE_TEMPLATE` (no script from the network), hiding what `HIDDEN_TAGS` says."""
-    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
-                            template_file="offline.html.j2")
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=HIDDEN_TAGS["input"],
-                                                         remove_cell_tags=HIDDEN_TAGS["cell"], enabled=True),
-                                   enabled=True)
+    exporter = HTMLExporter(
+        extra_loaders=[jinja2.DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})], template_file="offline.html.j2"
+    )
+    exporter.register_preprocessor(
+        TagRemovePreprocessor(
+            remove_input_tags=HIDDEN_TAGS["input"], remove_cell_tags=HIDDEN_TAGS["cell"], enabled=True
+        ),
+        enabled=True,
+    )
     return exporter
 
 
 def head_styles(page: str) -> tuple[str, str]:
     """(the run of `<style>` blocks in the `<head>` of `page`, the CSS they hold joined); ("", "") when the head has
     none or something other than whitespace sits between them."""
-    head = page[:page.find("</head>")]
+    head = page[: page.find("</head>")]
     start, end = head.find("<style"), head.rfind("</style>")
     if start < 0 or end < 0:
         return "", ""
-    run = head[start:end + len("</style>")]
+    run = head[start : end + len("</style>")]
     if STYLE.sub("", run).strip():
         return "", ""
     return run, "\n".join(STYLE.findall(run))
@@ -85,13 +90,15 @@ def template_stylesheet(exporter: HTMLExporter) -> str:
     return head_styles(page)[1]
 
 
-def export_notebook(notebook: str | Path, out_path: str | Path, exporter: HTMLExporter | None = None,
-                    stylesheet: str | None = None) -> Path:
+def export_notebook(
+    notebook: str | Path, out_path: str | Path, exporter: HTMLExporter | None = None, stylesheet: str | None = None
+) -> Path:
     """Write `notebook` (.ipynb) as one HTML page at `out_path`: self-contained, or, when its head's CSS equals
     `stylesheet`, linking `STYLESHEET` (in the page's folder) instead."""
     notebook = Path(notebook)
     body, _ = (exporter or offline_exporter()).from_notebook_node(
-        nbformat.read(notebook, as_version=4), resources={"metadata": {"name": notebook.stem}})
+        nbformat.read(notebook, as_version=4), resources={"metadata": {"name": notebook.stem}}
+    )
     run, css = head_styles(body)
     if stylesheet and css == stylesheet:
         body = body.replace(run, f'<link rel="stylesheet" href="{STYLESHEET}">', 1)
@@ -124,32 +131,47 @@ def _href(target: Path, page_dir: Path) -> str:
 
 def _table_section(stem: str, files: dict[str, Path], page_dir: Path) -> str:
     body = markdown2html(files["md"].read_text(encoding="utf-8")) if "md" in files else ""
-    links = " ".join(f'<a href="{html.escape(_href(files[f], page_dir))}">{f}</a>'
-                     for f in TABLE_FORMATS if f in files)
-    return (f'<section class="artefact" id="table-{html.escape(stem)}">\n<h3>{html.escape(stem)}</h3>\n'
-            f'{body}\n<p class="formats">{links}</p>\n</section>')
+    links = " ".join(f'<a href="{html.escape(_href(files[f], page_dir))}">{f}</a>' for f in TABLE_FORMATS if f in files)
+    return (
+        f'<section class="artefact" id="table-{html.escape(stem)}">\n<h3>{html.escape(stem)}</h3>\n'
+        f'{body}\n<p class="formats">{links}</p>\n</section>'
+    )
 
 
 def _figure_section(stem: str, files: dict[str, Path], page_dir: Path) -> str:
     shown = next(files[f] for f in FIGURE_FORMATS if f in files)
-    links = " ".join(f'<a href="{html.escape(_href(files[f], page_dir))}">{f}</a>'
-                     for f in FIGURE_FORMATS if f in files)
-    return (f'<figure id="figure-{html.escape(stem)}">\n'
-            f'<img src="{html.escape(_href(shown, page_dir))}" alt="{html.escape(stem)}">\n'
-            f'<figcaption>{html.escape(stem)} <span class="formats">{links}</span></figcaption>\n</figure>')
+    links = " ".join(
+        f'<a href="{html.escape(_href(files[f], page_dir))}">{f}</a>' for f in FIGURE_FORMATS if f in files
+    )
+    return (
+        f'<figure id="figure-{html.escape(stem)}">\n'
+        f'<img src="{html.escape(_href(shown, page_dir))}" alt="{html.escape(stem)}">\n'
+        f'<figcaption>{html.escape(stem)} <span class="formats">{links}</span></figcaption>\n</figure>'
+    )
 
 
-def index_page(title: str, notebook_pages: list[tuple[str, Path]], tables_dir: Path, figures_dir: Path,
-               page_dir: Path, links: list[tuple[str, str]] = ()) -> str:
+def index_page(
+    title: str,
+    notebook_pages: list[tuple[str, Path]],
+    tables_dir: Path,
+    figures_dir: Path,
+    page_dir: Path,
+    links: list[tuple[str, str]] = (),
+) -> str:
     """The index HTML: `notebook_pages` ((title, page path) in order, shown with the page's file name), every
     table and figure, and `links` ((label, href) pairs)."""
-    notebooks = "\n".join(f'<li><a href="{html.escape(_href(page, page_dir))}">{html.escape(name)}</a> '
-                          f'<code>{html.escape(page.stem)}</code></li>' for name, page in notebook_pages)
+    notebooks = "\n".join(
+        f'<li><a href="{html.escape(_href(page, page_dir))}">{html.escape(name)}</a> '
+        f"<code>{html.escape(page.stem)}</code></li>"
+        for name, page in notebook_pages
+    )
     extra = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in links)
-    tables = "\n".join(_table_section(stem, files, page_dir)
-                       for stem, files in _files_by_stem(tables_dir, TABLE_FORMATS).items())
-    figures = "\n".join(_figure_section(stem, files, page_dir)
-                        for stem, files in _files_by_stem(figures_dir, FIGURE_FORMATS).items())
+    tables = "\n".join(
+        _table_section(stem, files, page_dir) for stem, files in _files_by_stem(tables_dir, TABLE_FORMATS).items()
+    )
+    figures = "\n".join(
+        _figure_section(stem, files, page_dir) for stem, files in _files_by_stem(figures_dir, FIGURE_FORMATS).items()
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -167,7 +189,7 @@ Written by <code>python -m mer_core.html_export</code> in the pipeline's <code>h
 <ol>
 {notebooks}
 </ol>
-{f'<h2 id="links">See also</h2>{chr(10)}<ul>{chr(10)}{extra}{chr(10)}</ul>' if links else ''}
+{f'<h2 id="links">See also</h2>{chr(10)}<ul>{chr(10)}{extra}{chr(10)}</ul>' if links else ""}
 <h2 id="tables">Tables</h2>
 {tables}
 <h2 id="figures">Figures</h2>
@@ -184,8 +206,14 @@ def _existing_dir(path: str | Path, what: str) -> Path:
     return path
 
 
-def export_site(notebooks_dir: str | Path, tables_dir: str | Path, figures_dir: str | Path, out_dir: str | Path,
-                title: str, links: list[tuple[str, str]] = ()) -> Path:
+def export_site(
+    notebooks_dir: str | Path,
+    tables_dir: str | Path,
+    figures_dir: str | Path,
+    out_dir: str | Path,
+    title: str,
+    links: list[tuple[str, str]] = (),
+) -> Path:
     """Export every notebook of `notebooks_dir` to `<out_dir>/notebooks/`, then write `<out_dir>/index.html`."""
     notebooks_dir = _existing_dir(notebooks_dir, "notebooks")
     tables_dir, figures_dir = _existing_dir(tables_dir, "tables"), _existing_dir(figures_dir, "figures")
@@ -196,8 +224,10 @@ def export_site(notebooks_dir: str | Path, tables_dir: str | Path, figures_dir: 
     exporter = offline_exporter()
     stylesheet = template_stylesheet(exporter)
     write_atomic(out_dir / "notebooks" / STYLESHEET, lambda tmp: tmp.write_text(stylesheet, encoding="utf-8"))
-    pages = [(notebook_title(nb), export_notebook(nb, out_dir / "notebooks" / f"{nb.stem}.html", exporter, stylesheet))
-             for nb in notebooks]
+    pages = [
+        (notebook_title(nb), export_notebook(nb, out_dir / "notebooks" / f"{nb.stem}.html", exporter, stylesheet))
+        for nb in notebooks
+    ]
     page = index_page(title, pages, tables_dir, figures_dir, out_dir, links)
     return write_atomic(out_dir / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
@@ -216,8 +246,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figures", required=True, help="folder of figures (.svg/.png)")
     parser.add_argument("--out", required=True, help="output folder: index.html and notebooks/")
     parser.add_argument("--title", required=True)
-    parser.add_argument("--link", type=_link, action="append", default=[], metavar="LABEL=HREF",
-                        help="an extra link on the index (repeatable)")
+    parser.add_argument(
+        "--link",
+        type=_link,
+        action="append",
+        default=[],
+        metavar="LABEL=HREF",
+        help="an extra link on the index (repeatable)",
+    )
     args = parser.parse_args(argv)
     print(export_site(args.notebooks, args.tables, args.figures, args.out, args.title, args.link))
 

@@ -40,6 +40,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   default branch only (Linear, LeakyReLU, Linear, LeakyReLU). Why: no hidden switch. Restore: not switchable.
   Test: tests/golden/test_ifmmin.py::test_shared_encoder_matches_official.
 """
+
 from __future__ import annotations
 
 import copy
@@ -128,17 +129,31 @@ class LSTMEncoder(nn.Module):
 
     pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
 
-    def __init__(self, in_dim: int, hidden: int = 128, pooling: str = "valid", summary: str = "max", layers: int = 1,
-                 bidirectional: bool = False, conv: int = 0):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 128,
+        pooling: str = "valid",
+        summary: str = "max",
+        layers: int = 1,
+        bidirectional: bool = False,
+        conv: int = 0,
+    ):
         super().__init__()
         self.pooling = check_choice("LSTMEncoder pooling", pooling, POOLING)
         self.summary = check_choice("LSTMEncoder summary", summary, SUMMARIES)
         if bidirectional and hidden % 2:
-            raise ValueError(f"a bidirectional LSTMEncoder splits hidden ({hidden}) between its two directions: use an "
-                             "even width")
+            raise ValueError(
+                f"a bidirectional LSTMEncoder splits hidden ({hidden}) between its two directions: use an even width"
+            )
         self.conv = nn.Conv1d(in_dim, hidden, conv, padding="same") if conv else None
-        self.lstm = nn.LSTM(hidden if conv else in_dim, hidden // 2 if bidirectional else hidden, num_layers=layers,
-                            batch_first=True, bidirectional=bidirectional)
+        self.lstm = nn.LSTM(
+            hidden if conv else in_dim,
+            hidden // 2 if bidirectional else hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+        )
         self.attention = AttentionPooling(hidden) if summary == "attention" else None
         self.stats = nn.Linear(2 * hidden, hidden) if summary == "stats" else None
         self.out_dim = hidden
@@ -149,10 +164,10 @@ class LSTMEncoder(nn.Module):
             x = x * valid_mask(lengths, x.shape[1])[..., None].to(x.dtype)
             x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
         if self.lstm.bidirectional:  # the backward direction starts at each clip's last frame, not at its padding
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
-                                                       enforce_sorted=False)
-            return nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                                    total_length=x.shape[1])[0]
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+            )
+            return nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])[0]
         return self.lstm(x)[0]
 
     def pool(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -177,8 +192,9 @@ class LSTMEncoder(nn.Module):
         live, dead = (~blank).nonzero()[:, 0], blank.nonzero()[:, 0]
         longest = max(int(lengths[dead].max()), 1)
         zeros = x.new_zeros(1, longest, x.shape[2])
-        shared = self.pool(self.outputs(zeros, lengths.new_full((1,), longest)).expand(len(dead), -1, -1),
-                           lengths[dead])
+        shared = self.pool(
+            self.outputs(zeros, lengths.new_full((1,), longest)).expand(len(dead), -1, -1), lengths[dead]
+        )
         if len(live) == 0:
             return shared
         frames = x[live, : max(int(lengths[live].max()), 1)]
@@ -193,8 +209,15 @@ class TextCNN(nn.Module):
 
     pure_in_eval = True  # forward(x, lengths) depends on them alone in eval mode (`mer_core.evaluate.reuse_encodings`)
 
-    def __init__(self, in_dim: int, channels: int = 128, kernels: tuple[int, ...] = (3, 4, 5),
-                 dropout: float = 0.5, out_dim: int = 128, windows: str = "valid"):
+    def __init__(
+        self,
+        in_dim: int,
+        channels: int = 128,
+        kernels: tuple[int, ...] = (3, 4, 5),
+        dropout: float = 0.5,
+        out_dim: int = 128,
+        windows: str = "valid",
+    ):
         super().__init__()
         self.kernels = kernels
         self.windows = check_choice("TextCNN windows", windows, POOLING)
@@ -336,8 +359,13 @@ class ConditionalDenoiser(nn.Module):
     def __init__(self, dim: int, condition_dim: int, hidden: int, time_dim: int = 32):
         super().__init__()
         self.time_dim = time_dim
-        self.net = nn.Sequential(nn.Linear(dim + condition_dim + time_dim, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        self.net = nn.Sequential(
+            nn.Linear(dim + condition_dim + time_dim, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, dim),
+        )
 
     def correction(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """The network's output (B, dim) on the noised x_t at steps t (B,): the stand-in for the UNet's output."""
@@ -364,9 +392,20 @@ class ConditionalVAE(nn.Module):
     forward(x, c) -> (reconstruction (B, x_dim), mu (B, latent), logvar (B, latent)).
     """
 
-    def __init__(self, x_dim: int, c_dim: int, latent: int, layers: int = 5, heads: int = 8, ffn: int = 128,
-                 decoder_hidden: int = 128, output: str = "sigmoid", attention: str = "per_clip",
-                 eval_latent: str = "sample", dropout: float = 0.1):
+    def __init__(
+        self,
+        x_dim: int,
+        c_dim: int,
+        latent: int,
+        layers: int = 5,
+        heads: int = 8,
+        ffn: int = 128,
+        decoder_hidden: int = 128,
+        output: str = "sigmoid",
+        attention: str = "per_clip",
+        eval_latent: str = "sample",
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.output = check_choice("ConditionalVAE output", output, VAE_OUTPUTS)
         self.attention = check_choice("ConditionalVAE attention", attention, VAE_ATTENTION)
@@ -378,8 +417,9 @@ class ConditionalVAE(nn.Module):
         self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.mu = nn.Linear(width, latent)
         self.logvar = nn.Linear(width, latent)
-        self.decoder = nn.Sequential(nn.Linear(latent + c_dim, decoder_hidden), nn.LeakyReLU(),
-                                     nn.Linear(decoder_hidden, x_dim))
+        self.decoder = nn.Sequential(
+            nn.Linear(latent + c_dim, decoder_hidden), nn.LeakyReLU(), nn.Linear(decoder_hidden, x_dim)
+        )
 
     def noise(self, mu: torch.Tensor) -> torch.Tensor:
         """eps ~ N(0, I) of mu's shape: from the global generator in training, from a freshly seeded one in eval."""

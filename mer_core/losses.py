@@ -15,6 +15,7 @@
   official form (the network's output added to the clean input and compared with that clean input, i.e. the
   mean square of the output) or as a real denoising loss.
 """
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -31,13 +32,14 @@ def cmd_loss(x: torch.Tensor, y: torch.Tensor, moments: int = 5, span: float | N
     total = torch.linalg.vector_norm(mean_x - mean_y) / scale
     centred_x, centred_y = x - mean_x, y - mean_y
     for k in range(2, moments + 1):
-        difference = (centred_x ** k).mean(0) - (centred_y ** k).mean(0)
-        total = total + torch.linalg.vector_norm(difference) / scale ** k
+        difference = (centred_x**k).mean(0) - (centred_y**k).mean(0)
+        total = total + torch.linalg.vector_norm(difference) / scale**k
     return total
 
 
-def pairwise_cmd(features: list[torch.Tensor], present: torch.Tensor, moments: int = 5,
-                 span: float | None = None) -> torch.Tensor:
+def pairwise_cmd(
+    features: list[torch.Tensor], present: torch.Tensor, moments: int = 5, span: float | None = None
+) -> torch.Tensor:
     """Mean `cmd_loss` over the modality pairs of `features` (list of (B, D)); `present` (B, M) restricts each
     pair to the clips holding both modalities (pairs with fewer than two such clips count as 0)."""
     pairs = list(combinations(range(len(features)), 2))
@@ -76,8 +78,14 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum") 
     raise ValueError(f"KL reduction must be one of {KL_REDUCTIONS}, got {reduction!r}")
 
 
-def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, has: torch.Tensor,
-             reduction: str = "sum") -> torch.Tensor:
+def vae_loss(
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    has: torch.Tensor,
+    reduction: str = "sum",
+) -> torch.Tensor:
     """NMER's VAE loss (docs/methods.md §4.3): MSE(recon, target) over the slots of the clips that have the modality
     (`slot_mse`, the plain mean when every clip has every modality) + `gaussian_kl(mu, logvar, reduction)`."""
     return slot_mse(recon, target, has) + gaussian_kl(mu, logvar, reduction)
@@ -86,8 +94,9 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
 DENOISE_TERMS = ("official", "denoiser")
 
 
-def denoise_term(output: torch.Tensor, noised: torch.Tensor, clean: torch.Tensor, form: str = "official"
-                 ) -> torch.Tensor:
+def denoise_term(
+    output: torch.Tensor, noised: torch.Tensor, clean: torch.Tensor, form: str = "official"
+) -> torch.Tensor:
     """NMER stage 1's auxiliary term on a network's `output` for the `noised` version of `clean` (same shapes).
 
     `official`: MSE(clean, output + clean), as `utt_shared_002_model.py` computes it; it equals mean(output^2), so

@@ -4,6 +4,7 @@ These settings never change a result (CPU runs are deterministic whatever `jobs`
 stage declares them as a dependency and changing them reruns nothing. A stage reads them when it starts, from
 params.yaml directly (`machine_settings`), not from its resolved params (`data/params/`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ matrix; CCC (Lin's concordance correlation coefficient) for attribute regression
 are computed from the confusion counts in numpy (scikit-learn's input validation cost ~20 ms per call, 40% of
 the robustness grid's time); the tests check them against scikit-learn's on random labels.
 """
+
 from __future__ import annotations
 
 import numpy as np

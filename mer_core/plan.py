@@ -9,6 +9,7 @@ study's wall time divides the units by the units that run at once (`machine.jobs
 
     python -m mer_core.plan -S train.preset=paper -S 'train.seeds=[0,1,2,3,4]' --measure
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ import yaml
 from mer_core.config import load_params, resolve_runs, stage_params
 from mer_core.data.store import StoreError, read_store
 from mer_core.machine import machine_settings
-from mer_core.params.methods import stage_epochs
 from mer_core.methods.registry import stage_specs
+from mer_core.params.methods import stage_epochs
 from mer_core.runtime import select_device
 from mer_core.schema import ConfigError
 
@@ -51,9 +52,16 @@ def plan_table(params: dict, folds: list[int] | None) -> pd.DataFrame:
         chosen = run["train"]["folds"]
         n_folds = len(chosen) if chosen != "all" else len(folds) if folds else params["folds"]["n_folds"]
         epochs = unit_epochs(run)
-        rows.append({"run": run["name"], "method": run["method"], "units": n_folds * len(run["train"]["seeds"]),
-                     "stages": ", ".join(f"{s} {e}" for s, e in epochs.items()), "epochs": sum(epochs.values()),
-                     "stopping": run["train"]["stopping"]["rule"]})
+        rows.append(
+            {
+                "run": run["name"],
+                "method": run["method"],
+                "units": n_folds * len(run["train"]["seeds"]),
+                "stages": ", ".join(f"{s} {e}" for s, e in epochs.items()),
+                "epochs": sum(epochs.values()),
+                "stopping": run["train"]["stopping"]["rule"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -91,13 +99,17 @@ def device_name(device: str) -> str:
 
 def estimate(params: dict, table: pd.DataFrame, machine: dict) -> pd.DataFrame:
     """`table` with each run's measured fixed and per-epoch seconds and its estimated unit and total hours."""
-    runs = {run["name"]: run for key, run in stage_params(params, resolve_runs(params)).items()
-            if key.startswith("runs/")}
+    runs = {
+        run["name"]: run for key, run in stage_params(params, resolve_runs(params)).items() if key.startswith("runs/")
+    }
     measured = []
     for name in table["run"]:
-        fixed, per_epoch = time_unit(runs[name], 0 if runs[name]["train"]["folds"] == "all"
-                                     else runs[name]["train"]["folds"][0], machine["device"],
-                                     machine["threads_per_job"])
+        fixed, per_epoch = time_unit(
+            runs[name],
+            0 if runs[name]["train"]["folds"] == "all" else runs[name]["train"]["folds"][0],
+            machine["device"],
+            machine["threads_per_job"],
+        )
         measured.append({"fixed_s": fixed, "epoch_s": per_epoch})
     table = pd.concat([table, pd.DataFrame(measured)], axis=1)
     table["unit_h"] = (table["fixed_s"] + table["epochs"] * table["epoch_s"]) / 3600
@@ -125,12 +137,22 @@ def parse_sets(sets: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mer_core.plan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a param (as `dvc exp run -S`); repeatable")
-    parser.add_argument("--paper", action="store_true", help="the paper-scale study: " + ", ".join(
-        f"{k}={v}" for k, v in PAPER.items()))
-    parser.add_argument("--measure", action="store_true",
-                        help="time each run on this machine's device (needs the prepare stage's feature store)")
+    parser.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param (as `dvc exp run -S`); repeatable",
+    )
+    parser.add_argument(
+        "--paper", action="store_true", help="the paper-scale study: " + ", ".join(f"{k}={v}" for k, v in PAPER.items())
+    )
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="time each run on this machine's device (needs the prepare stage's feature store)",
+    )
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     try:
@@ -144,8 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     except StoreError:
         folds = None
     table = plan_table(params, folds)
-    print(f"Study on {params['data']['corpus']}: {len(table)} runs, {table['units'].sum()} units "
-          f"(folds x seeds), {int((table['units'] * table['epochs']).sum())} unit-epochs at most.")
+    print(
+        f"Study on {params['data']['corpus']}: {len(table)} runs, {table['units'].sum()} units "
+        f"(folds x seeds), {int((table['units'] * table['epochs']).sum())} unit-epochs at most."
+    )
     if args.measure and folds is None:
         print(table.to_markdown(index=False))
         print(f"Not timed: no feature store at {store_dir} yet (the prepare stage, with the same settings, writes it).")
@@ -154,8 +178,10 @@ def main(argv: list[str] | None = None) -> None:
         parallel = parallel_units(machine)
         print(f"Timed on {device_name(machine['device'])}; {parallel} units at once ({machine['executor']}).")
         print(table.to_markdown(index=False, floatfmt=".3g"))
-        print(f"Estimated: {table['total_h'].sum():.2f} unit-hours, about {table['total_h'].sum() / parallel:.2f} h "
-              f"of wall time on this machine.")
+        print(
+            f"Estimated: {table['total_h'].sum():.2f} unit-hours, about {table['total_h'].sum() / parallel:.2f} h "
+            f"of wall time on this machine."
+        )
     else:
         print(table.to_markdown(index=False))
         print("Add --measure to time each run on this machine's device (after `dvc repro prepare`).")

@@ -8,6 +8,7 @@ tables and figures folders (`reports/provenance.json`, `reports/extended/provena
 same commit, every number traces back to the runs, params and data that made it. Nothing in it changes when the same
 inputs are analysed again (no timestamp, no revision), so a rerun rewrites the same bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ class Provenance:
         `train@mmin`); returns the line shown under it."""
         self.artefacts[artefact] = sorted(set(sources))
         shown = ", ".join(f"`{s}`" for s in self.artefacts[artefact]) or "no stage"
-        return (f"<small>Provenance: written by `{self.stage}` from the outputs of {shown}; their hashes are in "
-                f"`{self.lock}`.</small>")
+        return (
+            f"<small>Provenance: written by `{self.stage}` from the outputs of {shown}; their hashes are in "
+            f"`{self.lock}`.</small>"
+        )
 
     def write(self, path: str | Path) -> Path:
         """Write `provenance.json` (sorted keys, stable bytes)."""

@@ -6,13 +6,13 @@ Each entry is one published figure or table with its source (docs/methods.md §6
 yet transcribed) and `note` (required wherever a value is null: where the numbers are). A null stays None and is
 never plotted. The analysis shows these beside our numbers, labelled by corpus, never mixed into our rows.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from pydantic import Field
 
 from mer_core.schema import ConfigError, Params, check
@@ -87,9 +87,17 @@ def reference_table(references: dict[str, Reference], precision: int = 3) -> pd.
             shown = "not transcribed"
         else:
             shown = "; ".join(f"{label}: {_format(value, ref, precision)}" for label, value in ref.values.items())
-        rows.append({"id": ref.id, "corpus": ref.corpus, "metric": ref.metric, "condition": ref.condition,
-                     "values": shown, "source": f"{ref.paper}, {ref.location} ({ref.version})",
-                     "note": ref.note or ""})
+        rows.append(
+            {
+                "id": ref.id,
+                "corpus": ref.corpus,
+                "metric": ref.metric,
+                "condition": ref.condition,
+                "values": shown,
+                "source": f"{ref.paper}, {ref.location} ({ref.version})",
+                "note": ref.note or "",
+            }
+        )
     return pd.DataFrame(rows).set_index("id")
 
 

@@ -5,7 +5,8 @@
 - `human_reference`: CREMA-D's human per-modality recognition (crowd majority vote, docs/datasets.md), a
   reference row measured on the real corpus (constants, or read from its summaryTable.csv), never mixed with
   our numbers.
-- `calibration_check`: the built-in corpus's difficulty targets (docs/design.md, "The built-in corpus") against the measured UA.
+- `calibration_check`: the built-in corpus's difficulty targets (docs/design.md, "The built-in corpus") against the
+  measured UA.
 - `with_missing_average`: MMIN's "Average" over the missing-modality conditions, per run.
 - `paired_comparison`: method A minus method B paired by run (fold, seed), with a paired t-test.
 - `robustness_table`, `robustness_curves`, `corruption_curves`, `robustness_comparison`: the noise grid
@@ -14,6 +15,7 @@
   the signal corruptions, and paired comparisons of two runs per setting.
 - `write_table`, `save_figure`: every artefact as .md/.tex/.csv or .png/.svg, written atomically and byte-stable.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,11 +28,11 @@ from scipy import stats
 
 from mer_core.data.corpora.crema_d import human_recognition, metadata_file
 from mer_core.data.synthetic.perception import AUDIOVISUAL_CONFUSION, FACE_CONFUSION, VOICE_CONFUSION
-from mer_core.tables import grid_table
-from mer_core.tasks import metric_columns
 from mer_core.references import Reference, load_references
 from mer_core.robustness import setting_label
 from mer_core.runtime import write_atomic
+from mer_core.tables import grid_table
+from mer_core.tasks import metric_columns
 
 # CREMA-D's per-modality human confusions (docs/datasets.md): the human reference's UA (mean of the diagonal); its WA
 # (strict match) is the `crema_d_human_strict` entry of reference_results.yaml.
@@ -54,8 +56,9 @@ def load_results(results_dir: str | Path, methods: list[str]) -> dict[str, pd.Da
     return {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
 
 
-def human_reference(precision: int = 3, summary_table: str | Path | None = None,
-                    reference: Reference | None = None) -> pd.DataFrame:
+def human_reference(
+    precision: int = 3, summary_table: str | Path | None = None, reference: Reference | None = None
+) -> pd.DataFrame:
     """CREMA-D human perception per modality: strict-match accuracy (WA) and mean per-class recall (UA).
 
     Without `summary_table`: WA from `reference` (default: reference_results.yaml's `crema_d_human_strict`; a
@@ -91,18 +94,34 @@ def calibration_check(ua: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     built-in corpus (an audio-visual corpus: the columns a, v and av)."""
     missing = [c for c in ("a", "v", "av") if c not in ua.columns]
     if missing:
-        raise ValueError(f"calibration_check: the built-in corpus's targets need the conditions a, v and av; "
-                         f"this study has {', '.join(ua.columns)}")
+        raise ValueError(
+            f"calibration_check: the built-in corpus's targets need the conditions a, v and av; "
+            f"this study has {', '.join(ua.columns)}"
+        )
     best_a, best_v, best_av = ua["a"].max(), ua["v"].max(), ua["av"].max()
     best_single = max(best_a, best_v)
     rows = [
-        ("best audio-only UA", best_a, f"in [{cfg['audio_ua'][0]}, {cfg['audio_ua'][1]}]",
-         cfg["audio_ua"][0] <= best_a <= cfg["audio_ua"][1], ua["a"].idxmax()),
-        ("best visual-only UA", best_v, f"in [{cfg['visual_ua'][0]}, {cfg['visual_ua'][1]}]",
-         cfg["visual_ua"][0] <= best_v <= cfg["visual_ua"][1], ua["v"].idxmax()),
-        ("best audio-visual UA", best_av,
-         f">= best single ({best_single:.3f}) + {cfg['fusion_margin']} and < {cfg['fusion_max']}",
-         best_single + cfg["fusion_margin"] <= best_av < cfg["fusion_max"], ua["av"].idxmax()),
+        (
+            "best audio-only UA",
+            best_a,
+            f"in [{cfg['audio_ua'][0]}, {cfg['audio_ua'][1]}]",
+            cfg["audio_ua"][0] <= best_a <= cfg["audio_ua"][1],
+            ua["a"].idxmax(),
+        ),
+        (
+            "best visual-only UA",
+            best_v,
+            f"in [{cfg['visual_ua'][0]}, {cfg['visual_ua'][1]}]",
+            cfg["visual_ua"][0] <= best_v <= cfg["visual_ua"][1],
+            ua["v"].idxmax(),
+        ),
+        (
+            "best audio-visual UA",
+            best_av,
+            f">= best single ({best_single:.3f}) + {cfg['fusion_margin']} and < {cfg['fusion_max']}",
+            best_single + cfg["fusion_margin"] <= best_av < cfg["fusion_max"],
+            ua["av"].idxmax(),
+        ),
     ]
     return pd.DataFrame(rows, columns=["quantity", "measured", "target", "met", "method"]).set_index("quantity")
 
@@ -113,9 +132,15 @@ def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: st
     out_dir = Path(out_dir)
     index = not isinstance(table.index, pd.RangeIndex)
     return [
-        write_atomic(out_dir / f"{name}.md", lambda p: p.write_text(f"{caption}\n\n{table.to_markdown(index=index)}\n")),
-        write_atomic(out_dir / f"{name}.tex", lambda p: p.write_text(
-            table.to_latex(caption=caption, label=f"tab:{name}", index=index).replace("±", r"$\pm$"))),
+        write_atomic(
+            out_dir / f"{name}.md", lambda p: p.write_text(f"{caption}\n\n{table.to_markdown(index=index)}\n")
+        ),
+        write_atomic(
+            out_dir / f"{name}.tex",
+            lambda p: p.write_text(
+                table.to_latex(caption=caption, label=f"tab:{name}", index=index).replace("±", r"$\pm$")
+            ),
+        ),
         write_atomic(out_dir / f"{name}.csv", lambda p: table.to_csv(p, index=index)),
     ]
 
@@ -124,8 +149,10 @@ def save_figure(figure: plt.Figure, name: str, out_dir: str | Path) -> list[Path
     """Save `figure` as <name>.png and <name>.svg (no timestamp, fixed ids: reruns are byte-stable)."""
     out_dir = Path(out_dir)
     return [
-        write_atomic(out_dir / f"{name}.png", lambda p: figure.savefig(p, format="png", dpi=120,
-                                                                      bbox_inches="tight", metadata={"Software": None})),
+        write_atomic(
+            out_dir / f"{name}.png",
+            lambda p: figure.savefig(p, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None}),
+        ),
         write_atomic(out_dir / f"{name}.svg", lambda p: _save_svg(figure, p, name)),
     ]
 
@@ -147,10 +174,14 @@ def training_curves(history: pd.DataFrame) -> plt.Figure:
             curves.append(curve.set_axis(curve.index + offset))
             offset += int(curve.index.max())
         curve = pd.concat(curves)
-        line, = left.plot(curve.index, curve["train_loss"], label=method)
+        (line,) = left.plot(curve.index, curve["train_loss"], label=method)
         right.plot(curve.index, curve["val_ua"], label=method, color=line.get_color())
-    left.set(xlabel="epoch (stages in order)", ylabel="training loss (log scale)", yscale="log",
-             title="training loss (mean over runs)")
+    left.set(
+        xlabel="epoch (stages in order)",
+        ylabel="training loss (log scale)",
+        yscale="log",
+        title="training loss (mean over runs)",
+    )
     right.set(xlabel="epoch (stages in order)", ylabel="validation UA", title="validation UA (model selection)")
     right.legend(fontsize=7, ncol=2)
     figure.tight_layout()
@@ -173,10 +204,19 @@ def paired_comparison(per_condition: pd.DataFrame, a: str, b: str, condition: st
     part = per_condition[per_condition["condition"] == condition]
     table = part.pivot_table(index=["fold", "seed"], columns="method", values=metric)[[a, b]].dropna()
     difference = table[a] - table[b]
-    p_value = float(stats.ttest_rel(table[a], table[b]).pvalue) if len(table) >= 2 and difference.std() > 0 \
-        else float("nan")
-    return {"a": a, "b": b, "condition": condition, "metric": metric, "difference": float(difference.mean()),
-            "pairs": len(table), "wins": int((difference > 0).sum()), "p_value": p_value}
+    p_value = (
+        float(stats.ttest_rel(table[a], table[b]).pvalue) if len(table) >= 2 and difference.std() > 0 else float("nan")
+    )
+    return {
+        "a": a,
+        "b": b,
+        "condition": condition,
+        "metric": metric,
+        "difference": float(difference.mean()),
+        "pairs": len(table),
+        "wins": int((difference > 0).sum()),
+        "p_value": p_value,
+    }
 
 
 def paired_fraction_curve(points: pd.DataFrame, metric: str, methods: list[str]) -> plt.Figure:
@@ -211,8 +251,10 @@ def robustness_runs(robustness: pd.DataFrame, per_condition: pd.DataFrame, missi
 
 def robustness_table(runs: pd.DataFrame, metric: str, precision: int = 3) -> pd.DataFrame:
     """Rows = methods, columns = settings (clean first, then in grid order); cells 'mean ± std' over runs."""
-    settings = [setting_label(n, lv, u) if n != "clean" else CLEAN_LABEL
-                for n, lv, u in zip(runs["noise"], runs["level"], runs["unit"])]
+    settings = [
+        setting_label(n, lv, u) if n != "clean" else CLEAN_LABEL
+        for n, lv, u in zip(runs["noise"], runs["level"], runs["unit"])
+    ]
     return grid_table(runs.assign(condition=settings), metric, list(dict.fromkeys(settings)), precision)
 
 
@@ -220,8 +262,9 @@ def _mean_std(part: pd.DataFrame, metric: str) -> pd.DataFrame:
     return part.groupby("level")[metric].agg(["mean", "std"]).fillna(0.0)
 
 
-def robustness_curves(runs: pd.DataFrame, metric: str, methods: list[str], noise_types: list[str],
-                      reference: Reference | None = None) -> plt.Figure:
+def robustness_curves(
+    runs: pd.DataFrame, metric: str, methods: list[str], noise_types: list[str], reference: Reference | None = None
+) -> plt.Figure:
     """NMER's figure: `metric` on the missing-modality conditions vs the noise intensity T, one line per method
     (mean ± std over runs; the point at T = 0 is the clean, zero-filled grid), one panel per noise type, and with
     `reference` (reference_results.yaml's `nmer_wa_vs_noise`) a last panel with the official figure's points as a
@@ -234,23 +277,35 @@ def robustness_curves(runs: pd.DataFrame, metric: str, methods: list[str], noise
             part = runs[(runs["method"] == method) & runs["noise"].isin(["clean", noise])]
             stats_ = _mean_std(part, metric)
             ax.plot(stats_.index, stats_["mean"], marker="o", ms=3, color=colours(k % 20), label=method)
-            ax.fill_between(stats_.index, stats_["mean"] - stats_["std"], stats_["mean"] + stats_["std"],
-                            color=colours(k % 20), alpha=0.08)
-        ax.set(xlabel="noise intensity T (0 = zero-filled)", ylabel=f"{metric.upper()}, missing conditions",
-               title=f"ours: {noise} noise on the missing modalities")
+            ax.fill_between(
+                stats_.index,
+                stats_["mean"] - stats_["std"],
+                stats_["mean"] + stats_["std"],
+                color=colours(k % 20),
+                alpha=0.08,
+            )
+        ax.set(
+            xlabel="noise intensity T (0 = zero-filled)",
+            ylabel=f"{metric.upper()}, missing conditions",
+            title=f"ours: {noise} noise on the missing modalities",
+        )
     if reference is not None:
         ax = axes[0][-1]
         for name, values in reference.series().items():
             ax.plot(reference.x, values, marker="s", ms=3, ls=":" if name == "MEN" else "-", label=name)
-        ax.set(xlabel=reference.x_label, ylabel=reference.metric.upper(),
-               title=f"reference: NMER paper figure ({reference.corpus} A/V/L)\nauthors' plot arrays, not our data")
+        ax.set(
+            xlabel=reference.x_label,
+            ylabel=reference.metric.upper(),
+            title=f"reference: NMER paper figure ({reference.corpus} A/V/L)\nauthors' plot arrays, not our data",
+        )
         ax.legend(fontsize=7)
     _legend_below(figure, axes[0][0])
     return figure
 
 
-def corruption_curves(robustness: pd.DataFrame, per_condition: pd.DataFrame, metric: str, methods: list[str],
-                      condition: str) -> plt.Figure:
+def corruption_curves(
+    robustness: pd.DataFrame, per_condition: pd.DataFrame, metric: str, methods: list[str], condition: str
+) -> plt.Figure:
     """`metric` under `condition` (e.g. `av`: both modalities present, one corrupted) against each signal
     corruption's level, one panel per (modality, kind), the clean value as the first point."""
     signal = robustness[(robustness["unit"] != FEATURE_NOISE_UNIT) & (robustness["condition"] == condition)]
@@ -318,13 +373,28 @@ def embedding_figure(embeddings: pd.DataFrame, classes: list[str], links: int = 
         part = embeddings[embeddings["run"] == run]
         for condition in [*others, full]:  # the full condition drawn last, on top
             rows = part[part["condition"] == condition]
-            ax.scatter(rows["x"], rows["y"], s=9 if condition == full else 7, marker=markers[condition],
-                       c=[colours.get(label, "black") for label in rows["label"]], alpha=0.6, linewidths=0)
+            ax.scatter(
+                rows["x"],
+                rows["y"],
+                s=9 if condition == full else 7,
+                marker=markers[condition],
+                c=[colours.get(label, "black") for label in rows["label"]],
+                alpha=0.6,
+                linewidths=0,
+            )
         ends = part[part["clip_id"].isin(linked)]
         for condition in conditions:  # the linked clips' points, outlined
             rows = ends[ends["condition"] == condition]
-            ax.scatter(rows["x"], rows["y"], s=18, marker=markers[condition], zorder=4, linewidths=0.7,
-                       c=[colours.get(label, "black") for label in rows["label"]], edgecolors="black")
+            ax.scatter(
+                rows["x"],
+                rows["y"],
+                s=18,
+                marker=markers[condition],
+                zorder=4,
+                linewidths=0.7,
+                c=[colours.get(label, "black") for label in rows["label"]],
+                edgecolors="black",
+            )
         anchor = part[part["condition"] == full].set_index("clip_id")[["x", "y"]]
         for condition in others:
             moved = part[(part["condition"] == condition) & part["clip_id"].isin(linked)].set_index("clip_id")
@@ -333,17 +403,28 @@ def embedding_figure(embeddings: pd.DataFrame, classes: list[str], links: int = 
                     ax.plot([anchor.at[clip, "x"], x], [anchor.at[clip, "y"], y], color="0.35", lw=0.6, zorder=3)
         moved = part[part["condition"] != full].groupby("condition")["dist_to_full"].mean()
         projection = {"tsne": "t-SNE", "pca": "PCA"}.get(str(part["projection"].iloc[0]), part["projection"].iloc[0])
-        ax.set_title(f"{run} ({projection})\nmoved from {full}: " + ", ".join(f"{c} {moved[c]:.2f}" for c in others
-                                                                           if c in moved), fontsize=8)
+        ax.set_title(
+            f"{run} ({projection})\nmoved from {full}: "
+            + ", ".join(f"{c} {moved[c]:.2f}" for c in others if c in moved),
+            fontsize=8,
+        )
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [plt.Line2D([], [], ls="", marker="o", color=colours[c], label=c) for c in classes]
-    handles += [plt.Line2D([], [], ls="", marker=markers[c], color="0.4", mfc="none", label=f"condition {c}")
-                for c in conditions]
+    handles += [
+        plt.Line2D([], [], ls="", marker=markers[c], color="0.4", mfc="none", label=f"condition {c}")
+        for c in conditions
+    ]
     handles.append(plt.Line2D([], [], color="0.35", lw=0.6, label=f"a clip's {full} point to its others"))
     figure.tight_layout()
-    figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=min(len(handles), 6),
-                  fontsize=7, frameon=False)
+    figure.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.02),
+        ncol=min(len(handles), 6),
+        fontsize=7,
+        frameon=False,
+    )
     return figure
 
 
@@ -354,7 +435,14 @@ def embedding_summary(embeddings: pd.DataFrame, precision: int = 3) -> pd.DataFr
     rows = []
     for (run, condition), part in embeddings.groupby(["run", "condition"], sort=False):
         has_pred = part["pred"].notna() & (part["pred"].astype(str) != "")
-        rows.append({"run": run, "condition": condition, "clips": len(part),
-                     "accuracy": float((part["pred"] == part["label"]).mean()) if has_pred.all() else np.nan,
-                     "cos_to_full": part["cos_to_full"].mean(), "dist_to_full": part["dist_to_full"].mean()})
+        rows.append(
+            {
+                "run": run,
+                "condition": condition,
+                "clips": len(part),
+                "accuracy": float((part["pred"] == part["label"]).mean()) if has_pred.all() else np.nan,
+                "cos_to_full": part["cos_to_full"].mean(),
+                "dist_to_full": part["dist_to_full"].mean(),
+            }
+        )
     return pd.DataFrame(rows).set_index(["run", "condition"]).round(precision)

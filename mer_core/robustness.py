@@ -23,6 +23,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   same metrics; with ~4 test batches per condition and fold, a per-batch t makes the curve hang on ~4 draws.
   Restore: `robustness.per_sample: false`. Test: tests/test_robustness.py::test_grid_is_deterministic.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,16 +58,22 @@ def summarise_robustness(table: pd.DataFrame, metrics: tuple[str, ...] = ("wa", 
     for (noise, level, unit), part in pooled.groupby(["noise", "level", "unit"], sort=False):
         summary[setting_label(noise, level, unit)] = {
             **{f"{metric}_mean": float(part[metric].mean()) for metric in metrics},
-            **{f"{metric}_std": sample_std(part[metric]) for metric in metrics}}
+            **{f"{metric}_std": sample_std(part[metric]) for metric in metrics},
+        }
     return summary
 
 
 def feature_noise_settings(cfg: dict) -> list[tuple[dict, NoiseScheduler]]:
     """(setting, scheduler) for every noise type x intensity of `robustness` params `cfg`."""
     block = {k: cfg[k] for k in SCHEDULER_KEYS}
-    return [({"noise": kind, "modality": "missing", "level": float(steps), "unit": "T"},
-             NoiseScheduler(type=kind, steps=steps, **block))
-            for kind in cfg["noise_types"] for steps in cfg["intensities"]]
+    return [
+        (
+            {"noise": kind, "modality": "missing", "level": float(steps), "unit": "T"},
+            NoiseScheduler(type=kind, steps=steps, **block),
+        )
+        for kind in cfg["noise_types"]
+        for steps in cfg["intensities"]
+    ]
 
 
 def cell_seed(base: int, fold: int, index: int) -> int:
@@ -81,8 +88,9 @@ def corrupted_split(store: FeatureStore, split: Split, name: str) -> tuple[str, 
 
 
 @torch.no_grad()
-def robustness_grid(model: nn.Module, store: FeatureStore, test: Split, cfg: dict, fold: int,
-                    device: torch.device) -> pd.DataFrame:
+def robustness_grid(
+    model: nn.Module, store: FeatureStore, test: Split, cfg: dict, fold: int, device: torch.device
+) -> pd.DataFrame:
     """The task's metrics of `model` on `test` under every setting of the grid: one row per (setting,
     condition), the conditions followed by `pooled` and `mean`; columns noise, modality, level, unit, condition,
     n, loss and the metrics (wa, ua, f1_macro, f1_micro for classification)."""
@@ -90,20 +98,25 @@ def robustness_grid(model: nn.Module, store: FeatureStore, test: Split, cfg: dic
         return _robustness_grid(model, store, test, cfg, fold, device)
 
 
-def _robustness_grid(model: nn.Module, store: FeatureStore, test: Split, cfg: dict, fold: int,
-                     device: torch.device) -> pd.DataFrame:
+def _robustness_grid(
+    model: nn.Module, store: FeatureStore, test: Split, cfg: dict, fold: int, device: torch.device
+) -> pd.DataFrame:
     task, conditions = test.task, all_conditions(test.modalities)
     tables = []
     noise_settings = feature_noise_settings(cfg) if len(conditions) > 1 else []  # one modality: none goes missing
     for index, (setting, scheduler) in enumerate(noise_settings):
-        predictions = predict(model, test, cfg["batch_size"], device, conditions[:-1], scheduler,
-                              cell_seed(cfg["seed"], fold, index))
+        predictions = predict(
+            model, test, cfg["batch_size"], device, conditions[:-1], scheduler, cell_seed(cfg["seed"], fold, index)
+        )
         tables.append(grid_metrics(predictions, task).assign(**setting))
     for corruption in store.corruptions if cfg["signal"] else []:
         modality, split = corrupted_split(store, test, corruption["name"])
         predictions = predict(model, split, cfg["batch_size"], device, [c for c in conditions if modality in c])
-        tables.append(grid_metrics(predictions, task).assign(
-            noise=corruption["kind"], modality=modality, level=float(corruption["level"]), unit=corruption["unit"]))
+        tables.append(
+            grid_metrics(predictions, task).assign(
+                noise=corruption["kind"], modality=modality, level=float(corruption["level"]), unit=corruption["unit"]
+            )
+        )
     if not tables:
         return pd.DataFrame(columns=[*COLUMNS, "condition"])
     table = pd.concat(tables, ignore_index=True)

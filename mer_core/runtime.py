@@ -1,4 +1,5 @@
 """Seeding, device selection, atomic file writes, and finding the project root (console output: `mer_core.console`)."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ the dotted key, what it got and what is allowed there (for an unknown key: the a
 
 This module is the bottom of the params stack: it imports neither torch nor any other part of `mer_core`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,9 @@ class ConfigError(ValueError):
 class Params(BaseModel):
     """Base of every params section: strict, closed (unknown keys are errors), finite numbers, documented fields."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, use_attribute_docstrings=True,
-                              validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, use_attribute_docstrings=True, validate_default=True
+    )
 
 
 def dotted(location: tuple, prefix: str = "") -> str:
@@ -139,8 +141,11 @@ def expand_dotted(flat: Mapping[str, Any]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"{key!r}: {part!r} is set both as a value and as a mapping")
         leaf = parts[-1]
-        node[leaf] = deep_merge(node[leaf], value) if isinstance(value, Mapping) and isinstance(
-            node.get(leaf), Mapping) else copy.deepcopy(value)
+        node[leaf] = (
+            deep_merge(node[leaf], value)
+            if isinstance(value, Mapping) and isinstance(node.get(leaf), Mapping)
+            else copy.deepcopy(value)
+        )
     return nested
 
 

@@ -17,6 +17,7 @@ it ended: epochs trained, why it stopped (`plateau`: the last phase stopped impr
 maximum), the best epoch, and the criterion's gain over its last `patience` epochs (the best score minus the best
 one before those epochs; about 0 for a plateau, positive for a stage cut while still improving).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -95,7 +96,12 @@ class StageSchedule:
         trained no more epochs than that)."""
         valid = [(s, -e) for e, s in enumerate(self.scores, 1) if s == s]
         best = max(valid) if valid else (float("nan"), 0)
-        before = [s for s in self.scores[:-self.patience] if s == s]
+        before = [s for s in self.scores[: -self.patience] if s == s]
         gain = best[0] - max(before) if before and self.trained > self.patience else None
-        return {"epochs": self.trained, "stopped": self.stopped, "best_epoch": -best[1],
-                "decay_start": self.decay_start, "gain": gain}
+        return {
+            "epochs": self.trained,
+            "stopped": self.stopped,
+            "best_epoch": -best[1],
+            "decay_start": self.decay_start,
+            "gain": gain,
+        }

@@ -12,6 +12,7 @@ training time, e.g. because the feature store lacks a modality, drops out here),
   explorer's first view;
 - `RunRef` / `resolve_ref`: how the papers' claims (`mer_core.findings`) name the runs they compare.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ VAVL_RIVALS = ("utt_fusion", "utt_dataaug", "late_fusion", "mmin")
 
 def trained(runs: Mapping[str, dict], present: list[str] | None = None) -> dict[str, dict]:
     """The runs whose status is `train` (and, given `present`, whose results exist), in order."""
-    return {name: run for name, run in runs.items() if run["status"] == "train" and (present is None or name in present)}
+    return {
+        name: run for name, run in runs.items() if run["status"] == "train" and (present is None or name in present)
+    }
 
 
 def base_run(runs: Mapping[str, dict], method: str) -> str | None:
@@ -62,8 +65,11 @@ def family(runs: Mapping[str, dict], method: str) -> list[str]:
     if base is None:
         return []
     task = runs[base]["task"]
-    return [base] + [n for n, r in runs.items() if r["root"] == base and n != base and r["task"] == task
-                     and "unpaired" not in " ".join(r["changes"])]
+    return [base] + [
+        n
+        for n, r in runs.items()
+        if r["root"] == base and n != base and r["task"] == task and "unpaired" not in " ".join(r["changes"])
+    ]
 
 
 def table_rows(runs: Mapping[str, dict], table: str) -> list[str]:
@@ -76,16 +82,23 @@ def table_rows(runs: Mapping[str, dict], table: str) -> list[str]:
         return [n for method in IMAGINATION_TABLE for n in family(runs, method)]
     if table == "vavl":
         vavl = family(runs, "vavl")
-        return vavl + [n for n, r in runs.items() if r["base"] is None and r["method"] != "vavl"
-                       and r["study"] == "default"]
+        return vavl + [
+            n for n, r in runs.items() if r["base"] is None and r["method"] != "vavl" and r["study"] == "default"
+        ]
     raise ValueError(f"unknown table {table!r}; allowed: main, imagination, vavl")
 
 
 def confusion_runs(runs: Mapping[str, dict]) -> list[str]:
     """The runs whose confusion matrices the analysis draws: each single-modality baseline, then MMIN's
     full-modality network (what the human per-modality confusions compare with)."""
-    singles = [n for n, r in runs.items() if r["base"] is None and len(r["needs"]) == 1
-               and CATALOG[r["method"]].min_modalities == 1 and r["method"] != "vavl"]
+    singles = [
+        n
+        for n, r in runs.items()
+        if r["base"] is None
+        and len(r["needs"]) == 1
+        and CATALOG[r["method"]].min_modalities == 1
+        and r["method"] != "vavl"
+    ]
     fusion = base_run(runs, "utt_fusion")
     return singles + ([fusion] if fusion else [])
 

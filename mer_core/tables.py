@@ -8,6 +8,7 @@ analysis of every run.
 - `mean_table`: the means alone, as numbers.
 - `confusion_grid`: row-normalised confusion matrices of one run, one panel per condition, pooled over units.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -31,13 +32,15 @@ def grid_table(per_condition: pd.DataFrame, metric: str, columns: list[str], pre
     return pd.DataFrame([[cell(m, c) for c in columns] for m in methods], index=methods, columns=columns)
 
 
-def modality_table(per_condition: pd.DataFrame, metrics: list[str], conditions: list[str],
-                   precision: int = 3) -> pd.DataFrame:
+def modality_table(
+    per_condition: pd.DataFrame, metrics: list[str], conditions: list[str], precision: int = 3
+) -> pd.DataFrame:
     """VAVL's table layout (docs/methods.md §5.4): rows = runs, columns `<condition> <metric>` for each condition
     (a, v, av) and metric (F1-macro, F1-micro; CCC per attribute for regression); cells 'mean ± std' over runs."""
     tables = {metric: grid_table(per_condition, metric, conditions, precision) for metric in metrics}
-    return pd.DataFrame({f"{condition} {metric}": tables[metric][condition]
-                         for condition in conditions for metric in metrics})
+    return pd.DataFrame(
+        {f"{condition} {metric}": tables[metric][condition] for condition in conditions for metric in metrics}
+    )
 
 
 def mean_table(per_condition: pd.DataFrame, metric: str, columns: list[str]) -> pd.DataFrame:
@@ -56,8 +59,9 @@ def confusion_grid(predictions: pd.DataFrame, method: str, conditions: list[str]
         matrix = confusion(rows["label"].map(index), rows["pred"].map(index), len(classes), normalize="true")
         ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
         for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if value > 0.6 else "black")
+            ax.text(
+                j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.6 else "black"
+            )
         ax.set_xticks(range(len(classes)), [c[:3] for c in classes], fontsize=8)
         ax.set_yticks(range(len(classes)), [c[:3] for c in classes], fontsize=8)
         ax.set_title(f"{method}: {condition}", fontsize=9)

@@ -12,6 +12,7 @@ A model's output has `Task.n_outputs` columns (logits, or one value per attribut
 loss; evaluation tables hold one `label_*` / `pred_*` column per attribute for regression (`label`, `pred` and
 the class probabilities for classification).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,8 +57,10 @@ class Task:
         if self.name not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.name!r}")
         if self.name == "regression" and (len(set(self.targets)) != len(self.targets) or "mean" in self.targets):
-            raise ValueError(f"regression attributes must be distinct and none named 'mean' (ccc_mean is their "
-                             f"mean), got {self.targets}")
+            raise ValueError(
+                f"regression attributes must be distinct and none named 'mean' (ccc_mean is their "
+                f"mean), got {self.targets}"
+            )
 
     @property
     def n_outputs(self) -> int:
@@ -98,8 +101,10 @@ class Task:
             probs = outputs.softmax(-1).cpu().numpy()
             return {"label": y, "pred": probs.argmax(1)}, {f"p{j}": probs[:, j] for j in range(probs.shape[1])}
         outputs = outputs.cpu().numpy()
-        return {**{f"label_{a}": y[:, k] for k, a in enumerate(self.targets)},
-                **{f"pred_{a}": outputs[:, k] for k, a in enumerate(self.targets)}}, {}
+        return {
+            **{f"label_{a}": y[:, k] for k, a in enumerate(self.targets)},
+            **{f"pred_{a}": outputs[:, k] for k, a in enumerate(self.targets)},
+        }, {}
 
     def score(self, table: pd.DataFrame) -> dict[str, float]:
         """The metrics of a prediction table (columns as `columns` writes them)."""
@@ -116,6 +121,8 @@ def study_task(name: str, manifest: dict) -> Task:
         return Task(name, tuple(manifest["classes"]))
     attributes = tuple(manifest.get("attributes", []))
     if not attributes:
-        raise ValueError(f"task: regression needs continuous attributes ({', '.join(ATTRIBUTES)}, or a corpus's "
-                         f"own targets); corpus {manifest.get('corpus')!r} has none: use task: classification")
+        raise ValueError(
+            f"task: regression needs continuous attributes ({', '.join(ATTRIBUTES)}, or a corpus's "
+            f"own targets); corpus {manifest.get('corpus')!r} has none: use task: classification"
+        )
     return Task(name, attributes)

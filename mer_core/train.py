@@ -37,8 +37,8 @@ A run never ends with numbers computed from NaN: a training loss or a gradient n
 clipped) that is NaN or infinite, or a model output that is (validation or test: `evaluate.predict`), stops it at
 once with a `NonFiniteError` naming the run, fold, seed, stage and epoch. The tables of `out_dir` are written only
 once every (fold, seed) has succeeded, and so are the checkpoints (`train_run` first removes the tables and
-checkpoints of an earlier run), so a failed run leaves nothing that looks like its result; the units that finished wait in `.resume/` beside
-the checkpoint folder for the run to be started again (`mer_core.executors`).
+checkpoints of an earlier run), so a failed run leaves nothing that looks like its result; the units that finished wait
+in `.resume/` beside the checkpoint folder for the run to be started again (`mer_core.executors`).
 
 Deviations from the official code (`mer_core.deviations` collects them into the analysis notebook's table):
 - [all] seeds. Official: none set anywhere. Here: python, numpy and torch seeded per (seed, fold). Why: the same
@@ -56,6 +56,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   package it is most of the gap to the official runs (docs/faithfulness.md). Restore: `train.selection: test`.
   Test: tests/test_faithful.py::test_test_selection_keeps_the_epoch_with_the_best_test_score.
 """
+
 from __future__ import annotations
 
 import copy
@@ -93,7 +94,6 @@ from mer_core.schema import ConfigError, check
 from mer_core.stopping import StageSchedule
 from mer_core.tasks import Task, study_task
 
-
 SELECTIONS = ("validation", "test")  # `train.selection`: ours | the released MMIN-family scripts'
 
 
@@ -122,8 +122,13 @@ def subnetworks(model: nn.Module) -> list[list[nn.Parameter]]:
         return subnetworks(model.model) + [[p for p in model.encoder.parameters() if p.requires_grad]]
     groups = []
     for child in model.children():
-        members = child.values() if isinstance(child, nn.ModuleDict) else \
-            child if isinstance(child, nn.ModuleList) else [child]
+        members = (
+            child.values()
+            if isinstance(child, nn.ModuleDict)
+            else child
+            if isinstance(child, nn.ModuleList)
+            else [child]
+        )
         for member in members:
             params = [p for p in member.parameters() if p.requires_grad]
             if params:
@@ -132,8 +137,9 @@ def subnetworks(model: nn.Module) -> list[list[nn.Parameter]]:
     return groups + ([own] if own else [])
 
 
-def training_view(batch: Batch, conditions: str, generator: torch.Generator,
-                  noise: NoiseScheduler | None = None) -> Batch:
+def training_view(
+    batch: Batch, conditions: str, generator: torch.Generator, noise: NoiseScheduler | None = None
+) -> Batch:
     """The batch as a stage trains on it: unchanged (`full`), or one drawn condition per clip, its removed
     modalities zero-filled or, with `noise`, noised (NMER)."""
     if conditions == "full":
@@ -151,12 +157,25 @@ def update_steps(model: nn.Module, batch: Batch, full: Batch):
         yield model.loss(batch, full)[0]
 
 
-def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict, weight_decay: float,
-                data: dict[str, Split], generator: torch.Generator, device: torch.device, desc: str,
-                show_progress: bool, noise: NoiseScheduler | None = None, noise_seed: int = 0,
-                schedule: StageSchedule | None = None, precision: str = "fp32",
-                pin_memory: bool = False, augment: dict | None = None,
-                selection: str = "validation") -> StageResult:
+def train_stage(
+    model: nn.Module,
+    stage: StageSpec,
+    conditions: str,
+    optim: dict,
+    weight_decay: float,
+    data: dict[str, Split],
+    generator: torch.Generator,
+    device: torch.device,
+    desc: str,
+    show_progress: bool,
+    noise: NoiseScheduler | None = None,
+    noise_seed: int = 0,
+    schedule: StageSchedule | None = None,
+    precision: str = "fp32",
+    pin_memory: bool = False,
+    augment: dict | None = None,
+    selection: str = "validation",
+) -> StageResult:
     """Train `model` for one stage on clips showing `conditions` (`StageSpec.conditions`); load the weights of its
     best validation epoch into it. `schedule` (`mer_core.stopping.StageSchedule`; default: `optim`'s fixed
     schedule) decides each epoch's learning rate and when the stage ends. With `noise`, the removed modalities are
@@ -170,8 +189,13 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
     if selection not in SELECTIONS:
         raise ValueError(f"train.selection must be one of {SELECTIONS}, got {selection!r}")
     schedule = schedule or StageSchedule(optim["epochs"], optim["epochs_decay"])
-    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
-                                 betas=(optim["beta1"], 0.999), weight_decay=weight_decay, fused=True)
+    optimiser = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=optim["lr"],
+        betas=(optim["beta1"], 0.999),
+        weight_decay=weight_decay,
+        fused=True,
+    )
     groups = subnetworks(model)
     conditions = conditions or stage.train_conditions
     task = data["val"].task
@@ -195,15 +219,19 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
                 for loss in update_steps(model, training_view(batch, conditions, generator, noise), batch):
                     value = loss.item()
                     if not math.isfinite(value):
-                        raise NonFiniteError(f"{desc}, epoch {epoch}: the training loss is {value} (lower "
-                                             "optim.lr, or check the feature store's values)")
+                        raise NonFiniteError(
+                            f"{desc}, epoch {epoch}: the training loss is {value} (lower "
+                            "optim.lr, or check the feature store's values)"
+                        )
                     optimiser.zero_grad(set_to_none=True)  # a parameter a step does not reach: no gradient, no update
                     loss.backward()
                     if optim["grad_clip"] > 0:
                         norms = [torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"]) for params in groups]
                         if not torch.isfinite(sum(norms)):  # one check (a group without gradients gives a CPU 0.0)
-                            raise NonFiniteError(f"{desc}, epoch {epoch}: a gradient norm is not finite "
-                                                 f"({[float(norm) for norm in norms]}; lower optim.lr)")
+                            raise NonFiniteError(
+                                f"{desc}, epoch {epoch}: a gradient norm is not finite "
+                                f"({[float(norm) for norm in norms]}; lower optim.lr)"
+                            )
                     optimiser.step()
                     total += value * len(batch.y)
             count += len(batch.y)
@@ -215,8 +243,15 @@ def train_stage(model: nn.Module, stage: StageSpec, conditions: str, optim: dict
         score = selection_score(val, task)
         if not math.isfinite(score):
             raise NonFiniteError(f"{desc}, epoch {epoch}: the validation {task.selection_metric} is {score}")
-        row = {"stage": stage.name, "epoch": epoch, "phase": schedule.phase, "lr": lr, "train_loss": total / count,
-               "val_loss": val["loss"].mean(), f"val_{task.selection_metric}": score}
+        row = {
+            "stage": stage.name,
+            "epoch": epoch,
+            "phase": schedule.phase,
+            "lr": lr,
+            "train_loss": total / count,
+            "val_loss": val["loss"].mean(),
+            f"val_{task.selection_metric}": score,
+        }
         if selection == "test":
             with autocast(device, precision):
                 test = predict(model, data["test"], optim["batch_size"], device, val_conditions, noise, noise_seed)
@@ -294,8 +329,12 @@ def run_inputs(run: dict) -> dict:
     `run_view`); the modalities normalised per fold and how clips are batched (`train.normalise_modalities`,
     `train.batches`: `load_fold`'s arguments, see `fold_options`)."""
     train = run["train"]
-    return {"audio_input": run.get("functionals"), "normalisation": train.get("normalisation", "fold"),
-            "normalise": train.get("normalise_modalities") or "all", "batching": train.get("batches") or "bucketed"}
+    return {
+        "audio_input": run.get("functionals"),
+        "normalisation": train.get("normalisation", "fold"),
+        "normalise": train.get("normalise_modalities") or "all",
+        "batching": train.get("batches") or "bucketed",
+    }
 
 
 def run_view(store: FeatureStore, inputs: dict) -> FeatureStore:
@@ -308,8 +347,16 @@ def fold_options(inputs: dict) -> dict:
     return {"normalise": inputs.get("normalise", "all"), "batching": inputs.get("batching", "bucketed")}
 
 
-def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threads: int = 1, device: str = "cpu",
-             deterministic: bool = True, pin_memory: bool = True) -> RunOutput:
+def fit_unit(
+    run: dict,
+    fold: int,
+    seed: int,
+    show_progress: bool = False,
+    threads: int = 1,
+    device: str = "cpu",
+    deterministic: bool = True,
+    pin_memory: bool = True,
+) -> RunOutput:
     """Train every stage of `run` (a resolved run) on `fold` with `seed`; predict the test fold with the last stage's
     model (and the robustness grid when the run has one). Writes nothing: the output carries each stage's selected
     checkpoint as bytes (`checkpoint_name` -> `checkpoint_bytes`), so that a unit can run on another machine.
@@ -336,32 +383,72 @@ def fit_unit(run: dict, fold: int, seed: int, show_progress: bool = False, threa
             result = stage.fit(model, data, stage.params(entry))
         else:
             optim = stage.params(entry)["optim"]
-            result = train_stage(model, stage, stage.conditions(entry), optim, cfg["weight_decay"], data, generator,
-                                 device, f"{where}, stage {stage.name}", show_progress, stage.training_noise(entry),
-                                 run_seed(seed, fold), StageSchedule.from_params(optim, cfg["stopping"]),
-                                 cfg["precision"], pin_memory, entry.get("augment"), cfg.get("selection") or "validation")
+            result = train_stage(
+                model,
+                stage,
+                stage.conditions(entry),
+                optim,
+                cfg["weight_decay"],
+                data,
+                generator,
+                device,
+                f"{where}, stage {stage.name}",
+                show_progress,
+                stage.training_noise(entry),
+                run_seed(seed, fold),
+                StageSchedule.from_params(optim, cfg["stopping"]),
+                cfg["precision"],
+                pin_memory,
+                entry.get("augment"),
+                cfg.get("selection") or "validation",
+            )
         histories.append(result.history)
         best_epochs[stage.name] = result.best_epoch
         last = k == len(stages) - 1
         checkpoints[checkpoint_name(fold, seed, None if last else stage.name)] = checkpoint_bytes(
-            {"run": run["name"], "method": run["method"], "module": run["module"], "stages": run["stages"],
-             "stage": stage.name, "params": entry, "fold": fold, "seed": seed, "epoch": result.best_epoch,
-             f"val_{task.selection_metric}": result.best_score, "context": asdict(context), "inputs": inputs,
-             **({"frame_encoder": asdict(frames)} if frames else {}), "state_dict": model.state_dict()})
+            {
+                "run": run["name"],
+                "method": run["method"],
+                "module": run["module"],
+                "stages": run["stages"],
+                "stage": stage.name,
+                "params": entry,
+                "fold": fold,
+                "seed": seed,
+                "epoch": result.best_epoch,
+                f"val_{task.selection_metric}": result.best_score,
+                "context": asdict(context),
+                "inputs": inputs,
+                **({"frame_encoder": asdict(frames)} if frames else {}),
+                "state_dict": model.state_dict(),
+            }
+        )
     try:
         with autocast(device, cfg["precision"]):
             test = predict(model, data["test"], stages[-1].batch_size(entry), device)
-            robustness = robustness_grid(model, store, data["test"], run["robustness"], fold, device) \
-                if run["robustness"] else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
+            robustness = (
+                robustness_grid(model, store, data["test"], run["robustness"], fold, device)
+                if run["robustness"]
+                else pd.DataFrame(columns=["noise", "modality", "level", "unit", "condition"])
+            )
     except NonFiniteError as err:
         raise NonFiniteError(f"{where}, stage {stages[-1].name}, test: {err}") from None
     history = pd.concat(histories, ignore_index=True).assign(fold=fold, seed=seed)
-    return RunOutput(fold, seed, best_epochs, history, test.assign(fold=fold, seed=seed),
-                     robustness.assign(fold=fold, seed=seed), time.perf_counter() - start, checkpoints)
+    return RunOutput(
+        fold,
+        seed,
+        best_epochs,
+        history,
+        test.assign(fold=fold, seed=seed),
+        robustness.assign(fold=fold, seed=seed),
+        time.perf_counter() - start,
+        checkpoints,
+    )
 
 
-def fit_run(run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool, threads: int = 1,
-            device: str = "cpu") -> RunOutput:
+def fit_run(
+    run: dict, fold: int, seed: int, checkpoint_dir: Path, show_progress: bool, threads: int = 1, device: str = "cpu"
+) -> RunOutput:
     """`fit_unit`, then save its checkpoints in `checkpoint_dir` (nothing when a stage or the test fails)."""
     output = fit_unit(run, fold, seed, show_progress, threads, device)
     save_checkpoints(output, Path(checkpoint_dir))
@@ -381,10 +468,15 @@ def for_seed(output: RunOutput, seed: int) -> RunOutput:
         checkpoint = torch.load(io.BytesIO(content), map_location="cpu", weights_only=False)
         checkpoint["seed"] = seed
         prefix = checkpoint_name(output.fold, output.seed, None)[:-3]
-        checkpoints[checkpoint_name(output.fold, seed, None)[:-3] + name[len(prefix):]] = checkpoint_bytes(checkpoint)
-    return replace(output, seed=seed, history=output.history.assign(seed=seed),
-                   predictions=output.predictions.assign(seed=seed), robustness=output.robustness.assign(seed=seed),
-                   checkpoints=checkpoints)
+        checkpoints[checkpoint_name(output.fold, seed, None)[:-3] + name[len(prefix) :]] = checkpoint_bytes(checkpoint)
+    return replace(
+        output,
+        seed=seed,
+        history=output.history.assign(seed=seed),
+        predictions=output.predictions.assign(seed=seed),
+        robustness=output.robustness.assign(seed=seed),
+        checkpoints=checkpoints,
+    )
 
 
 def selected_folds(run: dict, available: list[int]) -> list[int]:
@@ -394,8 +486,10 @@ def selected_folds(run: dict, available: list[int]) -> list[int]:
         return available
     unknown = [f for f in folds if f not in available]
     if unknown:
-        raise ConfigError(f"train.folds: fold {unknown[0]} does not exist in the feature store; available folds: "
-                          f"{', '.join(map(str, available))}")
+        raise ConfigError(
+            f"train.folds: fold {unknown[0]} does not exist in the feature store; available folds: "
+            f"{', '.join(map(str, available))}"
+        )
     return list(folds)
 
 
@@ -426,26 +520,48 @@ def train_run(run: dict, out_dir: str | Path, checkpoint_dir: str | Path, machin
         return skip_run(run, out_dir, checkpoint_dir, lacking)
     wanted, held = run.get("functionals"), store.manifest.get("functionals", {})
     if wanted and wanted not in held:
-        raise ConfigError(f"run {run['name']}: reads the {wanted} functionals, which the feature store {store.root} "
-                          f"lacks (it has: {', '.join(held) or 'none'}); the params stage lists the sets the runs "
-                          "read in data/params/prepare.json: rerun the params and prepare stages (`dvc repro`)")
+        raise ConfigError(
+            f"run {run['name']}: reads the {wanted} functionals, which the feature store {store.root} "
+            f"lacks (it has: {', '.join(held) or 'none'}); the params stage lists the sets the runs "
+            "read in data/params/prepare.json: rerun the params and prepare stages (`dvc repro`)"
+        )
     FrameEncoderSpec.for_store(store.manifest, run["train"]["frame_encoder"])  # bad settings fail before any unit
     folds = selected_folds(run, store.folds)
     fitted = all(stage.get("grid") for stage in run["stages"])  # nothing drawn from the seed: one seed computed
     seeds = run["train"]["seeds"][:1] if fitted else run["train"]["seeds"]
     pairs = [(fold, seed) for seed in seeds for fold in folds]
-    units = [(run, fold, seed, False, machine["threads_per_job"], machine["device"], machine["deterministic"],
-              machine["pin_memory"]) for fold, seed in pairs]
+    units = [
+        (
+            run,
+            fold,
+            seed,
+            False,
+            machine["threads_per_job"],
+            machine["device"],
+            machine["deterministic"],
+            machine["pin_memory"],
+        )
+        for fold, seed in pairs
+    ]
     resume_root = checkpoint_dir.parent / ".resume"
     resume_dir = resume_root / f"{run['name']}-{unit_inputs_digest(run, store)}"
     for stale in resume_root.glob(f"{run['name']}-*"):
         if stale != resume_dir:
             shutil.rmtree(stale, ignore_errors=True)
-    outputs = run_units(fit_unit, units, [checkpoint_name(fold, seed, None)[:-3] for fold, seed in pairs], machine,
-                        resume_dir, desc=f"{run['name']}: units")
+    outputs = run_units(
+        fit_unit,
+        units,
+        [checkpoint_name(fold, seed, None)[:-3] for fold, seed in pairs],
+        machine,
+        resume_dir,
+        desc=f"{run['name']}: units",
+    )
     if fitted:
-        outputs = [output if seed == output.seed else for_seed(output, seed) for seed in run["train"]["seeds"]
-                   for output in outputs]
+        outputs = [
+            output if seed == output.seed else for_seed(output, seed)
+            for seed in run["train"]["seeds"]
+            for output in outputs
+        ]
     for output in outputs:
         save_checkpoints(output, checkpoint_dir)
     summary = write_results(run, store, outputs, out_dir)
@@ -491,8 +607,11 @@ def headline(per_run: pd.DataFrame, robustness: pd.DataFrame, task: Task, missin
     for metric in task.headline:
         values = per_run.groupby("condition", sort=False)[metric].mean()
         values = values.drop(index=["pooled", "mean"], errors="ignore")
-        values["missing"] = float(per_run[per_run["condition"].isin(missing)].groupby(["fold", "seed"])[metric]
-                                  .mean().mean()) if missing else float("nan")
+        values["missing"] = (
+            float(per_run[per_run["condition"].isin(missing)].groupby(["fold", "seed"])[metric].mean().mean())
+            if missing
+            else float("nan")
+        )
         metrics[metric] = {k: round(float(v), 5) for k, v in values.items()}
     if task.name == "classification" and len(robustness):
         pooled = robustness[robustness["condition"] == "pooled"]
@@ -511,8 +630,9 @@ def write_results(run: dict, store, outputs: list[RunOutput], out_dir: Path) -> 
     task = study_task(run["task"], store.manifest)
     robustness = pd.concat([o.robustness for o in outputs], ignore_index=True)
     meta = store.meta
-    per_run = pd.concat([grid_metrics(o.predictions, task).assign(fold=o.fold, seed=o.seed)
-                         for o in outputs], ignore_index=True)
+    per_run = pd.concat(
+        [grid_metrics(o.predictions, task).assign(fold=o.fold, seed=o.seed) for o in outputs], ignore_index=True
+    )
     predictions = pd.concat([o.predictions for o in outputs], ignore_index=True)
     predictions.insert(0, "clip_id", meta["clip_id"].to_numpy()[predictions["row"]])
     predictions.insert(1, "speaker", meta["speaker"].to_numpy()[predictions["row"]])
@@ -535,24 +655,40 @@ def write_results(run: dict, store, outputs: list[RunOutput], out_dir: Path) -> 
         "seeds": sorted({o.seed for o in outputs}),
         "best_epochs": {stage: [o.best_epochs[stage] for o in outputs] for stage in outputs[0].best_epochs},
         "stopping": run["train"]["stopping"],  # how each stage ended: history.csv's `stopped` column
-        "test_missing_classes": {str(fold): roles["test"] for fold, roles in store.missing_classes.items()
-                                 if "test" in roles and fold in {o.fold for o in outputs}},
+        "test_missing_classes": {
+            str(fold): roles["test"]
+            for fold, roles in store.missing_classes.items()
+            if "test" in roles and fold in {o.fold for o in outputs}
+        },
         "conditions": summarise(per_run, task.metrics),
         "robustness": summarise_robustness(robustness, task.headline),
     }
     metrics = {"run": run["name"], "status": "trained", **headline(per_run, robustness, task, missing)}
     lead = ["fold", "seed"]
-    write_atomic(out_dir / "history.csv", lambda p: history[lead + [c for c in history if c not in lead]]
-                 .to_csv(p, index=False, float_format="%.5f"))
-    write_atomic(out_dir / "curve.csv", lambda p: validation_curve(history, task.selection_metric)
-                 .to_csv(p, index=False, float_format="%.5f"))
-    write_atomic(out_dir / "predictions.csv", lambda p: predictions[
-        ["fold", "seed", "condition"] + [c for c in predictions if c not in ("fold", "seed", "condition")]]
-        .to_csv(p, index=False, float_format="%.4f"))
-    write_atomic(out_dir / "per_condition.csv", lambda p: per_run[lead + [c for c in per_run if c not in lead]]
-                 .to_csv(p, index=False, float_format="%.5f"))
-    write_atomic(out_dir / "robustness.csv", lambda p: robustness[lead + [c for c in robustness if c not in lead]]
-                 .to_csv(p, index=False, float_format="%.5f"))
+    write_atomic(
+        out_dir / "history.csv",
+        lambda p: history[lead + [c for c in history if c not in lead]].to_csv(p, index=False, float_format="%.5f"),
+    )
+    write_atomic(
+        out_dir / "curve.csv",
+        lambda p: validation_curve(history, task.selection_metric).to_csv(p, index=False, float_format="%.5f"),
+    )
+    write_atomic(
+        out_dir / "predictions.csv",
+        lambda p: predictions[
+            ["fold", "seed", "condition"] + [c for c in predictions if c not in ("fold", "seed", "condition")]
+        ].to_csv(p, index=False, float_format="%.4f"),
+    )
+    write_atomic(
+        out_dir / "per_condition.csv",
+        lambda p: per_run[lead + [c for c in per_run if c not in lead]].to_csv(p, index=False, float_format="%.5f"),
+    )
+    write_atomic(
+        out_dir / "robustness.csv",
+        lambda p: robustness[lead + [c for c in robustness if c not in lead]].to_csv(
+            p, index=False, float_format="%.5f"
+        ),
+    )
     write_atomic(out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     write_atomic(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2) + "\n"))
     return summary
@@ -567,7 +703,17 @@ def validation_curve(history: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows, offset = [], 0
     for stage, part in history.groupby("stage", sort=False):
         curve = part.groupby("epoch")[f"val_{metric}"].agg(["mean", "count"]).reset_index()
-        rows.append(pd.DataFrame({"step": curve["epoch"] + offset, "stage": stage, "epoch": curve["epoch"],
-                                  "metric": metric, "criterion": curve["mean"], "units": curve["count"]}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "step": curve["epoch"] + offset,
+                    "stage": stage,
+                    "epoch": curve["epoch"],
+                    "metric": metric,
+                    "criterion": curve["mean"],
+                    "units": curve["count"],
+                }
+            )
+        )
         offset += int(curve["epoch"].max())
     return pd.concat(rows, ignore_index=True)[CURVE_COLUMNS]

@@ -6,6 +6,7 @@ that runs no cleanup) nothing closes that pipe, and the workers would wait forev
 therefore arranges, as it starts, to end with its parent (`die_with_parent`). This module imports nothing heavy,
 so that a worker runs that initializer before it imports the libraries its tasks need.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -23,8 +24,9 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def spawn_pool(n_jobs: int) -> ProcessPoolExecutor:
     """`n_jobs` spawned worker processes that end when this process ends, however it ends. Start it from a thread
     that outlives it (on Linux the kernel signals a worker when the thread that started it ends)."""
-    return ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=die_with_parent,
-                               initargs=(os.getpid(),))
+    return ProcessPoolExecutor(
+        n_jobs, mp_context=get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+    )
 
 
 def die_with_parent(parent: int) -> None:
@@ -33,6 +35,7 @@ def die_with_parent(parent: int) -> None:
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     else:
+
         def watch() -> None:
             while os.getppid() == parent:
                 time.sleep(1.0)

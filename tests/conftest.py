@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny random feature store and params of `tiny` (tests import from `tiny` and `helpers`,
 never from a conftest: pytest loads tests/reliability/conftest.py under the same module name)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Hand-made model inputs shared by the method tests: a two-modality context and a random batch."""
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ CTX = ModelContext(("audio", "visual"), DIMS, RATES, CLASSIFICATION)
 REG_CTX = ModelContext(("audio", "visual"), DIMS, RATES, REGRESSION)
 
 
-def task_context(modalities: tuple[str, ...], dims: dict[str, int], n_classes: int,
-                 frame_rates: dict | None = None) -> ModelContext:
+def task_context(
+    modalities: tuple[str, ...], dims: dict[str, int], n_classes: int, frame_rates: dict | None = None
+) -> ModelContext:
     """A classification context with `n_classes` classes."""
     task = Task("classification", tuple(f"c{k}" for k in range(n_classes)))
     return ModelContext(modalities, dims, frame_rates or {}, task)

@@ -1,4 +1,5 @@
 """Helpers shared by the tests (importable as `helpers`: pytest puts tests/ on the path)."""
+
 from __future__ import annotations
 
 import json

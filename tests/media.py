@@ -5,6 +5,7 @@ Videos are written with PyAV, because OpenCV's VideoWriter cannot write an audio
 container: `.flv` FLV1 (Sorenson H.263, as CREMA-D's VideoFlash) + MP3, `.mp4` H.264 (libx264; MPEG-4 part 2 where
 the FFmpeg build lacks it) + AAC, `.avi` MPEG-4 part 2 + 16-bit PCM. Everything is deterministic.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -34,8 +35,14 @@ def speech_like(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
     return (0.25 * envelope * voiced + noise).astype(np.float32)
 
 
-def write_wav(path: str | Path, seconds: float = 1.0, rate: int = 16000, wave: np.ndarray | None = None,
-              channels: int = 1, subtype: str = "PCM_16") -> np.ndarray:
+def write_wav(
+    path: str | Path,
+    seconds: float = 1.0,
+    rate: int = 16000,
+    wave: np.ndarray | None = None,
+    channels: int = 1,
+    subtype: str = "PCM_16",
+) -> np.ndarray:
     """Write a WAV at `path` (folders created) holding `wave` (default: `speech_like(seconds, rate)`), the same
     samples on each of `channels`; returns the mono wave written."""
     wave = speech_like(seconds, rate) if wave is None else np.asarray(wave, dtype=np.float32)
@@ -91,9 +98,17 @@ def _video_codec(suffix: str) -> tuple[str, str]:
     return video, audio
 
 
-def write_video(path: str | Path, seconds: float = 1.0, fps: float = 25.0, face: bool = True,
-                audio: np.ndarray | None = None, audio_rate: int = 22050, size: tuple[int, int] = (160, 120),
-                frames: list[np.ndarray] | None = None, times: list[float] | None = None) -> Path:
+def write_video(
+    path: str | Path,
+    seconds: float = 1.0,
+    fps: float = 25.0,
+    face: bool = True,
+    audio: np.ndarray | None = None,
+    audio_rate: int = 22050,
+    size: tuple[int, int] = (160, 120),
+    frames: list[np.ndarray] | None = None,
+    times: list[float] | None = None,
+) -> Path:
     """Write a video of `seconds` at `fps` (constant rate) to `path` (.flv, .mp4 or .avi; folders created).
 
     Each frame is `draw_frame(k / fps, size, face)`, or `frames[k]` (BGR uint8 of `size`) when `frames` is given
@@ -123,8 +138,9 @@ def write_video(path: str | Path, seconds: float = 1.0, fps: float = 25.0, face:
             container.mux(packet)
         if audio is not None:
             context = track.codec_context
-            resampler = av.AudioResampler(format=context.format.name, layout="mono", rate=audio_rate,
-                                          frame_size=context.frame_size or 1024)
+            resampler = av.AudioResampler(
+                format=context.format.name, layout="mono", rate=audio_rate, frame_size=context.frame_size or 1024
+            )
             wave = av.AudioFrame.from_ndarray(np.asarray(audio, dtype=np.float32)[None], format="flt", layout="mono")
             wave.sample_rate, wave.pts = audio_rate, 0
             for chunk in resampler.resample(wave) + resampler.resample(None):

@@ -2,6 +2,7 @@
 store, results written where the training stages write them): `Study.load` keeps the trained runs and lists the
 others with their reason, `Artefacts` writes every table and figure with one provenance record, and each section of
 03_analysis and 05_extended runs on it and writes what it says."""
+
 from __future__ import annotations
 
 import json
@@ -34,11 +35,22 @@ def project(tmp_path_factory) -> Path:
     the runs not selected by train.runs wrote their skip records; `visual_only` was selected but never trained."""
     root = tmp_path_factory.mktemp("project")
     store = build_tiny_store(root / "data" / "features" / "builtin", attributes=True)
-    params = make_tiny_params(store, epochs=2, folds=[0, 1], runs=[*DEFAULT_TRAINED, NOT_TRAINED], sections={
-        "extended": {"runs": {"mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0}},
-                              "mmin_wide": {"base": "mmin", "set": {"hidden": 12}}},
-                     "other_task": {"methods": ["audio_only"]},
-                     "unpaired": {"methods": ["utt_fusion"], "paired": [0.5]}}})
+    params = make_tiny_params(
+        store,
+        epochs=2,
+        folds=[0, 1],
+        runs=[*DEFAULT_TRAINED, NOT_TRAINED],
+        sections={
+            "extended": {
+                "runs": {
+                    "mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0}},
+                    "mmin_wide": {"base": "mmin", "set": {"hidden": 12}},
+                },
+                "other_task": {"methods": ["audio_only"]},
+                "unpaired": {"methods": ["utt_fusion"], "paired": [0.5]},
+            }
+        },
+    )
     runs = resolve_runs(params)
     files = stage_params(params, runs)
     for name in ("analysis.json", "extended_analysis.json"):
@@ -62,7 +74,8 @@ def test_study_load_keeps_the_trained_runs_and_lists_the_others_with_their_reaso
     assert list(study.runs) == DEFAULT_TRAINED
     assert study.skipped == {
         **{name: "not selected by train.runs" for name in ("early_fusion", "late_fusion", "ifmmin", "vavl")},
-        NOT_TRAINED: f"no {Path('results') / NOT_TRAINED / 'metrics.json'}: run `dvc repro`"}
+        NOT_TRAINED: f"no {Path('results') / NOT_TRAINED / 'metrics.json'}: run `dvc repro`",
+    }
     assert list(study.skipped)[:2] == [NOT_TRAINED, "early_fusion"]  # params order
     assert study.task == "classification" and study.classify and study.precision == 3
     assert study.conditions == ["a", "v", "av"] and study.missing == ["a", "v"]
@@ -98,15 +111,29 @@ def test_artefacts_write_tables_figures_and_text_with_one_provenance_record(tmp_
     art.figure(figure, "curve", ["train@mmin", "train@audio_only"])
     art.text("findings.md", "**The study.**", ["train@mmin"])
     art.close()
-    files = sorted(p.relative_to(tmp_path / "reports").as_posix() for p in (tmp_path / "reports").rglob("*")
-                   if p.is_file())
-    assert files == ["figures/curve.png", "figures/curve.svg", "findings.md", "provenance.json",
-                     "tables/conditions_ua.csv", "tables/conditions_ua.md", "tables/conditions_ua.tex"]
+    files = sorted(
+        p.relative_to(tmp_path / "reports").as_posix() for p in (tmp_path / "reports").rglob("*") if p.is_file()
+    )
+    assert files == [
+        "figures/curve.png",
+        "figures/curve.svg",
+        "findings.md",
+        "provenance.json",
+        "tables/conditions_ua.csv",
+        "tables/conditions_ua.md",
+        "tables/conditions_ua.tex",
+    ]
     assert (tmp_path / "reports" / "findings.md").read_text() == "**The study.**\n"
     record = json.loads((tmp_path / "reports" / "provenance.json").read_text())
-    assert record == {"stage": "analysis", "lock": "dvc.lock", "artefacts": {
-        "figures/curve": ["train@audio_only", "train@mmin"], "findings.md": ["train@mmin"],
-        "tables/conditions_ua": ["train@mmin"]}}
+    assert record == {
+        "stage": "analysis",
+        "lock": "dvc.lock",
+        "artefacts": {
+            "figures/curve": ["train@audio_only", "train@mmin"],
+            "findings.md": ["train@mmin"],
+            "tables/conditions_ua": ["train@mmin"],
+        },
+    }
 
 
 def table(out: Path, name: str) -> pd.DataFrame:
@@ -123,13 +150,19 @@ def test_the_sections_of_the_analysis_notebook_write_their_tables_and_figures(st
     assert all(" ± " in cell for cell in ua["av"][:-1])  # two units: mean ± std
     assert list(table(out, "conditions_wa").index) == DEFAULT_TRAINED  # the human reference is UA only
     sections.calibration(study, art)
-    assert list(table(out, "calibration").index) == ["best audio-only UA", "best visual-only UA",
-                                                     "best audio-visual UA"]
+    assert list(table(out, "calibration").index) == [
+        "best audio-only UA",
+        "best visual-only UA",
+        "best audio-visual UA",
+    ]
     comparisons = sections.imagination_tables(study, art)
     assert list(table(out, "imagination_ua").index) == ["utt_fusion", "utt_dataaug", "mmin"]
     assert list(table(out, "imagination_ua").columns) == ["a", "v", "av", "missing", "pooled"]
-    assert list(zip(comparisons["a"], comparisons["b"])) == [("mmin", "utt_fusion"), ("utt_dataaug", "utt_fusion"),
-                                                              ("mmin", "utt_dataaug")]
+    assert list(zip(comparisons["a"], comparisons["b"])) == [
+        ("mmin", "utt_fusion"),
+        ("utt_dataaug", "utt_fusion"),
+        ("mmin", "utt_dataaug"),
+    ]
     sections.protocol_tables(study, art)
     protocols = pd.read_csv(out / "tables" / "protocols_ua.csv", header=[0, 1], index_col=0)
     assert list(protocols.index) == DEFAULT_TRAINED
@@ -138,23 +171,30 @@ def test_the_sections_of_the_analysis_notebook_write_their_tables_and_figures(st
     assert set(robust["method"]) == set(DEFAULT_TRAINED)
     assert (out / "figures" / "robustness_wa.png").is_file()
     assert {f"robustness_nmer_vs_{r}" for r in ("mmin", "utt_dataaug", "utt_fusion")} <= {
-        p.stem for p in (out / "tables").glob("robustness_nmer_vs_*.csv")}
+        p.stem for p in (out / "tables").glob("robustness_nmer_vs_*.csv")
+    }
     sections.corruption_section(study, art)  # the tiny store holds no signal corruption: a note, no table
     assert not (out / "tables" / "corruptions_ua.csv").exists()
     sections.vavl_section(study, art)  # no VAVL run: a note
     assert not (out / "tables" / "vavl_table.csv").exists()
     assert sections.embedding_section(study, art, project / "results" / "embeddings") is None
     sections.confusion_section(study, art)
-    assert {p.name for p in (out / "figures").glob("confusion_*.png")} == {"confusion_audio_only.png",
-                                                                           "confusion_utt_fusion.png"}
+    assert {p.name for p in (out / "figures").glob("confusion_*.png")} == {
+        "confusion_audio_only.png",
+        "confusion_utt_fusion.png",
+    }
     sections.curves_section(study, art)
     convergence = sections.convergence_section(study, art)
     assert len(convergence) == 2 * (1 + 1 + 1 + 2 + 2)  # units x stages of each run
     assert set(convergence["stopped"]) == {"max"}  # train.stopping.rule fixed: every stage runs its epochs
     claims = sections.findings_section(study, art, robust, convergence, None)
     assert list(claims.columns) == [*CLAIM_COLUMNS, "resolvable"]
-    assert set(zip(claims["better"], claims["worse"])) >= {("mmin", "utt_fusion"), ("mmin", "utt_dataaug"),
-                                                            ("nmer", "mmin"), ("nmer", "utt_fusion")}
+    assert set(zip(claims["better"], claims["worse"])) >= {
+        ("mmin", "utt_fusion"),
+        ("mmin", "utt_dataaug"),
+        ("nmer", "mmin"),
+        ("nmer", "utt_fusion"),
+    }
     assert (claims["pairs"] == 2).all()
     findings = (out / "findings.md").read_text()
     assert "**The study.**" in findings and "study's corpus, `builtin`" in findings
@@ -182,8 +222,9 @@ def test_the_sections_of_the_extended_notebook(project, monkeypatch):
     sections.other_task_section(study, art)
     other = table(out, "other_task_regression")
     assert list(other.index) == ["audio_only_regression"]
-    assert list(other.columns) == [f"{c} ccc_{a}" for c in ("a", "v", "av") for a in ("arousal", "valence",
-                                                                                       "dominance")]
+    assert list(other.columns) == [
+        f"{c} ccc_{a}" for c in ("a", "v", "av") for a in ("arousal", "valence", "dominance")
+    ]
     sections.unpaired_section(study, art)
     unpaired = table(out, "unpaired_tests").reset_index()
     assert set(unpaired["a"]) == {"utt_fusion paired 0.5"} and set(unpaired["b"]) == {"utt_fusion paired 1.0"}
@@ -198,11 +239,13 @@ def test_the_sections_of_the_extended_notebook(project, monkeypatch):
     assert set(sensitivity["run"]) == {"mmin", "mmin_wide"} and set(sensitivity["base"]) == {"mmin"}
     assert sorted(sensitivity["claim"].unique()) == [
         "MMIN beats the full-modality network (MEN) under missing modalities",
-        "imagination beats training with random missing modalities alone (MEN + aug)"]
+        "imagination beats training with random missing modalities alone (MEN + aug)",
+    ]
     assert set(sensitivity["setting"]) == {"(the study's)", "hidden=12"}
     default = {n: r for n, r in study.runs.items() if r["study"] == "default"}
-    own = evaluate_claims(sections.with_missing_average(study.part("per_condition", list(default)), study.missing),
-                          default).set_index("claim")["difference"]  # the study's own claims, at its setting
+    own = evaluate_claims(
+        sections.with_missing_average(study.part("per_condition", list(default)), study.missing), default
+    ).set_index("claim")["difference"]  # the study's own claims, at its setting
     here = sensitivity[sensitivity["run"] == "mmin"].set_index("claim")["difference"]
     assert (here - own[here.index]).abs().max() < 1e-4
     wide = sensitivity[sensitivity["run"] == "mmin_wide"].set_index("claim")["difference"]
@@ -211,8 +254,11 @@ def test_the_sections_of_the_extended_notebook(project, monkeypatch):
     art.close()
     record = json.loads((out / "provenance.json").read_text())
     assert record["stage"] == "extended/dvc.yaml:analysis" and record["lock"] == "extended/dvc.lock"
-    assert record["artefacts"]["tables/variants"] == ["extended/dvc.yaml:run@mmin_no_cycle",
-                                                      "extended/dvc.yaml:run@mmin_wide", "train@mmin"]
+    assert record["artefacts"]["tables/variants"] == [
+        "extended/dvc.yaml:run@mmin_no_cycle",
+        "extended/dvc.yaml:run@mmin_wide",
+        "train@mmin",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -224,13 +270,24 @@ def audio_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("audio_project")
     both = build_tiny_store(root / "both")
     manifest = {k: v for k, v in both.manifest.items() if k != "files"}
-    manifest.update(corpus="emodb", modalities=["audio"], dims={"audio": manifest["dims"]["audio"]},
-                    frame_rates={"audio": manifest["frame_rates"]["audio"]})
+    manifest.update(
+        corpus="emodb",
+        modalities=["audio"],
+        dims={"audio": manifest["dims"]["audio"]},
+        frame_rates={"audio": manifest["frame_rates"]["audio"]},
+    )
     meta = both.meta.drop(columns="has_visual")
-    store = read_store(write_store(root / "data" / "features" / "emodb", meta, both.splits,
-                                   {"audio": both.sequences["audio"]}, manifest))
-    params = make_tiny_params(store, epochs=2, folds=[0, 1], sections={
-        "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}})
+    store = read_store(
+        write_store(
+            root / "data" / "features" / "emodb", meta, both.splits, {"audio": both.sequences["audio"]}, manifest
+        )
+    )
+    params = make_tiny_params(
+        store,
+        epochs=2,
+        folds=[0, 1],
+        sections={"extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}},
+    )
     runs = resolve_runs(params)
     assert [name for name, run in runs.items() if run["status"] == "train"] == ["audio_only"]
     (root / "data" / "params").mkdir(parents=True)

@@ -2,6 +2,7 @@
 layout (4 listed videos, a listed video without labels, a labelled video in no list; -inf in COVAREP; a video
 absent from the FACET file; a segment beyond every feature row), a `standard_folds.json` (or a stand-in SDK
 module), read back exactly; each bad input named; `prepare` into a store; a regression task on its targets."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,11 @@ from mer_core.tasks import study_task
 ROOT = Path(__file__).resolve().parents[1]
 STEP = {"audio": 0.125, "visual": 0.25}  # row lengths (s): binary fractions, so boundaries compare exactly
 WIDTH = {"audio": 74, "visual": 35, "text": 300}
-FILES = {"audio": "CMU_MOSEI_COVAREP.csd", "visual": "CMU_MOSEI_VisualFacet42.csd",
-         "text": "CMU_MOSEI_TimestampedWordVectors.csd"}
+FILES = {
+    "audio": "CMU_MOSEI_COVAREP.csd",
+    "visual": "CMU_MOSEI_VisualFacet42.csd",
+    "text": "CMU_MOSEI_TimestampedWordVectors.csd",
+}
 ROOT_NAMES = {"audio": "COVAREP", "visual": "FACET 4.2", "text": "glove_vectors"}
 FOLDS = {"train": ["-3g5yACwYnA", "208416"], "valid": ["aBcD_EfGh12"], "test": ["zZtop-9x_Q0", "7l3BNtSE0xc"]}
 NO_LABELS = "7l3BNtSE0xc"  # listed in the test fold, absent from the labels (as in the real SDK lists)
@@ -52,12 +56,18 @@ UNLISTED = "-9YyBTjo1zo"  # labelled, in no list
 NO_FACE = "aBcD_EfGh12"  # absent from the FACET file
 # per video: (start, end, sentiment, six emotions)
 SEGMENTS = {
-    "-3g5yACwYnA": [(0.5, 1.3, -2.5, [0, 1.0, 0.3, 0, 0, 0]), (2.0, 3.0, 1.0, [2.0, 0, 0, 0, 0.5, 0]),
-                    (3.3, 4.7, 0.0, [0, 0, 0, 0, 0, 0])],
+    "-3g5yACwYnA": [
+        (0.5, 1.3, -2.5, [0, 1.0, 0.3, 0, 0, 0]),
+        (2.0, 3.0, 1.0, [2.0, 0, 0, 0, 0.5, 0]),
+        (3.3, 4.7, 0.0, [0, 0, 0, 0, 0, 0]),
+    ],
     "208416": [(0.0, 2.0, 0.3, [0.6, 0, 0, 0.6, 0, 0]), (2.1, 5.0, -1.0, [0, 0, 1.3, 0, 0, 0.3])],
     "aBcD_EfGh12": [(1.0, 2.5, 2.2, [1.6, 0, 0, 0, 0, 0]), (3.0, 4.0, -0.4, [0, 0.3, 0, 0, 0, 1.0])],
-    "zZtop-9x_Q0": [(0.25, 1.75, -1.5, [0, 0, 0, 0, 2.0, 0]), (2.0, 3.5, 2.0, [1.0, 0, 0, 1.0, 0, 0]),
-                    (50.0, 52.0, 0.6, [0.3, 0, 0, 0, 0, 0])],  # beyond every feature row: no frames
+    "zZtop-9x_Q0": [
+        (0.25, 1.75, -1.5, [0, 0, 0, 0, 2.0, 0]),
+        (2.0, 3.5, 2.0, [1.0, 0, 0, 1.0, 0, 0]),
+        (50.0, 52.0, 0.6, [0.3, 0, 0, 0, 0, 0]),
+    ],  # beyond every feature row: no frames
     UNLISTED: [(0.0, 1.0, 0.5, [0.3, 0, 0, 0, 0, 0])],
 }
 WORDS = [(0.1, 0.4), (0.4, 0.9), (1.0, 1.0), (1.2, 1.6), (2.05, 2.6), (2.6, 3.4), (3.5, 4.1), (4.2, 5.9)]
@@ -96,8 +106,13 @@ def write_corpus(root: Path, folds: bool = True) -> dict[str, dict[str, tuple[np
         written["text"][video] = (rng.normal(size=(len(words), 300)).astype(np.float32), words)
     for modality, file in FILES.items():
         write_csd(root / file, ROOT_NAMES[modality], written[modality])
-    labels = {video: (np.array([[s, *e] for _, _, s, e in segments], dtype=np.float64),
-                      np.array([[a, b] for a, b, _, _ in segments])) for video, segments in SEGMENTS.items()}
+    labels = {
+        video: (
+            np.array([[s, *e] for _, _, s, e in segments], dtype=np.float64),
+            np.array([[a, b] for a, b, _, _ in segments]),
+        )
+        for video, segments in SEGMENTS.items()
+    }
     write_csd(root / "CMU_MOSEI_Labels.csd", "All Labels", labels)
     if folds:
         (root / "standard_folds.json").write_text(json.dumps(FOLDS))
@@ -130,8 +145,22 @@ def stand_in_sdk(monkeypatch, lists: dict[str, list[str]]) -> None:
 
 
 def test_sentiment7_follows_the_sdk_bins():
-    cases = {-3.0: -3, -2.5: -3, -2.0001: -3, -2.0: -2, -1.5: -2, -1.0: -1, -0.2: -1, 0.0: 0, 0.1: 1, 1.0: 1,
-             1.0001: 2, 2.0: 2, 2.3: 3, 3.0: 3}
+    cases = {
+        -3.0: -3,
+        -2.5: -3,
+        -2.0001: -3,
+        -2.0: -2,
+        -1.5: -2,
+        -1.0: -1,
+        -0.2: -1,
+        0.0: 0,
+        0.1: 1,
+        1.0: 1,
+        1.0001: 2,
+        2.0: 2,
+        2.3: 3,
+        3.0: 3,
+    }
     assert {v: sentiment7(v) for v in cases} == cases
 
 
@@ -184,8 +213,12 @@ def test_open_csd_names_a_bad_file(tmp_path, case):
             handle.create_group("A").create_group("data" if case == "two roots" else "other")
             if case == "two roots":
                 handle.create_group("B")
-    message = {"missing": "missing", "not hdf5": "not a readable HDF5", "two roots": r"top-level groups \['A', 'B'\]",
-               "no data group": r"top-level groups \['A'\]"}[case]
+    message = {
+        "missing": "missing",
+        "not hdf5": "not a readable HDF5",
+        "two roots": r"top-level groups \['A', 'B'\]",
+        "no data group": r"top-level groups \['A'\]",
+    }[case]
     with pytest.raises(CorpusError, match=message) as info:
         with open_csd(path):
             pass
@@ -201,8 +234,11 @@ def test_read_entry_names_the_file_and_video(tmp_path, case):
         if case != "no intervals":
             times = np.zeros((2, 2)) if case == "intervals shape" else np.array([[0, 1], [1, np.nan], [2, 3]])
             video.create_dataset("intervals", data=times)
-    message = {"intervals shape": r"intervals of shape \(2, 2\) for 3 feature rows",
-               "no intervals": "lacks the datasets features and intervals", "nan time": "non-finite interval"}[case]
+    message = {
+        "intervals shape": r"intervals of shape \(2, 2\) for 3 feature rows",
+        "no intervals": "lacks the datasets features and intervals",
+        "nan time": "non-finite interval",
+    }[case]
     with open_csd(path) as data, pytest.raises(CorpusError, match=message) as info:
         read_entry(data, path, "vid", 2)
     assert str(path) in str(info.value) and "'vid'" in str(info.value)
@@ -210,8 +246,11 @@ def test_read_entry_names_the_file_and_video(tmp_path, case):
 
 def test_read_labels_returns_listed_videos_and_names_the_rest(tmp_path):
     path = tmp_path / "labels.csd"
-    labels = {"a": (np.ones((2, 7)), np.array([[0, 1], [1, 2.0]])), "b": (np.zeros((0, 7)), np.zeros((0, 2))),
-              "c": (np.ones((1, 7)), np.array([[0, 1.0]]))}
+    labels = {
+        "a": (np.ones((2, 7)), np.array([[0, 1], [1, 2.0]])),
+        "b": (np.zeros((0, 7)), np.zeros((0, 2))),
+        "c": (np.ones((1, 7)), np.array([[0, 1.0]])),
+    }
     write_csd(path, "All Labels", labels)
     found, missing, unlisted = read_labels(path, ["a", "b", "x"])
     assert list(found) == ["a"] and missing == ["b", "x"] and unlisted == 1  # "c"
@@ -231,9 +270,11 @@ def test_json_folds_validated(tmp_path):
     path = tmp_path / "standard_folds.json"
     path.write_text(json.dumps({"test": ["c"], "train": ["a"], "valid": ["b"]}))
     assert json_folds(path) == {"train": ["a"], "valid": ["b"], "test": ["c"]}
-    for bad, message in [({"train": [], "test": []}, r"keys \['test', 'train'\]; expected exactly"),
-                         ({"train": ["a"], "valid": "b", "test": []}, "'valid' must be a list of video ids"),
-                         ([1, 2], "keys list; expected exactly")]:
+    for bad, message in [
+        ({"train": [], "test": []}, r"keys \['test', 'train'\]; expected exactly"),
+        ({"train": ["a"], "valid": "b", "test": []}, "'valid' must be a list of video ids"),
+        ([1, 2], "keys list; expected exactly"),
+    ]:
         path.write_text(json.dumps(bad))
         with pytest.raises(CorpusError, match=message):
             json_folds(path)
@@ -254,8 +295,10 @@ def test_standard_folds_from_the_json_without_the_sdk(tmp_path, no_sdk):
     with pytest.raises(ImportError):
         sdk_folds()
     (tmp_path / "standard_folds.json").write_text(json.dumps({"train": ["x"], "valid": ["y"], "test": ["z"]}))
-    assert standard_folds(tmp_path) == ({"train": ["x"], "valid": ["y"], "test": ["z"]},
-                                        str(tmp_path / "standard_folds.json"))
+    assert standard_folds(tmp_path) == (
+        {"train": ["x"], "valid": ["y"], "test": ["z"]},
+        str(tmp_path / "standard_folds.json"),
+    )
 
 
 def test_standard_folds_missing_names_both_options(tmp_path, no_sdk):
@@ -275,8 +318,11 @@ def test_standard_folds_reject_a_video_in_two_lists(tmp_path, no_sdk):
 
 
 def test_segment_table_rows_and_dropped_emotionless_clips():
-    labels = {video: (np.array([[s, *e] for _, _, s, e in segs]), np.array([[a, b] for a, b, _, _ in segs]))
-              for video, segs in SEGMENTS.items() if video != UNLISTED}
+    labels = {
+        video: (np.array([[s, *e] for _, _, s, e in segs]), np.array([[a, b] for a, b, _, _ in segs]))
+        for video, segs in SEGMENTS.items()
+        if video != UNLISTED
+    }
     role_of = {v: {"train": "train", "valid": "val", "test": "test"}[n] for n, vs in FOLDS.items() for v in vs}
     table, dropped = segment_table(labels, role_of, "sentiment7")
     assert dropped == 0 and len(table) == 10
@@ -284,7 +330,12 @@ def test_segment_table_rows_and_dropped_emotionless_clips():
     assert list(table.columns) == ["clip_id", "speaker", "segment", "start", "end", "label", *TARGETS, "role"]
     first = table.iloc[0]
     assert (first["speaker"], first["segment"], first["start"], first["end"], first["label"]) == (
-        "-3g5yACwYnA", 0, 0.5, 1.3, "-3")
+        "-3g5yACwYnA",
+        0,
+        0.5,
+        1.3,
+        "-3",
+    )
     assert first[list(TARGETS)].tolist() == [-2.5, 0, 1.0, 0.3, 0, 0, 0]
     emotion, dropped = segment_table(labels, role_of, "emotion")
     assert dropped == 1 and "-3g5yACwYnA[2]" not in set(emotion["clip_id"])  # all six emotions are 0
@@ -294,8 +345,9 @@ def test_segment_table_rows_and_dropped_emotionless_clips():
 
 def test_segment_frames_slices_overlapping_rows_and_zeroes_non_finite(corpus):
     root, written = corpus
-    segments = pd.DataFrame({"speaker": ["-3g5yACwYnA", "-3g5yACwYnA", "aBcD_EfGh12"],
-                             "start": [0.5, 2.0, 1.0], "end": [1.3, 3.0, 2.5]})
+    segments = pd.DataFrame(
+        {"speaker": ["-3g5yACwYnA", "-3g5yACwYnA", "aBcD_EfGh12"], "start": [0.5, 2.0, 1.0], "end": [1.3, 3.0, 2.5]}
+    )
     frames, width, counts = segment_frames(root / FILES["audio"], segments, 74, "audio")
     audio = written["audio"]["-3g5yACwYnA"][0].copy()
     audio[~np.isfinite(audio)] = 0.0
@@ -323,10 +375,19 @@ def test_read_package_meta_sequences_and_folds(corpus):
     assert len(meta) == 9 and "zZtop-9x_Q0[2]" not in set(meta["clip_id"])
     assert UNLISTED not in set(meta["speaker"]) and NO_LABELS not in set(meta["speaker"])
     assert meta["speaker"].tolist() == [c.split("[")[0] for c in meta["clip_id"]]
-    assert list(meta.columns) == ["clip_id", "speaker", "segment", "start", "end", "label", *TARGETS,
-                                  "has_audio", "has_visual", "has_text"]
-    assert meta["has_audio"].all() and meta["has_visual"].tolist() == [
-        s != NO_FACE for s in meta["speaker"]]
+    assert list(meta.columns) == [
+        "clip_id",
+        "speaker",
+        "segment",
+        "start",
+        "end",
+        "label",
+        *TARGETS,
+        "has_audio",
+        "has_visual",
+        "has_text",
+    ]
+    assert meta["has_audio"].all() and meta["has_visual"].tolist() == [s != NO_FACE for s in meta["speaker"]]
     assert meta.loc[meta["clip_id"] == "208416[1]", "label"].item() == "negative"
     assert package.classes == LABELS["sentiment2"] and package.attributes == TARGETS
     # every segment's frames: exactly the overlapping rows, -inf and NaN zeroed
@@ -339,7 +400,7 @@ def test_read_package_meta_sequences_and_folds(corpus):
                 assert seq.lengths[i] == 0
                 continue
             features, intervals = written[modality][row["speaker"]]
-            keep = (np.minimum(intervals[:, 1], row["end"]) > np.maximum(intervals[:, 0], row["start"]))
+            keep = np.minimum(intervals[:, 1], row["end"]) > np.maximum(intervals[:, 0], row["start"])
             np.testing.assert_array_equal(seq.clip(i)[0], np.nan_to_num(features[keep], nan=0.0, neginf=0.0))
     # text: the zero-length word is in no segment; [2.05, 2.6] and [2.6, 3.4] straddle 2.0..3.0
     text = package.sequences["text"]
@@ -356,8 +417,12 @@ def test_read_package_meta_sequences_and_folds(corpus):
     assert package.folds["listed_without_labels"] == [NO_LABELS]
     assert package.folds["labelled_unlisted_videos"] == 1
     assert package.folds["listed_videos"] == {"train": 2, "valid": 1, "test": 2}
-    assert package.labels == {"label": "sentiment2", "classes": ["negative", "non-negative"],
-                              "dropped_without_emotion": 0, "dropped_without_frames": 1}
+    assert package.labels == {
+        "label": "sentiment2",
+        "classes": ["negative", "non-negative"],
+        "dropped_without_emotion": 0,
+        "dropped_without_frames": 1,
+    }
 
 
 def test_read_package_emotion_label_drops_and_counts(corpus):
@@ -373,9 +438,14 @@ def test_read_package_openface2_takes_the_file_s_width(tmp_path, no_sdk):
     root = tmp_path / "mosei"
     write_corpus(root)
     rng = np.random.default_rng(1)
-    write_csd(root / "CMU_MOSEI_VisualOpenFace2.csd", "OpenFace_2",
-              {v: (rng.normal(size=(12, 9)), np.stack([np.arange(12) * 0.5, np.arange(1, 13) * 0.5], 1))
-               for v in ("-3g5yACwYnA", "208416", "zZtop-9x_Q0")})
+    write_csd(
+        root / "CMU_MOSEI_VisualOpenFace2.csd",
+        "OpenFace_2",
+        {
+            v: (rng.normal(size=(12, 9)), np.stack([np.arange(12) * 0.5, np.arange(1, 13) * 0.5], 1))
+            for v in ("-3g5yACwYnA", "208416", "zZtop-9x_Q0")
+        },
+    )
     package = read_package(root, visual="openface2", label="sentiment7")
     assert package.sequences["visual"].dim == 9 and package.features["visual"]["file"].endswith("OpenFace2.csd")
     assert set(package.meta["label"]) <= set(LABELS["sentiment7"])
@@ -398,7 +468,7 @@ def edit_labels(root: Path, video: str, values: np.ndarray | None, intervals: np
         del data[video]
         if values is not None:
             data.create_group(video).create_dataset("features", data=values)
-            data[video].create_dataset("intervals", data=own[:len(values)] if intervals is None else intervals)
+            data[video].create_dataset("intervals", data=own[: len(values)] if intervals is None else intervals)
 
 
 BAD_INPUTS = {  # case -> (edit(root), file named, message)
@@ -406,19 +476,38 @@ BAD_INPUTS = {  # case -> (edit(root), file named, message)
     "covarep missing": (lambda r: (r / FILES["audio"]).unlink(), FILES["audio"], "missing"),
     "facet missing": (lambda r: (r / FILES["visual"]).unlink(), FILES["visual"], "missing"),
     "words missing": (lambda r: (r / FILES["text"]).unlink(), FILES["text"], "missing"),
-    "folds missing": (lambda r: (r / "standard_folds.json").unlink(), "standard_folds.json",
-                      "missing, and the CMU Multimodal SDK is not importable"),
-    "covarep width": (lambda r: write_csd(r / FILES["audio"], "COVAREP", {
-        "208416": (np.zeros((4, 73)), np.array([[0, 1], [1, 2], [2, 3], [3, 4.0]]))}), FILES["audio"],
-        r"video '208416' has features of shape \(4, 73\)"),
-    "labels not finite": (lambda r: edit_labels(r, "208416", np.full((2, 7), np.inf)), "CMU_MOSEI_Labels.csd",
-                          "video '208416' has non-finite labels"),
-    "test videos without labels": (lambda r: edit_labels(r, "zZtop-9x_Q0", None), "standard_folds.json",
-                                   "no labelled segment among the test videos"),
-    "valid video without labelled rows": (lambda r: edit_labels(r, "aBcD_EfGh12", np.zeros((0, 7))),
-                                          "standard_folds.json", "no labelled segment among the val videos"),
-    "test segments without frames": (lambda r: edit_labels(r, "zZtop-9x_Q0", np.zeros((1, 7)), np.array([[60, 61.0]])),
-                                     "standard_folds.json", "no labelled segment with features among the test"),
+    "folds missing": (
+        lambda r: (r / "standard_folds.json").unlink(),
+        "standard_folds.json",
+        "missing, and the CMU Multimodal SDK is not importable",
+    ),
+    "covarep width": (
+        lambda r: write_csd(
+            r / FILES["audio"], "COVAREP", {"208416": (np.zeros((4, 73)), np.array([[0, 1], [1, 2], [2, 3], [3, 4.0]]))}
+        ),
+        FILES["audio"],
+        r"video '208416' has features of shape \(4, 73\)",
+    ),
+    "labels not finite": (
+        lambda r: edit_labels(r, "208416", np.full((2, 7), np.inf)),
+        "CMU_MOSEI_Labels.csd",
+        "video '208416' has non-finite labels",
+    ),
+    "test videos without labels": (
+        lambda r: edit_labels(r, "zZtop-9x_Q0", None),
+        "standard_folds.json",
+        "no labelled segment among the test videos",
+    ),
+    "valid video without labelled rows": (
+        lambda r: edit_labels(r, "aBcD_EfGh12", np.zeros((0, 7))),
+        "standard_folds.json",
+        "no labelled segment among the val videos",
+    ),
+    "test segments without frames": (
+        lambda r: edit_labels(r, "zZtop-9x_Q0", np.zeros((1, 7)), np.array([[60, 61.0]])),
+        "standard_folds.json",
+        "no labelled segment with features among the test",
+    ),
 }
 
 
@@ -446,8 +535,9 @@ def test_bad_root_and_options_are_named(tmp_path, corpus):
 
 def test_params_validate_the_options():
     assert load_params(ROOT / "params.yaml")["data"]["cmu_mosei"] == {"visual": "facet42", "label": "sentiment2"}
-    with pytest.raises(ConfigError, match="data.cmu_mosei.label: got 'acc2'; Input should be 'sentiment2', "
-                                          "'sentiment7' or 'emotion'"):
+    with pytest.raises(
+        ConfigError, match="data.cmu_mosei.label: got 'acc2'; Input should be 'sentiment2', 'sentiment7' or 'emotion'"
+    ):
         load_params(ROOT / "params.yaml", {"data.cmu_mosei.label": "acc2"})
 
 
@@ -480,8 +570,10 @@ def test_manifest_of_classes_and_attributes():
 
 def test_prepare_builds_the_store_and_a_regression_task_on_its_targets(corpus, tmp_path):
     root, _ = corpus
-    params = load_params(ROOT / "params.yaml", {"data.corpus": "cmu_mosei", "data.root": str(root),
-                                                "data.features_dir": str(tmp_path / "features")})
+    params = load_params(
+        ROOT / "params.yaml",
+        {"data.corpus": "cmu_mosei", "data.root": str(root), "data.features_dir": str(tmp_path / "features")},
+    )
     assert CORPORA["cmu_mosei"].kind == "package" and CORPORA["cmu_mosei"].modalities == ("audio", "visual", "text")
     store = prepare(params)
     manifest = store.manifest
@@ -489,7 +581,8 @@ def test_prepare_builds_the_store_and_a_regression_task_on_its_targets(corpus, t
     assert manifest["dims"] == {"audio": 74, "visual": 35, "text": 300}
     assert manifest["classes"] == ["negative", "non-negative"] and manifest["attributes"] == list(TARGETS)
     assert manifest["labels"]["dropped_without_frames"] == 1 and manifest["folds"]["listed_without_labels"] == [
-        NO_LABELS]
+        NO_LABELS
+    ]
     assert manifest["counts"] == {"clips": 9, "speakers": 4, "skipped": 0}
     assert store.folds == [0] and "208416" in set(store.meta["speaker"])  # a numeric video id stays a string
     index = store.fold_indices(0)

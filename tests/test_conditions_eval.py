@@ -1,4 +1,5 @@
 """mer_core.conditions (missing-modality conditions) and mer_core.evaluate (the evaluation grid)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,7 +44,7 @@ def test_all_conditions_two_and_three_modalities():
     assert [condition_name(c) for c in all_conditions(AV)] == ["a", "v", "av"]
     three = all_conditions(AVL)
     assert [condition_name(c) for c in three] == ["a", "v", "l", "av", "al", "vl", "avl"]
-    assert len(set(three)) == 2 ** 3 - 1 and all(len(c) > 0 for c in three)
+    assert len(set(three)) == 2**3 - 1 and all(len(c) > 0 for c in three)
     assert all_conditions(("visual",)) == [("visual",)]
 
 
@@ -164,8 +165,12 @@ def test_condition_order_and_summarise():
     assert condition_order(AV) == ["a", "v", "av", "pooled", "mean"]
     assert condition_order(AVL)[-3:] == ["avl", "pooled", "mean"]
     perfect = prediction_table().assign(pred=lambda t: t["label"])
-    per_run = pd.concat([grid_metrics(prediction_table(), THREE_CLASSES).assign(fold=0),
-                         grid_metrics(perfect, THREE_CLASSES).assign(fold=1)])
+    per_run = pd.concat(
+        [
+            grid_metrics(prediction_table(), THREE_CLASSES).assign(fold=0),
+            grid_metrics(perfect, THREE_CLASSES).assign(fold=1),
+        ]
+    )
     summary = summarise(per_run, CLASSIFICATION_METRICS)
     assert list(summary) == ["a", "v", "av", "pooled", "mean"]
     assert summary["v"]["wa_mean"] == pytest.approx((3 / 8 + 1) / 2)

@@ -1,6 +1,7 @@
 """mer_core.config: params.yaml validated as a whole (pydantic models, errors naming the dotted key), runs resolved
 (method defaults, bases and dotted `set`s, variants, the paper preset, `train.runs`, corpus feeding, generated
 extended runs), cross-checks between sections, and the `params` stage's resolved per-stage files."""
+
 from __future__ import annotations
 
 import json
@@ -58,9 +59,16 @@ def defaults(method: str) -> dict:
 
 def small(**sections) -> dict:
     """A small params mapping: a few runs, no generated extended run unless asked."""
-    raw = {"methods": {"audio_only": {"method": "audio_only"}, "utt_fusion": {"method": "utt_fusion"},
-                       "mmin": {"method": "mmin"}, "ifmmin": {"method": "ifmmin"}, "vavl": {"method": "vavl"}},
-           "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}}
+    raw = {
+        "methods": {
+            "audio_only": {"method": "audio_only"},
+            "utt_fusion": {"method": "utt_fusion"},
+            "mmin": {"method": "mmin"},
+            "ifmmin": {"method": "ifmmin"},
+            "vavl": {"method": "vavl"},
+        },
+        "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}},
+    }
     return deep_merge(raw, sections)
 
 
@@ -81,8 +89,17 @@ def error(raw: dict | None = None, overrides: dict | None = None) -> str:
 # ============================================================================================== every section
 
 
-SECTIONS = {"data": Data, "features": Features, "folds": Folds, "train": Train, "robustness": Robustness,
-            "analysis": Analysis, "explore": Explore, "extended": Extended, "machine": Machine}
+SECTIONS = {
+    "data": Data,
+    "features": Features,
+    "folds": Folds,
+    "train": Train,
+    "robustness": Robustness,
+    "analysis": Analysis,
+    "explore": Explore,
+    "extended": Extended,
+    "machine": Machine,
+}
 
 
 def test_every_section_of_the_project_params_validates_with_its_model():
@@ -93,9 +110,15 @@ def test_every_section_of_the_project_params_validates_with_its_model():
         assert validated == {k: v for k, v in params[section].items() if k != "runs"}, section
     for name, entry in params["extended"]["runs"].items():
         assert check(RunEntry, entry, f"extended.runs.{name}").base in params["methods"]
-    nested = {("data", "synthetic"): Synthetic, ("data", "crema_d"): CremaD, ("data", "ravdess"): Ravdess,
-              ("data", "iemocap_audio"): IemocapAudio, ("data", "msp_improv"): MspImprov,
-              ("data", "cmu_mosei"): CmuMosei, ("train", "stopping"): Stopping}
+    nested = {
+        ("data", "synthetic"): Synthetic,
+        ("data", "crema_d"): CremaD,
+        ("data", "ravdess"): Ravdess,
+        ("data", "iemocap_audio"): IemocapAudio,
+        ("data", "msp_improv"): MspImprov,
+        ("data", "cmu_mosei"): CmuMosei,
+        ("train", "stopping"): Stopping,
+    }
     for (section, key), model in nested.items():
         assert check(model, params[section][key]).model_dump(mode="json") == params[section][key], key
     for name, entry in params["methods"].items():
@@ -103,9 +126,19 @@ def test_every_section_of_the_project_params_validates_with_its_model():
 
 
 def test_every_run_entry_validates_with_its_methods_model():
-    models = {"audio_only": Baseline, "visual_only": Baseline, "early_fusion": EarlyFusion, "late_fusion": Baseline,
-              "utt_fusion": Baseline, "utt_dataaug": UttDataaug, "mmin": MMIN, "ifmmin": IFMMIN, "nmer": NMER,
-              "vavl": VAVL, "functionals_svm": FunctionalsSVM}
+    models = {
+        "audio_only": Baseline,
+        "visual_only": Baseline,
+        "early_fusion": EarlyFusion,
+        "late_fusion": Baseline,
+        "utt_fusion": Baseline,
+        "utt_dataaug": UttDataaug,
+        "mmin": MMIN,
+        "ifmmin": IFMMIN,
+        "nmer": NMER,
+        "vavl": VAVL,
+        "functionals_svm": FunctionalsSVM,
+    }
     assert {name: info.params for name, info in CATALOG.items()} == models
     for name, run in resolve_runs(load_params(PARAMS_FILE)).items():
         if run["entry"] is None:
@@ -122,8 +155,11 @@ def test_every_run_entry_validates_with_its_methods_model():
 def test_defaults_fill_every_key_of_an_empty_file():
     params = validate_params({})
     assert params["task"] == "classification" and params["methods"] == {}
-    derived = {"train": {"batches": "bucketed", "normalise_modalities": "all"}, "explore": {"fold": 0, "seed": 0},
-               "analysis": {"embedding": {"fold": 0, "seed": 0}}}  # null: derived (`derive_defaults`)
+    derived = {
+        "train": {"batches": "bucketed", "normalise_modalities": "all"},
+        "explore": {"fold": 0, "seed": 0},
+        "analysis": {"embedding": {"fold": 0, "seed": 0}},
+    }  # null: derived (`derive_defaults`)
     for section, model in SECTIONS.items():
         if section != "extended":
             assert params[section] == deep_merge(model().model_dump(mode="json"), derived.get(section, {})), section
@@ -133,78 +169,127 @@ def test_defaults_fill_every_key_of_an_empty_file():
 # ============================================================================================== errors
 
 
-@pytest.mark.parametrize("key, value, model", [
-    ("foo", 1, Study),
-    ("data.on_eror", "skip", Data),
-    ("methods.mmin.optim.lrr", 1e-3, Optim),
-    ("methods.mmin.pretrain.optim.lrr", 1e-3, Optim),
-    ("methods.mmin.cycle_wieght", 1.0, MMIN),
-    ("train.stopping.patiense", 3, Stopping),
-    ("features.audio.wav2vec2.layr", 3, Wav2Vec2),
-    ("analysis.embedding.perplexty", 5.0, Embedding),
-    ("extended.unpaired.pairs", [0.5], Unpaired),
-    ("machine.jbos", 1, Machine),
-    ("data.synthetic.audio.snr", [1.0, 2.0], SyntheticAudio),
-])
+@pytest.mark.parametrize(
+    "key, value, model",
+    [
+        ("foo", 1, Study),
+        ("data.on_eror", "skip", Data),
+        ("methods.mmin.optim.lrr", 1e-3, Optim),
+        ("methods.mmin.pretrain.optim.lrr", 1e-3, Optim),
+        ("methods.mmin.cycle_wieght", 1.0, MMIN),
+        ("train.stopping.patiense", 3, Stopping),
+        ("features.audio.wav2vec2.layr", 3, Wav2Vec2),
+        ("analysis.embedding.perplexty", 5.0, Embedding),
+        ("extended.unpaired.pairs", [0.5], Unpaired),
+        ("machine.jbos", 1, Machine),
+        ("data.synthetic.audio.snr", [1.0, 2.0], SyntheticAudio),
+    ],
+)
 def test_unknown_keys_anywhere_name_the_dotted_key_and_the_allowed_keys(key, value, model):
     assert error(overrides={key: value}) == f"{key}: unknown key; allowed keys here: {', '.join(model.model_fields)}"
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("task", "ordinal", "task: got 'ordinal'; Input should be 'classification' or 'regression'"),
-    ("train.preset", "iemocap", "train.preset: got 'iemocap'; Input should be 'study' or 'paper'"),
-    ("folds.n_folds", 1, "folds.n_folds: got 1; Input should be greater than or equal to 2"),
-    ("folds.n_folds", True, "folds.n_folds: got True; Input should be a valid integer"),
-    ("methods.utt_fusion.optim.batch_size", "64",
-     "methods.utt_fusion.optim.batch_size: got '64'; Input should be a valid integer"),
-    ("methods.utt_fusion.dropout", 0.99, "methods.utt_fusion.dropout: got 0.99; Input should be less than or equal to "
-                                         "0.95"),
-    ("methods.mmin.pretrain.optim.lr", 0.0, "methods.mmin.pretrain.optim.lr: got 0.0; Input should be greater than or "
-                                            "equal to 0.000001"),
-    ("machine.device", "gpu", "machine.device: got 'gpu'; Input should be 'auto', 'cpu' or 'cuda'"),
-    ("features.audio.extractor", "mfcc",
-     "features.audio.extractor: got 'mfcc'; Input should be 'logmel', 'compare' or 'wav2vec2'"),
-    ("features.visual.groups", ["au_r", "landmarks"],
-     "features.visual.groups[1]: got 'landmarks'; Input should be 'au_r', 'au_c', 'pose' or 'gaze'"),
-    ("methods.ifmmin.inject", "no", "methods.ifmmin.inject: got 'no'; Input should be a valid boolean"),
-    ("methods.ifmmin.ae_version", "latest", "methods.ifmmin.ae_version: got 'latest'; Input should be 'published' or "
-                                            "'head'"),
-    ("methods.vavl.unpaired", {"video": 0.2},
-     "methods.vavl.unpaired.video: not an allowed key; Input should be 'audio', 'visual' or 'text'"),
-    ("methods.utt_fusion.unpaired", {"audio": 0.5, "visual": 0.5},
-     "methods.utt_fusion.unpaired: the shares sum to 1, leaving no paired training clip; keep their sum below 1"),
-    ("methods.vavl.kernel", 4, "methods.vavl.kernel: the depthwise kernel must be odd (same padding), got 4"),
-    ("train.seeds", [0, 0], "train.seeds: each entry may appear once, got [0, 0]"),
-    ("data.corpus", "iemocap", "data.corpus: got 'iemocap'; not a registered corpus; allowed values: builtin, "
-                               "crema_d, ravdess, emodb, iemocap_audio, msp_improv, iemocap_mmin, cmu_mosei"),
-    ("methods.mmin_v2", {"method": "mmin_v2"}, f"methods.mmin_v2.method: got 'mmin_v2'; registered methods: "
-                                               f"{METHOD_NAMES}"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("task", "ordinal", "task: got 'ordinal'; Input should be 'classification' or 'regression'"),
+        ("train.preset", "iemocap", "train.preset: got 'iemocap'; Input should be 'study' or 'paper'"),
+        ("folds.n_folds", 1, "folds.n_folds: got 1; Input should be greater than or equal to 2"),
+        ("folds.n_folds", True, "folds.n_folds: got True; Input should be a valid integer"),
+        (
+            "methods.utt_fusion.optim.batch_size",
+            "64",
+            "methods.utt_fusion.optim.batch_size: got '64'; Input should be a valid integer",
+        ),
+        (
+            "methods.utt_fusion.dropout",
+            0.99,
+            "methods.utt_fusion.dropout: got 0.99; Input should be less than or equal to 0.95",
+        ),
+        (
+            "methods.mmin.pretrain.optim.lr",
+            0.0,
+            "methods.mmin.pretrain.optim.lr: got 0.0; Input should be greater than or equal to 0.000001",
+        ),
+        ("machine.device", "gpu", "machine.device: got 'gpu'; Input should be 'auto', 'cpu' or 'cuda'"),
+        (
+            "features.audio.extractor",
+            "mfcc",
+            "features.audio.extractor: got 'mfcc'; Input should be 'logmel', 'compare' or 'wav2vec2'",
+        ),
+        (
+            "features.visual.groups",
+            ["au_r", "landmarks"],
+            "features.visual.groups[1]: got 'landmarks'; Input should be 'au_r', 'au_c', 'pose' or 'gaze'",
+        ),
+        ("methods.ifmmin.inject", "no", "methods.ifmmin.inject: got 'no'; Input should be a valid boolean"),
+        (
+            "methods.ifmmin.ae_version",
+            "latest",
+            "methods.ifmmin.ae_version: got 'latest'; Input should be 'published' or 'head'",
+        ),
+        (
+            "methods.vavl.unpaired",
+            {"video": 0.2},
+            "methods.vavl.unpaired.video: not an allowed key; Input should be 'audio', 'visual' or 'text'",
+        ),
+        (
+            "methods.utt_fusion.unpaired",
+            {"audio": 0.5, "visual": 0.5},
+            "methods.utt_fusion.unpaired: the shares sum to 1, leaving no paired training clip; keep their sum below 1",
+        ),
+        ("methods.vavl.kernel", 4, "methods.vavl.kernel: the depthwise kernel must be odd (same padding), got 4"),
+        ("train.seeds", [0, 0], "train.seeds: each entry may appear once, got [0, 0]"),
+        (
+            "data.corpus",
+            "iemocap",
+            "data.corpus: got 'iemocap'; not a registered corpus; allowed values: builtin, "
+            "crema_d, ravdess, emodb, iemocap_audio, msp_improv, iemocap_mmin, cmu_mosei",
+        ),
+        (
+            "methods.mmin_v2",
+            {"method": "mmin_v2"},
+            f"methods.mmin_v2.method: got 'mmin_v2'; registered methods: {METHOD_NAMES}",
+        ),
+    ],
+)
 def test_bad_values_name_the_key_and_what_is_allowed(key, value, expected):
     assert error(overrides={key: value}) == expected
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("train.folds", "some", "train.folds: got 'some'; Input should be 'all' or Input should be a valid list"),
-    ("train.folds", [0, "x"], "train.folds[1]: got 'x'; Input should be a valid integer"),
-    ("methods.vavl.rec_weight", "double",
-     "methods.vavl.rec_weight: got 'double'; Input should be 'auto' or Input should be a valid number"),
-    ("methods.vavl.rec_weight", -1.0,
-     "methods.vavl.rec_weight: got -1.0; Input should be 'auto' or Input should be greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("train.folds", "some", "train.folds: got 'some'; Input should be 'all' or Input should be a valid list"),
+        ("train.folds", [0, "x"], "train.folds[1]: got 'x'; Input should be a valid integer"),
+        (
+            "methods.vavl.rec_weight",
+            "double",
+            "methods.vavl.rec_weight: got 'double'; Input should be 'auto' or Input should be a valid number",
+        ),
+        (
+            "methods.vavl.rec_weight",
+            -1.0,
+            "methods.vavl.rec_weight: got -1.0; Input should be 'auto' or Input should be greater than or equal to 0",
+        ),
+    ],
+)
 def test_a_bad_value_of_a_union_names_the_key_and_what_each_member_allows(key, value, expected):
     assert error(overrides={key: value}) == expected
 
 
-@pytest.mark.parametrize("key, value", [
-    ("methods.mmin.optim.lr", math.nan),
-    ("methods.mmin.cycle_weight", math.inf),
-    ("methods.nmer.noise.beta_end", math.nan),
-    ("robustness.beta_end", math.inf),
-    ("analysis.embedding.perplexity", -math.inf),
-    ("train.weight_decay", math.nan),
-    ("data.synthetic.display_strength", math.nan),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("methods.mmin.optim.lr", math.nan),
+        ("methods.mmin.cycle_weight", math.inf),
+        ("methods.nmer.noise.beta_end", math.nan),
+        ("robustness.beta_end", math.inf),
+        ("analysis.embedding.perplexity", -math.inf),
+        ("train.weight_decay", math.nan),
+        ("data.synthetic.display_strength", math.nan),
+    ],
+)
 def test_nan_and_infinity_are_rejected(key, value):
     message = error(overrides={key: value})
     assert message.startswith(f"{key}: got {value}") and "finite number" in message
@@ -246,15 +331,26 @@ def test_a_run_states_only_what_differs_from_its_methods_defaults():
     assert run["entry"] == expected
     assert run["entry"]["optim"]["epochs_decay"] == defaults("mmin")["optim"]["epochs_decay"]
     assert run["changes"] == {"hidden": 64, "optim.epochs": 5}
-    assert (run["method"], run["base"], run["root"], run["variant"], run["study"]) == ("mmin", None, "mmin", None,
-                                                                                      "default")
+    assert (run["method"], run["base"], run["root"], run["variant"], run["study"]) == (
+        "mmin",
+        None,
+        "mmin",
+        None,
+        "default",
+    )
     assert run["module"] == "mer_core.methods.mmin" and [s["name"] for s in run["stages"]] == ["pretrain", "train"]
     assert runs["vavl"]["entry"] == defaults("vavl") and runs["vavl"]["changes"] == {}
 
 
 def test_a_run_with_a_base_sets_deep_dotted_keys():
-    runs = runs_of(small(methods={"mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0}},
-                                  "mmin_slow": {"base": "mmin", "set": {"pretrain.optim.lr": 1e-4}}}))
+    runs = runs_of(
+        small(
+            methods={
+                "mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0}},
+                "mmin_slow": {"base": "mmin", "set": {"pretrain.optim.lr": 1e-4}},
+            }
+        )
+    )
     base = runs["mmin"]["entry"]
     assert runs["mmin_no_cycle"]["entry"] == {**base, "cycle_weight": 0.0}
     assert runs["mmin_no_cycle"]["changes"] == {"cycle_weight": 0}
@@ -265,10 +361,15 @@ def test_a_run_with_a_base_sets_deep_dotted_keys():
 
 
 def test_chains_of_bases_accumulate_their_sets_and_inherit_the_task():
-    runs = runs_of(small(methods={
-        "c": {"base": "b", "set": {"optim.lr": 1e-3}},  # defined before its base: order does not matter
-        "b": {"base": "a", "set": {"hidden": 32}, "task": "regression"},
-        "a": {"base": "mmin", "set": {"cycle_weight": 0.5}}}))
+    runs = runs_of(
+        small(
+            methods={
+                "c": {"base": "b", "set": {"optim.lr": 1e-3}},  # defined before its base: order does not matter
+                "b": {"base": "a", "set": {"hidden": 32}, "task": "regression"},
+                "a": {"base": "mmin", "set": {"cycle_weight": 0.5}},
+            }
+        )
+    )
     expected = deep_merge(defaults("mmin"), {"cycle_weight": 0.5, "hidden": 32, "optim": {"lr": 1e-3}})
     assert runs["c"]["entry"] == expected
     assert [runs[n]["base"] for n in "abc"] == ["mmin", "a", "b"] and {runs[n]["root"] for n in "abc"} == {"mmin"}
@@ -277,27 +378,44 @@ def test_chains_of_bases_accumulate_their_sets_and_inherit_the_task():
     assert list(runs)[:8] == ["audio_only", "utt_fusion", "mmin", "ifmmin", "vavl", "c", "b", "a"]  # params order
 
 
-@pytest.mark.parametrize("methods, expected", [
-    ({"a": {"base": "b"}, "b": {"base": "a"}}, "methods.b.base: the bases loop: a -> b -> a"),
-    ({"a": {"base": "a"}}, "methods.a.base: the bases loop: a -> a"),
-    ({"a": {"base": "nope"}},
-     "methods.a.base: 'nope' is not a run (runs: audio_only, utt_fusion, mmin, ifmmin, vavl, a)"),
-    ({"a": {"base": "mmin", "set": {"foo": 1}}}, "methods.a.set.foo: 'foo' is not a key of method mmin (keys: "
-                                                 f"{', '.join(MMIN.model_fields)})"),
-    ({"a": {"base": "mmin", "set": {"optim.lrr": 1}}},
-     f"methods.a.optim.lrr: unknown key; allowed keys here: {', '.join(Optim.model_fields)}"),
-    ({"a": {"method": "mmin", "set": {"cycle_weight": 0}}},
-     "methods.a.set: only a run with a `base` sets keys; write them beside `method`"),
-    ({"a": {"base": "mmin", "cycle_weight": 0}},
-     "methods.a: unknown key 'cycle_weight' beside `base`: a run with a base changes keys through `set` (e.g. set: "
-     "{cycle_weight: ...})"),
-    ({"a": {"base": "mmin", "method": "mmin"}},
-     "methods.a: give exactly one of `method` (a registered method) and `base` (another run)"),
-    ({"a": {}}, "methods.a: give exactly one of `method` (a registered method) and `base` (another run)"),
-    ({"a": {"method": "mmin", "hidden": "wide"}}, "methods.a.hidden: got 'wide'; Input should be a valid integer"),
-    ({"a": {"base": "mmin", "set": {"hidden": 0}}},
-     "methods.a.hidden: got 0; Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "methods, expected",
+    [
+        ({"a": {"base": "b"}, "b": {"base": "a"}}, "methods.b.base: the bases loop: a -> b -> a"),
+        ({"a": {"base": "a"}}, "methods.a.base: the bases loop: a -> a"),
+        (
+            {"a": {"base": "nope"}},
+            "methods.a.base: 'nope' is not a run (runs: audio_only, utt_fusion, mmin, ifmmin, vavl, a)",
+        ),
+        (
+            {"a": {"base": "mmin", "set": {"foo": 1}}},
+            f"methods.a.set.foo: 'foo' is not a key of method mmin (keys: {', '.join(MMIN.model_fields)})",
+        ),
+        (
+            {"a": {"base": "mmin", "set": {"optim.lrr": 1}}},
+            f"methods.a.optim.lrr: unknown key; allowed keys here: {', '.join(Optim.model_fields)}",
+        ),
+        (
+            {"a": {"method": "mmin", "set": {"cycle_weight": 0}}},
+            "methods.a.set: only a run with a `base` sets keys; write them beside `method`",
+        ),
+        (
+            {"a": {"base": "mmin", "cycle_weight": 0}},
+            "methods.a: unknown key 'cycle_weight' beside `base`: a run with a base changes keys through `set` "
+            "(e.g. set: {cycle_weight: ...})",
+        ),
+        (
+            {"a": {"base": "mmin", "method": "mmin"}},
+            "methods.a: give exactly one of `method` (a registered method) and `base` (another run)",
+        ),
+        ({"a": {}}, "methods.a: give exactly one of `method` (a registered method) and `base` (another run)"),
+        ({"a": {"method": "mmin", "hidden": "wide"}}, "methods.a.hidden: got 'wide'; Input should be a valid integer"),
+        (
+            {"a": {"base": "mmin", "set": {"hidden": 0}}},
+            "methods.a.hidden: got 0; Input should be greater than or equal to 1",
+        ),
+    ],
+)
 def test_run_inheritance_errors_name_the_run_and_the_key(methods, expected):
     assert error(small(methods=methods)) == expected
 
@@ -307,23 +425,30 @@ def test_an_extended_run_may_base_itself_on_a_default_run():
     assert runs["vavl_no_rec"]["study"] == "extended" and runs["vavl_no_rec"]["base"] == "vavl"
     assert runs["vavl_no_rec"]["entry"]["rec_weight"] == 0.0
     assert error(small(extended={"runs": {"mmin": {"method": "mmin"}}})) == (
-        "extended.runs.mmin: the name is already a run of `methods`")
+        "extended.runs.mmin: the name is already a run of `methods`"
+    )
     assert error(small(extended={"runs": {"x": {"base": "mmin", "set": {"nope": 1}}}})).startswith(
-        "extended.runs.x.set.nope: 'nope' is not a key of method mmin")
+        "extended.runs.x.set.nope: 'nope' is not a key of method mmin"
+    )
 
 
 # ============================================================================================== variants
 
 
 def test_variants_are_detected_from_a_runs_difference_to_its_base():
-    runs = runs_of(small(methods={
-        "mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0}},  # an int where the variant says 0.0
-        "mmin_two": {"base": "mmin", "set": {"cycle_weight": 0.0, "hidden": 64}},  # more than the variant
-        "mmin_direct": {"method": "mmin", "cycle_weight": 0.0},  # the variant's change, but no base
-        "mmin_no_cycle_again": {"base": "mmin_no_cycle", "set": {}},  # no difference to its base
-        "ifmmin_no_cmd": {"base": "ifmmin", "set": {"pretrain.cmd_weight": 0.0}},
-        "ifmmin_inv1": {"base": "ifmmin", "set": {"invariant_weight": 1}},
-        "vavl_no_shared": {"base": "vavl", "set": {"shared": False}}}))
+    runs = runs_of(
+        small(
+            methods={
+                "mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0}},  # an int where the variant says 0.0
+                "mmin_two": {"base": "mmin", "set": {"cycle_weight": 0.0, "hidden": 64}},  # more than the variant
+                "mmin_direct": {"method": "mmin", "cycle_weight": 0.0},  # the variant's change, but no base
+                "mmin_no_cycle_again": {"base": "mmin_no_cycle", "set": {}},  # no difference to its base
+                "ifmmin_no_cmd": {"base": "ifmmin", "set": {"pretrain.cmd_weight": 0.0}},
+                "ifmmin_inv1": {"base": "ifmmin", "set": {"invariant_weight": 1}},
+                "vavl_no_shared": {"base": "vavl", "set": {"shared": False}},
+            }
+        )
+    )
     assert runs["mmin_no_cycle"]["variant"] == "no_cycle"
     assert runs["mmin_two"]["variant"] is None and runs["mmin_direct"]["variant"] is None
     assert runs["mmin_no_cycle_again"]["variant"] is None
@@ -333,10 +458,18 @@ def test_variants_are_detected_from_a_runs_difference_to_its_base():
 
 def test_every_extended_run_of_the_project_is_the_variant_its_name_says():
     runs = resolve_runs(load_params(PARAMS_FILE))
-    expected = {"mmin_no_cycle": "no_cycle", "ifmmin_no_cmd": "no_cmd", "ifmmin_no_inject": "no_inject",
-                "ifmmin_no_inv": "no_inv", "ifmmin_head_ae": "head_ae", "ifmmin_released_inv": "released_inv_weight",
-                "nmer_denoiser": "denoiser", "vavl_no_shared": "no_shared", "vavl_no_residual": "no_residual",
-                "vavl_no_rec": "no_rec"}
+    expected = {
+        "mmin_no_cycle": "no_cycle",
+        "ifmmin_no_cmd": "no_cmd",
+        "ifmmin_no_inject": "no_inject",
+        "ifmmin_no_inv": "no_inv",
+        "ifmmin_head_ae": "head_ae",
+        "ifmmin_released_inv": "released_inv_weight",
+        "nmer_denoiser": "denoiser",
+        "vavl_no_shared": "no_shared",
+        "vavl_no_residual": "no_residual",
+        "vavl_no_rec": "no_rec",
+    }
     assert {name: runs[name]["variant"] for name in expected} == expected
     assert all(runs[name]["variant"] is None for name in ("mmin", "vavl", "utt_fusion"))
 
@@ -358,18 +491,38 @@ def test_paper_preset_resets_schedules_and_sizes():
     setting), whatever the run or its base wrote; every other key keeps the run's value; and the resolved `train`
     settings of every stage say `stopping.rule: fixed` (the official schedules run to their end)."""
     methods = {
-        "vavl": {"method": "vavl", "d_model": 64, "subsample": 2, "optim": {"epochs": 3},
-                 "positions": "absolute_shift"},
-        "mmin": {"method": "mmin", "hidden": 32, "optim": {"epochs": 2}, "mse_weight": 2.0,
-                 "pretrain": {"optim": {"epochs": 1}, "classifier": [16]}},
+        "vavl": {
+            "method": "vavl",
+            "d_model": 64,
+            "subsample": 2,
+            "optim": {"epochs": 3},
+            "positions": "absolute_shift",
+        },
+        "mmin": {
+            "method": "mmin",
+            "hidden": 32,
+            "optim": {"epochs": 2},
+            "mse_weight": 2.0,
+            "pretrain": {"optim": {"epochs": 1}, "classifier": [16]},
+        },
         "mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0, "ae_blocks": 2}},
         "nmer": {"method": "nmer", "latent": 8, "vae_layers": 1, "noise": {"steps": 50}},
-        "utt_fusion": {"method": "utt_fusion", "hidden": 16, "classifier": [8], "dropout": 0.1,
-                       "encoder_pooling": "padded"},
+        "utt_fusion": {
+            "method": "utt_fusion",
+            "hidden": 16,
+            "classifier": [8],
+            "dropout": 0.1,
+            "encoder_pooling": "padded",
+        },
     }
-    raw = small(methods=methods, train={"stopping": {"rule": "plateau"}},
-                extended={"runs": {"vavl_no_rec": {"base": "vavl", "set": {"rec_weight": 0.0, "heads": 4}}},
-                          "unpaired": {"methods": ["vavl"], "paired": [0.5]}})
+    raw = small(
+        methods=methods,
+        train={"stopping": {"rule": "plateau"}},
+        extended={
+            "runs": {"vavl_no_rec": {"base": "vavl", "set": {"rec_weight": 0.0, "heads": 4}}},
+            "unpaired": {"methods": ["vavl"], "paired": [0.5]},
+        },
+    )
     study = validate_params(raw)
     paper = validate_params(deep_merge(raw, {"train": {"preset": "paper"}}))
     study_runs, paper_runs = resolve_runs(study), resolve_runs(paper)
@@ -377,8 +530,11 @@ def test_paper_preset_resets_schedules_and_sizes():
         info, official = CATALOG[run["method"]], defaults(run["method"])
         for key in info.paper_keys:
             assert get_dotted(run["entry"], key) == get_dotted(official, key), (name, key)
-        kept = {k: v for k, v in flatten(study_runs[name]["entry"]).items()
-                if not any(k == p or k.startswith(p + ".") for p in info.paper_keys) and k not in info.paper_switches}
+        kept = {
+            k: v
+            for k, v in flatten(study_runs[name]["entry"]).items()
+            if not any(k == p or k.startswith(p + ".") for p in info.paper_keys) and k not in info.paper_switches
+        }
         assert {k: flatten(run["entry"])[k] for k in kept} == kept, name
         for key, value in info.paper_switches.items():  # none written here: the official behaviour is implied
             assert get_dotted(run["entry"], key) == value, (name, key)
@@ -393,8 +549,9 @@ def test_paper_preset_resets_schedules_and_sizes():
     assert paper_runs["vavl_paired0.5"]["entry"]["unpaired"] == {"audio": 0.25, "visual": 0.25}
     files = {"study": stage_params(study, study_runs), "paper": stage_params(paper, paper_runs)}
     for preset, rule in (("study", "plateau"), ("paper", "fixed")):
-        trains = [content["train"] for name, content in files[preset].items()
-                  if name.startswith(("runs/", "extended/"))]
+        trains = [
+            content["train"] for name, content in files[preset].items() if name.startswith(("runs/", "extended/"))
+        ]
         assert trains and all(t["stopping"]["rule"] == rule and t["preset"] == preset for t in trains), preset
         for name in ("analysis.json", "extended_analysis.json"):
             assert files[preset][name]["stopping"]["rule"] == rule
@@ -429,7 +586,8 @@ def test_train_runs_selects_runs_and_skips_the_others_with_a_reason():
     assert files["runs/vavl.json"]["status"] == "skip"
     assert error(overrides={"train.runs": ["mmin", "nope"]}) == (
         "train.runs: 'nope' is not a run of `methods` (runs: audio_only, visual_only, early_fusion, late_fusion, "
-        "utt_fusion, utt_dataaug, mmin, ifmmin, nmer, vavl)")
+        "utt_fusion, utt_dataaug, mmin, ifmmin, nmer, vavl)"
+    )
 
 
 def test_an_audio_only_corpus_skips_the_methods_it_cannot_feed_with_one_reason_each():
@@ -471,7 +629,8 @@ def test_the_extended_study_generates_other_task_and_partly_unpaired_runs():
             assert run["changes"] == pytest.approx({"unpaired.audio": share, "unpaired.visual": share})
             assert (run["base"], run["task"], run["study"]) == (method, "classification", "extended")
             assert {k: v for k, v in run["entry"].items() if k != "unpaired"} == {
-                k: v for k, v in runs[method]["entry"].items() if k != "unpaired"}
+                k: v for k, v in runs[method]["entry"].items() if k != "unpaired"
+            }
     assert "vavl_paired0.5" in runs and "ifmmin_paired0.25" in runs
 
 
@@ -485,42 +644,73 @@ def test_a_generated_run_without_a_base_run_is_skipped_and_a_name_clash_is_an_er
     runs = runs_of(small(extended={"other_task": {"methods": ["nmer"]}}))
     assert runs["nmer_regression"]["status"] == "skip"
     assert runs["nmer_regression"]["reason"] == "`methods` has no run of method nmer to base it on"
-    message = error(small(methods={"vavl_regression": {"method": "vavl"}},
-                          extended={"other_task": {"methods": ["vavl"]}}))
-    assert message == ("extended: the generated run 'vavl_regression' (extended.other_task / extended.unpaired) has "
-                       "the name of a run you defined; rename yours")
-    clash = error(small(extended={"runs": {"mmin_paired0.5": {"base": "mmin"}},
-                                  "unpaired": {"methods": ["mmin"], "paired": [0.5]}}))
+    message = error(
+        small(methods={"vavl_regression": {"method": "vavl"}}, extended={"other_task": {"methods": ["vavl"]}})
+    )
+    assert message == (
+        "extended: the generated run 'vavl_regression' (extended.other_task / extended.unpaired) has "
+        "the name of a run you defined; rename yours"
+    )
+    clash = error(
+        small(
+            extended={"runs": {"mmin_paired0.5": {"base": "mmin"}}, "unpaired": {"methods": ["mmin"], "paired": [0.5]}}
+        )
+    )
     assert clash.startswith("extended: the generated run 'mmin_paired0.5'")
     assert error(small(extended={"other_task": {"methods": ["foo"]}})).startswith(
-        f"extended.other_task.methods[0]: got 'foo'; registered methods: {METHOD_NAMES}")
+        f"extended.other_task.methods[0]: got 'foo'; registered methods: {METHOD_NAMES}"
+    )
 
 
 # ============================================================================================== cross-checks
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"explore.run": "nope"}, "explore.run: 'nope' is not a run of `methods` (runs: audio_only, visual_only, "
-                              "early_fusion, late_fusion, utt_fusion, utt_dataaug, mmin, ifmmin, nmer, vavl; null "
-                              "picks one)"),
-    ({"explore.seed": 5}, "explore.seed: 5 is not one of train.seeds [0, 1, 2] (no checkpoint is trained with it)"),
-    ({"analysis.embedding.seed": 5},
-     "analysis.embedding.seed: 5 is not one of train.seeds [0, 1, 2] (no checkpoint is trained with it)"),
-    ({"train.folds": [0, 4]}, "train.folds: fold 4 does not exist; folds.n_folds is 4 (folds 0..3)"),
-    ({"explore.fold": 7}, "explore.fold: fold 7 does not exist; folds.n_folds is 4 (folds 0..3)"),
-    ({"analysis.embedding.fold": 4}, "analysis.embedding.fold: fold 4 does not exist; folds.n_folds is 4 (folds 0..3)"),
-    ({"folds.n_folds": 2, "explore.fold": 2}, "explore.fold: fold 2 does not exist; folds.n_folds is 2 (folds 0..1)"),
-    ({"train.folds": [1], "explore.fold": 0}, "explore.fold: fold 0 is not trained (train.folds: [1])"),
-    ({"extended.other_task.task": "classification"},
-     "extended.other_task.task: 'classification' is the study's own task; name the other one"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            {"explore.run": "nope"},
+            "explore.run: 'nope' is not a run of `methods` (runs: audio_only, visual_only, "
+            "early_fusion, late_fusion, utt_fusion, utt_dataaug, mmin, ifmmin, nmer, vavl; null "
+            "picks one)",
+        ),
+        ({"explore.seed": 5}, "explore.seed: 5 is not one of train.seeds [0, 1, 2] (no checkpoint is trained with it)"),
+        (
+            {"analysis.embedding.seed": 5},
+            "analysis.embedding.seed: 5 is not one of train.seeds [0, 1, 2] (no checkpoint is trained with it)",
+        ),
+        ({"train.folds": [0, 4]}, "train.folds: fold 4 does not exist; folds.n_folds is 4 (folds 0..3)"),
+        ({"explore.fold": 7}, "explore.fold: fold 7 does not exist; folds.n_folds is 4 (folds 0..3)"),
+        (
+            {"analysis.embedding.fold": 4},
+            "analysis.embedding.fold: fold 4 does not exist; folds.n_folds is 4 (folds 0..3)",
+        ),
+        (
+            {"folds.n_folds": 2, "explore.fold": 2},
+            "explore.fold: fold 2 does not exist; folds.n_folds is 2 (folds 0..1)",
+        ),
+        ({"train.folds": [1], "explore.fold": 0}, "explore.fold: fold 0 is not trained (train.folds: [1])"),
+        (
+            {"extended.other_task.task": "classification"},
+            "extended.other_task.task: 'classification' is the study's own task; name the other one",
+        ),
+    ],
+)
 def test_cross_checks_name_the_key_and_what_exists(overrides, expected):
     assert error(overrides=overrides) == expected
 
 
 def test_cross_checks_pass_when_the_sections_agree():
-    params = load_params(PARAMS_FILE, {"explore.run": "mmin", "explore.seed": 2, "train.folds": [1, 3],
-                                       "explore.fold": 3, "analysis.embedding.fold": 1})
+    params = load_params(
+        PARAMS_FILE,
+        {
+            "explore.run": "mmin",
+            "explore.seed": 2,
+            "train.folds": [1, 3],
+            "explore.fold": 3,
+            "analysis.embedding.fold": 1,
+        },
+    )
     assert params["explore"]["run"] == "mmin" and params["train"]["folds"] == [1, 3]
 
 
@@ -544,9 +734,14 @@ def test_stage_params_hold_what_each_stage_reads():
     params = load_params(PARAMS_FILE)
     runs = resolve_runs(params)
     files = stage_params(params, runs)
-    expected = {"corpus.json", "prepare.json", "embedding.json", "analysis.json", "extended_analysis.json",
-                "explore.json"} | {f"{'runs' if r['study'] == 'default' else 'extended'}/{n}.json"
-                                   for n, r in runs.items()}
+    expected = {
+        "corpus.json",
+        "prepare.json",
+        "embedding.json",
+        "analysis.json",
+        "extended_analysis.json",
+        "explore.json",
+    } | {f"{'runs' if r['study'] == 'default' else 'extended'}/{n}.json" for n, r in runs.items()}
     assert set(files) == expected
     assert files["corpus.json"] == {"generate": True, "synthetic": params["data"]["synthetic"]}
     assert set(files["prepare.json"]) == {"data", "features", "folds", "corruptions", "functionals"}
@@ -572,13 +767,21 @@ def test_machine_settings_change_no_stage_params():
 
 
 def make_outputs(root: Path) -> None:
-    for path in ("results/old_run/metrics.json", "results/audio_only/metrics.json", "results/embeddings/audio_only.csv",
-                 "results/no_metrics/history.csv", "reports/notebooks/02_train-old_run.ipynb",
-                 "reports/notebooks/02_train-audio_only.ipynb", "reports/notebooks/03_analysis.ipynb",
-                 "extended/results/old_ext/metrics.json", "extended/results/audio_only_regression/metrics.json",
-                 "reports/extended/notebooks/02_train-old_ext.ipynb",
-                 "reports/extended/notebooks/02_train-audio_only_regression.ipynb",
-                 "reports/extended/notebooks/05_extended.ipynb", "data/params/stale.json"):
+    for path in (
+        "results/old_run/metrics.json",
+        "results/audio_only/metrics.json",
+        "results/embeddings/audio_only.csv",
+        "results/no_metrics/history.csv",
+        "reports/notebooks/02_train-old_run.ipynb",
+        "reports/notebooks/02_train-audio_only.ipynb",
+        "reports/notebooks/03_analysis.ipynb",
+        "extended/results/old_ext/metrics.json",
+        "extended/results/audio_only_regression/metrics.json",
+        "reports/extended/notebooks/02_train-old_ext.ipynb",
+        "reports/extended/notebooks/02_train-audio_only_regression.ipynb",
+        "reports/extended/notebooks/05_extended.ipynb",
+        "data/params/stale.json",
+    ):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text("{}")
 
@@ -588,13 +791,21 @@ def test_remove_stale_outputs_removes_only_the_outputs_of_runs_that_no_longer_ex
     runs = resolve_runs(load_params(PARAMS_FILE))
     removed = remove_stale_outputs(runs, tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
-        "extended/results/old_ext", "reports/extended/notebooks/02_train-old_ext.ipynb",
-        "reports/notebooks/02_train-old_run.ipynb", "results/old_run"]
-    for kept in ("results/audio_only/metrics.json", "results/embeddings/audio_only.csv",
-                 "results/no_metrics/history.csv", "reports/notebooks/02_train-audio_only.ipynb",
-                 "reports/notebooks/03_analysis.ipynb",
-                 "extended/results/audio_only_regression/metrics.json", "reports/extended/notebooks/05_extended.ipynb",
-                 "reports/extended/notebooks/02_train-audio_only_regression.ipynb"):
+        "extended/results/old_ext",
+        "reports/extended/notebooks/02_train-old_ext.ipynb",
+        "reports/notebooks/02_train-old_run.ipynb",
+        "results/old_run",
+    ]
+    for kept in (
+        "results/audio_only/metrics.json",
+        "results/embeddings/audio_only.csv",
+        "results/no_metrics/history.csv",
+        "reports/notebooks/02_train-audio_only.ipynb",
+        "reports/notebooks/03_analysis.ipynb",
+        "extended/results/audio_only_regression/metrics.json",
+        "reports/extended/notebooks/05_extended.ipynb",
+        "reports/extended/notebooks/02_train-audio_only_regression.ipynb",
+    ):
         assert (tmp_path / kept).is_file(), kept
     assert remove_stale_outputs(runs, tmp_path) == []
 
@@ -640,10 +851,17 @@ def test_the_resolved_params_of_a_run_change_with_its_methods_code_only(tmp_path
         assert before.keys() == after.keys()
         return {name for name in before if before[name] != after[name]}
 
-    vavl_runs = {f"{'runs' if r['study'] == 'default' else 'extended'}/{n}.json" for n, r in runs.items()
-                 if r["method"] == "vavl"}
-    assert {"runs/vavl.json", "extended/vavl_no_rec.json", "extended/vavl_regression.json",
-            "extended/vavl_paired0.5.json"} <= vavl_runs
+    vavl_runs = {
+        f"{'runs' if r['study'] == 'default' else 'extended'}/{n}.json"
+        for n, r in runs.items()
+        if r["method"] == "vavl"
+    }
+    assert {
+        "runs/vavl.json",
+        "extended/vavl_no_rec.json",
+        "extended/vavl_regression.json",
+        "extended/vavl_paired0.5.json",
+    } <= vavl_runs
     assert edited("mer_core/methods/vavl.py") == vavl_runs | {"embedding.json", "explore.json"}
     mmin_changed = edited("mer_core/methods/mmin.py")
     assert {"runs/mmin.json", "runs/ifmmin.json", "runs/nmer.json", "extended/mmin_no_cycle.json"} <= mmin_changed
@@ -659,8 +877,15 @@ def test_the_params_stage_exits_non_zero_naming_the_key(tmp_path):
     assert result.returncode != 0
     assert f"{bad}: data.on_eror: unknown key; allowed keys here: corpus, root" in result.stderr
     assert not (tmp_path / "out").exists()
-    bad.write_text(yaml.safe_dump({"methods": {"mmin": {"method": "mmin"}}, "train": {"runs": ["mmin"]},
-                                   "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "methods": {"mmin": {"method": "mmin"}},
+                "train": {"runs": ["mmin"]},
+                "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}},
+            }
+        )
+    )
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "runs" / "mmin.json").is_file() and (tmp_path / "out" / "explore.json").is_file()
@@ -712,13 +937,22 @@ def test_the_override_examples_of_the_params_header_work():
 
 
 def test_load_params_applies_overrides_to_runs_and_sections():
-    changed = load_params(PARAMS_FILE, {"methods.late_fusion.optim.epochs": 3, "machine.jobs": 1,
-                                        "methods.mmin.pretrain.optim.lr": 1e-3, "train.stopping.patience": 2})
+    changed = load_params(
+        PARAMS_FILE,
+        {
+            "methods.late_fusion.optim.epochs": 3,
+            "machine.jobs": 1,
+            "methods.mmin.pretrain.optim.lr": 1e-3,
+            "train.stopping.patience": 2,
+        },
+    )
     runs = resolve_runs(changed)
     assert runs["late_fusion"]["entry"]["optim"]["epochs"] == 3
     assert runs["late_fusion"]["entry"]["optim"]["lr"] == defaults("late_fusion")["optim"]["lr"]
-    assert runs["mmin"]["entry"]["pretrain"]["optim"]["lr"] == 1e-3 and runs["mmin_no_cycle"]["entry"]["pretrain"][
-        "optim"]["lr"] == 1e-3  # a run with a base inherits it
+    assert (
+        runs["mmin"]["entry"]["pretrain"]["optim"]["lr"] == 1e-3
+        and runs["mmin_no_cycle"]["entry"]["pretrain"]["optim"]["lr"] == 1e-3
+    )  # a run with a base inherits it
     assert changed["machine"]["jobs"] == 1 and changed["train"]["stopping"]["patience"] == 2
     with pytest.raises(ConfigError, match=r"^methods\.late_fusion\.optim\.epochs: got 0"):
         load_params(PARAMS_FILE, {"methods.late_fusion.optim.epochs": 0})
@@ -726,10 +960,34 @@ def test_load_params_applies_overrides_to_runs_and_sections():
 
 # the switches restoring the official code's behaviour: the study's value per method (the method's default)
 SWITCH_DEFAULTS = {
-    "encoder_pooling": ("valid", {"audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion",
-                                  "utt_dataaug", "mmin", "ifmmin", "nmer"}),
-    "text_windows": ("valid", {"audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion",
-                               "utt_dataaug", "mmin", "ifmmin", "nmer"}),
+    "encoder_pooling": (
+        "valid",
+        {
+            "audio_only",
+            "visual_only",
+            "early_fusion",
+            "late_fusion",
+            "utt_fusion",
+            "utt_dataaug",
+            "mmin",
+            "ifmmin",
+            "nmer",
+        },
+    ),
+    "text_windows": (
+        "valid",
+        {
+            "audio_only",
+            "visual_only",
+            "early_fusion",
+            "late_fusion",
+            "utt_fusion",
+            "utt_dataaug",
+            "mmin",
+            "ifmmin",
+            "nmer",
+        },
+    ),
     "conditions": ("missing", {"utt_dataaug"}),  # official
     "ae_version": ("published", {"ifmmin"}),  # the version current when the paper appeared
     "vae_attention": ("per_clip", {"nmer"}),

@@ -1,5 +1,6 @@
 """mer_core.conformer: a padding-aware Conformer (sinusoid, MaskedBatchNorm1d, relative MHSA, convolution module,
 ConformerBlock, Conformer, masked_mean)."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from mer_core.conformer import (Conformer, ConformerBlock, ConvolutionModule, MaskedBatchNorm1d,
-                                RelativeMultiHeadAttention, depthwise, masked_mean, pointwise, sinusoid)
+from mer_core.conformer import (
+    Conformer,
+    ConformerBlock,
+    ConvolutionModule,
+    MaskedBatchNorm1d,
+    RelativeMultiHeadAttention,
+    depthwise,
+    masked_mean,
+    pointwise,
+    sinusoid,
+)
 from mer_core.layers import valid_mask
 
 ATOL = 1e-5
@@ -29,8 +39,9 @@ def pad(x: torch.Tensor, total: int, fill: str = "garbage") -> torch.Tensor:
     return torch.cat([x, tail], dim=1)
 
 
-def small_conformer(in_dim: int = 5, d_model: int = 16, blocks: int = 2, heads: int = 4, kernel: int = 5,
-                    dropout: float = 0.0) -> Conformer:
+def small_conformer(
+    in_dim: int = 5, d_model: int = 16, blocks: int = 2, heads: int = 4, kernel: int = 5, dropout: float = 0.0
+) -> Conformer:
     return Conformer(in_dim, d_model, blocks, heads, ffn_expansion=2, kernel=kernel, dropout=dropout)
 
 
@@ -52,6 +63,7 @@ def vavl_axis_quirk(model: Conformer, x: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- sinusoid
 
+
 def test_sinusoid_known_values():
     emb = sinusoid(torch.tensor([0, 1, -1]), 4)
     assert emb.shape == (3, 4)
@@ -68,12 +80,18 @@ def test_sinusoid_odd_dim():
     assert emb[3].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]  # position 0
     freqs = [1e4 ** (-i / 5) for i in (0, 2, 4)]
     p = 2.0
-    expected = [math.sin(p * freqs[0]), math.cos(p * freqs[0]), math.sin(p * freqs[1]), math.cos(p * freqs[1]),
-                math.sin(p * freqs[2])]
+    expected = [
+        math.sin(p * freqs[0]),
+        math.cos(p * freqs[0]),
+        math.sin(p * freqs[1]),
+        math.cos(p * freqs[1]),
+        math.sin(p * freqs[2]),
+    ]
     torch.testing.assert_close(emb[5], torch.tensor(expected), atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------------- shapes and masked_mean
+
 
 def test_conformer_shape_and_zero_padded_frames():
     model = small_conformer(in_dim=5, d_model=16)
@@ -87,9 +105,13 @@ def test_conformer_shape_and_zero_padded_frames():
 
 
 def test_masked_mean_known_values():
-    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]],
-                      [[5.0, -6.0], [-50.0, 70.0], [9.0, 9.0]],
-                      [[7.0, 7.0], [7.0, 7.0], [7.0, 7.0]]])
+    x = torch.tensor(
+        [
+            [[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]],
+            [[5.0, -6.0], [-50.0, 70.0], [9.0, 9.0]],
+            [[7.0, 7.0], [7.0, 7.0], [7.0, 7.0]],
+        ]
+    )
     out = masked_mean(x, torch.tensor([2, 1, 0]))
     assert out.tolist() == [[2.0, 3.0], [5.0, -6.0], [0.0, 0.0]]
 
@@ -104,6 +126,7 @@ def test_masked_mean_matches_mean_of_valid_frames():
 
 
 # ------------------------------------------------------------------------------------- padding invariance
+
 
 @pytest.mark.parametrize("fill", ["zeros", "garbage"])
 def test_eval_output_invariant_to_appended_padding(fill):
@@ -125,7 +148,7 @@ def test_eval_output_invariant_to_batch_neighbours_and_order():
     batch = torch.cat([pad(c, 11) for c in clips])
     together = model(batch, torch.tensor(lengths))
     for i, n in enumerate(lengths):
-        torch.testing.assert_close(together[i:i + 1, :n], alone[i], atol=ATOL, rtol=0)
+        torch.testing.assert_close(together[i : i + 1, :n], alone[i], atol=ATOL, rtol=0)
     order = torch.tensor([3, 0, 2, 1])
     permuted = model(batch[order], torch.tensor(lengths)[order])
     torch.testing.assert_close(permuted, together[order], atol=ATOL, rtol=0)
@@ -175,8 +198,12 @@ def test_unmasked_batch_norm_would_break_train_mode_padding_invariance():
 
     # the masked module is padding-invariant in train mode; the same weights with nn.BatchNorm1d are not
     masked = ConvolutionModule(8, kernel=5, dropout=0.0).train()
-    torch.testing.assert_close(masked(x_long, mask_long)[:, :6] * mask_short[..., None],
-                               masked(x, mask_short) * mask_short[..., None], atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        masked(x_long, mask_long)[:, :6] * mask_short[..., None],
+        masked(x, mask_short) * mask_short[..., None],
+        atol=ATOL,
+        rtol=0,
+    )
     unmasked = ConvolutionModule(8, kernel=5, dropout=0.0).train()
     unmasked.load_state_dict(masked.state_dict())
     unmasked.batch_norm = _UnmaskedBatchNorm(8)
@@ -208,6 +235,7 @@ def test_vavl_axis_quirk_mixes_clips_but_ours_does_not():
 
 # ------------------------------------------------------------------------------------------ MaskedBatchNorm1d
 
+
 def test_masked_batch_norm_training_statistics_match_valid_frames():
     bn = MaskedBatchNorm1d(3, momentum=0.1).train()
     with torch.no_grad():
@@ -224,8 +252,9 @@ def test_masked_batch_norm_training_statistics_match_valid_frames():
     expected = (x.numpy() - mean[None, :, None]) / np.sqrt(var[None, :, None] + 1e-5)
     expected = expected * bn.weight.detach().numpy()[None, :, None] + bn.bias.detach().numpy()[None, :, None]
     m = mask.numpy()
-    np.testing.assert_allclose(out.detach().numpy().transpose(0, 2, 1)[m], expected.transpose(0, 2, 1)[m],
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        out.detach().numpy().transpose(0, 2, 1)[m], expected.transpose(0, 2, 1)[m], atol=1e-5, rtol=1e-5
+    )
     # running stats: momentum 0.1 towards the batch mean and the UNBIASED variance
     np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * mean, atol=1e-6, rtol=1e-5)
     np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * valid.var(1, ddof=1), atol=1e-6, rtol=1e-5)
@@ -284,9 +313,11 @@ def test_masked_batch_norm_eval_uses_running_stats():
 
 # ------------------------------------------------------------------------------ RelativeMultiHeadAttention
 
+
 def capture_attention(module: RelativeMultiHeadAttention) -> list[torch.Tensor]:
     """The attention weights (B, H, T, T): the first call of module.dropout in a forward pass (eval: identity)."""
     captured: list[torch.Tensor] = []
+
     def hook(m, args, out):
         if out.dim() == 4:  # the second call (on the projected output) is (B, T, d)
             captured.append(out.detach().clone())
@@ -392,6 +423,7 @@ def test_positional_term_depends_only_on_relative_distance():
 
 # ------------------------------------------------------------------------------------------ ConvolutionModule
 
+
 def test_convolution_module_even_kernel_raises():
     with pytest.raises(ValueError, match="odd"):
         ConvolutionModule(8, kernel=4, dropout=0.0)
@@ -427,6 +459,7 @@ def test_convolution_module_sees_zeros_beyond_clip_end():
 
 # ---------------------------------------------------------------------------------------------- gradients
 
+
 @pytest.mark.parametrize("lengths", [[6, 1, 4], [6, 0, 3], [1], [0, 2], [0, 0]])
 def test_gradients_finite_for_short_and_empty_clips(lengths):
     model = small_conformer(dropout=0.1).train()
@@ -438,7 +471,7 @@ def test_gradients_finite_for_short_and_empty_clips(lengths):
     pooled = masked_mean(out, lengths)
     assert torch.isfinite(pooled).all()
     assert (pooled[lengths == 0] == 0).all()
-    loss = (pooled ** 2).sum() + out.sum()
+    loss = (pooled**2).sum() + out.sum()
     loss.backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
@@ -470,6 +503,7 @@ def test_masked_batch_norm_batch_without_valid_frames_leaves_running_stats_alone
 
 # ------------------------------------------------------------------------------------------- construction
 
+
 def test_conformer_block_follows_gulati_eq_1():
     """x + ½FFN -> + MHSA -> + Conv -> + ½FFN -> LayerNorm, padded frames zeroed (composed from the submodules)."""
     block = ConformerBlock(16, 4, ffn_expansion=2, kernel=3, dropout=0.0).eval()
@@ -486,7 +520,6 @@ def test_conformer_block_follows_gulati_eq_1():
     assert isinstance(ffn[0], nn.LayerNorm) and ffn[1].out_features == 32 and isinstance(ffn[2], nn.SiLU)
 
 
-
 def test_heads_must_divide_d_model():
     with pytest.raises(ValueError, match="heads"):
         ConformerBlock(16, 3)
@@ -496,6 +529,7 @@ def test_heads_must_divide_d_model():
 
 
 # ------------------------------------------------------------------------------ fast convolutions
+
 
 @pytest.mark.parametrize("length", [3, 31, 124, 125])  # 125 > 4 x 31: the convolution itself
 def test_depthwise_and_pointwise_equal_the_convolutions_in_values_and_gradients(length):

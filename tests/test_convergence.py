@@ -1,4 +1,5 @@
 """mer_core.convergence: did each training stage converge? On hand-made per-epoch histories."""
+
 from __future__ import annotations
 
 import math
@@ -12,19 +13,38 @@ from mer_core.convergence import COLUMNS, convergence_summary, convergence_table
 STOPPING = {"rule": "plateau", "patience": 3, "min_epochs": 2, "min_delta": 0.0}
 
 
-def history(run: str, scores: list[float], stage: str = "train", fold: int = 0, seed: int = 0,
-            metric: str = "val_ua") -> pd.DataFrame:
+def history(
+    run: str, scores: list[float], stage: str = "train", fold: int = 0, seed: int = 0, metric: str = "val_ua"
+) -> pd.DataFrame:
     """The history.csv rows of one unit's stage (column `method` = the run, as the analysis reads it)."""
-    return pd.DataFrame({"method": run, "stage": stage, "fold": fold, "seed": seed,
-                         "epoch": np.arange(1, len(scores) + 1), "val_loss": 1.0, metric: scores})
+    return pd.DataFrame(
+        {
+            "method": run,
+            "stage": stage,
+            "fold": fold,
+            "seed": seed,
+            "epoch": np.arange(1, len(scores) + 1),
+            "val_loss": 1.0,
+            metric: scores,
+        }
+    )
 
 
 def test_plateau_max_and_still_improving():
-    table = convergence_table(pd.concat([
-        history("plateau", [0.3, 0.5, 0.6, 0.6, 0.59, 0.58]),  # stopped before its maximum of 10
-        history("improving", [0.3, 0.4, 0.45, 0.5, 0.52, 0.55, 0.57, 0.58, 0.6, 0.61]),  # at its maximum, rising
-        history("flat", [0.3, 0.5, 0.62, 0.6, 0.61, 0.6, 0.59, 0.6, 0.61, 0.6]),  # at its maximum, long flat
-    ], ignore_index=True), {"plateau": {"train": 10}, "improving": {"train": 10}, "flat": {"train": 10}}, STOPPING)
+    table = convergence_table(
+        pd.concat(
+            [
+                history("plateau", [0.3, 0.5, 0.6, 0.6, 0.59, 0.58]),  # stopped before its maximum of 10
+                history(
+                    "improving", [0.3, 0.4, 0.45, 0.5, 0.52, 0.55, 0.57, 0.58, 0.6, 0.61]
+                ),  # at its maximum, rising
+                history("flat", [0.3, 0.5, 0.62, 0.6, 0.61, 0.6, 0.59, 0.6, 0.61, 0.6]),  # at its maximum, long flat
+            ],
+            ignore_index=True,
+        ),
+        {"plateau": {"train": 10}, "improving": {"train": 10}, "flat": {"train": 10}},
+        STOPPING,
+    )
     assert list(table.columns) == COLUMNS
     rows = table.set_index("run")
     assert rows.loc["plateau", "stopped"] == "plateau" and rows.loc["plateau", "converged"]
@@ -51,14 +71,17 @@ def test_too_few_epochs_for_the_patience_have_no_gain_and_count_as_converged():
 
 
 def test_stages_units_and_regression_criteria_are_judged_apart():
-    frame = pd.concat([
-        history("mmin", [0.2, 0.3, 0.3, 0.3, 0.3], stage="pretrain"),  # stage 1 flat at its maximum of 5
-        history("mmin", [0.3, 0.4, 0.5, 0.6, 0.7, 0.8], stage="train"),  # stage 2 still rising at its maximum of 6
-        history("mmin", [0.2, 0.3, 0.3, 0.3, 0.3], stage="pretrain", fold=1),
-        history("mmin", [0.3, 0.5, 0.5, 0.5, 0.5], stage="train", fold=1),  # fold 1 plateaued early
-        history("vavl_regression", [0.1, 0.2, 0.3, 0.4], metric="val_ccc_mean"),  # rising at its maximum of 4
-        history("vavl_regression", [0.1, 0.3, 0.3], metric="val_ccc_mean", seed=1),  # stopped before its max
-    ], ignore_index=True)  # the regression rows have no val_ua, the classification rows no val_ccc_mean
+    frame = pd.concat(
+        [
+            history("mmin", [0.2, 0.3, 0.3, 0.3, 0.3], stage="pretrain"),  # stage 1 flat at its maximum of 5
+            history("mmin", [0.3, 0.4, 0.5, 0.6, 0.7, 0.8], stage="train"),  # stage 2 still rising at its maximum of 6
+            history("mmin", [0.2, 0.3, 0.3, 0.3, 0.3], stage="pretrain", fold=1),
+            history("mmin", [0.3, 0.5, 0.5, 0.5, 0.5], stage="train", fold=1),  # fold 1 plateaued early
+            history("vavl_regression", [0.1, 0.2, 0.3, 0.4], metric="val_ccc_mean"),  # rising at its maximum of 4
+            history("vavl_regression", [0.1, 0.3, 0.3], metric="val_ccc_mean", seed=1),  # stopped before its max
+        ],
+        ignore_index=True,
+    )  # the regression rows have no val_ua, the classification rows no val_ccc_mean
     assert frame["val_ua"].isna().sum() == 7 and frame["val_ccc_mean"].isna().sum() == 21
     maxima = {"mmin": {"pretrain": 5, "train": 6}, "vavl_regression": {"train": 4}}
     table = convergence_table(frame, maxima, STOPPING)
@@ -72,15 +95,25 @@ def test_stages_units_and_regression_criteria_are_judged_apart():
     assert keyed.loc[("vavl_regression", "train", 0, 1), "stopped"] == "plateau"
     assert unconverged_runs(table) == {"mmin", "vavl_regression"}
     summary = convergence_summary(table)
-    assert summary.loc[("mmin", "train")].to_dict() == {"units": 2, "plateau": 1, "max, still improving": 1,
-                                                        "epochs (mean)": 5.5, "max epochs": 6}
+    assert summary.loc[("mmin", "train")].to_dict() == {
+        "units": 2,
+        "plateau": 1,
+        "max, still improving": 1,
+        "epochs (mean)": 5.5,
+        "max epochs": 6,
+    }
     assert summary.loc[("mmin", "pretrain"), "max, still improving"] == 0
     assert list(summary.index) == [("mmin", "pretrain"), ("mmin", "train"), ("vavl_regression", "train")]
 
 
 def test_a_fixed_schedule_counts_as_converged_when_it_had_stopped_improving():
     fixed = {**STOPPING, "rule": "fixed"}
-    table = convergence_table(pd.concat([history("done", [0.3, 0.6, 0.6, 0.6, 0.6, 0.6]),
-                                         history("rising", [0.3, 0.4, 0.5, 0.55, 0.6, 0.65])], ignore_index=True),
-                              {"done": {"train": 6}, "rising": {"train": 6}}, fixed)
+    table = convergence_table(
+        pd.concat(
+            [history("done", [0.3, 0.6, 0.6, 0.6, 0.6, 0.6]), history("rising", [0.3, 0.4, 0.5, 0.55, 0.6, 0.65])],
+            ignore_index=True,
+        ),
+        {"done": {"train": 6}, "rising": {"train": 6}},
+        fixed,
+    )
     assert list(table["stopped"]) == ["max", "max"] and list(table["converged"]) == [True, False]

@@ -1,6 +1,7 @@
 """The media corpus adapters, each on a tiny corpus written in the real layout (file names, CSV headers, label-file
 lines, short WAVs; videos are placeholders since listing never opens them), and on CREMA-D's real metadata when
 it is present (../shared/data/crema-d, beside the worktree; skipped otherwise)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,9 @@ from mer_core.report import corpus_human_reference, human_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CREMA_D = Path(__file__).resolve().parents[2] / "shared/data/crema-d"
-real_crema_d = pytest.mark.skipif(not (REAL_CREMA_D / "summaryTable.csv").is_file(),
-                                  reason="CREMA-D's real metadata (shared/data/crema-d) is absent")
+real_crema_d = pytest.mark.skipif(
+    not (REAL_CREMA_D / "summaryTable.csv").is_file(), reason="CREMA-D's real metadata (shared/data/crema-d) is absent"
+)
 
 
 def write_wav(path: Path, seconds: float = 0.2, rate: int = 16000, freq: float = 220.0) -> Path:
@@ -41,12 +43,16 @@ def write_video(path: Path) -> Path:
 
 # ================================================================================================ CREMA-D
 
-DEMOGRAPHICS = ('"ActorID","Age","Sex","Race","Ethnicity"\n1001,51,"Male","Caucasian","Not Hispanic"\n'
-                '1002,21,"Female","Caucasian","Not Hispanic"\n')
-VOTES_HEADER = ('"","A","D","F","H","N","S","fileName","numResponses","agreement","emoVote","meanEmoResp",'
-                '"meanAngerResp","meanDisgustResp","meanFearResp","meanHappyResp","meanNeutralResp","meanSadResp",'
-                '"medianEmoResp","meanEmoRespNorm","meanAngerRespNorm","meanDisgustRespNorm","meanFearRespNorm",'
-                '"meanHappyRespNorm","meanNeutralRespNorm","meanSadRespNorm","medianEmoRespNorm"')
+DEMOGRAPHICS = (
+    '"ActorID","Age","Sex","Race","Ethnicity"\n1001,51,"Male","Caucasian","Not Hispanic"\n'
+    '1002,21,"Female","Caucasian","Not Hispanic"\n'
+)
+VOTES_HEADER = (
+    '"","A","D","F","H","N","S","fileName","numResponses","agreement","emoVote","meanEmoResp",'
+    '"meanAngerResp","meanDisgustResp","meanFearResp","meanHappyResp","meanNeutralResp","meanSadResp",'
+    '"medianEmoResp","meanEmoRespNorm","meanAngerRespNorm","meanDisgustRespNorm","meanFearRespNorm",'
+    '"meanHappyRespNorm","meanNeutralRespNorm","meanSadRespNorm","medianEmoRespNorm"'
+)
 STEMS = ("1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1002_TIE_SAD_LO", "1002_DFA_NEU_XX")
 
 
@@ -54,8 +60,9 @@ def votes_row(index: int, counts: list[int], name: str) -> str:
     """One tabulatedVotes.csv row in the real format (the trailing means are not read: placeholders)."""
     n = sum(counts)
     letters = [letter for letter, c in zip("ADFHNS", counts) if c == max(counts)]
-    return (f'"{index}",{",".join(map(str, counts))},"{name}",{n},{max(counts) / n},"{":".join(letters)}",'
-            + ",".join(["50"] + ["-1"] * 6 + ["50", "50"] + ["-1"] * 6 + ["50"]))
+    return f'"{index}",{",".join(map(str, counts))},"{name}",{n},{max(counts) / n},"{":".join(letters)}",' + ",".join(
+        ["50"] + ["-1"] * 6 + ["50", "50"] + ["-1"] * 6 + ["50"]
+    )
 
 
 def crema_corpus(root: Path, stems=STEMS, flv=True, wav=True, votes: dict | None = None) -> Path:
@@ -82,7 +89,12 @@ def test_crema_d_lists_wavs_and_flvs_with_demographics(tmp_path):
     assert clips["clip_id"].tolist() == sorted(STEMS)
     assert clips["label"].tolist() == ["anger", "happy", "neutral", "sad"]
     assert clips["speaker"].tolist() == ["1001", "1001", "1002", "1002"]
-    assert clips["gender"].tolist() == ["Male", "Male", "Female", "Female"] and clips["age"].tolist() == [51, 51, 21, 21]
+    assert clips["gender"].tolist() == ["Male", "Male", "Female", "Female"] and clips["age"].tolist() == [
+        51,
+        51,
+        21,
+        21,
+    ]
     assert clips["audio_path"].tolist() == [str(root / "AudioWAV" / f"{c}.wav") for c in clips["clip_id"]]
     assert clips["visual_path"].tolist() == [str(root / "VideoFlash" / f"{c}.flv") for c in clips["clip_id"]]
     assert clips.attrs["notes"] == [] and "intended" not in clips
@@ -96,8 +108,9 @@ def test_crema_d_prefers_openface_csvs_and_says_so(tmp_path):
     assert clips["visual_path"].iloc[0] == str(root / "OpenFace" / "1001_DFA_ANG_XX.csv")
     assert clips["visual_path"].iloc[1:].isna().all()  # no CSV: no face, even though the FLV exists
     assert clips["audio_path"].notna().all()
-    assert clips.attrs["notes"] == [f"visual: OpenFace CSVs from {root / 'OpenFace'} (preferred over "
-                                    f"{root / 'VideoFlash'}/*.flv)"]
+    assert clips.attrs["notes"] == [
+        f"visual: OpenFace CSVs from {root / 'OpenFace'} (preferred over {root / 'VideoFlash'}/*.flv)"
+    ]
 
 
 def test_crema_d_clip_with_video_only_has_no_audio(tmp_path):
@@ -111,10 +124,12 @@ def test_crema_d_clip_with_video_only_has_no_audio(tmp_path):
 
 
 VOTES = {
-    3: {"1001_DFA_ANG_XX": [6, 1, 0, 0, 2, 0],   # 6 of 9: anger
-        "1001_IEO_HAP_HI": [0, 0, 0, 4, 4, 0],   # tie: no consensus
-        "1002_TIE_SAD_LO": [0, 0, 3, 0, 3, 4],   # plurality 4 of 10, not more than half: none
-        "1002_DFA_NEU_XX": [0, 0, 0, 0, 2, 8]},  # 8 of 10: sad (not the intended neutral)
+    3: {
+        "1001_DFA_ANG_XX": [6, 1, 0, 0, 2, 0],  # 6 of 9: anger
+        "1001_IEO_HAP_HI": [0, 0, 0, 4, 4, 0],  # tie: no consensus
+        "1002_TIE_SAD_LO": [0, 0, 3, 0, 3, 4],  # plurality 4 of 10, not more than half: none
+        "1002_DFA_NEU_XX": [0, 0, 0, 0, 2, 8],
+    },  # 8 of 10: sad (not the intended neutral)
     1: {"1001_DFA_ANG_XX": [1, 0, 0, 0, 9, 0], "1001_IEO_HAP_HI": [0, 0, 0, 9, 1, 0]},
 }
 
@@ -126,8 +141,10 @@ def test_crema_d_consensus_labels_drop_and_count(tmp_path):
     assert clips["label"].tolist() == ["anger", "sad"] and clips["intended"].tolist() == ["anger", "neutral"]
     assert clips["gender"].tolist() == ["Male", "Female"]
     path = root / "processedResults" / "tabulatedVotes.csv"
-    assert clips.attrs["notes"] == [f"labels: consensus of the audiovisual ratings in {path}: dropped 2 clips without "
-                                    f"a majority label and 0 without ratings; 2 kept"]
+    assert clips.attrs["notes"] == [
+        f"labels: consensus of the audiovisual ratings in {path}: dropped 2 clips without "
+        f"a majority label and 0 without ratings; 2 kept"
+    ]
     audio = crema_d.list_clips(root, {"labels": "consensus", "consensus_votes": "audio"})
     assert audio["label"].tolist() == ["neutral", "happy"]  # the voice-only rows (ids 1xxxxx)
     assert "2 without ratings" in audio.attrs["notes"][0]
@@ -136,8 +153,12 @@ def test_crema_d_consensus_labels_drop_and_count(tmp_path):
 def test_crema_d_consensus_labels_of_the_rows(tmp_path):
     path = crema_corpus(tmp_path / "crema", votes=VOTES) / "processedResults" / "tabulatedVotes.csv"
     labels = crema_d.consensus_labels(path, "audiovisual")
-    assert labels.to_dict() == {"1001_DFA_ANG_XX": "anger", "1001_IEO_HAP_HI": None, "1002_TIE_SAD_LO": None,
-                                "1002_DFA_NEU_XX": "sad"}
+    assert labels.to_dict() == {
+        "1001_DFA_ANG_XX": "anger",
+        "1001_IEO_HAP_HI": None,
+        "1002_TIE_SAD_LO": None,
+        "1002_DFA_NEU_XX": "sad",
+    }
     with pytest.raises(CorpusError, match=r"no visual ratings \(rows whose id is 2xxxxx\)"):
         crema_d.consensus_labels(path, "visual")
 
@@ -162,7 +183,9 @@ def test_crema_d_consensus_errors_name_the_file_or_key(tmp_path):
     (root / "tabulatedVotes.csv").write_text('"","A","D","F","H","N","fileName"\n"300001",1,0,0,0,0,"x"\n')
     with pytest.raises(CorpusError, match=r"tabulatedVotes.csv: missing column 'S'"):
         crema_d.list_clips(root, consensus)
-    (root / "tabulatedVotes.csv").write_text(VOTES_HEADER + "\n" + votes_row(300001, [1, 0, 0, 0, 0, 0], "nobody") + "\n")
+    (root / "tabulatedVotes.csv").write_text(
+        VOTES_HEADER + "\n" + votes_row(300001, [1, 0, 0, 0, 0, 0], "nobody") + "\n"
+    )
     with pytest.raises(CorpusError, match="no listed clip has a audiovisual consensus label"):
         crema_d.list_clips(root, consensus)
     rows = [votes_row(300001, [5, 0, 0, 0, 0, 0], STEMS[0]), votes_row(300002, [5, 0, 0, 0, 0, 0], STEMS[0])]
@@ -173,8 +196,9 @@ def test_crema_d_consensus_errors_name_the_file_or_key(tmp_path):
 
 def test_crema_d_vote_table_errors_name_the_file(tmp_path):
     path = tmp_path / "tabulatedVotes.csv"
-    path.write_text(VOTES_HEADER + "\n" + votes_row(300001, [5, 0, 0, 0, 0, 0], STEMS[0]).replace('"300001"', '"x1"')
-                    + "\n")
+    path.write_text(
+        VOTES_HEADER + "\n" + votes_row(300001, [5, 0, 0, 0, 0, 0], STEMS[0]).replace('"300001"', '"x1"') + "\n"
+    )
     with pytest.raises(CorpusError, match=r"tabulatedVotes.csv: row 1 has no numeric id in the first column"):
         crema_d.consensus_labels(path, "audiovisual")
     path.write_text(VOTES_HEADER + "\n" + votes_row(300001, [5, -1, 0, 0, 0, 0], STEMS[0]) + "\n")
@@ -202,10 +226,15 @@ SUMMARY_HEADER = '"","FileName","VoiceVote","VoiceLevel","FaceVote","FaceLevel",
 
 
 def test_human_recognition_strict_match(tmp_path):
-    rows = [("1001_DFA_ANG_XX", "A", "A", "A"), ("1001_IEO_ANG_HI", "N", "A:N", "A"),
-            ("1002_DFA_SAD_XX", "S", "N", "N"), ("1002_TIE_HAP_XX", "N", "H", "H")]
-    lines = [SUMMARY_HEADER] + [f'"{i}","{name}","{a}","60","{v}","70","{av}","65"'
-                                for i, (name, a, v, av) in enumerate(rows, 1)]
+    rows = [
+        ("1001_DFA_ANG_XX", "A", "A", "A"),
+        ("1001_IEO_ANG_HI", "N", "A:N", "A"),
+        ("1002_DFA_SAD_XX", "S", "N", "N"),
+        ("1002_TIE_HAP_XX", "N", "H", "H"),
+    ]
+    lines = [SUMMARY_HEADER] + [
+        f'"{i}","{name}","{a}","60","{v}","70","{av}","65"' for i, (name, a, v, av) in enumerate(rows, 1)
+    ]
     path = tmp_path / "summaryTable.csv"
     path.write_text("\n".join(lines) + "\n")
     rates = crema_d.human_recognition(path)
@@ -236,7 +265,8 @@ def test_the_analysis_reference_row_follows_the_corpus(tmp_path):
     assert corpus_human_reference({"corpus": "crema_d", "root": str(tmp_path)}).iloc[0].tolist() == constants
     (tmp_path / "processedResults").mkdir()
     (tmp_path / "processedResults" / "summaryTable.csv").write_text(
-        SUMMARY_HEADER + '\n"1","1001_DFA_ANG_XX","A","60","N","70","A","65"\n')
+        SUMMARY_HEADER + '\n"1","1001_DFA_ANG_XX","A","60","N","70","A","65"\n'
+    )
     measured = corpus_human_reference({"corpus": "crema_d", "root": str(tmp_path)}, precision=2)
     assert measured.iloc[0].tolist() == ["WA 1.00 / UA 1.00", "WA 0.00 / UA 0.00", "WA 1.00 / UA 1.00"]
     assert corpus_human_reference({"corpus": "emodb", "root": str(tmp_path)}) is None
@@ -255,8 +285,14 @@ def test_human_recognition_on_the_real_summary_table():
 def test_consensus_labels_on_the_real_votes():
     labels = crema_d.consensus_labels(REAL_CREMA_D / "tabulatedVotes.csv", "audiovisual")
     assert len(labels) == 7442
-    assert labels.value_counts().to_dict() == {"neutral": 1651, "happy": 1192, "anger": 902, "disgust": 894,
-                                               "fear": 874, "sad": 400}
+    assert labels.value_counts().to_dict() == {
+        "neutral": 1651,
+        "happy": 1192,
+        "anger": 902,
+        "disgust": 894,
+        "fear": 874,
+        "sad": 400,
+    }
 
 
 # ================================================================================================ RAVDESS
@@ -293,16 +329,17 @@ def test_ravdess_full_av(tmp_path):
 def test_ravdess_separate_media_matched_on_six_fields(tmp_path):
     root = ravdess_corpus(tmp_path / "ravdess")
     clips = ravdess.list_clips(root, dict(RAVDESS, source="separate")).set_index("clip_id")
-    assert clips.index.tolist() == ["01-01-01-01-01-01", "01-02-02-02-01-01", "01-07-02-01-01-02",
-                                    "01-08-01-01-02-02"]
+    assert clips.index.tolist() == ["01-01-01-01-01-01", "01-02-02-02-01-01", "01-07-02-01-01-02", "01-08-01-01-02-02"]
     row = clips.loc["01-01-01-01-01-01"]
     assert row["audio_path"] == str(root / "audio" / "Actor_01" / "03-01-01-01-01-01-01.wav")
     assert row["visual_path"] == str(root / "video" / "Actor_01" / "02-01-01-01-01-01-01.mp4")
     assert pd.isna(clips.loc["01-07-02-01-01-02", "visual_path"])  # audio only
     assert pd.isna(clips.loc["01-08-01-01-02-02", "audio_path"])  # video only
     assert clips.loc["01-07-02-01-01-02", "label"] == "disgust"
-    assert "4 clips, 1 without audio, 1 without video" in ravdess.list_clips(
-        root, dict(RAVDESS, source="separate")).attrs["notes"][0]
+    assert (
+        "4 clips, 1 without audio, 1 without video"
+        in ravdess.list_clips(root, dict(RAVDESS, source="separate")).attrs["notes"][0]
+    )
 
 
 def test_ravdess_song_channel_and_merged_calm(tmp_path):
@@ -312,24 +349,39 @@ def test_ravdess_song_channel_and_merged_calm(tmp_path):
     merged = ravdess.list_clips(root, dict(RAVDESS, merge_calm=True))
     assert merged["label"].tolist() == ["neutral", "neutral", "surprised"]
     assert merged["emotion_code"].tolist() == ["01", "02", "08"]
-    assert ravdess.classes(dict(RAVDESS, merge_calm=True)) == ("neutral", "happy", "sad", "angry", "fearful",
-                                                                "disgust", "surprised")
-    assert ravdess.classes(dict(RAVDESS, channel="song", merge_calm=True)) == ("neutral", "happy", "sad", "angry",
-                                                                                "fearful")
+    assert ravdess.classes(dict(RAVDESS, merge_calm=True)) == (
+        "neutral",
+        "happy",
+        "sad",
+        "angry",
+        "fearful",
+        "disgust",
+        "surprised",
+    )
+    assert ravdess.classes(dict(RAVDESS, channel="song", merge_calm=True)) == (
+        "neutral",
+        "happy",
+        "sad",
+        "angry",
+        "fearful",
+    )
 
 
-@pytest.mark.parametrize("stem, message", [
-    ("01-01-01-01-01-01", "seven two-digit fields"),
-    ("04-01-01-01-01-01-01", "modality '04' is not one of 01, 02, 03"),
-    ("01-03-01-01-01-01-01", "vocal channel '03'"),
-    ("01-01-09-01-01-01-01", "emotion '09'"),
-    ("01-01-03-03-01-01-01", "intensity '03'"),
-    ("01-01-03-01-03-01-01", "statement '03'"),
-    ("01-01-03-01-01-03-01", "repetition '03'"),
-    ("01-01-03-01-01-01-25", "actor '25'"),
-    ("01-01-01-02-01-01-01", "neutral (emotion 01) has only normal intensity"),
-    ("01-02-07-01-01-01-01", "song (channel 02) has no disgust"),
-])
+@pytest.mark.parametrize(
+    "stem, message",
+    [
+        ("01-01-01-01-01-01", "seven two-digit fields"),
+        ("04-01-01-01-01-01-01", "modality '04' is not one of 01, 02, 03"),
+        ("01-03-01-01-01-01-01", "vocal channel '03'"),
+        ("01-01-09-01-01-01-01", "emotion '09'"),
+        ("01-01-03-03-01-01-01", "intensity '03'"),
+        ("01-01-03-01-03-01-01", "statement '03'"),
+        ("01-01-03-01-01-03-01", "repetition '03'"),
+        ("01-01-03-01-01-01-25", "actor '25'"),
+        ("01-01-01-02-01-01-01", "neutral (emotion 01) has only normal intensity"),
+        ("01-02-07-01-01-01-01", "song (channel 02) has no disgust"),
+    ],
+)
 def test_ravdess_names_are_validated(stem, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ravdess.parse_name(stem)
@@ -376,7 +428,13 @@ def test_emodb_listing(tmp_path):
     assert len(clips) == 14 and clips["clip_id"].iloc[0] == "03a01Ab"
     row = clips.set_index("clip_id").loc["08b10Wa"]
     assert (row["speaker"], row["label"], row["gender"], row["age"], row["text"], row["version"]) == (
-        "08", "anger", "Female", 34, "b10", "a")
+        "08",
+        "anger",
+        "Female",
+        34,
+        "b10",
+        "a",
+    )
     assert sorted(clips["label"].unique()) == sorted(emodb.CLASSES)
     assert clips.groupby("speaker")["gender"].first().to_dict() == {"03": "Male", "08": "Female"}
     assert sum(g == "Male" for g, _ in emodb.SPEAKERS.values()) == 5  # 5 female, 5 male (docs/datasets.md)
@@ -419,8 +477,10 @@ def iemocap_corpus(root: Path, sessions=(1, 2), labels=("neu", "hap", "ang", "sa
         for k, (gender, label) in enumerate(items):
             name = f"{dialogue}_{gender}{k:03d}"
             write_wav(base / "sentences" / "wav" / dialogue / f"{name}.wav", 0.2)
-            lines.append(f"[{k:.4f} - {k + 0.9:.4f}]\t{name}\t{label}\t[2.5000, 2.5000, 2.5000]\n"
-                         f"C-E1:\tNeutral;\t()\nA-E1:\tval 3; act 2; dom  2;\t()\n\n")
+            lines.append(
+                f"[{k:.4f} - {k + 0.9:.4f}]\t{name}\t{label}\t[2.5000, 2.5000, 2.5000]\n"
+                f"C-E1:\tNeutral;\t()\nA-E1:\tval 3; act 2; dom  2;\t()\n\n"
+            )
         (base / "dialog" / "EmoEvaluation").mkdir(parents=True)
         (base / "dialog" / "EmoEvaluation" / f"{dialogue}.txt").write_text("".join(lines))
     return root
@@ -432,7 +492,12 @@ def test_iemocap_audio_listing(tmp_path):
     assert len(clips) == 2 * (8 + 1)  # per session: 8 utterances + the excited one merged; xxx and fru dropped
     row = clips.set_index("clip_id").loc["Ses01F_impro01_M006"]
     assert (row["speaker"], row["gender"], row["session"], row["label"], row["dialogue"]) == (
-        "Ses01M", "Male", 1, "angry", "improvised")  # the speaking actor, not torchaudio's dialogue prefix
+        "Ses01M",
+        "Male",
+        1,
+        "angry",
+        "improvised",
+    )  # the speaking actor, not torchaudio's dialogue prefix
     assert row["audio_path"] == str(root / "IEMOCAP/Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_M006.wav")
     excited = clips.set_index("clip_id").loc["Ses02F_impro01_F010"]
     assert (excited["label"], excited["original_label"]) == ("happy", "excited")
@@ -443,14 +508,24 @@ def test_iemocap_audio_listing(tmp_path):
 def test_iemocap_audio_class_options(tmp_path):
     root = iemocap_corpus(tmp_path / "corpus", sessions=(3,))
     kept = iemocap_audio.list_clips(root, {"excited": "keep", "frustrated": "keep"})
-    assert sorted(kept["label"].value_counts().items()) == [("angry", 2), ("excited", 1), ("frustrated", 1),
-                                                            ("happy", 2), ("neutral", 2), ("sad", 2)]
+    assert sorted(kept["label"].value_counts().items()) == [
+        ("angry", 2),
+        ("excited", 1),
+        ("frustrated", 1),
+        ("happy", 2),
+        ("neutral", 2),
+        ("sad", 2),
+    ]
     dropped = iemocap_audio.list_clips(root, {"excited": "drop", "frustrated": "drop"})
     assert len(dropped) == 8 and "dropped 1 excited; dropped 1 frustrated" in dropped.attrs["notes"][0]
     assert iemocap_audio.classes(IEMOCAP) == ("happy", "angry", "sad", "neutral")
     assert iemocap_audio.classes({"excited": "keep", "frustrated": "keep"})[-2:] == ("excited", "frustrated")
-    assert iemocap_audio.parse_name("Ses05M_script02_2_F014") == {"session": 5, "speaker": "Ses05F",
-                                                                  "gender": "Female", "dialogue": "scripted"}
+    assert iemocap_audio.parse_name("Ses05M_script02_2_F014") == {
+        "session": 5,
+        "speaker": "Ses05F",
+        "gender": "Female",
+        "dialogue": "scripted",
+    }
     with pytest.raises(ValueError, match="not an IEMOCAP utterance name"):
         iemocap_audio.parse_name("Ses06F_impro01_F000")
 
@@ -493,8 +568,12 @@ def msp_corpus(root: Path, turns=TURNS, label_name: str = "Evalution.txt", video
         write_wav(root / "Audio" / f"session{session}" / folder / f"MSP-IMPROV-{name}.wav", 0.2)
         if video:
             write_video(root / "Video" / f"session{session}" / folder / f"MSP-IMPROV-{name}.avi")
-        lines += [f"UTD-IMPROV-{name}.avi; {category}; A:{a:.6f}; V:{v:.6f}; D:{d:.6f}; N:{n:.6f};",
-                  "p1; Angry; Frustrated; A:4; V:2; D:3; N:3;", "p2; Neutral; ; A:3; V:3; D:3; N:3;", ""]
+        lines += [
+            f"UTD-IMPROV-{name}.avi; {category}; A:{a:.6f}; V:{v:.6f}; D:{d:.6f}; N:{n:.6f};",
+            "p1; Angry; Frustrated; A:4; V:2; D:3; N:3;",
+            "p2; Neutral; ; A:3; V:3; D:3; N:3;",
+            "",
+        ]
     (root / label_name).write_text("\n".join(lines) + "\n")
     return root
 
@@ -505,13 +584,21 @@ def test_msp_improv_listing(tmp_path):
     assert clips.index.tolist() == sorted(f"MSP-IMPROV-{t[0]}" for t in TURNS[:4])
     row = clips.loc["MSP-IMPROV-S01A-F01-S-FM01"]
     assert (row["label"], row["speaker"], row["gender"], row["session"], row["target"], row["scenario"]) == (
-        "angry", "F01", "Female", 1, "angry", "S")
+        "angry",
+        "F01",
+        "Female",
+        1,
+        "angry",
+        "S",
+    )
     assert (row["arousal"], row["valence"], row["dominance"], row["naturalness"]) == (2.0, 1.5, 3.5, 3.0)  # 6 - 4
     assert row["audio_path"] == str(root / "Audio/session1/S01A/S/MSP-IMPROV-S01A-F01-S-FM01.wav")
     assert row["visual_path"] == str(root / "Video/session1/S01A/S/MSP-IMPROV-S01A-F01-S-FM01.avi")
     assert clips["label"].to_dict()["MSP-IMPROV-S02S-M02-T-MF03"] == "sad"
-    assert clips.attrs["notes"] == ["Evalution.txt: 6 rated turns; 4 kept, 2 dropped without a category of the four "
-                                    "(O, X), 0 dropped without media; 0 media turns unrated"]
+    assert clips.attrs["notes"] == [
+        "Evalution.txt: 6 rated turns; 4 kept, 2 dropped without a category of the four "
+        "(O, X), 0 dropped without media; 0 media turns unrated"
+    ]
     other = msp_improv.list_clips(root, {"no_consensus": "other"})
     assert len(other) == 6 and other["label"].value_counts()["other"] == 2
     assert msp_improv.classes({"no_consensus": "other"}) == ("neutral", "happy", "angry", "sad", "other")
@@ -531,15 +618,18 @@ def summary(name="S01A-F01-S-FM01", rest="A; A:4.0; V:1.5; D:3.5; N:3.0;") -> st
     return f"UTD-IMPROV-{name}.avi; {rest}"
 
 
-@pytest.mark.parametrize("line, message", [
-    (summary(rest="A; A:4.0; V:1.5;"), "expected '<turn>.avi; <category>; A:<x>"),
-    (summary(name="S01A-F07-S-FM01"), "'UTD-IMPROV-S01A-F07-S-FM01' is not an MSP-IMPROV turn name"),
-    (summary(rest="A; A:4.0; V:1.5; N:3.0; Q:1;"), r"unknown attribute 'Q:1' \(A, V, D, N\)"),
-    (summary(rest="A; A:4.0; V:high; D:3.5;"), "'V:high' is not a <key>:<number> pair"),
-    (summary(rest="A; A:4.0; V:1.5; N:3.0; N:2.0;"), r"attribute D missing"),
-    (summary(rest="A; A:6.5; V:1.5; D:3.5;"), "A:6.5 is outside the rating scale 1-5"),
-    (summary(rest="Z; A:4.0; V:1.5; D:3.5;"), "category 'Z' is not one of A, H, S, N, O, X"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (summary(rest="A; A:4.0; V:1.5;"), "expected '<turn>.avi; <category>; A:<x>"),
+        (summary(name="S01A-F07-S-FM01"), "'UTD-IMPROV-S01A-F07-S-FM01' is not an MSP-IMPROV turn name"),
+        (summary(rest="A; A:4.0; V:1.5; N:3.0; Q:1;"), r"unknown attribute 'Q:1' \(A, V, D, N\)"),
+        (summary(rest="A; A:4.0; V:high; D:3.5;"), "'V:high' is not a <key>:<number> pair"),
+        (summary(rest="A; A:4.0; V:1.5; N:3.0; N:2.0;"), r"attribute D missing"),
+        (summary(rest="A; A:6.5; V:1.5; D:3.5;"), "A:6.5 is outside the rating scale 1-5"),
+        (summary(rest="Z; A:4.0; V:1.5; D:3.5;"), "category 'Z' is not one of A, H, S, N, O, X"),
+    ],
+)
 def test_msp_improv_malformed_summary_names_file_and_line(tmp_path, line, message):
     root = msp_corpus(tmp_path / "msp", turns=TURNS[:1])
     path = root / "Evalution.txt"
@@ -578,7 +668,10 @@ def test_registry_entries_and_options_schemas():
     media = {name for name, corpus in CORPORA.items() if corpus.kind == "media"}
     assert media == {"builtin", "crema_d", "ravdess", "emodb", "iemocap_audio", "msp_improv"}
     assert CORPORA["emodb"].modalities == ("audio",) and CORPORA["iemocap_audio"].modalities == ("audio",)
-    assert CORPORA["crema_d"].modalities == ("audio", "visual") and CORPORA["msp_improv"].modalities == ("audio", "visual")
+    assert CORPORA["crema_d"].modalities == ("audio", "visual") and CORPORA["msp_improv"].modalities == (
+        "audio",
+        "visual",
+    )
     with_options = {n for n, c in CORPORA.items() if c.options}
     assert with_options == {"crema_d", "ravdess", "iemocap_audio", "iemocap_mmin", "msp_improv", "cmu_mosei"}
     assert set(Data.model_fields) >= with_options  # each corpus with options has its params section data.<name>
@@ -593,15 +686,21 @@ def test_params_file_options_validate_and_errors_name_the_key():
     assert params["data"]["crema_d"] == {"labels": "intended", "consensus_votes": "audiovisual"}
     assert params["data"]["ravdess"] == RAVDESS and params["data"]["iemocap_audio"] == IEMOCAP
     assert params["data"]["msp_improv"] == MSP and params["folds"]["protocol"] == "kfold"
-    with pytest.raises(ConfigError, match=r"^data\.crema_d\.labels: got 'majority'; Input should be 'intended' or "
-                                          r"'consensus'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.crema_d\.labels: got 'majority'; Input should be 'intended' or "
+        r"'consensus'",
+    ):
         load_params(ROOT / "params.yaml", {"data.crema_d.labels": "majority"})
     with pytest.raises(ConfigError, match=r"^data\.ravdess\.merge_calm: got 'yes'"):
         load_params(ROOT / "params.yaml", {"data.ravdess.merge_calm": "yes"})
     with pytest.raises(ConfigError, match=r"^folds\.protocol: got 'loso'; Input should be 'kfold' or 'standard'"):
         load_params(ROOT / "params.yaml", {"folds.protocol": "loso"})
-    with pytest.raises(ConfigError, match=r"^data\.corpus: got 'iemocap'; not a registered corpus; allowed "
-                                          r"values: builtin, crema_d"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.corpus: got 'iemocap'; not a registered corpus; allowed "
+        r"values: builtin, crema_d",
+    ):
         load_params(ROOT / "params.yaml", {"data.corpus": "iemocap"})
 
 
@@ -610,8 +709,7 @@ def test_clips_passes_options_and_checks_labels_against_classes(tmp_path):
     data_cfg = {"root": str(root), "ravdess": dict(RAVDESS, source="separate")}
     with pytest.raises(CorpusError, match=r"data\.corpus ravdess at .* no clip of class 'happy'"):
         CORPORA["ravdess"].clips(data_cfg)
-    builtin = crema_corpus(tmp_path / "crema", stems=[f"100{a}_DFA_{e}_XX" for a in (1, 2)
-                                                      for e in crema_d.EMOTIONS])
+    builtin = crema_corpus(tmp_path / "crema", stems=[f"100{a}_DFA_{e}_XX" for a in (1, 2) for e in crema_d.EMOTIONS])
     clips = CORPORA["builtin"].clips({"root": str(builtin)})
     pd.testing.assert_frame_equal(clips, crema_d.list_clips(builtin))
     assert len(clips) == 12

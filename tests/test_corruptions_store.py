@@ -1,5 +1,6 @@
 """Signal-level corruptions in the prepare step and the feature store: noisy audio and face-tracking dropout
 variants of every clip, stored beside the clean features (`corruptions/<variant>.npz`, `manifest["corruptions"]`)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,16 +22,28 @@ from mer_core.params.data import Features
 from mer_core.schema import check
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ["audio_babble_20db", "audio_babble_0db", "audio_white_20db", "audio_white_0db",
-            "visual_dropout_25", "visual_dropout_75"]
+VARIANTS = [
+    "audio_babble_20db",
+    "audio_babble_0db",
+    "audio_white_20db",
+    "audio_white_0db",
+    "visual_dropout_25",
+    "visual_dropout_75",
+]
 
 
 @pytest.fixture(scope="module")
 def base_params() -> dict:
     params = load_params(ROOT / "params.yaml")
     params["data"]["synthetic"].update(n_actors=4, sentences=["DFA", "ITS"])
-    params["features"]["corruptions"].update(seed=0, audio_noises=["babble", "white"], audio_snr_db=[20.0, 0.0],
-                                             babble_talkers=3, visual_dropout=[0.25, 0.75], dropout_burst_s=0.5)
+    params["features"]["corruptions"].update(
+        seed=0,
+        audio_noises=["babble", "white"],
+        audio_snr_db=[20.0, 0.0],
+        babble_talkers=3,
+        visual_dropout=[0.25, 0.75],
+        dropout_burst_s=0.5,
+    )
     params["folds"].update(n_folds=2, n_val_speakers=1)
     return params
 
@@ -60,10 +73,22 @@ def store(tmp_path_factory, base_params, corpus):
 def test_variants_are_listed_stored_and_hashed(store):
     assert [c["name"] for c in store.corruptions] == VARIANTS  # params order: noise-major, then SNR, then visual
     first, last = store.corruptions[0], store.corruptions[-1]
-    assert first == {"name": "audio_babble_20db", "modality": "audio", "kind": "babble", "level": 20.0, "unit": "dB",
-                     "settings": {"seed": 0, "talkers": 3}}
-    assert last == {"name": "visual_dropout_75", "modality": "visual", "kind": "tracking_dropout", "level": 0.75,
-                    "unit": "fraction", "settings": {"seed": 0, "burst_s": 0.5, "burst_frames": 15.0}}
+    assert first == {
+        "name": "audio_babble_20db",
+        "modality": "audio",
+        "kind": "babble",
+        "level": 20.0,
+        "unit": "dB",
+        "settings": {"seed": 0, "talkers": 3},
+    }
+    assert last == {
+        "name": "visual_dropout_75",
+        "modality": "visual",
+        "kind": "tracking_dropout",
+        "level": 0.75,
+        "unit": "fraction",
+        "settings": {"seed": 0, "burst_s": 0.5, "burst_frames": 15.0},
+    }
     assert store.corruptions[2]["settings"] == {"seed": 0}
     assert sorted(p.name for p in (store.root / "corruptions").iterdir()) == sorted(f"{v}.npz" for v in VARIANTS)
     assert {f"corruptions/{v}.npz" for v in VARIANTS} <= set(store.manifest["files"])
@@ -119,8 +144,9 @@ def test_prepare_is_deterministic_whatever_n_jobs(store, tmp_path, base_params, 
 
 
 def test_seed_changes_the_corruptions_not_the_clean_features(store, tmp_path, base_params, corpus):
-    other = prepare(params_for(base_params, corpus, tmp_path / "seed", seed=1, audio_noises=["white"],
-                               visual_dropout=[0.25]))
+    other = prepare(
+        params_for(base_params, corpus, tmp_path / "seed", seed=1, audio_noises=["white"], visual_dropout=[0.25])
+    )
     files, before = other.manifest["files"], store.manifest["files"]
     assert all(files[name] == before[name] for name in ("audio.npz", "visual.npz", "meta.csv", "splits.csv"))
     assert files["corruptions/audio_white_0db.npz"] != before["corruptions/audio_white_0db.npz"]
@@ -181,8 +207,12 @@ def test_corruption_params_are_validated(base_params):
     features = copy.deepcopy(base_params["features"])
     check(Features, features, "features")
     for key, value, message in [
-        ("audio_noises", ["pink"], r"features\.corruptions\.audio_noises\[0\]: got 'pink'; Input should be 'babble' "
-                                   r"or 'white'"),
+        (
+            "audio_noises",
+            ["pink"],
+            r"features\.corruptions\.audio_noises\[0\]: got 'pink'; Input should be 'babble' "
+            r"or 'white'",
+        ),
         ("visual_dropout", [1.5], r"features\.corruptions\.visual_dropout\[0\]: got 1\.5"),
         ("babble_talkers", 0, r"features\.corruptions\.babble_talkers: got 0"),
     ]:
@@ -201,8 +231,10 @@ def test_corruption_params_are_validated(base_params):
         corruption_specs(features, ("audio", "visual"))
     assert [s["name"] for s in corruption_specs(features, ("audio",))] == ["audio_babble_10db", "audio_white_10db"]
     features["corruptions"].update(audio_snr_db=[-2.5, 7], dropout_burst_s=0.5)
-    assert [s["name"] for s in corruption_specs(features, ("visual", "audio"))][:2] == ["audio_babble_-2.5db",
-                                                                                        "audio_babble_7db"]
+    assert [s["name"] for s in corruption_specs(features, ("visual", "audio"))][:2] == [
+        "audio_babble_-2.5db",
+        "audio_babble_7db",
+    ]
 
 
 def test_babble_talkers_are_other_speakers_one_each_first():
@@ -223,15 +255,22 @@ def test_babble_talkers_are_other_speakers_one_each_first():
 
 
 def _parts():
-    meta = pd.DataFrame({"clip_id": ["c0", "c1"], "speaker": ["1", "2"], "label": ["sad", "sad"],
-                         "has_audio": [True, True]})
+    meta = pd.DataFrame(
+        {"clip_id": ["c0", "c1"], "speaker": ["1", "2"], "label": ["sad", "sad"], "has_audio": [True, True]}
+    )
     splits = pd.DataFrame({"fold": [0, 0], "speaker": ["1", "2"], "role": ["train", "test"]})
     rng = np.random.default_rng(0)
     frames = [rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 2)]
     clean = Sequences.from_list(["c0", "c1"], frames, [np.ones(len(f), bool) for f in frames], 3)
     noisy = Sequences.from_list(["c0", "c1"], [f + 1 for f in frames], [np.ones(len(f), bool) for f in frames], 3)
-    entry = {"name": "audio_white_5db", "modality": "audio", "kind": "white", "level": 5.0, "unit": "dB",
-             "settings": {"seed": 0}}
+    entry = {
+        "name": "audio_white_5db",
+        "modality": "audio",
+        "kind": "white",
+        "level": 5.0,
+        "unit": "dB",
+        "settings": {"seed": 0},
+    }
     manifest = {"corpus": "toy", "modalities": ["audio"], "classes": ["sad"], "corruptions": [entry]}
     return meta, splits, {"audio": clean}, manifest, noisy
 
@@ -273,8 +312,9 @@ def test_write_store_checks_the_variants_against_the_manifest_and_the_clean_feat
     meta, splits, sequences, manifest, noisy = _parts()
     with pytest.raises(StoreError, match=r"the manifest lists \['audio_white_5db'\] but \[\] were given"):
         write_store(tmp_path / "a", meta, splits, sequences, manifest)
-    short = Sequences.from_list(["c0", "c1"], [noisy.clip(0)[0][:3], noisy.clip(1)[0]],
-                                [np.ones(3, bool), np.ones(2, bool)], 3)
+    short = Sequences.from_list(
+        ["c0", "c1"], [noisy.clip(0)[0][:3], noisy.clip(1)[0]], [np.ones(3, bool), np.ones(2, bool)], 3
+    )
     with pytest.raises(StoreError, match="frame counts differ from audio.npz"):
         write_store(tmp_path / "b", meta, splits, sequences, manifest, corruptions={"audio_white_5db": short})
     visual = dict(manifest, corruptions=[dict(manifest["corruptions"][0], modality="visual")])

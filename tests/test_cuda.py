@@ -1,6 +1,7 @@
 """The GPU path: deterministic kernels, pinned batches, bfloat16 autocast (`machine.deterministic`,
 `machine.pin_memory`, `train.precision`). The tests marked `gpu` need CUDA and skip, saying so, without it
 (`pytest -m gpu`); the others run the same code paths on a CPU."""
+
 from __future__ import annotations
 
 import warnings
@@ -68,8 +69,9 @@ def test_a_unit_on_cuda_is_deterministic_and_close_to_the_cpus(method, tiny_stor
     assert first.checkpoints == second.checkpoints
     cpu = fit_unit(run, 0, 0, device="cpu")
     np.testing.assert_allclose(probabilities(first), probabilities(cpu), atol=5e-3)
-    nondeterministic = sorted({str(w.message).split(" does not have")[0] for w in caught
-                               if "deterministic" in str(w.message)})
+    nondeterministic = sorted(
+        {str(w.message).split(" does not have")[0] for w in caught if "deterministic" in str(w.message)}
+    )
     print(f"{method}: ops without a deterministic CUDA implementation: {nondeterministic or 'none'}")
 
 

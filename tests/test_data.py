@@ -1,4 +1,5 @@
 """mer_core.data: feature store, OpenFace import, feature extraction, folds, batches, the CREMA-D adapter."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ from mer_core.data import features
 from mer_core.data.batches import Normaliser, load_fold, make_split
 from mer_core.data.corpora import crema_d
 from mer_core.data.corpora.registry import CORPORA, Corpus
-from mer_core.data.features import AudioError, extract_audio, extract_visual, read_wav, reduce_rate
+from mer_core.data.features import extract_audio, extract_visual, reduce_rate
 from mer_core.data.folds import FoldError, check_classes, make_splits
+from mer_core.data.media import AudioError, read_wav
 from mer_core.data.openface import AU_INTENSITY, BOUNDS, GAZE, POSE, OpenFaceError, read_openface_csv
 from mer_core.data.store import Sequences, StoreError, read_store, write_store
 
@@ -20,20 +22,32 @@ from mer_core.data.store import Sequences, StoreError, read_store, write_store
 
 
 def small_store_parts():
-    meta = pd.DataFrame({"clip_id": ["c0", "c1", "c2"], "speaker": ["007", "007", "012"],
-                         "label": ["anger", "sad", "sad"], "gender": ["Female", "Female", "Male"],
-                         "has_audio": [True, True, True], "has_visual": [True, False, True]})
+    meta = pd.DataFrame(
+        {
+            "clip_id": ["c0", "c1", "c2"],
+            "speaker": ["007", "007", "012"],
+            "label": ["anger", "sad", "sad"],
+            "gender": ["Female", "Female", "Male"],
+            "has_audio": [True, True, True],
+            "has_visual": [True, False, True],
+        }
+    )
     splits = pd.DataFrame({"fold": [0, 0], "speaker": ["007", "012"], "role": ["train", "test"]})
     rng = np.random.default_rng(1)
     audio = [rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 2, 5)]
     visual = [rng.normal(size=(n, 2)).astype(np.float32) for n in (3, 0, 2)]
     sequences = {
         "audio": Sequences.from_list(["c0", "c1", "c2"], audio, [np.ones(len(a), bool) for a in audio], 3),
-        "visual": Sequences.from_list(["c0", "c1", "c2"], visual,
-                                      [np.array([True, False, True]), np.zeros(0, bool), np.array([True, True])], 2),
+        "visual": Sequences.from_list(
+            ["c0", "c1", "c2"], visual, [np.array([True, False, True]), np.zeros(0, bool), np.array([True, True])], 2
+        ),
     }
-    manifest = {"corpus": "toy", "modalities": ["audio", "visual"], "classes": ["anger", "sad"],
-                "dims": {"audio": 3, "visual": 2}}
+    manifest = {
+        "corpus": "toy",
+        "modalities": ["audio", "visual"],
+        "classes": ["anger", "sad"],
+        "dims": {"audio": 3, "visual": 2},
+    }
     return meta, splits, sequences, manifest, audio, visual
 
 
@@ -75,8 +89,9 @@ def test_store_round_trip(tmp_path):
 
 def test_clip_level_splits_assign_roles_by_clip_and_leave_unlisted_clips_out(tmp_path):
     meta, _, sequences, manifest, *_ = small_store_parts()
-    splits = pd.DataFrame({"fold": [0, 0, 1, 1], "clip_id": ["c2", "c0", "c1", "c2"],
-                           "role": ["train", "test", "val", "test"]})
+    splits = pd.DataFrame(
+        {"fold": [0, 0, 1, 1], "clip_id": ["c2", "c0", "c1", "c2"], "role": ["train", "test", "val", "test"]}
+    )
     store = read_store(write_store(tmp_path / "toy", meta, splits, sequences, manifest))
     pd.testing.assert_frame_equal(store.splits, splits)
     assert {r: v.tolist() for r, v in store.fold_indices(0).items()} == {"train": [2], "val": [], "test": [0]}
@@ -155,8 +170,14 @@ def write_openface(path, features: np.ndarray, success, columns=None, extra_rows
     header = ["frame", "face_id", "timestamp", "confidence", "success", *columns]
     lines = [", ".join(header)]
     for t, (row, ok) in enumerate(zip(features, success)):
-        values = [str(t + 1), "0", f"{t / 30:.3f}", "0.98" if ok else "0", str(int(ok)),
-                  *("nan" if np.isnan(v) else f"{v:.6f}" for v in row)]
+        values = [
+            str(t + 1),
+            "0",
+            f"{t / 30:.3f}",
+            "0.98" if ok else "0",
+            str(int(ok)),
+            *("nan" if np.isnan(v) else f"{v:.6f}" for v in row),
+        ]
         lines.append(", ".join(values))
     path.write_text("\n".join(lines) + "\n" + extra_rows)
     return path
@@ -193,19 +214,22 @@ def test_openface_failed_frames_are_zeroed_and_invalid(tmp_path):
 
 def test_openface_missing_column(tmp_path):
     columns = [c for c in COLUMNS if c != "pose_Rx"]
-    path = write_openface(tmp_path / "clip.csv", random_face(3)[:, :len(columns)], [1] * 3, columns=columns)
+    path = write_openface(tmp_path / "clip.csv", random_face(3)[:, : len(columns)], [1] * 3, columns=columns)
     with pytest.raises(OpenFaceError) as info:
         read_openface_csv(path, GROUPS)
     assert str(path) in str(info.value) and "pose_Rx" in str(info.value)
     assert read_openface_csv(path, ["au_r", "gaze"])[0].shape == (3, 25)  # not needed: no error
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", "not a readable OpenFace CSV"),
-    (", ".join(["frame", "success", *COLUMNS]).encode() + b"\n", "no frames"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\xff\xfe\xfa", ""),
-    (b"this is not a csv file\njust some text\n", "missing OpenFace columns"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "not a readable OpenFace CSV"),
+        (", ".join(["frame", "success", *COLUMNS]).encode() + b"\n", "no frames"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\xff\xfe\xfa", ""),
+        (b"this is not a csv file\njust some text\n", "missing OpenFace columns"),
+    ],
+)
 def test_openface_unreadable_files(tmp_path, content, reason):
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
@@ -350,8 +374,12 @@ FOLDS = {"n_folds": 4, "n_val_speakers": 2, "seed": 0}
 
 
 def fold_meta(n_speakers: int = 12, genders: bool = True) -> pd.DataFrame:
-    rows = [{"speaker": f"{1001 + s}", "label": label, "gender": "Female" if s % 2 else "Male"}
-            for s in range(n_speakers) for label in crema_d.CLASSES for _ in range(2)]
+    rows = [
+        {"speaker": f"{1001 + s}", "label": label, "gender": "Female" if s % 2 else "Male"}
+        for s in range(n_speakers)
+        for label in crema_d.CLASSES
+        for _ in range(2)
+    ]
     meta = pd.DataFrame(rows)
     return meta if genders else meta.drop(columns="gender")
 
@@ -395,8 +423,10 @@ def test_missing_class_names_fold_role_and_class():
     splits = pd.DataFrame({"fold": [0, 0, 0], "speaker": ["1001", "1002", "1003"], "role": ["train", "val", "test"]})
     assert check_classes(meta, splits) == {}
     # a test or validation speaker without a class is recorded, not refused (EmoDB's speaker 08 has no disgust)
-    lacking = meta[~((meta.speaker == "1003") & (meta.label == "fear"))
-                   & ~((meta.speaker == "1002") & meta.label.isin(["sad", "anger"]))]
+    lacking = meta[
+        ~((meta.speaker == "1003") & (meta.label == "fear"))
+        & ~((meta.speaker == "1002") & meta.label.isin(["sad", "anger"]))
+    ]
     assert check_classes(lacking, splits) == {0: {"val": ["anger", "sad"], "test": ["fear"]}}
     # a training partition without a class is refused, naming fold, role and class
     meta = meta[~((meta.speaker == "1001") & (meta.label == "fear"))]
@@ -421,7 +451,8 @@ def test_missing_class_in_clip_level_splits_names_fold_role_and_class():
     with pytest.raises(FoldError) as info:
         check_classes(clips, swapped)
     assert str(info.value).startswith(
-        "fold 0: class 'fear' missing from the train clips (10 clips of speakers ['1002'])")
+        "fold 0: class 'fear' missing from the train clips (10 clips of speakers ['1002'])"
+    )
 
 
 def test_too_few_speakers():
@@ -450,8 +481,11 @@ def test_normaliser_uses_training_clips_valid_frames_only(tiny_store):
         frames = valid_frames(seq, index["train"])
         np.testing.assert_allclose(norm.mean[m], frames.mean(0), rtol=1e-5)
         np.testing.assert_allclose(norm.std[m], frames.std(0), rtol=1e-5)
-    assert not tiny_store.sequences["visual"].valid[
-        np.concatenate([np.arange(*tiny_store.sequences["visual"].offsets[i:i + 2]) for i in index["train"]])].all()
+    assert (
+        not tiny_store.sequences["visual"]
+        .valid[np.concatenate([np.arange(*tiny_store.sequences["visual"].offsets[i : i + 2]) for i in index["train"]])]
+        .all()
+    )
     # changing the test clips (or the invalid training frames) leaves the statistics unchanged
     for m, seq in tiny_store.sequences.items():
         for i in index["test"]:
@@ -524,13 +558,16 @@ def test_training_batches_are_bucketed_by_length(tiny_store):
     split = load_fold(tiny_store, 0)["train"]
     position = {row: k for k, row in enumerate(split.rows)}
     batches = list(split.batches(4, torch.Generator().manual_seed(1)))
-    padded = sum(int(_longest(split, torch.tensor([position[r] for r in b.rows.tolist()])).max()) * len(b.y)
-                 for b in batches)
+    padded = sum(
+        int(_longest(split, torch.tensor([position[r] for r in b.rows.tolist()])).max()) * len(b.y) for b in batches
+    )
     generator = torch.Generator().manual_seed(1)
     shuffled = torch.randperm(len(split), generator=generator).split(4)  # plain shuffled batches for comparison
     plain = sum(int(_longest(split, idx).max()) * len(idx) for idx in shuffled)
     assert padded < plain
-    assert [b.rows.tolist() for b in batches] != [b.rows.tolist() for b in split.batches(4, torch.Generator().manual_seed(2))]
+    assert [b.rows.tolist() for b in batches] != [
+        b.rows.tolist() for b in split.batches(4, torch.Generator().manual_seed(2))
+    ]
 
 
 def test_evaluation_batches_are_cut_once_per_batch_size_training_batches_every_epoch(tiny_store):
@@ -563,14 +600,30 @@ def test_shuffled_batches_are_deterministic_under_a_seeded_generator(tiny_store)
 
 
 def test_parse_name():
-    assert crema_d.parse_name("1001_DFA_ANG_XX") == {"actor": "1001", "sentence": "DFA", "emotion": "ANG",
-                                                     "level": "XX"}
+    assert crema_d.parse_name("1001_DFA_ANG_XX") == {
+        "actor": "1001",
+        "sentence": "DFA",
+        "emotion": "ANG",
+        "level": "XX",
+    }
     assert crema_d.parse_name("1091_WSI_SAD_HI")["emotion"] == "SAD"
 
 
-@pytest.mark.parametrize("stem", ["1001_DFA_ANG", "101_DFA_ANG_XX", "1001_DFA_ANG_XX_1", "1001_DFA_XXX_XX",
-                                  "1001_ABC_ANG_XX", "1001_DFA_ANG_ZZ", "1001_dfa_ang_xx", "1001-DFA-ANG-XX",
-                                  "", "1001_DFA_ANG_XX.wav"])
+@pytest.mark.parametrize(
+    "stem",
+    [
+        "1001_DFA_ANG",
+        "101_DFA_ANG_XX",
+        "1001_DFA_ANG_XX_1",
+        "1001_DFA_XXX_XX",
+        "1001_ABC_ANG_XX",
+        "1001_DFA_ANG_ZZ",
+        "1001_dfa_ang_xx",
+        "1001-DFA-ANG-XX",
+        "",
+        "1001_DFA_ANG_XX.wav",
+    ],
+)
 def test_parse_name_rejects_malformed(stem):
     with pytest.raises(ValueError, match="not a CREMA-D clip name"):
         crema_d.parse_name(stem)
@@ -585,7 +638,8 @@ def crema_folder(root, stems=("1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1002_TIE_SA
         write_openface(root / "OpenFace" / f"{stem}.csv", random_face(3), [1, 1, 1])
     (root / "VideoDemographics.csv").write_text(
         '"ActorID","Age","Sex","Race","Ethnicity"\n1001,51,"Male","Caucasian","Not Hispanic"\n'
-        '1002,21,"Female","Caucasian","Not Hispanic"\n')
+        '1002,21,"Female","Caucasian","Not Hispanic"\n'
+    )
     return root
 
 

@@ -1,4 +1,5 @@
 """The deviations table is read from the modules' docstrings (mer_core.deviations)."""
+
 from __future__ import annotations
 
 import ast
@@ -45,12 +46,14 @@ def write_module(root, name: str, text: str):
 
 def test_section_bullets_join_continuation_lines_and_stop_at_the_section_end():
     bullets = section_bullets(DOC.strip('"\n'))
-    assert bullets == ["[nmer] VAE decoder. Official: missing at HEAD (NameError). Here: the decoder of commit "
-                       "cd20f9a, sigmoid output. Why: the released code does not run. Restore: bug fixed. "
-                       "Test: tests/test_nmer.py::test_conditional_vae_shapes_and_output_ranges.",
-                       "[mmin, ifmmin] AE sizes. Official: 384 -> 256. Here: modalities x width. Why: any number of "
-                       "modalities. Restore: `train.preset: paper`. "
-                       "Test: tests/test_mmin.py::test_paper_settings_are_the_effective_official_ones."]
+    assert bullets == [
+        "[nmer] VAE decoder. Official: missing at HEAD (NameError). Here: the decoder of commit "
+        "cd20f9a, sigmoid output. Why: the released code does not run. Restore: bug fixed. "
+        "Test: tests/test_nmer.py::test_conditional_vae_shapes_and_output_ranges.",
+        "[mmin, ifmmin] AE sizes. Official: 384 -> 256. Here: modalities x width. Why: any number of "
+        "modalities. Restore: `train.preset: paper`. "
+        "Test: tests/test_mmin.py::test_paper_settings_are_the_effective_official_ones.",
+    ]
     assert section_bullets("No section here.\n- [mmin] a. Official: b. Here: c. Why: d.") == []
 
 
@@ -68,21 +71,32 @@ def test_module_deviations_parse_every_field(tmp_path):
 
 
 def test_a_malformed_bullet_names_its_module(tmp_path):
-    bad = ('"""Doc.\n\nDeviations from the official code:\n- [nmer] decoder. Official: x. Why: no Here part. '
-           'Restore: bug fixed. Test: tests/test_nmer.py::test_x.\n"""\n')
+    bad = (
+        '"""Doc.\n\nDeviations from the official code:\n- [nmer] decoder. Official: x. Why: no Here part. '
+        'Restore: bug fixed. Test: tests/test_nmer.py::test_x.\n"""\n'
+    )
     with pytest.raises(ValueError, match=r"pkg\.bad: deviation bullet does not read"):
         module_deviations(write_module(tmp_path, "bad.py", bad), tmp_path / "pkg")
 
 
-@pytest.mark.parametrize("part, replacement, message", [
-    ("Restore: bug fixed.", "", r"pkg\.mod: deviation bullet has no `Restore:` part"),
-    ("Test: tests/test_nmer.py::test_conditional_vae_shapes_and_output_ranges.", "",
-     r"pkg\.mod: deviation bullet has no `Test:` part"),
-    ("Restore: bug fixed.", "Restore: see the README.", r"pkg\.mod: `Restore: see the README` is neither params"),
-    ("Restore: bug fixed.", "Restore: methods.nmer.decoder_output: linear.", r"pkg\.mod: `Restore: methods"),
-    ("Test: tests/test_nmer.py::test_conditional_vae_shapes_and_output_ranges.", "Test: the VAE tests.",
-     r"pkg\.mod: deviation bullet does not read|is not a pytest node id"),
-])
+@pytest.mark.parametrize(
+    "part, replacement, message",
+    [
+        ("Restore: bug fixed.", "", r"pkg\.mod: deviation bullet has no `Restore:` part"),
+        (
+            "Test: tests/test_nmer.py::test_conditional_vae_shapes_and_output_ranges.",
+            "",
+            r"pkg\.mod: deviation bullet has no `Test:` part",
+        ),
+        ("Restore: bug fixed.", "Restore: see the README.", r"pkg\.mod: `Restore: see the README` is neither params"),
+        ("Restore: bug fixed.", "Restore: methods.nmer.decoder_output: linear.", r"pkg\.mod: `Restore: methods"),
+        (
+            "Test: tests/test_nmer.py::test_conditional_vae_shapes_and_output_ranges.",
+            "Test: the VAE tests.",
+            r"pkg\.mod: deviation bullet does not read|is not a pytest node id",
+        ),
+    ],
+)
 def test_a_bullet_without_a_restore_or_test_part_names_its_module(tmp_path, part, replacement, message):
     assert part in DOC
     text = DOC.replace(part, replacement)
@@ -103,16 +117,32 @@ def test_the_package_documents_each_paper_method_and_every_row_is_complete():
     for d in deviations:
         assert all([d.where, d.official, d.here, d.why, d.restore, d.test]), d
         assert not d.official.startswith("Here:") and "Why:" not in d.here and "Restore:" not in d.why, d
-    # the bug fixes documented in docs/methods.md and the rows of the line-level audit (docs/methods.md §7) are all in the table
+    # the bug fixes documented in docs/methods.md and the rows of the line-level audit (docs/methods.md §7) are all
+    # in the table
     wheres = {(d.methods, d.where) for d in deviations}
     assert (("vavl",), "Conformer axes") in wheres and (("nmer",), "VAE decoder") in wheres
     assert (("ifmmin",), "`invariant_weight`") in wheres
-    for row in [(("ifmmin",), "IF-IM autoencoder version"), (("nmer",), "stage-1 auxiliary term"),
-                (("nmer",), "evaluation latent"), (("nmer",), "test protocol"), (("vavl",), "attention"),
-                (("vavl",), "pooling and reconstruction target"), (("utt_dataaug",), "training conditions")]:
+    for row in [
+        (("ifmmin",), "IF-IM autoencoder version"),
+        (("nmer",), "stage-1 auxiliary term"),
+        (("nmer",), "evaluation latent"),
+        (("nmer",), "test protocol"),
+        (("vavl",), "attention"),
+        (("vavl",), "pooling and reconstruction target"),
+        (("utt_dataaug",), "training conditions"),
+    ]:
         assert row in wheres, row
-    family = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug", "mmin",
-              "ifmmin", "nmer")
+    family = (
+        "audio_only",
+        "visual_only",
+        "early_fusion",
+        "late_fusion",
+        "utt_fusion",
+        "utt_dataaug",
+        "mmin",
+        "ifmmin",
+        "nmer",
+    )
     assert (family, "TextCNN windows") in wheres and (family, "LSTM encoder pooling") in wheres
     restores = {d.where: d.restore for d in deviations}
     assert restores["`invariant_weight`"] == "`methods.<run>.invariant_weight: 1`"  # what the released code runs
@@ -148,8 +178,8 @@ def test_every_restore_setting_is_a_valid_params_setting_of_the_bullets_methods(
             value = yaml.safe_load(raw)
             where = f"{d.module}: {d.where}: `{key}`"
             if key.startswith("methods.<run>."):
-                path = key[len("methods.<run>."):]
-                for method in (REGISTRY if d.methods == ("all",) else d.methods):
+                path = key[len("methods.<run>.") :]
+                for method in REGISTRY if d.methods == ("all",) else d.methods:
                     model = REGISTRY[method].params
                     entry = check(model, expand_dotted({path: value}), f"methods.<{method} run>").model_dump()
                     assert _leaf(entry, path) == value, where

@@ -1,4 +1,5 @@
 """The joint representation of every method (`joint(batch)`) and mer_core.embedding (2-D maps of it per run)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,17 @@ matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ("utt_fusion", "mmin", "ifmmin", "nmer", "vavl")
 # joint width on the fakes' two modalities with tiny_params' sizes (hidden 8; AE widths 16, 8, 4 x 2 blocks; VAVL d 8)
-WIDTH = {"audio_only": 8, "visual_only": 8, "early_fusion": 8, "utt_fusion": 16, "utt_dataaug": 16, "mmin": 8,
-         "ifmmin": 8, "nmer": 16, "vavl": 16}
+WIDTH = {
+    "audio_only": 8,
+    "visual_only": 8,
+    "early_fusion": 8,
+    "utt_fusion": 16,
+    "utt_dataaug": 16,
+    "mmin": 8,
+    "ifmmin": 8,
+    "nmer": 16,
+    "vavl": 16,
+}
 STAGE1_WIDTH = {"mmin": 16, "ifmmin": 32, "nmer": 32}  # UttFusion h; IF-MMIN and NMER: [embeddings, S(.)...]
 
 
@@ -70,9 +80,22 @@ def write_checkpoint(run: dict, store, directory: Path, fold: int = 0, seed: int
     model = build_stages(run, context)[-1]
     path = checkpoint_path(directory, fold, seed, None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint({"run": run["name"], "method": run["method"], "module": run["module"], "stages": run["stages"],
-                     "stage": run["stages"][-1]["name"], "params": run["entry"], "fold": fold, "seed": seed,
-                     "epoch": 1, "context": dataclasses.asdict(context), "state_dict": model.state_dict()}, path)
+    save_checkpoint(
+        {
+            "run": run["name"],
+            "method": run["method"],
+            "module": run["module"],
+            "stages": run["stages"],
+            "stage": run["stages"][-1]["name"],
+            "params": run["entry"],
+            "fold": fold,
+            "seed": seed,
+            "epoch": 1,
+            "context": dataclasses.asdict(context),
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -107,15 +130,20 @@ def test_joint_is_what_each_method_documents(runs):
     batch = make_batch(n=4)
     with torch.no_grad():
         utt = build_stages(methods["utt_fusion"])[0]
-        torch.testing.assert_close(utt.joint(batch), torch.cat(
-            [utt.encoders[m](batch.x[m], batch.lengths[m]) for m in CTX.modalities], 1), rtol=0, atol=0)
+        torch.testing.assert_close(
+            utt.joint(batch),
+            torch.cat([utt.encoders[m](batch.x[m], batch.lengths[m]) for m in CTX.modalities], 1),
+            rtol=0,
+            atol=0,
+        )
         mmin = build_stages(methods["mmin"])[-1]
         torch.testing.assert_close(mmin.joint(batch), mmin.imagine(batch)[2], rtol=0, atol=0)
         nmer = build_stages(methods["nmer"])[-1]
         torch.testing.assert_close(nmer.joint(batch), nmer.vae(*nmer.encode(batch))[0], rtol=0, atol=0)
         vavl = build_stages(methods["vavl"])[-1]
-        torch.testing.assert_close(vavl.joint(batch), torch.cat(
-            [vavl.represent(batch, m) for m in CTX.modalities], 1), rtol=0, atol=0)
+        torch.testing.assert_close(
+            vavl.joint(batch), torch.cat([vavl.represent(batch, m) for m in CTX.modalities], 1), rtol=0, atol=0
+        )
 
 
 def test_projection_is_deterministic_and_pca_is_the_first_two_components():
@@ -192,16 +220,24 @@ def test_a_run_without_joint_or_checkpoint_or_fold_fails_naming_it(runs, tiny_st
         run_embedding(embedding_cfg(fold=9), "utt_fusion", tiny_store, tmp_path)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    ({"analysis.embedding.runs": ["utt_fusion"]}, r"^analysis\.embedding\.runs: unknown key; allowed keys here: "
-                                                  r"fold, seed, projection, perplexity, max_clips$"),
-    ({"analysis.embedding.fold": 4}, r"analysis\.embedding\.fold: fold 4 does not exist; folds\.n_folds is 4"),
-    ({"analysis.embedding.seed": 5}, r"analysis\.embedding\.seed: 5 is not one of train\.seeds \[0, 1, 2\]"),
-    ({"analysis.embedding.projection": "umap"},
-     r"analysis\.embedding\.projection: got 'umap'; Input should be 'tsne' or 'pca'"),
-    ({"analysis.embedding.perplexity": 0.5}, r"analysis\.embedding\.perplexity: got 0\.5"),
-    ({"analysis.embedding.max_clips": 2}, r"analysis\.embedding\.max_clips: got 2"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (
+            {"analysis.embedding.runs": ["utt_fusion"]},
+            r"^analysis\.embedding\.runs: unknown key; allowed keys here: "
+            r"fold, seed, projection, perplexity, max_clips$",
+        ),
+        ({"analysis.embedding.fold": 4}, r"analysis\.embedding\.fold: fold 4 does not exist; folds\.n_folds is 4"),
+        ({"analysis.embedding.seed": 5}, r"analysis\.embedding\.seed: 5 is not one of train\.seeds \[0, 1, 2\]"),
+        (
+            {"analysis.embedding.projection": "umap"},
+            r"analysis\.embedding\.projection: got 'umap'; Input should be 'tsne' or 'pca'",
+        ),
+        ({"analysis.embedding.perplexity": 0.5}, r"analysis\.embedding\.perplexity: got 0\.5"),
+        ({"analysis.embedding.max_clips": 2}, r"analysis\.embedding\.max_clips: got 2"),
+    ],
+)
 def test_config_errors_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_params(ROOT / "params.yaml", overrides)
@@ -241,11 +277,13 @@ def test_cached_embedding_recomputes_for_another_checkpoint_or_setting(runs, tin
     cfg, checkpoints = embedding_cfg(projection="pca"), tmp_path / "ckpt"
     write_checkpoint(runs["utt_fusion"], tiny_store, checkpoints)
     first = cached_embedding(cfg, "utt_fusion", tiny_store, checkpoints, tmp_path / "cache")
-    pd.testing.assert_frame_equal(first, cached_embedding(cfg, "utt_fusion", tiny_store, checkpoints,
-                                                          tmp_path / "cache"))
+    pd.testing.assert_frame_equal(
+        first, cached_embedding(cfg, "utt_fusion", tiny_store, checkpoints, tmp_path / "cache")
+    )
     assert len(list((tmp_path / "cache").iterdir())) == 1
-    cached_embedding(embedding_cfg(projection="pca", max_clips=8), "utt_fusion", tiny_store, checkpoints,
-                     tmp_path / "cache")
+    cached_embedding(
+        embedding_cfg(projection="pca", max_clips=8), "utt_fusion", tiny_store, checkpoints, tmp_path / "cache"
+    )
     other = dict(runs["utt_fusion"], entry={**runs["utt_fusion"]["entry"], "hidden": 6})
     write_checkpoint(other, tiny_store, checkpoints)
     again = cached_embedding(cfg, "utt_fusion", tiny_store, checkpoints, tmp_path / "cache")

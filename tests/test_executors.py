@@ -3,6 +3,7 @@ finished units resumed after an interruption; a Ray unit whose worker is killed 
 
 The Ray tests start a local 2-CPU Ray cluster once for the module (`pytest -k ray`); they skip when Ray is not
 installed (`pip install -e .[scale]`)."""
+
 from __future__ import annotations
 
 import os
@@ -78,8 +79,9 @@ def test_finished_units_are_read_back_after_a_failure_and_forgotten_once_the_sta
     assert not resume.exists()
 
 
-def test_train_run_resumes_the_units_that_finished_and_gives_the_uninterrupted_results(tiny_store, tiny_params,
-                                                                                         tmp_path, monkeypatch):
+def test_train_run_resumes_the_units_that_finished_and_gives_the_uninterrupted_results(
+    tiny_store, tiny_params, tmp_path, monkeypatch
+):
     params = tiny_params(tiny_store, epochs=2, folds=[0, 1])
     run = resolved_run("utt_fusion", params)
     train_run(run, tmp_path / "straight", tmp_path / "ckpt" / "straight", machine())
@@ -129,8 +131,12 @@ def test_a_finished_unit_is_not_resumed_when_the_runs_inputs_changed(tiny_store,
 def ray_cluster():
     """A local Ray cluster of 2 CPUs whose workers import this directory's modules (the test functions)."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[scale])")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}},
+    )
     yield ray
     ray.shutdown()
 
@@ -155,8 +161,9 @@ def test_ray_does_not_retry_a_unit_that_raised(ray_cluster):
 
 
 @pytest.mark.slow
-def test_ray_trains_a_tiny_studys_units_to_the_local_executors_bytes(ray_cluster, tiny_store, tiny_params, tmp_path,
-                                                                      monkeypatch):
+def test_ray_trains_a_tiny_studys_units_to_the_local_executors_bytes(
+    ray_cluster, tiny_store, tiny_params, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # Ray workers run from the driver's directory: relative paths resolve alike
     params = tiny_params(tiny_store, epochs=2, folds=[0, 1], seeds=[0, 1])
     for name in ("mmin", "vavl"):
@@ -185,8 +192,9 @@ def ray_unit_workers() -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray workers through /proc (Linux)")
-def test_a_ray_worker_killed_mid_unit_is_retried_and_the_stage_completes(ray_cluster, tiny_store, tiny_params,
-                                                                          tmp_path, monkeypatch):
+def test_a_ray_worker_killed_mid_unit_is_retried_and_the_stage_completes(
+    ray_cluster, tiny_store, tiny_params, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     params = tiny_params(tiny_store, epochs=30, folds=[0, 1])
     failures = []
@@ -213,4 +221,3 @@ def test_a_ray_worker_killed_mid_unit_is_retried_and_the_stage_completes(ray_clu
     run_method("utt_fusion", params, "local", "ckpt/local")
     for table in RESULT_TABLES:
         assert Path(f"ray/{table}").read_text() == Path(f"local/{table}").read_text(), table
-

@@ -1,5 +1,6 @@
 """mer_core.explore: the explorer's clip table, one-clip predictions under a condition and a noise setting, the noise
 sweep, the clip's media, its face heat-map, the `explore` params and the widget panel (on the tiny store)."""
+
 from __future__ import annotations
 
 import copy
@@ -63,8 +64,19 @@ class Recorder(nn.Module):
 
 
 def explore_cfg(**changes) -> dict:
-    return {"run": "utt_fusion", "fold": 0, "seed": 0, "emotion": "anger", "speaker": None, "clip": None,
-            "condition": "a", "noise": "gaussian", "level": 20, "draws": 4, **changes}
+    return {
+        "run": "utt_fusion",
+        "fold": 0,
+        "seed": 0,
+        "emotion": "anger",
+        "speaker": None,
+        "clip": None,
+        "condition": "a",
+        "noise": "gaussian",
+        "level": 20,
+        "draws": 4,
+        **changes,
+    }
 
 
 def explore_params(params: dict, **changes) -> dict:
@@ -92,8 +104,10 @@ def test_explore_params_are_validated_with_errors_naming_the_key():
     assert params["explore"]["run"] is None or params["explore"]["run"] in params["methods"]
     for overrides, message in [
         ({"explore.run": "nope"}, "explore.run: 'nope' is not a run of `methods`"),
-        ({"explore.noise": "pink"},
-         "explore.noise: got 'pink'; Input should be 'none', 'gaussian', 'impulse', 'babble'"),
+        (
+            {"explore.noise": "pink"},
+            "explore.noise: got 'pink'; Input should be 'none', 'gaussian', 'impulse', 'babble'",
+        ),
         ({"explore.seed": 7}, "explore.seed: 7 is not one of train.seeds"),
         ({"explore.level": 2.5}, "explore.level: feature noise 'gaussian' takes T, an integer >= 1, got 2.5"),
         ({"explore.draws": 0}, "explore.draws: got 0"),
@@ -119,9 +133,11 @@ def test_store_dependent_choices_fail_with_the_key_and_the_allowed_values(study)
         with pytest.raises(ConfigError, match=message):
             Explorer.open({**params, key: value}, checkpoints=checkpoints)
     explorer = Explorer.open(params, checkpoints=checkpoints)
-    for key, value, message in [("condition", "x", "explore.condition: unknown condition 'x'; allowed: a, v, av"),
-                                ("noise", "babble", "explore.noise: the feature store holds no 'babble' corruption"),
-                                ("emotion", "bored", "explore.emotion: got 'bored'; allowed values: anger")]:
+    for key, value, message in [
+        ("condition", "x", "explore.condition: unknown condition 'x'; allowed: a, v, av"),
+        ("noise", "babble", "explore.noise: the feature store holds no 'babble' corruption"),
+        ("emotion", "bored", "explore.emotion: got 'bored'; allowed values: anger"),
+    ]:
         explorer.params = {**params, key: value}
         with pytest.raises(ConfigError, match=message):
             explorer.selection()
@@ -210,9 +226,20 @@ def test_feature_noise_draws_are_seeded_distinct_and_sum_to_one(study):
 
 
 def test_sweep_starts_zero_filled_and_its_lowest_noise_is_almost_the_real_frames(tiny_store):
-    cfg = copy.deepcopy({"noise_types": ["gaussian", "impulse"], "intensities": [20, 100], "schedule": "scaled_linear",
-                         "beta_start": 0.01, "beta_end": 0.5, "impulse_density": 0.3, "per_sample": False,
-                         "batch_size": 8, "seed": 0, "signal": True})
+    cfg = copy.deepcopy(
+        {
+            "noise_types": ["gaussian", "impulse"],
+            "intensities": [20, 100],
+            "schedule": "scaled_linear",
+            "beta_start": 0.01,
+            "beta_end": 0.5,
+            "impulse_density": 0.3,
+            "per_sample": False,
+            "batch_size": 8,
+            "seed": 0,
+            "signal": True,
+        }
+    )
     test = load_fold(tiny_store, 0)["test"]
     settings = noise_settings(tiny_store, cfg)
     row = int(test.rows[np.flatnonzero(test.has.all(1).numpy())[0]])
@@ -230,7 +257,7 @@ def test_sweep_starts_zero_filled_and_its_lowest_noise_is_almost_the_real_frames
     lowest = noise_sweep(model, tiny_store, test, row, AUDIO_ONLY, settings, "gaussian", cfg, 0, draws=3, levels=[1])
     frames = model.seen[-1].x["visual"]
     assert frames.shape == (3, *real.shape)
-    np.testing.assert_allclose(frames, real.expand(3, -1, -1) * 0.99 ** 0.5, atol=0.5)
+    np.testing.assert_allclose(frames, real.expand(3, -1, -1) * 0.99**0.5, atol=0.5)
     assert (frames - real).abs().mean() < 0.2 * real.abs().mean()
     assert not np.allclose(lowest.iloc[1, 1:], lowest.iloc[0, 1:])  # noised != zero-filled
     assert lowest.iloc[0].equals(sweep.iloc[0])  # the zero-filled reference does not depend on the levels
@@ -240,19 +267,48 @@ def test_sweep_starts_zero_filled_and_its_lowest_noise_is_almost_the_real_frames
 def corrupted_store(tiny_store, tmp_path):
     """The tiny store with a white-noise audio variant (frames x 2 + 5) at 10 and 0 dB."""
     manifest = {k: v for k, v in tiny_store.manifest.items() if k != "files"}
-    manifest["corruptions"] = [{"name": f"audio_white_{db}db", "modality": "audio", "kind": "white",
-                                "level": float(db), "unit": "dB", "settings": {}} for db in (10, 0)]
+    manifest["corruptions"] = [
+        {
+            "name": f"audio_white_{db}db",
+            "modality": "audio",
+            "kind": "white",
+            "level": float(db),
+            "unit": "dB",
+            "settings": {},
+        }
+        for db in (10, 0)
+    ]
     seq = tiny_store.sequences["audio"]
-    variants = {f"audio_white_{db}db": Sequences(seq.data * (2 + db) + 5, seq.offsets, seq.valid, seq.clip_ids)
-                for db in (10, 0)}
-    return read_store(write_store(tmp_path / "features" / "corrupted", tiny_store.meta, tiny_store.splits,
-                                  tiny_store.sequences, manifest, corruptions=variants))
+    variants = {
+        f"audio_white_{db}db": Sequences(seq.data * (2 + db) + 5, seq.offsets, seq.valid, seq.clip_ids)
+        for db in (10, 0)
+    }
+    return read_store(
+        write_store(
+            tmp_path / "features" / "corrupted",
+            tiny_store.meta,
+            tiny_store.splits,
+            tiny_store.sequences,
+            manifest,
+            corruptions=variants,
+        )
+    )
 
 
 def test_signal_corruption_settings_and_predictions(corrupted_store):
     store = corrupted_store
-    cfg = {"noise_types": ["gaussian"], "intensities": [20], "schedule": "scaled_linear", "beta_start": 0.01,
-           "beta_end": 0.5, "impulse_density": 0.3, "per_sample": True, "batch_size": 8, "seed": 0, "signal": True}
+    cfg = {
+        "noise_types": ["gaussian"],
+        "intensities": [20],
+        "schedule": "scaled_linear",
+        "beta_start": 0.01,
+        "beta_end": 0.5,
+        "impulse_density": 0.3,
+        "per_sample": True,
+        "batch_size": 8,
+        "seed": 0,
+        "signal": True,
+    }
     settings = noise_settings(store, cfg)
     assert list(settings["label"]) == ["none", "gaussian T=20", "white 10 dB", "white 0 dB"]
     assert kind_levels(settings, "white") == [10.0, 0.0]  # mildest first: the SNR falls
@@ -268,8 +324,9 @@ def test_signal_corruption_settings_and_predictions(corrupted_store):
     scores = predict_clip(model, store, test, row, FULL, setting, cfg, 0, draws=5)
     assert scores.shape == (1, 6)  # a prepared corruption is not random: one row
     expected = predict(model, corrupted_split(store, test, "audio_white_0db")[1], 64, CPU, [FULL])
-    np.testing.assert_allclose(scores.to_numpy(), expected[expected["row"] == row][[f"p{k}" for k in range(6)]],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        scores.to_numpy(), expected[expected["row"] == row][[f"p{k}" for k in range(6)]], atol=1e-5
+    )
     assert affected(setting, FULL, store.modalities) is None
     assert "removes" in affected(setting, ("visual",), store.modalities)
     assert "changes nothing" in affected(resolve_setting(settings, "gaussian", 20), FULL, store.modalities)
@@ -297,7 +354,9 @@ def test_media_from_a_crema_d_layout_and_the_notes_without_it(tmp_path):
     assert wave is None and note.endswith("missing (the corpus listed it; was data.root moved?)")
     package = media_files({"corpus": "iemocap_mmin", "root": str(tmp_path)})
     assert clip_wave(package, "Ses01F_impro01_F000") == (
-        None, "iemocap_mmin is a feature package: it holds features, no audio or video files")
+        None,
+        "iemocap_mmin is a feature package: it holds features, no audio or video files",
+    )
     absent = media_files({**data, "root": str(tmp_path / "nowhere")})
     assert clip_wave(absent, "1001_DFA_ANG_XX")[1].startswith("the corpus at data.root cannot be listed")
 
@@ -308,12 +367,14 @@ def test_face_matrix_names_the_action_units(tmp_path):
     valid = np.array([True, True, False, True, True, True, True])
     meta = pd.DataFrame({"clip_id": ["c1"], "speaker": ["1"], "label": ["anger"]})
     sequences = {"visual": Sequences(frames, np.array([0, 7]), valid, np.array(["c1"]))}
-    manifest = {"features": {"visual": {"extractor": "openface", "groups": ["pose", "au_r"], "fps": 30.0}},
-                "frame_rates": {"visual": 15.0}}
+    manifest = {
+        "features": {"visual": {"extractor": "openface", "groups": ["pose", "au_r"], "fps": 30.0}},
+        "frame_rates": {"visual": 15.0},
+    }
     store = FeatureStore(tmp_path, meta, pd.DataFrame(), sequences, manifest)
     face = face_matrix(store, 0)
     assert face.names == AU_INTENSITY and face.values.shape == (17, 7) and face.fps == 15.0
-    np.testing.assert_array_equal(face.values[:, 0], frames[0, len(POSE):])  # the AU columns follow the pose ones
+    np.testing.assert_array_equal(face.values[:, 0], frames[0, len(POSE) :])  # the AU columns follow the pose ones
     assert np.isnan(face.values[:, 2]).all() and not np.isnan(face.values[:, valid]).any()
     # no OpenFace features in the store: the clip's raw OpenFace CSV, else the plain feature dimensions
     csv = tmp_path / "c1.csv"
@@ -337,8 +398,13 @@ def test_view_of_the_default_selection(study):
     explorer = Explorer.open(params, checkpoints=checkpoints)
     selection = explorer.selection()
     first_anger = explorer.clips[explorer.clips["label"] == "anger"].iloc[0]["clip_id"]
-    assert selection == {"run": "utt_fusion", "clip_id": first_anger, "condition": "a", "noise": "gaussian",
-                         "level": 20.0}
+    assert selection == {
+        "run": "utt_fusion",
+        "clip_id": first_anger,
+        "condition": "a",
+        "noise": "gaussian",
+        "level": 20.0,
+    }
     view = explorer.view(selection)
     assert view["scores"].shape == (4, 6)  # explore.draws
     assert list(view["sweep"].index) == ["none", "gaussian T=20", "gaussian T=100"]

@@ -1,6 +1,7 @@
 """The switches that restore the official MMIN / IF-MMIN data pipeline (docs/faithfulness.md): which modalities are
 normalised, random batches in training and evaluation, the paper preset that implies them, the teacher cache that
 must not be used once the encoders pool over padding, and the checkpoint that records how its inputs were read."""
+
 from __future__ import annotations
 
 import io
@@ -93,8 +94,10 @@ def test_random_evaluation_mixes_conditions_in_shuffled_batches(tiny_store):
     table = predict(probe, test, 8, torch.device("cpu"))
     conditions = [condition_name(c) for c in all_conditions(test.modalities)]
     assert table["condition"].tolist() == [c for c in conditions for _ in range(len(test))]
-    assert all(sorted(part["row"]) == part["row"].tolist() == sorted(test.rows.tolist())
-               for _, part in table.groupby("condition"))
+    assert all(
+        sorted(part["row"]) == part["row"].tolist() == sorted(test.rows.tolist())
+        for _, part in table.groupby("condition")
+    )
     assert max(len(seen) for seen in probe.seen) > 1  # a batch holds clips under several conditions
     again = PaddingProbe(len(task.targets))
     predict(again, test, 8, torch.device("cpu"))
@@ -140,8 +143,15 @@ def test_paper_preset_implies_the_official_switches_unless_written():
     assert runs["vavl"]["pooling"] == "valid"  # VAVL's own switches are not implied
     train, runs = resolved({"train.preset": "paper", **PACKAGE})
     assert train["normalise_modalities"] == ["audio"]
-    train, runs = resolved({"train.preset": "paper", **PACKAGE, "train.batches": "bucketed",
-                            "train.normalise_modalities": "all", "methods.ifmmin.encoder_pooling": "valid"})
+    train, runs = resolved(
+        {
+            "train.preset": "paper",
+            **PACKAGE,
+            "train.batches": "bucketed",
+            "train.normalise_modalities": "all",
+            "methods.ifmmin.encoder_pooling": "valid",
+        }
+    )
     assert (train["batches"], train["normalise_modalities"]) == ("bucketed", "all")
     assert (runs["ifmmin"]["encoder_pooling"], runs["ifmmin"]["text_windows"]) == ("valid", "padded")
     assert runs["ifmmin_no_inject"]["encoder_pooling"] == "valid"  # a run inherits what its base writes
@@ -150,9 +160,17 @@ def test_paper_preset_implies_the_official_switches_unless_written():
 
 
 def ifmmin_stage2(ctx: ModelContext, pooling: str):
-    entry = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "encoder_pooling": pooling,
-             "text_windows": pooling, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 2,
-             "pretrain": {"optim": OPTIM, "classifier": [8], "dropout": 0.0}}
+    entry = {
+        "optim": OPTIM,
+        "hidden": 8,
+        "classifier": [8],
+        "dropout": 0.0,
+        "encoder_pooling": pooling,
+        "text_windows": pooling,
+        "ae_widths": [2.0, 1.0, 0.5],
+        "ae_blocks": 2,
+        "pretrain": {"optim": OPTIM, "classifier": [8], "dropout": 0.0},
+    }
     entry = check(CATALOG["ifmmin"].params, entry, "methods.ifmmin").model_dump(mode="json")
     torch.manual_seed(0)
     first, second = method_spec("ifmmin").stages
@@ -169,8 +187,9 @@ def test_ifmmin_caches_teacher_targets_only_where_padding_is_ignored(tiny_store,
     lengths = train.lengths["audio"]
     short, long_ = int(torch.argmin(lengths)), int(torch.argmax(lengths))
     alone, beside = train.batch(torch.tensor([short])), train.batch(torch.tensor([short, long_]))
-    teacher = [torch.cat([model.teacher_shared(e) for e in model.embed(model.teacher, b)], 1)[0] for b in
-               (alone, beside)]
+    teacher = [
+        torch.cat([model.teacher_shared(e) for e in model.embed(model.teacher, b)], 1)[0] for b in (alone, beside)
+    ]
     assert torch.allclose(teacher[0], teacher[1], atol=1e-6) == (pooling == "valid")
     model.eval()  # no dropout: the losses compare the targets alone
     model.loss(alone, alone)  # the clip seen first in a batch of its own
@@ -184,16 +203,21 @@ def test_a_checkpoint_records_how_its_inputs_were_read(tiny_store, tiny_params):
     assert (run["train"]["normalise_modalities"], run["train"]["batches"]) == (["audio"], "random")
     output = fit_unit(run, 0, 0)
     checkpoint = torch.load(io.BytesIO(output.checkpoints["fold0-seed0.pt"]), weights_only=False)
-    assert checkpoint["inputs"] == {"audio_input": None, "normalisation": "fold", "normalise": ["audio"],
-                                    "batching": "random"}
+    assert checkpoint["inputs"] == {
+        "audio_input": None,
+        "normalisation": "fold",
+        "normalise": ["audio"],
+        "batching": "random",
+    }
     assert json.loads(json.dumps(checkpoint["inputs"])) == checkpoint["inputs"]
 
 
 def test_test_selection_keeps_the_epoch_with_the_best_test_score(tiny_store, tiny_params):
     kept = {}
     for selection in ("validation", "test"):  # a setting whose best validation and best test epochs differ
-        params = tiny_params(tiny_store, epochs=6, selection=selection, seeds=[1],
-                             methods={"audio_only": {"optim": {"lr": 0.05}}})
+        params = tiny_params(
+            tiny_store, epochs=6, selection=selection, seeds=[1], methods={"audio_only": {"optim": {"lr": 0.05}}}
+        )
         run = resolved_run("audio_only", params)
         assert run["train"]["selection"] == selection
         output = fit_unit(run, 0, 1)

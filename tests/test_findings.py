@@ -1,5 +1,6 @@
 """mer_core.findings: the papers' claims tested paired by unit (runs named by method and variant), Holm's adjustment,
 the confidence intervals, the resolvable effect, the verdicts, and the generated section."""
+
 from __future__ import annotations
 
 import math
@@ -26,15 +27,19 @@ from mer_core.findings import (
 from mer_core.study import RunRef
 
 # the study's runs, named freely: the claims find them by method and variant
-RUNS = {"men": {"method": "utt_fusion", "base": None, "variant": None},
-        "ours": {"method": "mmin", "base": None, "variant": None},
-        "ours_no_cycle": {"method": "mmin", "base": "ours", "variant": "no_cycle"},
-        "denoised": {"method": "nmer", "base": None, "variant": None}}
-CLAIMS = (Claim("P1", "mmin beats utt_fusion", RunRef("mmin"), RunRef("utt_fusion"), "missing", "ua"),
-          Claim("P2", "nmer beats mmin under noise", RunRef("nmer"), RunRef("mmin"), NOISE, "wa"),
-          Claim("P3", "vavl beats mmin", RunRef("vavl"), RunRef("mmin"), "av", "ua"),  # no vavl run: skipped
-          Claim("P4", "the cycle helps", RunRef("mmin"), RunRef("mmin", "no_cycle"), "missing", "ua"),
-          Claim("P5", "mmin without inject", RunRef("ifmmin", "no_inject"), RunRef("mmin"), "av", "ua"))  # skipped
+RUNS = {
+    "men": {"method": "utt_fusion", "base": None, "variant": None},
+    "ours": {"method": "mmin", "base": None, "variant": None},
+    "ours_no_cycle": {"method": "mmin", "base": "ours", "variant": "no_cycle"},
+    "denoised": {"method": "nmer", "base": None, "variant": None},
+}
+CLAIMS = (
+    Claim("P1", "mmin beats utt_fusion", RunRef("mmin"), RunRef("utt_fusion"), "missing", "ua"),
+    Claim("P2", "nmer beats mmin under noise", RunRef("nmer"), RunRef("mmin"), NOISE, "wa"),
+    Claim("P3", "vavl beats mmin", RunRef("vavl"), RunRef("mmin"), "av", "ua"),  # no vavl run: skipped
+    Claim("P4", "the cycle helps", RunRef("mmin"), RunRef("mmin", "no_cycle"), "missing", "ua"),
+    Claim("P5", "mmin without inject", RunRef("ifmmin", "no_inject"), RunRef("mmin"), "av", "ua"),
+)  # skipped
 
 
 def per_condition(gap: dict[str, float], noise: float = 0.0) -> pd.DataFrame:
@@ -46,8 +51,16 @@ def per_condition(gap: dict[str, float], noise: float = 0.0) -> pd.DataFrame:
             value = 0.5 + gap.get(run, 0.0) + 0.01 * fold + wobble
             for condition in ("missing", "av"):
                 rows.append({"method": run, "fold": fold, "seed": 0, "condition": condition, "ua": value, "wa": value})
-            rows.append({"method": run, "fold": fold, "seed": 0, "condition": NOISE, "ua": value,
-                         "wa": value + (noise if run == "denoised" else 0.0)})
+            rows.append(
+                {
+                    "method": run,
+                    "fold": fold,
+                    "seed": 0,
+                    "condition": NOISE,
+                    "ua": value,
+                    "wa": value + (noise if run == "denoised" else 0.0),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -110,12 +123,16 @@ def test_verdict_needs_significance_reads_the_sign_and_convergence():
 
 
 def test_evaluate_claims_resolve_runs_by_method_and_variant_and_skip_absent_ones():
-    claims = evaluate_claims(per_condition({"ours": 0.05, "denoised": 0.05, "ours_no_cycle": 0.02}, noise=-0.1),
-                             RUNS, CLAIMS)
+    claims = evaluate_claims(
+        per_condition({"ours": 0.05, "denoised": 0.05, "ours_no_cycle": 0.02}, noise=-0.1), RUNS, CLAIMS
+    )
     assert list(claims.columns) == [*COLUMNS, "resolvable"]
     assert list(claims["claim"]) == ["mmin beats utt_fusion", "nmer beats mmin under noise", "the cycle helps"]
-    assert list(zip(claims["better"], claims["worse"])) == [("ours", "men"), ("denoised", "ours"),
-                                                             ("ours", "ours_no_cycle")]
+    assert list(zip(claims["better"], claims["worse"])) == [
+        ("ours", "men"),
+        ("denoised", "ours"),
+        ("ours", "ours_no_cycle"),
+    ]
     first, second, third = claims.iloc[0], claims.iloc[1], claims.iloc[2]
     assert first["difference"] == pytest.approx(0.05 + 0.001) and first["wins"] == 4 and first["pairs"] == 4
     assert first["p_value"] < 0.05 and first["verdict"] == "holds"
@@ -165,15 +182,50 @@ def test_the_paper_claims_name_registered_methods_and_variants():
 
 
 def test_noise_runs_average_the_feature_noise_settings_per_run():
-    runs = pd.DataFrame([
-        {"method": "nmer", "fold": 0, "seed": 0, "noise": "clean", "modality": "missing", "level": 0.0, "unit": "",
-         "wa": 0.9},
-        {"method": "nmer", "fold": 0, "seed": 0, "noise": "gaussian", "modality": "missing", "level": 20.0,
-         "unit": "T", "wa": 0.6},
-        {"method": "nmer", "fold": 0, "seed": 0, "noise": "impulse", "modality": "missing", "level": 100.0,
-         "unit": "T", "wa": 0.4},
-        {"method": "nmer", "fold": 0, "seed": 0, "noise": "babble", "modality": "audio", "level": 0.0, "unit": "dB",
-         "wa": 0.1}])  # a signal corruption: not feature noise
+    runs = pd.DataFrame(
+        [
+            {
+                "method": "nmer",
+                "fold": 0,
+                "seed": 0,
+                "noise": "clean",
+                "modality": "missing",
+                "level": 0.0,
+                "unit": "",
+                "wa": 0.9,
+            },
+            {
+                "method": "nmer",
+                "fold": 0,
+                "seed": 0,
+                "noise": "gaussian",
+                "modality": "missing",
+                "level": 20.0,
+                "unit": "T",
+                "wa": 0.6,
+            },
+            {
+                "method": "nmer",
+                "fold": 0,
+                "seed": 0,
+                "noise": "impulse",
+                "modality": "missing",
+                "level": 100.0,
+                "unit": "T",
+                "wa": 0.4,
+            },
+            {
+                "method": "nmer",
+                "fold": 0,
+                "seed": 0,
+                "noise": "babble",
+                "modality": "audio",
+                "level": 0.0,
+                "unit": "dB",
+                "wa": 0.1,
+            },
+        ]
+    )  # a signal corruption: not feature noise
     table = noise_runs(runs)
     assert len(table) == 1 and table.iloc[0]["condition"] == NOISE
     assert table.iloc[0]["wa"] == pytest.approx(0.5)
@@ -196,17 +248,22 @@ def test_findings_markdown_groups_the_claims_by_verdict_with_their_effects():
 
 
 def test_findings_markdown_lists_the_unconverged_claims_apart():
-    claims = evaluate_claims(per_condition({"ours": 0.05, "ours_no_cycle": 0.02}), RUNS, CLAIMS,
-                             unconverged={"ours_no_cycle"})
+    claims = evaluate_claims(
+        per_condition({"ours": 0.05, "ours_no_cycle": 0.02}), RUNS, CLAIMS, unconverged={"ours_no_cycle"}
+    )
     ua = pd.DataFrame({"a": [0.4], "v": [0.6], "av": [0.7]}, index=["ours"])
     text = findings_markdown(claims, ua, ["a", "v", "av"], "builtin")
     assert "**No verdict: a run did not converge" in text and "- the cycle helps (P4)" in text
 
 
 def test_the_movement_sentence_ranks_runs_by_distance_per_missing_condition():
-    movement = pd.DataFrame({"run": ["mmin", "mmin", "mmin", "utt_fusion", "utt_fusion", "utt_fusion"],
-                             "condition": ["a", "v", "av"] * 2, "dist_to_full": [0.7, 0.3, 0.0, 0.8, 0.9, 0.0]}
-                            ).set_index(["run", "condition"])
+    movement = pd.DataFrame(
+        {
+            "run": ["mmin", "mmin", "mmin", "utt_fusion", "utt_fusion", "utt_fusion"],
+            "condition": ["a", "v", "av"] * 2,
+            "dist_to_full": [0.7, 0.3, 0.0, 0.8, 0.9, 0.0],
+        }
+    ).set_index(["run", "condition"])
     text = movement_sentence(movement)
     assert "from its `av` position" in text
     assert "with `a` only, mmin 0.70, utt_fusion 0.80; with `v` only, mmin 0.30, utt_fusion 0.90." in text

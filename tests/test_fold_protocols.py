@@ -1,6 +1,7 @@
 """The corpora's own fold protocols (`folds.protocol: standard`): CREMA-D's 63/14/14 partitions (on the real 7,442
 file names and 91 actors when CREMA-D's metadata is present), leave-one-speaker-out, leave-one-session-out and
 session-disjoint partitions."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,7 @@ import pytest
 
 from mer_core.data.corpora import crema_d
 from mer_core.data.corpora.registry import CORPORA
-from mer_core.data.folds import (FoldError, LeaveOneGroupOut, SpeakerPartitions, balanced_order, draw_folds,
-                                 make_splits)
+from mer_core.data.folds import FoldError, LeaveOneGroupOut, SpeakerPartitions, balanced_order, draw_folds, make_splits
 
 REAL_CREMA_D = Path(__file__).resolve().parents[2] / "shared/data/crema-d"
 CFG = {"protocol": "standard", "n_folds": 4, "n_val_speakers": 2, "seed": 0}
@@ -20,8 +20,10 @@ CLASSES = ("anger", "happy", "sad")
 
 
 def roles_of(splits: pd.DataFrame) -> dict[int, dict[str, set[str]]]:
-    return {fold: {role: set(part.loc[part.role == role, "speaker"]) for role in ("train", "val", "test")}
-            for fold, part in splits.groupby("fold")}
+    return {
+        fold: {role: set(part.loc[part.role == role, "speaker"]) for role in ("train", "val", "test")}
+        for fold, part in splits.groupby("fold")
+    }
 
 
 def assert_disjoint_and_complete(splits: pd.DataFrame, speakers: set[str]) -> None:
@@ -31,9 +33,16 @@ def assert_disjoint_and_complete(splits: pd.DataFrame, speakers: set[str]) -> No
 
 
 def speaker_meta(n_speakers: int, classes=CLASSES, **columns) -> pd.DataFrame:
-    rows = [{"speaker": f"{s:02d}", "label": label, "gender": "Male" if s % 2 else "Female",
-             **{k: v(s) for k, v in columns.items()}}
-            for s in range(1, n_speakers + 1) for label in classes]
+    rows = [
+        {
+            "speaker": f"{s:02d}",
+            "label": label,
+            "gender": "Male" if s % 2 else "Female",
+            **{k: v(s) for k, v in columns.items()},
+        }
+        for s in range(1, n_speakers + 1)
+        for label in classes
+    ]
     return pd.DataFrame(rows)
 
 
@@ -47,8 +56,11 @@ def test_kfold_protocol_is_make_splits():
 
 
 def test_standard_without_a_protocol_names_the_key_and_allowed_values():
-    with pytest.raises(FoldError, match=r"^folds\.protocol: standard: corpus 'ravdess' has no protocol of its own; "
-                                        r"allowed values for it: kfold"):
+    with pytest.raises(
+        FoldError,
+        match=r"^folds\.protocol: standard: corpus 'ravdess' has no protocol of its own; "
+        r"allowed values for it: kfold",
+    ):
         draw_folds(speaker_meta(12), CFG, "ravdess", CORPORA["ravdess"].protocol)
 
 
@@ -56,7 +68,9 @@ def test_registry_protocols():
     assert CORPORA["crema_d"].protocol.sizes == (63, 14, 14) and CORPORA["crema_d"].protocol.n_partitions == 5
     assert (CORPORA["emodb"].protocol.group, CORPORA["emodb"].protocol.validation) == ("speaker", "speakers")
     assert (CORPORA["iemocap_audio"].protocol.group, CORPORA["iemocap_audio"].protocol.validation) == (
-        "session", "speakers")
+        "session",
+        "speakers",
+    )
     assert (CORPORA["msp_improv"].protocol.group, CORPORA["msp_improv"].protocol.validation) == ("session", "group")
 
 
@@ -71,7 +85,7 @@ def test_balanced_order_spreads_each_gender():
     order = balanced_order(speakers, gender_of, np.random.default_rng(0))
     assert sorted(order) == speakers
     for k in range(0, 20, 2):  # each aligned pair holds one of each
-        assert {gender_of[s] for s in order[k:k + 2]} == {"Male", "Female"}
+        assert {gender_of[s] for s in order[k : k + 2]} == {"Male", "Female"}
     assert order != balanced_order(speakers, gender_of, np.random.default_rng(1))
     assert order == balanced_order(speakers, gender_of, np.random.default_rng(0))
     assert sorted(balanced_order(speakers, {}, np.random.default_rng(0))) == speakers
@@ -94,9 +108,11 @@ def test_speaker_partitions_sizes_disjoint_tests_and_seed():
 def test_speaker_partitions_need_the_exact_speaker_count():
     with pytest.raises(FoldError) as info:
         draw_folds(speaker_meta(12), CFG, "crema_d", CORPORA["crema_d"].protocol)
-    assert str(info.value) == ("folds.protocol: standard for crema_d draws 5 partitions of 63/14/14 train/val/test "
-                               "speakers (VAVL's CREMA-D partitions, docs/methods.md §5.4) and needs 91 speakers; the "
-                               "corpus has 12; use folds.protocol: kfold")
+    assert str(info.value) == (
+        "folds.protocol: standard for crema_d draws 5 partitions of 63/14/14 train/val/test "
+        "speakers (VAVL's CREMA-D partitions, docs/methods.md §5.4) and needs 91 speakers; the "
+        "corpus has 12; use folds.protocol: kfold"
+    )
     with pytest.raises(ValueError, match="4 disjoint test sets of 3 need more than 10 speakers"):
         SpeakerPartitions((5, 2, 3), 4, "impossible")
 
@@ -104,8 +120,11 @@ def test_speaker_partitions_need_the_exact_speaker_count():
 def test_speaker_partitions_check_every_class_in_every_split():
     meta = speaker_meta(10)
     meta = meta[(meta.label != "sad") | (meta.speaker == "01")]  # one speaker alone has 'sad'
-    with pytest.raises(FoldError, match=r"fold \d: class 'sad' missing from the (train|val|test) speakers .*; "
-                                        r"change folds\.seed, or use folds\.protocol: kfold"):
+    with pytest.raises(
+        FoldError,
+        match=r"fold \d: class 'sad' missing from the (train|val|test) speakers .*; "
+        r"change folds\.seed, or use folds\.protocol: kfold",
+    ):
         draw_folds(meta, CFG, "tiny", SMALL)
 
 
@@ -114,12 +133,20 @@ def real_crema_d_meta() -> pd.DataFrame:
     demo = pd.read_csv(REAL_CREMA_D / "VideoDemographics.csv", dtype={"ActorID": str})
     parts = pd.DataFrame([crema_d.parse_name(n) for n in names])
     gender = dict(zip(demo["ActorID"], demo["Sex"]))
-    return pd.DataFrame({"clip_id": names, "speaker": parts["actor"], "label": parts["emotion"].map(crema_d.EMOTIONS),
-                         "gender": parts["actor"].map(gender)})
+    return pd.DataFrame(
+        {
+            "clip_id": names,
+            "speaker": parts["actor"],
+            "label": parts["emotion"].map(crema_d.EMOTIONS),
+            "gender": parts["actor"].map(gender),
+        }
+    )
 
 
-@pytest.mark.skipif(not (REAL_CREMA_D / "SentenceFilenames.csv").is_file(),
-                    reason="CREMA-D's real metadata (shared/data/crema-d) is absent")
+@pytest.mark.skipif(
+    not (REAL_CREMA_D / "SentenceFilenames.csv").is_file(),
+    reason="CREMA-D's real metadata (shared/data/crema-d) is absent",
+)
 def test_crema_d_standard_partitions_on_the_real_file_names():
     meta = real_crema_d_meta()
     assert len(meta) == 7442 and meta["speaker"].nunique() == 91 and meta["gender"].notna().all()
@@ -159,15 +186,22 @@ def test_leave_one_speaker_out_with_validation_speakers():
     assert len({frozenset(r["val"]) for r in roles.values()}) > 1  # drawn per fold
     pd.testing.assert_frame_equal(splits, draw_folds(meta, CFG, "emodb", protocol))
     assert not splits.equals(draw_folds(meta, dict(CFG, seed=5), "emodb", protocol))
-    with pytest.raises(FoldError, match=r"^folds\.n_val_speakers: 9 leaves no training speaker when speaker 01 is the "
-                                        r"test set \(9 other speakers\)"):
+    with pytest.raises(
+        FoldError,
+        match=r"^folds\.n_val_speakers: 9 leaves no training speaker when speaker 01 is the "
+        r"test set \(9 other speakers\)",
+    ):
         draw_folds(meta, dict(CFG, n_val_speakers=9), "emodb", protocol)
 
 
 def session_meta(n_sessions: int) -> pd.DataFrame:
     """Two speakers per session (`Ses01F`, `Ses01M`, ...), every class for each."""
-    rows = [{"speaker": f"Ses{s:02d}{g}", "session": s, "gender": g, "label": label}
-            for s in range(1, n_sessions + 1) for g in "FM" for label in CLASSES]
+    rows = [
+        {"speaker": f"Ses{s:02d}{g}", "session": s, "gender": g, "label": label}
+        for s in range(1, n_sessions + 1)
+        for g in "FM"
+        for label in CLASSES
+    ]
     return pd.DataFrame(rows)
 
 

@@ -1,6 +1,7 @@
 """The learnt frame encoder (mer_core.frame_encoder): per-frame encodings that ignore padding, invalid frames and
 other clips; every registered method wrapped and trained through it on a tiny face-crop store; checkpoints that
 reload to the same predictions; OpenFace-feature stores build exactly the models they did before."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,20 +53,33 @@ def build_crop_store(root: Path, seed: int = 0):
             valid["audio"].append(np.ones(n_audio, bool))
             crops = rng.uniform(0.0, 0.3, (n_visual, SIZE, SIZE))
             row, col = divmod(k, 3)
-            crops[:, 1 + 3 * row: 4 + 3 * row, 1 + 2 * col: 4 + 2 * col] += 0.6
+            crops[:, 1 + 3 * row : 4 + 3 * row, 1 + 2 * col : 4 + 2 * col] += 0.6
             ok = np.ones(n_visual, bool)
             if c % 3 == 0:
                 ok[0] = False  # no face found: an all-zero crop
             crops[~ok] = 0.0
             frames["visual"].append(crops.reshape(n_visual, SIZE * SIZE).astype(np.float32))
             valid["visual"].append(ok)
-            rows.append({"clip_id": clip_id, "speaker": speaker, "label": CLASSES[k], "has_audio": True,
-                         "has_visual": n_visual > 0})
+            rows.append(
+                {
+                    "clip_id": clip_id,
+                    "speaker": speaker,
+                    "label": CLASSES[k],
+                    "has_audio": True,
+                    "has_visual": n_visual > 0,
+                }
+            )
     meta = pd.DataFrame(rows)
     dims = {"audio": 5, "visual": SIZE * SIZE}
     sequences = {m: Sequences.from_list(list(meta["clip_id"]), frames[m], valid[m], d) for m, d in dims.items()}
-    manifest = {"corpus": "builtin", "modalities": ["audio", "visual"], "classes": list(CLASSES), "dims": dims,
-                "frame_rates": {"audio": 100.0 / 3.0, "visual": 5.0}, "features": CROPS_FEATURES}
+    manifest = {
+        "corpus": "builtin",
+        "modalities": ["audio", "visual"],
+        "classes": list(CLASSES),
+        "dims": dims,
+        "frame_rates": {"audio": 100.0 / 3.0, "visual": 5.0},
+        "features": CROPS_FEATURES,
+    }
     write_store(root, meta, make_splits(meta, {"n_folds": 4, "n_val_speakers": 1, "seed": 0}), sequences, manifest)
     return read_store(root)
 
@@ -138,8 +152,11 @@ def test_the_encoder_stack_follows_the_settings():
     kinds = [type(layer).__name__ for layer in encoder.convs]
     assert kinds == ["Conv2d", "GroupNorm", "ReLU", "MaxPool2d"] * 3 + ["AdaptiveAvgPool2d", "Flatten"]
     convs = [layer for layer in encoder.convs if isinstance(layer, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 16, (3, 3)), (16, 32, (3, 3)),
-                                                                                (32, 64, (3, 3))]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 16, (3, 3)),
+        (16, 32, (3, 3)),
+        (32, 64, (3, 3)),
+    ]
     assert all(n.num_groups == 4 for n in encoder.convs if isinstance(n, nn.GroupNorm))
     assert (encoder.project.in_features, encoder.project.out_features) == (64, 32)
 
@@ -159,8 +176,11 @@ def test_spec_only_for_face_crop_stores(tiny_store, crop_store):
 
 
 def test_spec_errors_name_the_key_and_the_file(crop_store):
-    with pytest.raises(ConfigError, match=r"train\.frame_encoder\.groups: 3 does not divide the channel count 4; "
-                                          r"choose groups dividing every entry of channels \[4, 4\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"train\.frame_encoder\.groups: 3 does not divide the channel count 4; "
+        r"choose groups dividing every entry of channels \[4, 4\]",
+    ):
         check(FrameEncoderParams, {**CFG, "groups": 3}, "train.frame_encoder")
     with pytest.raises(ConfigError, match=r"train\.frame_encoder\.channels: 4 blocks .* 8 x 8 crops .* at most 3"):
         FrameEncoderSpec.for_store(crop_store.manifest, {**CFG, "channels": [2, 2, 2, 2]})
@@ -197,7 +217,7 @@ def test_every_method_is_wrapped_and_its_loss_trains_the_encoder(name, crop_stor
 def test_a_model_that_does_not_read_the_crops_is_not_wrapped(crop_store, tiny_params):
     entry = run_entry(tiny_params(crop_store), "audio_only")
     context, frames = crop_context(crop_store)
-    model, = build_stages("audio_only", entry, context, frames)
+    (model,) = build_stages("audio_only", entry, context, frames)
     assert not isinstance(model, FrameEncoded) and list(model.encoders) == ["audio"]
 
 
@@ -273,7 +293,7 @@ def test_each_step_sees_the_frames_encoded_after_the_previous_update(crop_store)
 def test_a_model_without_steps_makes_one_step(crop_store, tiny_params):
     entry = run_entry(tiny_params(crop_store), "utt_fusion")
     context, frames = crop_context(crop_store)
-    model, = build_stages("utt_fusion", entry, context, frames)
+    (model,) = build_stages("utt_fusion", entry, context, frames)
     batch = first_batch(crop_store)
     torch.manual_seed(3)
     losses = list(update_steps(model.train(), batch, batch))
@@ -284,7 +304,7 @@ def test_a_model_without_steps_makes_one_step(crop_store, tiny_params):
 def test_vavl_reconstruction_target_of_learnt_frames_takes_no_gradient(crop_store, tiny_params):
     entry = {**run_entry(tiny_params(crop_store), "vavl"), "head_dropout": 0.0}
     context, frames = crop_context(crop_store)
-    model, = build_stages("vavl", entry, context, frames)
+    (model,) = build_stages("vavl", entry, context, frames)
     vavl = model.model
     with torch.no_grad():  # constant outputs: the task loss and the reconstruction give no gradient to the input...
         for net in (vavl.heads["visual"], vavl.reconstruction["visual"]):
@@ -307,8 +327,13 @@ def test_fit_run_trains_on_crops_and_the_checkpoint_reproduces_the_predictions(r
     output = fit_run(resolved_run(run, params), 0, 0, tmp_path / "ckpt", show_progress=False)
     assert np.isfinite(output.history["train_loss"]).all()
     checkpoint = torch.load(tmp_path / "ckpt" / "fold0-seed0.pt")
-    assert checkpoint["frame_encoder"] == {"size": SIZE, "dim": 6, "channels": (4, 4), "groups": 2,
-                                           "modality": "visual"}
+    assert checkpoint["frame_encoder"] == {
+        "size": SIZE,
+        "dim": 6,
+        "channels": (4, 4),
+        "groups": 2,
+        "modality": "visual",
+    }
     assert checkpoint["context"]["dims"] == {"audio": 5, "visual": 6}
     assert any(k.startswith("encoder.convs.0.") for k in checkpoint["state_dict"])
     model = load_model(checkpoint)

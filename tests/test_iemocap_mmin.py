@@ -1,6 +1,7 @@
 """The IEMOCAP adapter for the MMIN feature package (docs/methods.md §1.1): a tiny package in the real layout
 (3 sessions x 2 speakers x 4 utterances, one per class; 3 fold folders, leave-one-session-out), read back
 exactly, each bad input named, and `prepare` + `load_fold` on the store it gives."""
+
 from __future__ import annotations
 
 import shutil
@@ -39,12 +40,14 @@ def utterances(n_classes: int = len(CLASSES)) -> list[tuple[str, int]]:
 def fold_lists(n_classes: int = len(CLASSES)) -> dict[int, dict[str, list[tuple[str, int]]]]:
     """Folder k (1..3): test = session k, val = the next session, train = the third."""
     by_session = {s: [u for u in utterances(n_classes) if u[0].startswith(f"Ses0{s}")] for s in (1, 2, 3)}
-    return {k: {"tst": by_session[k], "val": by_session[k % 3 + 1], "trn": by_session[(k + 1) % 3 + 1]}
-            for k in (1, 2, 3)}
+    return {
+        k: {"tst": by_session[k], "val": by_session[k % 3 + 1], "trn": by_session[(k + 1) % 3 + 1]} for k in (1, 2, 3)
+    }
 
 
-def write_package(root: Path, widths: dict[str, int] = WIDTHS, n_classes: int = len(CLASSES)
-                  ) -> dict[str, dict[str, np.ndarray]]:
+def write_package(
+    root: Path, widths: dict[str, int] = WIDTHS, n_classes: int = len(CLASSES)
+) -> dict[str, dict[str, np.ndarray]]:
     """Write the tiny package at `root` (feature `widths` per file, `n_classes` one-hot columns); return the arrays
     written, per file and utterance."""
     rng = np.random.default_rng(0)
@@ -99,7 +102,8 @@ def test_meta_labels_and_speakers(package):
     assert meta["clip_id"].tolist() == [n for n, _ in expected]
     assert meta["label"].tolist() == [CLASSES[k] for _, k in expected]
     assert meta.loc[meta.clip_id == "Ses01M_impro02_F001", ["speaker", "gender", "session"]].values.tolist() == [
-        ["Ses01_F", "Female", 1]]
+        ["Ses01_F", "Female", 1]
+    ]
     assert sorted(meta["speaker"].unique()) == [f"Ses0{s}_{g}" for s in (1, 2, 3) for g in "FM"]
     assert meta[["has_audio", "has_visual", "has_text"]].all().all()
     assert UNLISTED not in set(meta["clip_id"])
@@ -137,6 +141,7 @@ def break_h5(file: str, name: str, data: np.ndarray | None = None):
             del handle[name]
             if data is not None:
                 handle.create_dataset(name, data=data)
+
     return edit
 
 
@@ -146,21 +151,25 @@ def save(path: str, array):
 
 def add_listed(name: str):
     """Append `name`, labelled happy, to target/1/trn (both files, so their lengths still agree)."""
+
     def edit(root: Path):
         folder = root / "target" / "1"
         names = np.load(folder / "trn_int2name.npy")
         np.save(folder / "trn_int2name.npy", np.concatenate([names, np.array([[name]], dtype="S")]))
         labels = np.load(folder / "trn_label.npy")
         np.save(folder / "trn_label.npy", np.concatenate([labels, np.eye(4, dtype=np.float32)[[0]]]))
+
     return edit
 
 
 def relabel_first(path: str, label: int):
     """Give the first row of a label file (FIRST in target/2/trn, whose true class is 0) another class."""
+
     def edit(root: Path):
         labels = np.load(root / path)
         labels[0] = np.eye(4)[label]
         np.save(root / path, labels)
+
     return edit
 
 
@@ -169,30 +178,59 @@ BAD_INPUTS = {
     "missing feature file": (lambda r: (r / "A" / "comparE.h5").unlink(), "A/comparE.h5", "missing"),
     "missing fold folder": (lambda r: shutil.rmtree(r / "target" / "2"), "target/2", "fold folder missing"),
     "no target folder": (lambda r: shutil.rmtree(r / "target"), "target", "folder not found"),
-    "missing list file": (lambda r: (r / "target" / "3" / "tst_label.npy").unlink(), "target/3/tst_label.npy",
-                          "missing"),
+    "missing list file": (
+        lambda r: (r / "target" / "3" / "tst_label.npy").unlink(),
+        "target/3/tst_label.npy",
+        "missing",
+    ),
     "missing utterance key": (break_h5("V/denseface.h5", FIRST), "V/denseface.h5", f"no array for utterance '{FIRST}'"),
-    "width differs between utterances": (break_h5("L/bert_large.h5", FIRST, np.zeros((4, 768))), "L/bert_large.h5",
-                                         f"'{SECOND}' has shape .*width 1024, but '{FIRST}' has width 768"),
-    "not frames x width": (break_h5("A/comparE.h5", FIRST, np.zeros(5)), "A/comparE.h5",
-                           rf"'{FIRST}' has shape \(5,\); expected \(frames, width\)"),
-    "class count differs between label files": (save("target/3/val_label.npy", np.eye(5, dtype=np.float32)[[0] * 8]),
-                                                "target/3/val_label.npy", "5 classes .* but .*target/1/trn_label.npy "
-                                                "has 4"),
-    "length mismatch": (save("target/1/val_int2name.npy", np.array([b"Ses02F_impro01_F000"])),
-                        "target/1/val_int2name.npy", "1 names but val_label.npy has 8 rows"),
-    "label not one-hot": (save("target/2/trn_label.npy", np.full((8, 4), 0.25)), "target/2/trn_label.npy",
-                          r"row 0 is \[0.25, 0.25, 0.25, 0.25\], not one-hot"),
-    "listed but absent from the features": (add_listed("Ses01F_impro07_M007"), "A/comparE.h5",
-                                            "no array for utterance 'Ses01F_impro07_M007'.*target/1/trn_int2name"),
-    "label differs between folds": (relabel_first("target/2/trn_label.npy", 3), "target/2/trn_int2name.npy",
-                                    "labelled 'neutral' here .*but 'happy' in .*target/1/tst_int2name.npy"),
-    "listed twice in a fold": (add_listed(FIRST), "target/1/tst_int2name.npy",
-                               f"'{FIRST}' is listed twice .*also in trn_int2name.npy"),
+    "width differs between utterances": (
+        break_h5("L/bert_large.h5", FIRST, np.zeros((4, 768))),
+        "L/bert_large.h5",
+        f"'{SECOND}' has shape .*width 1024, but '{FIRST}' has width 768",
+    ),
+    "not frames x width": (
+        break_h5("A/comparE.h5", FIRST, np.zeros(5)),
+        "A/comparE.h5",
+        rf"'{FIRST}' has shape \(5,\); expected \(frames, width\)",
+    ),
+    "class count differs between label files": (
+        save("target/3/val_label.npy", np.eye(5, dtype=np.float32)[[0] * 8]),
+        "target/3/val_label.npy",
+        "5 classes .* but .*target/1/trn_label.npy has 4",
+    ),
+    "length mismatch": (
+        save("target/1/val_int2name.npy", np.array([b"Ses02F_impro01_F000"])),
+        "target/1/val_int2name.npy",
+        "1 names but val_label.npy has 8 rows",
+    ),
+    "label not one-hot": (
+        save("target/2/trn_label.npy", np.full((8, 4), 0.25)),
+        "target/2/trn_label.npy",
+        r"row 0 is \[0.25, 0.25, 0.25, 0.25\], not one-hot",
+    ),
+    "listed but absent from the features": (
+        add_listed("Ses01F_impro07_M007"),
+        "A/comparE.h5",
+        "no array for utterance 'Ses01F_impro07_M007'.*target/1/trn_int2name",
+    ),
+    "label differs between folds": (
+        relabel_first("target/2/trn_label.npy", 3),
+        "target/2/trn_int2name.npy",
+        "labelled 'neutral' here .*but 'happy' in .*target/1/tst_int2name.npy",
+    ),
+    "listed twice in a fold": (
+        add_listed(FIRST),
+        "target/1/tst_int2name.npy",
+        f"'{FIRST}' is listed twice .*also in trn_int2name.npy",
+    ),
     "malformed name": (add_listed("utterance_7"), "target/1/trn_int2name.npy", "not an IEMOCAP utterance name"),
     "NaN features": (break_h5("A/comparE.h5", FIRST, np.full((3, 130), np.nan)), "A/comparE.h5", "NaN or inf"),
-    "not HDF5": (lambda r: (r / "L" / "bert_large.h5").write_bytes(b"not hdf5"), "L/bert_large.h5",
-                 "not a readable HDF5 file"),
+    "not HDF5": (
+        lambda r: (r / "L" / "bert_large.h5").write_bytes(b"not hdf5"),
+        "L/bert_large.h5",
+        "not a readable HDF5 file",
+    ),
 }
 
 
@@ -219,8 +257,7 @@ def test_any_number_of_classes_and_feature_widths_are_read_from_the_package(tmp_
     frames, _ = pkg.sequences["visual"].clip(0)
     np.testing.assert_array_equal(frames, arrays["V/denseface.h5"][pkg.meta["clip_id"][0]])
     names = ["hap", "ang", "sad", "neu", "exc", "fru"]
-    assert read_package(root, classes=names).meta["label"].tolist() == [names[expected[n]]
-                                                                        for n in pkg.meta["clip_id"]]
+    assert read_package(root, classes=names).meta["label"].tolist() == [names[expected[n]] for n in pkg.meta["clip_id"]]
     with pytest.raises(CorpusError, match=r"target/1/trn_label.npy: 6 classes .* data.iemocap_mmin.classes names 4"):
         read_package(root, classes=["a", "b", "c", "d"])
 
@@ -228,9 +265,15 @@ def test_any_number_of_classes_and_feature_widths_are_read_from_the_package(tmp_
 def test_prepare_takes_class_names_and_widths_from_the_package(tmp_path):
     root = tmp_path / "five"
     write_package(root, {"A/comparE.h5": 7, "V/denseface.h5": 31, "L/bert_large.h5": 9}, n_classes=5)
-    params = load_params(ROOT / "params.yaml", {"data.corpus": "iemocap_mmin", "data.root": str(root),
-                                                "data.features_dir": str(tmp_path / "features"),
-                                                "data.iemocap_mmin.classes": ["a", "b", "c", "d", "e"]})
+    params = load_params(
+        ROOT / "params.yaml",
+        {
+            "data.corpus": "iemocap_mmin",
+            "data.root": str(root),
+            "data.features_dir": str(tmp_path / "features"),
+            "data.iemocap_mmin.classes": ["a", "b", "c", "d", "e"],
+        },
+    )
     store = prepare(params)
     assert store.classes == ["a", "b", "c", "d", "e"]
     assert store.manifest["dims"] == {"audio": 7, "visual": 31, "text": 9}
@@ -240,8 +283,13 @@ def test_prepare_takes_class_names_and_widths_from_the_package(tmp_path):
 
 def test_a_fold_and_seed_subset_needs_no_companion_setting(package, tmp_path):
     root, _ = package
-    overrides = {"data.corpus": "iemocap_mmin", "data.root": str(root), "train.folds": [1], "train.seeds": [3, 4],
-                 "data.features_dir": str(tmp_path / "features")}
+    overrides = {
+        "data.corpus": "iemocap_mmin",
+        "data.root": str(root),
+        "train.folds": [1],
+        "train.seeds": [3, 4],
+        "data.features_dir": str(tmp_path / "features"),
+    }
     params = load_params(ROOT / "params.yaml", overrides)
     for block in (params["explore"], params["analysis"]["embedding"]):
         assert (block["fold"], block["seed"]) == (1, 3)
@@ -261,8 +309,10 @@ def test_missing_root_is_named(tmp_path):
 
 def test_prepare_builds_the_store_and_fold_0_is_normalised_on_its_training_clips(package, tmp_path):
     root, _ = package
-    params = load_params(ROOT / "params.yaml", {"data.corpus": "iemocap_mmin", "data.root": str(root),
-                                                "data.features_dir": str(tmp_path / "features")})
+    params = load_params(
+        ROOT / "params.yaml",
+        {"data.corpus": "iemocap_mmin", "data.root": str(root), "data.features_dir": str(tmp_path / "features")},
+    )
     assert CORPORA["iemocap_mmin"].kind == "package"
     store = prepare(params)
     assert store.root == store_path(params) and store.modalities == ("audio", "visual", "text")
@@ -274,8 +324,9 @@ def test_prepare_builds_the_store_and_fold_0_is_normalised_on_its_training_clips
     assert store.folds == [0, 1, 2] and store.classes == list(CLASSES)
     index = store.fold_indices(0)
     assert {role: sorted(store.meta["clip_id"].iloc[rows]) for role, rows in index.items()} == {
-        role: sorted(n for n, _ in fold_lists()[1][prefix]) for role, prefix in
-        (("train", "trn"), ("val", "val"), ("test", "tst"))}
+        role: sorted(n for n, _ in fold_lists()[1][prefix])
+        for role, prefix in (("train", "trn"), ("val", "val"), ("test", "tst"))
+    }
     fold = load_fold(store, 0)
     for modality, x in fold["train"].x.items():
         lengths = fold["train"].lengths[modality]
@@ -286,5 +337,6 @@ def test_prepare_builds_the_store_and_fold_0_is_normalised_on_its_training_clips
         np.testing.assert_allclose(frames.mean(0), 0.0, atol=1e-4)
         np.testing.assert_allclose(frames.std(0), 1.0, atol=1e-3)
     assert len(fold["test"]) == 8 and fold["test"].y.tolist() == [
-        CLASSES.index(c) for c in store.meta["label"].iloc[index["test"]]]
+        CLASSES.index(c) for c in store.meta["label"].iloc[index["test"]]
+    ]
     assert pd.read_csv(store.root / "splits.csv").columns.tolist() == ["fold", "clip_id", "role"]

@@ -1,4 +1,5 @@
 """mer_core.layers: LSTMEncoder, masked_max, TextCNN, MLPClassifier."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,16 +26,27 @@ def _seed():
 def pad(x: torch.Tensor, total: int, fill: str = "zeros") -> torch.Tensor:
     """(B, T, D) -> (B, total, D) with zero (or random garbage) frames appended."""
     extra = total - x.shape[1]
-    tail = torch.zeros(x.shape[0], extra, x.shape[2]) if fill == "zeros" else 50 * torch.randn(x.shape[0], extra, x.shape[2])
+    tail = (
+        torch.zeros(x.shape[0], extra, x.shape[2])
+        if fill == "zeros"
+        else 50 * torch.randn(x.shape[0], extra, x.shape[2])
+    )
     return torch.cat([x, tail], dim=1)
 
 
 def test_valid_mask_and_masked_max_known_values():
-    assert valid_mask(torch.tensor([0, 2, 3]), 3).tolist() == [[False, False, False], [True, True, False],
-                                                                 [True, True, True]]
-    x = torch.tensor([[[1.0, 5.0], [3.0, 2.0], [9.0, 9.0]],
-                      [[-1.0, -2.0], [-3.0, 0.0], [7.0, 7.0]],
-                      [[4.0, 4.0], [4.0, 4.0], [4.0, 4.0]]])
+    assert valid_mask(torch.tensor([0, 2, 3]), 3).tolist() == [
+        [False, False, False],
+        [True, True, False],
+        [True, True, True],
+    ]
+    x = torch.tensor(
+        [
+            [[1.0, 5.0], [3.0, 2.0], [9.0, 9.0]],
+            [[-1.0, -2.0], [-3.0, 0.0], [7.0, 7.0]],
+            [[4.0, 4.0], [4.0, 4.0], [4.0, 4.0]],
+        ]
+    )
     out = masked_max(x, torch.tensor([2, 1, 0]))
     assert out.tolist() == [[3.0, 5.0], [-1.0, -2.0], [0.0, 0.0]]  # negatives kept; padding never wins
     assert masked_max(x, torch.tensor([3, 3, 3])).tolist() == [[9.0, 9.0], [7.0, 7.0], [4.0, 4.0]]
@@ -266,6 +278,7 @@ def test_encoder_pooling_switches_are_checked_and_padded_reads_every_frame():
     torch.testing.assert_close(lstm(x, lengths)[0], valid[0])  # a clip of full length: the same either way
     assert (lstm(x, lengths)[1] - valid[1]).abs().max() > 1e-3  # a padded clip: the zero frames count
 
+
 def test_lstm_encoder_runs_blank_clips_once_with_the_values_and_gradients_of_the_batch():
     """Zero-filled clips (a removed modality) take the masked max of one shared zero sequence: the same embeddings
     and the same parameter gradients as running every clip through the LSTM."""
@@ -290,8 +303,12 @@ def test_lstm_encoder_runs_blank_clips_once_with_the_values_and_gradients_of_the
     for fast, slow in zip(*grads):
         torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     all_blank = torch.zeros(3, 8, 5)
-    torch.testing.assert_close(encoder(all_blank, torch.tensor([8, 2, 5])),
-                               masked_max(encoder.lstm(all_blank)[0], torch.tensor([8, 2, 5])), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        encoder(all_blank, torch.tensor([8, 2, 5])),
+        masked_max(encoder.lstm(all_blank)[0], torch.tensor([8, 2, 5])),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_textcnn_equals_its_conv2d_definition_with_blank_clips_in_values_and_gradients():

@@ -1,4 +1,5 @@
 """mer_core.losses: CMD (IF-MMIN's variant and the original scaled one) and its pairwise mean."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +20,7 @@ def reference_cmd(x, y, moments, span=1.0):
     for k in range(2, moments + 1):
         cx = ((x - x.mean(0)) ** k).mean(0)
         cy = ((y - y.mean(0)) ** k).mean(0)
-        total += ((cx - cy) ** 2).sum().sqrt() / span ** k
+        total += ((cx - cy) ** 2).sum().sqrt() / span**k
     return float(total)
 
 

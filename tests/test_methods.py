@@ -1,4 +1,5 @@
 """mer_core.methods (registered baselines, align_frames) and mer_core.train.run_method on the tiny store."""
+
 from __future__ import annotations
 
 import json
@@ -25,15 +26,24 @@ from mer_core.schema import check
 from mer_core.tasks import study_task
 from mer_core.train import CURVE_COLUMNS
 
-PARAMS = {"optim": OPTIM, "hidden": 8, "classifier": [8, 8], "dropout": 0.0, "encoder_pooling": "valid",
-          "text_windows": "valid"}
+PARAMS = {
+    "optim": OPTIM,
+    "hidden": 8,
+    "classifier": [8, 8],
+    "dropout": 0.0,
+    "encoder_pooling": "valid",
+    "text_windows": "valid",
+}
 EXTRA = {"utt_dataaug": {"conditions": "missing"}}  # keys of one baseline's schema only
 
 BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fusion", "utt_dataaug")
+
+
 def baseline_entry(name: str, **changes) -> dict:
     """A complete entry of baseline `name`: PARAMS with `changes`, validated by the method's params model."""
-    return check(CATALOG[name].params, dict(PARAMS, **{**EXTRA.get(name, {}), **changes}),
-                 f"methods.{name}").model_dump(mode="json")
+    return check(
+        CATALOG[name].params, dict(PARAMS, **{**EXTRA.get(name, {}), **changes}), f"methods.{name}"
+    ).model_dump(mode="json")
 
 
 def build(name: str, ctx: ModelContext = CTX, **changes):
@@ -46,8 +56,13 @@ def test_registry_holds_the_baselines():
     assert all(len(CATALOG[name].stages) == 1 == len(method_spec(name).stages) for name in BASELINES)
     entries = {name: baseline_entry(name) for name in BASELINES}
     assert {name: method_spec(name).stages[0].conditions(entries[name]) for name in BASELINES} == {
-        "audio_only": "full", "visual_only": "full", "early_fusion": "full", "late_fusion": "full",
-        "utt_fusion": "full", "utt_dataaug": "missing"}
+        "audio_only": "full",
+        "visual_only": "full",
+        "early_fusion": "full",
+        "late_fusion": "full",
+        "utt_fusion": "full",
+        "utt_dataaug": "missing",
+    }
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -84,8 +99,10 @@ def test_unimodal_models_ignore_the_other_modality(name, own, other):
     batch = make_batch()
     reference = model(batch)
     g = torch.Generator().manual_seed(5)
-    noisy = batch.replace(x={**batch.x, other: torch.randn(batch.x[other].shape, generator=g) * 10},
-                          lengths={**batch.lengths, other: torch.full((5,), batch.x[other].shape[1])})
+    noisy = batch.replace(
+        x={**batch.x, other: torch.randn(batch.x[other].shape, generator=g) * 10},
+        lengths={**batch.lengths, other: torch.full((5,), batch.x[other].shape[1])},
+    )
     torch.testing.assert_close(model(noisy), reference)
     changed = batch.replace(x={**batch.x, own: batch.x[own] + 1.0})
     assert not torch.allclose(model(changed), reference)
@@ -105,8 +122,9 @@ def test_late_fusion_probabilities():
     torch.testing.assert_close(fused[~with_visual], branch[~with_visual, 0])  # clip without visual: audio alone
     # the training loss averages the present branches' cross-entropies
     loss, _ = model.loss(both, batch)
-    per_branch = torch.nn.functional.cross_entropy(model.branch_outputs(both).flatten(0, 1),
-                                                   both.y.repeat_interleave(2), reduction="none").view(5, 2)
+    per_branch = torch.nn.functional.cross_entropy(
+        model.branch_outputs(both).flatten(0, 1), both.y.repeat_interleave(2), reduction="none"
+    ).view(5, 2)
     torch.testing.assert_close(loss, per_branch[both.present].mean())
 
 
@@ -133,8 +151,14 @@ def _early_fusion_inputs(lengths: dict[str, list[int]]):
     n = len(lengths["audio"])
     x = {m: torch.randn(n, max(max(lengths[m]), 1), CTX.dims[m]) for m in CTX.modalities}
     lens = {m: torch.tensor(v) for m, v in lengths.items()}
-    batch = Batch(CTX.modalities, x, lens, torch.stack([lens[m] > 0 for m in CTX.modalities], 1),
-                  torch.zeros(n, dtype=torch.long), torch.arange(n))
+    batch = Batch(
+        CTX.modalities,
+        x,
+        lens,
+        torch.stack([lens[m] > 0 for m in CTX.modalities], 1),
+        torch.zeros(n, dtype=torch.long),
+        torch.arange(n),
+    )
     model(batch)
     assert seen["frames"].shape == (n, max(seen["lengths"].max().item(), 1), 9)
     return batch, seen
@@ -151,8 +175,12 @@ def test_early_fusion_grid_is_the_longest_stream_and_aligns_by_position():
 
 
 def test_utt_fusion_with_text():
-    ctx = task_context(("audio", "visual", "text"), {"audio": 5, "visual": 4, "text": 6}, 4,
-                       {"audio": 100 / 3, "visual": 30.0, "text": 1.0})
+    ctx = task_context(
+        ("audio", "visual", "text"),
+        {"audio": 5, "visual": 4, "text": 6},
+        4,
+        {"audio": 100 / 3, "visual": 30.0, "text": 1.0},
+    )
     model = build("utt_fusion", ctx)
     assert isinstance(model, UttFusion)
     assert isinstance(model.encoders["text"], TextCNN) and isinstance(model.encoders["audio"], LSTMEncoder)
@@ -177,22 +205,31 @@ def test_unknown_method_raises_config_error():
 
     def run_error(name: str, entry: dict) -> str:
         with pytest.raises(ConfigError) as error:
-            validate_params({"methods": {name: entry}, "extended": {"other_task": {"methods": []},
-                                                                    "unpaired": {"methods": []}}})
+            validate_params(
+                {"methods": {name: entry}, "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}}
+            )
         return str(error.value)
 
     assert run_error("ablation", dict(PARAMS, method="mmin_v2")).startswith(
-        "methods.ablation.method: got 'mmin_v2'; registered methods: audio_only")
+        "methods.ablation.method: got 'mmin_v2'; registered methods: audio_only"
+    )
     assert run_error("ablation", dict(PARAMS)).startswith("methods.ablation: give exactly one of `method`")
     assert run_error("utt_fusion", dict(PARAMS, method="utt_fusion", hidden=0)).startswith(
-        "methods.utt_fusion.hidden: got 0")
+        "methods.utt_fusion.hidden: got 0"
+    )
     assert run_error("Bad-Name", dict(PARAMS, method="utt_fusion")).startswith("methods.Bad-Name: run names must match")
 
 
 def test_a_partial_block_takes_the_rest_from_the_methods_defaults():
     params = validate_params({"methods": {"utt_fusion": {"method": "utt_fusion", "optim": {"epochs": 1}}}})
     assert resolve_runs(params)["utt_fusion"]["entry"]["optim"] == {
-        "epochs": 1, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 5.0, "batch_size": 128}
+        "epochs": 1,
+        "epochs_decay": 10,
+        "lr": 2e-4,
+        "beta1": 0.9,
+        "grad_clip": 5.0,
+        "batch_size": 128,
+    }
 
 
 def test_paper_preset_merges_the_official_settings():
@@ -200,8 +237,14 @@ def test_paper_preset_merges_the_official_settings():
     study = resolve_runs(validate_params(raw))["utt_fusion"]["entry"]
     assert study == baseline_entry("utt_fusion")
     paper = resolve_runs(validate_params({**raw, "train": {"preset": "paper"}}))["utt_fusion"]["entry"]
-    assert paper["optim"] == {"epochs": 10, "epochs_decay": 10, "lr": 2e-4, "beta1": 0.9, "grad_clip": 5.0,
-                              "batch_size": 128}  # docs/methods.md §2.1 (IEMOCAP script)
+    assert paper["optim"] == {
+        "epochs": 10,
+        "epochs_decay": 10,
+        "lr": 2e-4,
+        "beta1": 0.9,
+        "grad_clip": 5.0,
+        "batch_size": 128,
+    }  # docs/methods.md §2.1 (IEMOCAP script)
     assert paper["hidden"] == 128 and paper["classifier"] == [128, 128] and paper["dropout"] == 0.3
     assert raw["methods"]["utt_fusion"]["optim"] == OPTIM  # the params are not modified
 
@@ -214,8 +257,15 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     out = tmp_path / "results" / "utt_fusion"
     checkpoints = tmp_path / "checkpoints" / "utt_fusion"
     summary = run_method("utt_fusion", params, out, checkpoints)
-    assert sorted(p.name for p in out.iterdir()) == ["curve.csv", "history.csv", "metrics.json", "per_condition.csv",
-                                                     "predictions.csv", "robustness.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curve.csv",
+        "history.csv",
+        "metrics.json",
+        "per_condition.csv",
+        "predictions.csv",
+        "robustness.csv",
+        "summary.json",
+    ]
     assert [p.name for p in checkpoints.iterdir()] == ["fold0-seed0.pt"]
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["run"] == summary["method"] == "utt_fusion" and summary["units"] == 1
@@ -232,21 +282,33 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     assert list(per_condition.columns[:4]) == ["fold", "seed", "condition", "n"]
     assert per_condition["n"].tolist() == [len(test_rows)] * 3 + [3 * len(test_rows)] * 2
     mean = per_condition.set_index("condition").loc[["a", "v", "av"], ["wa", "ua", "f1_macro"]].mean()
-    np.testing.assert_allclose(per_condition.set_index("condition").loc["mean", ["wa", "ua", "f1_macro"]], mean,
-                               atol=2e-5)
+    np.testing.assert_allclose(
+        per_condition.set_index("condition").loc["mean", ["wa", "ua", "f1_macro"]], mean, atol=2e-5
+    )
 
     robustness = pd.read_csv(out / "robustness.csv")
     assert list(robustness.columns[:7]) == ["fold", "seed", "noise", "modality", "level", "unit", "condition"]
     feature = robustness[robustness["unit"] == "T"]  # 2 types x 2 intensities x (a, v, pooled, mean)
-    assert feature.groupby(["noise", "level"]).size().to_dict() == {(n, t): 4 for n in ("gaussian", "impulse")
-                                                                   for t in (20.0, 100.0)}
+    assert feature.groupby(["noise", "level"]).size().to_dict() == {
+        (n, t): 4 for n in ("gaussian", "impulse") for t in (20.0, 100.0)
+    }
     assert set(feature["condition"]) == {"a", "v", "pooled", "mean"}
     assert (feature.loc[feature["condition"] == "pooled", "n"] == 2 * len(test_rows)).all()
 
     history = pd.read_csv(out / "history.csv")
     assert history[["fold", "seed", "stage", "epoch"]].values.tolist() == [[0, 0, "train", 1], [0, 0, "train", 2]]
-    assert list(history.columns) == ["fold", "seed", "stage", "epoch", "phase", "stopped", "lr", "train_loss",
-                                     "val_loss", "val_ua"]
+    assert list(history.columns) == [
+        "fold",
+        "seed",
+        "stage",
+        "epoch",
+        "phase",
+        "stopped",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_ua",
+    ]
     assert np.isfinite(history[["train_loss", "val_loss", "val_ua"]].to_numpy()).all()
     curve = pd.read_csv(out / "curve.csv")
     assert list(curve.columns) == CURVE_COLUMNS and curve["step"].tolist() == [1, 2]
@@ -283,8 +345,9 @@ def test_run_method_writes_every_output(tiny_store, tiny_params, tmp_path):
     model = method_spec("utt_fusion").stages[0].build(checkpoint["params"], context, None)
     model.load_state_dict(checkpoint["state_dict"])
     reloaded = predict(model, load_fold(read_store(tiny_store.root), 0)["test"], 16, torch.device("cpu"))
-    np.testing.assert_allclose(reloaded[[f"p{k}" for k in range(6)]].to_numpy(), predictions[prob_columns].to_numpy(),
-                               atol=1e-4)  # the checkpoint is the model that made the test predictions
+    np.testing.assert_allclose(
+        reloaded[[f"p{k}" for k in range(6)]].to_numpy(), predictions[prob_columns].to_numpy(), atol=1e-4
+    )  # the checkpoint is the model that made the test predictions
     assert not list(out.rglob("*.tmp"))
 
 
@@ -297,7 +360,9 @@ def test_run_method_learns_the_class_offsets(tiny_store, tiny_params, tmp_path):
 def test_run_method_is_deterministic(tiny_store, tiny_params, tmp_path):
     params = tiny_params(tiny_store, epochs=2, folds=[0, 1])
     for name in ("first", "second"):
-        run_method("utt_dataaug", params, tmp_path / name, tmp_path / name / "ckpt")  # random conditions and shuffling: all seeded
+        run_method(
+            "utt_dataaug", params, tmp_path / name, tmp_path / name / "ckpt"
+        )  # random conditions and shuffling: all seeded
     for table in ("per_condition.csv", "predictions.csv", "history.csv"):
         assert (tmp_path / "first" / table).read_text() == (tmp_path / "second" / table).read_text(), table
 
@@ -328,18 +393,29 @@ def test_checkpoints_are_byte_identical_whatever_the_file_name(tmp_path):
     checkpoint = {"state_dict": torch.nn.Linear(3, 2).state_dict(), "epoch": 1}
     save_checkpoint(checkpoint, tmp_path / ".fold0-seed0.pt.123.tmp")  # write_atomic's temporary names hold a pid
     save_checkpoint(checkpoint, tmp_path / ".fold0-seed0.pt.456.tmp")
-    first, second = (tmp_path / ".fold0-seed0.pt.123.tmp").read_bytes(), (tmp_path / ".fold0-seed0.pt.456.tmp").read_bytes()
+    first, second = (
+        (tmp_path / ".fold0-seed0.pt.123.tmp").read_bytes(),
+        (tmp_path / ".fold0-seed0.pt.456.tmp").read_bytes(),
+    )
     assert first == second
     torch.save(checkpoint, tmp_path / "plain.pt")  # torch.save on a path names the archive's folder after the file
     assert (tmp_path / "plain.pt").read_bytes() != first
     assert torch.load(tmp_path / ".fold0-seed0.pt.123.tmp", weights_only=False)["epoch"] == 1
 
 
-@pytest.mark.parametrize("method, modalities, fits", [
-    ("audio_only", ("audio",), True), ("visual_only", ("audio",), False), ("late_fusion", ("audio",), False),
-    ("mmin", ("audio",), False), ("nmer", ("audio",), False), ("vavl", ("audio", "text"), False),
-    ("vavl", ("audio", "visual", "text"), True), ("ifmmin", ("audio", "text"), True),
-])
+@pytest.mark.parametrize(
+    "method, modalities, fits",
+    [
+        ("audio_only", ("audio",), True),
+        ("visual_only", ("audio",), False),
+        ("late_fusion", ("audio",), False),
+        ("mmin", ("audio",), False),
+        ("nmer", ("audio",), False),
+        ("vavl", ("audio", "text"), False),
+        ("vavl", ("audio", "visual", "text"), True),
+        ("ifmmin", ("audio", "text"), True),
+    ],
+)
 def test_a_method_states_the_modalities_it_needs(method, modalities, fits):
     reason = method_spec(method).lacks(modalities)
     if fits:
@@ -356,8 +432,9 @@ def test_utt_dataaug_trains_on_the_conditions_its_entry_names(tiny_store, tiny_p
     stage = method_spec("utt_dataaug").stages[0]
     assert stage.conditions({"conditions": "missing"}) == "missing"
     assert stage.conditions({"conditions": "any"}) == "random"
-    with pytest.raises(ConfigError, match="methods.utt_dataaug.conditions: got 'all'; Input should be 'missing' or "
-                                          "'any'"):
+    with pytest.raises(
+        ConfigError, match="methods.utt_dataaug.conditions: got 'all'; Input should be 'missing' or 'any'"
+    ):
         validate_params({"methods": {"utt_dataaug": dict(PARAMS, method="utt_dataaug", conditions="all")}})
     seen = []
     view = train.training_view

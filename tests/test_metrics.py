@@ -1,4 +1,5 @@
 """mer_core.metrics: WA / UA / F1 on hand-computed examples, confusion matrices, CCC."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,9 @@ def test_known_values_three_classes():
     # recall: class 0 2/3, class 1 1/2, class 2 1/1; precision: 2/2, 1/2, 1/2
     f1 = [2 * 1 * (2 / 3) / (1 + 2 / 3), 2 * 0.5 * 0.5 / 1.0, 2 * 0.5 * 1 / 1.5]
     out = classification_metrics(y_true, y_pred, 3)
-    assert out == pytest.approx({"wa": 4 / 6, "ua": (2 / 3 + 1 / 2 + 1) / 3, "f1_macro": sum(f1) / 3,
-                                 "f1_micro": 4 / 6})
+    assert out == pytest.approx(
+        {"wa": 4 / 6, "ua": (2 / 3 + 1 / 2 + 1) / 3, "f1_macro": sum(f1) / 3, "f1_micro": 4 / 6}
+    )
     assert all(isinstance(v, float) for v in out.values())
 
 
@@ -90,8 +92,10 @@ def test_classification_metrics_match_scikit_learn(seed):
     labels = np.arange(n_classes)
     out = classification_metrics(y_true, y_pred, n_classes)
     assert out["wa"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
-    assert out["ua"] == pytest.approx(recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro",
-                                                   zero_division=0), abs=1e-12)
-    assert out["f1_macro"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="macro",
-                                                     zero_division=0), abs=1e-12)
+    assert out["ua"] == pytest.approx(
+        recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0), abs=1e-12
+    )
+    assert out["f1_macro"] == pytest.approx(
+        f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0), abs=1e-12
+    )
     assert out["f1_micro"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="micro"), abs=1e-12)

@@ -1,4 +1,5 @@
 """MMIN and IF-MMIN (mer_core.methods.mmin) and the multi-stage training loop (mer_core.train)."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -19,13 +20,39 @@ from mer_core.schema import check
 from mer_core.stopping import lr_factor
 from mer_core.train import subnetworks, training_view
 
-STAGE2 = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "encoder_pooling": "valid",
-          "text_windows": "valid", "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 3, "ce_weight": 1.0, "mse_weight": 4.0}
-MMIN_ENTRY = {"method": "mmin", **STAGE2, "cycle_weight": 2.0,
-              "pretrain": {"optim": OPTIM, "classifier": [8], "dropout": 0.0}}
-IFMMIN_ENTRY = {"method": "ifmmin", **STAGE2, "inject": True, "ae_version": "published", "invariant_weight": 100.0,
-                "pretrain": {"optim": OPTIM, "classifier": [8], "dropout": 0.0, "cmd_weight": 1.0, "cmd_moments": 5,
-                             "cmd_span": None}}
+STAGE2 = {
+    "optim": OPTIM,
+    "hidden": 8,
+    "classifier": [8],
+    "dropout": 0.0,
+    "encoder_pooling": "valid",
+    "text_windows": "valid",
+    "ae_widths": [2.0, 1.0, 0.5],
+    "ae_blocks": 3,
+    "ce_weight": 1.0,
+    "mse_weight": 4.0,
+}
+MMIN_ENTRY = {
+    "method": "mmin",
+    **STAGE2,
+    "cycle_weight": 2.0,
+    "pretrain": {"optim": OPTIM, "classifier": [8], "dropout": 0.0},
+}
+IFMMIN_ENTRY = {
+    "method": "ifmmin",
+    **STAGE2,
+    "inject": True,
+    "ae_version": "published",
+    "invariant_weight": 100.0,
+    "pretrain": {
+        "optim": OPTIM,
+        "classifier": [8],
+        "dropout": 0.0,
+        "cmd_weight": 1.0,
+        "cmd_moments": 5,
+        "cmd_span": None,
+    },
+}
 
 
 def stages(entry: dict, ctx: ModelContext = CTX, **changes):
@@ -41,15 +68,25 @@ def stages(entry: dict, ctx: ModelContext = CTX, **changes):
 def test_registered_with_two_stages_and_the_mmin_protocol():
     for name in ("mmin", "ifmmin"):
         first, second = method_spec(name).stages
-        assert (first.name, first.train_conditions, first.select_on, first.key) == ("pretrain", "full", "full",
-                                                                                    "pretrain")
+        assert (first.name, first.train_conditions, first.select_on, first.key) == (
+            "pretrain",
+            "full",
+            "full",
+            "pretrain",
+        )
         assert (second.name, second.train_conditions, second.select_on) == ("train", "missing", "missing")
 
 
 def test_paper_settings_are_the_effective_official_ones():
     mmin, ifmmin = (CATALOG[name].params().model_dump() for name in ("mmin", "ifmmin"))  # the official settings
-    assert mmin["optim"] == {"epochs": 30, "epochs_decay": 30, "lr": 2e-4, "beta1": 0.5, "grad_clip": 1.0,
-                             "batch_size": 128}
+    assert mmin["optim"] == {
+        "epochs": 30,
+        "epochs_decay": 30,
+        "lr": 2e-4,
+        "beta1": 0.5,
+        "grad_clip": 1.0,
+        "batch_size": 128,
+    }
     assert mmin["pretrain"]["optim"]["beta1"] == 0.9 and mmin["pretrain"]["optim"]["epochs"] == 10
     assert ifmmin["optim"]["epochs"] == 20 and ifmmin["optim"]["epochs_decay"] == 20 and ifmmin["optim"]["beta1"] == 0.5
     assert ifmmin["pretrain"]["optim"]["batch_size"] == 64 and ifmmin["pretrain"]["optim"]["beta1"] == 0.9
@@ -74,8 +111,9 @@ def test_mmin_sizes_derive_from_the_modalities_and_the_encoder_width():
 def test_mmin_students_start_from_stage_1_and_the_teacher_stays_frozen():
     first, model = stages(MMIN_ENTRY)
     for m in CTX.modalities:
-        for a, b, c in zip(first.encoders[m].parameters(), model.encoders[m].parameters(),
-                           model.teacher[m].parameters()):
+        for a, b, c in zip(
+            first.encoders[m].parameters(), model.encoders[m].parameters(), model.teacher[m].parameters()
+        ):
             assert torch.equal(a, b) and torch.equal(a, c) and a.data_ptr() != b.data_ptr()
     assert not any(p.requires_grad for p in model.teacher.parameters())
     model.train()
@@ -114,8 +152,11 @@ def test_mmin_loss_is_the_weighted_sum_of_its_terms():
     # clip 1 has no visual stream: its visual slot has no teacher target and adds nothing to the imagination MSE
     assert not batch.present[1, 1] and batch.present.sum() == 9
     target = model.imagination_target(seen, batch)
-    expected = (F.cross_entropy(logits, batch.y) + 4.0 * masked_slot_mse(imagination, target, batch.present)
-                + 2.0 * F.mse_loss(model.cycle_ae(imagination)[0], h))
+    expected = (
+        F.cross_entropy(logits, batch.y)
+        + 4.0 * masked_slot_mse(imagination, target, batch.present)
+        + 2.0 * F.mse_loss(model.cycle_ae(imagination)[0], h)
+    )
     torch.testing.assert_close(loss, expected)
     masked = masked_slot_mse(imagination, target, batch.present).item()
     assert masked != pytest.approx(F.mse_loss(imagination, target).item())  # the masking matters here
@@ -160,9 +201,11 @@ def test_ifmmin_injects_the_invariant_features_and_matches_them_to_the_teachers(
     torch.testing.assert_close((imagination, latents), model.ae(h, invariant))
     loss, logits = model.loss(seen, batch)
     teacher = [model.teacher_shared(model.teacher[m](batch.x[m], batch.lengths[m])) for m in CTX.modalities]
-    expected = (F.cross_entropy(logits, batch.y)
-                + 4.0 * masked_slot_mse(imagination, model.imagination_target(seen, batch), batch.present)
-                + 100.0 * masked_slot_mse(invariant, torch.cat(teacher, 1), batch.present))  # H from the full input
+    expected = (
+        F.cross_entropy(logits, batch.y)
+        + 4.0 * masked_slot_mse(imagination, model.imagination_target(seen, batch), batch.present)
+        + 100.0 * masked_slot_mse(invariant, torch.cat(teacher, 1), batch.present)
+    )  # H from the full input
     torch.testing.assert_close(loss, expected)
 
 
@@ -227,8 +270,9 @@ def test_run_method_trains_both_stages(tiny_store, tiny_params, tmp_path):
 
 
 def test_an_ablation_is_an_entry_of_the_same_method(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=1, folds=[0],
-                         methods={"mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0}}})
+    params = tiny_params(
+        tiny_store, epochs=1, folds=[0], methods={"mmin_no_cycle": {"base": "mmin", "set": {"cycle_weight": 0.0}}}
+    )
     summary = run_method("mmin_no_cycle", params, tmp_path / "out", tmp_path / "ckpt")
     assert summary["run"] == "mmin_no_cycle" and summary["method"] == "mmin"
     state = torch.load(tmp_path / "ckpt" / "fold0-seed0.pt")["state_dict"]
@@ -263,7 +307,8 @@ def test_three_modalities_with_text_train_end_to_end():
 
 
 def test_the_loop_decays_the_lr_clips_per_subnetwork_and_selects_on_each_stages_conditions(
-        tiny_store, tiny_params, tmp_path, monkeypatch):
+    tiny_store, tiny_params, tmp_path, monkeypatch
+):
     import mer_core.train as train
 
     params = tiny_params(tiny_store, epochs=2, folds=[0], methods={"mmin": {"optim": {"epochs": 1, "epochs_decay": 2}}})
@@ -271,12 +316,19 @@ def test_the_loop_decays_the_lr_clips_per_subnetwork_and_selects_on_each_stages_
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, m: clipped.append(len(list(p))) or clip(p, m))
     predict = train.predict
-    monkeypatch.setattr(train, "predict", lambda model, split, size, device, conditions=None, *noise: validated.append(
-        conditions) or predict(model, split, size, device, conditions, *noise))
+    monkeypatch.setattr(
+        train,
+        "predict",
+        lambda model, split, size, device, conditions=None, *noise: (
+            validated.append(conditions) or predict(model, split, size, device, conditions, *noise)
+        ),
+    )
     run_method("mmin", params, tmp_path / "out", tmp_path / "ckpt")
     history = pd.read_csv(tmp_path / "out" / "history.csv")
     stage2 = history[history["stage"] == "train"]
-    assert stage2["lr"].tolist() == pytest.approx([0.01 * lr_factor(e, 1, 2) for e in range(3)], abs=1e-5)  # csv: 5 decimals
+    assert stage2["lr"].tolist() == pytest.approx(
+        [0.01 * lr_factor(e, 1, 2) for e in range(3)], abs=1e-5
+    )  # csv: 5 decimals
     assert history[history["stage"] == "pretrain"]["lr"].tolist() == [0.01]
     # stage 1 validates on the full condition, stage 2 on the missing ones, the test on every condition
     assert validated == [[("audio", "visual")]] + [[("audio",), ("visual",)]] * 3 + [None]

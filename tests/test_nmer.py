@@ -1,4 +1,5 @@
 """NMER (mer_core.methods.nmer, docs/methods.md §4): its layers, its KL term, both stages, and the training loop."""
+
 from __future__ import annotations
 
 import copy
@@ -101,8 +102,9 @@ def test_conditional_denoiser_reads_the_condition_and_the_step():
         torch.testing.assert_close(net(x, t, c)[1:2], net(x[1:2], t[1:2], c[1:2]))
 
 
-def vae(attention: str = "per_clip", output: str = "sigmoid", seed: int = 0, eval_latent: str = "mean",
-        **kw) -> ConditionalVAE:
+def vae(
+    attention: str = "per_clip", output: str = "sigmoid", seed: int = 0, eval_latent: str = "mean", **kw
+) -> ConditionalVAE:
     torch.manual_seed(seed)
     args = {"layers": 2, "heads": 2, "ffn": 16, "decoder_hidden": 12, **kw}
     return ConditionalVAE(6, 4, 3, output=output, attention=attention, eval_latent=eval_latent, **args)
@@ -180,7 +182,7 @@ def test_conditional_vae_clips_are_independent_unless_attention_runs_across_the_
     model = vae().eval()
     with torch.no_grad():
         together = model(x, c)[0]
-        alone = torch.cat([model(x[k:k + 1], c[k:k + 1])[0] for k in range(6)])
+        alone = torch.cat([model(x[k : k + 1], c[k : k + 1])[0] for k in range(6)])
         torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
         perm = torch.tensor([5, 3, 0, 1, 4, 2])
         torch.testing.assert_close(model(x[perm], c[perm])[0], together[perm], atol=1e-5, rtol=1e-5)
@@ -268,8 +270,11 @@ def test_registered_stages_and_their_protocol(entry):
 
 def test_entry_is_validated(entry):
     assert check(NMERParams, entry, "methods.nmer").model_dump(mode="json") == entry
-    with pytest.raises(ConfigError, match=r"^methods\.nmer\.noise\.type: got 'salt'; Input should be 'gaussian' or "
-                                          r"'impulse'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^methods\.nmer\.noise\.type: got 'salt'; Input should be 'gaussian' or "
+        r"'impulse'",
+    ):
         check(NMERParams, {**entry, "noise": {**entry["noise"], "type": "salt"}}, "methods.nmer")
     with pytest.raises(ConfigError, match=r"^methods\.nmer\.decoder_output: got 'tanh'"):
         check(NMERParams, {**entry, "decoder_output": "tanh"}, "methods.nmer")
@@ -381,8 +386,9 @@ def test_stage2_forward_and_backward(entry):
     _, model = stages(entry)
     model.train()
     full = make_batch(n=6)
-    seen = NoiseScheduler("gaussian", 100).replace_missing(apply_condition(full, ("audio",)), full,
-                                                           torch.Generator().manual_seed(0))
+    seen = NoiseScheduler("gaussian", 100).replace_missing(
+        apply_condition(full, ("audio",)), full, torch.Generator().manual_seed(0)
+    )
     assert model(seen).shape == (6, CTX.n_outputs)
     loss, logits = model.loss(seen, full)
     assert logits.shape == (6, CTX.n_outputs) and loss.dim() == 0 and torch.isfinite(loss)
@@ -414,8 +420,11 @@ def test_stage2_loss_is_the_weighted_sum_of_its_terms(entry):
     x_target, invariant = model.teacher(full)  # the teacher reads the clean, full input
     c_target = torch.cat(invariant, 1)
     # clip 1 has no visual stream: its visual slots have no teacher target (partly unpaired data)
-    expected = (2.0 * F.cross_entropy(logits, full.y) + 3.0 * masked_slot_mse(c, c_target, full.present)
-                + 0.5 * (masked_slot_mse(recon, x_target, full.present) + gaussian_kl(mu, logvar, "sum")))
+    expected = (
+        2.0 * F.cross_entropy(logits, full.y)
+        + 3.0 * masked_slot_mse(c, c_target, full.present)
+        + 0.5 * (masked_slot_mse(recon, x_target, full.present) + gaussian_kl(mu, logvar, "sum"))
+    )
     torch.testing.assert_close(loss, expected)
     # the teacher's view differs from the student's (the student sees the condition)
     assert not torch.allclose(x, x_target)
@@ -443,8 +452,9 @@ def test_stage2_loss_with_only_the_vae_term_or_none(entry):
     vae_only.eval()
     loss, _ = vae_only.loss(seen, full)
     recon, mu, logvar = vae_only.vae(*vae_only.encode(seen))
-    torch.testing.assert_close(loss, masked_slot_mse(recon, vae_only.teacher(full)[0], full.present)
-                               + gaussian_kl(mu, logvar, "mean"))
+    torch.testing.assert_close(
+        loss, masked_slot_mse(recon, vae_only.teacher(full)[0], full.present) + gaussian_kl(mu, logvar, "mean")
+    )
 
     _, zero = stages(entry, ce_weight=0.0, invariant_weight=0.0, vae_weight=0.0)
     assert zero.loss(seen, full)[0].item() == 0.0
@@ -513,23 +523,29 @@ def test_run_method_trains_both_stages_and_is_reproducible(tiny_store, tiny_para
         assert written["best_epochs"] == {"pretrain": [1], "train": [1]}
         assert list(written["conditions"]) == ["a", "v", "av", "pooled", "mean"]
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["noise_wa"] == pytest.approx(pd.read_csv(out / "robustness.csv").query(
-            "condition == 'pooled'")["wa"].mean(), abs=1e-5)
+        assert metrics["noise_wa"] == pytest.approx(
+            pd.read_csv(out / "robustness.csv").query("condition == 'pooled'")["wa"].mean(), abs=1e-5
+        )
         assert sorted(p.name for p in ckpt.iterdir()) == ["fold0-seed0-pretrain.pt", "fold0-seed0.pt"]
         stage1 = torch.load(ckpt / "fold0-seed0-pretrain.pt")
         stage2 = torch.load(ckpt / "fold0-seed0.pt")
         assert (stage1["stage"], stage2["stage"]) == ("pretrain", "train")
         assert any(k.startswith("denoiser.") for k in stage1["state_dict"])
         assert any(k.startswith("vae.") for k in stage2["state_dict"]) and any(
-            k.startswith("teacher.") for k in stage2["state_dict"])
+            k.startswith("teacher.") for k in stage2["state_dict"]
+        )
         robustness = pd.read_csv(out / "robustness.csv")
         assert set(robustness["noise"]) == {"impulse"} and set(robustness["level"]) == {20.0}
         # the full condition is not noised
         assert robustness["condition"].tolist() == ["a", "v", "pooled", "mean"]
         history = pd.read_csv(out / "history.csv")
         assert history["stage"].tolist() == ["pretrain", "train"]
-        outputs.append({name: (out / name).read_text() for name in ("predictions.csv", "robustness.csv",
-                                                                    "history.csv", "metrics.json")})
+        outputs.append(
+            {
+                name: (out / name).read_text()
+                for name in ("predictions.csv", "robustness.csv", "history.csv", "metrics.json")
+            }
+        )
     assert outputs[0] == outputs[1]  # seeded training and seeded noise
 
 

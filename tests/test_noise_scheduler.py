@@ -1,4 +1,5 @@
 """mer_core.noise.scheduler: NMER's DDPM-style feature noise (docs/methods.md §4.1)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,15 @@ from mer_core.noise import NoiseScheduler, betas
 from mer_core.params.methods import NoiseParams
 from mer_core.schema import check
 
-BLOCK = {"type": "impulse", "steps": 40, "schedule": "cosine", "beta_start": 0.02, "beta_end": 0.4,
-         "impulse_density": 0.25, "per_sample": True}
+BLOCK = {
+    "type": "impulse",
+    "steps": 40,
+    "schedule": "cosine",
+    "beta_start": 0.02,
+    "beta_end": 0.4,
+    "impulse_density": 0.25,
+    "per_sample": True,
+}
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -31,7 +39,7 @@ def test_scaled_linear_betas_run_from_start_to_end_and_are_linear_in_sqrt():
     assert b.dtype == torch.float64 and b.shape == (100,)
     assert b[0].item() == pytest.approx(0.01) and b[-1].item() == pytest.approx(0.5)
     steps = b.sqrt().diff()
-    torch.testing.assert_close(steps, torch.full_like(steps, (0.5 ** 0.5 - 0.1) / 99))
+    torch.testing.assert_close(steps, torch.full_like(steps, (0.5**0.5 - 0.1) / 99))
     assert (b.diff() > 0).all()  # increasing, and convex (the squares of a linear ramp)
     assert (b.diff().diff() > 0).all()
     assert betas("scaled_linear", 1, 0.01, 0.5).tolist() == pytest.approx([0.01])  # T = 1: beta_start only
@@ -83,7 +91,7 @@ def test_signal_fraction_is_monotone_in_t_and_in_T():
     torch.testing.assert_close(abar, torch.cumprod(1 - betas("scaled_linear", 100, 0.01, 0.5), 0))
     fractions = [NoiseScheduler(steps=T).signal_fraction() for T in (1, 2, 5, 10, 20, 40, 60, 80, 100, 200)]
     assert all(a > b for a, b in zip(fractions, fractions[1:]))
-    assert fractions[0] == pytest.approx(0.99 ** 0.5)  # T = 1: t = 0 only
+    assert fractions[0] == pytest.approx(0.99**0.5)  # T = 1: t = 0 only
     # the noise share sqrt(1 - alpha_bar) rises correspondingly (0.66 -> 0.84 in the spec)
     noise = [float((1 - NoiseScheduler(steps=T).alphas_cumprod).sqrt().mean()) for T in (20, 100)]
     assert noise == pytest.approx([0.66, 0.84], abs=0.01)
@@ -102,8 +110,9 @@ def test_alpha_bar_depends_on_the_schedule_parameters():
 T_ROWS = torch.tensor([0, 10, 50, 99])
 
 
-def residual(sched: NoiseScheduler, x: torch.Tensor, t: torch.Tensor,
-             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def residual(
+    sched: NoiseScheduler, x: torch.Tensor, t: torch.Tensor, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_tilde - sqrt(alpha_bar_t) x, alpha_bar_t) per row, in float32 as add_noise computes it."""
     noisy = sched.add_noise(x, t, gen(seed))
     abar = sched.alphas_cumprod[t].float()
@@ -255,7 +264,7 @@ def test_replace_missing_at_small_T_stays_close_to_the_clean_frames():
     inside = frame_mask(full, "visual") & full.present[:, 1, None]
     clean, noisy = full.x["visual"][inside].flatten(), out.x["visual"][inside].flatten()
     assert torch.corrcoef(torch.stack([clean, noisy]))[0, 1] > 0.99
-    r = (noisy - 0.99 ** 0.5 * clean) / 0.01 ** 0.5  # the standardised noise
+    r = (noisy - 0.99**0.5 * clean) / 0.01**0.5  # the standardised noise
     assert abs(r.std().item() - 1) < 0.15 and abs(r.mean().item()) < 0.2
 
 
@@ -263,10 +272,11 @@ def test_replace_missing_impulse_on_cpu_gives_the_exact_impulse_values():
     """The official scheduler needs CUDA for impulse noise; here it runs on the CPU."""
     full = full_batch(n=8)
     out = NoiseScheduler("impulse", steps=1, impulse_density=0.5).replace_missing(
-        apply_condition(full, ("audio",)), full, gen(0))
+        apply_condition(full, ("audio",)), full, gen(0)
+    )
     assert out.x["visual"].device.type == "cpu"
     inside = frame_mask(full, "visual") & full.present[:, 1, None]
-    r = (out.x["visual"][inside] - 0.99 ** 0.5 * full.x["visual"][inside]).flatten()
+    r = (out.x["visual"][inside] - 0.99**0.5 * full.x["visual"][inside]).flatten()
     hits = r.abs() > 1e-4
     torch.testing.assert_close(r[hits].abs(), torch.full_like(r[hits], 0.1), rtol=1e-4, atol=1e-5)
     assert 0.3 < hits.float().mean().item() < 0.7
@@ -302,8 +312,14 @@ def constant_clips(n: int = 12, frames: int = 30) -> Batch:
     """One modality of zeros with every frame valid: x_tilde = sqrt(1 - alpha_bar_t) eps exposes t per clip."""
     x = {"audio": torch.zeros(n, frames, 2), "visual": torch.zeros(n, frames, 64)}
     lengths = {m: torch.full((n,), frames) for m in x}
-    return Batch(("audio", "visual"), x, lengths, torch.ones(n, 2, dtype=torch.bool), torch.zeros(n, dtype=torch.long),
-                 torch.arange(n))
+    return Batch(
+        ("audio", "visual"),
+        x,
+        lengths,
+        torch.ones(n, 2, dtype=torch.bool),
+        torch.zeros(n, dtype=torch.long),
+        torch.arange(n),
+    )
 
 
 @pytest.mark.parametrize("per_sample", [False, True])
@@ -357,8 +373,13 @@ def test_from_params_round_trip():
 
 
 def test_noise_schema_rejects_bad_blocks():
-    for key, value in (("type", "salt"), ("steps", 0), ("schedule", "sigmoid"), ("impulse_density", 1.5),
-                       ("per_sample", "yes")):
+    for key, value in (
+        ("type", "salt"),
+        ("steps", 0),
+        ("schedule", "sigmoid"),
+        ("impulse_density", 1.5),
+        ("per_sample", "yes"),
+    ):
         with pytest.raises(ConfigError, match=rf"^noise\.{key}: got {value!r}"):
             check(NoiseParams, {**BLOCK, key: value}, "noise")
     with pytest.raises(ConfigError, match=r"^noise\.unknown: unknown key; allowed keys here: type, steps, schedule"):

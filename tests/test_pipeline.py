@@ -8,6 +8,7 @@ fusion methods are skipped with their reason, the analysis, explorer and HTML li
 CREMA-D-layout corpus (face crops detected in its videos) and one with its audio alone; and that the real-speech
 recipe (`make speech-dev`, docs/real-speech.md) runs on the real EmoDB recordings of `$MER_SHARED/data/emodb-dev`.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,19 @@ from media import speech_like, write_video, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPIED = ["mer_core", "notebooks", "dvc.yaml", "extended/dvc.yaml", "params.yaml", "reference_results.yaml",
-          ".dvcignore", ".gitignore", ".gitattributes", "Makefile", "pyproject.toml"]
+COPIED = [
+    "mer_core",
+    "notebooks",
+    "dvc.yaml",
+    "extended/dvc.yaml",
+    "params.yaml",
+    "reference_results.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".gitattributes",
+    "Makefile",
+    "pyproject.toml",
+]
 SHARED = Path(os.environ.get("MER_SHARED", ROOT.parent / "shared"))
 EMODB_DEV = SHARED / "data" / "emodb-dev"
 
@@ -62,9 +74,17 @@ def tiny(params: dict) -> dict:
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(cwd),
-               JUPYTER_PREFER_ENV_PATH="1", DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env = dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(cwd),
+        JUPYTER_PREFER_ENV_PATH="1",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check:
         assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
@@ -133,15 +153,31 @@ def test_repro_writes_every_result(project: Path):
     explore = json.loads((project / "reports" / "notebooks" / "04_explore.ipynb").read_text())
     shown = [o for c in explore["cells"] for o in c.get("outputs", [])]
     assert any("<audio" in "".join(o.get("data", {}).get("text/html", [])) for o in shown)  # the clip's player
-    for table in ["conditions_ua", "conditions_wa", "calibration", "imagination_ua", "imagination_wa",
-                  "protocols_ua", "robustness_wa", "robustness_ua", "corruptions_ua", "vavl_table", "vavl_tests",
-                  "convergence", "convergence_summary", "claims", "references"]:
+    for table in [
+        "conditions_ua",
+        "conditions_wa",
+        "calibration",
+        "imagination_ua",
+        "imagination_wa",
+        "protocols_ua",
+        "robustness_wa",
+        "robustness_ua",
+        "corruptions_ua",
+        "vavl_table",
+        "vavl_tests",
+        "convergence",
+        "convergence_summary",
+        "claims",
+        "references",
+    ]:
         for suffix in ["md", "tex", "csv"]:
             assert (project / "reports" / "tables" / f"{table}.{suffix}").stat().st_size > 0, table
     claims = pd.read_csv(project / "reports" / "tables" / "claims.csv")
     assert {"ci_low", "ci_high", "p_holm", "resolvable"} <= set(claims.columns)
     convergence = pd.read_csv(project / "reports" / "tables" / "convergence.csv")
-    assert set(convergence["stopped"]) <= {"plateau", "max"} and len(convergence) == 2 * (10 + 3)  # 10 runs, 3 of 2 stages
+    assert set(convergence["stopped"]) <= {"plateau", "max"} and len(convergence) == 2 * (
+        10 + 3
+    )  # 10 runs, 3 of 2 stages
     for figure in ["training_curves", "robustness_wa", "corruptions_ua", "embedding"]:
         assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 0
     provenance = json.loads((project / "reports" / "provenance.json").read_text())
@@ -158,8 +194,11 @@ def test_repro_writes_every_result(project: Path):
 
 
 def test_extended_study_writes_every_result(project: Path):
-    for name, task in [("vavl_no_rec", "classification"), ("vavl_regression", "regression"),
-                       ("vavl_paired0.5", "classification")]:
+    for name, task in [
+        ("vavl_no_rec", "classification"),
+        ("vavl_regression", "regression"),
+        ("vavl_paired0.5", "classification"),
+    ]:
         summary = json.loads((project / "extended" / "results" / name / "summary.json").read_text())
         assert summary["run"] == name and summary["task"] == task and summary["robustness"] == {}
         assert set(summary["conditions"]) == {"a", "v", "av", "pooled", "mean"}
@@ -193,9 +232,15 @@ def test_editing_a_method_module_reruns_only_its_runs(project: Path):
     module.write_text(module.read_text() + "\n# an edit\n")
     output = run(["dvc", "repro", "dvc.yaml", "extended/dvc.yaml"], project).stdout
     trained = {s for s in ran_stages(output) if s.startswith(("train@", "extended/dvc.yaml:"))} - {
-        "extended/dvc.yaml:analysis", "extended/dvc.yaml:html"}
-    assert trained == {"train@vavl", "extended/dvc.yaml:run@vavl_no_rec", "extended/dvc.yaml:task@vavl",
-                       "extended/dvc.yaml:unpaired@vavl-0.5"}
+        "extended/dvc.yaml:analysis",
+        "extended/dvc.yaml:html",
+    }
+    assert trained == {
+        "train@vavl",
+        "extended/dvc.yaml:run@vavl_no_rec",
+        "extended/dvc.yaml:task@vavl",
+        "extended/dvc.yaml:unpaired@vavl-0.5",
+    }
     assert "params" in ran_stages(output) and "prepare" not in ran_stages(output)
     commit(project, "vavl.py edited")
 
@@ -226,13 +271,15 @@ def test_a_queue_of_two_experiments_reuses_the_feature_store(project: Path):
             break
         time.sleep(5)
     run(["dvc", "queue", "stop"], project, check=False)
-    assert all(f"{name}" in line and "Success" in line for name in names
-               for line in status.splitlines() if name in line), status
+    assert all(
+        f"{name}" in line and "Success" in line for name in names for line in status.splitlines() if name in line
+    ), status
     for name in names:
         stages = ran_stages(run(["dvc", "queue", "logs", name], project).stdout)
         assert "train@late_fusion" in stages and {"corpus", "prepare", "train@mmin"}.isdisjoint(stages), stages
     shown = run(["dvc", "exp", "show", "--csv"], project).stdout
     assert all(name in shown for name in names), shown
+
 
 def write_emodb(root: Path, speakers=("03", "08", "09", "10")) -> Path:
     """A tiny corpus in EmoDB's layout (wav/<speaker><text><emotion><version>.wav), every emotion but speaker 08's
@@ -243,8 +290,10 @@ def write_emodb(root: Path, speakers=("03", "08", "09", "10")) -> Path:
             if speaker == "08" and emotion == "E":
                 continue
             for version in "ab":
-                write_wav(root / "wav" / f"{speaker}a0{e % 7 + 1}{emotion}{version}.wav",
-                          wave=speech_like(0.5 + 0.05 * e, 16000, seed=31 * s + 7 * e + ord(version)))
+                write_wav(
+                    root / "wav" / f"{speaker}a0{e % 7 + 1}{emotion}{version}.wav",
+                    wave=speech_like(0.5 + 0.05 * e, 16000, seed=31 * s + 7 * e + ord(version)),
+                )
     return root
 
 
@@ -254,8 +303,24 @@ def test_exp_run_on_an_emodb_layout_corpus(project: Path, tmp_path_factory):
     run needing the face is skipped with its reason, and the analysis, explorer and HTML index list only what
     trained; `dvc exp show` lists the experiment."""
     corpus = write_emodb(tmp_path_factory.mktemp("emodb"))
-    output = run(["dvc", "exp", "run", "-n", "emodb", "-S", "data.corpus=emodb", "-S", f"data.root={corpus}",
-                  "-S", "folds.protocol=standard", "-S", "folds.n_val_speakers=1"], project).stdout
+    output = run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-n",
+            "emodb",
+            "-S",
+            "data.corpus=emodb",
+            "-S",
+            f"data.root={corpus}",
+            "-S",
+            "folds.protocol=standard",
+            "-S",
+            "folds.n_val_speakers=1",
+        ],
+        project,
+    ).stdout
     assert "corpus" in ran_stages(output)  # it runs, and writes only a note
     assert (project / "data" / "raw" / "builtin" / "NOT_GENERATED.txt").is_file()
     audio = json.loads((project / "results" / "audio_only" / "metrics.json").read_text())
@@ -285,8 +350,11 @@ def write_crema_d(root: Path, actors=("1001", "1002", "1003", "1004"), video: bo
             if video:
                 write_video(root / "VideoFlash" / f"{stem}.flv", seconds=0.6, fps=10)
     (root / "VideoDemographics.csv").write_text(
-        "ActorID,Age,Sex,Race,Ethnicity\n" + "".join(f"{actor},30,{'Male' if k % 2 else 'Female'},Caucasian,Not Hispanic\n"
-                                                       for k, actor in enumerate(actors)))
+        "ActorID,Age,Sex,Race,Ethnicity\n"
+        + "".join(
+            f"{actor},30,{'Male' if k % 2 else 'Female'},Caucasian,Not Hispanic\n" for k, actor in enumerate(actors)
+        )
+    )
     return root
 
 
@@ -294,10 +362,17 @@ def test_exp_run_on_a_crema_d_layout_corpus(project: Path, tmp_path_factory):
     """`dvc exp run -S data.corpus=crema_d -S data.root=<path>`: the real adapter, audio from WAVs, face crops
     detected in FLV videos, the CNN frame encoder, every method and the analysis, end to end."""
     corpus = write_crema_d(tmp_path_factory.mktemp("crema_d"))
-    overrides = {"data.corpus": "crema_d", "data.root": str(corpus), "features.visual.extractor": "face_crops",
-                 "++features.visual.fps": "10", "features.visual.rate_reduction": "1",
-                 "++features.visual.face_crops.size": "16", "++train.frame_encoder.dim": "8",
-                 "++train.frame_encoder.channels": "[4,4]", "++train.frame_encoder.groups": "2"}
+    overrides = {
+        "data.corpus": "crema_d",
+        "data.root": str(corpus),
+        "features.visual.extractor": "face_crops",
+        "++features.visual.fps": "10",
+        "features.visual.rate_reduction": "1",
+        "++features.visual.face_crops.size": "16",
+        "++train.frame_encoder.dim": "8",
+        "++train.frame_encoder.channels": "[4,4]",
+        "++train.frame_encoder.groups": "2",
+    }
     run(["dvc", "exp", "run"] + [a for k, v in overrides.items() for a in ("-S", f"{k}={v}")], project)
     manifest = json.loads((project / "data" / "features" / "crema_d" / "manifest.json").read_text())
     assert manifest["corpus"] == "crema_d" and manifest["counts"]["clips"] == 24 and manifest["dims"]["visual"] == 256
@@ -321,10 +396,13 @@ def test_exp_run_on_a_crema_d_corpus_with_its_audio_alone(project: Path, tmp_pat
     in one line that the video was not found and where it looked, the store is audio-only, the audio runs train and
     the runs that need the face are skipped with their reason."""
     corpus = write_crema_d(tmp_path_factory.mktemp("crema_d_audio"), video=False)
-    result = run(["dvc", "exp", "run", "-n", "cremad-audio", "-S", "data.corpus=crema_d", "-S", f"data.root={corpus}"],
-                 project)
-    line = (f"crema_d: visual: not found for any of the 24 clips (looked for {corpus}/OpenFace/<clip>.csv or "
-            f"{corpus}/VideoFlash/<clip>.flv); the store holds audio only, and the runs that need visual are skipped")
+    result = run(
+        ["dvc", "exp", "run", "-n", "cremad-audio", "-S", "data.corpus=crema_d", "-S", f"data.root={corpus}"], project
+    )
+    line = (
+        f"crema_d: visual: not found for any of the 24 clips (looked for {corpus}/OpenFace/<clip>.csv or "
+        f"{corpus}/VideoFlash/<clip>.flv); the store holds audio only, and the runs that need visual are skipped"
+    )
     assert line in result.stdout + result.stderr  # on the console of `dvc exp run`
     notebook = project / "reports" / "notebooks" / "01_prepare_data.ipynb"
     assert any(line in "".join(o["text"]) for o in outputs_of(notebook, "stderr"))  # and in the executed notebook
@@ -340,9 +418,11 @@ def test_exp_run_on_a_crema_d_corpus_with_its_audio_alone(project: Path, tmp_pat
     run(["dvc", "checkout", "-q"], project, check=False)
 
 
-@pytest.mark.skipif(not (EMODB_DEV / "wav").is_dir(),
-                    reason=f"the real EmoDB development recordings are absent ({EMODB_DEV}; set MER_SHARED to the "
-                           "folder that holds data/emodb-dev)")
+@pytest.mark.skipif(
+    not (EMODB_DEV / "wav").is_dir(),
+    reason=f"the real EmoDB development recordings are absent ({EMODB_DEV}; set MER_SHARED to the "
+    "folder that holds data/emodb-dev)",
+)
 def test_the_real_speech_recipe_on_emodb_dev(project: Path):
     """`make speech-dev SPEECH_ROOT=<emodb-dev>` (docs/real-speech.md) on the real recordings: the experiment runs
     prepare, the classical baseline and the neural audio run on leave-one-speaker-out folds of the 6 speakers, the

@@ -1,4 +1,5 @@
 """The plan of a study and its timed cost estimate (`mer_core.plan`, `make plan-paper`)."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_sets_are_read_as_yaml_values_and_a_bad_one_is_named():
     assert parse_sets(["train.seeds=[0,1]", "data.corpus=emodb", "train.preset=paper"]) == {
-        "train.seeds": [0, 1], "data.corpus": "emodb", "train.preset": "paper"}
+        "train.seeds": [0, 1],
+        "data.corpus": "emodb",
+        "train.preset": "paper",
+    }
     with pytest.raises(ConfigError, match="'train.seeds'"):
         parse_sets(["train.seeds"])
 

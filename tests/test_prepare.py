@@ -1,5 +1,6 @@
 """The prepare step on bad input: each case gives a clear error naming the file or key, or (with
 `data.on_error: skip`) a written list of skipped items; no case leaves a store that looks complete."""
+
 from __future__ import annotations
 
 import copy
@@ -12,8 +13,8 @@ import yaml
 
 from mer_core.config import ConfigError, load_params
 from mer_core.data.corpora.crema_d import CorpusError
-from mer_core.data.features import AudioError
 from mer_core.data.folds import FoldError
+from mer_core.data.media import AudioError
 from mer_core.data.openface import OpenFaceError
 from mer_core.data.prepare import prepare, store_path
 from mer_core.data.store import StoreError, read_store
@@ -26,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def base_params() -> dict:
     params = load_params(ROOT / "params.yaml")
     params["data"]["synthetic"].update(n_actors=4, sentences=["DFA", "ITS"])
-    params["features"]["corruptions"].update(audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2,
-                                             visual_dropout=[0.5])  # one of each kind keeps the tests short
+    params["features"]["corruptions"].update(
+        audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2, visual_dropout=[0.5]
+    )  # one of each kind keeps the tests short
     params["folds"].update(n_folds=2, n_val_speakers=1)
     return params
 
@@ -92,14 +94,19 @@ def test_corrupt_wav_with_skip_is_listed(setup):
     kept = store.meta.set_index("clip_id").loc[wav.stem]  # the clip keeps its face
     assert not kept["has_audio"] and kept["has_visual"]
     assert store.manifest["counts"]["skipped"] == 0 and store.manifest["counts"]["modalities_dropped"] == {
-        "audio": 1, "visual": 0}
+        "audio": 1,
+        "visual": 0,
+    }
     read_store(store.root)  # skipped.csv is part of the verified manifest
 
 
-@pytest.mark.parametrize("content, message", [
-    ("this is not, a csv\n\x00\x01", "missing OpenFace columns"),
-    ("frame, face_id, timestamp, confidence, success\n", "missing OpenFace columns|no frames"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("this is not, a csv\n\x00\x01", "missing OpenFace columns"),
+        ("frame, face_id, timestamp, confidence, success\n", "missing OpenFace columns|no frames"),
+    ],
+)
 def test_corrupt_or_empty_openface_csv_names_the_file(setup, content, message):
     root, params = setup
     csv = first(root / "OpenFace", "*.csv")
@@ -154,6 +161,9 @@ def test_bad_params_name_the_key(tmp_path):
     params["features"]["audio"]["extractor"] = "mfcc"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError, match=r"features\.audio\.extractor: got 'mfcc'; Input should be 'logmel', "
-                                          r"'compare' or 'wav2vec2'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"features\.audio\.extractor: got 'mfcc'; Input should be 'logmel', "
+        r"'compare' or 'wav2vec2'",
+    ):
         load_params(path)

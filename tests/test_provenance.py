@@ -1,5 +1,6 @@
 """Provenance of the analysis' artefacts (mer_core.provenance): one record per analysis, naming the stages each table
 and figure reads, written once with stable bytes; and the tables and figures themselves byte-stable across reruns."""
+
 import json
 
 import matplotlib
@@ -16,12 +17,16 @@ def test_record_names_the_stage_its_sources_and_the_lock():
     provenance = Provenance("analysis")
     line = provenance.record("tables/conditions_ua", ["train@mmin", "train@audio_only", "train@mmin"])
     assert provenance.artefacts == {"tables/conditions_ua": ["train@audio_only", "train@mmin"]}  # sorted, once each
-    assert line == ("<small>Provenance: written by `analysis` from the outputs of `train@audio_only`, `train@mmin`; "
-                    "their hashes are in `dvc.lock`.</small>")
+    assert line == (
+        "<small>Provenance: written by `analysis` from the outputs of `train@audio_only`, `train@mmin`; "
+        "their hashes are in `dvc.lock`.</small>"
+    )
     extended = Provenance("extended/dvc.yaml:analysis", "extended/dvc.lock")
-    assert extended.record("figures/curve", []) == ("<small>Provenance: written by `extended/dvc.yaml:analysis` from "
-                                                    "the outputs of no stage; their hashes are in "
-                                                    "`extended/dvc.lock`.</small>")
+    assert extended.record("figures/curve", []) == (
+        "<small>Provenance: written by `extended/dvc.yaml:analysis` from "
+        "the outputs of no stage; their hashes are in "
+        "`extended/dvc.lock`.</small>"
+    )
     provenance.record("tables/conditions_ua", ["embedding"])  # recorded again: the last record holds
     assert provenance.artefacts["tables/conditions_ua"] == ["embedding"]
 
@@ -35,8 +40,11 @@ def test_write_holds_every_artefact_once_with_stable_bytes(tmp_path):
     one, two = first.write(tmp_path / "one" / "provenance.json"), second.write(tmp_path / "two" / "provenance.json")
     assert one.read_bytes() == two.read_bytes()
     record = json.loads(one.read_text())
-    assert record == {"stage": "analysis", "lock": "dvc.lock",
-                      "artefacts": {"figures/a": ["embedding"], "tables/b": ["train@x", "train@y"]}}
+    assert record == {
+        "stage": "analysis",
+        "lock": "dvc.lock",
+        "artefacts": {"figures/a": ["embedding"], "tables/b": ["train@x", "train@y"]},
+    }
     assert list(record["artefacts"]) == ["figures/a", "tables/b"]
     first.write(one)  # a rerun rewrites the same bytes (no timestamp, no revision)
     assert one.read_bytes() == two.read_bytes()
@@ -58,7 +66,8 @@ def test_tables_and_figures_are_written_without_sidecars_and_byte_stable(tmp_pat
     assert [p.name for p in tables] == ["conditions_ua.md", "conditions_ua.tex", "conditions_ua.csv"]
     assert [p.name for p in figures] == ["curve.png", "curve.svg"]
     assert sorted(p.name for p in (tmp_path / "one").rglob("*") if p.is_file()) == sorted(
-        p.name for p in tables + figures)
+        p.name for p in tables + figures
+    )
     assert tables[0].read_text().startswith("UA.\n\n") and r"$\pm$" in tables[1].read_text()
     assert pd.read_csv(tables[2], index_col=0).loc["a", "ua"] == "0.500 ± 0.010"
     again_tables, again_figures = run(tmp_path / "two")

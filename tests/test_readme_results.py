@@ -1,4 +1,5 @@
 """mer_core.readme_results: the README's Results section is generated from reports/ and kept in step with it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,8 @@ def reports(tmp_path: Path, figures=("robustness_wa",)) -> Path:
     (root / "tables" / "claims.csv").write_text(
         "paper,claim,better,worse,condition,metric,difference,ci_low,ci_high,p_holm,verdict\n"
         "MMIN (ACL 2021),MMIN beats MEN,mmin,utt_fusion,missing,ua,0.0412,0.01,0.0724,0.0213,holds\n"
-        "NMER,NMER beats MMIN,nmer,mmin,noise,wa,-0.02,,,1.0,not converged\n")
+        "NMER,NMER beats MMIN,nmer,mmin,noise,wa,-0.02,,,1.0,not converged\n"
+    )
     (root / "findings.md").write_text("**What holds here** (1 of 1):\n\n- a claim.\n")
     for name in figures:
         (root / "figures" / f"{name}.png").write_bytes(b"png")
@@ -31,11 +33,15 @@ def test_the_section_holds_the_headline_table_figures_findings_and_links(tmp_pat
     assert section.startswith("UA caption.\n\n| | a |")
     assert f"]({tmp_path.as_posix()}/reports/figures/robustness_wa.png)" in section
     assert "embedding.png" not in section  # a figure the analysis did not write is left out
-    assert ("- **holds**: MMIN beats MEN (MMIN (ACL 2021)): `mmin` − `utt_fusion` = +0.041 [+0.010, +0.072] UA on "
-            "`missing`, p (Holm) = 0.021.") in section
+    assert (
+        "- **holds**: MMIN beats MEN (MMIN (ACL 2021)): `mmin` − `utt_fusion` = +0.041 [+0.010, +0.072] UA on "
+        "`missing`, p (Holm) = 0.021."
+    ) in section
     assert "- **not converged**: NMER beats MMIN (NMER): `nmer` − `mmin` = -0.020 WA on `noise`" in section  # no CI
     assert f"({tmp_path.as_posix()}/reports/findings.md)" in section
-    assert f"[`claims`]({tmp_path.as_posix()}/reports/tables/claims.md)" in section and "`conditions_ua`](" not in section
+    assert (
+        f"[`claims`]({tmp_path.as_posix()}/reports/tables/claims.md)" in section and "`conditions_ua`](" not in section
+    )
     assert "html/index.html" in section
 
 

@@ -1,5 +1,6 @@
 """reference_results.yaml and its loader (mer_core/references.py): schema errors name the entry and key; null
 values stay None and are never plotted; the default study's reference numbers are unchanged."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,9 +12,19 @@ from mer_core.config import ConfigError
 from mer_core.references import REFERENCES_FILE, load_references, reference_table
 from mer_core.report import human_reference, robustness_curves
 
-ENTRY = {"id": "curve", "paper": "P", "location": "Figure 3", "version": "arXiv 1", "corpus": "IEMOCAP",
-         "metric": "wa", "condition": "noise", "x_label": "T", "x": [20, 40],
-         "values": {"A": [0.5, 0.6], "B": None}, "note": "B: Table 2, not transcribed"}
+ENTRY = {
+    "id": "curve",
+    "paper": "P",
+    "location": "Figure 3",
+    "version": "arXiv 1",
+    "corpus": "IEMOCAP",
+    "metric": "wa",
+    "condition": "noise",
+    "x_label": "T",
+    "x": [20, 40],
+    "values": {"A": [0.5, 0.6], "B": None},
+    "note": "B: Table 2, not transcribed",
+}
 
 
 def write(tmp_path, *entries):
@@ -63,15 +74,21 @@ def test_whole_table_null_needs_a_note(tmp_path):
         load_references(write(tmp_path, {**ENTRY, "values": None, "note": None}))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"corpus": 3}, r"references\[curve\].corpus: got 3"),
-    ({"values": {"A": "high"}}, r"references\[curve\]\.values\.A: got 'high'; Input should be a valid number or Input "
-                                r"should be a valid list"),
-    ({"values": {"A": [0.5]}}, r"references\[curve\].values.A: 1 values for 2 points of `x`"),
-    ({"x": None}, r"references\[curve\].values.A: a list needs `x`"),
-    ({"version": None}, r"references\[curve\].version: got None; Input should be a valid string"),
-    ({"table": 2}, r"references\[curve\].table: unknown key"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"corpus": 3}, r"references\[curve\].corpus: got 3"),
+        (
+            {"values": {"A": "high"}},
+            r"references\[curve\]\.values\.A: got 'high'; Input should be a valid number or Input "
+            r"should be a valid list",
+        ),
+        ({"values": {"A": [0.5]}}, r"references\[curve\].values.A: 1 values for 2 points of `x`"),
+        ({"x": None}, r"references\[curve\].values.A: a list needs `x`"),
+        ({"version": None}, r"references\[curve\].version: got None; Input should be a valid string"),
+        ({"table": 2}, r"references\[curve\].table: unknown key"),
+    ],
+)
 def test_errors_name_the_entry_and_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load_references(write(tmp_path, {**ENTRY, **change}))

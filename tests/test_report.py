@@ -1,4 +1,5 @@
 """mer_core.report: the MMIN "Average" over missing conditions, paired comparisons, multi-stage curves."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,9 @@ def per_condition() -> pd.DataFrame:
         for fold in range(3):
             for condition, shift in (("a", -0.1), ("v", 0.0), ("av", 0.1)):
                 value = base + shift + 0.01 * fold + (0.02 if method == "ifmmin" and fold == 2 else 0)
-                rows.append({"method": method, "fold": fold, "seed": 0, "condition": condition, "ua": value,
-                             "wa": value + 0.01})
+                rows.append(
+                    {"method": method, "fold": fold, "seed": 0, "condition": condition, "ua": value, "wa": value + 0.01}
+                )
     return pd.DataFrame(rows)
 
 
@@ -44,9 +46,17 @@ def test_paired_comparison_pairs_runs():
 
 
 def test_training_curves_put_stages_one_after_the_other():
-    history = pd.DataFrame({"method": "mmin", "fold": 0, "seed": 0,
-                            "stage": ["pretrain"] * 2 + ["train"] * 3, "epoch": [1, 2, 1, 2, 3],
-                            "train_loss": [1.0, 0.9, 3.0, 2.0, 1.0], "val_ua": [0.5, 0.6, 0.4, 0.5, 0.55]})
+    history = pd.DataFrame(
+        {
+            "method": "mmin",
+            "fold": 0,
+            "seed": 0,
+            "stage": ["pretrain"] * 2 + ["train"] * 3,
+            "epoch": [1, 2, 1, 2, 3],
+            "train_loss": [1.0, 0.9, 3.0, 2.0, 1.0],
+            "val_ua": [0.5, 0.6, 0.4, 0.5, 0.55],
+        }
+    )
     figure = training_curves(history)
     line = figure.axes[0].get_lines()[0]
     assert list(line.get_xdata()) == [1, 2, 3, 4, 5] and list(line.get_ydata()) == [1.0, 0.9, 3.0, 2.0, 1.0]

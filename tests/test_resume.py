@@ -4,6 +4,7 @@ where it stopped and writes the same store as an uninterrupted run; stale or bro
 A kill is simulated by chunk workers that extract job by job, log each job to a file and raise
 KeyboardInterrupt once the log holds `MER_TEST_KILL_AFTER` lines (module-level functions, so that the spawned
 workers of `jobs=2` import them too; the environment variables reach those workers)."""
+
 from __future__ import annotations
 
 import copy
@@ -77,8 +78,9 @@ def logged_corrupt_audio_chunk(jobs, *args):
 def base_params() -> dict:
     params = load_params(ROOT / "params.yaml")
     params["data"]["synthetic"].update(n_actors=4, sentences=["DFA"])
-    params["features"]["corruptions"].update(audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2,
-                                             visual_dropout=[0.5])
+    params["features"]["corruptions"].update(
+        audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2, visual_dropout=[0.5]
+    )
     params["folds"].update(n_folds=2, n_val_speakers=1)
     return params
 
@@ -140,7 +142,8 @@ def manifest(params: dict) -> bytes:
 
 @pytest.mark.parametrize("kill_after, n_jobs, resume_jobs", [(10, 1, 1), (53, 2, 1)])
 def test_a_killed_run_resumes_with_the_rest_and_writes_the_same_store(
-        logged, tmp_path, base_params, corpus, reference, capsys, kill_after, n_jobs, resume_jobs):
+    logged, tmp_path, base_params, corpus, reference, capsys, kill_after, n_jobs, resume_jobs
+):
     params = params_for(base_params, corpus, tmp_path)
     first = logged(params, kill_after, n_jobs)
     assert len(first) <= kill_after + 1  # the other worker may start one more job
@@ -206,8 +209,9 @@ def test_unreadable_files_are_listed_after_a_resume(logged, tmp_path, base_param
     second = logged(params)
     assert "features 6 audio" in second and len(second) == (2 * CLIPS + 1 + CLIPS) - 7
     skipped = (store_path(params) / "skipped.csv").read_text().splitlines()
-    assert len(skipped) == 3 and skipped[1].startswith("1001_ITS_ANG_XX,audio,") and skipped[1].endswith(
-        ",clip dropped")  # the clip has no face CSV either: nothing left of it
+    assert (
+        len(skipped) == 3 and skipped[1].startswith("1001_ITS_ANG_XX,audio,") and skipped[1].endswith(",clip dropped")
+    )  # the clip has no face CSV either: nothing left of it
     assert skipped[2] == "1001_ITS_ANG_XX,visual,,no visual file,clip dropped"
     files, clean = json.loads(manifest(params))["files"], json.loads(reference)["files"]
     for name in ("meta.csv", "splits.csv", "audio.npz", "visual.npz"):  # (the variants' draws follow the indices)
@@ -219,8 +223,9 @@ def test_unreadable_files_are_listed_after_a_resume(logged, tmp_path, base_param
 
 
 def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(np.array_equal(a[k][0], b[k][0]) and np.array_equal(a[k][1], b[k][1])
-                                        for k in a)
+    return a.keys() == b.keys() and all(
+        np.array_equal(a[k][0], b[k][0]) and np.array_equal(a[k][1], b[k][1]) for k in a
+    )
 
 
 def test_both_passes_give_the_same_with_or_without_a_cache(tmp_path, base_params, corpus, monkeypatch):
@@ -254,8 +259,10 @@ def test_a_key_changes_with_the_file_the_item_and_the_settings(tmp_path):
     cache = ExtractionCache(tmp_path / "cache", "digest")
     key = cache.key(("features", 0, "audio"), [str(path)])
     assert len(key) == 64 and key == cache.key(("features", 0, "audio"), [str(path)])
-    others = {cache.key(("features", 1, "audio"), [str(path)]),
-              ExtractionCache(tmp_path / "cache", "other digest").key(("features", 0, "audio"), [str(path)])}
+    others = {
+        cache.key(("features", 1, "audio"), [str(path)]),
+        ExtractionCache(tmp_path / "cache", "other digest").key(("features", 0, "audio"), [str(path)]),
+    }
     path.write_bytes(b"12345")  # size
     others.add(cache.key(("features", 0, "audio"), [str(path)]))
     os.utime(path, ns=(0, 10**9))  # mtime
@@ -267,8 +274,10 @@ def test_a_key_changes_with_the_file_the_item_and_the_settings(tmp_path):
 def test_entries_round_trip_exactly_and_atomically(tmp_path, monkeypatch):
     cache = ExtractionCache(tmp_path / "cache", "digest")
     frames = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
-    pairs = {"visual": (frames, np.array([1, 0, 1, 1, 0], bool)),
-             "visual_dropout_50": (np.zeros((0, 3), np.float32), np.zeros(0, bool))}
+    pairs = {
+        "visual": (frames, np.array([1, 0, 1, 1, 0], bool)),
+        "visual_dropout_50": (np.zeros((0, 3), np.float32), np.zeros(0, bool)),
+    }
     cache.save("k", pairs)
     loaded = cache.load("k", ["visual", "visual_dropout_50"])
     for name, (f, v) in pairs.items():

@@ -1,4 +1,5 @@
 """mer_core.robustness: the feature-noise grid (NMER protocol) and the signal-level corruptions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,9 +47,19 @@ class Recorder(nn.Module):
 
 
 def cfg(**changes) -> dict:
-    block = {"noise_types": ["gaussian", "impulse"], "intensities": [20, 100], "schedule": "scaled_linear",
-             "beta_start": 0.01, "beta_end": 0.5, "impulse_density": 0.3, "per_sample": True, "batch_size": 8,
-             "seed": 0, "signal": True, **changes}
+    block = {
+        "noise_types": ["gaussian", "impulse"],
+        "intensities": [20, 100],
+        "schedule": "scaled_linear",
+        "beta_start": 0.01,
+        "beta_end": 0.5,
+        "impulse_density": 0.3,
+        "per_sample": True,
+        "batch_size": 8,
+        "seed": 0,
+        "signal": True,
+        **changes,
+    }
     return check(Robustness, block, "robustness").model_dump()
 
 
@@ -59,8 +70,9 @@ def recorded(model: Recorder) -> list[tuple]:
 
 def same_inputs(a: Recorder, b: Recorder) -> bool:
     ra, rb = recorded(a), recorded(b)
-    return len(ra) == len(rb) and all(x[:2] == y[:2] and all(torch.equal(u, v) for u, v in zip(x[2:], y[2:]))
-                                      for x, y in zip(ra, rb))
+    return len(ra) == len(rb) and all(
+        x[:2] == y[:2] and all(torch.equal(u, v) for u, v in zip(x[2:], y[2:])) for x, y in zip(ra, rb)
+    )
 
 
 @pytest.fixture
@@ -70,8 +82,14 @@ def fold0(tiny_store):
 
 def utt_fusion(store, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    entry = {"optim": {}, "hidden": 8, "classifier": [8], "dropout": 0.1, "encoder_pooling": "valid",
-             "text_windows": "valid"}
+    entry = {
+        "optim": {},
+        "hidden": 8,
+        "classifier": [8],
+        "dropout": 0.1,
+        "encoder_pooling": "valid",
+        "text_windows": "valid",
+    }
     context = ModelContext.from_manifest(store.manifest, study_task("classification", store.manifest))
     return method_spec("utt_fusion").stages[0].build(entry, context, None).eval()
 
@@ -82,13 +100,23 @@ def utt_fusion(store, seed: int = 0) -> nn.Module:
 def test_feature_noise_settings_are_types_times_intensities_in_order():
     settings = feature_noise_settings(cfg(intensities=[20, 40, 100]))
     assert [(s["noise"], s["level"]) for s, _ in settings] == [
-        ("gaussian", 20.0), ("gaussian", 40.0), ("gaussian", 100.0), ("impulse", 20.0), ("impulse", 40.0),
-        ("impulse", 100.0)]
+        ("gaussian", 20.0),
+        ("gaussian", 40.0),
+        ("gaussian", 100.0),
+        ("impulse", 20.0),
+        ("impulse", 40.0),
+        ("impulse", 100.0),
+    ]
     assert all(s["modality"] == "missing" and s["unit"] == "T" and set(s) == set(COLUMNS) for s, _ in settings)
     for setting, scheduler in settings:
         assert (scheduler.type, float(scheduler.steps)) == (setting["noise"], setting["level"])
-        assert (scheduler.schedule, scheduler.beta_start, scheduler.beta_end, scheduler.impulse_density,
-                scheduler.per_sample) == ("scaled_linear", 0.01, 0.5, 0.3, True)
+        assert (
+            scheduler.schedule,
+            scheduler.beta_start,
+            scheduler.beta_end,
+            scheduler.impulse_density,
+            scheduler.per_sample,
+        ) == ("scaled_linear", 0.01, 0.5, 0.3, True)
     assert isinstance(settings[0][1].steps, int) and isinstance(settings[0][0]["level"], float)
     assert feature_noise_settings(cfg(noise_types=[])) == [] and feature_noise_settings(cfg(intensities=[])) == []
     other = feature_noise_settings(cfg(schedule="cosine", per_sample=False, impulse_density=0.1))
@@ -96,8 +124,14 @@ def test_feature_noise_settings_are_types_times_intensities_in_order():
 
 
 def test_robustness_schema_rejects_bad_values():
-    for key, value in (("noise_types", ["salt"]), ("intensities", [0]), ("batch_size", 0), ("seed", -1),
-                       ("signal", "yes"), ("schedule", "sigmoid")):
+    for key, value in (
+        ("noise_types", ["salt"]),
+        ("intensities", [0]),
+        ("batch_size", 0),
+        ("seed", -1),
+        ("signal", "yes"),
+        ("schedule", "sigmoid"),
+    ):
         with pytest.raises(ConfigError, match=rf"^robustness\.{key}(\[0\])?: got "):
             cfg(**{key: value})
     assert cfg() == {**Robustness().model_dump(), "intensities": [20, 100], "batch_size": 8}
@@ -108,7 +142,7 @@ def test_cell_seed_depends_on_fold_and_setting_only():
     assert len(set(seeds.values())) == len(seeds)  # distinct per fold and setting
     assert cell_seed(0, 1, 2) == cell_seed(0, 1, 2)  # deterministic (no run or method enters)
     assert cell_seed(0, 1, 2) != cell_seed(1, 1, 2)  # the base seed matters
-    assert all(isinstance(s, int) and 0 <= s < 2 ** 32 for s in seeds.values())
+    assert all(isinstance(s, int) and 0 <= s < 2**32 for s in seeds.values())
     assert cell_seed(0, 0, 1) != cell_seed(0, 1, 0)  # (fold, index) is not symmetric
 
 
@@ -126,7 +160,11 @@ def test_grid_rows_are_the_missing_conditions_pooled_and_mean(tiny_store, fold0)
         assert (part["modality"] == "missing").all() and (part["unit"] == "T").all()
         assert part.iloc[3]["ua"] == pytest.approx(part.iloc[:2]["ua"].mean())
     assert table[["noise", "level"]].drop_duplicates().values.tolist() == [
-        ["gaussian", 20.0], ["gaussian", 100.0], ["impulse", 20.0], ["impulse", 100.0]]
+        ["gaussian", 20.0],
+        ["gaussian", 100.0],
+        ["impulse", 20.0],
+        ["impulse", 100.0],
+    ]
     assert table[["wa", "ua", "f1_macro", "f1_micro"]].apply(lambda c: c.between(0, 1)).all().all()
 
 
@@ -135,8 +173,14 @@ def test_grid_of_a_regression_model_holds_the_ccc_metrics(tiny_attribute_store):
     task = study_task("regression", store.manifest)
     test = load_fold(store, 0, task)["test"]
     torch.manual_seed(0)
-    entry = {"optim": {}, "hidden": 8, "classifier": [8], "dropout": 0.1, "encoder_pooling": "valid",
-             "text_windows": "valid"}
+    entry = {
+        "optim": {},
+        "hidden": 8,
+        "classifier": [8],
+        "dropout": 0.1,
+        "encoder_pooling": "valid",
+        "text_windows": "valid",
+    }
     model = method_spec("late_fusion").stages[0].build(entry, ModelContext.from_manifest(store.manifest, task), None)
     table = robustness_grid(model.eval(), store, test, cfg(), 0, CPU)  # the task comes from the split
     metrics = ["ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean"]
@@ -177,8 +221,7 @@ def test_noisy_inputs_do_not_depend_on_the_model(tiny_store, fold0):
 def test_noise_replaces_the_removed_modality_and_leaves_the_kept_one_clean(tiny_store, fold0):
     test = fold0["test"]
     model = Recorder(len(tiny_store.classes))
-    robustness_grid(model, tiny_store, test, cfg(noise_types=["gaussian"], intensities=[20], per_sample=False), 0,
-                    CPU)
+    robustness_grid(model, tiny_store, test, cfg(noise_types=["gaussian"], intensities=[20], per_sample=False), 0, CPU)
     position = {int(r): k for k, r in enumerate(test.rows)}
     conditions = [("audio",), ("visual",)]
     per_condition = len(model.seen) // 2
@@ -229,14 +272,23 @@ def corrupted_store(tiny_store, tmp_path):
     store = tiny_store
     manifest = {k: v for k, v in store.manifest.items() if k != "files"}
     manifest["corruptions"] = [
-        {"name": "audio_white_10", "modality": "audio", "kind": "white", "level": 10.0, "unit": "dB",
-         "settings": {}},
-        {"name": "visual_dropout_0.5", "modality": "visual", "kind": "dropout", "level": 0.5, "unit": "fraction",
-         "settings": {}}]
-    variants = {"audio_white_10": corrupt(store.sequences["audio"], 5.0, 2.0),
-                "visual_dropout_0.5": corrupt(store.sequences["visual"], -3.0, -1.0)}
-    root = write_store(tmp_path / "features" / "corrupted", store.meta, store.splits, store.sequences, manifest,
-                       corruptions=variants)
+        {"name": "audio_white_10", "modality": "audio", "kind": "white", "level": 10.0, "unit": "dB", "settings": {}},
+        {
+            "name": "visual_dropout_0.5",
+            "modality": "visual",
+            "kind": "dropout",
+            "level": 0.5,
+            "unit": "fraction",
+            "settings": {},
+        },
+    ]
+    variants = {
+        "audio_white_10": corrupt(store.sequences["audio"], 5.0, 2.0),
+        "visual_dropout_0.5": corrupt(store.sequences["visual"], -3.0, -1.0),
+    }
+    root = write_store(
+        tmp_path / "features" / "corrupted", store.meta, store.splits, store.sequences, manifest, corruptions=variants
+    )
     return read_store(root), variants
 
 
@@ -303,15 +355,36 @@ def test_summary_of_the_grid_for_summary_json_is_mean_and_sample_std_of_pooled_r
     rows = []
     for fold, wa in ((0, 0.5), (1, 0.7)):
         for condition, shift in (("a", 0.0), ("pooled", 0.1)):
-            rows.append({"fold": fold, "noise": "gaussian", "modality": "missing", "level": 20.0, "unit": "T",
-                         "condition": condition, "wa": wa + shift, "ua": wa})
-    rows.append({"fold": 0, "noise": "babble", "modality": "audio", "level": 10.0, "unit": "dB",
-                 "condition": "pooled", "wa": 0.4, "ua": 0.3})
+            rows.append(
+                {
+                    "fold": fold,
+                    "noise": "gaussian",
+                    "modality": "missing",
+                    "level": 20.0,
+                    "unit": "T",
+                    "condition": condition,
+                    "wa": wa + shift,
+                    "ua": wa,
+                }
+            )
+    rows.append(
+        {
+            "fold": 0,
+            "noise": "babble",
+            "modality": "audio",
+            "level": 10.0,
+            "unit": "dB",
+            "condition": "pooled",
+            "wa": 0.4,
+            "ua": 0.3,
+        }
+    )
     summary = summarise_robustness(pd.DataFrame(rows))
     assert list(summary) == ["gaussian T=20", "babble 10 dB"]
     spread = 0.2 / np.sqrt(2)  # the sample std (ddof 1) of two values 0.2 apart
-    assert summary["gaussian T=20"] == pytest.approx({"wa_mean": 0.7, "wa_std": spread, "ua_mean": 0.6,
-                                                      "ua_std": spread})
+    assert summary["gaussian T=20"] == pytest.approx(
+        {"wa_mean": 0.7, "wa_std": spread, "ua_mean": 0.6, "ua_std": spread}
+    )
     assert summary["babble 10 dB"] == {"wa_mean": 0.4, "wa_std": None, "ua_mean": 0.3, "ua_std": None}  # one unit
     only_ua = summarise_robustness(pd.DataFrame(rows), ("ua",))  # the task's headline metrics only
     assert only_ua["gaussian T=20"] == pytest.approx({"ua_mean": 0.6, "ua_std": spread})
@@ -322,8 +395,9 @@ def test_summary_of_the_grid_for_summary_json_is_mean_and_sample_std_of_pooled_r
 
 
 @pytest.mark.parametrize("run", ["utt_fusion", "vavl"])
-def test_the_grid_encodes_each_clean_modality_once_per_batch_with_unchanged_results(tiny_store, fold0, tiny_params,
-                                                                                     monkeypatch, run):
+def test_the_grid_encodes_each_clean_modality_once_per_batch_with_unchanged_results(
+    tiny_store, fold0, tiny_params, monkeypatch, run
+):
     """`reuse_encodings`: the frame encoders skip inputs they have encoded (the same tensors), and the grid's results
     are exactly those of encoding every input anew."""
     from mer_core.conformer import Conformer
@@ -336,8 +410,9 @@ def test_the_grid_encodes_each_clean_modality_once_per_batch_with_unchanged_resu
     model = method_spec(run).stages[0].build(entry, ModelContext.from_manifest(tiny_store.manifest, task), None)
     calls = []
     for cls in (LSTMEncoder, Branch):  # count the encodings computed (a reused one never reaches the class's forward)
-        monkeypatch.setattr(cls, "forward", lambda m, x, lengths, forward=cls.forward: calls.append(m) or forward(
-            m, x, lengths))
+        monkeypatch.setattr(
+            cls, "forward", lambda m, x, lengths, forward=cls.forward: calls.append(m) or forward(m, x, lengths)
+        )
     reused = robustness_grid(model, tiny_store, fold0["test"], cfg(), 0, CPU)
     n_reused = len(calls)
     calls.clear()

@@ -1,4 +1,5 @@
 """mer_core.schema: the params toolkit (strict models, errors naming the dotted key, dotted overrides, deep merges)."""
+
 from __future__ import annotations
 
 import copy
@@ -54,14 +55,24 @@ def error(value, model=Toy, prefix="toy") -> str:
 
 def test_check_fills_defaults_and_accepts_an_int_for_a_float():
     value = check(Toy, toy(rate=1), "toy").model_dump()
-    assert value == {"name": "alpha", "n": 3, "rate": 1.0, "sizes": [4, 2], "folds": "all", "maybe": None,
-                     "sub": {"flag": True}, "table": {}, "needed": 1}
+    assert value == {
+        "name": "alpha",
+        "n": 3,
+        "rate": 1.0,
+        "sizes": [4, 2],
+        "folds": "all",
+        "maybe": None,
+        "sub": {"flag": True},
+        "table": {},
+        "needed": 1,
+    }
     assert check(Toy, toy(folds=[0, 2], maybe=4, table={"x": 1})).folds == [0, 2]
 
 
 def test_unknown_key_names_the_dotted_key_and_the_allowed_keys():
-    assert error(toy(bogus=1)) == ("toy.bogus: unknown key; allowed keys here: name, n, rate, sizes, folds, maybe, "
-                                   "sub, table, needed")
+    assert error(toy(bogus=1)) == (
+        "toy.bogus: unknown key; allowed keys here: name, n, rate, sizes, folds, maybe, sub, table, needed"
+    )
     assert error(toy(sub={"flag": True, "colour": "red"})) == "toy.sub.colour: unknown key; allowed keys here: flag"
     assert error({"toy": toy(sub={"colour": 1})}, Whole, "") == "toy.sub.colour: unknown key; allowed keys here: flag"
 
@@ -71,30 +82,39 @@ def test_missing_key_names_the_dotted_key():
     assert error({"toy": {}}, Whole, "") == "toy.needed: missing key"
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"n": "3"}, "toy.n: got '3'; Input should be a valid integer"),  # strict: no conversion from a string
-    ({"n": 3.0}, "toy.n: got 3.0; Input should be a valid integer"),
-    ({"n": True}, "toy.n: got True; Input should be a valid integer"),  # a bool is not an int here
-    ({"rate": "fast"}, "toy.rate: got 'fast'; Input should be a valid number"),
-    ({"sub": {"flag": "yes"}}, "toy.sub.flag: got 'yes'; Input should be a valid boolean"),
-    ({"sub": [True]}, "toy.sub: got [True]; Input should be a valid dictionary or instance of Sub"),
-    ({"sizes": (4, 2)}, "toy.sizes: got (4, 2); Input should be a valid list"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"n": "3"}, "toy.n: got '3'; Input should be a valid integer"),  # strict: no conversion from a string
+        ({"n": 3.0}, "toy.n: got 3.0; Input should be a valid integer"),
+        ({"n": True}, "toy.n: got True; Input should be a valid integer"),  # a bool is not an int here
+        ({"rate": "fast"}, "toy.rate: got 'fast'; Input should be a valid number"),
+        ({"sub": {"flag": "yes"}}, "toy.sub.flag: got 'yes'; Input should be a valid boolean"),
+        ({"sub": [True]}, "toy.sub: got [True]; Input should be a valid dictionary or instance of Sub"),
+        ({"sizes": (4, 2)}, "toy.sizes: got (4, 2); Input should be a valid list"),
+    ],
+)
 def test_wrong_type_names_the_key_and_what_is_expected(changes, expected):
     assert error(toy(**changes)) == expected
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"n": 0}, "toy.n: got 0; Input should be greater than or equal to 1"),
-    ({"n": 11}, "toy.n: got 11; Input should be less than or equal to 10"),
-    ({"rate": -0.1}, "toy.rate: got -0.1; Input should be greater than or equal to 0"),
-    ({"sizes": []}, "toy.sizes: got []; List should have at least 1 item after validation, not 0"),
-    ({"sizes": [1, 1, 1, 1]}, "toy.sizes: got [1, 1, 1, 1]; List should have at most 3 items after validation, not 4"),
-    ({"sizes": [2, "x"]}, "toy.sizes[1]: got 'x'; Input should be a valid integer"),
-    ({"name": "gamma"}, "toy.name: got 'gamma'; Input should be 'alpha' or 'beta'"),
-    ({"table": {"z": 1}}, "toy.table.z: not an allowed key; Input should be 'x' or 'y'"),
-    ({"table": {"x": "1"}}, "toy.table.x: got '1'; Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"n": 0}, "toy.n: got 0; Input should be greater than or equal to 1"),
+        ({"n": 11}, "toy.n: got 11; Input should be less than or equal to 10"),
+        ({"rate": -0.1}, "toy.rate: got -0.1; Input should be greater than or equal to 0"),
+        ({"sizes": []}, "toy.sizes: got []; List should have at least 1 item after validation, not 0"),
+        (
+            {"sizes": [1, 1, 1, 1]},
+            "toy.sizes: got [1, 1, 1, 1]; List should have at most 3 items after validation, not 4",
+        ),
+        ({"sizes": [2, "x"]}, "toy.sizes[1]: got 'x'; Input should be a valid integer"),
+        ({"name": "gamma"}, "toy.name: got 'gamma'; Input should be 'alpha' or 'beta'"),
+        ({"table": {"z": 1}}, "toy.table.z: not an allowed key; Input should be 'x' or 'y'"),
+        ({"table": {"x": "1"}}, "toy.table.x: got '1'; Input should be a valid integer"),
+    ],
+)
 def test_bad_value_names_the_key_and_what_is_allowed(changes, expected):
     assert error(toy(**changes)) == expected
 
@@ -127,9 +147,12 @@ def test_prefix_and_list_indices_in_dotted_keys():
 
 def test_expand_dotted_nests_and_merges():
     assert expand_dotted({"optim.lr": 1e-3, "hidden": 64, "optim.epochs": 3}) == {
-        "optim": {"lr": 1e-3, "epochs": 3}, "hidden": 64}
+        "optim": {"lr": 1e-3, "epochs": 3},
+        "hidden": 64,
+    }
     assert expand_dotted({"pretrain": {"optim": {"lr": 1}}, "pretrain.optim.epochs": 2}) == {
-        "pretrain": {"optim": {"lr": 1, "epochs": 2}}}
+        "pretrain": {"optim": {"lr": 1, "epochs": 2}}
+    }
     assert expand_dotted({"a.b": {"c": 1}, "a": {"b": {"d": 2}}}) == {"a": {"b": {"c": 1, "d": 2}}}
     assert expand_dotted({}) == {}
 
@@ -174,7 +197,9 @@ def test_apply_overrides_sets_dotted_keys_on_a_copy():
 def test_apply_overrides_creates_missing_mappings():
     """A key left at its default (absent from the file) can be overridden: the mappings on its way are created."""
     assert apply_overrides({"train": {"seeds": [0]}}, {"train.stopping.patience": 3, "methods.vavl.d_model": 64}) == {
-        "train": {"seeds": [0], "stopping": {"patience": 3}}, "methods": {"vavl": {"d_model": 64}}}
+        "train": {"seeds": [0], "stopping": {"patience": 3}},
+        "methods": {"vavl": {"d_model": 64}},
+    }
 
 
 def test_apply_overrides_under_a_leaf_is_an_error():

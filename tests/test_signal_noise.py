@@ -1,5 +1,6 @@
 """Signal-level corruptions (mer_core.noise.signal): white and babble noise, mixing at an exact SNR, and
 face-tracking dropout in bursts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +71,11 @@ def test_babble_loops_short_talkers_and_makes_every_talker_equally_loud():
     offset = int(np.random.default_rng(3).integers(len(short)))  # the offset drawn first
     np.testing.assert_allclose(single[: len(short) - offset], short[offset:] / rms(short), rtol=1e-6, atol=1e-7)
     a, b = talker(1), talker(2)
-    np.testing.assert_allclose(babble_noise([a, b], 20000, np.random.default_rng(5)),
-                               babble_noise([a, 100 * b], 20000, np.random.default_rng(5)), atol=1e-6)
+    np.testing.assert_allclose(
+        babble_noise([a, b], 20000, np.random.default_rng(5)),
+        babble_noise([a, 100 * b], 20000, np.random.default_rng(5)),
+        atol=1e-6,
+    )
 
 
 def test_babble_errors():
@@ -95,7 +99,7 @@ def test_mix_hits_the_snr_exactly(snr_db, kind):
     noise = 0.37 * noise  # the level of the noise given does not matter
     mixed = mix_at_snr(speech, noise, snr_db)
     assert mixed.dtype == np.float64 and mixed.shape == speech.shape
-    measured = 10 * np.log10(np.mean(speech ** 2) / np.mean((mixed - speech) ** 2))
+    measured = 10 * np.log10(np.mean(speech**2) / np.mean((mixed - speech) ** 2))
     assert abs(measured - snr_db) < 1e-6
     gain = np.dot(mixed - speech, noise) / np.dot(noise, noise)
     np.testing.assert_allclose(mixed - speech, gain * noise, atol=1e-12)  # the noise, scaled
@@ -106,7 +110,7 @@ def test_mix_keeps_float32_speech_in_float32():
     mixed = mix_at_snr(speech, white_noise(len(speech), np.random.default_rng(0)), 10.0)
     assert mixed.dtype == np.float32
     exact = speech.astype(np.float64)
-    measured = 10 * np.log10(np.mean(exact ** 2) / np.mean((mixed - exact) ** 2))
+    measured = 10 * np.log10(np.mean(exact**2) / np.mean((mixed - exact) ** 2))
     assert abs(measured - 10.0) < 1e-3
     lower = mix_at_snr(speech, white_noise(len(speech), np.random.default_rng(0)), 0.0)
     assert np.abs(lower - speech).mean() > 3 * np.abs(mixed - speech).mean()
@@ -151,8 +155,9 @@ def test_dropout_on_a_short_clip_keeps_the_count():
     for seed in range(20):
         out = tracking_dropout(np.ones(60, bool), 0.5, 15.0, np.random.default_rng(seed))
         assert (~out).sum() == 30
-    starts = [int(np.argmin(tracking_dropout(np.ones(60, bool), 0.25, 5.0, np.random.default_rng(s))))
-              for s in range(20)]
+    starts = [
+        int(np.argmin(tracking_dropout(np.ones(60, bool), 0.25, 5.0, np.random.default_rng(s)))) for s in range(20)
+    ]
     assert len(set(starts)) > 5  # random positions
 
 

@@ -2,6 +2,7 @@
 augmentation, the LSTM encoder's options, folds whose test speaker lacks a class, audio-only preparation of a corpus
 whose video is absent, corruptions extracted only when the robustness grid asks, console-only progress bars, and a short
 run on the real EmoDB recordings in `$MER_SHARED/data/emodb-dev` (default `<project>/../shared`)."""
+
 from __future__ import annotations
 
 import copy
@@ -81,30 +82,50 @@ def test_unknown_functionals_set_names_the_key():
 def test_the_functionals_prepare_extracts_follow_the_runs():
     """Adding a run that reads a set is the one change that has prepare extract it: prepare.json lists the sets of
     the runs to train, of both studies (they share the store), and of no skipped run."""
+
     def prepare_sets(overrides: dict) -> list[str]:
         params = load_params(ROOT / "params.yaml", overrides)
         return stage_params(params, resolve_runs(params))["prepare.json"]["functionals"]
 
     assert prepare_sets({}) == []
     assert prepare_sets({"methods.svm": {"method": "functionals_svm"}}) == ["ComParE_2016"]
-    assert prepare_sets({"methods.svm": {"method": "functionals_svm"},
-                         "extended.runs.net": {"base": "audio_only", "set": {"audio_input": "eGeMAPSv02"}}}) == [
-        "ComParE_2016", "eGeMAPSv02"]
+    assert prepare_sets(
+        {
+            "methods.svm": {"method": "functionals_svm"},
+            "extended.runs.net": {"base": "audio_only", "set": {"audio_input": "eGeMAPSv02"}},
+        }
+    ) == ["ComParE_2016", "eGeMAPSv02"]
     assert prepare_sets({"methods.svm": {"method": "functionals_svm"}, "train.runs": ["mmin"]}) == []
-    runs = resolve_runs(load_params(ROOT / "params.yaml", {"methods.svm": {"method": "functionals_svm"},
-                                                           "data.corpus": "iemocap_mmin"}))
+    runs = resolve_runs(
+        load_params(ROOT / "params.yaml", {"methods.svm": {"method": "functionals_svm"}, "data.corpus": "iemocap_mmin"})
+    )
     assert runs["svm"]["status"] == "skip" and "feature package" in runs["svm"]["reason"]
-    runs = resolve_runs(load_params(ROOT / "params.yaml", {"methods.svm": {"method": "functionals_svm"},
-                                                           "task": "regression",
-                                                           "extended.other_task.task": "classification"}))
+    runs = resolve_runs(
+        load_params(
+            ROOT / "params.yaml",
+            {
+                "methods.svm": {"method": "functionals_svm"},
+                "task": "regression",
+                "extended.other_task.task": "classification",
+            },
+        )
+    )
     assert runs["svm"]["status"] == "skip" and "classification only" in runs["svm"]["reason"]
 
 
 def test_options_are_typed_keys_of_every_lstm_method():
-    params = load_params(ROOT / "params.yaml", {
-        "methods.net": {"method": "mmin", "encoder": {"audio": {"pooling": "stats", "conv": 3}},
-                        "augment": {"audio": {"noise": 0.2}}, "audio_input": "eGeMAPSv02"},
-        "train.normalisation": "speaker"})
+    params = load_params(
+        ROOT / "params.yaml",
+        {
+            "methods.net": {
+                "method": "mmin",
+                "encoder": {"audio": {"pooling": "stats", "conv": 3}},
+                "augment": {"audio": {"noise": 0.2}},
+                "audio_input": "eGeMAPSv02",
+            },
+            "train.normalisation": "speaker",
+        },
+    )
     runs = resolve_runs(params)
     entry = runs["net"]["entry"]
     assert entry["encoder"]["audio"] == {"pooling": "stats", "layers": 1, "bidirectional": False, "conv": 3}
@@ -113,17 +134,21 @@ def test_options_are_typed_keys_of_every_lstm_method():
     assert stage_params(params, runs)["runs/net.json"]["train"]["normalisation"] == "speaker"  # changes results
     for name, info in CATALOG.items():
         fields = set(info.params.model_fields)
-        assert ({"encoder", "augment", "audio_input"} <= fields) == (info.module in (
-            "mer_core.methods.baselines", "mer_core.methods.mmin", "mer_core.methods.nmer")), name
+        assert ({"encoder", "augment", "audio_input"} <= fields) == (
+            info.module in ("mer_core.methods.baselines", "mer_core.methods.mmin", "mer_core.methods.nmer")
+        ), name
     with pytest.raises(ConfigError, match=r"methods\.a\.encoder\.audio\.pooling: got 'sum'"):
-        load_params(ROOT / "params.yaml", {"methods.a": {"method": "audio_only",
-                                                         "encoder": {"audio": {"pooling": "sum"}}}})
+        load_params(
+            ROOT / "params.yaml", {"methods.a": {"method": "audio_only", "encoder": {"audio": {"pooling": "sum"}}}}
+        )
     with pytest.raises(ConfigError, match=r"methods\.a\.augment\.audio\.speed: \[low, high\] with low <= high"):
-        load_params(ROOT / "params.yaml", {"methods.a": {"method": "audio_only",
-                                                         "augment": {"audio": {"speed": [1.2, 0.9]}}}})
+        load_params(
+            ROOT / "params.yaml", {"methods.a": {"method": "audio_only", "augment": {"audio": {"speed": [1.2, 0.9]}}}}
+        )
     with pytest.raises(ConfigError, match=r"methods\.e\.encoder: early_fusion encodes the concatenated frames"):
-        load_params(ROOT / "params.yaml", {"methods.e": {"method": "early_fusion",
-                                                         "encoder": {"audio": {"pooling": "mean"}}}})
+        load_params(
+            ROOT / "params.yaml", {"methods.e": {"method": "early_fusion", "encoder": {"audio": {"pooling": "mean"}}}}
+        )
     with pytest.raises(ConfigError, match=r"train\.normalisation: got 'global'"):
         load_params(ROOT / "params.yaml", {"train.normalisation": "global"})
 
@@ -131,8 +156,14 @@ def test_options_are_typed_keys_of_every_lstm_method():
 # ================================================================================================ stores
 
 
-def functionals_store(root: Path, n_speakers: int = 5, per_class: int = 6, dim: int = 12, seed: int = 0,
-                      lacking: dict[str, str] | None = None):
+def functionals_store(
+    root: Path,
+    n_speakers: int = 5,
+    per_class: int = 6,
+    dim: int = 12,
+    seed: int = 0,
+    lacking: dict[str, str] | None = None,
+):
     """A store of 3 classes whose audio frames are random and whose eGeMAPSv02 functionals are class-dependent
     vectors with a per-speaker offset, leave-one-speaker-out folds with one validation speaker. `lacking`:
     {speaker: class} clips left out."""
@@ -147,20 +178,33 @@ def functionals_store(root: Path, n_speakers: int = 5, per_class: int = 6, dim: 
             if (lacking or {}).get(speaker) == label:
                 continue
             for j in range(per_class):
-                rows.append({"clip_id": f"{speaker}_{label}_{j}", "speaker": speaker, "label": label,
-                             "has_audio": True})
+                rows.append(
+                    {"clip_id": f"{speaker}_{label}_{j}", "speaker": speaker, "label": label, "has_audio": True}
+                )
                 frames.append(rng.normal(0, 1, (int(rng.integers(3, 9)), 4)).astype(np.float32))
                 vectors.append((centres[k] + offset + rng.normal(0, 0.8, dim)).astype(np.float32)[None])
     meta = pd.DataFrame(rows)
-    splits = draw_folds(meta, {"protocol": "standard", "n_val_speakers": 1, "seed": 0}, "tiny",
-                        LeaveOneGroupOut("speaker", "speakers", "test"))
+    splits = draw_folds(
+        meta,
+        {"protocol": "standard", "n_val_speakers": 1, "seed": 0},
+        "tiny",
+        LeaveOneGroupOut("speaker", "speakers", "test"),
+    )
     ids = list(meta["clip_id"])
     sequences = {"audio": Sequences.from_list(ids, frames, [np.ones(len(f), bool) for f in frames], 4)}
-    functionals = {functionals_file("eGeMAPSv02"): Sequences.from_list(ids, vectors, [np.ones(1, bool)] * len(ids),
-                                                                        dim)}
-    manifest = {"corpus": "emodb", "modalities": ["audio"], "classes": classes, "dims": {"audio": 4},
-                "frame_rates": {"audio": 100.0}, "functionals": {"eGeMAPSv02": dim}, "corruptions": [],
-                "missing_classes": missing_classes_entry(check_classes(meta, splits))}  # as prepare records them
+    functionals = {
+        functionals_file("eGeMAPSv02"): Sequences.from_list(ids, vectors, [np.ones(1, bool)] * len(ids), dim)
+    }
+    manifest = {
+        "corpus": "emodb",
+        "modalities": ["audio"],
+        "classes": classes,
+        "dims": {"audio": 4},
+        "frame_rates": {"audio": 100.0},
+        "functionals": {"eGeMAPSv02": dim},
+        "corruptions": [],
+        "missing_classes": missing_classes_entry(check_classes(meta, splits)),
+    }  # as prepare records them
     write_store(root, meta, splits, sequences, manifest, functionals=functionals)
     return read_store(root)
 
@@ -180,8 +224,14 @@ def test_the_store_refuses_functionals_that_the_manifest_does_not_list(tmp_path)
     seq = store.functionals("eGeMAPSv02")
     manifest = {k: v for k, v in store.manifest.items() if k != "files"}
     with pytest.raises(StoreError, match="functionals: the manifest lists"):
-        write_store(tmp_path / "other", store.meta, store.splits, store.sequences, manifest,
-                    functionals={functionals_file("ComParE_2016"): seq})
+        write_store(
+            tmp_path / "other",
+            store.meta,
+            store.splits,
+            store.sequences,
+            manifest,
+            functionals={functionals_file("ComParE_2016"): seq},
+        )
     assert not (tmp_path / "other").exists()
 
 
@@ -191,8 +241,10 @@ def test_the_store_refuses_functionals_that_the_manifest_does_not_list(tmp_path)
 def test_speaker_standardisation_invariants():
     rng = np.random.default_rng(1)
     speakers = np.array(["a", "a", "b", "b", "b"])
-    frames = [rng.normal(3.0 if s == "a" else -2.0, 2.0 if s == "a" else 0.5, (n, 3)).astype(np.float32)
-              for s, n in zip(speakers, (4, 6, 5, 3, 7))]
+    frames = [
+        rng.normal(3.0 if s == "a" else -2.0, 2.0 if s == "a" else 0.5, (n, 3)).astype(np.float32)
+        for s, n in zip(speakers, (4, 6, 5, 3, 7))
+    ]
     valid = [np.ones(len(f), bool) for f in frames]
     valid[0][1] = False
     frames[0][1] = 99.0  # an invalid frame: ignored by the statistics, left as it is
@@ -251,8 +303,14 @@ def test_the_svm_fits_predicts_and_gives_probabilities(tmp_path):
     x, y = svm_inputs(data["train"])
     reference = LinearSVC(C=SVM["C"][result.best_epoch - 1], max_iter=5000, random_state=0, dual=True).fit(x, y)
     x_test, _ = svm_inputs(data["test"])
-    batch = Batch(("audio",), {"audio": data["test"].x["audio"]}, {"audio": data["test"].lengths["audio"]},
-                  data["test"].has, data["test"].y, torch.arange(len(x_test)))
+    batch = Batch(
+        ("audio",),
+        {"audio": data["test"].x["audio"]},
+        {"audio": data["test"].lengths["audio"]},
+        data["test"].has,
+        data["test"].y,
+        torch.arange(len(x_test)),
+    )
     with torch.no_grad():
         logits = model(batch)
     np.testing.assert_allclose(logits.numpy(), reference.decision_function(x_test), rtol=1e-4, atol=1e-4)
@@ -268,8 +326,12 @@ def test_the_svm_selects_c_on_validation_and_never_reads_the_test_split(tmp_path
     result = fit_svm(LinearSVM(12, 3), data, entry)
     x, y = svm_inputs(data["train"])
     x_val, y_val = svm_inputs(data["val"])
-    scores = [classification_metrics(y_val, LinearSVC(C=c, max_iter=5000, random_state=0, dual=True).fit(x, y)
-                                     .predict(x_val), 3)["ua"] for c in entry["C"]]
+    scores = [
+        classification_metrics(
+            y_val, LinearSVC(C=c, max_iter=5000, random_state=0, dual=True).fit(x, y).predict(x_val), 3
+        )["ua"]
+        for c in entry["C"]
+    ]
     np.testing.assert_allclose(result.history["val_ua"], scores)
     assert result.best_epoch == int(np.argmax(scores)) + 1  # the first best, in the order listed
     scrambled = dict(data, test=dataclasses.replace(data["test"], y=data["test"].y.flip(0)))
@@ -281,16 +343,27 @@ def test_the_svm_selects_c_on_validation_and_never_reads_the_test_split(tmp_path
 def test_the_svm_sees_the_training_mean_without_audio(tmp_path):
     model = LinearSVM(12, 3)
     fit_svm(model, svm_data(tmp_path), FIT)
-    zeros = Batch(("audio",), {"audio": torch.zeros(2, 1, 12)}, {"audio": torch.zeros(2, dtype=torch.long)},
-                  torch.zeros(2, 1, dtype=torch.bool), torch.zeros(2, dtype=torch.long), torch.arange(2))
+    zeros = Batch(
+        ("audio",),
+        {"audio": torch.zeros(2, 1, 12)},
+        {"audio": torch.zeros(2, dtype=torch.long)},
+        torch.zeros(2, 1, dtype=torch.bool),
+        torch.zeros(2, dtype=torch.long),
+        torch.arange(2),
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(zeros), model.intercept.expand(2, -1))  # the decision at the training mean
 
 
 def speech_params(store, methods: dict, **train) -> dict:
     """Tiny params on `store` (an audio-only EmoDB-like store) with only `methods` trained, no feature noise."""
-    return make_tiny_params(store, methods=methods, sections={"robustness": {"noise_types": [], "signal": False}},
-                            runs=list(methods), **train)
+    return make_tiny_params(
+        store,
+        methods=methods,
+        sections={"robustness": {"noise_types": [], "signal": False}},
+        runs=list(methods),
+        **train,
+    )
 
 
 def test_the_svm_runs_through_the_study_grid(tmp_path):
@@ -312,8 +385,11 @@ def test_the_svm_runs_through_the_study_grid(tmp_path):
     table = convergence_table(history.assign(method="svm"), {"svm": {"fit": 3}}, params["train"]["stopping"])
     assert table["converged"].all() and set(table["stopped"]) == {"grid"}
     params = speech_params(store, {"svm": SVM | {"feature_set": "ComParE_2016"}}, folds=[2])
-    with pytest.raises(ConfigError, match=r"run svm: reads the ComParE_2016 functionals, which the feature store .* "
-                                          r"lacks \(it has: eGeMAPSv02\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"run svm: reads the ComParE_2016 functionals, which the feature store .* "
+        r"lacks \(it has: eGeMAPSv02\)",
+    ):
         run_method("svm", params, tmp_path / "r2", tmp_path / "c2")
 
 
@@ -329,11 +405,15 @@ def test_a_fitted_run_computes_one_seed_and_copies_it_for_the_others(tmp_path):
     fitted = fit_unit(run, 1, 2)  # what the unit of seed 2 gives when it is fitted
     expected = fitted.predictions.drop(columns="row").reset_index(drop=True)
     mine = predictions[predictions.seed == 2].reset_index(drop=True)
-    np.testing.assert_allclose(mine[[f"p_{c}" for c in store.classes]].to_numpy(),
-                               expected[[f"p{k}" for k in range(3)]].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        mine[[f"p_{c}" for c in store.classes]].to_numpy(), expected[[f"p{k}" for k in range(3)]].to_numpy(), atol=1e-4
+    )
     checkpoint = torch.load(tmp_path / "ckpt" / "fold1-seed2.pt", weights_only=False)
     assert checkpoint["seed"] == 2 and sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
-        "fold1-seed0.pt", "fold1-seed1.pt", "fold1-seed2.pt"]
+        "fold1-seed0.pt",
+        "fold1-seed1.pt",
+        "fold1-seed2.pt",
+    ]
     reference = torch.load(io.BytesIO(fitted.checkpoints["fold1-seed2.pt"]), weights_only=False)
     torch.testing.assert_close(checkpoint["state_dict"], reference["state_dict"])
 
@@ -343,8 +423,18 @@ def test_a_one_modality_store_has_no_feature_noise_cells(tmp_path):
     data = load_fold(store.view("eGeMAPSv02"), 0)
     model = LinearSVM(12, 3)
     fit_svm(model, data, FIT)
-    cfg = {"noise_types": ["gaussian"], "intensities": [20], "schedule": "scaled_linear", "beta_start": 0.01,
-           "beta_end": 0.5, "impulse_density": 0.3, "per_sample": True, "batch_size": 8, "seed": 0, "signal": True}
+    cfg = {
+        "noise_types": ["gaussian"],
+        "intensities": [20],
+        "schedule": "scaled_linear",
+        "beta_start": 0.01,
+        "beta_end": 0.5,
+        "impulse_density": 0.3,
+        "per_sample": True,
+        "batch_size": 8,
+        "seed": 0,
+        "signal": True,
+    }
     assert robustness_grid(model, store.view("eGeMAPSv02"), data["test"], cfg, 0, CPU).empty
 
 
@@ -352,11 +442,17 @@ def test_a_one_modality_store_has_no_feature_noise_cells(tmp_path):
 
 
 def test_leave_one_speaker_out_with_a_speaker_lacking_a_class():
-    rows = [{"speaker": s, "label": c} for s in ("03", "08", "09", "10") for c in ("anger", "disgust", "sad")
-            for _ in range(2) if not (s == "08" and c == "disgust")]
+    rows = [
+        {"speaker": s, "label": c}
+        for s in ("03", "08", "09", "10")
+        for c in ("anger", "disgust", "sad")
+        for _ in range(2)
+        if not (s == "08" and c == "disgust")
+    ]
     meta = pd.DataFrame(rows)
-    splits = draw_folds(meta, {"protocol": "standard", "n_val_speakers": 1, "seed": 0}, "emodb",
-                        CORPORA["emodb"].protocol)
+    splits = draw_folds(
+        meta, {"protocol": "standard", "n_val_speakers": 1, "seed": 0}, "emodb", CORPORA["emodb"].protocol
+    )
     assert sorted(splits[splits.role == "test"].speaker) == ["03", "08", "09", "10"]
     missing = check_classes(meta, splits)
     test_of = {int(f): s for f, s in splits[splits.role == "test"][["fold", "speaker"]].to_numpy()}
@@ -376,9 +472,16 @@ def test_ua_averages_the_classes_present():
 # ================================================================================================ encoder, augmentation
 
 
-@pytest.mark.parametrize("options", [{"summary": "attention"}, {"summary": "mean"}, {"summary": "stats", "conv": 3},
-                                     {"summary": "attention", "bidirectional": True, "layers": 2},
-                                     {"summary": "max", "bidirectional": True}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"summary": "attention"},
+        {"summary": "mean"},
+        {"summary": "stats", "conv": 3},
+        {"summary": "attention", "bidirectional": True, "layers": 2},
+        {"summary": "max", "bidirectional": True},
+    ],
+)
 def test_pooling_ignores_padding_and_batch_neighbours(options):
     torch.manual_seed(0)
     encoder = LSTMEncoder(5, 8, **options).eval()
@@ -391,8 +494,9 @@ def test_pooling_ignores_padding_and_batch_neighbours(options):
     garbage[1, 4:] = 50.0  # whatever lies beyond a clip's length
     torch.testing.assert_close(encoder(garbage, lengths), out)
     for k in (1, 3):  # each clip alone, without padding
-        torch.testing.assert_close(encoder(x[k:k + 1, :int(lengths[k])], lengths[k:k + 1]), out[k:k + 1], atol=1e-5,
-                                   rtol=1e-5)
+        torch.testing.assert_close(
+            encoder(x[k : k + 1, : int(lengths[k])], lengths[k : k + 1]), out[k : k + 1], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_attention_weights_sum_to_one_over_valid_frames():
@@ -418,22 +522,41 @@ def test_stats_pooling_is_the_projected_mean_and_deviation_with_gradients():
 
 
 def test_encoder_options_reach_each_modality_of_the_lstm_methods():
-    entry = resolve_runs(load_params(ROOT / "params.yaml", {"methods.u": {
-        "method": "utt_fusion", "hidden": 8, "encoder": {"audio": {"pooling": "attention", "layers": 2}}}}))["u"]
+    entry = resolve_runs(
+        load_params(
+            ROOT / "params.yaml",
+            {
+                "methods.u": {
+                    "method": "utt_fusion",
+                    "hidden": 8,
+                    "encoder": {"audio": {"pooling": "attention", "layers": 2}},
+                }
+            },
+        )
+    )["u"]
     entry = entry["entry"]
     model = UttFusion(CTX.modalities, CTX, 8, [8], 0.1, Encoding.from_entry(entry))
     audio, visual = model.encoders["audio"], model.encoders["visual"]
     assert audio.summary == "attention" and audio.lstm.num_layers == 2 and visual.summary == "max"
     for method in ("mmin", "nmer"):
-        built = method_spec(method).stages[0].build(resolve_runs(load_params(ROOT / "params.yaml", {
-            f"methods.{method}.encoder.audio.pooling": "mean"}))[method]["entry"], CTX, None)
+        built = (
+            method_spec(method)
+            .stages[0]
+            .build(
+                resolve_runs(load_params(ROOT / "params.yaml", {f"methods.{method}.encoder.audio.pooling": "mean"}))[
+                    method
+                ]["entry"],
+                CTX,
+                None,
+            )
+        )
         assert {m.summary for m in built.modules() if isinstance(m, LSTMEncoder)} == {"mean", "max"}, method
 
 
-AUGMENT = {"audio": {"speed": [0.8, 1.25], "time_masks": 2, "time_mask": 0.3, "freq_masks": 1, "freq_mask": 0.4,
-                     "noise": 0.1},
-           "visual": {"speed": [1.0, 1.0], "time_masks": 0, "time_mask": 0.0, "freq_masks": 0, "freq_mask": 0.0,
-                      "noise": 0.0}}
+AUGMENT = {
+    "audio": {"speed": [0.8, 1.25], "time_masks": 2, "time_mask": 0.3, "freq_masks": 1, "freq_mask": 0.4, "noise": 0.1},
+    "visual": {"speed": [1.0, 1.0], "time_masks": 0, "time_mask": 0.0, "freq_masks": 0, "freq_mask": 0.0, "noise": 0.0},
+}
 
 
 def test_augmentation_is_seeded_and_spares_absent_clips_and_padding():
@@ -450,7 +573,7 @@ def test_augmentation_is_seeded_and_spares_absent_clips_and_padding():
     assert first.x["visual"] is batch.x["visual"]  # nothing asked for the face
     assert first.lengths["audio"].tolist() != batch.lengths["audio"].tolist()  # speed changed some lengths
     for k in range(6):  # padding stays zero
-        assert (first.x["audio"][k, int(first.lengths["audio"][k]):] == 0).all()
+        assert (first.x["audio"][k, int(first.lengths["audio"][k]) :] == 0).all()
     assert augment_batch(batch, {"audio": AUGMENT["visual"]}, torch.Generator()) is batch  # all off: untouched
 
 
@@ -481,8 +604,12 @@ def test_any_lstm_run_reads_functionals_as_its_audio_and_the_embedding_follows(t
     summary = run_method("net", params, tmp_path / "results", tmp_path / "ckpt")
     checkpoint = torch.load(tmp_path / "ckpt" / "fold0-seed0.pt", weights_only=False)
     assert checkpoint["context"]["dims"]["audio"] == 12 and summary["units"] == 1  # the functionals' width
-    assert checkpoint["inputs"] == {"audio_input": "eGeMAPSv02", "normalisation": "speaker", "normalise": "all",
-                                    "batching": "bucketed"}
+    assert checkpoint["inputs"] == {
+        "audio_input": "eGeMAPSv02",
+        "normalisation": "speaker",
+        "normalise": "all",
+        "batching": "bucketed",
+    }
     table = run_embedding(Embedding(projection="pca", fold=0, seed=0).model_dump(), "net", store, tmp_path / "ckpt")
     assert len(table) == len(store.fold_indices(0)["test"]) and set(table["condition"]) == {"a"}
 
@@ -496,8 +623,9 @@ def test_the_explorer_feeds_each_run_as_it_was_trained(tmp_path):
     for run in ("svm", "net"):
         run_method(run, params, tmp_path / "results" / run, tmp_path / "checkpoints" / run)
     params["explore"].update(run="net", emotion="anger", condition="a", noise="gaussian", level=20, draws=2)
-    explorer = Explorer.open(stage_params(params, resolve_runs(params))["explore.json"],
-                             checkpoints=tmp_path / "checkpoints")
+    explorer = Explorer.open(
+        stage_params(params, resolve_runs(params))["explore.json"], checkpoints=tmp_path / "checkpoints"
+    )
     view = explorer.view(explorer.selection())
     assert view["scores"].shape == (2, 3) and np.isfinite(view["scores"].to_numpy()).all()
     fed, test = explorer.run_data("svm")
@@ -531,8 +659,9 @@ def fresh(params: dict, tmp_path: Path, drop: tuple[str, ...] = ()) -> dict:
     for folder in drop:
         shutil.rmtree(root / folder)
     params = copy.deepcopy(params)
-    params["data"].update(root=str(root), corpus="crema_d", features_dir=str(tmp_path / "features"),
-                          cache_dir=str(tmp_path / "cache"))
+    params["data"].update(
+        root=str(root), corpus="crema_d", features_dir=str(tmp_path / "features"), cache_dir=str(tmp_path / "cache")
+    )
     return params
 
 
@@ -541,9 +670,11 @@ def test_a_corpus_without_video_prepares_audio_only_with_one_line(base_params, t
     store = prepare(params)
     lines = [line for line in capsys.readouterr().err.splitlines() if "visual" in line]
     root = params["data"]["root"]
-    assert lines == [f"crema_d: visual: not found for any of the 48 clips (looked for {root}/OpenFace/<clip>.csv or "
-                     f"{root}/VideoFlash/<clip>.flv); the store holds audio only, and the runs that need visual are "
-                     "skipped"]
+    assert lines == [
+        f"crema_d: visual: not found for any of the 48 clips (looked for {root}/OpenFace/<clip>.csv or "
+        f"{root}/VideoFlash/<clip>.flv); the store holds audio only, and the runs that need visual are "
+        "skipped"
+    ]
     assert store.modalities == ("audio",) and "has_visual" not in store.meta
     assert set(store.manifest["frame_rates"]) == set(store.manifest["dims"]) == {"audio"}
     assert [c["modality"] for c in store.corruptions] == ["audio"]
@@ -612,19 +743,32 @@ def test_in_a_kernel_bars_reach_the_console_descriptor_and_messages_both(monkeyp
 # ================================================================================================ real EmoDB
 
 
-@pytest.mark.skipif(not (EMODB_DEV / "wav").is_dir(),
-                    reason=f"the real EmoDB development recordings are absent ({EMODB_DEV}; set MER_SHARED to the "
-                           "folder that holds data/emodb-dev)")
+@pytest.mark.skipif(
+    not (EMODB_DEV / "wav").is_dir(),
+    reason=f"the real EmoDB development recordings are absent ({EMODB_DEV}; set MER_SHARED to the "
+    "folder that holds data/emodb-dev)",
+)
 def test_real_emodb_prepares_and_the_svm_beats_chance(tmp_path):
     root = tmp_path / "emodb"
     (root / "wav").mkdir(parents=True)
     for wav in sorted((EMODB_DEV / "wav").glob("*.wav")):
         if wav.name[:2] in ("08", "09", "11", "14"):  # 08 has no disgust clip
             os.symlink(wav, root / "wav" / wav.name)
-    params = load_params(ROOT / "params.yaml", {
-        "data.corpus": "emodb", "data.root": str(root), "data.features_dir": str(tmp_path / "features"),
-        "data.cache_dir": str(tmp_path / "cache"), "folds.protocol": "standard", "folds.n_val_speakers": 1,
-        "robustness.signal": False, "train.normalisation": "speaker", "methods.svm": SVM, "train.runs": ["svm"]})
+    params = load_params(
+        ROOT / "params.yaml",
+        {
+            "data.corpus": "emodb",
+            "data.root": str(root),
+            "data.features_dir": str(tmp_path / "features"),
+            "data.cache_dir": str(tmp_path / "cache"),
+            "folds.protocol": "standard",
+            "folds.n_val_speakers": 1,
+            "robustness.signal": False,
+            "train.normalisation": "speaker",
+            "methods.svm": SVM,
+            "train.runs": ["svm"],
+        },
+    )
     prepared = stage_params(params, resolve_runs(params))["prepare.json"]
     assert prepared["functionals"] == ["eGeMAPSv02"]
     store = prepare(prepared)

@@ -35,8 +35,13 @@ def test_plateau_ends_the_constant_phase_then_the_decay():
     schedule = StageSchedule(10, 4, "plateau", patience=2, min_epochs=1)
     factors = drive(schedule, scores)
     assert factors == pytest.approx([1, 1, 1, 1, 1 - 1 / 5, 1 - 2 / 5, 1 - 3 / 5])
-    assert schedule.record() == {"epochs": 7, "stopped": "plateau", "best_epoch": 5, "decay_start": 4,
-                                 "gain": pytest.approx(0.0)}
+    assert schedule.record() == {
+        "epochs": 7,
+        "stopped": "plateau",
+        "best_epoch": 5,
+        "decay_start": 4,
+        "gain": pytest.approx(0.0),
+    }
 
 
 def test_plateau_without_decay_stops_on_plateau_or_at_the_maximum():
@@ -77,8 +82,9 @@ def test_stopping_params_are_validated_and_build_the_schedule():
 
 
 def test_run_method_stops_each_stage_on_its_plateau_and_records_why(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=1, folds=[0],
-                         stopping={"rule": "plateau", "patience": 1, "min_epochs": 1, "min_delta": 0.0})
+    params = tiny_params(
+        tiny_store, epochs=1, folds=[0], stopping={"rule": "plateau", "patience": 1, "min_epochs": 1, "min_delta": 0.0}
+    )
     params["methods"]["mmin"]["optim"].update(epochs=30, epochs_decay=30)
     params["methods"]["mmin"]["pretrain"]["optim"].update(epochs=3, epochs_decay=0)
     summary = run_method("mmin", params, tmp_path / "out", tmp_path / "ckpt")
@@ -95,13 +101,18 @@ def test_run_method_stops_each_stage_on_its_plateau_and_records_why(tiny_store, 
     expected = [0.01 * (1.0 if e < decay else lr_factor(e, decay, 30)) for e in range(len(stage2))]
     assert stage2["lr"].tolist() == pytest.approx(expected, abs=1e-5)
     ua = stage2["val_ua"].tolist()
-    assert ua[decay - 1] <= max(ua[:decay - 1])  # the epoch that ended the constant phase did not improve
+    assert ua[decay - 1] <= max(ua[: decay - 1])  # the epoch that ended the constant phase did not improve
     assert ua[-1] <= max(ua[:-1])
 
 
 def test_the_paper_preset_keeps_the_official_fixed_schedule(tiny_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_store, epochs=2, folds=[0], preset="paper",
-                         stopping={"rule": "plateau", "patience": 1, "min_epochs": 1, "min_delta": 0.0})
+    params = tiny_params(
+        tiny_store,
+        epochs=2,
+        folds=[0],
+        preset="paper",
+        stopping={"rule": "plateau", "patience": 1, "min_epochs": 1, "min_delta": 0.0},
+    )
     run = resolve_runs(params)["audio_only"]
     official = run["entry"]["optim"]  # the preset resets the schedule to the method's official one
     summary = run_method("audio_only", params, tmp_path / "out", tmp_path / "ckpt")

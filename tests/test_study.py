@@ -1,5 +1,6 @@
 """mer_core.study: which runs fill each table, figure, claim, embedding and the explorer's first view, derived from
 the runs' summaries (method, base, variant, task, status), on hand-made summaries."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,12 +22,31 @@ from mer_core.study import (
 )
 
 
-def summary(method: str, study: str = "default", base: str | None = None, root: str | None = None,
-            variant: str | None = None, changes: dict | None = None, task: str = "classification",
-            status: str = "train", needs=(), joint: bool = True) -> dict:
-    return {"study": study, "method": method, "base": base, "root": root, "variant": variant, "changes": changes or {},
-            "task": task, "status": status, "reason": None if status == "train" else "not selected by train.runs",
-            "needs": list(needs), "joint": joint}
+def summary(
+    method: str,
+    study: str = "default",
+    base: str | None = None,
+    root: str | None = None,
+    variant: str | None = None,
+    changes: dict | None = None,
+    task: str = "classification",
+    status: str = "train",
+    needs=(),
+    joint: bool = True,
+) -> dict:
+    return {
+        "study": study,
+        "method": method,
+        "base": base,
+        "root": root,
+        "variant": variant,
+        "changes": changes or {},
+        "task": task,
+        "status": status,
+        "reason": None if status == "train" else "not selected by train.runs",
+        "needs": list(needs),
+        "joint": joint,
+    }
 
 
 RUNS = {
@@ -39,14 +59,16 @@ RUNS = {
     "ours_no_cycle": summary("mmin", base="ours", root="ours", variant="no_cycle", changes={"cycle_weight": 0.0}),
     "ours_wide": summary("mmin", base="ours", root="ours", changes={"hidden": 256}),
     "inv": summary("ifmmin", root="inv"),
-    "inv_no_cmd": summary("ifmmin", "extended", base="inv", root="inv", variant="no_cmd",
-                          changes={"pretrain.cmd_weight": 0.0}),
+    "inv_no_cmd": summary(
+        "ifmmin", "extended", base="inv", root="inv", variant="no_cmd", changes={"pretrain.cmd_weight": 0.0}
+    ),
     "denoised": summary("nmer", root="denoised"),
     "vavl": summary("vavl", root="vavl", needs=("audio", "visual")),
     "vavl_no_rec": summary("vavl", "extended", base="vavl", root="vavl", variant="no_rec", changes={"rec_weight": 0}),
     "vavl_regression": summary("vavl", "extended", base="vavl", root="vavl", task="regression"),
-    "vavl_paired0.5": summary("vavl", "extended", base="vavl", root="vavl",
-                              changes={"unpaired.audio": 0.25, "unpaired.visual": 0.25}),
+    "vavl_paired0.5": summary(
+        "vavl", "extended", base="vavl", root="vavl", changes={"unpaired.audio": 0.25, "unpaired.visual": 0.25}
+    ),
     "spare": summary("utt_fusion", root="spare", status="skip"),
 }
 
@@ -85,12 +107,42 @@ def test_family_is_the_base_run_then_its_variants_of_the_same_task_fully_paired(
 
 
 def test_table_rows():
-    assert table_rows(RUNS, "main") == ["audio", "face", "late", "men", "men_aug", "ours", "ours_no_cycle",
-                                        "ours_wide", "inv", "denoised", "vavl", "spare"]  # the default study's runs
-    assert table_rows(RUNS, "imagination") == ["men", "men_aug", "ours", "ours_no_cycle", "ours_wide", "inv",
-                                               "inv_no_cmd"]
-    assert table_rows(RUNS, "vavl") == ["vavl", "vavl_no_rec", "audio", "face", "late", "men", "men_aug", "ours",
-                                        "inv", "denoised", "spare"]
+    assert table_rows(RUNS, "main") == [
+        "audio",
+        "face",
+        "late",
+        "men",
+        "men_aug",
+        "ours",
+        "ours_no_cycle",
+        "ours_wide",
+        "inv",
+        "denoised",
+        "vavl",
+        "spare",
+    ]  # the default study's runs
+    assert table_rows(RUNS, "imagination") == [
+        "men",
+        "men_aug",
+        "ours",
+        "ours_no_cycle",
+        "ours_wide",
+        "inv",
+        "inv_no_cmd",
+    ]
+    assert table_rows(RUNS, "vavl") == [
+        "vavl",
+        "vavl_no_rec",
+        "audio",
+        "face",
+        "late",
+        "men",
+        "men_aug",
+        "ours",
+        "inv",
+        "denoised",
+        "spare",
+    ]
     only = {k: RUNS[k] for k in ("audio", "vavl")}
     assert table_rows(only, "imagination") == [] and table_rows(only, "vavl") == ["vavl", "audio"]
     with pytest.raises(ValueError, match="unknown table 'nope'; allowed: main, imagination, vavl"):

@@ -1,4 +1,5 @@
 """Unit tests of the built-in synthetic corpus (mer_core.data.synthetic)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,18 +47,40 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 
 def digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def voice(f0_hz: float, formant_scale: float = 1.0) -> Voice:
-    return Voice(f0_hz=f0_hz, f0_range=1.0, formant_scale=formant_scale, rate=1.0, tilt_db=0.0, breathiness=1.0,
-                 jitter=0.005, shimmer=0.03, gain_db=0.0, expressivity=1.0)
+    return Voice(
+        f0_hz=f0_hz,
+        f0_range=1.0,
+        formant_scale=formant_scale,
+        rate=1.0,
+        tilt_db=0.0,
+        breathiness=1.0,
+        jitter=0.005,
+        shimmer=0.03,
+        gain_db=0.0,
+        expressivity=1.0,
+    )
 
 
 def speak(profile: VocalProfile, seed: int, f0_hz: float = 120.0, sentence: str = "ITH", snr_db: float = 40.0):
-    return synthesize_utterance(sentence, voice(f0_hz), profile, np.random.default_rng(seed), sample_rate=16000,
-                                speech_rate=4.5, breath_level=0.08, snr_db=snr_db, noise_type="pink")
+    return synthesize_utterance(
+        sentence,
+        voice(f0_hz),
+        profile,
+        np.random.default_rng(seed),
+        sample_rate=16000,
+        speech_rate=4.5,
+        breath_level=0.08,
+        snr_db=snr_db,
+        noise_type="pink",
+    )
 
 
 def profile(emotion: str) -> VocalProfile:
@@ -65,6 +88,7 @@ def profile(emotion: str) -> VocalProfile:
 
 
 # --- perception -------------------------------------------------------------------------------------------
+
 
 def test_confusion_rows_are_distributions_matching_datasets_md():
     for matrix in (VOICE_CONFUSION, FACE_CONFUSION, AUDIOVISUAL_CONFUSION):
@@ -88,6 +112,7 @@ def test_bayes_limits_match_the_issue():
 
 
 # --- config -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "key, value",
@@ -132,6 +157,7 @@ def test_the_project_generates_the_calibrated_defaults():
 
 # --- plan and speakers ------------------------------------------------------------------------------------
 
+
 def test_default_plan_follows_crema_d_level_structure():
     plan = plan_clips(default_config())
     assert len(plan) == 24 * 82 == 1968
@@ -155,10 +181,15 @@ def test_speakers_have_both_genders_and_gendered_f0():
 
 # --- voice ------------------------------------------------------------------------------------------------
 
+
 def autocorrelation_f0(utterance) -> float:
     wave, sr = utterance.wave, utterance.sample_rate
-    loud = np.interp(np.arange(len(wave)) / sr, np.arange(len(utterance.envelope)) / utterance.control_rate,
-                     utterance.envelope) > 0.5
+    loud = (
+        np.interp(
+            np.arange(len(wave)) / sr, np.arange(len(utterance.envelope)) / utterance.control_rate, utterance.envelope
+        )
+        > 0.5
+    )
     estimates = []
     for start in range(0, len(wave) - 640, 320):
         if loud[start : start + 640].all():
@@ -197,17 +228,36 @@ def test_profile_toward_interpolates_from_neutral():
 
 # --- face -------------------------------------------------------------------------------------------------
 
+
 def resting_face() -> Face:
-    return Face(au_bias=np.full(17, 0.2), expressivity=1.0, head_pose=np.array([0, -10, 600, 0.05, 0, 0.0]),
-                gaze=np.zeros(2), mouth_gain=1.0, blink_factor=1.0)
+    return Face(
+        au_bias=np.full(17, 0.2),
+        expressivity=1.0,
+        head_pose=np.array([0, -10, 600, 0.05, 0, 0.0]),
+        gaze=np.zeros(2),
+        mouth_gain=1.0,
+        blink_factor=1.0,
+    )
 
 
 def face_table(displayed: str, seed: int, envelope=None, failure_rate: float = 0.0) -> np.ndarray:
     envelope = np.zeros(300) if envelope is None else envelope
     n_frames = int(len(envelope) / 125.0 * 30)
-    return synthesize_openface(n_frames, 30, displayed, 1.0, 0.0, resting_face(), envelope, 125.0,
-                               np.random.default_rng(seed), au_noise=0.3, head_motion=1.0, blink_rate=0.3,
-                               failure_rate=failure_rate)
+    return synthesize_openface(
+        n_frames,
+        30,
+        displayed,
+        1.0,
+        0.0,
+        resting_face(),
+        envelope,
+        125.0,
+        np.random.default_rng(seed),
+        au_noise=0.3,
+        head_motion=1.0,
+        blink_rate=0.3,
+        failure_rate=failure_rate,
+    )
 
 
 def test_au12_apex_is_higher_for_happy_than_neutral():
@@ -240,6 +290,7 @@ def test_tracking_failures_are_zero_rows_with_low_confidence(tmp_path):
 
 # --- the written corpus -----------------------------------------------------------------------------------
 
+
 def test_layout_names_and_level_structure(tiny_corpus):
     wavs = sorted(p.stem for p in (tiny_corpus / "AudioWAV").glob("*.wav"))
     csvs = sorted(p.stem for p in (tiny_corpus / "OpenFace").glob("*.csv"))
@@ -248,8 +299,9 @@ def test_layout_names_and_level_structure(tiny_corpus):
         actor, sentence, emotion, level = NAME.match(name).groups()
         assert sentence in SENTENCES and 1001 <= int(actor) <= 1002
         assert (level == "XX") == (sentence != "IEO" or emotion == "NEU")
-    assert (tiny_corpus / "VideoDemographics.csv").read_text().splitlines()[0] == \
-        '"ActorID","Age","Sex","Race","Ethnicity"'
+    assert (tiny_corpus / "VideoDemographics.csv").read_text().splitlines()[
+        0
+    ] == '"ActorID","Age","Sex","Race","Ethnicity"'
     listing = pd.read_csv(tiny_corpus / "SentenceFilenames.csv")
     assert list(listing.columns) == ["Stimulus_Number", "Filename"] and sorted(listing.Filename) == wavs
     assert not tiny_corpus.with_name("corpus.partial").exists()
@@ -345,9 +397,24 @@ def test_intended_trace_mixes_the_intended_prototype_into_the_display():
     """With trace weight w, a face displaying neutral for an intended happy clip shows w of happiness's AU12."""
     au12 = OPENFACE_COLUMNS.index("AU12_r")
     n_frames, envelope = 90, np.zeros(400)
+
     def apex_au12(weight: float) -> float:
-        table = synthesize_openface(n_frames, 30, "NEU", 1.0, 0.0, resting_face(), envelope, 125.0,
-                                    np.random.default_rng(3), au_noise=0.0, head_motion=0.0, blink_rate=0.0,
-                                    failure_rate=0.0, trace=("HAP", weight))
+        table = synthesize_openface(
+            n_frames,
+            30,
+            "NEU",
+            1.0,
+            0.0,
+            resting_face(),
+            envelope,
+            125.0,
+            np.random.default_rng(3),
+            au_noise=0.0,
+            head_motion=0.0,
+            blink_rate=0.0,
+            failure_rate=0.0,
+            trace=("HAP", weight),
+        )
         return float(table[:, au12].max())
+
     assert apex_au12(0.0) < apex_au12(0.3) < apex_au12(0.6)

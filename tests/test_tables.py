@@ -1,4 +1,5 @@
 """mer_core.tables: the result tables (mean ± sample std over units) and the confusion figure."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -14,11 +15,15 @@ from mer_core.tables import confusion_grid, grid_table, mean_table, modality_tab
 
 def per_condition() -> pd.DataFrame:
     """Two runs (`b` first), two units each for `b`, one for `a`; `a` has no `v` row."""
-    rows = [{"method": "b", "fold": f, "seed": 0, "condition": c, "ua": u, "f1_macro": u / 2}
-            for f, values in enumerate(({"a": 0.4, "v": 0.6, "av": 0.8}, {"a": 0.5, "v": 0.8, "av": 0.9}))
-            for c, u in values.items()]
-    rows += [{"method": "a", "fold": 0, "seed": 0, "condition": c, "ua": u, "f1_macro": u / 2}
-             for c, u in {"a": 0.3, "av": 0.7}.items()]
+    rows = [
+        {"method": "b", "fold": f, "seed": 0, "condition": c, "ua": u, "f1_macro": u / 2}
+        for f, values in enumerate(({"a": 0.4, "v": 0.6, "av": 0.8}, {"a": 0.5, "v": 0.8, "av": 0.9}))
+        for c, u in values.items()
+    ]
+    rows += [
+        {"method": "a", "fold": 0, "seed": 0, "condition": c, "ua": u, "f1_macro": u / 2}
+        for c, u in {"a": 0.3, "av": 0.7}.items()
+    ]
     return pd.DataFrame(rows)
 
 

@@ -1,5 +1,6 @@
 """mer_core.tasks (classification | regression): the CCC loss, `Task`, `study_task`, regression targets from a
 store, the evaluation grid and late fusion for regression, and a regression run end to end."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ def test_ccc_loss_perfect_prediction_is_zero_per_attribute():
     t = torch.tensor([[0.1, -0.5, 0.9], [0.4, 0.2, -0.3], [-0.7, 0.8, 0.0], [0.3, -0.1, 0.5]])
     assert ccc_loss(t, t).item() == pytest.approx(0.0, abs=1e-6)
     for k in range(3):  # each attribute on its own
-        assert ccc_loss(t[:, k:k + 1], t[:, k:k + 1]).item() == pytest.approx(0.0, abs=1e-6)
+        assert ccc_loss(t[:, k : k + 1], t[:, k : k + 1]).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_ccc_loss_anti_correlated_is_two_per_attribute():
@@ -45,7 +46,7 @@ def test_ccc_loss_shifted_mean_lowers_ccc_by_the_known_amount():
     t = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
     var = 1.25  # population variance of 1..4
     for shift in (0.5, 1.0, 3.0):
-        expected_ccc = 2 * var / (2 * var + shift ** 2)  # Pearson is still 1
+        expected_ccc = 2 * var / (2 * var + shift**2)  # Pearson is still 1
         assert ccc_loss(t + shift, t).item() == pytest.approx(1 - expected_ccc, rel=1e-5)
     assert ccc_loss(t + 0.5, t) < ccc_loss(t + 1.0, t) < ccc_loss(t + 3.0, t)
     # a scaled prediction (perfectly correlated) is not perfect either
@@ -106,11 +107,22 @@ def test_regression_attributes_must_be_distinct_and_not_mean(targets):
 
 def test_metric_columns_keep_the_reporting_order():
     assert metric_columns(["method", "condition", "n", "loss", "f1_micro", "ua", "wa", "f1_macro"]) == [
-        "wa", "ua", "f1_macro", "f1_micro"]
+        "wa",
+        "ua",
+        "f1_macro",
+        "f1_micro",
+    ]
     assert metric_columns(["fold", "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean", "seed"]) == [
-        "ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean"]
+        "ccc_arousal",
+        "ccc_valence",
+        "ccc_dominance",
+        "ccc_mean",
+    ]
     assert metric_columns(["ccc_mean", "ccc_sentiment", "ccc_fear", "loss"]) == [
-        "ccc_sentiment", "ccc_fear", "ccc_mean"]
+        "ccc_sentiment",
+        "ccc_fear",
+        "ccc_mean",
+    ]
     assert metric_columns(pd.Index(["condition", "n", "loss"])) == []
 
 
@@ -118,8 +130,9 @@ def test_task_loss_and_clip_losses():
     g = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(5, 6, generator=g), torch.tensor([0, 3, 5, 1, 1])
     torch.testing.assert_close(CLASSIFICATION.loss(logits, labels), F.cross_entropy(logits, labels))
-    torch.testing.assert_close(CLASSIFICATION.clip_losses(logits, labels),
-                               F.cross_entropy(logits, labels, reduction="none"))
+    torch.testing.assert_close(
+        CLASSIFICATION.clip_losses(logits, labels), F.cross_entropy(logits, labels, reduction="none")
+    )
     values, attributes = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
     torch.testing.assert_close(REGRESSION.loss(values, attributes), ccc_loss(values, attributes))
     torch.testing.assert_close(REGRESSION.clip_losses(values, attributes), ((values - attributes) ** 2).sum(1))
@@ -139,8 +152,14 @@ def test_task_columns_classification_and_regression():
     values, attributes = torch.randn(4, 3, generator=g), np.random.default_rng(0).normal(size=(4, 3))
     columns, extras = REGRESSION.columns(attributes, values)
     assert extras == {}
-    assert list(columns) == ["label_arousal", "label_valence", "label_dominance",
-                             "pred_arousal", "pred_valence", "pred_dominance"]
+    assert list(columns) == [
+        "label_arousal",
+        "label_valence",
+        "label_dominance",
+        "pred_arousal",
+        "pred_valence",
+        "pred_dominance",
+    ]
     for k, a in enumerate(ATTRIBUTES):
         np.testing.assert_array_equal(columns[f"label_{a}"], attributes[:, k])
         np.testing.assert_array_equal(columns[f"pred_{a}"], values[:, k].numpy())
@@ -150,8 +169,12 @@ def test_task_score_regression_is_metrics_ccc_per_attribute():
     rng = np.random.default_rng(2)
     label = rng.normal(size=(30, 3))
     pred = label * 0.7 + rng.normal(0, 0.5, size=(30, 3)) + np.array([0.0, 0.3, -1.0])
-    table = pd.DataFrame({**{f"label_{a}": label[:, k] for k, a in enumerate(ATTRIBUTES)},
-                          **{f"pred_{a}": pred[:, k] for k, a in enumerate(ATTRIBUTES)}})
+    table = pd.DataFrame(
+        {
+            **{f"label_{a}": label[:, k] for k, a in enumerate(ATTRIBUTES)},
+            **{f"pred_{a}": pred[:, k] for k, a in enumerate(ATTRIBUTES)},
+        }
+    )
     scores = REGRESSION.score(table)
     assert list(scores) == list(REGRESSION.metrics)
     for k, a in enumerate(ATTRIBUTES):
@@ -180,12 +203,23 @@ def test_study_task_classification_and_regression():
 
 
 def test_study_task_regression_on_a_corpus_s_own_targets():
-    manifest = {"corpus": "cmu_mosei", "classes": ["negative", "non-negative"],
-                "attributes": ["sentiment", "happiness", "sadness", "anger", "surprise", "disgust", "fear"]}
+    manifest = {
+        "corpus": "cmu_mosei",
+        "classes": ["negative", "non-negative"],
+        "attributes": ["sentiment", "happiness", "sadness", "anger", "surprise", "disgust", "fear"],
+    }
     task = study_task("regression", manifest)
     assert task.targets == tuple(manifest["attributes"]) and task.n_outputs == 7
-    assert task.metrics == ("ccc_sentiment", "ccc_happiness", "ccc_sadness", "ccc_anger", "ccc_surprise",
-                            "ccc_disgust", "ccc_fear", "ccc_mean")
+    assert task.metrics == (
+        "ccc_sentiment",
+        "ccc_happiness",
+        "ccc_sadness",
+        "ccc_anger",
+        "ccc_surprise",
+        "ccc_disgust",
+        "ccc_fear",
+        "ccc_mean",
+    )
 
 
 @pytest.mark.parametrize("attributes", [None, []])
@@ -247,14 +281,24 @@ def regression_table() -> pd.DataFrame:
     """Predictions of 10 clips under three conditions; `v` is biased (a mean shift) and `a` noisy."""
     rng = np.random.default_rng(0)
     label = rng.uniform(-1, 1, size=(10, 3))
-    preds = {"a": label + rng.normal(0, 0.6, size=(10, 3)), "v": label * 0.5 + 0.8,
-             "av": label + rng.normal(0, 0.1, size=(10, 3))}
+    preds = {
+        "a": label + rng.normal(0, 0.6, size=(10, 3)),
+        "v": label * 0.5 + 0.8,
+        "av": label + rng.normal(0, 0.1, size=(10, 3)),
+    }
     parts = []
     for condition, pred in preds.items():
-        parts.append(pd.DataFrame({"condition": condition, "row": np.arange(10),
-                                   **{f"label_{a}": label[:, k] for k, a in enumerate(ATTRIBUTES)},
-                                   **{f"pred_{a}": pred[:, k] for k, a in enumerate(ATTRIBUTES)},
-                                   "loss": ((pred - label) ** 2).sum(1)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "condition": condition,
+                    "row": np.arange(10),
+                    **{f"label_{a}": label[:, k] for k, a in enumerate(ATTRIBUTES)},
+                    **{f"pred_{a}": pred[:, k] for k, a in enumerate(ATTRIBUTES)},
+                    "loss": ((pred - label) ** 2).sum(1),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -283,8 +327,15 @@ def test_grid_metrics_regression_gives_ccc_columns_pooled_is_not_the_mean():
 
 def late_fusion(ctx: ModelContext) -> LateFusion:
     torch.manual_seed(0)
-    entry = {"optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0, "encoder_pooling": "valid",
-             "text_windows": "valid", "unpaired": {}}
+    entry = {
+        "optim": OPTIM,
+        "hidden": 8,
+        "classifier": [8],
+        "dropout": 0.0,
+        "encoder_pooling": "valid",
+        "text_windows": "valid",
+        "unpaired": {},
+    }
     return method_spec("late_fusion").stages[0].build(entry, ctx, None)
 
 
@@ -300,8 +351,9 @@ def test_predict_regression_columns_and_losses(tiny_attribute_store):
     for _, part in table.groupby("condition"):
         assert part["row"].tolist() == list(split.rows)
         np.testing.assert_allclose(part[labels].to_numpy(), split.y.numpy())
-    np.testing.assert_allclose(table["loss"], ((table[preds].to_numpy() - table[labels].to_numpy()) ** 2).sum(1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        table["loss"], ((table[preds].to_numpy() - table[labels].to_numpy()) ** 2).sum(1), rtol=1e-5
+    )
     again = predict(model, split, batch_size=64, device=CPU)
     np.testing.assert_allclose(again[preds].to_numpy(), table[preds].to_numpy(), atol=1e-6)
 
@@ -331,8 +383,15 @@ def test_late_fusion_regression_forward_is_the_mean_of_present_branches():
 @pytest.mark.parametrize("name", ["audio_only", "early_fusion", "utt_fusion"])
 def test_task_models_regression_loss_is_the_ccc_loss_of_forward(name):
     torch.manual_seed(0)
-    entry = {"method": name, "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
-             "encoder_pooling": "valid", "text_windows": "valid"}
+    entry = {
+        "method": name,
+        "optim": OPTIM,
+        "hidden": 8,
+        "classifier": [8],
+        "dropout": 0.0,
+        "encoder_pooling": "valid",
+        "text_windows": "valid",
+    }
     model = method_spec(name).stages[0].build(entry, REG_CTX, None).eval()
     batch = make_batch(REG_CTX, n=6)
     loss, outputs = model.loss(batch, batch)
@@ -366,8 +425,9 @@ def test_run_method_regression_writes_ccc_results(tiny_attribute_store, tiny_par
     assert {f"label_{a}" for a in ATTRIBUTES} | {f"pred_{a}" for a in ATTRIBUTES} <= set(predictions.columns)
     assert "label" not in predictions and not any(c.startswith("p_") for c in predictions)
     meta = tiny_attribute_store.meta.set_index("clip_id")
-    np.testing.assert_allclose(predictions["label_valence"], meta.loc[predictions["clip_id"], "valence"],
-                               atol=5e-5)  # written with 4 decimals
+    np.testing.assert_allclose(
+        predictions["label_valence"], meta.loc[predictions["clip_id"], "valence"], atol=5e-5
+    )  # written with 4 decimals
     per_condition = pd.read_csv(out / "per_condition.csv")
     assert set(REGRESSION.metrics) <= set(per_condition.columns)
     checkpoint = torch.load(tmp_path / "ckpt" / "fold0-seed0.pt")

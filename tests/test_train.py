@@ -1,5 +1,6 @@
 """mer_core.train's outputs: the headline numbers of metrics.json, the validation curve DVC plots, what a skipped run
 writes, and when a feature store cannot feed a run's method."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ def per_run(metric_values: dict[str, list[float]], metrics=("wa", "ua")) -> pd.D
     rows = []
     for condition, values in metric_values.items():
         for fold, value in enumerate(values):
-            rows.append({"fold": fold, "seed": 0, "condition": condition,
-                         **{m: value + (0.1 if m == "wa" else 0.0) for m in metrics}})
+            rows.append(
+                {
+                    "fold": fold,
+                    "seed": 0,
+                    "condition": condition,
+                    **{m: value + (0.1 if m == "wa" else 0.0) for m in metrics},
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -38,13 +45,22 @@ def test_headline_is_the_mean_over_units_per_condition_and_the_missing_average()
 
 def test_headline_adds_feature_noise_wa_and_corrupted_ua_from_the_pooled_robustness_rows():
     table = per_run({"a": [0.4, 0.6], "v": [0.2, 0.3], "av": [0.7, 0.8]})
-    robustness = pd.DataFrame([
-        {"noise": "gaussian", "level": 20.0, "unit": "T", "condition": "pooled", "wa": 0.5, "ua": 0.4},
-        {"noise": "gaussian", "level": 20.0, "unit": "T", "condition": "a", "wa": 0.9, "ua": 0.9},  # not pooled
-        {"noise": "impulse", "level": 100.0, "unit": "T", "condition": "pooled", "wa": 0.3, "ua": 0.2},
-        {"noise": "babble", "level": 10.0, "unit": "dB", "condition": "pooled", "wa": 0.6, "ua": 0.7},
-        {"noise": "tracking_dropout", "level": 0.5, "unit": "fraction", "condition": "pooled", "wa": 0.5, "ua": 0.5},
-    ])
+    robustness = pd.DataFrame(
+        [
+            {"noise": "gaussian", "level": 20.0, "unit": "T", "condition": "pooled", "wa": 0.5, "ua": 0.4},
+            {"noise": "gaussian", "level": 20.0, "unit": "T", "condition": "a", "wa": 0.9, "ua": 0.9},  # not pooled
+            {"noise": "impulse", "level": 100.0, "unit": "T", "condition": "pooled", "wa": 0.3, "ua": 0.2},
+            {"noise": "babble", "level": 10.0, "unit": "dB", "condition": "pooled", "wa": 0.6, "ua": 0.7},
+            {
+                "noise": "tracking_dropout",
+                "level": 0.5,
+                "unit": "fraction",
+                "condition": "pooled",
+                "wa": 0.5,
+                "ua": 0.5,
+            },
+        ]
+    )
     metrics = headline(table, robustness, CLASSIFICATION, ["a", "v"])
     assert metrics["noise_wa"] == pytest.approx(0.4) and metrics["corrupted_ua"] == pytest.approx(0.6)
     signal_only = headline(table, robustness[robustness["unit"] != "T"], CLASSIFICATION, ["a", "v"])
@@ -53,8 +69,9 @@ def test_headline_adds_feature_noise_wa_and_corrupted_ua_from_the_pooled_robustn
 
 def test_headline_of_regression_is_the_mean_ccc_and_of_one_modality_has_no_missing_average():
     table = per_run({"a": [0.4, 0.6], "v": [0.2, 0.4], "av": [0.5, 0.7]}, metrics=("ccc_mean",))
-    robustness = pd.DataFrame([{"noise": "gaussian", "level": 20.0, "unit": "T", "condition": "pooled",
-                                "ccc_mean": 0.1}])
+    robustness = pd.DataFrame(
+        [{"noise": "gaussian", "level": 20.0, "unit": "T", "condition": "pooled", "ccc_mean": 0.1}]
+    )
     metrics = headline(table, robustness, REGRESSION, ["a", "v"])
     assert metrics == {"ccc_mean": pytest.approx({"a": 0.5, "v": 0.3, "av": 0.6, "missing": 0.4})}
     audio = headline(per_run({"a": [0.4, 0.6]}), pd.DataFrame(), CLASSIFICATION, [])
@@ -73,10 +90,12 @@ def test_the_missing_average_is_the_mean_of_each_units_average():
 def test_validation_curve_is_the_mean_over_units_per_epoch_stages_one_after_the_other():
     rows = []
     for fold, scores in enumerate(([0.2, 0.4], [0.4, 0.6])):
-        rows += [{"fold": fold, "seed": 0, "stage": "pretrain", "epoch": e + 1, "val_ua": s}
-                 for e, s in enumerate(scores)]
-    rows += [{"fold": 0, "seed": 0, "stage": "train", "epoch": e + 1, "val_ua": s}
-             for e, s in enumerate([0.5, 0.6, 0.7])]
+        rows += [
+            {"fold": fold, "seed": 0, "stage": "pretrain", "epoch": e + 1, "val_ua": s} for e, s in enumerate(scores)
+        ]
+    rows += [
+        {"fold": 0, "seed": 0, "stage": "train", "epoch": e + 1, "val_ua": s} for e, s in enumerate([0.5, 0.6, 0.7])
+    ]
     rows += [{"fold": 1, "seed": 0, "stage": "train", "epoch": 1, "val_ua": 0.3}]  # fold 1 stopped after 1 epoch
     curve = validation_curve(pd.DataFrame(rows), "ua")
     assert list(curve.columns) == CURVE_COLUMNS
@@ -84,8 +103,9 @@ def test_validation_curve_is_the_mean_over_units_per_epoch_stages_one_after_the_
     assert curve["stage"].tolist() == ["pretrain"] * 2 + ["train"] * 3 and set(curve["metric"]) == {"ua"}
     assert curve["criterion"].tolist() == pytest.approx([0.3, 0.5, 0.4, 0.6, 0.7])
     assert curve["units"].tolist() == [2, 2, 2, 1, 1]
-    regression = validation_curve(pd.DataFrame({"stage": "train", "epoch": [1, 2], "val_ccc_mean": [0.1, 0.2]}),
-                                  "ccc_mean")
+    regression = validation_curve(
+        pd.DataFrame({"stage": "train", "epoch": [1, 2], "val_ccc_mean": [0.1, 0.2]}), "ccc_mean"
+    )
     assert regression["criterion"].tolist() == pytest.approx([0.1, 0.2]) and set(regression["metric"]) == {"ccc_mean"}
 
 
@@ -98,11 +118,13 @@ def test_unfed_names_the_modalities_a_method_needs():
     audio = {"method": "audio_only", "needs": ["audio"], "min_modalities": 1}
     assert unfed(vavl, ("audio", "visual")) is None and unfed(mmin, ("audio", "text")) is None
     assert unfed(audio, ("audio",)) is None
-    assert unfed(vavl, ("audio",)) == ("method vavl needs the modalities audio, visual; the feature store has audio "
-                                       "only")
+    assert unfed(vavl, ("audio",)) == (
+        "method vavl needs the modalities audio, visual; the feature store has audio only"
+    )
     assert unfed(mmin, ("audio",)) == "method mmin needs 2 modalities; the feature store has audio only"
-    assert unfed(audio, ("visual", "text")) == ("method audio_only needs the modalities audio; the feature store has "
-                                                "visual, text only")
+    assert unfed(audio, ("visual", "text")) == (
+        "method audio_only needs the modalities audio; the feature store has visual, text only"
+    )
 
 
 def test_skip_run_writes_its_status_and_reason_in_every_output(tmp_path):
@@ -133,8 +155,9 @@ def test_train_run_skips_a_run_resolved_as_skipped_or_unfed_by_the_store(tiny_st
     run["needs"] = ["audio", "text"]  # as if the method needed a modality the store lacks
     summary = train_run(run, tmp_path / "mmin", tmp_path / "ckpt_mmin")
     assert summary["status"] == "skipped"
-    assert summary["reason"] == ("method mmin needs the modalities audio, text; the feature store has audio, visual "
-                                 "only")
+    assert summary["reason"] == (
+        "method mmin needs the modalities audio, text; the feature store has audio, visual only"
+    )
     assert json.loads((tmp_path / "mmin" / "metrics.json").read_text())["reason"] == summary["reason"]
 
 

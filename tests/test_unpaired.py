@@ -1,5 +1,6 @@
 """Partly unpaired training data: `mer_core.data.batches.unpair` / `load_fold(unpaired=...)`, the run key
 `unpaired` (validated with the run, `fit_run`), `mer_core.losses.slot_mse`, and the MMIN family on unpaired clips."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,14 +18,22 @@ from mer_core.tasks import study_task
 from mer_core.train import run_seed, training_view
 
 AUDIO_ONLY, VISUAL_ONLY, BOTH = (True, False), (False, True), (True, True)
-UTT_FUSION = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
-              "encoder_pooling": "valid", "text_windows": "valid"}
+UTT_FUSION = {
+    "method": "utt_fusion",
+    "optim": OPTIM,
+    "hidden": 8,
+    "classifier": [8],
+    "dropout": 0.0,
+    "encoder_pooling": "valid",
+    "text_windows": "valid",
+}
 
 
 def validate_run(name: str, entry: dict) -> dict:
     """Run `name` written as `entry`, validated as params.yaml's runs are; its complete method params."""
-    params = validate_params({"methods": {name: entry},
-                              "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}})
+    params = validate_params(
+        {"methods": {name: entry}, "extended": {"other_task": {"methods": []}, "unpaired": {"methods": []}}}
+    )
     return resolve_runs(params)[name]["entry"]
 
 
@@ -117,7 +126,8 @@ def test_unpair_chooses_only_paired_clips(tiny_store, train):
         assert kinds(out)[no_visual] == AUDIO_ONLY
         assert out.has.any(1).all()
         assert kinds(out).count(BOTH) == kinds(train).count(BOTH) - sum(
-            round(0.9 * n) for n in np.bincount(train.y.numpy()[train.has.all(1).numpy()]))
+            round(0.9 * n) for n in np.bincount(train.y.numpy()[train.has.all(1).numpy()])
+        )
 
 
 def test_unpair_rejects_shares_summing_over_one(train):
@@ -167,24 +177,32 @@ def test_subset_keeps_the_chosen_clips():
 
 
 def test_validate_run_accepts_unpaired_for_any_method(methods):
-    for name, entry in (("utt_unpaired", UTT_FUSION), ("mmin_u", {"method": "mmin", **methods["mmin"]}),
-                        ("vavl", {"method": "vavl", **methods["vavl"]})):
+    for name, entry in (
+        ("utt_unpaired", UTT_FUSION),
+        ("mmin_u", {"method": "mmin", **methods["mmin"]}),
+        ("vavl", {"method": "vavl", **methods["vavl"]}),
+    ):
         assert validate_run(name, {**entry, "unpaired": {"visual": 0.3, "audio": 0.2}})["unpaired"] == {
-            "visual": 0.3, "audio": 0.2}
+            "visual": 0.3,
+            "audio": 0.2,
+        }
         assert validate_run(name, {**entry, "unpaired": {"visual": 0}})["unpaired"] == {"visual": 0}
     assert validate_run("utt_unpaired", UTT_FUSION)["unpaired"] == {}  # the default: every clip paired
 
 
-@pytest.mark.parametrize("unpaired, where, words", [
-    ({"video": 0.2}, "methods.run.unpaired.video", "not an allowed key"),
-    ({"audio": 0.5, "visual": 0.5}, "methods.run.unpaired", "sum to 1"),
-    ({"audio": 0.7, "visual": 0.6}, "methods.run.unpaired", "sum to 1.3"),
-    ({"visual": 1.0}, "methods.run.unpaired", "below 1"),
-    ({"visual": -0.1}, "methods.run.unpaired.visual", "greater than or equal to 0"),
-    ({"visual": 1.5}, "methods.run.unpaired.visual", "less than or equal to 1"),
-    ({"visual": "0.2"}, "methods.run.unpaired.visual", "valid number"),
-    ([0.2], "methods.run.unpaired", "valid dictionary"),
-])
+@pytest.mark.parametrize(
+    "unpaired, where, words",
+    [
+        ({"video": 0.2}, "methods.run.unpaired.video", "not an allowed key"),
+        ({"audio": 0.5, "visual": 0.5}, "methods.run.unpaired", "sum to 1"),
+        ({"audio": 0.7, "visual": 0.6}, "methods.run.unpaired", "sum to 1.3"),
+        ({"visual": 1.0}, "methods.run.unpaired", "below 1"),
+        ({"visual": -0.1}, "methods.run.unpaired.visual", "greater than or equal to 0"),
+        ({"visual": 1.5}, "methods.run.unpaired.visual", "less than or equal to 1"),
+        ({"visual": "0.2"}, "methods.run.unpaired.visual", "valid number"),
+        ([0.2], "methods.run.unpaired", "valid dictionary"),
+    ],
+)
 def test_validate_run_rejects_bad_unpaired_naming_the_key(unpaired, where, words):
     with pytest.raises(ConfigError) as info:
         validate_run("run", {**UTT_FUSION, "unpaired": unpaired})
@@ -206,7 +224,7 @@ def test_fit_run_trains_on_the_unpaired_shares_of_its_entry(tiny_store, tiny_par
     monkeypatch.setattr(train_module, "load_fold", spy)
     params = tiny_params(tiny_store, epochs=1, folds=[1], methods={"late_fusion": {"unpaired": {"audio": 0.3}}})
     train_module.fit_run(resolved_run("late_fusion", params), 1, 0, tmp_path, show_progress=False)
-    (fold, task, unpaired, seed, has), = seen
+    ((fold, task, unpaired, seed, has),) = seen
     assert (fold, unpaired, seed) == (1, {"audio": 0.3}, run_seed(0, 1))
     assert task == study_task("classification", tiny_store.manifest)
     assert int((has == torch.tensor(AUDIO_ONLY)).all(1).sum()) > 1  # the audio-only clips made by unpair
@@ -231,7 +249,7 @@ def test_slot_mse_ignores_the_slots_of_missing_modalities():
     torch.testing.assert_close(loss, masked_slot_mse(prediction, target, has))
     # by hand: the 6 present slots of width 4
     cells = [(0, 0), (0, 1), (1, 0), (2, 1), (3, 0), (3, 1)]
-    by_hand = sum(((prediction[i, 4 * k:4 * k + 4] - target[i, 4 * k:4 * k + 4]) ** 2).sum() for i, k in cells) / 24
+    by_hand = sum(((prediction[i, 4 * k : 4 * k + 4] - target[i, 4 * k : 4 * k + 4]) ** 2).sum() for i, k in cells) / 24
     torch.testing.assert_close(loss, by_hand)
     # whatever sits in a masked slot does not matter, and gets no gradient
     garbage = target.clone()

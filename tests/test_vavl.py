@@ -1,5 +1,6 @@
 """VAVL (mer_core.methods.vavl, docs/methods.md §5): outputs for every condition, per-clip computation, the three
 optimiser steps per batch, the ablations, `mer_core.conformer.subsample`, and training through the loop."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,10 +22,27 @@ from mer_core.schema import check
 from mer_core.tasks import ccc_loss, study_task
 from mer_core.train import fit_run, update_steps
 
-ENTRY = {"method": "vavl", "optim": OPTIM, "projection": 6, "subsample": 2, "d_model": 8, "heads": 2,
-         "ffn_expansion": 2, "kernel": 3, "branch_blocks": 1, "shared_blocks": 1, "dropout": 0.0, "head_dropout": 0.0,
-         "shared": True, "residual": True, "rec_weight": "auto", "attention_scale": "d_model", "positions": "relative",
-         "pooling": "valid", "axes": "per_clip"}
+ENTRY = {
+    "method": "vavl",
+    "optim": OPTIM,
+    "projection": 6,
+    "subsample": 2,
+    "d_model": 8,
+    "heads": 2,
+    "ffn_expansion": 2,
+    "kernel": 3,
+    "branch_blocks": 1,
+    "shared_blocks": 1,
+    "dropout": 0.0,
+    "head_dropout": 0.0,
+    "shared": True,
+    "residual": True,
+    "rec_weight": "auto",
+    "attention_scale": "d_model",
+    "positions": "relative",
+    "pooling": "valid",
+    "axes": "per_clip",
+}
 ATOL = 1e-5
 
 
@@ -54,8 +72,9 @@ def paired_batch(ctx=CTX, n: int = 6, seed: int = 0) -> Batch:
     t = int(lengths["visual"].max())
     inside = (torch.arange(t) < lengths["visual"][:, None])[..., None]
     visual = torch.randn(n, t, ctx.dims["visual"], generator=g) * inside
-    return batch.replace(x={**batch.x, "visual": visual}, lengths=lengths,
-                         present=torch.ones(n, len(ctx.modalities), dtype=torch.bool))
+    return batch.replace(
+        x={**batch.x, "visual": visual}, lengths=lengths, present=torch.ones(n, len(ctx.modalities), dtype=torch.bool)
+    )
 
 
 def log_probs(model: VAVL, batch: Batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -72,8 +91,14 @@ def test_registered_with_one_stage_and_official_settings():
     spec = method_spec("vavl")
     assert [(s.name, s.train_conditions, s.select_on, s.key) for s in spec.stages] == [("train", "full", "full", None)]
     paper = VAVLParams().model_dump()  # the defaults are the official settings
-    assert paper["optim"] == {"epochs": 20, "epochs_decay": 0, "lr": 5e-5, "beta1": 0.95, "grad_clip": 0.0,
-                              "batch_size": 32}
+    assert paper["optim"] == {
+        "epochs": 20,
+        "epochs_decay": 0,
+        "lr": 5e-5,
+        "beta1": 0.95,
+        "grad_clip": 0.0,
+        "batch_size": 32,
+    }
     assert (paper["d_model"], paper["heads"], paper["branch_blocks"], paper["shared_blocks"]) == (512, 8, 3, 2)
     assert (paper["projection"], paper["subsample"], paper["kernel"], paper["ffn_expansion"]) == (50, 1, 31, 4)
     assert (paper["shared"], paper["residual"], paper["rec_weight"]) == (True, True, "auto")
@@ -84,8 +109,14 @@ def test_registered_with_one_stage_and_official_settings():
 def test_schema_rejects_bad_values():
     from mer_core.config import ConfigError
 
-    for key, value in (("rec_weight", "half"), ("rec_weight", -1.0), ("subsample", 0), ("shared", "yes"),
-                       ("heads", 3), ("kernel", 4)):
+    for key, value in (
+        ("rec_weight", "half"),
+        ("rec_weight", -1.0),
+        ("subsample", 0),
+        ("shared", "yes"),
+        ("heads", 3),
+        ("kernel", 4),
+    ):
         with pytest.raises(ConfigError, match=rf"^methods\.vavl\.{key}: "):
             validate_run("vavl", {**ENTRY, key: value})
     assert validate_run("vavl", {**ENTRY, "rec_weight": 0.5})["rec_weight"] == 0.5
@@ -165,9 +196,15 @@ def test_combine_with_two_of_three_modalities_averages_the_present_heads(ctx):
 
 def alone(batch: Batch, i: int) -> Batch:
     """Clip i on its own, cut to its own lengths."""
-    x = {m: batch.x[m][i:i + 1, :max(int(batch.lengths[m][i]), 1)] for m in batch.modalities}
-    return Batch(batch.modalities, x, {m: batch.lengths[m][i:i + 1] for m in batch.modalities},
-                 batch.present[i:i + 1], batch.y[i:i + 1], batch.rows[i:i + 1])
+    x = {m: batch.x[m][i : i + 1, : max(int(batch.lengths[m][i]), 1)] for m in batch.modalities}
+    return Batch(
+        batch.modalities,
+        x,
+        {m: batch.lengths[m][i : i + 1] for m in batch.modalities},
+        batch.present[i : i + 1],
+        batch.y[i : i + 1],
+        batch.rows[i : i + 1],
+    )
 
 
 def padded(batch: Batch, extra: int) -> Batch:
@@ -195,9 +232,13 @@ def test_eval_predictions_do_not_depend_on_batch_neighbours_or_padding(ctx):
     batch = make_batch(ctx, n=5)  # clip 1 without visual frames
     assert batch_gap(model, batch) < ATOL
     reordered = subset(batch, torch.ones(5, dtype=torch.bool))
-    reordered = reordered.replace(x={m: v.flip(0) for m, v in batch.x.items()},
-                                  lengths={m: v.flip(0) for m, v in batch.lengths.items()},
-                                  present=batch.present.flip(0), y=batch.y.flip(0), rows=batch.rows.flip(0))
+    reordered = reordered.replace(
+        x={m: v.flip(0) for m, v in batch.x.items()},
+        lengths={m: v.flip(0) for m, v in batch.lengths.items()},
+        present=batch.present.flip(0),
+        y=batch.y.flip(0),
+        rows=batch.rows.flip(0),
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(reordered).flip(0), model(batch), atol=ATOL, rtol=0)
 
@@ -233,7 +274,8 @@ def test_steps_yield_visual_audio_fusion_losses_on_a_paired_batch():
     torch.testing.assert_close(losses[2], torch.nn.functional.cross_entropy(fused, batch.y), atol=ATOL, rtol=0)
     losses[2].backward()  # its graph reaches the fusion head only
     assert {n for n, p in model.named_parameters() if p.grad is not None} == {
-        n for n, _ in model.named_parameters() if n.startswith("fusion.")}
+        n for n, _ in model.named_parameters() if n.startswith("fusion.")
+    }
     # the order: visual first, then audio (the official order), each its modality's loss
     model = build(dropout=0.0).eval()
     losses = list(model.steps(batch, batch))
@@ -244,8 +286,15 @@ def test_steps_yield_visual_audio_fusion_losses_on_a_paired_batch():
 
 def test_update_steps_of_a_model_without_steps_is_its_single_loss():
     torch.manual_seed(0)
-    entry = {"method": "utt_fusion", "optim": OPTIM, "hidden": 8, "classifier": [8], "dropout": 0.0,
-             "encoder_pooling": "valid", "text_windows": "valid"}
+    entry = {
+        "method": "utt_fusion",
+        "optim": OPTIM,
+        "hidden": 8,
+        "classifier": [8],
+        "dropout": 0.0,
+        "encoder_pooling": "valid",
+        "text_windows": "valid",
+    }
     model = method_spec("utt_fusion").stages[0].build(validate_run("utt_fusion", entry), CTX, None).eval()
     batch = make_batch()
     losses = list(update_steps(model, batch, batch))
@@ -270,9 +319,11 @@ def test_steps_use_the_clips_that_have_each_modality():
 def test_steps_skip_the_visual_step_when_no_clip_has_visual():
     model = build().train()
     batch = make_batch(n=5)
-    no_visual = batch.replace(present=batch.present & torch.tensor([True, False]),
-                              x={**batch.x, "visual": torch.zeros_like(batch.x["visual"])},
-                              lengths={**batch.lengths, "visual": torch.zeros(5, dtype=torch.long)})
+    no_visual = batch.replace(
+        present=batch.present & torch.tensor([True, False]),
+        x={**batch.x, "visual": torch.zeros_like(batch.x["visual"])},
+        lengths={**batch.lengths, "visual": torch.zeros(5, dtype=torch.long)},
+    )
     losses = list(model.steps(no_visual, no_visual))
     assert len(losses) == 1  # the audio step only: no visual step, no paired clip for the fusion step
     losses[0].backward()
@@ -280,8 +331,17 @@ def test_steps_skip_the_visual_step_when_no_clip_has_visual():
     assert reached == {"branches.audio", "shared.shared", "norms.shared", "heads.audio", "reconstruction.audio"}
 
 
-GROUPS = ("branches.audio", "branches.visual", "shared.shared", "norms.shared", "heads.audio", "heads.visual",
-          "reconstruction.audio", "reconstruction.visual", "fusion")
+GROUPS = (
+    "branches.audio",
+    "branches.visual",
+    "shared.shared",
+    "norms.shared",
+    "heads.audio",
+    "heads.visual",
+    "reconstruction.audio",
+    "reconstruction.visual",
+    "fusion",
+)
 
 
 def group_of(name: str) -> str:
@@ -307,8 +367,14 @@ def run_steps(model: VAVL, batch: Batch) -> list[dict]:
         after = model.state_dict()
         changed = {n for n in params if not torch.equal(before[n], after[n])}
         buffers = {n for n in before if n not in params and not torch.equal(before[n], after[n])}
-        records.append({"reached": reached, "changed": changed, "buffers": buffers,
-                        "modes": {name: module.training for name, module in model.named_modules()}})
+        records.append(
+            {
+                "reached": reached,
+                "changed": changed,
+                "buffers": buffers,
+                "modes": {name: module.training for name, module in model.named_modules()},
+            }
+        )
     return records
 
 
@@ -318,11 +384,19 @@ def test_each_step_updates_only_its_own_parameters():
     visual, audio, fusion = run_steps(model, paired_batch())
     by_group = lambda names_: {group_of(n) for n in names_}  # noqa: E731
     # visual step: the visual branch, the shared stack and its norm, the visual heads; nothing of audio or fusion
-    assert by_group(visual["reached"]) == by_group(visual["changed"]) == {
-        "branches.visual", "shared.shared", "norms.shared", "heads.visual", "reconstruction.visual"}
+    assert (
+        by_group(visual["reached"])
+        == by_group(visual["changed"])
+        == {"branches.visual", "shared.shared", "norms.shared", "heads.visual", "reconstruction.visual"}
+    )
     assert visual["reached"] == {n for n in names if group_of(n) in by_group(visual["reached"])}  # all of them
-    assert by_group(audio["changed"]) == {"branches.audio", "shared.shared", "norms.shared", "heads.audio",
-                                          "reconstruction.audio"}
+    assert by_group(audio["changed"]) == {
+        "branches.audio",
+        "shared.shared",
+        "norms.shared",
+        "heads.audio",
+        "reconstruction.audio",
+    }
     assert audio["reached"] == {n for n in names if group_of(n) in by_group(audio["reached"])}
     # fusion step: only the fusion head learns, and the running statistics of the frozen parts stay
     assert by_group(fusion["reached"]) == by_group(fusion["changed"]) == {"fusion"}
@@ -350,7 +424,8 @@ def test_shared_false_builds_one_stack_per_modality():
     assert all(len(stack.blocks) == ENTRY["shared_blocks"] for stack in model.shared.values())
     shared = build()
     stack = sum(p.numel() for p in shared.shared["shared"].parameters()) + sum(
-        p.numel() for p in shared.norms["shared"].parameters())
+        p.numel() for p in shared.norms["shared"].parameters()
+    )
     total = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert total(model) == total(shared) + stack
     # the visual step reaches the visual stack only
@@ -383,8 +458,9 @@ def test_rec_weight_zero_removes_the_reconstruction_term():
         for m in model.modalities:
             rep = model.represent(batch, m)
             task_loss = torch.nn.functional.cross_entropy(model.heads[m](rep), batch.y)
-            reconstruction = torch.nn.functional.mse_loss(model.reconstruction[m](rep),
-                                                          masked_mean(batch.x[m], batch.lengths[m]))
+            reconstruction = torch.nn.functional.mse_loss(
+                model.reconstruction[m](rep), masked_mean(batch.x[m], batch.lengths[m])
+            )
             torch.testing.assert_close(model.modality_loss(batch, m), task_loss + expected_weight * reconstruction)
     model = build(rec_weight=0.0).train()
     next(model.steps(batch, batch)).backward()
@@ -402,7 +478,8 @@ def test_regression_modality_loss_is_the_ccc_loss_plus_reconstruction():
     batch = paired_batch(REG_CTX)
     rep = model.represent(batch, "visual")
     expected = ccc_loss(model.heads["visual"](rep), batch.y) + 1.0 * torch.nn.functional.mse_loss(
-        model.reconstruction["visual"](rep), masked_mean(batch.x["visual"], batch.lengths["visual"]))
+        model.reconstruction["visual"](rep), masked_mean(batch.x["visual"], batch.lengths["visual"])
+    )
     torch.testing.assert_close(model.modality_loss(batch, "visual"), expected)
     assert len(list(model.steps(batch, batch))) == 3
 
@@ -430,13 +507,13 @@ def test_subsample_maps_lengths_to_their_ceiling_and_averages_valid_frames(facto
     assert out.shape == (8, -(-11 // factor), 3)
     for i, n in enumerate(lengths.tolist()):
         for k in range(out.shape[1]):
-            frames = x[i, k * factor: min((k + 1) * factor, n)]
+            frames = x[i, k * factor : min((k + 1) * factor, n)]
             expected = frames.mean(0) if len(frames) else torch.zeros(3)
             torch.testing.assert_close(out[i, k], expected)
     # appending padding changes nothing
     more, _ = subsample(torch.cat([x, 50 * torch.randn(8, 6, 3, generator=g)], 1), lengths, factor)
-    torch.testing.assert_close(more[:, :out.shape[1]], out)
-    assert more[:, out.shape[1]:].abs().sum() == 0
+    torch.testing.assert_close(more[:, : out.shape[1]], out)
+    assert more[:, out.shape[1] :].abs().sum() == 0
 
 
 def test_branch_subsamples_before_its_conformer():
@@ -452,8 +529,9 @@ def test_branch_subsamples_before_its_conformer():
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_vavl_trains_through_fit_run_with_unpaired_clips(task, tiny_attribute_store, tiny_params, tmp_path):
-    params = tiny_params(tiny_attribute_store, epochs=2, task=task,
-                         methods={"vavl": {"unpaired": {"visual": 0.25, "audio": 0.2}}})
+    params = tiny_params(
+        tiny_attribute_store, epochs=2, task=task, methods={"vavl": {"unpaired": {"visual": 0.25, "audio": 0.2}}}
+    )
     run = resolved_run("vavl", params)
     assert run["entry"]["unpaired"] == {"visual": 0.25, "audio": 0.2} and run["task"] == task
     output = fit_run(run, 0, 0, tmp_path, show_progress=False)
@@ -493,11 +571,29 @@ def test_update_steps_drive_several_optimiser_steps_in_train_stage(tiny_store):
             yield loss
 
     model.steps = counting
-    result = train_stage(model, stage, stage.conditions(entry), entry["optim"], 0.0, splits,
-                         torch.Generator().manual_seed(0), torch.device("cpu"), "vavl", False)
+    result = train_stage(
+        model,
+        stage,
+        stage.conditions(entry),
+        entry["optim"],
+        0.0,
+        splits,
+        torch.Generator().manual_seed(0),
+        torch.device("cpu"),
+        "vavl",
+        False,
+    )
     n_batches = 2 * len(list(splits["train"].batches(16, torch.Generator().manual_seed(0))))
     assert len(calls) == 3 * n_batches  # the training split is paired except one clip: every batch has 3 steps
-    assert list(result.history.columns) == ["stage", "epoch", "phase", "stopped", "lr", "train_loss", "val_loss",
-                                             "val_ua"]
+    assert list(result.history.columns) == [
+        "stage",
+        "epoch",
+        "phase",
+        "stopped",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_ua",
+    ]
     assert np.isfinite(result.history[["train_loss", "val_loss", "val_ua"]].to_numpy()).all()
     assert result.best_score == result.history["val_ua"].max()

@@ -1,5 +1,6 @@
 """The optional frozen wav2vec2 audio front-end (`features.audio.extractor: wav2vec2`, docs/methods.md §5.1): random
 weights for speed, and `pretrained` weights only from a local torch hub cache that the tests write themselves."""
+
 from __future__ import annotations
 
 import copy
@@ -15,6 +16,7 @@ import torchaudio
 from mer_core.config import ConfigError, load_params
 from mer_core.data import features
 from mer_core.data.features import extract_audio, wav2vec2_features
+from mer_core.data.media import read_wav
 from mer_core.data.prepare import _corrupt_audio, corruption_specs
 from mer_core.params.data import WAV2VEC2_BUNDLES, Features
 from mer_core.schema import check
@@ -26,8 +28,14 @@ RANDOM = {"bundle": "WAV2VEC2_BASE", "layer": 2, "weights": "random"}
 @pytest.fixture
 def feat_cfg() -> dict:
     """`features` of params.yaml with the wav2vec2 extractor on random weights (2 layers)."""
-    cfg = load_params(ROOT / "params.yaml", {"features.audio.extractor": "wav2vec2", "features.audio.rate_reduction": 1,
-                                             "features.audio.wav2vec2": dict(RANDOM)})["features"]
+    cfg = load_params(
+        ROOT / "params.yaml",
+        {
+            "features.audio.extractor": "wav2vec2",
+            "features.audio.rate_reduction": 1,
+            "features.audio.wav2vec2": dict(RANDOM),
+        },
+    )["features"]
     assert check(Features, cfg, "features").model_dump() == cfg
     return cfg
 
@@ -35,14 +43,19 @@ def feat_cfg() -> dict:
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     """An empty torch hub dir under tmp_path, no model cached in this process; any download attempt fails the test."""
+
     def no_download(*args, **kwargs):
         raise AssertionError(f"download attempted: {args}")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    for module, name in [(torch.hub, "load_state_dict_from_url"), (torch.hub, "download_url_to_file"),
-                         (torchaudio._internal, "load_state_dict_from_url"),
-                         (torchaudio.pipelines._wav2vec2.utils, "load_state_dict_from_url"),
-                         (urllib.request, "urlopen"), (urllib.request, "urlretrieve")]:
+    for module, name in [
+        (torch.hub, "load_state_dict_from_url"),
+        (torch.hub, "download_url_to_file"),
+        (torchaudio._internal, "load_state_dict_from_url"),
+        (torchaudio.pipelines._wav2vec2.utils, "load_state_dict_from_url"),
+        (urllib.request, "urlopen"),
+        (urllib.request, "urlretrieve"),
+    ]:
         monkeypatch.setattr(module, name, no_download)
     features.wav2vec2_model.cache_clear()
     yield tmp_path / "torch" / "hub" / "checkpoints"
@@ -52,8 +65,9 @@ def offline_hub(tmp_path, monkeypatch):
 def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
-    return (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.normal(size=len(t))
-            ).astype(np.float32)
+    return (
+        0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.normal(size=len(t))
+    ).astype(np.float32)
 
 
 def test_bundle_choices_are_pretrained_wav2vec2_bundles():
@@ -90,13 +104,24 @@ def test_layer_truncation():
         features.audio_dim({"extractor": "wav2vec2", "wav2vec2": dict(RANDOM, bundle="WAVLM_LARGE", layer=25)})
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("bundle", "WAV2VEC2_ASR_BASE_960H", r"features\.audio\.wav2vec2\.bundle: got 'WAV2VEC2_ASR_BASE_960H'; "
-                                         r"Input should be 'WAV2VEC2_BASE', 'WAV2VEC2_LARGE', .*'WAVLM_LARGE'"),
-    ("weights", "finetuned", r"features\.audio\.wav2vec2\.weights: got 'finetuned'; "
-                             r"Input should be 'pretrained' or 'random'"),
-    ("layer", 0, r"features\.audio\.wav2vec2\.layer: got 0; Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "bundle",
+            "WAV2VEC2_ASR_BASE_960H",
+            r"features\.audio\.wav2vec2\.bundle: got 'WAV2VEC2_ASR_BASE_960H'; "
+            r"Input should be 'WAV2VEC2_BASE', 'WAV2VEC2_LARGE', .*'WAVLM_LARGE'",
+        ),
+        (
+            "weights",
+            "finetuned",
+            r"features\.audio\.wav2vec2\.weights: got 'finetuned'; "
+            r"Input should be 'pretrained' or 'random'",
+        ),
+        ("layer", 0, r"features\.audio\.wav2vec2\.layer: got 0; Input should be greater than or equal to 1"),
+    ],
+)
 def test_params_validation(feat_cfg, key, value, message):
     bad = copy.deepcopy(feat_cfg)
     bad["audio"]["wav2vec2"][key] = value
@@ -104,7 +129,10 @@ def test_params_validation(feat_cfg, key, value, message):
         check(Features, bad, "features")
     del bad["audio"]["wav2vec2"]  # left out: the defaults (the base model at 12 layers, pretrained weights)
     assert check(Features, bad, "features").audio.wav2vec2.model_dump() == {
-        "bundle": "WAV2VEC2_BASE", "layer": 12, "weights": "pretrained"}
+        "bundle": "WAV2VEC2_BASE",
+        "layer": 12,
+        "weights": "pretrained",
+    }
 
 
 def test_pretrained_missing_weights_name_the_file_and_never_download(offline_hub):
@@ -135,7 +163,7 @@ def test_extraction_entry_point_and_corruptions(tmp_path, feat_cfg):
     frames, valid = extract_audio(path, cfg)
     n = (20800 - 400) // 320 + 1  # 64 frames of the CNN encoder (400-sample receptive field, 320 stride)
     assert frames.shape == (-(-n // 3), 768) == (22, features.audio_dim(cfg)) and valid.all()
-    full = wav2vec2_features(features.read_wav(path), cfg["wav2vec2"])
+    full = wav2vec2_features(read_wav(path), cfg["wav2vec2"])
     assert len(full) == n
     np.testing.assert_allclose(frames, features.reduce_rate(full, 3), rtol=1e-6)
     assert features.audio_frame_rate(cfg) == pytest.approx(50 / 3)

@@ -1,6 +1,7 @@
 """The DVC wiring: every stage of dvc.yaml and extended/dvc.yaml depends on exactly the code it runs (the import
 closure of its entry points, `mer_core.codedeps`), and no params value reaches a command or a path unless the
 `params` stage has checked it; and `mer_core.codedeps` itself, on a small package written here."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,13 +22,32 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 EXTENDED = yaml.safe_load((ROOT / "extended" / "dvc.yaml").read_text())["stages"]
 # each stage that runs mer_core code -> the codedeps stage whose closure it depends on
-DEFAULT_STAGES = {"corpus": "corpus", "prepare": "prepare", "train": "train", "embedding": "embedding",
-                  "analysis": "analysis", "explore": "explore", "html": "html"}
-EXTENDED_STAGES = {"run": "train", "task": "train", "unpaired": "train", "analysis": "extended_analysis",
-                   "html": "html"}
+DEFAULT_STAGES = {
+    "corpus": "corpus",
+    "prepare": "prepare",
+    "train": "train",
+    "embedding": "embedding",
+    "analysis": "analysis",
+    "explore": "explore",
+    "html": "html",
+}
+EXTENDED_STAGES = {
+    "run": "train",
+    "task": "train",
+    "unpaired": "train",
+    "analysis": "extended_analysis",
+    "html": "html",
+}
 # the only interpolations a command or a path may hold: run names and values the params stage has checked
-ALLOWED = {"${key}", "${item}", "${item.method}", "${item.paired}", "${extended.other_task.task}", "${data.root}",
-           "${data.features_dir}"}
+ALLOWED = {
+    "${key}",
+    "${item}",
+    "${item.method}",
+    "${item.paired}",
+    "${extended.other_task.task}",
+    "${data.root}",
+    "${data.features_dir}",
+}
 
 
 def template(stage: dict) -> dict:
@@ -63,11 +83,19 @@ def test_the_params_stage_depends_on_its_code_and_on_the_method_code_it_hashes()
 
 
 def test_every_stage_that_runs_mer_core_code_is_checked():
-    runs_code = {name for name, stage in DEFAULT.items() if "mer_core" in template(stage)["cmd"]
-                 or any(d.startswith("notebooks/") for d in template(stage).get("deps", []))}
+    runs_code = {
+        name
+        for name, stage in DEFAULT.items()
+        if "mer_core" in template(stage)["cmd"]
+        or any(d.startswith("notebooks/") for d in template(stage).get("deps", []))
+    }
     assert runs_code == set(DEFAULT_STAGES) | {"params", "deviations"}
-    extended = {name for name, stage in EXTENDED.items() if "mer_core" in template(stage)["cmd"]
-                or any(d.startswith("notebooks/") for d in template(stage).get("deps", []))}
+    extended = {
+        name
+        for name, stage in EXTENDED.items()
+        if "mer_core" in template(stage)["cmd"]
+        or any(d.startswith("notebooks/") for d in template(stage).get("deps", []))
+    }
     assert extended == set(EXTENDED_STAGES)
 
 
@@ -87,13 +115,19 @@ def test_the_deviations_stage_depends_on_the_whole_library():
 
 def interpolations(stage: dict) -> set[str]:
     """The ${...} of a stage's command and paths (not of its foreach / matrix source)."""
-    text = json.dumps({k: v for k, v in template(stage).items() if k in ("cmd", "deps", "outs", "metrics", "plots",
-                                                                            "wdir")})
+    text = json.dumps(
+        {k: v for k, v in template(stage).items() if k in ("cmd", "deps", "outs", "metrics", "plots", "wdir")}
+    )
     return set(re.findall(r"\$\{[^}]*\}", text))
 
 
-@pytest.mark.parametrize("where, stage", [*((f"dvc.yaml:{n}", s) for n, s in DEFAULT.items()),
-                                          *((f"extended/dvc.yaml:{n}", s) for n, s in EXTENDED.items())])
+@pytest.mark.parametrize(
+    "where, stage",
+    [
+        *((f"dvc.yaml:{n}", s) for n, s in DEFAULT.items()),
+        *((f"extended/dvc.yaml:{n}", s) for n, s in EXTENDED.items()),
+    ],
+)
 def test_only_checked_values_are_interpolated_into_commands_and_paths(where, stage):
     assert interpolations(stage) <= ALLOWED, f"{where}: {sorted(interpolations(stage) - ALLOWED)}"
 
@@ -107,8 +141,10 @@ def test_the_interpolation_check_sees_a_params_value():
 def test_the_foreach_sources_are_the_resolved_run_lists():
     assert DEFAULT["train"]["foreach"] == "${methods}" and EXTENDED["run"]["foreach"] == "${extended.runs}"
     assert EXTENDED["task"]["foreach"] == "${extended.other_task.methods}"
-    assert EXTENDED["unpaired"]["matrix"] == {"method": "${extended.unpaired.methods}",
-                                              "paired": "${extended.unpaired.paired}"}
+    assert EXTENDED["unpaired"]["matrix"] == {
+        "method": "${extended.unpaired.methods}",
+        "paired": "${extended.unpaired.paired}",
+    }
 
 
 # ============================================================================================== codedeps
@@ -134,12 +170,22 @@ def package(tmp_path, monkeypatch) -> Path:
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    notebook = {"cells": [
-        {"cell_type": "markdown", "source": ["import mer_core.unused\n"]},
-        {"cell_type": "code",
-         "source": ["%matplotlib inline\n", "!ls\n", "import mer_core.b\n", "import pandas as pd"]},
-        {"cell_type": "code", "source": ["def show():\n", "    from mer_core.pkg import mod\n", "    return mod\n"]},
-    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "source": ["import mer_core.unused\n"]},
+            {
+                "cell_type": "code",
+                "source": ["%matplotlib inline\n", "!ls\n", "import mer_core.b\n", "import pandas as pd"],
+            },
+            {
+                "cell_type": "code",
+                "source": ["def show():\n", "    from mer_core.pkg import mod\n", "    return mod\n"],
+            },
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "toy.ipynb").write_text(json.dumps(notebook))
     monkeypatch.setattr(codedeps, "ROOT", tmp_path)
@@ -148,27 +194,52 @@ def package(tmp_path, monkeypatch) -> Path:
 
 
 def test_module_closure_follows_relative_imports_and_imports_inside_functions(package):
-    assert module_closure(["mer_core.a"]) == ["mer_core/__init__.py", "mer_core/a.py", "mer_core/b.py", "mer_core/d.py",
-                                              "mer_core/sub/__init__.py", "mer_core/sub/c.py", "mer_core/sub/e.py"]
+    assert module_closure(["mer_core.a"]) == [
+        "mer_core/__init__.py",
+        "mer_core/a.py",
+        "mer_core/b.py",
+        "mer_core/d.py",
+        "mer_core/sub/__init__.py",
+        "mer_core/sub/c.py",
+        "mer_core/sub/e.py",
+    ]
 
 
 def test_module_closure_of_from_package_import_submodule(package):
-    assert module_closure(["mer_core.f"]) == ["mer_core/__init__.py", "mer_core/f.py", "mer_core/pkg/__init__.py",
-                                              "mer_core/pkg/mod.py", "mer_core/sub/__init__.py", "mer_core/sub/e.py"]
+    assert module_closure(["mer_core.f"]) == [
+        "mer_core/__init__.py",
+        "mer_core/f.py",
+        "mer_core/pkg/__init__.py",
+        "mer_core/pkg/mod.py",
+        "mer_core/sub/__init__.py",
+        "mer_core/sub/e.py",
+    ]
     assert module_closure(["mer_core.pkg"]) == ["mer_core/__init__.py", "mer_core/pkg/__init__.py"]
     assert "mer_core/pkg/other.py" in module_closure(["mer_core.pkg.other"])  # and what it imports
     assert module_closure(["numpy", "mer_core.nothing"]) == ["mer_core/__init__.py"]
 
 
 def test_notebook_imports_are_the_imports_of_its_code_cells(package):
-    assert notebook_imports(package / "notebooks" / "toy.ipynb") == ["mer_core.b", "mer_core.pkg", "mer_core.pkg.mod",
-                                                                     "pandas"]
+    assert notebook_imports(package / "notebooks" / "toy.ipynb") == [
+        "mer_core.b",
+        "mer_core.pkg",
+        "mer_core.pkg.mod",
+        "pandas",
+    ]
 
 
 def test_stage_closure_is_the_notebooks_then_the_closure_of_every_entry_point(package):
-    assert stage_closure("toy") == ["notebooks/toy.ipynb", "mer_core/__init__.py", "mer_core/b.py", "mer_core/d.py",
-                                    "mer_core/pkg/__init__.py", "mer_core/pkg/mod.py", "mer_core/sub/__init__.py",
-                                    "mer_core/sub/c.py", "mer_core/sub/e.py"]
+    assert stage_closure("toy") == [
+        "notebooks/toy.ipynb",
+        "mer_core/__init__.py",
+        "mer_core/b.py",
+        "mer_core/d.py",
+        "mer_core/pkg/__init__.py",
+        "mer_core/pkg/mod.py",
+        "mer_core/sub/__init__.py",
+        "mer_core/sub/c.py",
+        "mer_core/sub/e.py",
+    ]
 
 
 def test_code_hashes_are_the_sha256_of_the_files(package):
@@ -180,8 +251,12 @@ def test_code_hashes_are_the_sha256_of_the_files(package):
 def test_the_real_stages_never_import_a_methods_module_directly():
     """A training stage imports its method's module by name (`stage_specs`): no method module is in the closure of
     a stage that trains or loads any run, so editing one method reruns only the stages of its runs."""
-    methods = {"mer_core/methods/baselines.py", "mer_core/methods/mmin.py", "mer_core/methods/nmer.py",
-               "mer_core/methods/vavl.py"}
+    methods = {
+        "mer_core/methods/baselines.py",
+        "mer_core/methods/mmin.py",
+        "mer_core/methods/nmer.py",
+        "mer_core/methods/vavl.py",
+    }
     for stage in ("train", "embedding", "explore", "analysis", "extended_analysis", "corpus", "prepare"):
         assert not methods & set(stage_closure(stage)), stage
     for module in ("mer_core/train.py", "mer_core/layers.py"):
@@ -189,8 +264,10 @@ def test_the_real_stages_never_import_a_methods_module_directly():
 
 
 def test_loading_params_and_the_corpus_stage_import_no_torch():
-    code = ("import sys, mer_core.config, mer_core.data.synthetic.__main__; "
-            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, mer_core.config, mer_core.data.synthetic.__main__; "
+        "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """Tiny test material: a random feature store (8 speakers x 12 clips, 6 classes; optionally with continuous
 arousal / valence / dominance attributes) and params for training on it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,9 @@ BASELINES = ("audio_only", "visual_only", "early_fusion", "late_fusion", "utt_fu
 ATTRIBUTES = ("arousal", "valence", "dominance")
 
 
-def build_tiny_store(root: Path, n_speakers: int = 8, clips_per_speaker: int = 12, seed: int = 0,
-                     attributes: bool = False):
+def build_tiny_store(
+    root: Path, n_speakers: int = 8, clips_per_speaker: int = 12, seed: int = 0, attributes: bool = False
+):
     """Write a random store with a class-dependent offset (learnable), variable lengths, a few invalid visual
     frames and one clip without visual frames; folds from `make_splits`. Returns `read_store(root)`.
     With `attributes`, meta also holds arousal / valence / dominance in [-1, 1] (a class-dependent centre plus
@@ -50,9 +52,16 @@ def build_tiny_store(root: Path, n_speakers: int = 8, clips_per_speaker: int = 1
                     x[~ok] = 0.0
                 frames[m].append(x)
                 valid[m].append(ok)
-            rows.append({"clip_id": clip_id, "speaker": speaker, "label": CLASSES[k],
-                         "gender": "Female" if s % 2 else "Male",
-                         "has_audio": True, "has_visual": lengths["visual"] > 0})
+            rows.append(
+                {
+                    "clip_id": clip_id,
+                    "speaker": speaker,
+                    "label": CLASSES[k],
+                    "gender": "Female" if s % 2 else "Male",
+                    "has_audio": True,
+                    "has_visual": lengths["visual"] > 0,
+                }
+            )
     meta = pd.DataFrame(rows)
     if attributes:
         attribute_rng = np.random.default_rng(seed + 1000)
@@ -62,14 +71,26 @@ def build_tiny_store(root: Path, n_speakers: int = 8, clips_per_speaker: int = 1
             meta[a] = np.clip(values[:, k], -1.0, 1.0)
     sequences = {m: Sequences.from_list(list(meta["clip_id"]), frames[m], valid[m], d) for m, d in DIMS.items()}
     splits = make_splits(meta, {"n_folds": 4, "n_val_speakers": 1, "seed": 0})
-    manifest = {"corpus": "builtin", "modalities": list(DIMS), "classes": list(CLASSES), "dims": dict(DIMS),
-                "frame_rates": dict(FRAME_RATES), **({"attributes": list(ATTRIBUTES)} if attributes else {})}
+    manifest = {
+        "corpus": "builtin",
+        "modalities": list(DIMS),
+        "classes": list(CLASSES),
+        "dims": dict(DIMS),
+        "frame_rates": dict(FRAME_RATES),
+        **({"attributes": list(ATTRIBUTES)} if attributes else {}),
+    }
     write_store(root, meta, splits, sequences, manifest)
     return read_store(root)
 
 
-def make_tiny_params(store, epochs: int = 2, task: str = "classification", methods: dict | None = None,
-                     sections: dict | None = None, **train) -> dict:
+def make_tiny_params(
+    store,
+    epochs: int = 2,
+    task: str = "classification",
+    methods: dict | None = None,
+    sections: dict | None = None,
+    **train,
+) -> dict:
     """Validated params (every default filled in, `mer_core.config.validate_params`) whose runs train on `store` at
     tiny widths: one run per method, named after it, deep-merged with `methods` (which may also add runs); the
     study's `train` section with `train` overrides; any other section deep-merged from `sections`. Train one with
@@ -84,21 +105,45 @@ def make_tiny_params(store, epochs: int = 2, task: str = "classification", metho
     runs = {name: {"method": name, **small} for name in BASELINES}
     runs["mmin"] = {"method": "mmin", **imagination, "cycle_weight": 1.0, "pretrain": pretrain}
     runs["ifmmin"] = {"method": "ifmmin", **imagination, "invariant_weight": 10.0, "pretrain": pretrain}
-    runs["nmer"] = {"method": "nmer", **small, "latent": 4, "vae_layers": 1, "vae_heads": 2, "vae_ffn": 8,
-                    "decoder_hidden": 8, "noise": {"per_sample": False},
-                    "pretrain": {**pretrain, "denoise_weight": 1.0, "denoise_hidden": 8}}
-    runs["vavl"] = {"method": "vavl", "optim": dict(optim, beta1=0.95, grad_clip=0.0), "projection": 6,
-                    "subsample": 2, "d_model": 8, "heads": 2, "ffn_expansion": 2, "kernel": 3,
-                    "branch_blocks": 1, "shared_blocks": 1, "head_dropout": 0.1}
+    runs["nmer"] = {
+        "method": "nmer",
+        **small,
+        "latent": 4,
+        "vae_layers": 1,
+        "vae_heads": 2,
+        "vae_ffn": 8,
+        "decoder_hidden": 8,
+        "noise": {"per_sample": False},
+        "pretrain": {**pretrain, "denoise_weight": 1.0, "denoise_hidden": 8},
+    }
+    runs["vavl"] = {
+        "method": "vavl",
+        "optim": dict(optim, beta1=0.95, grad_clip=0.0),
+        "projection": 6,
+        "subsample": 2,
+        "d_model": 8,
+        "heads": 2,
+        "ffn_expansion": 2,
+        "kernel": 3,
+        "branch_blocks": 1,
+        "shared_blocks": 1,
+        "head_dropout": 0.1,
+    }
     first_fold = train["folds"][0] if isinstance(train.get("folds"), list) else 0
     raw = {
         "task": task,
         "data": {"corpus": store.root.name, "root": "unused", "features_dir": str(store.root.parent)},
-        "train": {"seeds": [0], "folds": [0], "stopping": {"rule": "fixed"},
-                  "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2}, **train},
+        "train": {
+            "seeds": [0],
+            "folds": [0],
+            "stopping": {"rule": "fixed"},
+            "frame_encoder": {"dim": 6, "channels": [4, 4], "groups": 2},
+            **train,
+        },
         "methods": deep_merge(runs, methods or {}),
         "robustness": {"intensities": [20, 100], "batch_size": 32},
-        "explore": {"fold": first_fold}, "analysis": {"embedding": {"fold": first_fold}},  # a trained fold
+        "explore": {"fold": first_fold},
+        "analysis": {"embedding": {"fold": first_fold}},  # a trained fold
         "extended": {"other_task": {"task": "regression" if task == "classification" else "classification"}},
     }
     return validate_params(deep_merge(raw, sections or {}))

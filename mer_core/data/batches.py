@@ -27,6 +27,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   features are not scaled. Restore: `train.normalise_modalities: [audio]`.
   Test: tests/test_faithful.py::test_only_the_named_modalities_are_normalised.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -63,16 +64,23 @@ class Batch:
         def move(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.pin_memory().to(device, non_blocking=True) if pinned else tensor.to(device)
 
-        return self.replace(x={m: move(v) for m, v in self.x.items()},
-                            lengths={m: move(v) for m, v in self.lengths.items()},
-                            present=move(self.present), y=move(self.y))
+        return self.replace(
+            x={m: move(v) for m, v in self.x.items()},
+            lengths={m: move(v) for m, v in self.lengths.items()},
+            present=move(self.present),
+            y=move(self.y),
+        )
 
 
 def subset(batch: Batch, keep: torch.Tensor) -> Batch:
     """The clips of `batch` where `keep` (B,) is True."""
-    return batch.replace(x={m: v[keep] for m, v in batch.x.items()},
-                         lengths={m: v[keep] for m, v in batch.lengths.items()},
-                         present=batch.present[keep], y=batch.y[keep], rows=batch.rows[keep.cpu()])
+    return batch.replace(
+        x={m: v[keep] for m, v in batch.x.items()},
+        lengths={m: v[keep] for m, v in batch.lengths.items()},
+        present=batch.present[keep],
+        y=batch.y[keep],
+        rows=batch.rows[keep.cpu()],
+    )
 
 
 @dataclass(frozen=True)
@@ -187,8 +195,9 @@ def targets(store: FeatureStore, rows: np.ndarray, task: Task) -> torch.Tensor:
     return torch.tensor([class_index[c] for c in store.meta["label"].to_numpy()[rows]], dtype=torch.long)
 
 
-def make_split(store: FeatureStore, rows: np.ndarray, norm: Normaliser, task: Task | None = None,
-               batching: str = "bucketed") -> Split:
+def make_split(
+    store: FeatureStore, rows: np.ndarray, norm: Normaliser, task: Task | None = None, batching: str = "bucketed"
+) -> Split:
     """Pad and normalise the clips at `rows` of the store; targets of `task` (default: its classes); batched as
     `batching` says (`BATCHINGS`)."""
     if batching not in BATCHINGS:
@@ -197,8 +206,17 @@ def make_split(store: FeatureStore, rows: np.ndarray, norm: Normaliser, task: Ta
     padded = {m: _padded(store.sequences[m], rows, norm.mean[m], norm.std[m]) for m in store.modalities}
     has = torch.from_numpy(np.stack([store.meta[f"has_{m}"].to_numpy(bool)[rows] for m in store.modalities], 1))
     y = targets(store, rows, task)
-    return Split(store.modalities, {m: x for m, (x, _) in padded.items()}, {m: n for m, (_, n) in padded.items()},
-                 has, y, np.asarray(rows), norm, task, batching)
+    return Split(
+        store.modalities,
+        {m: x for m, (x, _) in padded.items()},
+        {m: n for m, (_, n) in padded.items()},
+        has,
+        y,
+        np.asarray(rows),
+        norm,
+        task,
+        batching,
+    )
 
 
 def with_sequences(split: Split, modality: str, seq: Sequences) -> Split:
@@ -224,7 +242,7 @@ def unpair(split: Split, only: dict[str, float], seed: int) -> Split:
         clips = rng.permutation(np.flatnonzero((labels == label) & split.has.all(1).numpy()))
         start = 0
         for m, share in only.items():
-            chosen = clips[start: start + int(round(share * len(clips)))]
+            chosen = clips[start : start + int(round(share * len(clips)))]
             start += len(chosen)
             keep = torch.tensor([k == split.modalities.index(m) for k in range(len(split.modalities))])
             has[chosen] = keep
@@ -235,8 +253,15 @@ def unpair(split: Split, only: dict[str, float], seed: int) -> Split:
     return replace(split, x=x, lengths=lengths, has=has)
 
 
-def load_fold(store: FeatureStore, fold: int, task: Task | None = None, unpaired: dict[str, float] | None = None,
-              seed: int = 0, normalise: str | list[str] = "all", batching: str = "bucketed") -> dict[str, Split]:
+def load_fold(
+    store: FeatureStore,
+    fold: int,
+    task: Task | None = None,
+    unpaired: dict[str, float] | None = None,
+    seed: int = 0,
+    normalise: str | list[str] = "all",
+    batching: str = "bucketed",
+) -> dict[str, Split]:
     """Train / val / test splits of `fold`, the modalities `normalise` names (`train.normalise_modalities`)
     normalised with statistics of its training clips (all of them, before `unpaired` removes modalities from some:
     see `unpair`; validation and test clips stay paired), batched as `batching` says (`train.batches`)."""

@@ -18,6 +18,7 @@ Results depend neither on the order nor on the worker that computed them (`mer_c
 that cannot be read (e.g. truncated) is extracted again with a `CacheWarning`; a file that failed is not cached
 (a rerun tries it again, and `data.on_error` decides again).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,8 +66,12 @@ def library_versions() -> dict[str, str | None]:
 
 def settings_digest(corpus: str, feat_cfg: dict) -> str:
     """sha256 of what every item's result depends on beyond its own inputs (see module docstring)."""
-    settings = {"corpus": corpus, "features": dict(feat_cfg),
-                "code": code_fingerprint(), "libraries": library_versions()}
+    settings = {
+        "corpus": corpus,
+        "features": dict(feat_cfg),
+        "code": code_fingerprint(),
+        "libraries": library_versions(),
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
@@ -103,8 +108,11 @@ class ExtractionCache:
                     raise KeyError(f"holds {sorted(npz.files)}, expected the frames and valid of {names}")
                 pairs = {name: (npz[f"{name}.frames"], npz[f"{name}.valid"]) for name in names}
         except UNREADABLE as err:
-            warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}: {err}); extracting it again",
-                          CacheWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: unreadable cache entry ({type(err).__name__}: {err}); extracting it again",
+                CacheWarning,
+                stacklevel=2,
+            )
             path.unlink(missing_ok=True)
             return None
         return pairs
@@ -114,8 +122,7 @@ class ExtractionCache:
         if key is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{name}.{part}": array for name, pair in pairs.items()
-                  for part, array in zip(PARTS, pair)}
+        arrays = {f"{name}.{part}": array for name, pair in pairs.items() for part, array in zip(PARTS, pair)}
         temporary = self.folder / f"{key}.{os.getpid()}.tmp"
         try:
             with open(temporary, "wb") as handle:

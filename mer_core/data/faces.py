@@ -10,6 +10,7 @@ out (the image border replicated where the square leaves the frame), resized to 
 interpolation), scaled to [0, 1] float32 and flattened row-major to `size * size` features. A sample without a
 face is all zeros and invalid, as OpenFace's `success = 0` rows are (`mer_core.data.openface`).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -31,8 +32,10 @@ def face_cascade() -> cv2.CascadeClassifier:
     path = Path(cv2.data.haarcascades) / CASCADE
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
-        raise RuntimeError(f"{path}: OpenCV's Haar cascade is missing or unreadable; reinstall opencv-python-headless "
-                           "(the version pinned in pyproject.toml ships it)")
+        raise RuntimeError(
+            f"{path}: OpenCV's Haar cascade is missing or unreadable; reinstall opencv-python-headless "
+            "(the version pinned in pyproject.toml ships it)"
+        )
     return cascade
 
 
@@ -42,8 +45,9 @@ def detect_face(grey: np.ndarray, min_neighbors: int, min_face: float) -> np.nda
     `min_neighbors`: detectMultiScale's overlapping detections needed to accept a face (higher: fewer false
     faces); `min_face`: the smallest face side as a fraction of the frame's shorter side."""
     smallest = max(MIN_FACE_PX, round(min_face * min(grey.shape)))
-    faces = face_cascade().detectMultiScale(cv2.equalizeHist(grey), scaleFactor=SCALE_FACTOR,
-                                            minNeighbors=min_neighbors, minSize=(smallest, smallest))
+    faces = face_cascade().detectMultiScale(
+        cv2.equalizeHist(grey), scaleFactor=SCALE_FACTOR, minNeighbors=min_neighbors, minSize=(smallest, smallest)
+    )
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda face: face[2] * face[3])
@@ -58,7 +62,7 @@ def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
     out = np.full_like(boxes, np.nan)
     before, after = (window - 1) // 2, window // 2
     for k, row in enumerate(found):
-        neighbours = found[max(0, k - before):k + after + 1]
+        neighbours = found[max(0, k - before) : k + after + 1]
         out[row] = np.median(boxes[neighbours], axis=0)
     return out
 

@@ -26,6 +26,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   (`rate_reduction`). Why: simpler; a param. Restore: not switchable.
   Test: tests/test_data.py::test_extract_visual_rate_reduction_and_valid_mask.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -35,14 +36,14 @@ import numpy as np
 import torch
 import torchaudio
 
-from mer_core.schema import ConfigError
 from mer_core.data.faces import face_crops
-from mer_core.data.media import (SAMPLE_RATE, VIDEO_SUFFIXES, AudioError, VideoError, read_audio,  # noqa: F401
-                                 read_wav)  # read_wav, AudioError: their home was this module until media.py
+from mer_core.data.media import SAMPLE_RATE, VIDEO_SUFFIXES, AudioError, VideoError, read_audio
 from mer_core.data.openface import openface_columns, read_openface_csv
 from mer_core.params.data import FUNCTIONAL_SETS
+from mer_core.schema import ConfigError
 
 RANDOM_WEIGHTS_SEED = 0  # `weights: random` initialises the architecture from this seed
+
 
 def reduce_rate(frames: np.ndarray, factor: int) -> np.ndarray:
     """Average non-overlapping groups of `factor` frames (the last, shorter group included)."""
@@ -58,18 +59,20 @@ def reduce_rate(frames: np.ndarray, factor: int) -> np.ndarray:
 def _compare_extractor():
     import opensmile
 
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.ComParE_2016,
-                           feature_level=opensmile.FeatureLevel.LowLevelDescriptors), opensmile.Smile(
-        feature_set=opensmile.FeatureSet.ComParE_2016,
-        feature_level=opensmile.FeatureLevel.LowLevelDescriptors_Deltas)
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet.ComParE_2016, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+    ), opensmile.Smile(
+        feature_set=opensmile.FeatureSet.ComParE_2016, feature_level=opensmile.FeatureLevel.LowLevelDescriptors_Deltas
+    )
 
 
 @lru_cache(maxsize=None)
 def _functionals_extractor(name: str):
     import opensmile
 
-    return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, name),
-                           feature_level=opensmile.FeatureLevel.Functionals)
+    return opensmile.Smile(
+        feature_set=getattr(opensmile.FeatureSet, name), feature_level=opensmile.FeatureLevel.Functionals
+    )
 
 
 def wave_functionals(wave: np.ndarray, name: str, source: str | Path) -> np.ndarray:
@@ -90,8 +93,9 @@ def wav2vec2_bundle(name: str, layer: int):
     bundle = getattr(torchaudio.pipelines, name)
     depth = bundle._params["encoder_num_layers"]
     if layer > depth:
-        raise ConfigError(f"features.audio.wav2vec2.layer: got {layer}; {name} has {depth} transformer layers "
-                          f"(allowed: 1 to {depth})")
+        raise ConfigError(
+            f"features.audio.wav2vec2.layer: got {layer}; {name} has {depth} transformer layers (allowed: 1 to {depth})"
+        )
     return bundle
 
 
@@ -111,7 +115,8 @@ def _cached_state_dict(name: str, bundle) -> dict:
             f"cache; expected {path}. Nothing is downloaded here: on a machine with internet run "
             f"`torchaudio.pipelines.{name}.get_model()` (or fetch https://download.pytorch.org/torchaudio/models/"
             f"{bundle._path}) and copy the file to {path} (the directory follows $TORCH_HOME), or set "
-            "weights: random for a smoke run")
+            "weights: random for a smoke run"
+        )
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -158,8 +163,12 @@ def audio_features(wave: np.ndarray, cfg: dict) -> np.ndarray:
     if cfg["extractor"] == "logmel":
         frames = torchaudio.compliance.kaldi.fbank(
             torch.from_numpy(np.ascontiguousarray(wave))[None] * 32768.0,  # Kaldi's int16 scale
-            num_mel_bins=cfg["n_mels"], frame_length=cfg["win_ms"], frame_shift=cfg["hop_ms"],
-            sample_frequency=SAMPLE_RATE, dither=0.0, energy_floor=1.0,
+            num_mel_bins=cfg["n_mels"],
+            frame_length=cfg["win_ms"],
+            frame_shift=cfg["hop_ms"],
+            sample_frequency=SAMPLE_RATE,
+            dither=0.0,
+            energy_floor=1.0,
         ).numpy()
     elif cfg["extractor"] == "compare":
         lld, deltas = _compare_extractor()
@@ -180,10 +189,11 @@ def audio_dim(cfg: dict) -> int:
 
 def frame_ms(cfg: dict) -> tuple[float, float]:
     """(window, hop) of one frame of the configured extractor, in ms."""
-    return {"logmel": (cfg["win_ms"], cfg["hop_ms"]),
-            "compare": (60.0, 10.0),  # ComParE_2016's longest LLD window, and its 10 ms hop
-            "wav2vec2": (25.0, 20.0),  # the CNN feature encoder's receptive field (400 samples) and stride (320)
-            }[cfg["extractor"]]
+    return {
+        "logmel": (cfg["win_ms"], cfg["hop_ms"]),
+        "compare": (60.0, 10.0),  # ComParE_2016's longest LLD window, and its 10 ms hop
+        "wav2vec2": (25.0, 20.0),  # the CNN feature encoder's receptive field (400 samples) and stride (320)
+    }[cfg["extractor"]]
 
 
 def audio_frame_rate(cfg: dict) -> float:
@@ -228,20 +238,27 @@ def read_visual(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
         if cfg["extractor"] != "openface":
-            raise ConfigError(f"features.visual.extractor: {cfg['extractor']!r} reads videos, but {path} is an "
-                              "OpenFace CSV; set extractor: openface (allowed values: openface, face_crops)")
+            raise ConfigError(
+                f"features.visual.extractor: {cfg['extractor']!r} reads videos, but {path} is an "
+                "OpenFace CSV; set extractor: openface (allowed values: openface, face_crops)"
+            )
         return read_openface_csv(path, cfg["groups"])
     if suffix in VIDEO_SUFFIXES:
         if cfg["extractor"] != "face_crops":
-            raise ConfigError(f"features.visual.extractor: {cfg['extractor']!r} reads OpenFace CSVs, but {path} is a "
-                              "video; set extractor: face_crops (allowed values: openface, face_crops)")
+            raise ConfigError(
+                f"features.visual.extractor: {cfg['extractor']!r} reads OpenFace CSVs, but {path} is a "
+                "video; set extractor: face_crops (allowed values: openface, face_crops)"
+            )
         frames, valid = face_crops(path, cfg["fps"], cfg["face_crops"])
         if not valid.any():
-            raise VideoError(f"{path}: no face found in any of its {len(valid)} frames sampled at {cfg['fps']:g} fps "
-                             "(features.visual.face_crops: lower min_neighbors or min_face to find more)")
+            raise VideoError(
+                f"{path}: no face found in any of its {len(valid)} frames sampled at {cfg['fps']:g} fps "
+                "(features.visual.face_crops: lower min_neighbors or min_face to find more)"
+            )
         return frames, valid
-    raise VideoError(f"{path}: unknown visual file type {suffix!r}; allowed: .csv (OpenFace), "
-                     f"{', '.join(VIDEO_SUFFIXES)} (video)")
+    raise VideoError(
+        f"{path}: unknown visual file type {suffix!r}; allowed: .csv (OpenFace), {', '.join(VIDEO_SUFFIXES)} (video)"
+    )
 
 
 def extract_visual(path: str | Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:

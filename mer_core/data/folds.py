@@ -15,6 +15,7 @@ partition may lack a class (a speaker who never recorded it: EmoDB's speaker 08 
 give leave-one-speaker-out a test partition with every class): its UA is then the mean recall over the classes it
 holds (`mer_core.metrics`), and the store's manifest records which it lacks (`missing_classes`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from mer_core.data.store import split_key
+
 
 class FoldError(ValueError):
     """A fold cannot be built (too few speakers) or a partition lacks a class; the message says which."""
@@ -37,8 +39,9 @@ def make_splits(meta: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     if n_speakers < n_folds:
         raise FoldError(f"folds.n_folds: {n_folds} folds need at least {n_folds} speakers; the corpus has {n_speakers}")
     if n_speakers - -(-n_speakers // n_folds) - n_val < 1:  # the largest test fold leaves a training speaker
-        raise FoldError(f"folds.n_val_speakers: {n_val} leaves no training speaker ({n_speakers} speakers, "
-                        f"{n_folds} folds)")
+        raise FoldError(
+            f"folds.n_val_speakers: {n_val} leaves no training speaker ({n_speakers} speakers, {n_folds} folds)"
+        )
     strata = meta["gender"].astype(str).to_numpy() if "gender" in meta else np.zeros(len(meta), dtype=int)
     outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=cfg["seed"])
     rows = []
@@ -67,8 +70,9 @@ class SpeakerPartitions:
 
     def __post_init__(self):
         if self.n_partitions * self.sizes[2] > sum(self.sizes):
-            raise ValueError(f"{self.n_partitions} disjoint test sets of {self.sizes[2]} need more than "
-                             f"{sum(self.sizes)} speakers")
+            raise ValueError(
+                f"{self.n_partitions} disjoint test sets of {self.sizes[2]} need more than {sum(self.sizes)} speakers"
+            )
 
 
 @dataclass(frozen=True)
@@ -87,15 +91,18 @@ class LeaveOneGroupOut:
             raise ValueError(f"validation must be 'speakers' or 'group', got {self.validation!r}")
 
 
-def draw_folds(meta: pd.DataFrame, cfg: dict, corpus: str,
-               protocol: SpeakerPartitions | LeaveOneGroupOut | None) -> pd.DataFrame:
+def draw_folds(
+    meta: pd.DataFrame, cfg: dict, corpus: str, protocol: SpeakerPartitions | LeaveOneGroupOut | None
+) -> pd.DataFrame:
     """`splits.csv` rows under `folds.protocol`: `make_splits` (kfold) or the corpus's own `protocol` (standard;
     None when `corpus` has none, which raises)."""
     if cfg["protocol"] == "kfold":
         return make_splits(meta, cfg)
     if protocol is None:
-        raise FoldError(f"folds.protocol: standard: corpus {corpus!r} has no protocol of its own; allowed values "
-                        f"for it: kfold (speaker-independent folds)")
+        raise FoldError(
+            f"folds.protocol: standard: corpus {corpus!r} has no protocol of its own; allowed values "
+            f"for it: kfold (speaker-independent folds)"
+        )
     if isinstance(protocol, SpeakerPartitions):
         splits = speaker_partitions(meta, protocol, cfg["seed"], corpus)
     else:
@@ -133,14 +140,16 @@ def speaker_partitions(meta: pd.DataFrame, protocol: SpeakerPartitions, seed: in
     speakers = sorted(meta["speaker"].astype(str).unique())
     n_train, n_val, n_test = protocol.sizes
     if len(speakers) != sum(protocol.sizes):
-        raise FoldError(f"folds.protocol: standard for {corpus} draws {protocol.n_partitions} partitions of "
-                        f"{n_train}/{n_val}/{n_test} train/val/test speakers ({protocol.source}) and needs "
-                        f"{sum(protocol.sizes)} speakers; the corpus has {len(speakers)}; use folds.protocol: kfold")
+        raise FoldError(
+            f"folds.protocol: standard for {corpus} draws {protocol.n_partitions} partitions of "
+            f"{n_train}/{n_val}/{n_test} train/val/test speakers ({protocol.source}) and needs "
+            f"{sum(protocol.sizes)} speakers; the corpus has {len(speakers)}; use folds.protocol: kfold"
+        )
     gender_of = _genders(meta)
     order = balanced_order(speakers, gender_of, np.random.default_rng(seed))
     rows = []
     for fold in range(protocol.n_partitions):
-        test = order[fold * n_test:(fold + 1) * n_test]
+        test = order[fold * n_test : (fold + 1) * n_test]
         rest = sorted(set(speakers) - set(test))
         val = balanced_order(rest, gender_of, np.random.default_rng([seed, fold]))[:n_val]
         rows += _rows(fold, {"train": sorted(set(rest) - set(val)), "val": val, "test": test})
@@ -151,19 +160,25 @@ def leave_one_group_out(meta: pd.DataFrame, protocol: LeaveOneGroupOut, cfg: dic
     """`splits.csv` rows of `protocol` (see `LeaveOneGroupOut`); `cfg` is `folds` (seed, n_val_speakers)."""
     column = protocol.group
     if column not in meta:
-        raise FoldError(f"folds.protocol: standard for {corpus} leaves one {column} out, but the corpus listing has "
-                        f"no {column!r} column")
+        raise FoldError(
+            f"folds.protocol: standard for {corpus} leaves one {column} out, but the corpus listing has "
+            f"no {column!r} column"
+        )
     pairs = pd.DataFrame({"speaker": meta["speaker"].astype(str), "group": meta[column]}).drop_duplicates()
     twice = pairs["speaker"].duplicated()
     if twice.any():
         speaker = pairs["speaker"][twice].iloc[0]
-        raise FoldError(f"folds.protocol: standard for {corpus}: speaker {speaker!r} is in more than one {column} "
-                        f"({sorted(pairs.loc[pairs.speaker == speaker, 'group'].tolist())})")
+        raise FoldError(
+            f"folds.protocol: standard for {corpus}: speaker {speaker!r} is in more than one {column} "
+            f"({sorted(pairs.loc[pairs.speaker == speaker, 'group'].tolist())})"
+        )
     groups = sorted(pairs["group"].unique())
     least = 3 if protocol.validation == "group" else 2
     if len(groups) < least:
-        raise FoldError(f"folds.protocol: standard for {corpus} leaves one {column} out ({protocol.source}) and "
-                        f"needs at least {least} {column}s; the corpus has {len(groups)}; use folds.protocol: kfold")
+        raise FoldError(
+            f"folds.protocol: standard for {corpus} leaves one {column} out ({protocol.source}) and "
+            f"needs at least {least} {column}s; the corpus has {len(groups)}; use folds.protocol: kfold"
+        )
     members = {g: sorted(pairs.loc[pairs["group"] == g, "speaker"]) for g in groups}
     cycle = [groups[i] for i in np.random.default_rng(cfg["seed"]).permutation(len(groups))]
     next_in_cycle = {g: cycle[(i + 1) % len(cycle)] for i, g in enumerate(cycle)}
@@ -175,16 +190,19 @@ def leave_one_group_out(meta: pd.DataFrame, protocol: LeaveOneGroupOut, cfg: dic
         else:
             n_val = cfg["n_val_speakers"]
             if len(rest) - n_val < 1:
-                raise FoldError(f"folds.n_val_speakers: {n_val} leaves no training speaker when {column} {group} is "
-                                f"the test set ({len(rest)} other speakers)")
+                raise FoldError(
+                    f"folds.n_val_speakers: {n_val} leaves no training speaker when {column} {group} is "
+                    f"the test set ({len(rest)} other speakers)"
+                )
             picked = np.random.default_rng([cfg["seed"], fold]).choice(len(rest), n_val, replace=False)
             val = [rest[i] for i in picked]
         rows += _rows(fold, {"train": sorted(set(rest) - set(val)), "val": val, "test": members[group]})
     return pd.DataFrame(rows, columns=["fold", "speaker", "role"])
 
 
-def check_classes(meta: pd.DataFrame, splits: pd.DataFrame,
-                  hint: str = "change folds.n_folds / folds.n_val_speakers / folds.seed") -> dict[int, dict[str, list]]:
+def check_classes(
+    meta: pd.DataFrame, splits: pd.DataFrame, hint: str = "change folds.n_folds / folds.n_val_speakers / folds.seed"
+) -> dict[int, dict[str, list]]:
     """The classes each validation and test partition lacks, {fold: {role: [class, ...]}} (only the partitions that
     lack one); raise `FoldError` naming the fold, role and class when a *training* partition lacks one of the corpus's
     classes (a model must see every class it is tested on).
@@ -203,9 +221,12 @@ def check_classes(meta: pd.DataFrame, splits: pd.DataFrame,
             lacking.setdefault(int(fold), {})[role] = missing
             continue
         if key == "speaker":
-            raise FoldError(f"fold {fold}: class {missing[0]!r} missing from the {role} speakers "
-                            f"{sorted(part['speaker'])}; {hint}")
-        raise FoldError(f"fold {fold}: class {missing[0]!r} missing from the {role} clips ({len(members)} clips of "
-                        f"speakers {sorted(members['speaker'].astype(str).unique())}); these folds come with the "
-                        f"corpus: check its fold lists")
+            raise FoldError(
+                f"fold {fold}: class {missing[0]!r} missing from the {role} speakers {sorted(part['speaker'])}; {hint}"
+            )
+        raise FoldError(
+            f"fold {fold}: class {missing[0]!r} missing from the {role} clips ({len(members)} clips of "
+            f"speakers {sorted(members['speaker'].astype(str).unique())}); these folds come with the "
+            f"corpus: check its fold lists"
+        )
     return lacking

@@ -28,6 +28,7 @@ so it gives round(duration x fps) samples. Frames are converted to grey and, whe
 `max_side`, downscaled (detection speed and memory on HD corpora). A video that decodes to fewer frames than its
 container declares (OpenCV's frame count), by more than `TRUNCATION_TOLERANCE`, is truncated: a `VideoError`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,8 +73,10 @@ def _mono(samples: np.ndarray, rate: int, sample_rate: int, path: Path, peak: fl
     loudest = float(np.abs(samples).max())
     if loudest > peak:
         frame = int(np.argwhere(np.abs(samples) == loudest)[0, 0])
-        raise AudioError(f"{path}: samples beyond full scale (|x| = {loudest:g} at sample {frame}, {frame / rate:.3f} "
-                         f"s; at most {peak:g} is accepted): a corrupt or unnormalised float file")
+        raise AudioError(
+            f"{path}: samples beyond full scale (|x| = {loudest:g} at sample {frame}, {frame / rate:.3f} "
+            f"s; at most {peak:g} is accepted): a corrupt or unnormalised float file"
+        )
     wave = samples.mean(axis=1)
     if rate != sample_rate:
         wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, sample_rate).numpy()
@@ -108,8 +111,10 @@ def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         raise AudioError(f"{path}: not a readable audio file ({err})") from err
     if declared and len(wave) < declared:
-        raise AudioError(f"{path}: truncated: the header declares {declared} frames ({declared / rate:.3f} s), the "
-                         f"file holds {len(wave)} ({len(wave) / rate:.3f} s)")
+        raise AudioError(
+            f"{path}: truncated: the header declares {declared} frames ({declared / rate:.3f} s), the "
+            f"file holds {len(wave)} ({len(wave) / rate:.3f} s)"
+        )
     return _mono(wave, rate, sample_rate, path, FULL_SCALE)
 
 
@@ -127,16 +132,23 @@ def read_container_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np
                 rate = rate or frame.sample_rate
                 chunks += [out.to_ndarray() for out in to_float.resample(frame)]
             chunks += [out.to_ndarray() for out in to_float.resample(None)]
-            declared = (float(stream.duration * stream.time_base) if stream.duration else
-                        container.duration / av.time_base if container.duration else None)
+            declared = (
+                float(stream.duration * stream.time_base)
+                if stream.duration
+                else container.duration / av.time_base
+                if container.duration
+                else None
+            )
     except (av.FFmpegError, OSError) as err:
         raise AudioError(f"{path}: not a readable media file ({type(err).__name__}: {err})") from err
     if not chunks:
         raise AudioError(f"{path}: no samples in the audio track")
     samples = np.concatenate(chunks, axis=1).T
     if declared and len(samples) / rate < (1.0 - TRUNCATION_TOLERANCE) * declared:
-        raise AudioError(f"{path}: truncated: the container declares {declared:.3f} s, its audio track decodes to "
-                         f"{len(samples) / rate:.3f} s")
+        raise AudioError(
+            f"{path}: truncated: the container declares {declared:.3f} s, its audio track decodes to "
+            f"{len(samples) / rate:.3f} s"
+        )
     return _mono(samples, rate, sample_rate, path, LOSSY_PEAK)
 
 
@@ -147,8 +159,10 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         return read_wav(path, sample_rate)
     if suffix in CONTAINER_AUDIO_SUFFIXES:
         return read_container_audio(path, sample_rate)
-    raise AudioError(f"{path}: unknown audio file type {suffix!r}; allowed: "
-                     f"{', '.join(SOUNDFILE_SUFFIXES + CONTAINER_AUDIO_SUFFIXES)}")
+    raise AudioError(
+        f"{path}: unknown audio file type {suffix!r}; allowed: "
+        f"{', '.join(SOUNDFILE_SUFFIXES + CONTAINER_AUDIO_SUFFIXES)}"
+    )
 
 
 def _grey(frame: np.ndarray, max_side: int) -> np.ndarray:
@@ -194,7 +208,8 @@ def sample_video(path: str | Path, fps: float, max_side: int) -> list[np.ndarray
     duration = times[-1] - times[0] + step
     n = round(duration * fps)
     if n == 0:
-        raise VideoError(f"{path}: {duration * 1000:.1f} ms is shorter than one frame at {fps:g} fps "
-                         "(features.visual.fps)")
+        raise VideoError(
+            f"{path}: {duration * 1000:.1f} ms is shorter than one frame at {fps:g} fps (features.visual.fps)"
+        )
     samples += [shown] * (n - len(samples))
     return samples[:n]

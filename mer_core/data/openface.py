@@ -16,6 +16,7 @@ directions `gaze_0_*` / `gaze_1_*` as unit vectors, averaged gaze angles `gaze_a
 quantity has no hard limit the bound is generous: it only rejects what no face in front of a camera gives
 (a head 10 m away, a rotation beyond a full turn, a gaze component far off a unit vector).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,10 +26,45 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-AU_INTENSITY = ["AU01_r", "AU02_r", "AU04_r", "AU05_r", "AU06_r", "AU07_r", "AU09_r", "AU10_r", "AU12_r",
-                "AU14_r", "AU15_r", "AU17_r", "AU20_r", "AU23_r", "AU25_r", "AU26_r", "AU45_r"]
-AU_PRESENCE = ["AU01_c", "AU02_c", "AU04_c", "AU05_c", "AU06_c", "AU07_c", "AU09_c", "AU10_c", "AU12_c",
-               "AU14_c", "AU15_c", "AU17_c", "AU20_c", "AU23_c", "AU25_c", "AU26_c", "AU28_c", "AU45_c"]
+AU_INTENSITY = [
+    "AU01_r",
+    "AU02_r",
+    "AU04_r",
+    "AU05_r",
+    "AU06_r",
+    "AU07_r",
+    "AU09_r",
+    "AU10_r",
+    "AU12_r",
+    "AU14_r",
+    "AU15_r",
+    "AU17_r",
+    "AU20_r",
+    "AU23_r",
+    "AU25_r",
+    "AU26_r",
+    "AU45_r",
+]
+AU_PRESENCE = [
+    "AU01_c",
+    "AU02_c",
+    "AU04_c",
+    "AU05_c",
+    "AU06_c",
+    "AU07_c",
+    "AU09_c",
+    "AU10_c",
+    "AU12_c",
+    "AU14_c",
+    "AU15_c",
+    "AU17_c",
+    "AU20_c",
+    "AU23_c",
+    "AU25_c",
+    "AU26_c",
+    "AU28_c",
+    "AU45_c",
+]
 POSE = ["pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
 GAZE = ["gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z", "gaze_angle_x", "gaze_angle_y"]
 COLUMN_GROUPS = {"au_r": AU_INTENSITY, "au_c": AU_PRESENCE, "pose": POSE, "gaze": GAZE}
@@ -77,8 +113,10 @@ def _numeric(table: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:
     except (ValueError, TypeError):
         values = table[columns].apply(pd.to_numeric, errors="coerce")
         row, k = np.argwhere(values.isna().to_numpy() & table[columns].notna().to_numpy())[0]
-        raise OpenFaceError(f"{path}: column {columns[k]!r}, row {row} (line {row + 2}): "
-                            f"{table[columns[k]].iloc[row]!r} is not a number") from None
+        raise OpenFaceError(
+            f"{path}: column {columns[k]!r}, row {row} (line {row + 2}): "
+            f"{table[columns[k]].iloc[row]!r} is not a number"
+        ) from None
 
 
 def check_bounds(values: np.ndarray, columns: list[str], rows: np.ndarray, path: Path, where: str) -> None:
@@ -94,8 +132,10 @@ def check_bounds(values: np.ndarray, columns: list[str], rows: np.ndarray, path:
         row, k = np.argwhere(outside)[0]
         value, bounds = values[row, k], BOUNDS[columns[k]]
         what = "NaN" if np.isnan(value) else f"{value:g}" + ("" if np.isfinite(value) else " (not finite)")
-        raise OpenFaceError(f"{path}: column {columns[k]!r}, row {row} (line {row + 2}{where}): {what} is outside "
-                            f"the range of an OpenFace 2.0 {bounds.describe()}")
+        raise OpenFaceError(
+            f"{path}: column {columns[k]!r}, row {row} (line {row + 2}{where}): {what} is outside "
+            f"the range of an OpenFace 2.0 {bounds.describe()}"
+        )
 
 
 def read_openface_csv(path: str | Path, groups: list[str]) -> tuple[np.ndarray, np.ndarray]:

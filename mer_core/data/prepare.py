@@ -36,8 +36,9 @@ kept in `<data.cache_dir>/extract/<corpus>/` as its chunk comes back, a rerun ex
 (the progress bars count the rest as done), and the folder is removed once the store is written.
 
 Signal-level corruptions (`features.corruptions`, media corpora only) are extracted only when the robustness grid
-tests them (`robustness.signal`), beside the clean features for every clip that has the modality (each clip is a test clip in some fold; the variants are used at test time
-only), with the same extractor settings and frame counts (`mer_core.noise.signal`):
+tests them (`robustness.signal`), beside the clean features for every clip that has the modality (each clip is a test
+clip in some fold; the variants are used at test time only), with the same extractor settings and frame counts
+(`mer_core.noise.signal`):
 - visual: in the same pass as the clean features, from the same read of each OpenFace CSV or video
   (`features.read_visual`): bursts of tracking failures over `visual_dropout` of the raw frames (zeroed like
   `success = 0` rows or frames without a face), then the same rate reduction;
@@ -49,6 +50,7 @@ variants do not depend on `jobs`. They are stored as `corruptions/<variant>.npz`
 the file, whatever `data.on_error` says (a clip or modality skipped for a bad file has no variants of it: zero
 frames, and a clip without readable audio is never a babble talker).
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +61,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer_core.data.corpora.base import ATTRIBUTES
-from mer_core.data.corpora.base import CorpusError
+from mer_core.console import progress, tell
+from mer_core.data.corpora.base import ATTRIBUTES, CorpusError
 from mer_core.data.corpora.registry import CORPORA, Corpus
 from mer_core.data.extract_cache import ExtractionCache, remove_cache, settings_digest
 from mer_core.data.features import (
@@ -81,7 +83,6 @@ from mer_core.data.media import VideoError, read_audio
 from mer_core.data.openface import OpenFaceError
 from mer_core.data.store import FeatureStore, Sequences, functionals_file, read_store, write_store
 from mer_core.noise.signal import babble_noise, mix_at_snr, tracking_dropout, white_noise
-from mer_core.console import progress, tell
 from mer_core.schema import ConfigError
 from mer_core.workers import spawn_pool
 
@@ -115,9 +116,11 @@ def cache_path(params: dict) -> Path:
     data_cfg = params["data"]
     folder = Path(data_cfg["cache_dir"]) / "extract" / data_cfg["corpus"]
     if folder.resolve().is_relative_to(Path(data_cfg["features_dir"]).resolve()):
-        raise ConfigError(f"data.cache_dir: {data_cfg['cache_dir']!r} is inside data.features_dir "
-                          f"({data_cfg['features_dir']!r}), which DVC deletes before it reruns prepare; "
-                          "choose a folder outside it (default: data/cache)")
+        raise ConfigError(
+            f"data.cache_dir: {data_cfg['cache_dir']!r} is inside data.features_dir "
+            f"({data_cfg['features_dir']!r}), which DVC deletes before it reruns prepare; "
+            "choose a folder outside it (default: data/cache)"
+        )
     return folder
 
 
@@ -131,7 +134,7 @@ def worker_pool(n_jobs: int) -> ProcessPoolExecutor | None:
 def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None, desc: str, done: int = 0):
     """Yield `worker(chunk, *args)` for chunks of `jobs` in order, on `pool` (None: here), with a progress bar
     that starts at `done` (jobs finished earlier, e.g. loaded from the cache)."""
-    chunks = [jobs[k:k + CHUNK] for k in range(0, len(jobs), CHUNK)]
+    chunks = [jobs[k : k + CHUNK] for k in range(0, len(jobs), CHUNK)]
     bar = progress(total=done + len(jobs), initial=done, desc=desc + (" (resumed)" if done else ""), unit="file")
     if pool is None:
         results = (worker(chunk, *args) for chunk in chunks)
@@ -142,8 +145,10 @@ def map_chunks(worker, jobs: list, args: tuple, pool: ProcessPoolExecutor | None
             yield result
             bar.update(len(chunk))
     except BrokenProcessPool as err:
-        raise WorkerError(f"{desc}: a worker process ended abruptly (killed, or out of memory?); nothing was "
-                          "written; rerun the step: the finished work is kept in the extraction cache") from err
+        raise WorkerError(
+            f"{desc}: a worker process ended abruptly (killed, or out of memory?); nothing was "
+            "written; rerun the step: the finished work is kept in the extraction cache"
+        ) from err
     finally:
         bar.close()
 
@@ -156,12 +161,12 @@ def functionals_name(name: str, variant: str | None = None) -> str:
 
 def functionals_pairs(wave: np.ndarray, sets: list[str], source: str, variant: str | None = None) -> dict:
     """{functionals_name(set, variant): (vector as one frame (1, D), valid (1,))} of a 16 kHz signal."""
-    return {functionals_name(name, variant): (wave_functionals(wave, name, source)[None], np.ones(1, bool))
-            for name in sets}
+    return {
+        functionals_name(name, variant): (wave_functionals(wave, name, source)[None], np.ones(1, bool)) for name in sets
+    }
 
 
-def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, specs: list[dict],
-                   sets: list[str] = ()):
+def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, specs: list[dict], sets: list[str] = ()):
     """Worker: extract (index, modality, path) jobs, and the visual corruption variants `specs` of each face
     stream from the same read (the audio's functionals `sets` likewise); returns (index, modality, frames, valid,
     {variant or functionals name: (frames, valid)}) results and errors (or raises with `raise`)."""
@@ -176,13 +181,15 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
             if modality == "visual" and specs:
                 frames, valid = read_visual(path, cfg["visual"])
                 variants = _corrupt_visual(index, path, frames, valid, cfg, specs)
-                results.append((index, modality, *reduce_visual(frames, valid, cfg["visual"]["rate_reduction"]),
-                                variants))
+                results.append(
+                    (index, modality, *reduce_visual(frames, valid, cfg["visual"]["rate_reduction"]), variants)
+                )
             elif modality == "audio" and sets:
                 wave = read_audio(path)
                 frames = wave_features(wave, cfg["audio"], path)
-                results.append((index, modality, frames, np.ones(len(frames), bool),
-                                functionals_pairs(wave, sets, path)))
+                results.append(
+                    (index, modality, frames, np.ones(len(frames), bool), functionals_pairs(wave, sets, path))
+                )
             else:
                 results.append((index, modality, *EXTRACTORS[modality](path, cfg[modality]), {}))
         except INPUT_ERRORS as err:
@@ -192,9 +199,17 @@ def _extract_chunk(jobs: list[tuple[int, str, str]], cfg: dict, on_error: str, s
     return results, errors
 
 
-def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_error: str,
-                specs: list[dict] | None = None, pool: ProcessPoolExecutor | None = None,
-                cache: ExtractionCache | None = None, workers: int = 1, sets: list[str] = ()):
+def extract_all(
+    clips: pd.DataFrame,
+    modalities: tuple[str, ...],
+    cfg: dict,
+    on_error: str,
+    specs: list[dict] | None = None,
+    pool: ProcessPoolExecutor | None = None,
+    cache: ExtractionCache | None = None,
+    workers: int = 1,
+    sets: list[str] = (),
+):
     """Extract every (clip, modality) in parallel: {(index, modality): (frames, valid)}, the errors, and
     {(variant, index): (frames, valid)} for the visual corruption variants among `specs` and the audio's functionals
     `sets` (named by `functionals_name`).
@@ -203,11 +218,19 @@ def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_
     `cache`: a (clip, modality) found there is loaded instead of extracted, and each one extracted is saved there
     (clean features and variants, named by modality and variant) as its chunk comes back; errors are not saved.
     """
-    jobs = [(i, m, clips.at[i, f"{m}_path"]) for m in modalities for i in clips.index
-            if isinstance(clips.at[i, f"{m}_path"], str)]
+    jobs = [
+        (i, m, clips.at[i, f"{m}_path"])
+        for m in modalities
+        for i in clips.index
+        if isinstance(clips.at[i, f"{m}_path"], str)
+    ]
     visual = [spec for spec in specs or [] if spec["modality"] == "visual"]
-    names = {m: [m] + [spec["name"] for spec in visual if m == "visual"]
-             + [functionals_name(name) for name in sets if m == "audio"] for m in modalities}
+    names = {
+        m: [m]
+        + [spec["name"] for spec in visual if m == "visual"]
+        + [functionals_name(name) for name in sets if m == "audio"]
+        for m in modalities
+    }
     keys = {(i, m): cache.key(("features", i, m), [path]) for i, m, path in jobs} if cache else {}
     done = {(i, m): pairs for (i, m), key in keys.items() if (pairs := cache.load(key, names[m])) is not None}
     todo = [job for job in jobs if job[:2] not in done]
@@ -218,8 +241,9 @@ def extract_all(clips: pd.DataFrame, modalities: tuple[str, ...], cfg: dict, on_
         out[(index, modality)] = pairs.pop(modality)
         variants.update({(name, index): value for name, value in pairs.items()})
     try:
-        for chunk_results, chunk_errors in map_chunks(_extract_chunk, todo, (cfg, on_error, visual, list(sets)), pool,
-                                                      "features", len(done)):
+        for chunk_results, chunk_errors in map_chunks(
+            _extract_chunk, todo, (cfg, on_error, visual, list(sets)), pool, "features", len(done)
+        ):
             for index, modality, frames, valid, clip_variants in chunk_results:
                 out[(index, modality)] = (frames, valid)
                 variants.update({(name, index): value for name, value in clip_variants.items()})
@@ -244,28 +268,48 @@ def corruption_specs(feat_cfg: dict, modalities: tuple[str, ...]) -> list[dict]:
         for noise in cfg["audio_noises"]:
             settings = {"seed": cfg["seed"], **({"talkers": cfg["babble_talkers"]} if noise == "babble" else {})}
             for snr in cfg["audio_snr_db"]:
-                specs.append({"name": f"audio_{noise}_{float(snr):g}db", "modality": "audio", "kind": noise,
-                              "level": float(snr), "unit": "dB", "settings": settings})
+                specs.append(
+                    {
+                        "name": f"audio_{noise}_{float(snr):g}db",
+                        "modality": "audio",
+                        "kind": noise,
+                        "level": float(snr),
+                        "unit": "dB",
+                        "settings": settings,
+                    }
+                )
     if "visual" in modalities and cfg["visual_dropout"]:
         burst = cfg["dropout_burst_s"] * feat_cfg["visual"]["fps"]
         if burst < 1.0:
-            raise ConfigError(f"features.corruptions.dropout_burst_s: {cfg['dropout_burst_s']} s x "
-                              f"{feat_cfg['visual']['fps']} fps is {burst:g} frames; a burst needs at least one frame")
+            raise ConfigError(
+                f"features.corruptions.dropout_burst_s: {cfg['dropout_burst_s']} s x "
+                f"{feat_cfg['visual']['fps']} fps is {burst:g} frames; a burst needs at least one frame"
+            )
         for fraction in cfg["visual_dropout"]:
-            specs.append({"name": f"visual_dropout_{round(100 * fraction)}", "modality": "visual",
-                          "kind": "tracking_dropout", "level": float(fraction), "unit": "fraction",
-                          "settings": {"seed": cfg["seed"], "burst_s": cfg["dropout_burst_s"], "burst_frames": burst}})
+            specs.append(
+                {
+                    "name": f"visual_dropout_{round(100 * fraction)}",
+                    "modality": "visual",
+                    "kind": "tracking_dropout",
+                    "level": float(fraction),
+                    "unit": "fraction",
+                    "settings": {"seed": cfg["seed"], "burst_s": cfg["dropout_burst_s"], "burst_frames": burst},
+                }
+            )
     names = [spec["name"] for spec in specs]
     for spec in specs:
         if names.count(spec["name"]) > 1:
             key = "audio_noises / audio_snr_db" if spec["modality"] == "audio" else "visual_dropout"
-            raise ConfigError(f"features.corruptions.{key}: two entries give the variant {spec['name']!r} "
-                              "(a repeated noise or SNR, or dropout fractions equal in percent)")
+            raise ConfigError(
+                f"features.corruptions.{key}: two entries give the variant {spec['name']!r} "
+                "(a repeated noise or SNR, or dropout fractions equal in percent)"
+            )
     return specs
 
 
-def _corrupt_visual(index: int, path: str, frames: np.ndarray, valid: np.ndarray, cfg: dict,
-                    specs: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _corrupt_visual(
+    index: int, path: str, frames: np.ndarray, valid: np.ndarray, cfg: dict, specs: list[dict]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{variant: (frames, valid)} of one clip's raw visual frames and mask, rate-reduced like the clean ones."""
     seed = cfg["corruptions"]["seed"]
     out = {}
@@ -287,8 +331,10 @@ def babble_talkers(index: int, speaker: str, pool: dict[str, list[int]], n: int,
     from `np.random.default_rng([seed, index])`."""
     others = [s for s in sorted(pool) if s != speaker]
     if not others:
-        raise ConfigError("features.corruptions.audio_noises: babble needs clips of other speakers and the corpus "
-                          f"has only speaker {speaker!r}; remove babble")
+        raise ConfigError(
+            "features.corruptions.audio_noises: babble needs clips of other speakers and the corpus "
+            f"has only speaker {speaker!r}; remove babble"
+        )
     rng = np.random.default_rng([seed, index])
     queue = [others[k] for k in rng.permutation(len(others))]
     taken: set[int] = set()
@@ -306,8 +352,9 @@ def babble_talkers(index: int, speaker: str, pool: dict[str, list[int]], n: int,
     return picked
 
 
-def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: list[dict], cache: dict,
-                   sets: list[str] = ()):
+def _corrupt_audio(
+    index: int, path: str, talkers: list[str], cfg: dict, specs: list[dict], cache: dict, sets: list[str] = ()
+):
     """{variant: frames} of one clip's audio, and {functionals_name(set, variant): (1, D) vector} for each of the
     functionals `sets`; `cache` keeps the talkers' waves read in this chunk."""
     seed = cfg["corruptions"]["seed"]
@@ -332,8 +379,14 @@ def _corrupt_audio(index: int, path: str, talkers: list[str], cfg: dict, specs: 
         except ValueError as err:
             raise CorruptionError(f"{path}: {spec['name']}: {err}; drop the clip or the audio corruptions") from err
         out[spec["name"]] = wave_features(mixed, cfg["audio"], f"{path} ({spec['name']})")
-        out.update({name: vector for name, (vector, _) in
-                    functionals_pairs(mixed, sets, f"{path} ({spec['name']})", spec["name"]).items()})
+        out.update(
+            {
+                name: vector
+                for name, (vector, _) in functionals_pairs(
+                    mixed, sets, f"{path} ({spec['name']})", spec["name"]
+                ).items()
+            }
+        )
     return out
 
 
@@ -358,9 +411,17 @@ def _corrupt_audio_chunk(jobs: list[tuple], cfg: dict, specs: list[dict], sets: 
     return results
 
 
-def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: dict, specs: list[dict],
-                  pool: ProcessPoolExecutor | None = None, cache: ExtractionCache | None = None,
-                  workers: int = 1, sets: list[str] = ()) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+def corrupt_audio(
+    clips: pd.DataFrame,
+    keep: list[int],
+    extracted: dict,
+    cfg: dict,
+    specs: list[dict],
+    pool: ProcessPoolExecutor | None = None,
+    cache: ExtractionCache | None = None,
+    workers: int = 1,
+    sets: list[str] = (),
+) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
     """{(variant, index): (frames, valid)} for the audio variants among `specs` (and their functionals `sets`, named
     by `functionals_name`), of every clip of `keep` with clean audio features in `extracted` (the first pass, which
     also gives the babble talkers' pool).
@@ -387,8 +448,9 @@ def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: di
     pool = worker_pool(workers) if own else pool
     out = {(name, index): value for index, pairs in done.items() for name, value in pairs.items()}
     try:
-        for chunk_results in map_chunks(_corrupt_audio_chunk, todo, (cfg, specs, list(sets)), pool, "noisy audio",
-                                        len(done)):
+        for chunk_results in map_chunks(
+            _corrupt_audio_chunk, todo, (cfg, specs, list(sets)), pool, "noisy audio", len(done)
+        ):
             for index, variants in chunk_results:
                 out.update({(name, index): value for name, value in variants.items()})
                 if cache:
@@ -399,8 +461,9 @@ def corrupt_audio(clips: pd.DataFrame, keep: list[int], extracted: dict, cfg: di
     return out
 
 
-def variant_sequences(specs: list[dict], keep: list[int], clip_ids: list[str], variants: dict,
-                      dims: dict[str, int]) -> dict[str, Sequences]:
+def variant_sequences(
+    specs: list[dict], keep: list[int], clip_ids: list[str], variants: dict, dims: dict[str, int]
+) -> dict[str, Sequences]:
     """{variant: Sequences in `keep`'s order} from {(variant, index): (frames, valid)}; zero frames for a clip
     without the modality."""
     out = {}
@@ -412,8 +475,9 @@ def variant_sequences(specs: list[dict], keep: list[int], clip_ids: list[str], v
     return out
 
 
-def split_functionals(variants: dict, sets: list[str], keep: list[int], clip_ids: list[str],
-                      specs: list[dict]) -> tuple[dict, dict[str, Sequences]]:
+def split_functionals(
+    variants: dict, sets: list[str], keep: list[int], clip_ids: list[str], specs: list[dict]
+) -> tuple[dict, dict[str, Sequences]]:
     """Take the functionals out of the extracted {(name, index): (frames, valid)}: (the rest, {functionals_file:
     Sequences in `keep`'s order}) for every set, of the clean audio and of each audio variant of `specs`."""
     variants = dict(variants)
@@ -423,8 +487,12 @@ def split_functionals(variants: dict, sets: list[str], keep: list[int], clip_ids
             key = functionals_name(name, variant)
             pairs = {(key, i): variants.pop((key, i)) for i in keep if (key, i) in variants}
             out[functionals_file(name, variant)] = variant_sequences(
-                [{"name": key, "modality": "functionals"}], keep, clip_ids, pairs,
-                {"functionals": FUNCTIONAL_SETS[name]})[key]
+                [{"name": key, "modality": "functionals"}],
+                keep,
+                clip_ids,
+                pairs,
+                {"functionals": FUNCTIONAL_SETS[name]},
+            )[key]
     return variants, out
 
 
@@ -437,11 +505,15 @@ def found_modalities(corpus: Corpus, clips: pd.DataFrame) -> tuple[tuple[str, ..
         where = clips.attrs.get("sources", {}).get(m, f"the {m} files of the {corpus.name} listing")
         if not has.any():
             others = ", ".join(n for n in corpus.modalities if n != m)
-            lines.append(f"{corpus.name}: {m}: not found for any of the {len(clips)} clips (looked for {where}); the "
-                         f"store holds {others} only, and the runs that need {m} are skipped")
+            lines.append(
+                f"{corpus.name}: {m}: not found for any of the {len(clips)} clips (looked for {where}); the "
+                f"store holds {others} only, and the runs that need {m} are skipped"
+            )
         elif not has.all():
-            lines.append(f"{corpus.name}: {m}: {int(has.sum())} of {len(clips)} clips have a file, "
-                         f"{int((~has).sum())} have none (looked for {where}); those clips lack {m}")
+            lines.append(
+                f"{corpus.name}: {m}: {int(has.sum())} of {len(clips)} clips have a file, "
+                f"{int((~has).sum())} have none (looked for {where}); those clips lack {m}"
+            )
         if has.any():
             found.append(m)
     if not found:
@@ -507,19 +579,31 @@ def report_skipped(skipped: pd.DataFrame, where: Path) -> None:
     if skipped.empty:
         return
     kept_without = skipped[skipped["action"] == MODALITY_DROPPED].groupby("modality", sort=False).size()
-    lines = [f"prepare: {len(skipped)} problems with the corpus's files, listed in {where}: "
-             f"{skipped.loc[skipped['action'] == CLIP_DROPPED, 'clip_id'].nunique()} clips dropped"
-             + "".join(f", {n} clips kept without {m}" for m, n in kept_without.items())]
-    lines += [f"  {row.clip_id} {row.modality}: {row.action} ({row.reason})" for row in
-              skipped.head(REPORTED_ROWS).itertuples()]
+    lines = [
+        f"prepare: {len(skipped)} problems with the corpus's files, listed in {where}: "
+        f"{skipped.loc[skipped['action'] == CLIP_DROPPED, 'clip_id'].nunique()} clips dropped"
+        + "".join(f", {n} clips kept without {m}" for m, n in kept_without.items())
+    ]
+    lines += [
+        f"  {row.clip_id} {row.modality}: {row.action} ({row.reason})"
+        for row in skipped.head(REPORTED_ROWS).itertuples()
+    ]
     if len(skipped) > REPORTED_ROWS:
         lines.append(f"  ... {len(skipped) - REPORTED_ROWS} more rows in {where}")
     tell("\n".join(lines))
 
 
-def manifest_of(corpus: Corpus, root: str, meta: pd.DataFrame, dims: dict, frame_rates: dict, features: dict,
-                skipped: int, classes: tuple[str, ...] | None = None,
-                attributes: tuple[str, ...] | None = None) -> dict:
+def manifest_of(
+    corpus: Corpus,
+    root: str,
+    meta: pd.DataFrame,
+    dims: dict,
+    frame_rates: dict,
+    features: dict,
+    skipped: int,
+    classes: tuple[str, ...] | None = None,
+    attributes: tuple[str, ...] | None = None,
+) -> dict:
     """The manifest entries every store has (write_store adds the files' hashes). `classes` default to the
     corpus's; `attributes` (the regression targets, meta columns, in order) to the dimensional attributes
     (`corpora.base.ATTRIBUTES`) that meta holds."""
@@ -543,11 +627,24 @@ def prepare_package(corpus: Corpus, params: dict):
     root = params["data"]["root"]
     package = corpus.read_package(root, **params["data"].get(corpus.name, {}))
     missing = check_classes(package.meta, package.splits)
-    manifest = manifest_of(corpus, root, package.meta, {m: s.dim for m, s in package.sequences.items()},
-                           package.frame_rates, package.features, skipped=0, classes=package.classes,
-                           attributes=package.attributes)
-    manifest.update(folds=package.folds, corruptions=[], functionals={}, missing_classes=missing_classes_entry(missing),
-                    unused_params=["features", "folds", "data.on_error", "features.corruptions"])
+    manifest = manifest_of(
+        corpus,
+        root,
+        package.meta,
+        {m: s.dim for m, s in package.sequences.items()},
+        package.frame_rates,
+        package.features,
+        skipped=0,
+        classes=package.classes,
+        attributes=package.attributes,
+    )
+    manifest.update(
+        folds=package.folds,
+        corruptions=[],
+        functionals={},
+        missing_classes=missing_classes_entry(missing),
+        unused_params=["features", "folds", "data.on_error", "features.corruptions"],
+    )
     if package.labels:
         manifest["labels"] = package.labels
     return package.meta, package.splits, package.sequences, manifest
@@ -572,15 +669,21 @@ def prepare_media(corpus: Corpus, params: dict, jobs: int = 1):
     pool = worker_pool(jobs)  # one set of workers for both passes
     try:
         # first pass: clean features, and the visual variants and audio functionals from the same read of each file
-        extracted, errors, variants = extract_all(clips, modalities, feat_cfg, data_cfg["on_error"], specs, pool,
-                                                  cache, sets=sets)
+        extracted, errors, variants = extract_all(
+            clips, modalities, feat_cfg, data_cfg["on_error"], specs, pool, cache, sets=sets
+        )
         keep, skipped = skipped_table(clips, modalities, errors, data_cfg["on_error"])
         meta = clips.loc[keep].drop(columns=[f"{m}_path" for m in corpus.modalities]).reset_index(drop=True)
         for m in modalities:
             meta[f"has_{m}"] = [(i, m) in extracted for i in keep]
         dims = {"audio": audio_dim(feat_cfg["audio"]), "visual": visual_dim(feat_cfg["visual"])}
-        sequences = variant_sequences([{"name": m, "modality": m} for m in modalities], keep,
-                                      list(meta["clip_id"]), {(m, i): fv for (i, m), fv in extracted.items()}, dims)
+        sequences = variant_sequences(
+            [{"name": m, "modality": m} for m in modalities],
+            keep,
+            list(meta["clip_id"]),
+            {(m, i): fv for (i, m), fv in extracted.items()},
+            dims,
+        )
         splits = draw_folds(meta, params["folds"], corpus.name, corpus.protocol)  # before the second pass: fails fast
         # second pass: noisy audio (babble mixes the readable clips of other speakers), and its functionals
         variants.update(corrupt_audio(clips, keep, extracted, feat_cfg, specs, pool, cache, sets=sets))
@@ -589,13 +692,23 @@ def prepare_media(corpus: Corpus, params: dict, jobs: int = 1):
             pool.shutdown(cancel_futures=True)
     variants, functionals = split_functionals(variants, sets, keep, list(meta["clip_id"]), specs)
     corrupted = variant_sequences(specs, keep, list(meta["clip_id"]), variants, dims)
-    frame_rates = {"audio": audio_frame_rate(feat_cfg["audio"]),
-                   "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"]}
-    manifest = manifest_of(corpus, data_cfg["root"], meta, {m: dims[m] for m in modalities},
-                           {m: frame_rates[m] for m in modalities}, {m: feat_cfg[m] for m in modalities},
-                           skipped=len(clips) - len(keep), classes=corpus.class_names(data_cfg))
+    frame_rates = {
+        "audio": audio_frame_rate(feat_cfg["audio"]),
+        "visual": feat_cfg["visual"]["fps"] / feat_cfg["visual"]["rate_reduction"],
+    }
+    manifest = manifest_of(
+        corpus,
+        data_cfg["root"],
+        meta,
+        {m: dims[m] for m in modalities},
+        {m: frame_rates[m] for m in modalities},
+        {m: feat_cfg[m] for m in modalities},
+        skipped=len(clips) - len(keep),
+        classes=corpus.class_names(data_cfg),
+    )
     manifest["counts"]["modalities_dropped"] = {
-        m: int((skipped["modality"].eq(m) & skipped["action"].eq(MODALITY_DROPPED)).sum()) for m in modalities}
+        m: int((skipped["modality"].eq(m) & skipped["action"].eq(MODALITY_DROPPED)).sum()) for m in modalities
+    }
     manifest["corruptions"] = specs
     manifest["functionals"] = {name: FUNCTIONAL_SETS[name] for name in sets}
     manifest["missing_classes"] = missing_classes_entry(check_classes(meta, splits))

@@ -31,6 +31,7 @@ A run reads the store through `FeatureStore.view`: its audio can be the clips' f
 (the classical baseline, or a run's `audio_input`), and every modality can be standardised per speaker
 (`train.normalisation: speaker`, `standardise_by_speaker`); the corruption variants are read through the same view.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -157,8 +158,10 @@ class FeatureStore:
         """
         entries = {entry["name"]: entry for entry in self.corruptions}
         if name not in entries:
-            raise StoreError(f"{self.root / corruption_file(name)}: no corruption variant {name!r} in this store; "
-                             f"available: {', '.join(entries) or 'none (rerun prepare with robustness.signal: true)'}")
+            raise StoreError(
+                f"{self.root / corruption_file(name)}: no corruption variant {name!r} in this store; "
+                f"available: {', '.join(entries) or 'none (rerun prepare with robustness.signal: true)'}"
+            )
         modality = entries[name]["modality"]
         if name not in self._corrupted:
             if self.audio_input and modality == "audio":
@@ -173,9 +176,11 @@ class FeatureStore:
         clean audio or of the corruption variant `variant`; StoreError when the store lacks it."""
         sets = self.manifest.get("functionals", {})
         if name not in sets:
-            raise StoreError(f"{self.root / functionals_file(name)}: this store has no {name} functionals (it has: "
-                             f"{', '.join(sets) or 'none'}); the params stage asks prepare for the sets its runs read: "
-                             "rerun it and prepare (`dvc repro`)")
+            raise StoreError(
+                f"{self.root / functionals_file(name)}: this store has no {name} functionals (it has: "
+                f"{', '.join(sets) or 'none'}); the params stage asks prepare for the sets its runs read: "
+                "rerun it and prepare (`dvc repro`)"
+            )
         return self._read(functionals_file(name, variant))
 
     def _read(self, relative: str) -> Sequences:
@@ -201,16 +206,24 @@ class FeatureStore:
         sequences, manifest = dict(self.sequences), dict(self.manifest)
         if audio_input:
             if "audio" not in sequences:
-                raise StoreError(f"{self.root}: the {audio_input} functionals replace the audio modality, which this "
-                                 f"store lacks (modalities: {', '.join(self.modalities)})")
+                raise StoreError(
+                    f"{self.root}: the {audio_input} functionals replace the audio modality, which this "
+                    f"store lacks (modalities: {', '.join(self.modalities)})"
+                )
             sequences["audio"] = self.functionals(audio_input)
             manifest["dims"] = {**manifest["dims"], "audio": sequences["audio"].dim}
             manifest["frame_rates"] = {**manifest["frame_rates"], "audio": None}
             manifest["features"] = {**manifest.get("features", {}), "audio": {"functionals": audio_input}}
         if normalisation == "speaker":
             sequences = {m: standardise_by_speaker(seq, self.meta["speaker"]) for m, seq in sequences.items()}
-        return replace(self, sequences=sequences, manifest=manifest, _corrupted={}, audio_input=audio_input or None,
-                       by_speaker=normalisation == "speaker")
+        return replace(
+            self,
+            sequences=sequences,
+            manifest=manifest,
+            _corrupted={},
+            audio_input=audio_input or None,
+            by_speaker=normalisation == "speaker",
+        )
 
 
 def corruption_file(name: str) -> str:
@@ -240,10 +253,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_store(root: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
-                manifest: dict, skipped: pd.DataFrame | None = None,
-                corruptions: dict[str, Sequences] | None = None,
-                functionals: dict[str, Sequences] | None = None) -> Path:
+def write_store(
+    root: Path,
+    meta: pd.DataFrame,
+    splits: pd.DataFrame,
+    sequences: dict[str, Sequences],
+    manifest: dict,
+    skipped: pd.DataFrame | None = None,
+    corruptions: dict[str, Sequences] | None = None,
+    functionals: dict[str, Sequences] | None = None,
+) -> Path:
     """Write a complete store atomically (`<root>.partial` then rename) and return its path.
 
     `skipped` (what prepare did not store, with the file and the reason) becomes `skipped.csv`.
@@ -271,13 +290,22 @@ def _check_finite(name: str, seq: Sequences) -> None:
     if not finite.all():
         frame = int(np.flatnonzero(~finite)[0])
         clip = int(np.searchsorted(seq.offsets, frame, side="right")) - 1
-        raise StoreError(f"{name}: clip {str(seq.clip_ids[clip])!r}, frame {frame - seq.offsets[clip]}: non-finite "
-                         "feature values; nothing was written")
+        raise StoreError(
+            f"{name}: clip {str(seq.clip_ids[clip])!r}, frame {frame - seq.offsets[clip]}: non-finite "
+            "feature values; nothing was written"
+        )
 
 
-def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequences: dict[str, Sequences],
-                 manifest: dict, skipped: pd.DataFrame | None, corruptions: dict[str, Sequences],
-                 functionals: dict[str, Sequences]) -> None:
+def _write_files(
+    partial: Path,
+    meta: pd.DataFrame,
+    splits: pd.DataFrame,
+    sequences: dict[str, Sequences],
+    manifest: dict,
+    skipped: pd.DataFrame | None,
+    corruptions: dict[str, Sequences],
+    functionals: dict[str, Sequences],
+) -> None:
     for modality, seq in sequences.items():
         if list(seq.clip_ids) != list(meta["clip_id"]):
             raise StoreError(f"{modality}: clip order differs from meta.csv")
@@ -296,8 +324,12 @@ def _write_files(partial: Path, meta: pd.DataFrame, splits: pd.DataFrame, sequen
         _save_sequences(partial / relative, seq)
     meta.to_csv(partial / "meta.csv", index=False)
     splits.to_csv(partial / "splits.csv", index=False)
-    files = (["meta.csv", "splits.csv"] + [f"{m}.npz" for m in sequences] + [corruption_file(n) for n in corruptions]
-             + list(functionals))
+    files = (
+        ["meta.csv", "splits.csv"]
+        + [f"{m}.npz" for m in sequences]
+        + [corruption_file(n) for n in corruptions]
+        + list(functionals)
+    )
     if skipped is not None and len(skipped):
         skipped.to_csv(partial / "skipped.csv", index=False)
         files.append("skipped.csv")
@@ -316,8 +348,11 @@ def _check_corruptions(sequences: dict[str, Sequences], manifest: dict, corrupti
         seq, clean = corruptions[name], sequences.get(modality)
         if clean is None:
             raise StoreError(f"{corruption_file(name)}: corrupts {modality!r}, a modality the store lacks")
-        if (list(seq.clip_ids) != list(clean.clip_ids) or seq.dim != clean.dim
-                or not np.array_equal(seq.offsets, clean.offsets)):
+        if (
+            list(seq.clip_ids) != list(clean.clip_ids)
+            or seq.dim != clean.dim
+            or not np.array_equal(seq.offsets, clean.offsets)
+        ):
             raise StoreError(f"{corruption_file(name)}: clips, dimension or frame counts differ from {modality}.npz")
 
 
@@ -328,8 +363,9 @@ def _check_functionals(meta: pd.DataFrame, manifest: dict, functionals: dict[str
     variants = [None] + [e["name"] for e in manifest.get("corruptions", []) if e["modality"] == "audio"]
     expected = sorted(functionals_file(name, variant) for name in sets for variant in variants)
     if sorted(functionals) != expected:
-        raise StoreError(f"functionals: the manifest lists {sorted(sets)} (files {expected}) but {sorted(functionals)} "
-                         "were given")
+        raise StoreError(
+            f"functionals: the manifest lists {sorted(sets)} (files {expected}) but {sorted(functionals)} were given"
+        )
     for relative, seq in functionals.items():
         dim = sets[Path(relative).stem]
         if list(seq.clip_ids) != list(meta["clip_id"]) or seq.dim != dim or seq.lengths.max(initial=0) > 1:

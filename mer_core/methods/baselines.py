@@ -39,6 +39,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   `methods.<run>.conditions: missing`.
   Test: tests/test_methods.py::test_utt_dataaug_trains_on_the_conditions_its_entry_names.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -71,8 +72,12 @@ class Encoding:
     def lstm_options(self, modality: str) -> dict:
         """`mer_core.layers.LSTMEncoder`'s keyword arguments for `modality`."""
         options = self.lstm.get(modality, {})
-        return {"summary": options.get("pooling", "max"), "layers": options.get("layers", 1),
-                "bidirectional": options.get("bidirectional", False), "conv": options.get("conv", 0)}
+        return {
+            "summary": options.get("pooling", "max"),
+            "layers": options.get("layers", 1),
+            "bidirectional": options.get("bidirectional", False),
+            "conv": options.get("conv", 0),
+        }
 
 
 def make_encoder(modality: str, in_dim: int, hidden: int, encoding: Encoding = Encoding()) -> nn.Module:
@@ -98,8 +103,15 @@ class TaskModel(nn.Module):
 class UttFusion(TaskModel):
     """Per-modality encoders -> concatenation -> MLP classifier (MMIN `utt_fusion`, docs/methods.md §2)."""
 
-    def __init__(self, modalities: tuple[str, ...], ctx: ModelContext, hidden: int, classifier: list[int],
-                 dropout: float, encoding: Encoding = Encoding()):
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        ctx: ModelContext,
+        hidden: int,
+        classifier: list[int],
+        dropout: float,
+        encoding: Encoding = Encoding(),
+    ):
         super().__init__(ctx.task)
         self.modalities = modalities
         self.encoders = nn.ModuleDict({m: make_encoder(m, ctx.dims[m], hidden, encoding) for m in modalities})
@@ -129,8 +141,9 @@ def align_frames(x: torch.Tensor, lengths: torch.Tensor, grid_lengths: torch.Ten
 class EarlyFusion(TaskModel):
     """Frame-level concatenation of all modalities on the clip's longest stream, one LSTM encoder."""
 
-    def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float,
-                 encoding: Encoding = Encoding()):
+    def __init__(
+        self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float, encoding: Encoding = Encoding()
+    ):
         super().__init__(ctx.task)
         self.modalities = ctx.modalities
         self.encoder = LSTMEncoder(sum(ctx.dims.values()), hidden, encoding.pooling)
@@ -141,8 +154,9 @@ class EarlyFusion(TaskModel):
         concatenated frames, (B, hidden)."""
         grid_lengths = torch.stack([batch.lengths[m] for m in self.modalities]).amax(0)
         grid_len = max(int(grid_lengths.max()), 1)
-        frames = torch.cat([align_frames(batch.x[m], batch.lengths[m], grid_lengths, grid_len)
-                            for m in self.modalities], dim=2)
+        frames = torch.cat(
+            [align_frames(batch.x[m], batch.lengths[m], grid_lengths, grid_len) for m in self.modalities], dim=2
+        )
         return self.encoder(frames, grid_lengths)
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -153,12 +167,14 @@ class LateFusion(nn.Module):
     """One encoder + classifier per modality; prediction = mean of the present modalities' probabilities
     (regression: of their predicted values)."""
 
-    def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float,
-                 encoding: Encoding = Encoding()):
+    def __init__(
+        self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float, encoding: Encoding = Encoding()
+    ):
         super().__init__()
         self.modalities, self.task = ctx.modalities, ctx.task
-        self.branches = nn.ModuleDict({m: UttFusion((m,), ctx, hidden, classifier, dropout, encoding)
-                                       for m in ctx.modalities})
+        self.branches = nn.ModuleDict(
+            {m: UttFusion((m,), ctx, hidden, classifier, dropout, encoding) for m in ctx.modalities}
+        )
 
     def branch_outputs(self, batch: Batch) -> torch.Tensor:
         """(B, M, n_outputs) outputs of each modality's classifier."""
@@ -178,28 +194,41 @@ class LateFusion(nn.Module):
         outputs = self.branch_outputs(batch)
         present = batch.present
         if self.task.name == "classification":
-            per_branch = F.cross_entropy(outputs.flatten(0, 1), batch.y.repeat_interleave(len(self.modalities)),
-                                         reduction="none").view_as(present)
+            per_branch = F.cross_entropy(
+                outputs.flatten(0, 1), batch.y.repeat_interleave(len(self.modalities)), reduction="none"
+            ).view_as(present)
             loss = (per_branch * present).sum() / present.sum().clamp(min=1)
         else:  # batch-level CCC per branch, on the clips that have its modality
-            losses = [self.task.loss(outputs[present[:, k], k], batch.y[present[:, k]])
-                      for k in range(len(self.modalities)) if int(present[:, k].sum()) >= 2]
+            losses = [
+                self.task.loss(outputs[present[:, k], k], batch.y[present[:, k]])
+                for k in range(len(self.modalities))
+                if int(present[:, k].sum()) >= 2
+            ]
             loss = torch.stack(losses).mean() if losses else outputs.sum() * 0
         return loss, self.fuse(outputs, present.float())
 
 
 def _utt(modalities: tuple[str, ...] | None):
     def build(params: dict, ctx: ModelContext, previous: None = None) -> nn.Module:
-        return kaiming_init_(UttFusion(modalities or ctx.modalities, ctx, params["hidden"], params["classifier"],
-                                       params["dropout"], Encoding.from_entry(params)))
+        return kaiming_init_(
+            UttFusion(
+                modalities or ctx.modalities,
+                ctx,
+                params["hidden"],
+                params["classifier"],
+                params["dropout"],
+                Encoding.from_entry(params),
+            )
+        )
 
     return build
 
 
 def _fusion(cls):
     def build(params: dict, ctx: ModelContext, previous: None = None) -> nn.Module:
-        return kaiming_init_(cls(ctx, params["hidden"], params["classifier"], params["dropout"],
-                                 Encoding.from_entry(params)))
+        return kaiming_init_(
+            cls(ctx, params["hidden"], params["classifier"], params["dropout"], Encoding.from_entry(params))
+        )
 
     return build
 

@@ -28,6 +28,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   model is compared with first. Restore: no official counterpart.
   Test: tests/test_speech.py::test_the_svm_fits_predicts_and_gives_probabilities.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,16 +83,29 @@ def fit_svm(model: LinearSVM, data: dict[str, Split], params: dict) -> StageResu
     metric = data["val"].task.selection_metric
     rows, best = [], (-float("inf"), 0, None)
     for k, c in enumerate(params["C"], start=1):
-        classifier = LinearSVC(C=c, class_weight=None if params["class_weight"] == "none" else "balanced",
-                               max_iter=params["max_iter"], random_state=0, dual=True)
+        classifier = LinearSVC(
+            C=c,
+            class_weight=None if params["class_weight"] == "none" else "balanced",
+            max_iter=params["max_iter"],
+            random_state=0,
+            dual=True,
+        )
         classifier.fit(x, y)
         model.set_weights(classifier)
         val = predict(model, data["val"], EVAL_BATCH, device, full)
         train = predict(model, data["train"], EVAL_BATCH, device, full)
         score = selection_score(val, data["val"].task)
-        rows.append({"stage": "fit", "epoch": k, "C": c, "train_loss": train["loss"].mean(),
-                     "val_loss": val["loss"].mean(), f"val_{metric}": score,
-                     "solver_converged": bool(np.max(classifier.n_iter_) < params["max_iter"])})
+        rows.append(
+            {
+                "stage": "fit",
+                "epoch": k,
+                "C": c,
+                "train_loss": train["loss"].mean(),
+                "val_loss": val["loss"].mean(),
+                f"val_{metric}": score,
+                "solver_converged": bool(np.max(classifier.n_iter_) < params["max_iter"]),
+            }
+        )
         if score > best[0]:
             best = (score, k, {name: value.clone() for name, value in model.state_dict().items()})
     model.load_state_dict(best[2])

@@ -1,6 +1,7 @@
 """A registered method by name (`method_spec`): its catalogue entry (`mer_core.params.methods.CATALOG`) and its stages
 with their builders (`mer_core.methods.registry`). For code that starts from a method's name rather than a resolved
 run (tests, notebooks); the training stages use the stages their run carries."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,6 +56,15 @@ def method_spec(name: str) -> MethodSpec:
     if name not in CATALOG:
         raise ConfigError(f"method {name!r} is not registered; registered methods: {', '.join(CATALOG)}")
     info = CATALOG[name]
-    stages = [{"name": s.name, "key": s.key, "train_conditions": s.train_conditions, "select_on": s.select_on,
-               "noise_key": s.noise_key, "grid": s.grid} for s in info.stages]
+    stages = [
+        {
+            "name": s.name,
+            "key": s.key,
+            "train_conditions": s.train_conditions,
+            "select_on": s.select_on,
+            "noise_key": s.noise_key,
+            "grid": s.grid,
+        }
+        for s in info.stages
+    ]
     return MethodSpec(info, stage_specs(name, info.module, stages))

@@ -54,6 +54,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   Here: `train.weight_decay` (0). Why: the effective value. Restore: `train.weight_decay: 0`.
   Test: tests/test_mmin.py::test_adam_gets_the_study_weight_decay.
 """
+
 from __future__ import annotations
 
 import copy
@@ -106,8 +107,17 @@ class UttShared(UttFusion):
     """IF-MMIN's stage 1 (`utt_shared`, docs/methods.md §3.1): encoders + shared encoder S; the classifier reads
     [e_m..., S(e_m)...]; loss CE + cmd_weight x pairwise CMD of the invariant features."""
 
-    def __init__(self, ctx: ModelContext, hidden: int, classifier: list[int], dropout: float, cmd_weight: float,
-                 cmd_moments: int, cmd_span: float | None, encoding: Encoding = Encoding()):
+    def __init__(
+        self,
+        ctx: ModelContext,
+        hidden: int,
+        classifier: list[int],
+        dropout: float,
+        cmd_weight: float,
+        cmd_moments: int,
+        cmd_span: float | None,
+        encoding: Encoding = Encoding(),
+    ):
         super().__init__(ctx.modalities, ctx, hidden, classifier, dropout, encoding)
         self.shared = SharedEncoder(hidden)
         self.classifier = MLPClassifier(2 * hidden * len(ctx.modalities), classifier, ctx.n_outputs, dropout)
@@ -147,10 +157,12 @@ class Imagination(nn.Module):
         width = entry["hidden"]
         self.encoders = copy.deepcopy(stage1.encoders)
         self.teacher = frozen(stage1.encoders)
-        self.ae = kaiming_init_(ResidualAE(width * len(self.modalities), ae_layers(width, entry["ae_widths"]),
-                                           entry["ae_blocks"], variant))
-        self.classifier = kaiming_init_(MLPClassifier(self.ae.latent_dim, entry["classifier"], self.task.n_outputs,
-                                                      entry["dropout"]))
+        self.ae = kaiming_init_(
+            ResidualAE(width * len(self.modalities), ae_layers(width, entry["ae_widths"]), entry["ae_blocks"], variant)
+        )
+        self.classifier = kaiming_init_(
+            MLPClassifier(self.ae.latent_dim, entry["classifier"], self.task.n_outputs, entry["dropout"])
+        )
         self.weights = {k: entry[k] for k in ("ce_weight", "mse_weight")}
         self.imagination_targets = RowCache() if exact_teacher_cache(entry) else None  # per (clip, removed)
 
@@ -169,7 +181,7 @@ class Imagination(nn.Module):
         missing = ~batch.present
 
         def compute():
-            return torch.cat(self.embed(self.teacher, with_presence(full, missing)), 1),
+            return (torch.cat(self.embed(self.teacher, with_presence(full, missing)), 1),)
 
         if self.imagination_targets is None:
             return compute()[0]
@@ -193,8 +205,9 @@ class Imagination(nn.Module):
         logits = self.classifier(imagined[2])[0]
         loss = self.weights["ce_weight"] * self.task.loss(logits, batch.y)
         if self.weights["mse_weight"] > 0:
-            loss = loss + self.weights["mse_weight"] * slot_mse(imagined[1], self.imagination_target(batch, full),
-                                                                full.present)
+            loss = loss + self.weights["mse_weight"] * slot_mse(
+                imagined[1], self.imagination_target(batch, full), full.present
+            )
         return loss, logits, imagined
 
 
@@ -206,9 +219,14 @@ class MMIN(Imagination):
         self.cycle_weight = entry["cycle_weight"]
         self.cycle_ae = None
         if self.cycle_weight > 0:
-            self.cycle_ae = kaiming_init_(ResidualAE(entry["hidden"] * len(self.modalities),
-                                                     ae_layers(entry["hidden"], entry["ae_widths"]),
-                                                     entry["ae_blocks"], "mmin"))
+            self.cycle_ae = kaiming_init_(
+                ResidualAE(
+                    entry["hidden"] * len(self.modalities),
+                    ae_layers(entry["hidden"], entry["ae_widths"]),
+                    entry["ae_blocks"],
+                    "mmin",
+                )
+            )
 
     def imagine(self, batch: Batch):
         embeddings = self.embed(self.encoders, batch)
@@ -250,24 +268,38 @@ class IFMMIN(Imagination):
         loss, logits, (_, _, _, invariant) = self.base_loss(batch, full)
         if self.invariant_weight > 0:
             with torch.no_grad():
-                def compute():
-                    return torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),
 
-                target, = compute() if self.targets is None else self.targets(full.rows.tolist(), compute)
+                def compute():
+                    return (torch.cat([self.teacher_shared(e) for e in self.embed(self.teacher, full)], 1),)
+
+                (target,) = compute() if self.targets is None else self.targets(full.rows.tolist(), compute)
             loss = loss + self.invariant_weight * slot_mse(invariant, target, full.present)
         return loss, logits
 
 
 def _build_utt(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
     block = entry["pretrain"]
-    return kaiming_init_(UttFusion(ctx.modalities, ctx, entry["hidden"], block["classifier"], block["dropout"],
-                                   Encoding.from_entry(entry)))
+    return kaiming_init_(
+        UttFusion(
+            ctx.modalities, ctx, entry["hidden"], block["classifier"], block["dropout"], Encoding.from_entry(entry)
+        )
+    )
 
 
 def _build_utt_shared(entry: dict, ctx: ModelContext, previous: None) -> nn.Module:
     block = entry["pretrain"]
-    return kaiming_init_(UttShared(ctx, entry["hidden"], block["classifier"], block["dropout"], block["cmd_weight"],
-                                   block["cmd_moments"], block["cmd_span"], Encoding.from_entry(entry)))
+    return kaiming_init_(
+        UttShared(
+            ctx,
+            entry["hidden"],
+            block["classifier"],
+            block["dropout"],
+            block["cmd_weight"],
+            block["cmd_moments"],
+            block["cmd_span"],
+            Encoding.from_entry(entry),
+        )
+    )
 
 
 BUILDERS = {

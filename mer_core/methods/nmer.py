@@ -62,6 +62,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
 Beyond the paper: the task loss is the study task's (cross-entropy, or sum of 1 - CCC for regression), and a
 training clip that lacks a modality (partly unpaired data) has no teacher target for its slots (`slot_mse`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -80,13 +81,17 @@ from mer_core.noise.scheduler import NoiseScheduler
 # the official stage-1 DDPMScheduler of the auxiliary diffusion branch (docs/methods.md §4.2)
 DENOISER_SCHEDULE = NoiseScheduler("gaussian", 1000, "scaled_linear", 0.00085, 0.012, per_sample=True)
 
+
 class InvariantSpecific(nn.ModuleDict):
     """NMER's six encoders and S: `<modality>_invariant` and `<modality>_specific` (LSTM / TextCNN) per modality
     and `shared`. A ModuleDict, so that gradients are clipped per encoder as the official `net*`s are."""
 
     def __init__(self, ctx: ModelContext, hidden: int, encoding: Encoding = Encoding()):
-        nets = {f"{m}_{kind}": make_encoder(m, ctx.dims[m], hidden, encoding)
-                for m in ctx.modalities for kind in ("invariant", "specific")}
+        nets = {
+            f"{m}_{kind}": make_encoder(m, ctx.dims[m], hidden, encoding)
+            for m in ctx.modalities
+            for kind in ("invariant", "specific")
+        }
         super().__init__({**nets, "shared": SharedEncoder(hidden)})
         self.modalities = ctx.modalities
 
@@ -107,10 +112,12 @@ class NMERPretrain(nn.Module):
         width = hidden * len(ctx.modalities)
         self.task = ctx.task
         self.classifier = MLPClassifier(2 * width, block["classifier"], ctx.n_outputs, block["dropout"])
-        self.denoiser = ConditionalDenoiser(width, width, block["denoise_hidden"]) if block["denoise_weight"] > 0 \
-            else None
-        self.weights = {k: block[k] for k in ("cmd_weight", "cmd_moments", "cmd_span", "denoise_weight",
-                                              "denoise_term")}
+        self.denoiser = (
+            ConditionalDenoiser(width, width, block["denoise_hidden"]) if block["denoise_weight"] > 0 else None
+        )
+        self.weights = {
+            k: block[k] for k in ("cmd_weight", "cmd_moments", "cmd_span", "denoise_weight", "denoise_term")
+        }
 
     def joint(self, batch: Batch) -> torch.Tensor:
         """The joint representation its classifier reads: [specific..., S(invariant)...], (B, 2 x modalities x
@@ -150,11 +157,23 @@ class NMER(nn.Module):
         self.encoders = copy.deepcopy(stage1.encoders)
         self.teacher = frozen(stage1.encoders)
         width = entry["hidden"] * len(stage1.modalities)
-        self.vae = kaiming_init_(ConditionalVAE(width, width, entry["latent"], entry["vae_layers"], entry["vae_heads"],
-                                                entry["vae_ffn"], entry["decoder_hidden"], entry["decoder_output"],
-                                                entry["vae_attention"], entry["eval_latent"]))
-        self.classifier = kaiming_init_(MLPClassifier(width, entry["classifier"], self.task.n_outputs, entry["dropout"],
-                                                      batchnorm=True))
+        self.vae = kaiming_init_(
+            ConditionalVAE(
+                width,
+                width,
+                entry["latent"],
+                entry["vae_layers"],
+                entry["vae_heads"],
+                entry["vae_ffn"],
+                entry["decoder_hidden"],
+                entry["decoder_output"],
+                entry["vae_attention"],
+                entry["eval_latent"],
+            )
+        )
+        self.classifier = kaiming_init_(
+            MLPClassifier(width, entry["classifier"], self.task.n_outputs, entry["dropout"], batchnorm=True)
+        )
         self.weights = {k: entry[k] for k in ("ce_weight", "invariant_weight", "vae_weight", "kl_reduction")}
         self.targets = RowCache()
 

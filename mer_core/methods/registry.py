@@ -4,9 +4,9 @@ What a method is (its params and their defaults, stages, the modalities it needs
 torch in `mer_core.params.methods` (`CATALOG`); a resolved run carries its method's stages. The method's module
 (e.g. `mer_core.methods.mmin`) defines `BUILDERS`: {method: {stage name: build(entry, context, previous) ->
 nn.Module}}, and, for a stage that is fitted rather than trained by gradient descent (the classical baseline's SVM),
-`FITTERS`: {method: {stage name: fit(model, data, block) -> StageResult}}. `stage_specs` joins a run's stages with their builders, importing only that method's module, so a
-training stage imports (and depends on) the code of its own method alone; `mer_core.methods.lookup.method_spec`
-looks a method up by name in the catalogue.
+`FITTERS`: {method: {stage name: fit(model, data, block) -> StageResult}}. `stage_specs` joins a run's stages with their
+builders, importing only that method's module, so a training stage imports (and depends on) the code of its own method
+alone; `mer_core.methods.lookup.method_spec` looks a method up by name in the catalogue.
 
 A method trains in one or more **stages** (`StageSpec`): the same training loop (`mer_core.train`) runs each,
 with the stage's own optimiser block (`optim`) and training conditions; a stage's builder receives the previous
@@ -21,6 +21,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   before a claim is tested, in the study's CPU budget. Restore: `train.preset: paper`.
   Test: tests/test_config.py::test_paper_preset_resets_schedules_and_sizes.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -74,8 +75,12 @@ class ModelContext:
     @classmethod
     def from_manifest(cls, manifest: dict, task: Task) -> "ModelContext":
         modalities = tuple(manifest["modalities"])
-        return cls(modalities, {m: manifest["dims"][m] for m in modalities},
-                   {m: manifest["frame_rates"].get(m) for m in modalities}, task)
+        return cls(
+            modalities,
+            {m: manifest["dims"][m] for m in modalities},
+            {m: manifest["frame_rates"].get(m) for m in modalities},
+            task,
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,16 @@ def stage_specs(method: str, module: str, stages: list[dict]) -> tuple[StageSpec
     noise_key, grid), with their builders (and fitters) from `module` (its `BUILDERS`, `FITTERS`), imported here."""
     loaded = importlib.import_module(module)
     builders, fitters = loaded.BUILDERS[method], getattr(loaded, "FITTERS", {}).get(method, {})
-    return tuple(StageSpec(s["name"], builders[s["name"]], s["train_conditions"], s["select_on"], s["key"],
-                           s["noise_key"], s.get("grid"), fitters.get(s["name"]) if s.get("grid") else None)
-                 for s in stages)
+    return tuple(
+        StageSpec(
+            s["name"],
+            builders[s["name"]],
+            s["train_conditions"],
+            s["select_on"],
+            s["key"],
+            s["noise_key"],
+            s.get("grid"),
+            fitters.get(s["name"]) if s.get("grid") else None,
+        )
+        for s in stages
+    )

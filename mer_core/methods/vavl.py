@@ -3,11 +3,11 @@ video or both, trained modality by modality (docs/methods.md §5).
 
 Architecture (§5.2): per modality a 1x1 convolution (no bias) to `projection` channels, optionally averaged
 over groups of `subsample` frames (the time subsampling a Conformer encoder normally starts with, which VAVL's
-copy builds but leaves unused; 1 = none, official), and a modality-specific `Conformer` (`branch_blocks` blocks); a **shared** Conformer stack (`shared_blocks`) that every modality goes
-through, with a residual connection over it, LayerNorm and masked mean pooling -> the modality's utterance
-representation; per modality a prediction head and a reconstruction head (target: the clip's mean input
-features); a fusion head on the concatenated representations. Heads: Linear(d, d), ReLU, dropout,
-Linear(d, d/2), Linear(d/2, out), as the official MLPs (512 -> 512 -> 256 -> out).
+copy builds but leaves unused; 1 = none, official), and a modality-specific `Conformer` (`branch_blocks` blocks); a
+**shared** Conformer stack (`shared_blocks`) that every modality goes through, with a residual connection over it,
+LayerNorm and masked mean pooling -> the modality's utterance representation; per modality a prediction head and a
+reconstruction head (target: the clip's mean input features); a fusion head on the concatenated representations. Heads:
+Linear(d, d), ReLU, dropout, Linear(d, d/2), Linear(d/2, out), as the official MLPs (512 -> 512 -> 256 -> out).
 
 Training (§5.3), per batch, three optimiser steps (`steps`): a visual step and an audio step (each: the task
 loss of its unimodal head + `rec_weight` x MSE of its reconstruction, reaching its branch, the shared layers
@@ -67,6 +67,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   fixed; so is this one within a step. Restore: no official counterpart.
   Test: tests/test_frame_encoder.py::test_vavl_reconstruction_target_of_learnt_frames_takes_no_gradient.
 """
+
 from __future__ import annotations
 
 import torch
@@ -82,16 +83,31 @@ POOLING = ("valid", "padded")  # means over the valid frames | over every frame 
 AXES = ("per_clip", "official")  # each clip on its own axes | the released code's (T, B, D) swap
 REC_WEIGHT_AUTO = {"classification": 2.0, "regression": 1.0}
 
+
 def head(in_dim: int, width: int, out_dim: int, dropout: float) -> nn.Sequential:
     """VAVL's MLP: Linear(in, width), ReLU, dropout, Linear(width, width / 2), Linear(width / 2, out)."""
-    return nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(width, max(width // 2, 1)), nn.Linear(max(width // 2, 1), out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, width),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(width, max(width // 2, 1)),
+        nn.Linear(max(width // 2, 1), out_dim),
+    )
 
 
 def conformer_stack(in_dim: int, blocks: int, entry: dict) -> Conformer:
     """A Conformer of the entry's width, heads, kernel, dropout and attention switches."""
-    return Conformer(in_dim, entry["d_model"], blocks, entry["heads"], entry["ffn_expansion"], entry["kernel"],
-                     entry["dropout"], entry["attention_scale"], entry["positions"])
+    return Conformer(
+        in_dim,
+        entry["d_model"],
+        blocks,
+        entry["heads"],
+        entry["ffn_expansion"],
+        entry["kernel"],
+        entry["dropout"],
+        entry["attention_scale"],
+        entry["positions"],
+    )
 
 
 def run_conformer(conformer: Conformer, frames: torch.Tensor, lengths: torch.Tensor, axes: str) -> torch.Tensor:

@@ -20,6 +20,7 @@ Deviations from the official code (`mer_core.deviations` collects them into the 
   from a seeded generator and moved to the device. Why: runs anywhere; the same noise on CPU and GPU. Restore: bug
   fixed. Test: tests/test_noise_scheduler.py::test_replace_missing_impulse_on_cpu_gives_the_exact_impulse_values.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,17 +33,21 @@ from mer_core.data.batches import Batch
 
 SCHEDULES = ("scaled_linear", "linear", "cosine")
 NOISE_TYPES = ("gaussian", "impulse")
+
+
 def betas(schedule: str, steps: int, beta_start: float = 0.01, beta_end: float = 0.5) -> torch.Tensor:
     """The β_1..β_T of a schedule (float64): `scaled_linear` (linspace of sqrt β, squared; NMER's default),
     `linear`, or `cosine` (Nichol & Dhariwal 2021, diffusers' `squaredcos_cap_v2`, β capped at 0.999; it
     ignores beta_start / beta_end)."""
     if schedule == "scaled_linear":
-        return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, steps, dtype=torch.float64) ** 2
+        return torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=torch.float64) ** 2
     if schedule == "linear":
         return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
     if schedule == "cosine":
+
         def alpha_bar(s: torch.Tensor) -> torch.Tensor:
             return torch.cos((s / steps + 0.008) / 1.008 * math.pi / 2) ** 2
+
         s = torch.arange(steps, dtype=torch.float64)
         return (1 - alpha_bar(s + 1) / alpha_bar(s)).clamp(max=0.999)
     raise ValueError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
@@ -114,7 +119,7 @@ class NoiseScheduler:
             t = self.sample_t(len(rows), generator)
             if not rows.any():
                 continue
-            inside = (torch.arange(full.x[m].shape[1], device=rows.device)[None, :] < full.lengths[m][:, None])
+            inside = torch.arange(full.x[m].shape[1], device=rows.device)[None, :] < full.lengths[m][:, None]
             noised = self.add_noise(full.x[m], t, generator) * inside[..., None]
             x[m] = torch.where(rows[:, None, None], noised, batch.x[m])
         return batch.replace(x=x, present=batch.present | removed)

@@ -5,6 +5,7 @@ speaking at once, the standard noise of noise-robust speech recognition, e.g. NO
 face-tracking dropout, contiguous bursts of frames in which OpenFace lost the face (turned away, occluded,
 motion blur) and writes `success = 0`. Pure numpy; every draw comes from the `np.random.Generator` passed in.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,8 +85,7 @@ def _burst_lengths(k: int, burst_frames: float, rng: np.random.Generator) -> np.
     return lengths
 
 
-def tracking_dropout(valid: np.ndarray, fraction: float, burst_frames: float,
-                     rng: np.random.Generator) -> np.ndarray:
+def tracking_dropout(valid: np.ndarray, fraction: float, burst_frames: float, rng: np.random.Generator) -> np.ndarray:
     """A copy of the valid-frame mask `valid` (T,) with round(`fraction` x T) frames turned into tracking failures.
 
     The failures come in contiguous bursts of geometric length (mean `burst_frames`, the last one cut to the

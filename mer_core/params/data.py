@@ -3,6 +3,7 @@
 Every field's default is documented under it (`docs/params.md` is generated from these docstrings). The corpus
 adapters, the feature extractors and the fold protocols read the validated values as plain mappings.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -14,9 +15,21 @@ from mer_core.schema import Params
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 OPENFACE_GROUPS = ("au_r", "au_c", "pose", "gaze")
-WAV2VEC2_BUNDLES = ("WAV2VEC2_BASE", "WAV2VEC2_LARGE", "WAV2VEC2_LARGE_LV60K", "WAV2VEC2_XLSR53", "WAV2VEC2_XLSR_300M",
-                    "WAV2VEC2_XLSR_1B", "WAV2VEC2_XLSR_2B", "HUBERT_BASE", "HUBERT_LARGE", "HUBERT_XLARGE",
-                    "WAVLM_BASE", "WAVLM_BASE_PLUS", "WAVLM_LARGE")
+WAV2VEC2_BUNDLES = (
+    "WAV2VEC2_BASE",
+    "WAV2VEC2_LARGE",
+    "WAV2VEC2_LARGE_LV60K",
+    "WAV2VEC2_XLSR53",
+    "WAV2VEC2_XLSR_300M",
+    "WAV2VEC2_XLSR_1B",
+    "WAV2VEC2_XLSR_2B",
+    "HUBERT_BASE",
+    "HUBERT_LARGE",
+    "HUBERT_XLARGE",
+    "WAVLM_BASE",
+    "WAVLM_BASE_PLUS",
+    "WAVLM_LARGE",
+)
 FUNCTIONAL_SETS = {"ComParE_2016": 6373, "eGeMAPSv02": 88}  # openSMILE per-clip functionals: set -> dimension
 
 

@@ -1,4 +1,5 @@
 """Params of evaluation and reporting: the robustness grid, the analysis, the explorer and the extended study."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -132,8 +133,10 @@ class RunEntry(Params):
             raise ValueError("give exactly one of `method` (a registered method) and `base` (another run)")
         if self.base is not None and self.model_extra:
             key = next(iter(self.model_extra))
-            raise ValueError(f"unknown key {key!r} beside `base`: a run with a base changes keys through `set` "
-                             f"(e.g. set: {{{key}: ...}})")
+            raise ValueError(
+                f"unknown key {key!r} beside `base`: a run with a base changes keys through `set` "
+                f"(e.g. set: {{{key}: ...}})"
+            )
         return self
 
 

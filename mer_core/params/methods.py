@@ -13,6 +13,7 @@ training stages (what each trains on and selects on), the modalities it needs, w
 which keys `train.preset: paper` resets, and the named variants (ablations and switches) that the analysis and the
 papers' claims refer to. The torch side (`mer_core.methods.registry`) adds each stage's model builder.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,8 +71,10 @@ class RunParams(Params):
     @model_validator(mode="after")
     def _some_paired(self):
         if sum(self.unpaired.values()) >= 1 - 1e-9:
-            raise ValueError(f"unpaired: the shares sum to {sum(self.unpaired.values()):g}, leaving no paired training "
-                             "clip; keep their sum below 1")
+            raise ValueError(
+                f"unpaired: the shares sum to {sum(self.unpaired.values()):g}, leaving no paired training "
+                "clip; keep their sum below 1"
+            )
         return self
 
 
@@ -101,8 +104,9 @@ class Augment(Params):
     """Augmentation of one modality's training frames (`mer_core.augment`), drawn per clip from the unit's seeded
     generator; validation and test clips are never augmented. All off by default (the official training)."""
 
-    speed: list[Annotated[float, Field(ge=0.25, le=4.0)]] = Field(default_factory=lambda: [1.0, 1.0], min_length=2,
-                                                                  max_length=2)
+    speed: list[Annotated[float, Field(ge=0.25, le=4.0)]] = Field(
+        default_factory=lambda: [1.0, 1.0], min_length=2, max_length=2
+    )
     """[low, high]: the frames resampled in time by a factor drawn from this range (> 1: faster, fewer frames), as
     speed perturbation; [1, 1] = off."""
     time_masks: int = Field(0, ge=0, le=20)
@@ -168,8 +172,10 @@ class EarlyFusion(Baseline):
     @model_validator(mode="after")
     def _one_encoder(self):
         if self.encoder != LSTMEncoders():
-            raise ValueError("encoder: early_fusion encodes the concatenated frames of every modality with one LSTM, "
-                             "so the per-modality encoder options do not apply; leave `encoder` at its defaults")
+            raise ValueError(
+                "encoder: early_fusion encodes the concatenated frames of every modality with one LSTM, "
+                "so the per-modality encoder options do not apply; leave `encoder` at its defaults"
+            )
         return self
 
 
@@ -203,8 +209,9 @@ class SharedPretrain(CMD, Classifier):
 class Imagination(EncoderParams, Classifier):
     dropout: float = Field(0.5, ge=0.0, le=0.95)
     """Dropout of the stage-2 classifier on the AE's block latents."""
-    ae_widths: list[Annotated[float, Field(ge=0.01, le=64.0)]] = Field(default_factory=lambda: [2.0, 1.0, 0.5],
-                                                                       min_length=1)
+    ae_widths: list[Annotated[float, Field(ge=0.01, le=64.0)]] = Field(
+        default_factory=lambda: [2.0, 1.0, 0.5], min_length=1
+    )
     """AE layers as multiples of the encoder width (MMIN: 256, 128, 64 for width 128)."""
     ae_blocks: int = Field(5, ge=1, le=32)
     """Residual AE blocks."""
@@ -217,8 +224,9 @@ class Imagination(EncoderParams, Classifier):
 class MMIN(Imagination):
     """MMIN (docs/methods.md §2)."""
 
-    optim: Optim = Field(default_factory=optim(epochs=30, epochs_decay=30, lr=2e-4, beta1=0.5, grad_clip=1.0,
-                                               batch_size=128))
+    optim: Optim = Field(
+        default_factory=optim(epochs=30, epochs_decay=30, lr=2e-4, beta1=0.5, grad_clip=1.0, batch_size=128)
+    )
     mse_weight: Weight = 4.0
     """Weight of the imagination MSE (MMIN's IEMOCAP script: 4)."""
     cycle_weight: Weight = 2.0
@@ -229,8 +237,9 @@ class MMIN(Imagination):
 class IFMMIN(Imagination):
     """IF-MMIN (docs/methods.md §3)."""
 
-    optim: Optim = Field(default_factory=optim(epochs=20, epochs_decay=20, lr=2e-4, beta1=0.5, grad_clip=1.0,
-                                               batch_size=128))
+    optim: Optim = Field(
+        default_factory=optim(epochs=20, epochs_decay=20, lr=2e-4, beta1=0.5, grad_clip=1.0, batch_size=128)
+    )
     mse_weight: Weight = 1.0
     """Weight of the imagination MSE (IF-MMIN's script: 1)."""
     inject: bool = True
@@ -260,8 +269,9 @@ class NMERPretrain(CMD, Classifier):
 class NMER(EncoderParams, Classifier):
     """NMER (docs/methods.md §4)."""
 
-    optim: Optim = Field(default_factory=optim(epochs=40, epochs_decay=40, lr=2e-4, beta1=0.5, grad_clip=1.0,
-                                               batch_size=128))
+    optim: Optim = Field(
+        default_factory=optim(epochs=40, epochs_decay=40, lr=2e-4, beta1=0.5, grad_clip=1.0, batch_size=128)
+    )
     dropout: float = Field(0.1, ge=0.0, le=0.95)
     """Dropout of the stage-2 classifier (BatchNorm on, official)."""
     latent: Width = 64
@@ -296,8 +306,9 @@ class NMER(EncoderParams, Classifier):
 class VAVL(RunParams):
     """VAVL (docs/methods.md §5)."""
 
-    optim: Optim = Field(default_factory=optim(epochs=20, epochs_decay=0, lr=5e-5, beta1=0.95, grad_clip=0.0,
-                                               batch_size=32))
+    optim: Optim = Field(
+        default_factory=optim(epochs=20, epochs_decay=0, lr=5e-5, beta1=0.95, grad_clip=0.0, batch_size=32)
+    )
     projection: Width = 50
     """1x1 convolution width in front of each branch."""
     subsample: int = Field(1, ge=1, le=16)
@@ -350,8 +361,9 @@ class FunctionalsSVM(Params):
 
     feature_set: Literal[tuple(FUNCTIONAL_SETS)] = "ComParE_2016"
     """ComParE_2016 (6373 functionals) | eGeMAPSv02 (88): the set the params stage asks prepare to extract."""
-    C: list[Annotated[float, Field(gt=0.0, le=1e6)]] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
-                                                             min_length=1, max_length=50)
+    C: list[Annotated[float, Field(gt=0.0, le=1e6)]] = Field(
+        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1, max_length=50
+    )
     """The grid of the SVM's C: one SVM per value on the training speakers, the best validation UA kept (earliest on
     ties)."""
     class_weight: Literal["none", "balanced"] = "none"
@@ -431,55 +443,153 @@ BASELINE = "mer_core.methods.baselines"
 MMIN_MODULE = "mer_core.methods.mmin"
 
 
-def _baseline(name: str, summary: str, needs=(), min_modalities=2, joint=None, params=Baseline,
-              conditions: str | Callable = "full") -> MethodInfo:
-    return MethodInfo(name, params, BASELINE, (StageInfo("train", train_conditions=conditions),), summary, needs,
-                      min_modalities, joint, SIZE_KEYS, paper_switches=MMIN_CODE_POOLING)
+def _baseline(
+    name: str,
+    summary: str,
+    needs=(),
+    min_modalities=2,
+    joint=None,
+    params=Baseline,
+    conditions: str | Callable = "full",
+) -> MethodInfo:
+    return MethodInfo(
+        name,
+        params,
+        BASELINE,
+        (StageInfo("train", train_conditions=conditions),),
+        summary,
+        needs,
+        min_modalities,
+        joint,
+        SIZE_KEYS,
+        paper_switches=MMIN_CODE_POOLING,
+    )
 
 
 def _two_stage(name, params, module, summary, joint, variants, paper_keys=TWO_STAGE_KEYS, noise_key=None, family=""):
-    return MethodInfo(name, params, module, (
-        StageInfo("pretrain", "pretrain", "full", "full"),
-        StageInfo("train", None, "missing", "missing", noise_key)),
-        summary, (), 2, joint, paper_keys, variants, family, MMIN_CODE_POOLING)
+    return MethodInfo(
+        name,
+        params,
+        module,
+        (StageInfo("pretrain", "pretrain", "full", "full"), StageInfo("train", None, "missing", "missing", noise_key)),
+        summary,
+        (),
+        2,
+        joint,
+        paper_keys,
+        variants,
+        family,
+        MMIN_CODE_POOLING,
+    )
 
 
 UTT_JOINT = "the concatenated encoder embeddings"
-CATALOG: dict[str, MethodInfo] = {info.name: info for info in (
-    _baseline("audio_only", "LSTM on audio frames only", ("audio",), 1, "the audio encoder's embedding"),
-    _baseline("visual_only", "LSTM on face frames only", ("visual",), 1, "the visual encoder's embedding"),
-    _baseline("early_fusion", "frame-level concatenation, one LSTM", joint="the LSTM embedding of the concatenated "
-              "frames", params=EarlyFusion),
-    _baseline("late_fusion", "mean of unimodal class probabilities"),
-    _baseline("utt_fusion", "MMIN's full-modality encoder network (MEN)", joint=UTT_JOINT),
-    _baseline("utt_dataaug", "utt_fusion trained with one random condition per clip (MMIN's MEN + aug)",
-              joint=UTT_JOINT, params=UttDataaug,
-              conditions=lambda entry: "missing" if entry["conditions"] == "missing" else "random"),
-    _two_stage("mmin", MMIN, MMIN_MODULE,
-               "MMIN: utt_fusion teacher, then cascade residual AE imagining the missing modalities (+ cycle AE)",
-               "the imagination AE's concatenated block latents", {"no_cycle": {"cycle_weight": 0.0}}, family="mmin"),
-    _two_stage("ifmmin", IFMMIN, MMIN_MODULE,
-               "IF-MMIN: CMD-trained invariant features re-injected into every block of the imagination AE",
-               "the imagination AE's concatenated block latents",
-               {"no_cmd": {"pretrain.cmd_weight": 0.0}, "no_inject": {"inject": False},
-                "no_inv": {"invariant_weight": 0.0}, "head_ae": {"ae_version": "head"},
-                "released_inv_weight": {"invariant_weight": 1.0}}, family="mmin"),
-    _two_stage("nmer", NMER, "mer_core.methods.nmer",
-               "NMER: invariant/specific encoders with a denoising auxiliary loss, then a conditional VAE trained on "
-               "noised missing modalities", "the conditional VAE's reconstruction x̂",
-               {"denoiser": {"pretrain.denoise_term": "denoiser"}, "kl_mean": {"kl_reduction": "mean"}},
-               paper_keys=(*SIZE_KEYS, "latent", "vae_layers", "vae_heads", "vae_ffn", "decoder_hidden", "pretrain.optim",
-                           "pretrain.classifier", "pretrain.dropout"), noise_key="noise", family="nmer"),
-    MethodInfo("vavl", VAVL, "mer_core.methods.vavl", (StageInfo("train", None, "full", "full"),),
-               "VAVL: modality branches + shared Conformer layers (residual, reconstruction), one model for audio, video "
-               "or both", ("audio", "visual"), 1, "the concatenated utterance representations (the fusion head's input)",
-               ("optim", "projection", "subsample", "d_model", "heads", "ffn_expansion", "kernel", "branch_blocks",
-                "shared_blocks", "dropout", "head_dropout"),
-               {"no_shared": {"shared": False}, "no_residual": {"residual": False}, "no_rec": {"rec_weight": 0.0}},
-               family="vavl", functionals=lambda entry: None),
-    MethodInfo("functionals_svm", FunctionalsSVM, "mer_core.methods.classical",
-               (StageInfo("fit", None, "full", "full", grid="C"),),
-               "openSMILE functionals + standardisation + linear SVM, C chosen on the validation speakers",
-               ("audio",), 1, None, ("C", "max_iter"), family="classical", tasks=("classification",),
-               functionals=lambda entry: entry["feature_set"]),
-)}
+CATALOG: dict[str, MethodInfo] = {
+    info.name: info
+    for info in (
+        _baseline("audio_only", "LSTM on audio frames only", ("audio",), 1, "the audio encoder's embedding"),
+        _baseline("visual_only", "LSTM on face frames only", ("visual",), 1, "the visual encoder's embedding"),
+        _baseline(
+            "early_fusion",
+            "frame-level concatenation, one LSTM",
+            joint="the LSTM embedding of the concatenated frames",
+            params=EarlyFusion,
+        ),
+        _baseline("late_fusion", "mean of unimodal class probabilities"),
+        _baseline("utt_fusion", "MMIN's full-modality encoder network (MEN)", joint=UTT_JOINT),
+        _baseline(
+            "utt_dataaug",
+            "utt_fusion trained with one random condition per clip (MMIN's MEN + aug)",
+            joint=UTT_JOINT,
+            params=UttDataaug,
+            conditions=lambda entry: "missing" if entry["conditions"] == "missing" else "random",
+        ),
+        _two_stage(
+            "mmin",
+            MMIN,
+            MMIN_MODULE,
+            "MMIN: utt_fusion teacher, then cascade residual AE imagining the missing modalities (+ cycle AE)",
+            "the imagination AE's concatenated block latents",
+            {"no_cycle": {"cycle_weight": 0.0}},
+            family="mmin",
+        ),
+        _two_stage(
+            "ifmmin",
+            IFMMIN,
+            MMIN_MODULE,
+            "IF-MMIN: CMD-trained invariant features re-injected into every block of the imagination AE",
+            "the imagination AE's concatenated block latents",
+            {
+                "no_cmd": {"pretrain.cmd_weight": 0.0},
+                "no_inject": {"inject": False},
+                "no_inv": {"invariant_weight": 0.0},
+                "head_ae": {"ae_version": "head"},
+                "released_inv_weight": {"invariant_weight": 1.0},
+            },
+            family="mmin",
+        ),
+        _two_stage(
+            "nmer",
+            NMER,
+            "mer_core.methods.nmer",
+            "NMER: invariant/specific encoders with a denoising auxiliary loss, then a conditional VAE trained on "
+            "noised missing modalities",
+            "the conditional VAE's reconstruction x̂",
+            {"denoiser": {"pretrain.denoise_term": "denoiser"}, "kl_mean": {"kl_reduction": "mean"}},
+            paper_keys=(
+                *SIZE_KEYS,
+                "latent",
+                "vae_layers",
+                "vae_heads",
+                "vae_ffn",
+                "decoder_hidden",
+                "pretrain.optim",
+                "pretrain.classifier",
+                "pretrain.dropout",
+            ),
+            noise_key="noise",
+            family="nmer",
+        ),
+        MethodInfo(
+            "vavl",
+            VAVL,
+            "mer_core.methods.vavl",
+            (StageInfo("train", None, "full", "full"),),
+            "VAVL: modality branches + shared Conformer layers (residual, reconstruction), one model for audio, video "
+            "or both",
+            ("audio", "visual"),
+            1,
+            "the concatenated utterance representations (the fusion head's input)",
+            (
+                "optim",
+                "projection",
+                "subsample",
+                "d_model",
+                "heads",
+                "ffn_expansion",
+                "kernel",
+                "branch_blocks",
+                "shared_blocks",
+                "dropout",
+                "head_dropout",
+            ),
+            {"no_shared": {"shared": False}, "no_residual": {"residual": False}, "no_rec": {"rec_weight": 0.0}},
+            family="vavl",
+            functionals=lambda entry: None,
+        ),
+        MethodInfo(
+            "functionals_svm",
+            FunctionalsSVM,
+            "mer_core.methods.classical",
+            (StageInfo("fit", None, "full", "full", grid="C"),),
+            "openSMILE functionals + standardisation + linear SVM, C chosen on the validation speakers",
+            ("audio",),
+            1,
+            None,
+            ("C", "max_iter"),
+            family="classical",
+            tasks=("classification",),
+            functionals=lambda entry: entry["feature_set"],
+        ),
+    )
+}

@@ -3,6 +3,7 @@
 `python -m mer_core.params.reference` rewrites the file; a test fails when the committed file differs from what the
 models say, so the reference cannot drift from the code.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,9 +52,15 @@ def model_rows(model: type[BaseModel], prefix: str, rows: list[str], instance: B
                 rows.append(f"| `{key}` | | {_describe(field)} |")
             model_rows(type(value), key, rows, value)
         else:
-            default = value.model_dump(mode="json") if isinstance(value, BaseModel) else (
-                {k: (v.model_dump(mode="json") if isinstance(v, BaseModel) else v) for k, v in value.items()}
-                if isinstance(value, dict) else value)
+            default = (
+                value.model_dump(mode="json")
+                if isinstance(value, BaseModel)
+                else (
+                    {k: (v.model_dump(mode="json") if isinstance(v, BaseModel) else v) for k, v in value.items()}
+                    if isinstance(value, dict)
+                    else value
+                )
+            )
             rows.append(f"| `{key}` | {_value(default)} | {_describe(field)} |")
 
 
@@ -74,18 +81,27 @@ def params_reference() -> str:
             parts.append(section(f"`{name}`", annotation, name))
         else:
             parts.append(f"## `{name}`\n\nDefault {_value(field.default)}. {_describe(field)}\n")
-    parts.append("## Methods\n\nThe keys of a run of each method, with the method's defaults (its official settings "
-                 "and switches).\n")
+    parts.append(
+        "## Methods\n\nThe keys of a run of each method, with the method's defaults (its official settings "
+        "and switches).\n"
+    )
     for info in CATALOG.values():
         rows = ["| key | default | meaning |", "|---|---|---|"]
         model_rows(info.params, "", rows)
         stages = ", ".join(f"`{s.name}`" for s in info.stages)
         paper = ", ".join(f"`{k}`" for k in info.paper_keys)
-        variants = "; ".join(f"`{v}`: " + ", ".join(f"`{k} = {json.dumps(x)}`" for k, x in c.items())
-                             for v, c in info.variants.items()) or "none"
-        parts.append(f"### `{info.name}`\n\n{info.summary}. Stages: {stages}; needs: "
-                     f"{', '.join(info.needs) or f'any {info.min_modalities} modalities'}; paper keys: {paper}; "
-                     f"named variants: {variants}.\n\n" + "\n".join(rows) + "\n")
+        variants = (
+            "; ".join(
+                f"`{v}`: " + ", ".join(f"`{k} = {json.dumps(x)}`" for k, x in c.items())
+                for v, c in info.variants.items()
+            )
+            or "none"
+        )
+        parts.append(
+            f"### `{info.name}`\n\n{info.summary}. Stages: {stages}; needs: "
+            f"{', '.join(info.needs) or f'any {info.min_modalities} modalities'}; paper keys: {paper}; "
+            f"named variants: {variants}.\n\n" + "\n".join(rows) + "\n"
+        )
     return "\n".join(parts)
 
 

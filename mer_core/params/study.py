@@ -1,10 +1,12 @@
-"""The typed model of the whole `params.yaml` (`Study`): one pydantic model per section, every key with a documented default.
+"""The typed model of the whole `params.yaml` (`Study`): one pydantic model per section, every key with a documented
+default.
 
 Sections: `task`, `data`, `features`, `folds` (`mer_core.params.data`), `train` (`mer_core.params.training`),
 `methods` (runs; each method's own params in `mer_core.params.methods`), `robustness`, `analysis`, `explore`,
 `extended` (`mer_core.params.evaluation`) and `machine` (`mer_core.machine`, never a dependency of a result).
 `mer_core.config` validates a params file with it, resolves the runs and writes each stage's resolved params.
 """
+
 from __future__ import annotations
 
 from typing import Literal

@@ -1,4 +1,5 @@
 """Params of the built-in corpus (`data.synthetic`, `mer_core.data.synthetic`): calibrated once, then left alone."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -35,9 +36,14 @@ class VocalProfile(Params):
 
 def _profiles() -> dict[str, VocalProfile]:
     keys = ("f0_st", "f0_range", "loudness_db", "rate", "tilt_db", "jitter", "breathiness", "formant_shift")
-    values = {"ANG": (5.5, 1.4, 12.0, 1.15, 6.0, 1.3, 0.5, 1.04), "DIS": (-5.0, 0.75, -3.0, 0.7, -2.0, 4.0, 1.7, 0.91),
-              "FEA": (9.0, 0.75, 4.0, 1.5, 3.5, 4.0, 1.4, 1.03), "HAP": (5.5, 2.2, 7.0, 1.15, 3.0, 1.0, 1.0, 1.15),
-              "NEU": (0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0), "SAD": (-3.0, 0.3, -8.0, 0.6, -5.5, 1.4, 3.5, 0.96)}
+    values = {
+        "ANG": (5.5, 1.4, 12.0, 1.15, 6.0, 1.3, 0.5, 1.04),
+        "DIS": (-5.0, 0.75, -3.0, 0.7, -2.0, 4.0, 1.7, 0.91),
+        "FEA": (9.0, 0.75, 4.0, 1.5, 3.5, 4.0, 1.4, 1.03),
+        "HAP": (5.5, 2.2, 7.0, 1.15, 3.0, 1.0, 1.0, 1.15),
+        "NEU": (0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0),
+        "SAD": (-3.0, 0.3, -8.0, 0.6, -5.5, 1.4, 3.5, 0.96),
+    }
     return {code: VocalProfile(**dict(zip(keys, row))) for code, row in values.items()}
 
 
@@ -83,8 +89,14 @@ class SyntheticFace(Params):
 
 
 def _pad() -> dict[str, list[float]]:
-    return {"ANG": [-0.51, 0.59, 0.25], "DIS": [-0.6, 0.35, 0.11], "FEA": [-0.64, 0.6, -0.43],
-            "HAP": [0.58, 0.35, 0.25], "NEU": [0.0, 0.0, 0.0], "SAD": [-0.52, -0.24, -0.33]}
+    return {
+        "ANG": [-0.51, 0.59, 0.25],
+        "DIS": [-0.6, 0.35, 0.11],
+        "FEA": [-0.64, 0.6, -0.43],
+        "HAP": [0.58, 0.35, 0.25],
+        "NEU": [0.0, 0.0, 0.0],
+        "SAD": [-0.52, -0.24, -0.33],
+    }
 
 
 class SyntheticAttributes(Params):
@@ -115,7 +127,8 @@ class Synthetic(Params):
     sentences: Literal["all"] | list[Literal[SENTENCE_CODES]] = "all"
     """all, or a list of CREMA-D sentence codes (IEO, TIE, ... WSI) for tiny corpora."""
     level_gain: dict[Literal["LO", "MD", "HI", "XX"], Annotated[float, Field(ge=0.0, le=2.0)]] = Field(
-        default_factory=lambda: {"LO": 0.6, "MD": 0.85, "HI": 1.1, "XX": 1.0})
+        default_factory=lambda: {"LO": 0.6, "MD": 0.85, "HI": 1.1, "XX": 1.0}
+    )
     """How far a display departs from neutral, per intensity level."""
     display_strength: float = Field(1.0, ge=0.0, le=3.0)
     """Global factor on every display (voice and face), on top of level_gain."""

@@ -1,6 +1,7 @@
 """Params of training: a stage's optimiser (`Optim`), the study-wide `train` section, and `machine`, the settings of
 the machine a study runs on, which never change a result and so never invalidate one.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -54,8 +55,9 @@ class FrameEncoder(Params):
 
     dim: int = Field(64, ge=1, le=4096)
     """Width of a frame's encoding: the visual feature dimension the methods see."""
-    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(default_factory=lambda: [16, 32, 64], min_length=1,
-                                                                 max_length=8)
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [16, 32, 64], min_length=1, max_length=8
+    )
     """Conv channels per block; each block halves the crop side."""
     groups: int = Field(4, ge=1, le=1024)
     """GroupNorm groups (must divide every channel count)."""
@@ -64,8 +66,10 @@ class FrameEncoder(Params):
     def _groups_divide(self):
         bad = [c for c in self.channels if c % self.groups]
         if bad:
-            raise ValueError(f"groups: {self.groups} does not divide the channel count {bad[0]}; choose groups "
-                             f"dividing every entry of channels {self.channels}")
+            raise ValueError(
+                f"groups: {self.groups} does not divide the channel count {bad[0]}; choose groups "
+                f"dividing every entry of channels {self.channels}"
+            )
         return self
 
 

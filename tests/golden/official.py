@@ -3,6 +3,7 @@ one of our modules through an explicit name map, and compare with the fixtures' 
 
 The tests read nothing but `tests/golden/data`, so they run in a clone without the reference material.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def rename(params: dict[str, torch.Tensor], rules: list[tuple[str, str | None]])
         rule = next(((old, new) for old, new in rules if key.startswith(old)), None)
         assert rule is not None, f"official parameter {key!r} is not covered by the name map"
         if rule[1] is not None:
-            renamed[rule[1] + key[len(rule[0]):]] = value
+            renamed[rule[1] + key[len(rule[0]) :]] = value
     return renamed
 
 
@@ -96,7 +97,7 @@ def load_official(module: nn.Module, params: dict[str, torch.Tensor], rules: lis
 
 def subtree(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The parameters under `prefix` (e.g. `netAE.`), with the prefix removed."""
-    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def block_rules(official: str, ours: str) -> list[tuple[str, str | None]]:
@@ -158,8 +159,11 @@ def classifier_rules(official: str, ours: str) -> list[tuple[str, str | None]]:
 def residual_ae_rules(official: str, ours: str) -> list[tuple[str, str | None]]:
     """ResidualAE `encoder_<b>` / `decoder_<b>` / `transition` onto our `encoders.<b>` / `decoders.<b>` /
     `transition` (same Sequential indices: Linear layers at 0, 2, 4)."""
-    return [(f"{official}encoder_", f"{ours}encoders."), (f"{official}decoder_", f"{ours}decoders."),
-            (f"{official}transition.", f"{ours}transition.")]
+    return [
+        (f"{official}encoder_", f"{ours}encoders."),
+        (f"{official}decoder_", f"{ours}decoders."),
+        (f"{official}transition.", f"{ours}transition."),
+    ]
 
 
 def reorder_residual_ae(module: nn.Module, width: int) -> None:
@@ -179,10 +183,18 @@ def reorder_residual_ae(module: nn.Module, width: int) -> None:
 
 
 # the MMIN / IF-MMIN step-0 fixtures: three modalities of widths 10 / 9 / 12, 4 classes, encoders of width 16
-CONTEXT = ModelContext(MODALITIES, {"audio": 10, "visual": 9, "text": 12}, {},
-                       Task("classification", ("c0", "c1", "c2", "c3")))
-STAGE2 = {"hidden": 16, "classifier": [16, 16], "dropout": 0.5, "ae_widths": [2.0, 1.0, 0.5], "ae_blocks": 5,
-          "encoder_pooling": "valid", "text_windows": "valid"}
+CONTEXT = ModelContext(
+    MODALITIES, {"audio": 10, "visual": 9, "text": 12}, {}, Task("classification", ("c0", "c1", "c2", "c3"))
+)
+STAGE2 = {
+    "hidden": 16,
+    "classifier": [16, 16],
+    "dropout": 0.5,
+    "ae_widths": [2.0, 1.0, 0.5],
+    "ae_blocks": 5,
+    "encoder_pooling": "valid",
+    "text_windows": "valid",
+}
 
 
 def step0_batches(fixture) -> tuple[Batch, Batch]:

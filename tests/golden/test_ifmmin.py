@@ -1,13 +1,26 @@
 """Golden tests, IF-MMIN (ZhuoYulang/IF-MMIN f4d65fc, IF-IM autoencoder also at a4b6ef4): CMD, the shared
 encoder, both IF-IM autoencoders and our IF-MMIN stage 2 against the official outputs."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from golden.official import (CONTEXT, STAGE2, assert_differs, assert_matches, classifier_rules, encoder_rules,
-                             joint_order, load_fixture, load_official, rename, reorder_residual_ae, residual_ae_rules,
-                             step0_batches)
+from golden.official import (
+    CONTEXT,
+    STAGE2,
+    assert_differs,
+    assert_matches,
+    classifier_rules,
+    encoder_rules,
+    joint_order,
+    load_fixture,
+    load_official,
+    rename,
+    reorder_residual_ae,
+    residual_ae_rules,
+    step0_batches,
+)
 from mer_core.layers import ResidualAE, SharedEncoder
 from mer_core.losses import cmd_loss, pairwise_cmd
 from mer_core.methods.mmin import IFMMIN, UttShared
@@ -29,8 +42,9 @@ def test_cmd_with_fewer_moments_matches_official(moments):
 def test_cmd_default_is_the_official_five_moments():
     fixture = load_fixture("ifmmin_cmd")
     assert_matches(cmd_loss(fixture.inputs["x1"], fixture.inputs["x2"]), fixture.outputs["cmd_K5"], "CMD, default K")
-    assert_differs(cmd_loss(fixture.inputs["x1"], fixture.inputs["x2"], 4), fixture.outputs["cmd_K5"], "CMD, K = 4",
-                   at_least=1e-4)
+    assert_differs(
+        cmd_loss(fixture.inputs["x1"], fixture.inputs["x2"], 4), fixture.outputs["cmd_K5"], "CMD, K = 4", at_least=1e-4
+    )
 
 
 def test_pairwise_cmd_is_the_official_mean_over_the_three_pairs():
@@ -96,14 +110,24 @@ def ifmmin(version: str, fixture) -> IFMMIN:
     """Our IF-MMIN stage 2 (built from a stage-1 UttShared, as in training) with the official weights; the AE in
     `version`, its [A, L, V] joint vectors reordered to ours."""
     stage1 = UttShared(CONTEXT, 16, [16, 16], 0.3, cmd_weight=1.0, cmd_moments=5, cmd_span=None)
-    entry = {**STAGE2, "inject": True, "ae_version": version, "ce_weight": 1.0, "mse_weight": 1.0,
-             "invariant_weight": 100.0}
+    entry = {
+        **STAGE2,
+        "inject": True,
+        "ae_version": version,
+        "ce_weight": 1.0,
+        "mse_weight": 1.0,
+        "invariant_weight": 100.0,
+    }
     model = IFMMIN(stage1, entry)
-    rules = [*encoder_rules("", "encoders."), *encoder_rules("pretrained_encoder.", "teacher."),
-             *[(f"netinvariant.{old}", f"shared.{new}") for old, new in SHARED_RULES],
-             *[(f"pretrained_encoder.netShared.{old}", f"teacher_shared.{new}") for old, new in SHARED_RULES],
-             ("pretrained_encoder.netC.", None),  # the teacher's classifier: not used by stage 2
-             *classifier_rules("netC.", "classifier."), *residual_ae_rules("netAE.", "ae.")]
+    rules = [
+        *encoder_rules("", "encoders."),
+        *encoder_rules("pretrained_encoder.", "teacher."),
+        *[(f"netinvariant.{old}", f"shared.{new}") for old, new in SHARED_RULES],
+        *[(f"pretrained_encoder.netShared.{old}", f"teacher_shared.{new}") for old, new in SHARED_RULES],
+        ("pretrained_encoder.netC.", None),  # the teacher's classifier: not used by stage 2
+        *classifier_rules("netC.", "classifier."),
+        *residual_ae_rules("netAE.", "ae."),
+    ]
     assert set(rename(fixture.params, rules)) == set(model.state_dict())
     load_official(model, fixture.params, rules)
     reorder_residual_ae(model.ae, 16)

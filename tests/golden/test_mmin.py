@@ -1,11 +1,25 @@
 """Golden tests, MMIN (AIM3-RUC/MMIN 69a45fe): our layers and our MMIN stage 2 against the official outputs."""
+
 from __future__ import annotations
 
 import torch
 
-from golden.official import (CONTEXT, MODALITIES, STAGE2, assert_differs, assert_matches, classifier_rules,
-                             encoder_rules, joint_order, load_fixture, load_official, rename, reorder_residual_ae,
-                             residual_ae_rules, step0_batches)
+from golden.official import (
+    CONTEXT,
+    MODALITIES,
+    STAGE2,
+    assert_differs,
+    assert_matches,
+    classifier_rules,
+    encoder_rules,
+    joint_order,
+    load_fixture,
+    load_official,
+    rename,
+    reorder_residual_ae,
+    residual_ae_rules,
+    step0_batches,
+)
 from mer_core.layers import LSTMEncoder, MLPClassifier, ResidualAE, TextCNN, masked_max
 from mer_core.methods.baselines import UttFusion
 from mer_core.methods.mmin import MMIN
@@ -84,8 +98,9 @@ def test_fc_classifier_matches_official():
 
 def test_fc_classifier_with_batchnorm_matches_official():
     fixture = load_fixture("mmin_fc_classifier_bn")
-    model = load_official(MLPClassifier(40, [16, 16], 4, dropout=0.5, batchnorm=True), fixture.params,
-                          classifier_rules("", ""))
+    model = load_official(
+        MLPClassifier(40, [16, 16], 4, dropout=0.5, batchnorm=True), fixture.params, classifier_rules("", "")
+    )
     with torch.no_grad():
         logits, features = model(fixture.inputs["x"])
     assert_matches(logits, fixture.outputs["logits"], "logits")
@@ -106,12 +121,17 @@ def test_mmin_residual_ae_matches_official():
 
 # ------------------------------------------------------------------------------------------------ stage 2
 
+
 def stage2_rules() -> list[tuple[str, str | None]]:
     """The official MMINModel (student net*, teacher pretrained_encoder.net*) onto our MMIN."""
-    return [*encoder_rules("", "encoders."), *encoder_rules("pretrained_encoder.", "teacher."),
-            ("pretrained_encoder.netC.", None),  # the teacher's classifier: not used by stage 2
-            *classifier_rules("netC.", "classifier."), *residual_ae_rules("netAE.", "ae."),
-            *residual_ae_rules("netAE_cycle.", "cycle_ae.")]
+    return [
+        *encoder_rules("", "encoders."),
+        *encoder_rules("pretrained_encoder.", "teacher."),
+        ("pretrained_encoder.netC.", None),  # the teacher's classifier: not used by stage 2
+        *classifier_rules("netC.", "classifier."),
+        *residual_ae_rules("netAE.", "ae."),
+        *residual_ae_rules("netAE_cycle.", "cycle_ae."),
+    ]
 
 
 def test_mmin_stage2_step0_losses_match_official():
@@ -145,6 +165,8 @@ def test_mmin_stage2_name_map_covers_every_official_parameter():
     """The name map is complete: every official parameter is renamed or explicitly dropped, and the renamed
     set is exactly our MMIN's state."""
     fixture = load_fixture("mmin_stage2_loss_step0")
-    model = MMIN(UttFusion(MODALITIES, CONTEXT, 16, [16, 16], 0.3),
-                 {**STAGE2, "ce_weight": 1.0, "mse_weight": 4.0, "cycle_weight": 2.0})
+    model = MMIN(
+        UttFusion(MODALITIES, CONTEXT, 16, [16, 16], 0.3),
+        {**STAGE2, "ce_weight": 1.0, "mse_weight": 4.0, "cycle_weight": 2.0},
+    )
     assert set(rename(fixture.params, stage2_rules())) == set(model.state_dict())

@@ -1,5 +1,6 @@
 """Golden tests, NMER (WooyoohL/Noise-robust_MER 3f8a131, VAE decoder of cd20f9a): the noise scheduler, the VAE
 loss, the conditional VAE and the stage-1 losses against the official outputs."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,10 +26,14 @@ from mer_core.tasks import Task
 
 STEPS = (20, 40, 60, 80, 100)
 NOISE_TYPES = {"gaussian": "Gaussian", "impulse": "Impulse"}  # ours -> the official noise_type
-VAE_RULES = [("encoder.layers.", "encoder.layers."),  # both nn.TransformerEncoder: the same layer names
-             ("decoder.fc1.", "decoder.0."), ("decoder.fc2.", "decoder.2."),  # Linear, LeakyReLU, Linear
-             ("fc_mu.", "mu."), ("fc_var.", "logvar."),
-             ("fc_out.", None)]  # built by the official ConditionVAE, never called
+VAE_RULES = [
+    ("encoder.layers.", "encoder.layers."),  # both nn.TransformerEncoder: the same layer names
+    ("decoder.fc1.", "decoder.0."),
+    ("decoder.fc2.", "decoder.2."),  # Linear, LeakyReLU, Linear
+    ("fc_mu.", "mu."),
+    ("fc_var.", "logvar."),
+    ("fc_out.", None),
+]  # built by the official ConditionVAE, never called
 
 
 # ------------------------------------------------------------------------------------------------ scheduler
@@ -40,8 +45,11 @@ def test_noise_schedule_matches_official(steps):
     scheduler = NoiseScheduler("gaussian", steps, "scaled_linear", 0.01, 0.5)
     assert_matches(betas("scaled_linear", steps, 0.01, 0.5), fixture.outputs[f"T{steps}.betas"], "betas")
     assert_matches(scheduler.alphas_cumprod, fixture.outputs[f"T{steps}.alphas_cumprod"], "alphas_cumprod")
-    assert_matches(torch.tensor(scheduler.signal_fraction()), fixture.aux[f"T{steps}.mean_sqrt_alphas_cumprod"],
-                   "E_t[sqrt(abar_t)]")
+    assert_matches(
+        torch.tensor(scheduler.signal_fraction()),
+        fixture.aux[f"T{steps}.mean_sqrt_alphas_cumprod"],
+        "E_t[sqrt(abar_t)]",
+    )
 
 
 @pytest.mark.parametrize("kind", NOISE_TYPES)
@@ -56,8 +64,14 @@ def test_add_noise_matches_official_with_the_recorded_draws(kind, monkeypatch):
     scheduler = NoiseScheduler(kind, 100, "scaled_linear", 0.01, 0.5, impulse_density=0.3)
     x, present = fixture.inputs["x"], fixture.inputs["miss_index"].bool()
     n, length = x.shape[:2]
-    full = Batch(("audio",), {"audio": x}, {"audio": torch.full((n,), length)}, torch.ones(n, 1, dtype=torch.bool),
-                 torch.zeros(n, dtype=torch.long), torch.arange(n))
+    full = Batch(
+        ("audio",),
+        {"audio": x},
+        {"audio": torch.full((n,), length)},
+        torch.ones(n, 1, dtype=torch.bool),
+        torch.zeros(n, dtype=torch.long),
+        torch.arange(n),
+    )
     seen = scheduler.replace_missing(full.replace(present=present[:, None]), full, torch.Generator())
     assert_matches(seen.x["audio"], fixture.outputs[f"{official}.miss"], f"{kind} noise on the missing rows")
     noised = scheduler.add_noise(x, t.expand(n), torch.Generator())
@@ -72,8 +86,11 @@ def test_vae_loss_matches_official_with_the_summed_kl():
     x, recon, mu, logvar = (fixture.inputs[k] for k in ("x", "x_recon", "mu", "logvar"))
     every = torch.ones(len(x), 1, dtype=torch.bool)
     assert_matches(vae_loss(recon, x, mu, logvar, every), fixture.outputs["total"], "VAE loss")
-    assert_matches(vae_loss(recon, x, torch.zeros_like(mu), torch.zeros_like(logvar), every),
-                   fixture.outputs["recon_mse"], "reconstruction MSE")
+    assert_matches(
+        vae_loss(recon, x, torch.zeros_like(mu), torch.zeros_like(logvar), every),
+        fixture.outputs["recon_mse"],
+        "reconstruction MSE",
+    )
     assert_matches(gaussian_kl(mu, logvar), fixture.outputs["kl"], "KL, default reduction")
     assert_differs(gaussian_kl(mu, logvar, "mean"), fixture.outputs["kl"], "KL averaged instead of summed")
 
@@ -83,8 +100,18 @@ def test_vae_loss_matches_official_with_the_summed_kl():
 
 def cvae(attention: str, eval_latent: str = "sample"):
     fixture = load_fixture("nmer_cvae_forward")
-    model = ConditionalVAE(24, 24, 8, layers=5, heads=8, ffn=16, decoder_hidden=16, output="sigmoid",
-                           attention=attention, eval_latent=eval_latent)
+    model = ConditionalVAE(
+        24,
+        24,
+        8,
+        layers=5,
+        heads=8,
+        ffn=16,
+        decoder_hidden=16,
+        output="sigmoid",
+        attention=attention,
+        eval_latent=eval_latent,
+    )
     return load_official(model, fixture.params, VAE_RULES), fixture
 
 
@@ -157,8 +184,16 @@ def stage1(fixture, term: str = "official") -> tuple[NMERPretrain, Batch]:
     """Our NMER stage 1 with the official classifier and shared encoder, its six encoders returning the recorded
     embeddings and its denoiser the recorded network output; and the batch (labels; the frames are unused)."""
     context = ModelContext(MODALITIES, {m: 1 for m in MODALITIES}, {}, Task("classification", ("0", "1", "2", "3")))
-    block = {"classifier": [16, 16], "dropout": 0.2, "cmd_weight": 1.0, "cmd_moments": 5, "cmd_span": None,
-             "denoise_weight": 100.0, "denoise_hidden": 8, "denoise_term": term}
+    block = {
+        "classifier": [16, 16],
+        "dropout": 0.2,
+        "cmd_weight": 1.0,
+        "cmd_moments": 5,
+        "cmd_span": None,
+        "denoise_weight": 100.0,
+        "denoise_hidden": 8,
+        "denoise_term": term,
+    }
     model = NMERPretrain(context, WIDTH, block)
     for modality, letter in LETTERS.items():
         model.encoders[f"{modality}_specific"] = Constant(fixture.inputs[f"emb_{letter}_spec"])
@@ -168,14 +203,26 @@ def stage1(fixture, term: str = "official") -> tuple[NMERPretrain, Batch]:
     columns = torch.cat([torch.arange(k * WIDTH, (k + 1) * WIDTH) for k in official_slots])
     params = dict(fixture.params)
     params["netC.module.0.weight"] = params["netC.module.0.weight"][:, columns]
-    load_official(model, params, [*classifier_rules("netC.", "classifier."),
-                                  ("netShared.netshared.shared_1.", "encoders.shared.net.0."),
-                                  ("netShared.netshared.shared_2.", "encoders.shared.net.2."),
-                                  ("netDiff.", None)])  # the stand-in UNet: its recorded output is injected instead
+    load_official(
+        model,
+        params,
+        [
+            *classifier_rules("netC.", "classifier."),
+            ("netShared.netshared.shared_1.", "encoders.shared.net.0."),
+            ("netShared.netshared.shared_2.", "encoders.shared.net.2."),
+            ("netDiff.", None),
+        ],
+    )  # the stand-in UNet: its recorded output is injected instead
     n = len(fixture.inputs["label"])
     frames = {m: torch.zeros(n, 1, 1) for m in MODALITIES}
-    batch = Batch(MODALITIES, frames, {m: torch.ones(n, dtype=torch.long) for m in MODALITIES},
-                  torch.ones(n, 3, dtype=torch.bool), fixture.inputs["label"], torch.arange(n))
+    batch = Batch(
+        MODALITIES,
+        frames,
+        {m: torch.ones(n, dtype=torch.long) for m in MODALITIES},
+        torch.ones(n, 3, dtype=torch.bool),
+        fixture.inputs["label"],
+        torch.arange(n),
+    )
     return model, batch
 
 
@@ -191,8 +238,11 @@ def test_stage1_official_denoise_term_is_the_mean_square_of_the_net_output():
     official = denoise_term(output, noised, clean, "official")
     assert_matches(official, fixture.outputs["loss_Diff"], "loss_Diff")
     assert_matches(official, fixture.aux["mean_sq_unet_sample"], "mean(UNet(x_t)^2)")
-    assert_differs(denoise_term(output, noised, clean, "denoiser"), fixture.outputs["loss_Diff"],
-                   "the real denoising loss MSE(x_t + output, x_0)")
+    assert_differs(
+        denoise_term(output, noised, clean, "denoiser"),
+        fixture.outputs["loss_Diff"],
+        "the real denoising loss MSE(x_t + output, x_0)",
+    )
 
 
 def test_stage1_losses_match_official_from_the_embeddings():

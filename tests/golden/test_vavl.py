@@ -1,6 +1,7 @@
 """Golden tests, VAVL (ilucasgoncalves/VAVL c128439, its vendored sooftware Conformer): the attention module, a
 Conformer block and the whole model against the official outputs, with our switches set to the released code's
 behaviour (`attention_scale: d_model`, `positions: absolute_shift`, `pooling: padded`, `axes: official`)."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,16 +16,35 @@ from mer_core.tasks import Task
 
 OFFICIAL = {"attention_scale": "d_model", "positions": "absolute_shift", "pooling": "padded", "axes": "official"}
 DEFAULT = {"attention_scale": "d_model", "positions": "relative", "pooling": "valid", "axes": "per_clip"}
-ATTENTION_RULES = [("layer_norm.", "norm."), ("attention.u_bias", "content_bias"),
-                   ("attention.v_bias", "position_bias"), ("attention.query_proj.linear.", "query."),
-                   ("attention.key_proj.linear.", "key."), ("attention.value_proj.linear.", "value."),
-                   ("attention.pos_proj.linear.", "position."), ("attention.out_proj.linear.", "output.")]
+ATTENTION_RULES = [
+    ("layer_norm.", "norm."),
+    ("attention.u_bias", "content_bias"),
+    ("attention.v_bias", "position_bias"),
+    ("attention.query_proj.linear.", "query."),
+    ("attention.key_proj.linear.", "key."),
+    ("attention.value_proj.linear.", "value."),
+    ("attention.pos_proj.linear.", "position."),
+    ("attention.out_proj.linear.", "output."),
+]
 # the fixture's avmodel widths: wav2vec2 16 (stub), faces 24, 1x1 conv 8, Conformer / MLP 32; 8 heads, 6 classes
-CONTEXT = ModelContext(("audio", "visual"), {"audio": 16, "visual": 24}, {},
-                       Task("classification", tuple(f"c{k}" for k in range(6))))
-ENTRY = {"projection": 8, "subsample": 1, "d_model": 32, "heads": 8, "ffn_expansion": 4, "kernel": 31,
-         "branch_blocks": 3, "shared_blocks": 2, "dropout": 0.1, "head_dropout": 0.2, "shared": True,
-         "residual": True, "rec_weight": "auto"}
+CONTEXT = ModelContext(
+    ("audio", "visual"), {"audio": 16, "visual": 24}, {}, Task("classification", tuple(f"c{k}" for k in range(6)))
+)
+ENTRY = {
+    "projection": 8,
+    "subsample": 1,
+    "d_model": 32,
+    "heads": 8,
+    "ffn_expansion": 4,
+    "kernel": 31,
+    "branch_blocks": 3,
+    "shared_blocks": 2,
+    "dropout": 0.1,
+    "head_dropout": 0.2,
+    "shared": True,
+    "residual": True,
+    "rec_weight": "auto",
+}
 MODES = {"audio": "acoustic", "visual": "visual"}  # our modality -> the official feed_forward mode
 
 
@@ -65,8 +85,9 @@ def test_conformer_block_matches_official():
     """A whole block (half-step FFNs, MHSA, convolution module with a bias-free depthwise conv and eval-mode
     batch norm, final LayerNorm) with the official attention switches."""
     fixture = load_fixture("vavl_conformer_block")
-    model = load_official(ConformerBlock(32, 8, 4, 31, 0.1, "d_model", "absolute_shift"), fixture.params,
-                          block_rules("", ""))
+    model = load_official(
+        ConformerBlock(32, 8, 4, 31, 0.1, "d_model", "absolute_shift"), fixture.params, block_rules("", "")
+    )
     x = fixture.inputs["x"]
     with torch.no_grad():
         assert_matches(model(x, torch.ones(x.shape[:2], dtype=torch.bool)), fixture.outputs["y"], "Conformer block")
@@ -79,8 +100,10 @@ def test_conformer_block_matches_official():
 def stack_rules(official: str, ours: str, blocks: int) -> list[tuple[str, str | None]]:
     """A vendored ConformerEncoder (`encoder.input_projection`, `encoder.layers.<i>`; its Conv2d subsampling is
     built but never called) onto our `Conformer` (`projection`, `blocks.<i>`)."""
-    rules = [(f"{official}encoder.conv_subsample.", None),
-             (f"{official}encoder.input_projection.0.linear.", f"{ours}projection.0.")]
+    rules = [
+        (f"{official}encoder.conv_subsample.", None),
+        (f"{official}encoder.input_projection.0.linear.", f"{ours}projection.0."),
+    ]
     for i in range(blocks):
         rules += block_rules(f"{official}encoder.layers.{i}.", f"{ours}blocks.{i}.")
     return rules
@@ -88,8 +111,11 @@ def stack_rules(official: str, ours: str, blocks: int) -> list[tuple[str, str | 
 
 def head_rules(official: str, ours: str) -> list[tuple[str, str | None]]:
     """VAVL's MLP (projav1, ReLU, dropout, projav2, out_layer) onto our `head` Sequential (0, 3, 4)."""
-    return [(f"{official}projav1.", f"{ours}0."), (f"{official}projav2.", f"{ours}3."),
-            (f"{official}out_layer.", f"{ours}4.")]
+    return [
+        (f"{official}projav1.", f"{ours}0."),
+        (f"{official}projav2.", f"{ours}3."),
+        (f"{official}out_layer.", f"{ours}4."),
+    ]
 
 
 MODEL_RULES = [
@@ -99,8 +125,11 @@ MODEL_RULES = [
     *stack_rules("visual_model.x_visual.", "branches.visual.conformer.", 3),
     *stack_rules("shared_model.x_shared.", "shared.shared.", 2),
     ("shared_model.layer_norm.", "norms.shared."),
-    *head_rules("MLP_a.", "heads.audio."), *head_rules("MLP_v.", "heads.visual."), *head_rules("weights.", "fusion."),
-    *head_rules("MLP_rec_a.", "reconstruction.audio."), *head_rules("MLP_rec_v.", "reconstruction.visual."),
+    *head_rules("MLP_a.", "heads.audio."),
+    *head_rules("MLP_v.", "heads.visual."),
+    *head_rules("weights.", "fusion."),
+    *head_rules("MLP_rec_a.", "reconstruction.audio."),
+    *head_rules("MLP_rec_v.", "reconstruction.visual."),
     ("MLP_av.", None),  # built and stored by the official wrapper, never used
 ]
 
@@ -111,8 +140,14 @@ def vavl(switches: dict):
     assert set(rename(fixture.params, MODEL_RULES)) == set(model.state_dict())
     x = {"audio": fixture.inputs["xa"], "visual": fixture.inputs["xv"]}
     n = len(x["audio"])
-    batch = Batch(CONTEXT.modalities, x, {m: torch.full((n,), v.shape[1]) for m, v in x.items()},
-                  torch.ones(n, 2, dtype=torch.bool), torch.zeros(n, dtype=torch.long), torch.arange(n))
+    batch = Batch(
+        CONTEXT.modalities,
+        x,
+        {m: torch.full((n,), v.shape[1]) for m, v in x.items()},
+        torch.ones(n, 2, dtype=torch.bool),
+        torch.zeros(n, dtype=torch.long),
+        torch.arange(n),
+    )
     return load_official(model, fixture.params, MODEL_RULES), batch, fixture
 
 

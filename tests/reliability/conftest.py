@@ -1,6 +1,7 @@
 """Fixtures of the reliability suite (`docs/reliability.md`): a tiny built-in corpus (4 actors, sentences IEO and DFA:
 88 clips), generated once, and a fresh damageable copy of it per test with params that point at it. Every test
 under this folder carries the `reliability` marker (`pytest -m reliability` runs the suite alone)."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,9 @@ def base_params() -> dict:
     unless a test asks for more)."""
     params = load_params(PROJECT / "params.yaml")
     params["data"]["synthetic"].update(n_actors=4, sentences=["IEO", "DFA"])
-    params["features"]["corruptions"].update(audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2,
-                                             visual_dropout=[0.5])
+    params["features"]["corruptions"].update(
+        audio_noises=["babble"], audio_snr_db=[10.0], babble_talkers=2, visual_dropout=[0.5]
+    )
     params["folds"].update(n_folds=2, n_val_speakers=1)
     return params
 

@@ -1,5 +1,6 @@
 """Helpers of the reliability suite (a module, not a test file): damaging a tiny corpus's files, checking that a
 failed prepare step left nothing behind, and a slowed extraction chunk for the kill cases."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Extraction chunks that fail the way processes fail, for the interruption cases (a module, not a test file). It
 imports nothing heavy, so that the spawned workers that unpickle these functions start in a moment."""
+
 from __future__ import annotations
 
 import os

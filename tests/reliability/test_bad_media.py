@@ -1,6 +1,7 @@
 """Reliability: damaged audio and video files. Each case ends in an error naming the file (and saying what is wrong
 with it), or, with `data.on_error: skip` / `skip_clip`, in a row of skipped.csv; never in a shorter or silent clip
 stored as if it were whole."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,15 +59,18 @@ def test_silent_wav_with_skip_is_recorded_and_never_a_babble_talker(damaged, cap
     write_samples(wav_of(root), np.zeros(16000, np.float32))
     params["data"]["on_error"] = "skip"
     store = prepare(params)  # babble of 2 talkers for every clip: a silent talker would stop the run
-    assert skipped_rows(store.root) == [[CLIP, "audio", str(wav_of(root)), "silent (all 16000 samples are 0)",
-                                         "modality dropped"]]
+    assert skipped_rows(store.root) == [
+        [CLIP, "audio", str(wav_of(root)), "silent (all 16000 samples are 0)", "modality dropped"]
+    ]
     row = list(store.meta["clip_id"]).index(CLIP)
     assert not store.meta["has_audio"][row] and store.meta["has_visual"][row]
     assert store.corruption("audio_babble_10db")[1].lengths[row] == 0
     assert (store.corruption("audio_babble_10db")[1].lengths > 0).sum() == len(store.meta) - 1
     err = capfd.readouterr().err  # the summary, on the process's stderr
-    assert f"prepare: 1 problems with the corpus's files, listed in {store.root / 'skipped.csv'}: 0 clips dropped, " \
-           f"1 clips kept without audio" in err
+    assert (
+        f"prepare: 1 problems with the corpus's files, listed in {store.root / 'skipped.csv'}: 0 clips dropped, "
+        f"1 clips kept without audio" in err
+    )
     assert f"  {CLIP} audio: modality dropped (silent (all 16000 samples are 0))" in err
 
 
@@ -76,8 +80,11 @@ def test_silent_wav_with_skip_is_recorded_and_never_a_babble_talker(damaged, cap
 def test_truncated_wav_raises_naming_the_file(damaged):
     root, params = damaged
     truncate(wav_of(root), 0.37)
-    prepare_fails(params, AudioError, f"{wav_of(root)}: truncated: the header declares \\d+ frames \\(.* s\\), the "
-                                      "file holds \\d+")
+    prepare_fails(
+        params,
+        AudioError,
+        f"{wav_of(root)}: truncated: the header declares \\d+ frames \\(.* s\\), the file holds \\d+",
+    )
 
 
 def test_truncated_wav_with_skip_drops_the_audio_only(damaged):
@@ -108,8 +115,9 @@ def test_truncated_wav_with_skip_clip_drops_the_clip(damaged):
 def test_truncated_container_audio_raises_naming_the_file(tmp_path):
     video = write_video(tmp_path / "clip.flv", seconds=2.0, audio=speech_like(2.0, 22050), audio_rate=22050)
     truncate(video, 0.5)  # FLV's onMetaData still declares 2.05 s
-    with pytest.raises(AudioError, match=f"{video}: truncated: the container declares 2.050 s, its audio track "
-                                         "decodes to 0.9\\d\\d s"):
+    with pytest.raises(
+        AudioError, match=f"{video}: truncated: the container declares 2.050 s, its audio track decodes to 0.9\\d\\d s"
+    ):
         read_audio(video)
 
 
@@ -122,8 +130,9 @@ def test_truncated_video_frames_raise_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".flv", ".mp4", ".avi"])
 def test_whole_containers_are_not_taken_for_truncated(tmp_path, suffix):
-    video = write_video(tmp_path / f"clip{suffix}", seconds=1.0, fps=25.0, audio=speech_like(1.0, 22050),
-                        audio_rate=22050)
+    video = write_video(
+        tmp_path / f"clip{suffix}", seconds=1.0, fps=25.0, audio=speech_like(1.0, 22050), audio_rate=22050
+    )
     assert abs(len(read_audio(video)) / 16000 - 1.0) < 0.1  # codec priming and padding only
     assert len(sample_video(video, 25.0, 640)) == 25
 
@@ -134,8 +143,12 @@ def test_whole_containers_are_not_taken_for_truncated(tmp_path, suffix):
 def test_float_wav_beyond_full_scale_raises(damaged):
     root, params = damaged
     write_samples(wav_of(root), 4.0 * speech_like(1.0, 16000), subtype="FLOAT")
-    prepare_fails(params, AudioError, f"{wav_of(root)}: samples beyond full scale \\(\\|x\\| = \\d.\\d+ at sample "
-                                      "\\d+, .* s; at most 1 is accepted\\)")
+    prepare_fails(
+        params,
+        AudioError,
+        f"{wav_of(root)}: samples beyond full scale \\(\\|x\\| = \\d.\\d+ at sample "
+        "\\d+, .* s; at most 1 is accepted\\)",
+    )
 
 
 def test_float_wav_with_an_infinite_sample_raises(damaged):

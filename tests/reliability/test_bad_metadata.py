@@ -1,6 +1,7 @@
 """Reliability: missing or inconsistent metadata and listings. A metadata file that does not cover the corpus stops
 the run when the clips are listed (before any extraction) with an error naming the file and the actor or clip; a
 clip the corpus lists without a file for one modality is recorded in skipped.csv, never silently left out."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,6 +15,7 @@ from mer_core.data.prepare import cache_path, prepare
 @pytest.fixture
 def no_extraction(monkeypatch):
     """Fail the test if any feature is extracted (the error must come from the listing)."""
+
     def extract_all(*args, **kwargs):
         raise AssertionError("features were extracted before the metadata error")
 
@@ -32,16 +34,22 @@ def test_actor_missing_from_demographics_names_file_and_actor(damaged, no_extrac
     root, params = damaged
     demographics = root / "VideoDemographics.csv"
     edit_lines(demographics, lambda lines: [line for line in lines if not line.startswith("1003,")])
-    prepare_fails(params, CorpusError, f"{demographics}: no row for actor 1003, whose clips the corpus lists \\(1 "
-                                       "such actors: 1003\\); add its row \\(ActorID, Sex, ...\\), or remove the file")
+    prepare_fails(
+        params,
+        CorpusError,
+        f"{demographics}: no row for actor 1003, whose clips the corpus lists \\(1 "
+        "such actors: 1003\\); add its row \\(ActorID, Sex, ...\\), or remove the file",
+    )
     assert not cache_path(params).exists()
 
 
 def test_actor_without_sex_names_file_and_actor(damaged, no_extraction):
     root, params = damaged
     demographics = root / "VideoDemographics.csv"
-    edit_lines(demographics, lambda lines: [line.replace('"Female"', "") if line.startswith("1002,") else line
-                                            for line in lines])
+    edit_lines(
+        demographics,
+        lambda lines: [line.replace('"Female"', "") if line.startswith("1002,") else line for line in lines],
+    )
     prepare_fails(params, CorpusError, f"{demographics}: actor 1002 has no Sex value; fill it in, or remove the file")
 
 
@@ -65,13 +73,15 @@ def test_clip_missing_from_attributes_names_file_and_clip(damaged, no_extraction
 def test_attribute_out_of_range_names_file_column_and_row(damaged, no_extraction):
     root, params = damaged
     attributes = root / "attributes.csv"
+
     def valence_7_5_in_row_2(lines):
         cells = lines[3].split(",")  # FileName, arousal, valence, dominance
         return lines[:3] + [",".join([*cells[:2], "7.5", cells[3]])] + lines[4:]
 
     edit_lines(attributes, valence_7_5_in_row_2)
-    prepare_fails(params, CorpusError, f"{attributes}: column 'valence', row 2 \\(line 4\\): 7.5 is not a number in "
-                                       "\\[-1, 1\\]")
+    prepare_fails(
+        params, CorpusError, f"{attributes}: column 'valence', row 2 \\(line 4\\): 7.5 is not a number in \\[-1, 1\\]"
+    )
 
 
 # ================================================================================================ listings

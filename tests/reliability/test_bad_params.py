@@ -8,6 +8,7 @@ into a `cmd:` comes from a key whose values are checked against a safe set (run 
 catalogue; the other task: classification | regression; paired shares: numbers), and every stage that interpolates
 one depends on the `params` stage's output, so DVC runs the check first.
 `test_a_malicious_run_name_stops_dvc_repro_before_any_command_carries_it` runs DVC itself to show it."""
+
 from __future__ import annotations
 
 import copy
@@ -30,12 +31,25 @@ from mer_core.plan import parse_sets
 PROJECT = Path(__file__).resolve().parents[2]
 
 PARAMS = PROJECT / "params.yaml"
-RUN_NAME_RULE = ("run names must match ^[a-z][a-z0-9_]*$: a lower-case letter, then lower-case letters, digits and _ "
-                 "(they name DVC stages, folders, and papermill's `-p run` argument on a shell command line)")
+RUN_NAME_RULE = (
+    "run names must match ^[a-z][a-z0-9_]*$: a lower-case letter, then lower-case letters, digits and _ "
+    "(they name DVC stages, folders, and papermill's `-p run` argument on a shell command line)"
+)
 METHODS = ", ".join(CATALOG)
 # what a shell would act on, were it given the value unquoted
-METACHARACTERS = ["x; rm -rf /", "$(touch pwned)", "`touch pwned`", "a b", "a/b", "..", "x|y", "x&&y", "x>y", "x\ny",
-                  "'x'"]
+METACHARACTERS = [
+    "x; rm -rf /",
+    "$(touch pwned)",
+    "`touch pwned`",
+    "a b",
+    "a/b",
+    "..",
+    "x|y",
+    "x&&y",
+    "x>y",
+    "x\ny",
+    "'x'",
+]
 
 
 def error(overrides: dict | None = None, raw: dict | None = None) -> str:
@@ -52,8 +66,9 @@ def project_runs() -> str:
 # ================================================================================================ run names
 
 
-@pytest.mark.parametrize("name", METACHARACTERS[:6], ids=["semicolon", "substitution", "backticks", "space", "slash",
-                                                          "dotdot"])
+@pytest.mark.parametrize(
+    "name", METACHARACTERS[:6], ids=["semicolon", "substitution", "backticks", "space", "slash", "dotdot"]
+)
 @pytest.mark.parametrize("section", ["methods", "extended.runs"])
 def test_a_run_name_with_shell_metacharacters_is_rejected(section, name):
     raw = read_params(PARAMS)
@@ -62,21 +77,32 @@ def test_a_run_name_with_shell_metacharacters_is_rejected(section, name):
     assert error(raw=raw) == f"{section}.{name}: {RUN_NAME_RULE}"
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("nan", "methods.nan: 'nan' reads as a number on papermill's command line (`-p run nan`); rename the run"),
-    ("inf", "methods.inf: 'inf' reads as a number on papermill's command line (`-p run inf`); rename the run"),
-    ("infinity", "methods.infinity: 'infinity' reads as a number on papermill's command line (`-p run infinity`); "
-                 "rename the run"),
-    ("1e3", f"methods.1e3: {RUN_NAME_RULE}"),
-], ids=["nan", "inf", "infinity", "1e3"])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("nan", "methods.nan: 'nan' reads as a number on papermill's command line (`-p run nan`); rename the run"),
+        ("inf", "methods.inf: 'inf' reads as a number on papermill's command line (`-p run inf`); rename the run"),
+        (
+            "infinity",
+            "methods.infinity: 'infinity' reads as a number on papermill's command line (`-p run infinity`); "
+            "rename the run",
+        ),
+        ("1e3", f"methods.1e3: {RUN_NAME_RULE}"),
+    ],
+    ids=["nan", "inf", "infinity", "1e3"],
+)
 def test_a_run_name_papermill_reads_as_a_number_is_rejected(name, expected):
     assert error({f"methods.{name}": {"method": "utt_fusion"}}) == expected  # `-p run nan` would pass float('nan')
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("{.nan: {method: utt_fusion}}", "methods.nan: not an allowed key; Input should be a valid string"),
-    ("{5: {method: utt_fusion}}", "methods.5: not an allowed key; Input should be a valid string"),
-], ids=["yaml-nan", "yaml-integer"])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{.nan: {method: utt_fusion}}", "methods.nan: not an allowed key; Input should be a valid string"),
+        ("{5: {method: utt_fusion}}", "methods.5: not an allowed key; Input should be a valid string"),
+    ],
+    ids=["yaml-nan", "yaml-integer"],
+)
 def test_a_run_name_yaml_reads_as_a_number_is_rejected(text, expected):
     raw = read_params(PARAMS)
     raw["methods"].update(yaml.safe_load(text))
@@ -93,12 +119,22 @@ def test_a_malicious_run_name_stops_dvc_repro_before_any_command_carries_it(tmp_
     raw["methods"]["x;touch pwned;echo"] = {"method": "utt_fusion"}  # train@...: `mkdir -p results/x;touch pwned;...`
     raw["extended"]["runs"]["$(touch pwned2)"] = {"base": "mmin"}
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(project), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               DVC_NO_ANALYTICS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(project),
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        DVC_NO_ANALYTICS="1",
+    )
     dvc = [sys.executable, "-m", "dvc"]
     subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=project, env=env, check=True, timeout=120)
-    done = subprocess.run([*dvc, "repro", "dvc.yaml", "extended/dvc.yaml"], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*dvc, "repro", "dvc.yaml", "extended/dvc.yaml"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = done.stdout + done.stderr
     assert done.returncode != 0
     assert "Running stage 'params'" in output
@@ -156,9 +192,13 @@ def poisoned(kind: str, dotted: str, bad: str) -> tuple[dict, str]:
 def test_every_value_dvc_interpolates_into_a_shell_line_is_validated_against_metacharacters():
     found = shell_interpolations()
     assert {(kind, key) for _, _, kind, key in found} == {
-        ("keys", "methods"), ("keys", "extended.runs"), ("items", "extended.other_task.methods"),
-        ("value", "extended.other_task.task"), ("items", "extended.unpaired.methods"),
-        ("items", "extended.unpaired.paired")}
+        ("keys", "methods"),
+        ("keys", "extended.runs"),
+        ("items", "extended.other_task.methods"),
+        ("value", "extended.other_task.task"),
+        ("items", "extended.unpaired.methods"),
+        ("items", "extended.unpaired.paired"),
+    }
     for file, stage, kind, key in found:
         for bad in METACHARACTERS:
             raw, named = poisoned(kind, key, bad)
@@ -186,8 +226,14 @@ def test_an_empty_data_root_is_rejected_before_dvc_reads_it(tmp_path):
     raw["data"]["root"] = ""
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(raw))
-    done = subprocess.run([sys.executable, "-m", "mer_core.config", "--params", str(bad), "--check"], cwd=tmp_path,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(PROJECT)), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mer_core.config", "--params", str(bad), "--check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+        timeout=120,
+    )
     assert done.returncode == 1 and done.stderr.strip() == f"{bad}: {expected}"
     assert list(tmp_path.iterdir()) == [bad]  # --check writes nothing
     makefile = (PROJECT / "Makefile").read_text()  # DVC itself fails on `${data.root}` with "unexpected error"
@@ -197,8 +243,9 @@ def test_an_empty_data_root_is_rejected_before_dvc_reads_it(tmp_path):
 
 
 def test_an_empty_methods_section_is_rejected_and_no_output_is_removed(tmp_path):
-    expected = f"methods: no run is defined; give at least one (<run>: {{method: <method>}}; registered methods: " \
-               f"{METHODS})"
+    expected = (
+        f"methods: no run is defined; give at least one (<run>: {{method: <method>}}; registered methods: {METHODS})"
+    )
     raw = read_params(PARAMS)
     raw["methods"] = {}
     assert error(raw=raw) == expected  # not an error of the extended runs based on them
@@ -207,41 +254,67 @@ def test_an_empty_methods_section_is_rejected_and_no_output_is_removed(tmp_path)
     for path in kept:
         path.parent.mkdir(parents=True)
         path.write_text("{}\n")
-    done = subprocess.run([sys.executable, "-m", "mer_core.config"], cwd=tmp_path, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(PROJECT)), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mer_core.config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+        timeout=120,
+    )
     assert done.returncode == 1 and done.stderr.strip() == f"params.yaml: {expected}"
     assert all(path.is_file() for path in kept) and not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"foo": 1}, f"foo: unknown key; allowed keys here: {', '.join(Study.model_fields)}"),
-    ({"data.on_eror": "skip"}, f"data.on_eror: unknown key; allowed keys here: {', '.join(Data.model_fields)}"),
-    ({"methods.mmin.optim.lrr": 1e-3},
-     "methods.mmin.optim.lrr: unknown key; allowed keys here: epochs, epochs_decay, lr, beta1, grad_clip, batch_size"),
-    ({"extended.runs.mmin_no_cycle.set": {"cycle_weigth": 0.0}},
-     "extended.runs.mmin_no_cycle.set.cycle_weigth: 'cycle_weigth' is not a key of method mmin (keys: "
-     f"{', '.join(MMIN.model_fields)})"),
-], ids=["top-level", "data", "deep-in-a-run", "set-of-a-based-run"])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"foo": 1}, f"foo: unknown key; allowed keys here: {', '.join(Study.model_fields)}"),
+        ({"data.on_eror": "skip"}, f"data.on_eror: unknown key; allowed keys here: {', '.join(Data.model_fields)}"),
+        (
+            {"methods.mmin.optim.lrr": 1e-3},
+            "methods.mmin.optim.lrr: unknown key; allowed keys here: "
+            "epochs, epochs_decay, lr, beta1, grad_clip, batch_size",
+        ),
+        (
+            {"extended.runs.mmin_no_cycle.set": {"cycle_weigth": 0.0}},
+            "extended.runs.mmin_no_cycle.set.cycle_weigth: 'cycle_weigth' is not a key of method mmin (keys: "
+            f"{', '.join(MMIN.model_fields)})",
+        ),
+    ],
+    ids=["top-level", "data", "deep-in-a-run", "set-of-a-based-run"],
+)
 def test_an_unknown_key_names_the_key_and_the_allowed_keys(overrides, expected):
     assert error(overrides) == expected
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"train.seeds": "0,1"}, "train.seeds: got '0,1'; Input should be a valid list"),
-    ({"methods.mmin.hidden": 64.5}, "methods.mmin.hidden: got 64.5; Input should be a valid integer"),
-    ({"methods.mmin.optim.lr": 1e30}, "methods.mmin.optim.lr: got 1e+30; Input should be less than or equal to 1"),
-], ids=["seeds-as-a-string", "width-as-a-float", "lr-1e30"])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"train.seeds": "0,1"}, "train.seeds: got '0,1'; Input should be a valid list"),
+        ({"methods.mmin.hidden": 64.5}, "methods.mmin.hidden: got 64.5; Input should be a valid integer"),
+        ({"methods.mmin.optim.lr": 1e30}, "methods.mmin.optim.lr: got 1e+30; Input should be less than or equal to 1"),
+    ],
+    ids=["seeds-as-a-string", "width-as-a-float", "lr-1e30"],
+)
 def test_a_wrong_type_or_range_names_the_key_and_what_is_allowed(overrides, expected):
     assert error(overrides) == expected
 
 
-@pytest.mark.parametrize("key, text, expected", [
-    ("methods.mmin.optim.lr", ".nan", "methods.mmin.optim.lr: got nan; Input should be a finite number"),
-    ("methods.mmin.optim.lr", ".inf", "methods.mmin.optim.lr: got inf; Input should be a finite number"),
-    ("robustness.beta_end", "-.inf", "robustness.beta_end: got -inf; Input should be a finite number"),
-    ("extended.runs.mmin_no_cycle.set", "{optim.lr: .nan}",
-     "extended.runs.mmin_no_cycle.optim.lr: got nan; Input should be a finite number"),
-], ids=["lr-nan", "lr-inf", "beta-minus-inf", "nan-in-a-set"])
+@pytest.mark.parametrize(
+    "key, text, expected",
+    [
+        ("methods.mmin.optim.lr", ".nan", "methods.mmin.optim.lr: got nan; Input should be a finite number"),
+        ("methods.mmin.optim.lr", ".inf", "methods.mmin.optim.lr: got inf; Input should be a finite number"),
+        ("robustness.beta_end", "-.inf", "robustness.beta_end: got -inf; Input should be a finite number"),
+        (
+            "extended.runs.mmin_no_cycle.set",
+            "{optim.lr: .nan}",
+            "extended.runs.mmin_no_cycle.optim.lr: got nan; Input should be a finite number",
+        ),
+    ],
+    ids=["lr-nan", "lr-inf", "beta-minus-inf", "nan-in-a-set"],
+)
 def test_nan_and_infinity_are_rejected(key, text, expected):
     assert error({key: yaml.safe_load(text)}) == expected  # the YAML spellings of NaN and infinity
 
@@ -251,8 +324,10 @@ def test_a_duplicate_seed_is_rejected():
 
 
 def test_train_runs_naming_a_run_that_does_not_exist_lists_the_runs():
-    assert error({"train.runs": ["mmin", "nosuch"]}) == \
-        f"train.runs: 'nosuch' is not a run of `methods` (runs: {project_runs()})"
+    assert (
+        error({"train.runs": ["mmin", "nosuch"]})
+        == f"train.runs: 'nosuch' is not a run of `methods` (runs: {project_runs()})"
+    )
 
 
 def test_train_folds_that_do_not_exist_name_the_folds_there_are():
@@ -266,14 +341,23 @@ def test_an_extended_base_naming_a_missing_run_or_a_loop_is_rejected():
     assert loop == "extended.runs.y.base: the bases loop: x -> y -> x"
 
 
-@pytest.mark.parametrize("sets, expected", [
-    (["methods.mmin.optim.lr=abc"], "methods.mmin.optim.lr: got 'abc'; Input should be a valid number"),
-    (["train.seeds=[0,0]"], "train.seeds: each entry may appear once, got [0, 0]"),
-    (["methods.mmin.optim.lrr=0.1"],
-     "methods.mmin.optim.lrr: unknown key; allowed keys here: epochs, epochs_decay, lr, beta1, grad_clip, batch_size"),
-    (["methods.x;touch pwned.method=mmin"], f"methods.x;touch pwned: {RUN_NAME_RULE}"),
-    (["extended.other_task.methods=[vavl,$(touch pwned)]"],
-     f"extended.other_task.methods[1]: got '$(touch pwned)'; registered methods: {METHODS}"),
-], ids=["lr-abc", "duplicate-seed", "misspelt-key", "malicious-run-name", "malicious-method-name"])
+@pytest.mark.parametrize(
+    "sets, expected",
+    [
+        (["methods.mmin.optim.lr=abc"], "methods.mmin.optim.lr: got 'abc'; Input should be a valid number"),
+        (["train.seeds=[0,0]"], "train.seeds: each entry may appear once, got [0, 0]"),
+        (
+            ["methods.mmin.optim.lrr=0.1"],
+            "methods.mmin.optim.lrr: unknown key; allowed keys here: "
+            "epochs, epochs_decay, lr, beta1, grad_clip, batch_size",
+        ),
+        (["methods.x;touch pwned.method=mmin"], f"methods.x;touch pwned: {RUN_NAME_RULE}"),
+        (
+            ["extended.other_task.methods=[vavl,$(touch pwned)]"],
+            f"extended.other_task.methods[1]: got '$(touch pwned)'; registered methods: {METHODS}",
+        ),
+    ],
+    ids=["lr-abc", "duplicate-seed", "misspelt-key", "malicious-run-name", "malicious-method-name"],
+)
 def test_a_bad_dvc_exp_run_override_names_the_key(sets, expected):
     assert error(parse_sets(sets)) == expected  # `dvc exp run -S key=value` reads the value as YAML, as parse_sets

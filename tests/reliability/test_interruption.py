@@ -4,6 +4,7 @@ stops the run with a clear error; an interrupted store write leaves nothing that
 killed training stage leaves no result and no checkpoint (`train_run` writes both only once every unit succeeded):
 only its finished units, in `.resume/` beside the checkpoint folder, which a rerun reads back, to the very results
 and checkpoints of an uninterrupted run."""
+
 from __future__ import annotations
 
 import copy
@@ -78,15 +79,20 @@ def reference(tmp_path_factory, base_params, pristine_corpus) -> bytes:
     return (store.root / "manifest.json").read_bytes()
 
 
-def start_prepare(params: dict, tmp_path: Path, chunk: str, chunk_size: int,
-                  jobs: int = 1) -> tuple[subprocess.Popen, Path]:
+def start_prepare(
+    params: dict, tmp_path: Path, chunk: str, chunk_size: int, jobs: int = 1
+) -> tuple[subprocess.Popen, Path]:
     """Start PREPARE in a subprocess; returns it and the folder where its chunks leave their marks."""
     marks = tmp_path / "marks"
     marks.mkdir()
     (tmp_path / "params.json").write_text(json.dumps(params))
     env = dict(os.environ, MER_TEST_PIDS=str(marks))
-    process = subprocess.Popen([sys.executable, "-c", PREPARE, str(tmp_path / "params.json"), chunk, str(chunk_size),
-                                str(jobs)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PREPARE, str(tmp_path / "params.json"), chunk, str(chunk_size), str(jobs)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return process, marks
 
 
@@ -143,13 +149,17 @@ def test_sigkill_mid_prepare_then_a_rerun_writes_the_same_store(tmp_path, base_p
     assert not cache_path(params).exists()
 
 
-def test_a_killed_worker_stops_the_run_clearly_and_a_rerun_recovers(tmp_path, base_params, pristine_corpus,
-                                                                    reference, monkeypatch):
+def test_a_killed_worker_stops_the_run_clearly_and_a_rerun_recovers(
+    tmp_path, base_params, pristine_corpus, reference, monkeypatch
+):
     params = params_at(base_params, pristine_corpus, tmp_path)
     monkeypatch.setattr(prepare_module, "_extract_chunk", suicidal_chunk)
     monkeypatch.setattr(prepare_module, "worker_pool", lambda n_jobs: spawn_pool(2))
-    with pytest.raises(WorkerError, match="^features: a worker process ended abruptly \\(killed, or out of memory\\?"
-                                          "\\); nothing was written; rerun the step"):
+    with pytest.raises(
+        WorkerError,
+        match="^features: a worker process ended abruptly \\(killed, or out of memory\\?"
+        "\\); nothing was written; rerun the step",
+    ):
         prepare(params)
     assert not store_path(params).exists()
     monkeypatch.undo()
@@ -157,8 +167,9 @@ def test_a_killed_worker_stops_the_run_clearly_and_a_rerun_recovers(tmp_path, ba
     assert (store_path(params) / "manifest.json").read_bytes() == reference
 
 
-def test_an_interrupted_store_write_leaves_no_store_and_resumes(tmp_path, base_params, pristine_corpus, reference,
-                                                                monkeypatch):
+def test_an_interrupted_store_write_leaves_no_store_and_resumes(
+    tmp_path, base_params, pristine_corpus, reference, monkeypatch
+):
     params = params_at(base_params, pristine_corpus, tmp_path)
     real = store_module._save_sequences
     calls = []
@@ -203,8 +214,9 @@ def test_an_interrupted_training_leaves_no_results_and_resumes(tiny_store, tiny_
     assert not checkpoints.exists()  # not even fold 0's: checkpoints are written once every unit succeeded
     [finished] = (tmp_path / "checkpoints" / ".resume").glob("utt_fusion-*/*.pkl")
     assert finished.name == "fold0-seed0.pkl"  # fold 0's unit, waiting for the rerun
-    monkeypatch.setattr(train_module, "train_stage", lambda model, stage, *args: trained.append(args[6])
-                        or real(model, stage, *args))
+    monkeypatch.setattr(
+        train_module, "train_stage", lambda model, stage, *args: trained.append(args[6]) or real(model, stage, *args)
+    )
     summary = run_method("utt_fusion", params, out, checkpoints)
     assert trained == ["run utt_fusion, fold 0, seed 0, stage train", "run utt_fusion, fold 1, seed 0, stage train"]
     assert summary["folds"] == [0, 1] and all((out / name).is_file() for name in RESULT_FILES)
@@ -212,16 +224,20 @@ def test_an_interrupted_training_leaves_no_results_and_resumes(tiny_store, tiny_
     assert not list((tmp_path / "checkpoints" / ".resume").iterdir())
 
 
-def test_sigkill_mid_training_then_a_rerun_resumes_to_the_uninterrupted_results(tiny_store, tiny_params, tmp_path,
-                                                                                monkeypatch):
+def test_sigkill_mid_training_then_a_rerun_resumes_to_the_uninterrupted_results(
+    tiny_store, tiny_params, tmp_path, monkeypatch
+):
     run = resolved_run("utt_fusion", tiny_params(tiny_store, epochs=2, folds=[0, 1]))
     straight = tmp_path / "straight"
     train_module.train_run(run, straight / "results", straight / "checkpoints", {"jobs": 1, "device": "cpu"})
     out, checkpoints = tmp_path / "killed" / "results", tmp_path / "killed" / "checkpoints"
     resume = checkpoints.parent / ".resume"
     (tmp_path / "run.json").write_text(json.dumps(run))
-    process = subprocess.Popen([sys.executable, "-c", TRAIN, str(tmp_path / "run.json"), str(out), str(checkpoints)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", TRAIN, str(tmp_path / "run.json"), str(out), str(checkpoints)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: list(resume.glob("utt_fusion-*/fold0-seed0.pkl")), "fold 0's unit to finish")
         process.send_signal(signal.SIGKILL)
@@ -233,8 +249,9 @@ def test_sigkill_mid_training_then_a_rerun_resumes_to_the_uninterrupted_results(
     assert not checkpoints.exists()
     assert [p.name for p in resume.glob("*/*")] == ["fold0-seed0.pkl"]  # nothing half-written beside it
     fit_unit, trained = train_module.fit_unit, []
-    monkeypatch.setattr(train_module, "fit_unit", lambda run, fold, *rest: trained.append(fold)
-                        or fit_unit(run, fold, *rest))
+    monkeypatch.setattr(
+        train_module, "fit_unit", lambda run, fold, *rest: trained.append(fold) or fit_unit(run, fold, *rest)
+    )
     train_module.train_run(run, out, checkpoints, {"jobs": 1, "device": "cpu"})  # the rerun
     assert trained == [1]  # fold 0 read back from .resume
     for name in RESULT_FILES:

@@ -1,6 +1,7 @@
 """The reliability suite and its table in docs/reliability.md stay in step: every case collected under
 tests/reliability (this file aside) has a row by its test id, parameters included; every row names a collected
 case; there are at least 30 cases; and the folder's conftest gives its tests the `reliability` marker."""
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,13 @@ ROW = re.compile(r"^\| `([^`]+::[^`]+)` \|", re.MULTILINE)
 def collected() -> list[str]:
     """The test ids (relative to tests/reliability) that pytest collects there, but this file's."""
     folder = HERE.relative_to(PROJECT).as_posix()
-    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "-m", "reliability", folder], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "reliability", folder],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     ids = [line.removeprefix(f"{folder}/") for line in done.stdout.splitlines() if line.startswith(f"{folder}/")]
     return [case for case in ids if not case.startswith(f"{Path(__file__).name}::")]

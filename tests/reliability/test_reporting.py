@@ -1,6 +1,7 @@
 """Reliability: what was skipped is said where it is seen. The prepare stage runs inside a papermill-executed notebook
 under `dvc repro`; its skip summary must reach that console (the kernel process's real stderr) and the executed
 notebook alike."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,10 @@ from mer_core.data.prepare import SKIPPED_COLUMNS, report_skipped
 row = ["1002_DFA_HAP_XX", "audio", "raw/1002_DFA_HAP_XX.wav", "silent (all 16000 samples are 0)", "modality dropped"]
 report_skipped(pd.DataFrame([row], columns=SKIPPED_COLUMNS), Path("store/skipped.csv"))
 """
-SUMMARY = ("prepare: 1 problems with the corpus's files, listed in store/skipped.csv: 0 clips dropped, 1 clips kept "
-           "without audio")
+SUMMARY = (
+    "prepare: 1 problems with the corpus's files, listed in store/skipped.csv: 0 clips dropped, 1 clips kept "
+    "without audio"
+)
 ROW = "  1002_DFA_HAP_XX audio: modality dropped (silent (all 16000 samples are 0))"
 
 
@@ -30,9 +33,23 @@ def test_the_skip_summary_reaches_the_dvc_console_and_the_notebook(tmp_path):
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "in.ipynb")
     env = dict(os.environ, PYTHONPATH=str(PROJECT), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    done = subprocess.run([sys.executable, "-m", "papermill", "--no-progress-bar", "-k", "python3",
-                           str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            "--no-progress-bar",
+            "-k",
+            "python3",
+            str(tmp_path / "in.ipynb"),
+            str(tmp_path / "out.ipynb"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(SUMMARY) == 1 and ROW in done.stderr  # what `dvc repro` shows
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs

@@ -3,6 +3,7 @@ norm or model output stops the run at once with an error naming run, fold, seed,
 that run is left (no metrics.json, no tables, no checkpoint of the failed fold and seed). Runs on the tiny random
 store of tests/conftest.py; values are injected into the store behind the readers' backs (as an older or edited
 store would hold them), since the prepare step no longer lets one through."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,6 +21,7 @@ from mer_core.tasks import Task
 from mer_core.train import RESULT_FILES, train_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # from the injected values
+
 
 def inject(store, modality: str, row: int, value: float) -> None:
     """Set the first valid frame of clip `row` of `modality` to `value` in the store's file, and re-hash it in the
@@ -51,30 +53,46 @@ def fails_leaving_nothing(params_or_run: dict, run: str, tmp_path, pattern: str)
 
 def test_inf_in_a_training_clip_stops_at_the_first_loss(tiny_store, tiny_params, tmp_path):
     inject(tiny_store, "audio", tiny_store.fold_indices(0)["train"][3], np.inf)  # fold 0's statistics become NaN
-    fails_leaving_nothing(tiny_params(tiny_store, epochs=2), "utt_fusion", tmp_path,
-                          "^run utt_fusion, fold 0, seed 0, stage train, epoch 1: the training loss is nan")
+    fails_leaving_nothing(
+        tiny_params(tiny_store, epochs=2),
+        "utt_fusion",
+        tmp_path,
+        "^run utt_fusion, fold 0, seed 0, stage train, epoch 1: the training loss is nan",
+    )
 
 
 def test_nan_in_a_validation_clip_stops_at_the_first_validation(tiny_store, tiny_params, tmp_path):
     inject(tiny_store, "visual", tiny_store.fold_indices(0)["val"][0], np.nan)
     # condition a, the first evaluated: zero-filling multiplies the absent face by 0, and NaN x 0 is NaN
-    fails_leaving_nothing(tiny_params(tiny_store, epochs=2), "late_fusion", tmp_path,
-                          "^run late_fusion, fold 0, seed 0, stage train, epoch 1: validation model outputs under "
-                          "condition a: NaN or infinite for 1 of 12 clips")
+    fails_leaving_nothing(
+        tiny_params(tiny_store, epochs=2),
+        "late_fusion",
+        tmp_path,
+        "^run late_fusion, fold 0, seed 0, stage train, epoch 1: validation model outputs under "
+        "condition a: NaN or infinite for 1 of 12 clips",
+    )
 
 
 def test_inf_in_a_test_clip_stops_before_any_metric(tiny_store, tiny_params, tmp_path):
     inject(tiny_store, "audio", tiny_store.fold_indices(0)["test"][0], np.inf)
-    fails_leaving_nothing(tiny_params(tiny_store, epochs=1), "utt_fusion", tmp_path,
-                          "^run utt_fusion, fold 0, seed 0, stage train, test: model outputs under condition a: NaN "
-                          "or infinite for 1 of \\d+ clips")
+    fails_leaving_nothing(
+        tiny_params(tiny_store, epochs=1),
+        "utt_fusion",
+        tmp_path,
+        "^run utt_fusion, fold 0, seed 0, stage train, test: model outputs under condition a: NaN "
+        "or infinite for 1 of \\d+ clips",
+    )
 
 
 def test_a_huge_learning_rate_stops_naming_the_stage(tiny_store, tiny_params, tmp_path):
     run = resolved_run("mmin", tiny_params(tiny_store, epochs=2))
     run["entry"]["optim"]["lr"] = 1e30  # stage 2 (the pretrained stage 1 is fine), in a hand-edited resolved run:
-    fails_leaving_nothing(run, "mmin", tmp_path,  # params.yaml allows at most 1 (test_bad_params.py)
-                          "^run mmin, fold 0, seed 0, stage train, epoch 1: the training loss is nan")
+    fails_leaving_nothing(
+        run,
+        "mmin",
+        tmp_path,  # params.yaml allows at most 1 (test_bad_params.py)
+        "^run mmin, fold 0, seed 0, stage train, epoch 1: the training loss is nan",
+    )
 
 
 def test_a_non_finite_gradient_with_a_finite_loss_stops_the_step(tiny_store, tiny_params, tmp_path, monkeypatch):
@@ -82,9 +100,12 @@ def test_a_non_finite_gradient_with_a_finite_loss_stops_the_step(tiny_store, tin
         return F.cross_entropy(outputs, y) + torch.sqrt((outputs * 0.0).sum())
 
     monkeypatch.setattr(Task, "loss", loss)
-    fails_leaving_nothing(tiny_params(tiny_store, epochs=1), "audio_only", tmp_path,
-                          "^run audio_only, fold 0, seed 0, stage train, epoch 1: a gradient norm is not finite "
-                          "\\(\\[nan")
+    fails_leaving_nothing(
+        tiny_params(tiny_store, epochs=1),
+        "audio_only",
+        tmp_path,
+        "^run audio_only, fold 0, seed 0, stage train, epoch 1: a gradient norm is not finite \\(\\[nan",
+    )
 
 
 def test_the_store_refuses_non_finite_features(tiny_store, tmp_path):
@@ -93,9 +114,13 @@ def test_the_store_refuses_non_finite_features(tiny_store, tmp_path):
     data[seq.offsets[5] + 2, 1] = -np.inf
     root = tmp_path / "features" / "other"
     with pytest.raises(StoreError, match=f"^audio.npz: clip '{seq.clip_ids[5]}', frame 2: non-finite feature values"):
-        write_store(root, tiny_store.meta, tiny_store.splits,
-                    {**tiny_store.sequences, "audio": Sequences(data, seq.offsets, seq.valid, seq.clip_ids)},
-                    tiny_store.manifest)
+        write_store(
+            root,
+            tiny_store.meta,
+            tiny_store.splits,
+            {**tiny_store.sequences, "audio": Sequences(data, seq.offsets, seq.valid, seq.clip_ids)},
+            tiny_store.manifest,
+        )
     assert not root.exists() and not root.with_name("other.partial").exists()
 
 

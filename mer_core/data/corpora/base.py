@@ -4,6 +4,7 @@ A *media* corpus lists clips whose files `mer_core.data.prepare` extracts featur
 (e.g. IEMOCAP in the MMIN authors' package, docs/methods.md §1.1) already holds features and its own folds, and
 its adapter returns them as a `FeaturePackage` in the feature store's schema (`mer_core.data.store`).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

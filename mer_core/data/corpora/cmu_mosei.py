@@ -49,6 +49,7 @@ SDK README's 7 bins of the sentiment, -3 (< -2), -2 [-2, -1), -1 [-1, 0), 0 (= 0
 `emotion`: the emotion of highest intensity (the first in the order above on a tie), clips with no emotion
 above 0 dropped and counted. MOSEI's emotions co-occur; multi-label emotion classification is not in scope.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -85,7 +86,6 @@ SDK_FOLDS = {"train": "standard_train_fold", "valid": "standard_valid_fold", "te
 HINT = "point data.root at the folder holding the CMU-MOSEI .csd files"
 
 
-
 # ================================================================================================ labels
 
 
@@ -116,8 +116,10 @@ def open_csd(path: Path):
     with open_hdf5(path, HINT) as handle:
         groups = list(handle.keys())
         if len(groups) != 1 or not isinstance(handle[groups[0]].get("data"), h5py.Group):
-            raise CorpusError(f"{path}: top-level groups {groups}; a computational sequence has one group "
-                              f"holding data/<video_id>/{{features, intervals}}")
+            raise CorpusError(
+                f"{path}: top-level groups {groups}; a computational sequence has one group "
+                f"holding data/<video_id>/{{features, intervals}}"
+            )
         yield handle[groups[0]]["data"]
 
 
@@ -125,16 +127,21 @@ def read_entry(data: h5py.Group, path: Path, video: str, width: int | None) -> t
     """(features (T, D) float32, intervals (T, 2) float64) of `video` in an open `data` group; CorpusError
     naming the file and the video when the entry is malformed or D differs from `width` (None: any)."""
     entry = data[video]
-    features, intervals = (entry.get("features"), entry.get("intervals")) if isinstance(entry, h5py.Group) \
-        else (None, None)
+    features, intervals = (
+        (entry.get("features"), entry.get("intervals")) if isinstance(entry, h5py.Group) else (None, None)
+    )
     if not isinstance(features, h5py.Dataset) or not isinstance(intervals, h5py.Dataset):
         raise CorpusError(f"{path}: video {video!r} lacks the datasets features and intervals")
     if features.ndim != 2 or (width is not None and features.shape[1] != width):
-        raise CorpusError(f"{path}: video {video!r} has features of shape {features.shape}; expected "
-                          f"(rows, {width if width is not None else 'D'})")
+        raise CorpusError(
+            f"{path}: video {video!r} has features of shape {features.shape}; expected "
+            f"(rows, {width if width is not None else 'D'})"
+        )
     if intervals.shape != (features.shape[0], 2):
-        raise CorpusError(f"{path}: video {video!r} has intervals of shape {intervals.shape} for "
-                          f"{features.shape[0]} feature rows; expected ({features.shape[0]}, 2)")
+        raise CorpusError(
+            f"{path}: video {video!r} has intervals of shape {intervals.shape} for "
+            f"{features.shape[0]} feature rows; expected ({features.shape[0]}, 2)"
+        )
     times = np.asarray(intervals[()], dtype=np.float64)
     if not np.isfinite(times).all():
         raise CorpusError(f"{path}: video {video!r} has non-finite interval times")
@@ -201,9 +208,11 @@ def standard_folds(root: Path) -> tuple[dict[str, list[str]], str]:
     except ImportError as err:
         path = root / FOLDS_FILE
         if not path.is_file():
-            raise CorpusError(f"{path}: missing, and the CMU Multimodal SDK is not importable ({err}); install the "
-                              f"SDK (mmsdk) or write its standard fold lists to {path} as "
-                              '{"train": [...], "valid": [...], "test": [...]} (video ids)') from err
+            raise CorpusError(
+                f"{path}: missing, and the CMU Multimodal SDK is not importable ({err}); install the "
+                f"SDK (mmsdk) or write its standard fold lists to {path} as "
+                '{"train": [...], "valid": [...], "test": [...]} (video ids)'
+            ) from err
         folds, source = json_folds(path), str(path)
     seen: dict[str, str] = {}
     for name, videos in folds.items():
@@ -217,8 +226,9 @@ def standard_folds(root: Path) -> tuple[dict[str, list[str]], str]:
 # ================================================================================================ segments
 
 
-def segment_table(labels: dict[str, tuple[np.ndarray, np.ndarray]], role_of: dict[str, str],
-                  label: str) -> tuple[pd.DataFrame, int]:
+def segment_table(
+    labels: dict[str, tuple[np.ndarray, np.ndarray]], role_of: dict[str, str], label: str
+) -> tuple[pd.DataFrame, int]:
     """One row per labelled segment of the videos in `labels` (sorted by video, then row): clip_id, speaker,
     segment, start, end, label, the seven targets, role; and the number dropped for lacking an emotion."""
     rows, dropped = [], 0
@@ -229,9 +239,18 @@ def segment_table(labels: dict[str, tuple[np.ndarray, np.ndarray]], role_of: dic
             if name is None:
                 dropped += 1
                 continue
-            rows.append({"clip_id": f"{video}[{k}]", "speaker": video, "segment": k, "start": float(start),
-                         "end": float(end), "label": name, **dict(zip(TARGETS, row.astype(float))),
-                         "role": role_of[video]})
+            rows.append(
+                {
+                    "clip_id": f"{video}[{k}]",
+                    "speaker": video,
+                    "segment": k,
+                    "start": float(start),
+                    "end": float(end),
+                    "label": name,
+                    **dict(zip(TARGETS, row.astype(float))),
+                    "role": role_of[video],
+                }
+            )
     columns = ["clip_id", "speaker", "segment", "start", "end", "label", *TARGETS, "role"]
     return pd.DataFrame(rows, columns=columns), dropped
 
@@ -271,8 +290,10 @@ def check_roles(segments: pd.DataFrame, source: str, what: str) -> None:
     """CorpusError naming the fold lists' `source` when a role has no segment."""
     for role in FOLD_ROLES.values():
         if role not in set(segments["role"]):
-            raise CorpusError(f"{source}: no {what} among the {role} videos; the fold lists and the .csd files "
-                              f"must come from the same release")
+            raise CorpusError(
+                f"{source}: no {what} among the {role} videos; the fold lists and the .csd files "
+                f"must come from the same release"
+            )
 
 
 def read_package(root: str | Path, *, visual: str, label: str) -> FeaturePackage:
@@ -311,12 +332,24 @@ def read_package(root: str | Path, *, visual: str, label: str) -> FeaturePackage
         clips = [f for f, k in zip(clips, kept) if k]
         sequences[m] = Sequences.from_list(clip_ids, clips, [np.ones(len(f), bool) for f in clips], dims[m])
     return FeaturePackage(
-        meta=meta, splits=pd.DataFrame({"fold": 0, "clip_id": clip_ids, "role": segments["role"]}),
-        sequences=sequences, frame_rates={m: None for m in sources}, features=features,
-        folds={"source": fold_source, "roles": dict(FOLD_ROLES),
-               "listed_videos": {name: len(videos) for name, videos in folds.items()},
-               "listed_without_labels": sorted(unlabelled), "labelled_unlisted_videos": unlisted},
-        classes=LABELS[label], attributes=TARGETS,
-        labels={"label": label, "classes": list(LABELS[label]), "dropped_without_emotion": without_emotion,
-                "dropped_without_frames": int((~kept).sum())},
+        meta=meta,
+        splits=pd.DataFrame({"fold": 0, "clip_id": clip_ids, "role": segments["role"]}),
+        sequences=sequences,
+        frame_rates={m: None for m in sources},
+        features=features,
+        folds={
+            "source": fold_source,
+            "roles": dict(FOLD_ROLES),
+            "listed_videos": {name: len(videos) for name, videos in folds.items()},
+            "listed_without_labels": sorted(unlabelled),
+            "labelled_unlisted_videos": unlisted,
+        },
+        classes=LABELS[label],
+        attributes=TARGETS,
+        labels={
+            "label": label,
+            "classes": list(LABELS[label]),
+            "dropped_without_emotion": without_emotion,
+            "dropped_without_frames": int((~kept).sum()),
+        },
     )

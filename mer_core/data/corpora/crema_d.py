@@ -34,6 +34,7 @@ slightly and is unknown. The intended label is kept in the column `intended`.
 
 `human_recognition` reads `summaryTable.csv` into the human per-modality recognition rates (docs/datasets.md).
 """
+
 from __future__ import annotations
 
 import re
@@ -74,7 +75,12 @@ DEFAULT_OPTIONS = {"labels": "intended", "consensus_votes": "audiovisual"}
 def parse_name(stem: str) -> dict:
     """Split a CREMA-D file stem into actor, sentence, emotion code and level; ValueError when malformed."""
     match = NAME.match(stem)
-    if not match or match["emotion"] not in EMOTIONS or match["level"] not in LEVELS or match["sentence"] not in SENTENCES:
+    if (
+        not match
+        or match["emotion"] not in EMOTIONS
+        or match["level"] not in LEVELS
+        or match["sentence"] not in SENTENCES
+    ):
         raise ValueError(f"{stem!r} is not a CREMA-D clip name ActorID_Sentence_Emotion_Level")
     return match.groupdict()
 
@@ -118,13 +124,16 @@ def check_covers(table: pd.DataFrame, key: str, needed: str, listed: pd.Series, 
     keys = table[key].astype(str)
     twice = keys[keys.duplicated()]
     if len(twice):
-        raise CorpusError(f"{path}: {what} {twice.iloc[0]} has {int((keys == twice.iloc[0]).sum())} rows; each "
-                          f"{key} must appear once")
+        raise CorpusError(
+            f"{path}: {what} {twice.iloc[0]} has {int((keys == twice.iloc[0]).sum())} rows; each {key} must appear once"
+        )
     absent = sorted(set(listed) - set(keys))
     if absent:
-        raise CorpusError(f"{path}: no row for {what} {absent[0]}, whose clips the corpus lists ({len(absent)} such "
-                          f"{what}s: {', '.join(absent[:5])}{'...' if len(absent) > 5 else ''}); add its row ({key}, "
-                          f"{needed}, ...), or remove the file")
+        raise CorpusError(
+            f"{path}: no row for {what} {absent[0]}, whose clips the corpus lists ({len(absent)} such "
+            f"{what}s: {', '.join(absent[:5])}{'...' if len(absent) > 5 else ''}); add its row ({key}, "
+            f"{needed}, ...), or remove the file"
+        )
     empty = sorted(set(keys[table[needed].isna().to_numpy()]) & set(listed))
     if empty:
         raise CorpusError(f"{path}: {what} {empty[0]} has no {needed} value; fill it in, or remove the file")
@@ -137,8 +146,10 @@ def consensus_labels(path: Path, votes: str) -> pd.Series:
     ids = pd.to_numeric(table.iloc[:, 0], errors="coerce")
     if ids.isna().any():
         row = int(np.flatnonzero(ids.isna().to_numpy())[0])
-        raise CorpusError(f"{path}: row {row + 1} has no numeric id in the first column (1xxxxx audio, 2xxxxx "
-                          f"visual, 3xxxxx audio-visual ratings)")
+        raise CorpusError(
+            f"{path}: row {row + 1} has no numeric id in the first column (1xxxxx audio, 2xxxxx "
+            f"visual, 3xxxxx audio-visual ratings)"
+        )
     rows = table[(ids // 100000).to_numpy() == VOTE_ROWS[votes]]
     if rows.empty:
         raise CorpusError(f"{path}: no {votes} ratings (rows whose id is {VOTE_ROWS[votes]}xxxxx)")
@@ -160,8 +171,10 @@ def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataF
     root = Path(root)
     audio_dir, video_dir, face_dir = root / "AudioWAV", root / "VideoFlash", root / "OpenFace"
     if not audio_dir.is_dir() and not video_dir.is_dir():
-        raise CorpusError(f"{audio_dir}: corpus folder not found, nor {video_dir.name}/ (data.root = {root}); for "
-                          f"the built-in corpus run `dvc repro corpus`, for CREMA-D point data.root at your copy")
+        raise CorpusError(
+            f"{audio_dir}: corpus folder not found, nor {video_dir.name}/ (data.root = {root}); for "
+            f"the built-in corpus run `dvc repro corpus`, for CREMA-D point data.root at your copy"
+        )
     wavs, flvs, csvs = media_files(audio_dir, ".wav"), media_files(video_dir, ".flv"), media_files(face_dir, ".csv")
     notes = []
     if face_dir.is_dir() and flvs:
@@ -173,11 +186,17 @@ def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataF
             visual = str(csvs[stem]) if stem in csvs else None
         else:
             visual = str(flvs[stem]) if stem in flvs else None
-        rows.append({
-            "clip_id": stem, "speaker": parts["actor"], "label": EMOTIONS[parts["emotion"]],
-            "sentence": parts["sentence"], "level": parts["level"],
-            "audio_path": str(wavs[stem]) if stem in wavs else None, "visual_path": visual,
-        })
+        rows.append(
+            {
+                "clip_id": stem,
+                "speaker": parts["actor"],
+                "label": EMOTIONS[parts["emotion"]],
+                "sentence": parts["sentence"],
+                "level": parts["level"],
+                "audio_path": str(wavs[stem]) if stem in wavs else None,
+                "visual_path": visual,
+            }
+        )
     if not rows:
         raise CorpusError(f"{audio_dir}: no .wav files (and no .flv files in {video_dir})")
     clips = pd.DataFrame(rows)
@@ -185,8 +204,12 @@ def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataF
     if demographics is not None:
         demo = read_csv_with(demographics, ["ActorID", "Age", "Sex"], dtype={"ActorID": str})
         check_covers(demo, "ActorID", "Sex", clips["speaker"], demographics, "actor")
-        clips = clips.merge(demo.rename(columns={"ActorID": "speaker", "Sex": "gender", "Age": "age"})
-                            [["speaker", "gender", "age"]], on="speaker", how="left", validate="many_to_one")
+        clips = clips.merge(
+            demo.rename(columns={"ActorID": "speaker", "Sex": "gender", "Age": "age"})[["speaker", "gender", "age"]],
+            on="speaker",
+            how="left",
+            validate="many_to_one",
+        )
     attributes = root / "attributes.csv"
     if attributes.is_file():
         attr = read_csv_with(attributes, ["FileName", *ATTRIBUTES])
@@ -196,8 +219,10 @@ def list_clips(root: str | Path, options: Mapping = DEFAULT_OPTIONS) -> pd.DataF
             bad = ~(np.abs(values) <= 1.0)
         if bad.any():
             row, k = np.argwhere(bad)[0]
-            raise CorpusError(f"{attributes}: column {ATTRIBUTES[k]!r}, row {row} (line {row + 2}): "
-                              f"{attr[ATTRIBUTES[k]].iloc[row]} is not a number in [-1, 1]")
+            raise CorpusError(
+                f"{attributes}: column {ATTRIBUTES[k]!r}, row {row} (line {row + 2}): "
+                f"{attr[ATTRIBUTES[k]].iloc[row]} is not a number in [-1, 1]"
+            )
         attr = attr.assign(clip_id=attr["FileName"], **{a: values[:, k] for k, a in enumerate(ATTRIBUTES)})
         clips = clips.merge(attr[["clip_id", *ATTRIBUTES]], on="clip_id", how="left", validate="one_to_one")
     if options["labels"] == "consensus":
@@ -219,18 +244,23 @@ def with_consensus_labels(clips: pd.DataFrame, root: Path, votes: str) -> tuple[
     without one dropped, and a note that counts them."""
     path = metadata_file(root, "tabulatedVotes.csv")
     if path is None:
-        raise CorpusError(f"{root / 'processedResults' / 'tabulatedVotes.csv'}: missing (nor at the root); "
-                          f"data.crema_d.labels: consensus needs it, or set labels: intended")
+        raise CorpusError(
+            f"{root / 'processedResults' / 'tabulatedVotes.csv'}: missing (nor at the root); "
+            f"data.crema_d.labels: consensus needs it, or set labels: intended"
+        )
     consensus = consensus_labels(path, votes)
     rated = clips["clip_id"].isin(consensus.index)
     label = clips["clip_id"].map(consensus)
     keep = label.notna().to_numpy()
     clips = clips.assign(intended=clips["label"], label=label)[keep].reset_index(drop=True)
-    note = (f"labels: consensus of the {votes} ratings in {path}: dropped {int((rated & ~keep).sum())} clips "
-            f"without a majority label and {int((~rated).sum())} without ratings; {len(clips)} kept")
+    note = (
+        f"labels: consensus of the {votes} ratings in {path}: dropped {int((rated & ~keep).sum())} clips "
+        f"without a majority label and {int((~rated).sum())} without ratings; {len(clips)} kept"
+    )
     if clips.empty:
-        raise CorpusError(f"{path}: no listed clip has a {votes} consensus label (its fileName column must name "
-                          f"the clips of {root})")
+        raise CorpusError(
+            f"{path}: no listed clip has a {votes} consensus label (its fileName column must name the clips of {root})"
+        )
     return clips, note
 
 
@@ -254,6 +284,10 @@ def human_recognition(path: str | Path) -> pd.DataFrame:
     for condition, column in SUMMARY_VOTES.items():
         correct = table[column].str.strip().map(VOTE_LETTERS).to_numpy() == intended.to_numpy()
         recall = {c: float(correct[(intended == c).to_numpy()].mean()) for c in CLASSES if (intended == c).any()}
-        rows[condition] = {"wa": float(correct.mean()), "ua": float(np.mean(list(recall.values()))),
-                           **{f"recall_{c}": r for c, r in recall.items()}, "clips": len(table)}
+        rows[condition] = {
+            "wa": float(correct.mean()),
+            "ua": float(np.mean(list(recall.values()))),
+            **{f"recall_{c}": r for c, r in recall.items()},
+            "clips": len(table),
+        }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -12,6 +12,7 @@ Speaker: session + the gender letter of the utterance's last field (`Ses01F_impr
 speaking; torchaudio's own speaker field is the dialogue prefix `Ses01F`, which names the other actor for half
 the utterances); `session` (1-5) and `gender` are kept. Standard protocol: leave-one-session-out.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,8 +35,12 @@ def parse_name(name: str) -> dict:
     match = NAME.match(name)
     if not match:
         raise ValueError(f"{name!r} is not an IEMOCAP utterance name like Ses01F_impro01_F000")
-    return {"session": int(match["session"]), "speaker": f"Ses{match['session']}{match['gender']}",
-            "gender": GENDERS[match["gender"]], "dialogue": "improvised" if match["dialogue"] == "impro" else "scripted"}
+    return {
+        "session": int(match["session"]),
+        "speaker": f"Ses{match['session']}{match['gender']}",
+        "gender": GENDERS[match["gender"]],
+        "dialogue": "improvised" if match["dialogue"] == "impro" else "scripted",
+    }
 
 
 def classes(options: Mapping) -> tuple[str, ...]:
@@ -61,16 +66,20 @@ def list_clips(root: str | Path, options: Mapping) -> pd.DataFrame:
     corpus = root / "IEMOCAP"
     sessions = tuple(s for s in SESSIONS if (corpus / f"Session{s}").is_dir())
     if not sessions:
-        raise CorpusError(f"{corpus}/Session1..5: not found (data.root = {root}); point data.root at the folder "
-                          f"that holds IEMOCAP/ (rename or link IEMOCAP_full_release to IEMOCAP)")
+        raise CorpusError(
+            f"{corpus}/Session1..5: not found (data.root = {root}); point data.root at the folder "
+            f"that holds IEMOCAP/ (rename or link IEMOCAP_full_release to IEMOCAP)"
+        )
     dataset = IEMOCAP(root, sessions=sessions)
     rows, dropped = [], {}
     for n in range(len(dataset)):
         relative, _, name, label, _ = dataset.get_metadata(n)
         path = corpus / relative
         if not path.is_file():  # torchaudio cuts each path at its first "Session", which may lie above IEMOCAP/
-            raise CorpusError(f"{path}: not found; torchaudio.datasets.IEMOCAP cuts paths at the first 'Session' "
-                              f"in them: move the corpus to a folder whose path has no 'Session' above IEMOCAP/")
+            raise CorpusError(
+                f"{path}: not found; torchaudio.datasets.IEMOCAP cuts paths at the first 'Session' "
+                f"in them: move the corpus to a folder whose path has no 'Session' above IEMOCAP/"
+            )
         try:
             parts = parse_name(name)
         except ValueError as err:
@@ -79,13 +88,26 @@ def list_clips(root: str | Path, options: Mapping) -> pd.DataFrame:
         if label_name is None:
             dropped[LABELS[label]] = dropped.get(LABELS[label], 0) + 1
             continue
-        rows.append({"clip_id": name, "speaker": parts["speaker"], "label": label_name, "gender": parts["gender"],
-                     "session": parts["session"], "dialogue": parts["dialogue"], "original_label": LABELS[label],
-                     "audio_path": str(path)})
+        rows.append(
+            {
+                "clip_id": name,
+                "speaker": parts["speaker"],
+                "label": label_name,
+                "gender": parts["gender"],
+                "session": parts["session"],
+                "dialogue": parts["dialogue"],
+                "original_label": LABELS[label],
+                "audio_path": str(path),
+            }
+        )
     if not rows:
-        raise CorpusError(f"{corpus}: no utterance with a wav under Session*/sentences/wav/ and a label "
-                          f"({', '.join(LABELS)}) in Session*/dialog/EmoEvaluation/*.txt")
+        raise CorpusError(
+            f"{corpus}: no utterance with a wav under Session*/sentences/wav/ and a label "
+            f"({', '.join(LABELS)}) in Session*/dialog/EmoEvaluation/*.txt"
+        )
     clips = pd.DataFrame(rows).sort_values("clip_id", ignore_index=True)
-    clips.attrs["notes"] = [f"sessions {', '.join(map(str, sessions))}: {len(clips)} utterances"
-                            + "".join(f"; dropped {n} {label}" for label, n in sorted(dropped.items()))]
+    clips.attrs["notes"] = [
+        f"sessions {', '.join(map(str, sessions))}: {len(clips)} utterances"
+        + "".join(f"; dropped {n} {label}" for label, n in sorted(dropped.items()))
+    ]
     return clips

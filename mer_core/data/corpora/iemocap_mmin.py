@@ -29,6 +29,7 @@ actor), not of the dialogue's. An all-zero Denseface frame is stored with valid 
 rates: audio 10 frames/s (10 ms ComParE hop x 10); visual and text are unknown (text is per token): None.
 The fold lists are validated before any feature is read; a `CorpusError` names the file and what is wrong.
 """
+
 from __future__ import annotations
 
 import re
@@ -94,8 +95,10 @@ def class_names(n_classes: int, names: list[str] | None, source: Path) -> tuple[
     if names is None:
         return CLASSES if n_classes == len(CLASSES) else tuple(f"class_{k}" for k in range(n_classes))
     if len(names) != n_classes:
-        raise CorpusError(f"{source}: {n_classes} classes (one-hot columns) but data.iemocap_mmin.classes names "
-                          f"{len(names)}: {list(names)}")
+        raise CorpusError(
+            f"{source}: {n_classes} classes (one-hot columns) but data.iemocap_mmin.classes names "
+            f"{len(names)}: {list(names)}"
+        )
     return tuple(names)
 
 
@@ -105,8 +108,10 @@ def read_list(folder: Path, prefix: str) -> tuple[list[str], np.ndarray, int]:
     label_path, name_path = folder / f"{prefix}_label.npy", folder / f"{prefix}_int2name.npy"
     labels, names = _load_npy(label_path), _load_npy(name_path)
     if labels.ndim != 2 or labels.shape[1] < 2 or not np.issubdtype(labels.dtype, np.number):
-        raise CorpusError(f"{label_path}: {labels.dtype} array of shape {labels.shape}; expected one-hot labels "
-                          f"of shape (N, classes), at least 2 classes")
+        raise CorpusError(
+            f"{label_path}: {labels.dtype} array of shape {labels.shape}; expected one-hot labels "
+            f"of shape (N, classes), at least 2 classes"
+        )
     not_one_hot = np.flatnonzero(~(np.isin(labels, (0, 1)).all(1) & (labels.sum(1) == 1)))
     if len(not_one_hot):
         row = not_one_hot[0]
@@ -116,13 +121,16 @@ def read_list(folder: Path, prefix: str) -> tuple[list[str], np.ndarray, int]:
     if names.ndim != 1:
         raise CorpusError(f"{name_path}: shape {names.shape}; expected utterance names of shape (N,) or (N, 1)")
     if len(names) != len(labels):
-        raise CorpusError(f"{name_path}: {len(names)} names but {label_path.name} has {len(labels)} rows; "
-                          f"both must list the same utterances in the same order")
+        raise CorpusError(
+            f"{name_path}: {len(names)} names but {label_path.name} has {len(labels)} rows; "
+            f"both must list the same utterances in the same order"
+        )
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names], labels.argmax(1), labels.shape[1]
 
 
-def read_folds(folders: list[Path], class_list: list[str] | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path], tuple[str, ...]]:
+def read_folds(
+    folders: list[Path], class_list: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path], tuple[str, ...]]:
     """meta (clip_id, speaker, label, gender, session; sorted by clip_id), clip-level splits (fold i from
     `folders[i]`), for each utterance the first list file that names it, and the class names (`class_names`;
     every label file must have the same number of classes)."""
@@ -135,13 +143,17 @@ def read_folds(folders: list[Path], class_list: list[str] | None = None
             if classes is None:
                 classes, first_labels = class_names(n_classes, class_list, label_path), label_path
             elif n_classes != len(classes):
-                raise CorpusError(f"{label_path}: {n_classes} classes (one-hot columns) but {first_labels} has "
-                                  f"{len(classes)}; every label file of a package has the same classes")
+                raise CorpusError(
+                    f"{label_path}: {n_classes} classes (one-hot columns) but {first_labels} has "
+                    f"{len(classes)}; every label file of a package has the same classes"
+                )
             path = folder / f"{prefix}_int2name.npy"
             for name, k in zip(names, labels):
                 if name in label_of and label_of[name] != k:
-                    raise CorpusError(f"{path}: {name!r} is labelled {classes[k]!r} here (in {prefix}_label.npy) "
-                                      f"but {classes[label_of[name]]!r} in {source[name]}")
+                    raise CorpusError(
+                        f"{path}: {name!r} is labelled {classes[k]!r} here (in {prefix}_label.npy) "
+                        f"but {classes[label_of[name]]!r} in {source[name]}"
+                    )
                 label_of.setdefault(name, k)
                 source.setdefault(name, path)
                 split_rows.append((fold, name, role, path))
@@ -157,8 +169,15 @@ def read_folds(folders: list[Path], class_list: list[str] | None = None
             parts = parse_name(name)
         except ValueError as err:
             raise CorpusError(f"{source[name]}: {err}") from err
-        rows.append({"clip_id": name, "speaker": parts["speaker"], "label": classes[label_of[name]],
-                     "gender": parts["gender"], "session": parts["session"]})
+        rows.append(
+            {
+                "clip_id": name,
+                "speaker": parts["speaker"],
+                "label": classes[label_of[name]],
+                "gender": parts["gender"],
+                "session": parts["session"],
+            }
+        )
     return pd.DataFrame(rows), splits.drop(columns="path"), source, classes
 
 
@@ -171,15 +190,19 @@ def feature_width(path: Path, names: list[str], source: dict[str, Path]) -> int:
         for name in names:
             entry = handle.get(name)
             if not isinstance(entry, h5py.Dataset):
-                raise CorpusError(f"{path}: no array for utterance {name!r}, which {source[name]} lists; the "
-                                  f"features and target/ must come from the same package")
+                raise CorpusError(
+                    f"{path}: no array for utterance {name!r}, which {source[name]} lists; the "
+                    f"features and target/ must come from the same package"
+                )
             if entry.ndim != 2 or entry.shape[1] < 1:
                 raise CorpusError(f"{path}: {name!r} has shape {entry.shape}; expected (frames, width)")
             if width is None:
                 width, first = entry.shape[1], name
             elif entry.shape[1] != width:
-                raise CorpusError(f"{path}: {name!r} has shape {entry.shape}, width {entry.shape[1]}, but {first!r} "
-                                  f"has width {width}; every utterance of a feature file has the same width")
+                raise CorpusError(
+                    f"{path}: {name!r} has shape {entry.shape}, width {entry.shape[1]}, but {first!r} "
+                    f"has width {width}; every utterance of a feature file has the same width"
+                )
     return width
 
 
@@ -206,16 +229,24 @@ def read_package(root: str | Path, *, classes: list[str] | None = None) -> Featu
     meta, splits, source, class_list = read_folds(folders, classes)
     names = list(meta["clip_id"])
     widths = {m: feature_width(root / file, names, source) for m, (file, _, _) in FEATURES.items()}
-    sequences = {m: read_features(root / file, names, widths[m], zero_is_invalid=m == "visual")
-                 for m, (file, _, _) in FEATURES.items()}
+    sequences = {
+        m: read_features(root / file, names, widths[m], zero_is_invalid=m == "visual")
+        for m, (file, _, _) in FEATURES.items()
+    }
     for m, seq in sequences.items():
         meta[f"has_{m}"] = seq.lengths > 0
     return FeaturePackage(
-        meta=meta, splits=splits, sequences=sequences,
+        meta=meta,
+        splits=splits,
+        sequences=sequences,
         frame_rates={m: rate for m, (_, rate, _) in FEATURES.items()},
-        features={m: {"file": file, "description": what, "width": widths[m]}
-                  for m, (file, _, what) in FEATURES.items()},
-        folds={"source": "the package's own fold lists (clip-level); params folds.* are not used",
-               "folders": {str(k): str(folder.relative_to(root)) for k, folder in enumerate(folders)}},
-        classes=class_list, labels={"classes": list(class_list), "source": "one-hot columns of target/<k>/*_label.npy"},
+        features={
+            m: {"file": file, "description": what, "width": widths[m]} for m, (file, _, what) in FEATURES.items()
+        },
+        folds={
+            "source": "the package's own fold lists (clip-level); params folds.* are not used",
+            "folders": {str(k): str(folder.relative_to(root)) for k, folder in enumerate(folders)},
+        },
+        classes=class_list,
+        labels={"classes": list(class_list), "source": "one-hot columns of target/<k>/*_label.npy"},
     )

@@ -24,6 +24,7 @@ and each assumption below is marked. A missing or malformed file raises a `Corpu
   `dominance` = D; `naturalness` = N when given. Standard protocol: session-disjoint, one session held out for
   test and another for validation per partition (VAVL: 4/1/1 sessions).
 """
+
 from __future__ import annotations
 
 import re
@@ -38,11 +39,12 @@ LABEL_FILES = ("Evalution.txt", "Evaluation.txt")
 CATEGORIES = {"A": "angry", "H": "happy", "S": "sad", "N": "neutral"}
 NO_CONSENSUS = {"O": "other", "X": "no agreement"}
 CLASSES = ("neutral", "happy", "angry", "sad")
-NAME = re.compile(r"^(?:MSP|UTD)-IMPROV-S(?P<sentence>\d{2})(?P<target>[AHSN])-(?P<gender>[FM])(?P<session>0[1-6])"
-                  r"-(?P<scenario>[RSTP])-(?P<dyad>[FM]{2})(?P<turn>\d+)$")
+NAME = re.compile(
+    r"^(?:MSP|UTD)-IMPROV-S(?P<sentence>\d{2})(?P<target>[AHSN])-(?P<gender>[FM])(?P<session>0[1-6])"
+    r"-(?P<scenario>[RSTP])-(?P<dyad>[FM]{2})(?P<turn>\d+)$"
+)
 GENDERS = {"F": "Female", "M": "Male"}
 SCALE = (1.0, 5.0)
-
 
 
 def parse_name(stem: str) -> dict:
@@ -51,8 +53,12 @@ def parse_name(stem: str) -> dict:
     if not match:
         raise ValueError(f"{stem!r} is not an MSP-IMPROV turn name like MSP-IMPROV-S01A-F01-P-FM01")
     parts = match.groupdict()
-    return {**parts, "clip_id": "MSP-" + stem.split("-", 1)[1], "speaker": parts["gender"] + parts["session"],
-            "session": int(parts["session"])}
+    return {
+        **parts,
+        "clip_id": "MSP-" + stem.split("-", 1)[1],
+        "speaker": parts["gender"] + parts["session"],
+        "session": int(parts["session"]),
+    }
 
 
 def classes(options: Mapping) -> tuple[str, ...]:
@@ -65,8 +71,10 @@ def label_file(root: Path) -> Path:
     for name in LABEL_FILES:
         if (root / name).is_file():
             return root / name
-    raise CorpusError(f"{root / LABEL_FILES[0]}: missing (nor {LABEL_FILES[1]}); point data.root at the MSP-IMPROV "
-                      f"folder that holds the evaluation file")
+    raise CorpusError(
+        f"{root / LABEL_FILES[0]}: missing (nor {LABEL_FILES[1]}); point data.root at the MSP-IMPROV "
+        f"folder that holds the evaluation file"
+    )
 
 
 def parse_summary(line: str, where: str) -> dict:
@@ -77,7 +85,7 @@ def parse_summary(line: str, where: str) -> dict:
     if len(fields) < 5 or not fields[0].endswith(".avi"):
         raise CorpusError(f"{where}: expected '<turn>.avi; <category>; A:<x>; V:<x>; D:<x>; [N:<x>;]', got {line!r}")
     try:
-        parts = parse_name(fields[0][:-len(".avi")])
+        parts = parse_name(fields[0][: -len(".avi")])
     except ValueError as err:
         raise CorpusError(f"{where}: {err}") from err
     values = {}
@@ -97,8 +105,7 @@ def parse_summary(line: str, where: str) -> dict:
         raise CorpusError(f"{where}: {bad[0]}:{values[bad[0]]} is outside the rating scale {SCALE[0]:g}-{SCALE[1]:g}")
     category = fields[1]
     if category not in CATEGORIES and category not in NO_CONSENSUS:
-        raise CorpusError(f"{where}: category {category!r} is not one of "
-                          f"{', '.join([*CATEGORIES, *NO_CONSENSUS])}")
+        raise CorpusError(f"{where}: category {category!r} is not one of {', '.join([*CATEGORIES, *NO_CONSENSUS])}")
     return {"parts": parts, "category": category, "values": values}
 
 
@@ -155,21 +162,35 @@ def list_clips(root: str | Path, options: Mapping) -> pd.DataFrame:
         if category in NO_CONSENSUS and options["no_consensus"] == "drop":
             no_class += 1
             continue
-        rows.append({
-            "clip_id": clip_id, "speaker": parts["speaker"], "label": CATEGORIES.get(category, "other"),
-            "gender": GENDERS[parts["gender"]], "session": parts["session"], "sentence": parts["sentence"],
-            "target": CATEGORIES[parts["target"]], "scenario": parts["scenario"], "category": category,
-            "arousal": 6.0 - values["A"], "valence": values["V"], "dominance": values["D"],
-            "naturalness": values.get("N"),
-            "audio_path": str(audio[clip_id]) if clip_id in audio else None,
-            "visual_path": str(video[clip_id]) if clip_id in video else None,
-        })
+        rows.append(
+            {
+                "clip_id": clip_id,
+                "speaker": parts["speaker"],
+                "label": CATEGORIES.get(category, "other"),
+                "gender": GENDERS[parts["gender"]],
+                "session": parts["session"],
+                "sentence": parts["sentence"],
+                "target": CATEGORIES[parts["target"]],
+                "scenario": parts["scenario"],
+                "category": category,
+                "arousal": 6.0 - values["A"],
+                "valence": values["V"],
+                "dominance": values["D"],
+                "naturalness": values.get("N"),
+                "audio_path": str(audio[clip_id]) if clip_id in audio else None,
+                "visual_path": str(video[clip_id]) if clip_id in video else None,
+            }
+        )
     if not rows:
-        raise CorpusError(f"{path}: none of its {len(turns)} rated turns has a MSP-IMPROV-*.wav or .avi file under "
-                          f"{root} (with no_consensus: {options['no_consensus']})")
+        raise CorpusError(
+            f"{path}: none of its {len(turns)} rated turns has a MSP-IMPROV-*.wav or .avi file under "
+            f"{root} (with no_consensus: {options['no_consensus']})"
+        )
     clips = pd.DataFrame(rows).sort_values("clip_id", ignore_index=True)
     unrated = len((set(audio) | set(video)) - {t["parts"]["clip_id"] for t in turns})
-    clips.attrs["notes"] = [f"{path.name}: {len(turns)} rated turns; {len(clips)} kept, {no_class} dropped without a "
-                            f"category of the four (O, X), {no_media} dropped without media; {unrated} media "
-                            f"turns unrated"]
+    clips.attrs["notes"] = [
+        f"{path.name}: {len(turns)} rated turns; {len(clips)} kept, {no_class} dropped without a "
+        f"category of the four (O, X), {no_media} dropped without media; {unrated} media "
+        f"turns unrated"
+    ]
     return clips

@@ -19,6 +19,7 @@ Options (`data.ravdess`):
 actor (`12`), gender from the actor number. The corpus has no protocol of its own beyond speaker-independent
 folds (`folds.protocol: kfold`).
 """
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,16 @@ from mer_core.data.corpora.base import CorpusError
 MODALITIES = {"01": "audio-visual", "02": "video-only", "03": "audio-only"}
 EXTENSIONS = {"01": ".mp4", "02": ".mp4", "03": ".wav"}
 CHANNELS = {"01": "speech", "02": "song"}
-EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
-            "07": "disgust", "08": "surprised"}
+EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
+}
 SONG_EMOTIONS = ("01", "02", "03", "04", "05", "06")
 INTENSITIES = {"01": "normal", "02": "strong"}
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
@@ -50,9 +59,15 @@ def parse_name(stem: str) -> dict:
     if not match:
         raise ValueError(f"{stem!r} is not a RAVDESS name of seven two-digit fields MM-VV-EE-II-SS-RR-AA")
     modality, channel, emotion, intensity, statement, repetition, actor = match.groups()
-    checks = [("modality", modality, MODALITIES), ("vocal channel", channel, CHANNELS),
-              ("emotion", emotion, EMOTIONS), ("intensity", intensity, INTENSITIES),
-              ("statement", statement, STATEMENTS), ("repetition", repetition, REPETITIONS), ("actor", actor, ACTORS)]
+    checks = [
+        ("modality", modality, MODALITIES),
+        ("vocal channel", channel, CHANNELS),
+        ("emotion", emotion, EMOTIONS),
+        ("intensity", intensity, INTENSITIES),
+        ("statement", statement, STATEMENTS),
+        ("repetition", repetition, REPETITIONS),
+        ("actor", actor, ACTORS),
+    ]
     for field, value, allowed in checks:
         if value not in allowed:
             raise ValueError(f"{stem!r}: {field} {value!r} is not one of {', '.join(allowed)}")
@@ -60,8 +75,15 @@ def parse_name(stem: str) -> dict:
         raise ValueError(f"{stem!r}: neutral (emotion 01) has only normal intensity (01), not {intensity!r}")
     if channel == "02" and emotion not in SONG_EMOTIONS:
         raise ValueError(f"{stem!r}: song (channel 02) has no {EMOTIONS[emotion]} (emotion {emotion})")
-    return {"modality": modality, "channel": channel, "emotion": emotion, "intensity": intensity,
-            "statement": statement, "repetition": repetition, "actor": actor}
+    return {
+        "modality": modality,
+        "channel": channel,
+        "emotion": emotion,
+        "intensity": intensity,
+        "statement": statement,
+        "repetition": repetition,
+        "actor": actor,
+    }
 
 
 def classes(options: Mapping) -> tuple[str, ...]:
@@ -77,8 +99,10 @@ def parsed_file(path: Path) -> dict:
     except ValueError as err:
         raise CorpusError(f"{path}: {err}") from err
     if path.suffix != EXTENSIONS[parts["modality"]]:
-        raise CorpusError(f"{path}: modality {parts['modality']} ({MODALITIES[parts['modality']]}) files are "
-                          f"{EXTENSIONS[parts['modality']]}, not {path.suffix}")
+        raise CorpusError(
+            f"{path}: modality {parts['modality']} ({MODALITIES[parts['modality']]}) files are "
+            f"{EXTENSIONS[parts['modality']]}, not {path.suffix}"
+        )
     folder = ACTOR_FOLDER.match(path.parent.name)
     if folder and folder[1] != parts["actor"]:
         raise CorpusError(f"{path}: actor {parts['actor']} in the name but the folder is {path.parent.name}")
@@ -89,8 +113,10 @@ def list_clips(root: str | Path, options: Mapping) -> pd.DataFrame:
     """One row per clip of the RAVDESS copy at `root` under `options` (`data.ravdess`; see module docstring)."""
     root = Path(root)
     if not root.is_dir():
-        raise CorpusError(f"{root}: folder not found (data.root); point it at the folder holding the unpacked "
-                          f"Actor_XX/ folders of RAVDESS")
+        raise CorpusError(
+            f"{root}: folder not found (data.root); point it at the folder holding the unpacked "
+            f"Actor_XX/ folders of RAVDESS"
+        )
     roles = SOURCES[options["source"]]
     channel = {v: k for k, v in CHANNELS.items()}[options["channel"]]
     found: dict[str, dict] = {}
@@ -106,22 +132,33 @@ def list_clips(root: str | Path, options: Mapping) -> pd.DataFrame:
         entry[role] = path
     if not found:
         wanted = " and ".join(f"{m}-{channel}-*{EXTENSIONS[m]}" for m in roles)
-        raise CorpusError(f"{root}: no {wanted} file under it (data.ravdess.source: {options['source']}, "
-                          f"channel: {options['channel']})")
+        raise CorpusError(
+            f"{root}: no {wanted} file under it (data.ravdess.source: {options['source']}, "
+            f"channel: {options['channel']})"
+        )
     rows = []
     for clip_id in sorted(found):
         entry, parts = found[clip_id], found[clip_id]["parts"]
         emotion = "01" if options["merge_calm"] and parts["emotion"] == "02" else parts["emotion"]
         audio, visual = (entry["av"], entry["av"]) if "av" in entry else (entry.get("audio"), entry.get("visual"))
-        rows.append({
-            "clip_id": clip_id, "speaker": parts["actor"], "label": EMOTIONS[emotion],
-            "gender": "Male" if int(parts["actor"]) % 2 else "Female", "emotion_code": parts["emotion"],
-            "intensity": INTENSITIES[parts["intensity"]], "statement": parts["statement"],
-            "repetition": parts["repetition"],
-            "audio_path": str(audio) if audio else None, "visual_path": str(visual) if visual else None,
-        })
+        rows.append(
+            {
+                "clip_id": clip_id,
+                "speaker": parts["actor"],
+                "label": EMOTIONS[emotion],
+                "gender": "Male" if int(parts["actor"]) % 2 else "Female",
+                "emotion_code": parts["emotion"],
+                "intensity": INTENSITIES[parts["intensity"]],
+                "statement": parts["statement"],
+                "repetition": parts["repetition"],
+                "audio_path": str(audio) if audio else None,
+                "visual_path": str(visual) if visual else None,
+            }
+        )
     clips = pd.DataFrame(rows)
-    clips.attrs["notes"] = [f"{options['source']} media, {options['channel']} channel: {len(clips)} clips, "
-                            f"{int(clips['audio_path'].isna().sum())} without audio, "
-                            f"{int(clips['visual_path'].isna().sum())} without video"]
+    clips.attrs["notes"] = [
+        f"{options['source']} media, {options['channel']} channel: {len(clips)} clips, "
+        f"{int(clips['audio_path'].isna().sum())} without audio, "
+        f"{int(clips['visual_path'].isna().sum())} without video"
+    ]
     return clips

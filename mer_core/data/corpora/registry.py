@@ -11,8 +11,10 @@ A corpus is one of two kinds (`Corpus.kind`):
   and the corpus's own folds already in the store's schema; `prepare` uses neither `features` nor `folds` params.
 `modalities` names what a corpus offers, `classes` its label names (`class_names(options)` where they depend on
 the options). A corpus with `options` takes its params section `data.<name>` (`mer_core.params.data`) as `list_clips`'s
-second argument (a package: as `read_package`'s keyword arguments); `protocol` is its own fold protocol (`folds.protocol: standard`, `mer_core.data.folds`).
+second argument (a package: as `read_package`'s keyword arguments); `protocol` is its own fold protocol
+(`folds.protocol: standard`, `mer_core.data.folds`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,65 +59,91 @@ class Corpus:
         root = data_cfg["root"]
         clips = self.list_clips(root, data_cfg[self.name]) if self.options else self.list_clips(root)
         classes = self.class_names(data_cfg)
-        where = f"data.corpus {self.name} at {root}" + (f" with data.{self.name} = {dict(data_cfg[self.name])}"
-                                                         if self.options else "")
+        where = f"data.corpus {self.name} at {root}" + (
+            f" with data.{self.name} = {dict(data_cfg[self.name])}" if self.options else ""
+        )
         other = sorted(set(clips["label"]) - set(classes))
         if other:
             raise CorpusError(f"{where}: label {other[0]!r} is not one of the classes {', '.join(classes)}")
         empty = [c for c in classes if c not in set(clips["label"])]
         if empty:
-            raise CorpusError(f"{where}: no clip of class {empty[0]!r}; every class of {', '.join(classes)} needs "
-                              f"clips")
+            raise CorpusError(
+                f"{where}: no clip of class {empty[0]!r}; every class of {', '.join(classes)} needs clips"
+            )
         return clips
 
 
 CORPORA = {
     "builtin": Corpus(
-        "builtin", ("audio", "visual"), crema_d.CLASSES,
+        "builtin",
+        ("audio", "visual"),
+        crema_d.CLASSES,
         "the built-in synthetic corpus (mer_core.data.synthetic) in CREMA-D's layout, faces as OpenFace CSVs",
         list_clips=crema_d.list_clips,
     ),
     "crema_d": Corpus(
-        "crema_d", ("audio", "visual"), crema_d.CLASSES,
+        "crema_d",
+        ("audio", "visual"),
+        crema_d.CLASSES,
         "CREMA-D (91 actors, 6 emotions): AudioWAV/*.wav and VideoFlash/*.flv (or OpenFace/*.csv); intended or "
         "crowd-consensus labels",
-        list_clips=crema_d.list_clips, options=True,
+        list_clips=crema_d.list_clips,
+        options=True,
         protocol=SpeakerPartitions((63, 14, 14), 5, "VAVL's CREMA-D partitions, docs/methods.md §5.4"),
     ),
     "ravdess": Corpus(
-        "ravdess", ("audio", "visual"), tuple(ravdess.EMOTIONS.values()),
+        "ravdess",
+        ("audio", "visual"),
+        tuple(ravdess.EMOTIONS.values()),
         "RAVDESS (24 actors, speech or song): full-AV .mp4, or audio-only .wav + video-only .mp4",
-        list_clips=ravdess.list_clips, options=True, classes_for=ravdess.classes,
+        list_clips=ravdess.list_clips,
+        options=True,
+        classes_for=ravdess.classes,
     ),
     "emodb": Corpus(
-        "emodb", ("audio",), emodb.CLASSES,
+        "emodb",
+        ("audio",),
+        emodb.CLASSES,
         "EmoDB, the Berlin Database of Emotional Speech (10 speakers, 7 emotions, German), audio only",
         list_clips=emodb.list_clips,
         protocol=LeaveOneGroupOut("speaker", "speakers", "leave-one-speaker-out, docs/datasets.md"),
     ),
     "iemocap_audio": Corpus(
-        "iemocap_audio", ("audio",), iemocap_audio.CLASSES,
+        "iemocap_audio",
+        ("audio",),
+        iemocap_audio.CLASSES,
         "IEMOCAP's raw audio (5 sessions x 2 speakers) listed by torchaudio.datasets.IEMOCAP",
-        list_clips=iemocap_audio.list_clips, options=True,
+        list_clips=iemocap_audio.list_clips,
+        options=True,
         classes_for=iemocap_audio.classes,
         protocol=LeaveOneGroupOut("session", "speakers", "leave-one-session-out"),
     ),
     "msp_improv": Corpus(
-        "msp_improv", ("audio", "visual"), msp_improv.CLASSES,
+        "msp_improv",
+        ("audio", "visual"),
+        msp_improv.CLASSES,
         "MSP-IMPROV (6 sessions x 2 actors): audio + video, a consensus category and arousal/valence/dominance",
-        list_clips=msp_improv.list_clips, options=True, classes_for=msp_improv.classes,
+        list_clips=msp_improv.list_clips,
+        options=True,
+        classes_for=msp_improv.classes,
         protocol=LeaveOneGroupOut("session", "group", "VAVL's session-disjoint 4/1/1 partitions, docs/methods.md §5.4"),
     ),
     "iemocap_mmin": Corpus(
-        "iemocap_mmin", tuple(iemocap_mmin.FEATURES), iemocap_mmin.CLASSES,
+        "iemocap_mmin",
+        tuple(iemocap_mmin.FEATURES),
+        iemocap_mmin.CLASSES,
         "IEMOCAP in the MMIN authors' feature package: ComParE audio, Denseface faces, BERT-large text and the "
         "package's own folds (10)",
-        read_package=iemocap_mmin.read_package, options=True,
+        read_package=iemocap_mmin.read_package,
+        options=True,
     ),
     "cmu_mosei": Corpus(
-        "cmu_mosei", ("audio", "visual", "text"), (),
+        "cmu_mosei",
+        ("audio", "visual", "text"),
+        (),
         "CMU-MOSEI as CMU Multimodal SDK computational sequences: COVAREP audio, FACET 4.2 or OpenFace 2.0 faces, "
         "GloVe words, per-segment sentiment and six emotion intensities, the SDK's standard folds",
-        read_package=cmu_mosei.read_package, options=True,
+        read_package=cmu_mosei.read_package,
+        options=True,
     ),
 }

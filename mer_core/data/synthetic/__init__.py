@@ -2,6 +2,7 @@
 
 `generate_corpus(root, cfg, jobs)` writes it; `mer_core.params.data.Synthetic` validates the `data.synthetic` block.
 """
+
 from mer_core.data.synthetic.corpus import generate_corpus
 
 __all__ = ["generate_corpus"]

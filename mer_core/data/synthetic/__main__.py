@@ -4,6 +4,7 @@ It reads its resolved params (written by the `params` stage, `mer_core.config`):
 built-in one it writes the corpus to `--out` (the stage's fixed output, never `data.root`, which may point at a corpus
 the user holds); for any other corpus it writes only a note saying so, and generates nothing.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ intensity level scales how far both displays depart from neutral. Continuous aro
 come from the intended emotion's PAD coordinates. Every clip draws from its own generator, keyed by the seed
 and the clip's identity, so the files do not depend on `n_jobs` or on which other clips are generated.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,11 +24,17 @@ import soundfile as sf
 
 import mer_core
 from mer_core import console
-from mer_core.data.synthetic.face import AU_INTENSITY, Face, synthesize_openface, write_openface_csv
 from mer_core.data.corpora.crema_d import LEVELS, SENTENCES
-from mer_core.data.synthetic.perception import (EMOTIONS, FACE_CONFUSION, VOICE_CONFUSION, clip_levels, clip_name,
-                                                draw_display)
-from mer_core.data.synthetic.voice import Voice, VocalProfile, synthesize_utterance
+from mer_core.data.synthetic.face import AU_INTENSITY, Face, synthesize_openface, write_openface_csv
+from mer_core.data.synthetic.perception import (
+    EMOTIONS,
+    FACE_CONFUSION,
+    VOICE_CONFUSION,
+    clip_levels,
+    clip_name,
+    draw_display,
+)
+from mer_core.data.synthetic.voice import VocalProfile, Voice, synthesize_utterance
 from mer_core.params.synthetic import Synthetic
 from mer_core.schema import check
 
@@ -103,15 +110,17 @@ def draw_speakers(cfg: dict) -> list[Speaker]:
             mouth_gain=float(rng.lognormal(0.0, 0.2 * spread)),
             blink_factor=float(rng.lognormal(0.0, 0.3 * spread)),
         )
-        speakers.append(Speaker(
-            actor_id=1001 + index,
-            sex=sex,
-            age=int(rng.integers(AGE_RANGE[0], AGE_RANGE[1] + 1)),
-            race=races[rng.choice(len(races), p=race_counts / race_counts.sum())],
-            ethnicity="Hispanic" if rng.random() < HISPANIC_SHARE else "Not Hispanic",
-            voice=voice,
-            face=face,
-        ))
+        speakers.append(
+            Speaker(
+                actor_id=1001 + index,
+                sex=sex,
+                age=int(rng.integers(AGE_RANGE[0], AGE_RANGE[1] + 1)),
+                race=races[rng.choice(len(races), p=race_counts / race_counts.sum())],
+                ethnicity="Hispanic" if rng.random() < HISPANIC_SHARE else "Not Hispanic",
+                voice=voice,
+                face=face,
+            )
+        )
     return speakers
 
 
@@ -165,8 +174,12 @@ def generate_corpus(root: str | Path, cfg: dict, jobs: int = 1) -> dict:
 def render_clip(out_dir: Path, cfg: dict, speaker: Speaker, spec: ClipSpec) -> dict:
     """Draw the two displays, synthesise and write one clip's WAV and OpenFace CSV; return its hidden truth."""
     rng = _generator(
-        cfg["seed"], _CLIP, spec.actor_index, list(SENTENCES).index(spec.sentence),
-        EMOTIONS.index(spec.emotion), LEVELS.index(spec.level),
+        cfg["seed"],
+        _CLIP,
+        spec.actor_index,
+        list(SENTENCES).index(spec.sentence),
+        EMOTIONS.index(spec.emotion),
+        LEVELS.index(spec.level),
     )
     audio, face, attributes = cfg["audio"], cfg["face"], cfg["attributes"]
     name = clip_name(speaker.actor_id, spec.sentence, spec.emotion, spec.level)
@@ -177,19 +190,40 @@ def render_clip(out_dir: Path, cfg: dict, speaker: Speaker, spec: ClipSpec) -> d
     profiles = {emotion: VocalProfile(**values) for emotion, values in audio["profiles"].items()}
     amount = strength * speaker.voice.expressivity
     trace = cfg["intended_trace"]
-    profile = profiles["NEU"].toward(profiles[shown_audio], amount).toward(
-        profiles["NEU"].toward(profiles[spec.emotion], amount), trace)
+    profile = (
+        profiles["NEU"]
+        .toward(profiles[shown_audio], amount)
+        .toward(profiles["NEU"].toward(profiles[spec.emotion], amount), trace)
+    )
     snr_db = float(rng.uniform(*audio["snr_db"]))
     noise_type = str(audio["noise_types"][rng.integers(len(audio["noise_types"]))])
     utterance = synthesize_utterance(
-        spec.sentence, speaker.voice, profile, rng, sample_rate=audio["sample_rate"],
-        speech_rate=audio["speech_rate"], breath_level=audio["breath_level"], snr_db=snr_db, noise_type=noise_type,
+        spec.sentence,
+        speaker.voice,
+        profile,
+        rng,
+        sample_rate=audio["sample_rate"],
+        speech_rate=audio["speech_rate"],
+        breath_level=audio["breath_level"],
+        snr_db=snr_db,
+        noise_type=noise_type,
     )
     n_frames = int(round(utterance.duration * face["fps"]))
     table = synthesize_openface(
-        n_frames, face["fps"], shown_visual, strength, attributes["pad"][shown_visual][1] * strength,
-        speaker.face, utterance.envelope, utterance.control_rate, rng, trace=(spec.emotion, trace), au_noise=face["au_noise"],
-        head_motion=face["head_motion"], blink_rate=face["blink_rate"], failure_rate=face["tracking_failure_rate"],
+        n_frames,
+        face["fps"],
+        shown_visual,
+        strength,
+        attributes["pad"][shown_visual][1] * strength,
+        speaker.face,
+        utterance.envelope,
+        utterance.control_rate,
+        rng,
+        trace=(spec.emotion, trace),
+        au_noise=face["au_noise"],
+        head_motion=face["head_motion"],
+        blink_rate=face["blink_rate"],
+        failure_rate=face["tracking_failure_rate"],
     )
     sf.write(out_dir / "AudioWAV" / f"{name}.wav", utterance.wave, audio["sample_rate"], subtype="PCM_16")
     write_openface_csv(out_dir / "OpenFace" / f"{name}.csv", table)
@@ -197,15 +231,28 @@ def render_clip(out_dir: Path, cfg: dict, speaker: Speaker, spec: ClipSpec) -> d
     pleasure, arousal, dominance = np.clip(
         np.asarray(attributes["pad"][spec.emotion]) * cfg["level_gain"][spec.level]
         + rng.normal(0.0, attributes["jitter"], 3),
-        -1.0, 1.0,
+        -1.0,
+        1.0,
     )
     return {
-        "FileName": name, "ActorID": speaker.actor_id, "Sentence": spec.sentence, "intended": spec.emotion,
-        "displayed_audio": shown_audio, "displayed_visual": shown_visual, "level": spec.level,
-        "strength": strength, "snr_db": snr_db, "noise_type": noise_type, "duration_s": utterance.duration,
-        "f0_median_hz": utterance.f0_median, "syllable_rate": utterance.syllable_rate, "n_frames": n_frames,
+        "FileName": name,
+        "ActorID": speaker.actor_id,
+        "Sentence": spec.sentence,
+        "intended": spec.emotion,
+        "displayed_audio": shown_audio,
+        "displayed_visual": shown_visual,
+        "level": spec.level,
+        "strength": strength,
+        "snr_db": snr_db,
+        "noise_type": noise_type,
+        "duration_s": utterance.duration,
+        "f0_median_hz": utterance.f0_median,
+        "syllable_rate": utterance.syllable_rate,
+        "n_frames": n_frames,
         "failed_frames": int(np.sum(table[:, 4] == 0)),
-        "arousal": float(arousal), "valence": float(pleasure), "dominance": float(dominance),
+        "arousal": float(arousal),
+        "valence": float(pleasure),
+        "dominance": float(dominance),
     }
 
 
@@ -235,8 +282,7 @@ def _write_tables(out_dir: Path, cfg: dict, speakers: list[Speaker], rows: list[
     table = pd.DataFrame(rows)
     attribute_columns = ["FileName", "arousal", "valence", "dominance"]
     table[attribute_columns].to_csv(out_dir / "attributes.csv", index=False, float_format="%.4f")
-    table.drop(columns=attribute_columns[1:]).to_csv(out_dir / "generator_truth.csv", index=False,
-                                                     float_format="%.4f")
+    table.drop(columns=attribute_columns[1:]).to_csv(out_dir / "generator_truth.csv", index=False, float_format="%.4f")
     (out_dir / "README.md").write_text(_readme(cfg, speakers, table))
 
 

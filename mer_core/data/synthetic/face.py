@@ -6,6 +6,7 @@ the mouth (AU25 lips part, AU26 jaw drop) opens with the audio's syllable envelo
 and gaze drift slowly; tracking failures are short bursts of frames with `success = 0`, low confidence and
 zeros in every feature column, as OpenFace writes them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,12 +16,34 @@ import numpy as np
 from scipy.signal import lfilter
 
 AU_INTENSITY = (
-    "AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12",
-    "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU45",
+    "AU01",
+    "AU02",
+    "AU04",
+    "AU05",
+    "AU06",
+    "AU07",
+    "AU09",
+    "AU10",
+    "AU12",
+    "AU14",
+    "AU15",
+    "AU17",
+    "AU20",
+    "AU23",
+    "AU25",
+    "AU26",
+    "AU45",
 )
 AU_PRESENCE = AU_INTENSITY[:-1] + ("AU28", "AU45")
 GAZE_COLUMNS = (
-    "gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z", "gaze_angle_x", "gaze_angle_y",
+    "gaze_0_x",
+    "gaze_0_y",
+    "gaze_0_z",
+    "gaze_1_x",
+    "gaze_1_y",
+    "gaze_1_z",
+    "gaze_angle_x",
+    "gaze_angle_y",
 )
 POSE_COLUMNS = ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz")
 OPENFACE_COLUMNS = (
@@ -170,8 +193,9 @@ def _blinks(n_frames: int, fps: float, rate: float, rng: np.random.Generator) ->
     onsets = np.zeros(n_frames)
     count = rng.poisson(rate * n_frames / fps)
     np.add.at(onsets, rng.integers(0, n_frames, count), rng.uniform(0.7, 1.2, count))
-    kernel = np.interp(np.arange(int(round(len(BLINK_KERNEL) * fps / 30.0))) * 30.0 / fps,
-                       np.arange(len(BLINK_KERNEL)), BLINK_KERNEL)
+    kernel = np.interp(
+        np.arange(int(round(len(BLINK_KERNEL) * fps / 30.0))) * 30.0 / fps, np.arange(len(BLINK_KERNEL)), BLINK_KERNEL
+    )
     return np.convolve(onsets, kernel)[:n_frames]
 
 
@@ -180,9 +204,7 @@ def _gaze_columns(angles: np.ndarray) -> np.ndarray:
     (OpenFace: angle_x = atan2(x, -z), angle_y = atan2(y, -z); looking at the camera is (0, 0, -1))."""
     columns = []
     for vergence in (EYE_VERGENCE, -EYE_VERGENCE):
-        direction = np.stack(
-            [np.tan(angles[:, 0] + vergence), np.tan(angles[:, 1]), -np.ones(len(angles))], axis=1
-        )
+        direction = np.stack([np.tan(angles[:, 0] + vergence), np.tan(angles[:, 1]), -np.ones(len(angles))], axis=1)
         columns.append(direction / np.linalg.norm(direction, axis=1, keepdims=True))
     return np.concatenate(columns + [angles], axis=1)
 

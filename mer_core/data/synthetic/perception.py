@@ -6,6 +6,7 @@ emotion for that modality (`VOICE_CONFUSION`, `FACE_CONFUSION`). Source of the f
 `processedResults/summaryTable.csv` (Cao et al. 2014), the crowd's majority vote per modality with ties split
 as fractions, as tabulated in `docs/datasets.md` ("what people recognise from each modality").
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from mer_core.data.corpora.crema_d import EMOTIONS as CREMA_D_EMOTIONS
 
 EMOTION_NAMES = CREMA_D_EMOTIONS  # code -> class name, in CREMA-D's file-name codes
-EMOTIONS = tuple(EMOTION_NAMES)   # row / column order of the confusion matrices
+EMOTIONS = tuple(EMOTION_NAMES)  # row / column order of the confusion matrices
 LEVELLED_SENTENCE = "IEO"  # the only CREMA-D sentence recorded at LO/MD/HI (docs/datasets.md)
 FILE_EMOTION_ORDER = ("NEU", "HAP", "SAD", "ANG", "FEA", "DIS")  # order of clips in CREMA-D's SentenceFilenames.csv
 
@@ -25,35 +26,41 @@ def _rows_to_one(table: list[list[float]]) -> np.ndarray:
 
 # Rows: intended emotion; columns: the crowd's majority label; both in EMOTIONS order. Source: CREMA-D
 # processedResults/summaryTable.csv, VoiceVote (audio alone), per docs/datasets.md; rows renormalised to 1.
-VOICE_CONFUSION = _rows_to_one([
-    [.635, .136, .031, .007, .189, .002],
-    [.092, .304, .061, .009, .482, .051],
-    [.046, .019, .350, .010, .483, .091],
-    [.050, .028, .061, .296, .556, .009],
-    [.009, .007, .009, .000, .966, .009],
-    [.005, .021, .070, .000, .703, .200],
-])
+VOICE_CONFUSION = _rows_to_one(
+    [
+        [0.635, 0.136, 0.031, 0.007, 0.189, 0.002],
+        [0.092, 0.304, 0.061, 0.009, 0.482, 0.051],
+        [0.046, 0.019, 0.350, 0.010, 0.483, 0.091],
+        [0.050, 0.028, 0.061, 0.296, 0.556, 0.009],
+        [0.009, 0.007, 0.009, 0.000, 0.966, 0.009],
+        [0.005, 0.021, 0.070, 0.000, 0.703, 0.200],
+    ]
+)
 
 # Same source, FaceVote (video alone), per docs/datasets.md; rows renormalised to 1.
-FACE_CONFUSION = _rows_to_one([
-    [.685, .128, .021, .018, .139, .009],
-    [.044, .661, .060, .005, .038, .192],
-    [.068, .058, .546, .006, .219, .102],
-    [.003, .002, .003, .961, .030, .001],
-    [.006, .018, .004, .016, .933, .023],
-    [.012, .050, .075, .005, .499, .360],
-])
+FACE_CONFUSION = _rows_to_one(
+    [
+        [0.685, 0.128, 0.021, 0.018, 0.139, 0.009],
+        [0.044, 0.661, 0.060, 0.005, 0.038, 0.192],
+        [0.068, 0.058, 0.546, 0.006, 0.219, 0.102],
+        [0.003, 0.002, 0.003, 0.961, 0.030, 0.001],
+        [0.006, 0.018, 0.004, 0.016, 0.933, 0.023],
+        [0.012, 0.050, 0.075, 0.005, 0.499, 0.360],
+    ]
+)
 
 # Same source, MultiModalVote (audio and video together), per docs/datasets.md; rows renormalised to 1.
 # Not used to draw displays (each modality is drawn from its own matrix); kept as the human reference row.
-AUDIOVISUAL_CONFUSION = _rows_to_one([
-    [.772, .128, .016, .003, .079, .002],
-    [.033, .767, .076, .004, .054, .066],
-    [.028, .019, .679, .002, .173, .099],
-    [.001, .002, .005, .953, .039, .000],
-    [.007, .006, .007, .006, .967, .007],
-    [.003, .038, .138, .001, .466, .355],
-])
+AUDIOVISUAL_CONFUSION = _rows_to_one(
+    [
+        [0.772, 0.128, 0.016, 0.003, 0.079, 0.002],
+        [0.033, 0.767, 0.076, 0.004, 0.054, 0.066],
+        [0.028, 0.019, 0.679, 0.002, 0.173, 0.099],
+        [0.001, 0.002, 0.005, 0.953, 0.039, 0.000],
+        [0.007, 0.006, 0.007, 0.006, 0.967, 0.007],
+        [0.003, 0.038, 0.138, 0.001, 0.466, 0.355],
+    ]
+)
 
 
 def bayes_limit(*matrices: np.ndarray) -> float:
@@ -96,4 +103,3 @@ def clip_levels(sentence: str) -> dict[str, tuple[str, ...]]:
 def clip_name(actor: int, sentence: str, emotion: str, level: str) -> str:
     """CREMA-D clip name, e.g. 1001_DFA_ANG_XX."""
     return f"{actor}_{sentence}_{emotion}_{level}"
-

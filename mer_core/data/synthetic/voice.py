@@ -11,6 +11,7 @@ Emotion enters only through a `VocalProfile` (F0 level, F0 range, loudness, spee
 jitter, breathiness, formant shift), whose defaults follow the vocal-cue table of docs/datasets.md
 (Banse & Scherer 1996; Juslin & Laukka 2003).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,18 +40,18 @@ FORMANT_BANDWIDTHS = np.array([60.0, 90.0, 120.0, 170.0])
 
 # The vowel of each syllable of the CREMA-D sentences (ARPAbet-style, one entry per syllable).
 SENTENCE_VOWELS = {
-    "IEO": "ih ih eh ah ah aa",                  # It's e-le-ven o'-clock
-    "TIE": "ae ih ih ae iy ah ae ah",            # That is ex-act-ly what hap-pened
-    "IOM": "ay aa ay ey uw ah iy ih",            # I'm on my way to the mee-ting
-    "IWW": "ay ah er ah ih ih ah aw",            # I won-der what this is a-bout
-    "TAI": "ah eh ey ih ao ow uh",               # The air-plane is al-most full
-    "MTI": "ey iy ah aa ow ih ih iy ow",         # May-be to-mor-row it will be cold
-    "IWL": "ay uh ay ah uw ah aa aa",            # I would like a new a-larm clock
-    "ITH": "ay ih ay ae ah aa er ah oy ah",      # I think I have a doc-tor's ap-point-ment
-    "DFA": "ow er eh ah ae ih",                  # Don't for-get a jack-et
-    "ITS": "ay ih ay iy ih ih ao",               # I think I've seen this be-fore
-    "TSI": "ah er ih ih ih",                     # The sur-face is slick
-    "WSI": "iy aa ih ah ah ah ah ih ih",         # We'll stop in a cou-ple of mi-nutes
+    "IEO": "ih ih eh ah ah aa",  # It's e-le-ven o'-clock
+    "TIE": "ae ih ih ae iy ah ae ah",  # That is ex-act-ly what hap-pened
+    "IOM": "ay aa ay ey uw ah iy ih",  # I'm on my way to the mee-ting
+    "IWW": "ay ah er ah ih ih ah aw",  # I won-der what this is a-bout
+    "TAI": "ah eh ey ih ao ow uh",  # The air-plane is al-most full
+    "MTI": "ey iy ah aa ow ih ih iy ow",  # May-be to-mor-row it will be cold
+    "IWL": "ay uh ay ah uw ah aa aa",  # I would like a new a-larm clock
+    "ITH": "ay ih ay ae ah aa er ah oy ah",  # I think I have a doc-tor's ap-point-ment
+    "DFA": "ow er eh ah ae ih",  # Don't for-get a jack-et
+    "ITS": "ay ih ay iy ih ih ao",  # I think I've seen this be-fore
+    "TSI": "ah er ih ih ih",  # The sur-face is slick
+    "WSI": "iy aa ih ah ah ah ah ih ih",  # We'll stop in a cou-ple of mi-nutes
 }
 
 REFERENCE_LEVEL_DBFS = -26.0  # active speech level of neutral speech at 0 dB speaker gain (ITU-T P.56 style)
@@ -168,8 +169,15 @@ def synthesize_utterance(
     f0 = _f0_contour(times, timing, syllable, phase, speaking, voice, profile, rng)
     open_quotient = float(np.clip(0.6 + 0.08 * np.log2(voice.breathiness * profile.breathiness), 0.4, 0.8))
     source = _glottal_source(
-        f0, envelope, control_rate, n_samples, sample_rate, open_quotient,
-        jitter=voice.jitter * profile.jitter, shimmer=voice.shimmer, rng=rng,
+        f0,
+        envelope,
+        control_rate,
+        n_samples,
+        sample_rate,
+        open_quotient,
+        jitter=voice.jitter * profile.jitter,
+        shimmer=voice.shimmer,
+        rng=rng,
     )
 
     n_fft = 4 * hop
