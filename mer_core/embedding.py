@@ -47,6 +47,7 @@ from mer_core.schema import ConfigError
 from mer_core.train import checkpoint_path, fold_options, load_model, run_view
 
 PROJECTIONS = ("pca", "tsne")
+DISPLACEMENT = ("cos_to_full", "dist_to_full")  # how far each condition moves a clip from its full-condition twin
 RANDOM_STATE = 0  # t-SNE's random state and the seed of the `max_clips` subset (fixed: not a knob)
 COLUMNS = [
     "run",
@@ -168,9 +169,10 @@ def displacement(table: pd.DataFrame, vectors: np.ndarray, full: str) -> pd.Data
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.where(norms > 0, (a * b).sum(1) / norms, np.nan)
     cos = np.where(ref == np.arange(len(table)), 1.0, np.clip(cos, -1.0, 1.0))
-    spread = pdist(z[is_full]).mean() if is_full.sum() > 1 else np.nan
-    dist = np.linalg.norm(z - z[ref], axis=1) / spread
-    return pd.DataFrame({"cos_to_full": cos, "dist_to_full": dist}, index=table.index)
+    spread = pdist(z[is_full]).mean() if is_full.sum() > 1 else 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):  # no spread (one clip, or identical vectors): NaN
+        dist = np.where(spread > 0, np.linalg.norm(z - z[ref], axis=1) / spread, np.nan)
+    return pd.DataFrame(dict(zip(DISPLACEMENT, (cos, dist))), index=table.index)
 
 
 def run_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: str | Path) -> pd.DataFrame:
@@ -249,11 +251,17 @@ def cached_embedding(cfg: dict, run: str, store: FeatureStore, checkpoint_dir: P
         else None
     )
     cached = cache / f"{run}-{key}.csv"
-    if key is not None and cached.is_file():
-        return pd.read_csv(cached, dtype={"clip_id": str, "pred": str}, keep_default_na=False)
-    table = run_embedding(cfg, run, store, checkpoint_dir)
-    write_embedding(table, cached)
-    return pd.read_csv(cached, dtype={"clip_id": str, "pred": str}, keep_default_na=False)
+    if key is None or not cached.is_file():
+        write_embedding(run_embedding(cfg, run, store, checkpoint_dir), cached)
+    return read_embedding(cached)
+
+
+def read_embedding(path: Path) -> pd.DataFrame:
+    """A table `write_embedding` wrote: identifiers and predicted labels as text (a class may be named "NA"), the
+    displacements as floats (NaN where undefined)."""
+    return pd.read_csv(
+        path, dtype={"clip_id": str, "pred": str}, keep_default_na=False, na_values={c: [""] for c in DISPLACEMENT}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         table = cached_embedding(cfg, run, store, CHECKPOINTS / run, CACHE)
         write_embedding(table, out / f"{run}.csv")
-        summary = table.groupby("condition", sort=False)[["cos_to_full", "dist_to_full"]].mean().round(3)
+        summary = table.groupby("condition", sort=False)[list(DISPLACEMENT)].mean().round(3)
         print(
             f"{run}: {table['row'].nunique()} clips x {table['condition'].nunique()} conditions, "
             f"{cfg['projection']}\n{summary.to_string()}"

@@ -15,7 +15,17 @@ from fakes import CTX, make_batch
 
 from mer_core.conditions import all_conditions, apply_condition
 from mer_core.config import ConfigError, load_params, resolve_runs, stage_params
-from mer_core.embedding import CACHE, COLUMNS, cached_embedding, main, project, run_embedding, write_embedding
+from mer_core.embedding import (
+    CACHE,
+    COLUMNS,
+    cached_embedding,
+    displacement,
+    main,
+    project,
+    read_embedding,
+    run_embedding,
+    write_embedding,
+)
 from mer_core.methods.lookup import method_spec
 from mer_core.methods.registry import ModelContext
 from mer_core.params.evaluation import Embedding
@@ -289,3 +299,18 @@ def test_cached_embedding_recomputes_for_another_checkpoint_or_setting(runs, tin
     again = cached_embedding(cfg, "utt_fusion", tiny_store, checkpoints, tmp_path / "cache")
     assert len(list((tmp_path / "cache").iterdir())) == 3
     assert not np.allclose(again[["x", "y"]].to_numpy(), first[["x", "y"]].to_numpy())
+
+
+def test_a_collapsed_representation_gives_nan_distances_that_read_back_as_floats(tmp_path):
+    """Identical full-condition vectors (a model that has collapsed) have no spread: `dist_to_full` is NaN, not inf,
+    and the table written and read back keeps it a float column (an empty CSV cell is not the text '')."""
+    table = pd.DataFrame({"condition": ["av", "av", "a", "a"], "row": [0, 1, 0, 1]})
+    vectors = np.array([[1.0, 2.0], [1.0, 2.0], [0.0, 2.0], [1.0, 0.0]])
+    moved = displacement(table, vectors, "av")
+    assert moved["dist_to_full"].isna().all() and moved["cos_to_full"].tolist()[:2] == [1.0, 1.0]
+    path = tmp_path / "t.csv"
+    pd.concat([table, moved], axis=1).assign(clip_id=["NA", "b", "NA", "b"], pred="NA").to_csv(path, index=False)
+    back = read_embedding(path)
+    assert back["dist_to_full"].dtype == float and back["dist_to_full"].isna().all()
+    assert back["clip_id"].tolist() == ["NA", "b", "NA", "b"] and (back["pred"] == "NA").all()
+    assert back.groupby("condition")[["cos_to_full", "dist_to_full"]].mean().shape == (2, 2)

@@ -73,7 +73,9 @@ def tiny(params: dict) -> dict:
     return params
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, check: bool = True, log: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `cmd` in `cwd` with the project's venv first on PATH; its output captured, or written to `log` (for a
+    command that leaves detached processes behind, such as `dvc queue start`: they would hold a pipe open)."""
     env = dict(
         os.environ,
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -85,7 +87,12 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
         GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@t",
     )
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if log is None:
+        result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    else:
+        with open(log, "w") as out:
+            result = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=900)
+        result.stdout, result.stderr = log.read_text(), ""
     if check:
         assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
@@ -263,7 +270,7 @@ def test_a_queue_of_two_experiments_reuses_the_feature_store(project: Path):
     names = {"late-8": 8, "late-24": 24}
     for name, hidden in names.items():
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"methods.late_fusion.hidden={hidden}"], project)
-    run(["dvc", "queue", "start", "-j", "2"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project, log=project.parent / "queue-start.log")
     deadline = time.monotonic() + 1200
     while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], project).stdout
