@@ -10,7 +10,10 @@ After every epoch the stage scores its selection criterion on the validation cli
   by more than `min_delta` for `patience` epochs, or after `epochs` epochs; the decay phase then starts from the
   learning rate reached, decays it as MMIN's does over at most `epochs_decay` epochs, and itself ends after
   `patience` epochs without improvement. A stage without a decay phase ends when its constant phase does. No
-  plateau is declared before the stage has trained `min_epochs` epochs.
+  plateau is declared before the stage has trained `min_epochs` epochs, nor before its criterion has risen above
+  its first epoch's score by more than `min_delta`: a stage still at its starting level has not begun to learn (NMER's
+  stage 2 stays at chance for its first epochs while its loss falls), so it has not converged; it trains on, at most
+  to its maximum, where it is recorded as `max`.
 
 Whatever the rule, the stage keeps its best epoch's weights (`mer_core.train`), and `StageSchedule.record` says how
 it ended: epochs trained, why it stopped (`plateau`: the last phase stopped improving; `max`: it ran to its
@@ -51,6 +54,8 @@ class StageSchedule:
             raise ValueError(f"stopping rule must be one of {RULES}, got {self.rule!r}")
         self._reference = -float("inf")  # the score the patience counts from
         self._waited = 0
+        self._start: float | None = None  # the first finite score
+        self._learning = False  # a later score has beaten `_start` by more than min_delta
 
     @classmethod
     def from_params(cls, optim: dict, stopping: dict) -> "StageSchedule":
@@ -74,11 +79,20 @@ class StageSchedule:
     def update(self, score: float) -> bool:
         """Record the score of the epoch just trained; True when another epoch follows."""
         self.scores.append(score)
+        if self._start is None and score == score:
+            self._start = score
+        elif self._start is not None and score > self._start + self.min_delta:
+            self._learning = True
         if score > self._reference + self.min_delta:
             self._reference, self._waited = score, 0
         else:
             self._waited += 1
-        plateau = self.rule == "plateau" and self._waited >= self.patience and self.trained >= self.min_epochs
+        plateau = (
+            self.rule == "plateau"
+            and self._learning
+            and self._waited >= self.patience
+            and self.trained >= self.min_epochs
+        )
         if self.decay_start is None:  # constant phase
             if self.trained < self.epochs and not plateau:
                 return True

@@ -55,12 +55,24 @@ def test_plateau_without_decay_stops_on_plateau_or_at_the_maximum():
 
 
 def test_min_epochs_and_min_delta_delay_the_plateau():
-    early = [0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]
-    assert len(drive(StageSchedule(20, 0, "plateau", patience=1, min_epochs=1), early)) == 2
+    early = [0.3, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]
+    assert len(drive(StageSchedule(20, 0, "plateau", patience=1, min_epochs=1), early)) == 3
     assert len(drive(StageSchedule(20, 0, "plateau", patience=1, min_epochs=5), early)) == 5
-    creeping = [0.5, 0.504, 0.508, 0.509, 0.6]  # each below the first + min_delta 0.01
+    creeping = [0.5, 0.52, 0.524, 0.528, 0.529, 0.6]  # after 0.52, each below the best + min_delta 0.01
     schedule = StageSchedule(20, 0, "plateau", patience=3, min_epochs=1, min_delta=0.01)
-    assert len(drive(schedule, creeping)) == 4 and schedule.record()["best_epoch"] == 4
+    assert len(drive(schedule, creeping)) == 5 and schedule.record()["best_epoch"] == 5
+
+
+def test_a_stage_still_at_its_starting_level_has_not_converged():
+    """NMER's stage 2 sits at chance for its first epochs while its loss falls: a patience counted from the first
+    epoch would stop it there. No plateau before the criterion has beaten its first finite score by min_delta."""
+    at_chance = [float("nan"), 0.20, 0.18, 0.16, 0.18, 0.19, 0.2, 0.201, 0.35, 0.5, 0.52, 0.51, 0.5, 0.5, 0.9]
+    schedule = StageSchedule(40, 0, "plateau", patience=3, min_epochs=3, min_delta=0.005)
+    assert len(drive(schedule, at_chance)) == 14  # learning from epoch 9; best 0.52 at 11; plateau after 14
+    assert schedule.record()["stopped"] == "plateau" and schedule.record()["best_epoch"] == 11
+    never = StageSchedule(6, 2, "plateau", patience=1, min_epochs=1)
+    assert len(drive(never, [0.5, 0.4, 0.5, 0.45, 0.3, 0.5, 0.2, 0.1])) == 8  # never above 0.5: to its maximum
+    assert never.record()["stopped"] == "max" and never.decay_start == 6
 
 
 def test_a_stage_no_longer_than_its_patience_has_no_gain_and_nan_epochs_never_count():

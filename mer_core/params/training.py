@@ -43,7 +43,8 @@ class Stopping(Params):
     patience: int = Field(5, ge=1, le=1000)
     """Epochs without improvement that end a phase."""
     min_epochs: int = Field(5, ge=1, le=1000)
-    """No stage stops on a plateau before this many epochs."""
+    """No stage stops on a plateau before this many epochs, nor before its criterion has risen above its first
+    epoch's score by more than `min_delta` (a stage that has not begun to learn has not converged)."""
     min_delta: float = Field(0.0, ge=0.0, le=1.0)
     """An epoch improves the criterion when it beats the best by more than this."""
 
