@@ -94,13 +94,13 @@ def notebook_imports(path: str | Path) -> list[str]:
 STAGES = {  # each stage's fixed entry points: modules it runs, notebooks it executes (dvc.yaml, extended/dvc.yaml)
     "params": ("mer_core.config",),
     "corpus": ("mer_core.data.synthetic.__main__",),
-    "prepare": ("notebooks/01_prepare_data.ipynb",),
-    "train": ("notebooks/02_train.ipynb",),
+    "prepare": ("notebooks/01_prepare_data.ipynb", "mer_core.notebook_run"),
+    "train": ("notebooks/02_train.ipynb", "mer_core.notebook_run"),
     "embedding": ("mer_core.embedding",),
-    "analysis": ("notebooks/03_analysis.ipynb",),
-    "explore": ("notebooks/04_explore.ipynb",),
+    "analysis": ("notebooks/03_analysis.ipynb", "mer_core.notebook_run"),
+    "explore": ("notebooks/04_explore.ipynb", "mer_core.notebook_run"),
     "html": ("mer_core.html_export",),
-    "extended_analysis": ("notebooks/05_extended.ipynb",),
+    "extended_analysis": ("notebooks/05_extended.ipynb", "mer_core.notebook_run"),
 }
 
 
