@@ -37,10 +37,7 @@ def test_the_skip_summary_reaches_the_dvc_console_and_the_notebook(tmp_path):
         [
             sys.executable,
             "-m",
-            "papermill",
-            "--no-progress-bar",
-            "-k",
-            "python3",
+            "mer_core.notebook_run",  # what every notebook stage runs
             str(tmp_path / "in.ipynb"),
             str(tmp_path / "out.ipynb"),
         ],
