@@ -92,9 +92,11 @@ class TimedSchedule(StageSchedule):
         return [(end[0] - start[0], end[1] - start[1]) for start, end in zip(self.starts, self.ends)]
 
 
-def time_stages(run: dict, data: dict, context: ModelContext, warmup: int, epochs: int) -> list[dict]:
-    """Train every stage of `run` (a resolved run of the paper preset) for warmup + epochs epochs; the timed
-    epochs' seconds."""
+def time_stages(
+    run: dict, data: dict, context: ModelContext, warmup: int, epochs: int, precision: str = "fp32"
+) -> list[dict]:
+    """Train every stage of `run` (a resolved run of the paper preset) for warmup + epochs epochs, the forward
+    passes in `precision` (`train.precision`); the timed epochs' seconds."""
     entry = run["entry"]
     validation = []
     predict = train.predict
@@ -116,7 +118,7 @@ def time_stages(run: dict, data: dict, context: ModelContext, warmup: int, epoch
             validation.clear()
             train.train_stage(model, stage, stage.conditions(entry), optim, 0.0, data, generator,
                               torch.device("cpu"), f"{run['name']} {stage.name}", False, stage.training_noise(entry),
-                              0, schedule)
+                              0, schedule, precision)
             seconds, val = schedule.seconds()[warmup:], validation[warmup:]
             rows.append({"run": run["name"], "stage": stage.name, "batch": optim["batch_size"],
                          "cpu_s": statistics.median(cpu for cpu, _ in seconds),
@@ -134,6 +136,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (the median is reported)")
     parser.add_argument("--runs", nargs="+", default=["mmin", "ifmmin"])
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="the forward passes' precision; the official code runs fp32 (the ratio's basis)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = resolve_runs(load_params(args.params, {"train.preset": "paper"}))
@@ -142,8 +146,10 @@ def main() -> None:
     data = load_fold(store, 0, task)
     context = ModelContext.from_manifest(store.manifest, task)
     print(f"package: {', '.join(f'{role} {len(split)}' for role, split in data.items())} clips; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} thread; load average {os.getloadavg()[0]:.1f}")
-    rows = [row for run in args.runs for row in time_stages(runs[run], data, context, args.warmup, args.epochs)]
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread, {args.precision}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    rows = [row for run in args.runs
+            for row in time_stages(runs[run], data, context, args.warmup, args.epochs, args.precision)]
     print(f"load average at the end {os.getloadavg()[0]:.1f}\n\n"
           f"| run | stage | batch | CPU s / epoch (median of {args.epochs}: each) | of which validation "
           "| wall s / epoch | official s / epoch | ratio (CPU) |\n|---|---|---|---|---|---|---|---|")

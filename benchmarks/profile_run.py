@@ -1,7 +1,12 @@
 """Where the seconds of one training unit go: `mer_core.train.fit_run` of a run on one fold and seed, one torch
 thread, its process CPU time split by part (docs/performance.md). A profiling tool, not a test.
 
-    PYTHONPATH=$PWD python benchmarks/profile_run.py utt_fusion --params params.yaml [--json out.json]
+    PYTHONPATH=$PWD python benchmarks/profile_run.py utt_fusion --params params.yaml [--json out.json] \
+        [--set train.precision=bf16 ...]
+
+The run is resolved as the `params` stage resolves it (its method's defaults, its base, the study's training
+settings), from `--params` with the dotted `--set` overrides applied, and trained on the feature store the params
+name (run `make repro` once first, or at least its `prepare` stage).
 
 Each part's time is exclusive (a part called inside another is counted in the inner one only): the functions of the
 loop are wrapped with timers for the run (nothing is changed in `mer_core`), so the script also profiles an older
@@ -30,7 +35,8 @@ import mer_core.noise.scheduler as scheduler
 import mer_core.robustness as robustness
 import mer_core.tasks as tasks
 import mer_core.train as train
-from mer_core.config import load_params
+from mer_core.config import load_params, resolve_runs, stage_params
+from mer_core.plan import parse_sets
 
 TOTALS: dict[str, float] = defaultdict(float)
 STACK: list[list] = []  # [part, start of its current exclusive slice]
@@ -124,6 +130,16 @@ def install() -> None:
     train.build_stage = timed("build a model", build_timed)
 
 
+def resolved_run(params: dict, name: str) -> dict:
+    """The run `name` as its training stage reads it (data/params/runs/<name>.json, or extended/<name>.json)."""
+    files = stage_params(params, resolve_runs(params))
+    found = [content for path, content in files.items() if path in (f"runs/{name}.json", f"extended/{name}.json")]
+    if not found:
+        runs = sorted(p.split("/")[1][:-5] for p in files if p.startswith(("runs/", "extended/")))
+        raise SystemExit(f"no run {name!r} in the params; the runs: {', '.join(runs)}")
+    return found[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run of params.yaml: methods")
@@ -132,16 +148,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the parts, total and history here")
     parser.add_argument("--no-split", action="store_true", help="time the unit alone, without the part timers")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dotted override of the params file, as `dvc exp run -S` takes it (repeatable)")
     args = parser.parse_args()
-    params = load_params(args.params)
-    params["train"]["threads_per_run"] = 1
+    params = load_params(args.params, parse_sets(args.set))
+    run = resolved_run(params, args.run)
     torch.set_num_threads(1)
     if not args.no_split:
         install()
     with tempfile.TemporaryDirectory() as checkpoints:
         start = time.process_time()
         enter("fit_run: other")
-        output = train.fit_run(args.run, params, args.fold, args.seed, checkpoints, False)
+        output = train.fit_run(run, args.fold, args.seed, checkpoints, False)
         leave()
         total = time.process_time() - start
     print(f"{args.run} fold {args.fold} seed {args.seed}: {total:.2f} CPU s, best epochs {output.best_epochs}")

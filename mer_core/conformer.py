@@ -66,6 +66,7 @@ class MaskedBatchNorm1d(nn.Module):
         self.momentum, self.eps = momentum, eps
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x.float()  # statistics in float32 under bf16 autocast too, as torch's own batch norm keeps them
         if self.training:
             weights = mask[:, None, :].to(x.dtype)
             count = weights.sum().clamp(min=1)

@@ -30,6 +30,8 @@ the store is open. Everything runs on the CPU, nothing is downloaded.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -644,9 +646,41 @@ def describe(view: dict, selection: dict) -> str:
 # ========================================================================================================== panel
 
 
+WIDGET_IDS = itertools.count()  # this process's numbered widget ids (`numbered_widget_ids`)
+
+
+@contextmanager
+def numbered_widget_ids():
+    """Inside the block, a widget opened without an id gets the next number of this process as its model id
+    (`e` + 31 hex digits: never a uuid4, whose 13th digit is 4) instead of a random uuid4. The executed notebook
+    stores every widget's state under its model id (and the HTML export embeds it), so with random ids an identical
+    rerun of the explore stage wrote other bytes; in a fresh kernel the widgets are made in the same order, so the
+    numbers repeat. Numbers never repeat within a process, so two panels in one kernel do not clash."""
+    import comm
+
+    create = comm.create_comm
+
+    def numbered(*args, **kwargs):
+        if kwargs.get("target_name") == "jupyter.widget" and not kwargs.get("comm_id"):
+            kwargs["comm_id"] = f"e{next(WIDGET_IDS):031x}"
+        return create(*args, **kwargs)
+
+    comm.create_comm = numbered
+    try:
+        yield
+    finally:
+        comm.create_comm = create
+
+
 def panel(explorer: Explorer, selection: dict, show):
     """The ipywidgets panel: run, emotion and speaker filters, clip, condition, noise kind and a level slider; every
-    change calls `show(selection)` (through `ipywidgets.interactive_output`). Returns (the panel box, its widgets)."""
+    change calls `show(selection)` (through `ipywidgets.interactive_output`). Returns (the panel box, its widgets).
+    Its widgets' model ids are numbered (`numbered_widget_ids`), so the executed notebook is the same on a rerun."""
+    with numbered_widget_ids():
+        return _panel(explorer, selection, show)
+
+
+def _panel(explorer: Explorer, selection: dict, show):
     import ipywidgets as w
 
     clips = explorer.clips

@@ -311,6 +311,22 @@ def test_masked_batch_norm_eval_uses_running_stats():
     torch.testing.assert_close(bn(x[:1, :, :1], mask[:1, :1]), out[:1, :, :1])
 
 
+def test_masked_batch_norm_under_bf16_autocast_keeps_float32_statistics():
+    """Under `train.precision: bf16` the convolution module hands bfloat16 frames to the batch norm: its statistics
+    and output are computed in float32 from them (as torch's own batch norm does under autocast), and the running
+    statistics stay float32."""
+    torch.manual_seed(0)
+    x, mask = torch.randn(3, 4, 6).bfloat16(), valid_mask(torch.tensor([6, 4, 2]), 6)
+    half, full = MaskedBatchNorm1d(4).train(), MaskedBatchNorm1d(4).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = half(x, mask)
+    expected = full(x.float(), mask)
+    assert out.dtype == torch.float32 and half.running_mean.dtype == half.running_var.dtype == torch.float32
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(half.running_mean, full.running_mean)
+    torch.testing.assert_close(half.running_var, full.running_var)
+
+
 # ------------------------------------------------------------------------------ RelativeMultiHeadAttention
 
 

@@ -48,10 +48,11 @@ def test_pinning_is_for_a_gpu_only(tiny_store):
         assert torch.equal(moved.x[modality], batch.x[modality]) and not moved.x[modality].is_pinned()
 
 
-def test_a_bf16_unit_trains_and_predicts_finite_float32_probabilities_on_a_cpu(tiny_store, tiny_params):
+@pytest.mark.parametrize("method", ["mmin", "nmer", "vavl", "late_fusion"])
+def test_a_bf16_unit_trains_and_predicts_finite_float32_probabilities_on_a_cpu(method, tiny_store, tiny_params):
     params = tiny_params(tiny_store, epochs=2, precision="bf16")
-    fp32 = fit_unit(resolved_run("mmin", tiny_params(tiny_store, epochs=2)), 0, 0)
-    bf16 = fit_unit(resolved_run("mmin", params), 0, 0)
+    fp32 = fit_unit(resolved_run(method, tiny_params(tiny_store, epochs=2)), 0, 0)
+    bf16 = fit_unit(resolved_run(method, params), 0, 0)
     p = probabilities(bf16)
     assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0, atol=1e-5)
     assert not np.array_equal(p, probabilities(fp32))  # a setting of the study: it changes the numbers

@@ -4,6 +4,9 @@ sweep, the clip's media, its face heat-map, the `explore` params and the widget 
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ from mer_core.explore import (
     media_files,
     noise_settings,
     noise_sweep,
+    numbered_widget_ids,
     panel,
     predict_clip,
     resolve_setting,
@@ -415,12 +419,60 @@ def test_view_of_the_default_selection(study):
     assert list(off_grid["sweep"]["level"]) == [0.0, 20.0, 50.0, 100.0]
 
 
+def widget_tree(widget) -> list:
+    """`widget`, its layout and style, and the same for every child, depth first."""
+    found = [widget, *(x for x in (getattr(widget, "layout", None), getattr(widget, "style", None)) if x is not None)]
+    for child in getattr(widget, "children", ()):
+        found += widget_tree(child)
+    return found
+
+
+NUMBERED_ID = re.compile(r"e[0-9a-f]{31}")
+
+
+def test_numbered_widget_ids_are_consecutive_inside_the_block_only():
+    import comm
+    import ipywidgets as w
+
+    create = comm.create_comm
+    with numbered_widget_ids():
+        box = w.VBox([w.Dropdown(options=["a", "b"]), w.IntSlider()])
+    ids = [x.model_id for x in widget_tree(box)]
+    assert all(NUMBERED_ID.fullmatch(i) for i in ids) and len(set(ids)) == len(ids)
+    numbers = sorted(int(i[1:], 16) for i in ids)
+    assert numbers == list(range(numbers[0], numbers[0] + len(ids)))  # one process-wide sequence, no gap
+    assert comm.create_comm is create  # restored
+    outside = w.IntSlider().model_id
+    assert not NUMBERED_ID.fullmatch(outside) and outside[12] == "4"  # ipywidgets' own uuid4
+    with numbered_widget_ids():
+        again = w.IntSlider().model_id
+    assert int(again[1:], 16) > numbers[-1]  # never reused within a process: two panels cannot clash
+
+
+def test_numbered_widget_ids_repeat_in_a_fresh_process():
+    """What makes the executed explore notebook the same bytes on a rerun: a fresh kernel numbers its widgets the
+    same way."""
+    script = (
+        "import ipywidgets as w\n"
+        "from mer_core.explore import numbered_widget_ids\n"
+        "with numbered_widget_ids():\n"
+        "    box = w.HBox([w.Dropdown(options=['x']), w.ToggleButtons(options=['a', 'v'])])\n"
+        "print(box.model_id, box.children[0].model_id, box.children[1].layout.model_id)\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1] and all(NUMBERED_ID.fullmatch(i) for i in runs[0].split())
+
+
 def test_panel_filters_clips_and_rerenders_on_change(study):
     store, params, checkpoints = study
     explorer = Explorer.open(params, checkpoints=checkpoints)
     selection = explorer.selection()
     calls = []
     box, controls = panel(explorer, selection, calls.append)
+    assert all(NUMBERED_ID.fullmatch(x.model_id) for x in widget_tree(box))
     assert calls == []  # the notebook has just shown the default view: not drawn twice
     assert controls["clip_id"].value == selection["clip_id"]
     assert set(explorer.clips.set_index("clip_id").loc[list(controls["clip_id"].options), "label"]) == {"anger"}

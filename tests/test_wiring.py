@@ -271,3 +271,37 @@ def test_loading_params_and_the_corpus_stage_import_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_params_stage_is_never_restored_from_the_run_cache():
+    """The params stage removes the outputs of runs params.yaml no longer defines as a side effect of its command;
+    DVC restores a stage with cached outputs from its run cache without running the command when params.yaml
+    returns to an earlier state, so the stage's output is `cache: false` (DVC keeps no run cache for it) and
+    git-ignored (data/)."""
+    assert DEFAULT["params"]["outs"] == [{"data/params": {"cache": False}}]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/params"], cwd=ROOT)
+    assert ignored.returncode == 0, "data/params must be git-ignored: it is not in the DVC cache"
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_dvc_runs_a_stage_with_uncached_outputs_again_when_its_params_return(tmp_path, cached):
+    """What the params stage relies on: with `cache: false` its command runs on every change of params.yaml,
+    a return to an earlier value included; with a cached output DVC restores that output instead."""
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*dvc, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "write.py").write_text(
+        "import pathlib, yaml\n"
+        "p = yaml.safe_load(open('params.yaml'))['p']\n"
+        "pathlib.Path('out').write_text(str(p))\n"
+        "open('runs.log', 'a').write(f'{p}\\n')\n"
+    )
+    out = "out" if cached else {"out": {"cache": False}}
+    stage = {"cmd": f'"{sys.executable}" write.py', "deps": ["write.py"], "params": ["p"], "outs": [out]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"write": stage}}))
+    for value in (1, 2, 1):
+        (tmp_path / "params.yaml").write_text(f"p: {value}\n")
+        subprocess.run([*dvc, "repro", "-q"], cwd=tmp_path, check=True, capture_output=True)
+        assert (tmp_path / "out").read_text() == str(value)
+    ran = (tmp_path / "runs.log").read_text().split()
+    assert ran == (["1", "2"] if cached else ["1", "2", "1"])
